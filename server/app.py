@@ -1,0 +1,98 @@
+"""The app factory: one replica's aiohttp application, built from ``Settings``."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+import socketio
+from aiohttp import web
+
+from .app_keys import GATEWAY, MANAGER, METRICS, PRESENCE, SETTINGS, SIO
+from .auth import Authenticator
+from .config import Settings
+from .gateway import Gateway
+from .http_api import error_middleware, routes
+from .metrics import Metrics
+from .presence import LocalPresence, Presence, RedisPresence
+from .queue.backends.base import QueueBackend
+from .queue.backends.redis import RedisBackend
+from .queue.manager import LocalManager, QueueManager
+
+__all__ = ["create_app"]
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings, *, backend: QueueBackend | None = None) -> web.Application:
+    """Build a replica. With ``REDIS_URL`` (or an explicit ``backend``) it shares
+    users with other replicas; without, it runs alone on the in-memory manager."""
+    metrics = Metrics()
+    if backend is None and settings.redis_url is not None:
+        backend = RedisBackend(settings.redis_url)
+    manager: socketio.AsyncManager
+    if backend is not None:
+        manager = QueueManager(backend, channel=settings.channel, metrics=metrics)
+    else:
+        manager = LocalManager()
+    presence: Presence
+    if isinstance(backend, RedisBackend):
+        presence = RedisPresence(backend.client, channel=settings.channel, instance_id=settings.instance_id)
+    else:
+        presence = LocalPresence(manager)
+
+    sio = socketio.AsyncServer(
+        async_mode="aiohttp",
+        client_manager=manager,
+        cors_allowed_origins=list(settings.cors_allowed_origins) or None,
+        max_http_buffer_size=settings.max_payload_bytes,
+        logger=False,
+        engineio_logger=False,
+    )
+    gateway = Gateway(sio, settings=settings, authenticator=Authenticator(settings), presence=presence,
+                      metrics=metrics)
+
+    app = web.Application(client_max_size=settings.max_payload_bytes, middlewares=[error_middleware])
+    app[SETTINGS] = settings
+    app[SIO] = sio
+    app[MANAGER] = manager
+    app[GATEWAY] = gateway
+    app[METRICS] = metrics
+    app[PRESENCE] = presence
+    sio.attach(app)
+    app.add_routes(routes)
+    app.cleanup_ctx.append(_queue_ctx)
+    app.on_shutdown.append(_drain)
+    return app
+
+
+async def _queue_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Subscribe before the first client arrives; on exit unsubscribe and close."""
+    manager, presence = app[MANAGER], app[PRESENCE]
+    if isinstance(manager, QueueManager):
+        if isinstance(presence, RedisPresence):
+            manager.on_subscribed(presence.heartbeat)
+        await manager.start()
+    await presence.start()
+    logger.info("replica started", extra={
+        "instance_id": app[SETTINGS].instance_id,
+        "mode": "redis" if isinstance(manager, QueueManager) else "single-replica",
+        "auth_mode": app[SETTINGS].auth_mode,
+    })
+    yield
+    await presence.close()
+    if isinstance(manager, QueueManager):
+        await manager.close()
+    await app[SIO].shutdown()
+
+
+async def _drain(app: web.Application) -> None:
+    """On shutdown: refuse new handshakes and drop every transport without a
+    goodbye, so clients treat it as a lost connection and reconnect elsewhere."""
+    app[GATEWAY].draining = True
+    eio = app[SIO].eio
+    sockets = list(eio.sockets.values())
+    for eio_socket in sockets:
+        await eio_socket.close(wait=False, abort=True, reason=eio.reason.TRANSPORT_CLOSE)
+        eio_socket.queue.put_nowait(None)  # wakes the websocket writer, which closes the socket
+    logger.info("replica draining", extra={"sockets_closed": len(sockets)})

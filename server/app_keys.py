@@ -1,0 +1,20 @@
+"""Typed keys under which the app keeps its parts (aiohttp ``AppKey``)."""
+
+from __future__ import annotations
+
+import socketio
+from aiohttp import web
+
+from .config import Settings
+from .gateway import Gateway
+from .metrics import Metrics
+from .presence import Presence
+
+__all__ = ["GATEWAY", "MANAGER", "METRICS", "PRESENCE", "SETTINGS", "SIO"]
+
+SETTINGS = web.AppKey("settings", Settings)
+SIO = web.AppKey("sio", socketio.AsyncServer)
+MANAGER = web.AppKey("manager", socketio.AsyncManager)
+GATEWAY = web.AppKey("gateway", Gateway)
+METRICS = web.AppKey("metrics", Metrics)
+PRESENCE = web.AppKey("presence", Presence)

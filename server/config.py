@@ -1,0 +1,144 @@
+"""Typed settings, read once from the environment (and an optional ``.env``).
+
+``Settings.from_env`` is the only place that looks at environment variables;
+everything else receives a ``Settings`` object. A bad value raises
+``ConfigError`` with a one-line message that names the variable.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from dotenv import dotenv_values
+
+from .errors import ConfigError
+
+__all__ = ["Settings", "load_environ"]
+
+DEFAULT_CHANNEL = "kindmap_events"
+AUTH_MODES = ("jwt", "dev")
+DUPLICATE_POLICIES = ("allow", "replace")
+JWT_ALGORITHMS = ("HS256", "HS384", "HS512")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+MIN_SECRET_BYTES = 32
+
+
+
+def load_environ(env_file: str | Path = ".env", environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The process environment laid over the values of ``env_file``, if it exists.
+
+    Real environment variables win, so a deployment can override a checked-in file.
+    """
+    merged = {k: v for k, v in dotenv_values(env_file).items() if v is not None}
+    merged.update(os.environ if environ is None else environ)
+    return merged
+
+
+def _default_instance_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a replica needs to know, validated once at start-up."""
+
+    jwt_secret: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8000
+    redis_url: str | None = None
+    channel: str = DEFAULT_CHANNEL
+    jwt_algorithm: str = "HS256"
+    auth_mode: str = "jwt"
+    instance_id: str = field(default_factory=_default_instance_id)
+    cors_allowed_origins: tuple[str, ...] = ()
+    server_api_key: str | None = None
+    duplicate_connection_policy: str = "allow"
+    max_payload_bytes: int = 64 * 1024
+    shutdown_timeout: float = 5.0
+    log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        _check_choice("AUTH_MODE", self.auth_mode, AUTH_MODES)
+        _check_choice("JWT_ALGORITHM", self.jwt_algorithm, JWT_ALGORITHMS)
+        _check_choice("DUPLICATE_CONNECTION_POLICY", self.duplicate_connection_policy, DUPLICATE_POLICIES)
+        _check_choice("LOG_LEVEL", self.log_level, LOG_LEVELS)
+        if not 0 < self.port < 65536:
+            raise ConfigError(f"PORT must be between 1 and 65535, got {self.port}")
+        if self.auth_mode == "jwt" and not self.jwt_secret:
+            raise ConfigError("JWT_SECRET is required when AUTH_MODE=jwt (set AUTH_MODE=dev only for local use)")
+        if self.jwt_secret is not None and len(self.jwt_secret.encode()) < MIN_SECRET_BYTES:
+            raise ConfigError(f"JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes long")
+        if self.server_api_key is not None and len(self.server_api_key) < 16:
+            raise ConfigError("SERVER_API_KEY must be at least 16 characters long")
+        if self.redis_url is not None and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError("REDIS_URL must start with redis://, rediss:// or unix://")
+        if not self.channel:
+            raise ConfigError("SOCKETIO_CHANNEL must not be empty")
+        if not self.instance_id:
+            raise ConfigError("INSTANCE_ID must not be empty")
+        if self.max_payload_bytes < 1024:
+            raise ConfigError("MAX_PAYLOAD_BYTES must be at least 1024")
+        if self.shutdown_timeout <= 0:
+            raise ConfigError("SHUTDOWN_TIMEOUT must be positive")
+
+    @property
+    def dev_mode(self) -> bool:
+        return self.auth_mode == "dev"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Settings:
+        """Build settings from variables such as ``os.environ``; unset means default."""
+        values: dict[str, object] = {}
+
+        def take(name: str, attr: str, cast: Callable[[str, str], object] = lambda _, v: v) -> None:
+            raw = environ.get(name)
+            if raw is not None and raw.strip() != "":
+                values[attr] = cast(name, raw.strip())
+
+        take("JWT_SECRET", "jwt_secret")
+        take("HOST", "host")
+        take("PORT", "port", _to_int)
+        take("REDIS_URL", "redis_url")
+        take("SOCKETIO_CHANNEL", "channel")
+        take("JWT_ALGORITHM", "jwt_algorithm")
+        take("AUTH_MODE", "auth_mode", lambda _, v: v.lower())
+        take("INSTANCE_ID", "instance_id")
+        take("CORS_ALLOWED_ORIGINS", "cors_allowed_origins", _to_origins)
+        take("SERVER_API_KEY", "server_api_key")
+        take("DUPLICATE_CONNECTION_POLICY", "duplicate_connection_policy", lambda _, v: v.lower())
+        take("MAX_PAYLOAD_BYTES", "max_payload_bytes", _to_int)
+        take("SHUTDOWN_TIMEOUT", "shutdown_timeout", _to_float)
+        take("LOG_LEVEL", "log_level", lambda _, v: v.upper())
+        return cls(**values)  # type: ignore[arg-type]
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+
+
+def _to_int(name: str, raw: str) -> int:
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+
+
+def _to_float(name: str, raw: str) -> float:
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+
+
+def _to_origins(name: str, raw: str) -> tuple[str, ...]:
+    origins = tuple(o.strip() for o in raw.split(",") if o.strip())
+    for origin in origins:
+        if origin != "*" and not origin.startswith(("http://", "https://")):
+            raise ConfigError(f"{name} entries must be '*' or start with http:// or https://, got {origin!r}")
+    return origins

@@ -1,0 +1,68 @@
+"""``python -m server.emit --user U --event E --data '{...}'``: emit from a shell.
+
+Exit codes: 0 sent; 1 Redis unavailable or publish failed; 2 bad arguments;
+3 the user is not connected to any replica.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from typing import Any
+
+from .config import DEFAULT_CHANNEL, load_environ
+from .emitter import Emitter
+from .errors import RealtimeError, RequestError, UserNotConnectedError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOT_CONNECTED = 0, 1, 2, 3
+
+
+def parse_args(argv: list[str] | None, environ: dict[str, str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m server.emit", description=__doc__.splitlines()[0])
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("--user", help="user id to send to (every socket, every replica)")
+    target.add_argument("--broadcast", action="store_true", help="send to every connected socket")
+    parser.add_argument("--event", required=True, help="event name")
+    parser.add_argument("--data", default="null", help="JSON payload (default: null)")
+    parser.add_argument("--redis-url", default=environ.get("REDIS_URL"), help="default: $REDIS_URL")
+    parser.add_argument("--channel", default=environ.get("SOCKETIO_CHANNEL") or DEFAULT_CHANNEL,
+                        help="default: $SOCKETIO_CHANNEL or %(default)s")
+    return parser.parse_args(argv)
+
+
+async def run(args: argparse.Namespace, data: Any) -> None:
+    async with Emitter(args.redis_url, channel=args.channel) as emitter:
+        if args.broadcast:
+            await emitter.broadcast(args.event, data)
+        else:
+            await emitter.send_to_user(args.user, args.event, data)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv, load_environ())
+    if not args.redis_url:
+        print("error: no Redis URL: pass --redis-url or set REDIS_URL", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        data = json.loads(args.data)
+    except json.JSONDecodeError as exc:
+        print(f"error: --data is not valid JSON: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        asyncio.run(run(args, data))
+    except UserNotConnectedError as exc:
+        print(f"not sent: {exc.message}", file=sys.stderr)
+        return EXIT_NOT_CONNECTED
+    except RequestError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return EXIT_USAGE
+    except RealtimeError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

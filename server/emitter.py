@@ -1,0 +1,79 @@
+"""Emitting from backend services (route engine, alerts) without being a client.
+
+``Emitter`` wraps a write-only ``QueueManager``: the same envelope, the same
+backend code, and the same presence rule as the replicas' HTTP emit API. Every
+failure raises; nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import warnings
+from types import TracebackType
+from typing import Any
+
+from .config import DEFAULT_CHANNEL
+from .delivery import check_user_id, send_to_user
+from .metrics import Metrics
+from .presence import RedisPresence
+from .queue.backends.redis import RedisBackend
+from .queue.keys import user_room
+from .queue.manager import QueueManager
+
+__all__ = ["Emitter"]
+
+
+class Emitter:
+    """``async with Emitter("redis://…") as emitter: await emitter.send_to_user(…)``
+
+    :param redis_url: the Redis the replicas use.
+    :param channel: the replicas' ``SOCKETIO_CHANNEL``.
+    :param backend: a ready ``RedisBackend`` instead of a URL (e.g. a shared client).
+    """
+
+    def __init__(self, redis_url: str | None = None, *, channel: str = DEFAULT_CHANNEL,
+                 backend: RedisBackend | None = None) -> None:
+        self._backend = backend or RedisBackend(redis_url)
+        self.metrics = Metrics()
+        self._manager = QueueManager(self._backend, channel=channel, write_only=True, metrics=self.metrics)
+        # An emitter asks about presence; it never announces any, so the instance id is unused.
+        self._presence = RedisPresence(self._backend.client, channel=channel, instance_id="emitter")
+        self._open = False
+
+    async def __aenter__(self) -> Emitter:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.close()
+
+    async def connect(self) -> None:
+        """Connect and ping; raises ``QueueUnavailableError`` if Redis is unreachable."""
+        await self._manager.start()
+        self._open = True
+
+    async def close(self) -> None:
+        if self._open:
+            self._open = False
+            await self._manager.close()
+
+    async def send_to_user(self, user_id: str, event: str, data: Any = None) -> None:
+        """Deliver ``event`` to every socket of ``user_id`` on every replica.
+
+        Raises ``UserNotConnectedError`` when the user has no socket anywhere,
+        ``PublishError`` / ``QueueUnavailableError`` when Redis fails, and
+        ``RequestError`` for a bad user id or event name.
+        """
+        await send_to_user(self._manager, self._presence, self.metrics, user_id, event, data)
+
+    async def broadcast(self, event: str, data: Any = None) -> None:
+        """Deliver ``event`` to every connected socket on every replica."""
+        await self._manager.emit(event, data, namespace="/")
+
+    async def disconnect_user(self, user_id: str) -> None:
+        """Disconnect every socket of ``user_id`` on every replica."""
+        await self._manager.disconnect_room(user_room(check_user_id(user_id)))
+
+    def __del__(self) -> None:
+        if self._open:
+            warnings.warn("Emitter was not closed; use 'async with Emitter(...)'", ResourceWarning, stacklevel=1)

@@ -1,0 +1,110 @@
+"""Error codes, the one error payload, and the exceptions the server raises.
+
+Every error a client or a backend sees -- an ``error`` event, ``connect_error``
+data, an HTTP error body -- is built by :func:`error_payload`, so the schema and
+the timestamp format live in exactly one place.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from enum import Enum
+from typing import Any
+
+__all__ = [
+    "ConfigError",
+    "ErrorCode",
+    "InvalidEnvelopeError",
+    "PublishError",
+    "QueueUnavailableError",
+    "RealtimeError",
+    "RequestError",
+    "UserNotConnectedError",
+    "error_payload",
+    "utc_now_iso",
+]
+
+
+class ErrorCode(str, Enum):
+    """Every code a client or backend can receive; the README lists them too."""
+
+    AUTH_REQUIRED = "AUTH_REQUIRED"
+    INVALID_TOKEN = "INVALID_TOKEN"
+    TOKEN_EXPIRED = "TOKEN_EXPIRED"
+    DUPLICATE_CONNECTION = "DUPLICATE_CONNECTION"
+    UNKNOWN_EVENT = "UNKNOWN_EVENT"
+    INVALID_PARAMETERS = "INVALID_PARAMETERS"
+    PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"
+    UNAUTHORIZED = "UNAUTHORIZED"
+    NOT_FOUND = "NOT_FOUND"
+    METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED"
+    USER_NOT_CONNECTED = "USER_NOT_CONNECTED"
+    QUEUE_UNAVAILABLE = "QUEUE_UNAVAILABLE"
+    SERVER_SHUTTING_DOWN = "SERVER_SHUTTING_DOWN"
+    INTERNAL_SERVER_ERROR = "INTERNAL_SERVER_ERROR"
+
+
+def utc_now_iso() -> str:
+    """The current time as ISO 8601 in UTC with an explicit ``+00:00`` offset."""
+    return datetime.now(timezone.utc).isoformat()
+
+
+def error_payload(code: ErrorCode, message: str) -> dict[str, Any]:
+    """The error schema used everywhere: events, ``connect_error`` and HTTP."""
+    return {
+        "type": "error",
+        "code": code.value,
+        "message": message,
+        "timestamp": utc_now_iso(),
+    }
+
+
+class RealtimeError(Exception):
+    """Root of the server's exceptions; each carries the code a client sees."""
+
+    code: ErrorCode = ErrorCode.INTERNAL_SERVER_ERROR
+
+    def __init__(self, message: str, *, code: ErrorCode | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+    def payload(self) -> dict[str, Any]:
+        return error_payload(self.code, self.message)
+
+
+class ConfigError(RealtimeError, ValueError):
+    """A setting is missing or invalid; the message names the variable."""
+
+
+class RequestError(RealtimeError, ValueError):
+    """A client or backend sent something malformed or not allowed."""
+
+    code = ErrorCode.INVALID_PARAMETERS
+
+
+class PublishError(RealtimeError, ConnectionError):
+    """A message could not be handed to the queue; it was not sent."""
+
+    code = ErrorCode.QUEUE_UNAVAILABLE
+
+
+class QueueUnavailableError(RealtimeError, ConnectionError):
+    """The queue cannot be reached for subscribing or listening."""
+
+    code = ErrorCode.QUEUE_UNAVAILABLE
+
+
+class UserNotConnectedError(RealtimeError, LookupError):
+    """The target user has no socket on any replica; nothing was sent."""
+
+    code = ErrorCode.USER_NOT_CONNECTED
+
+
+class InvalidEnvelopeError(RealtimeError, ValueError):
+    """A queue message is not a well-formed envelope; ``reason`` labels the metric."""
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason

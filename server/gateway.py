@@ -1,0 +1,99 @@
+"""The Socket.IO side: handshake, user rooms, ``ping``, and errors for the rest."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import socketio
+
+from . import __version__
+from .auth import AuthError, Authenticator
+from .config import Settings
+from .errors import ErrorCode, PublishError, error_payload, utc_now_iso
+from .metrics import Metrics
+from .presence import Presence
+from .queue.keys import user_room
+
+__all__ = ["Gateway"]
+
+logger = logging.getLogger(__name__)
+
+
+class Gateway:
+    """Registers the client-facing event handlers on an ``AsyncServer``.
+
+    Every authenticated socket joins ``user:<id>``; anything a client sends that
+    is not a known event with a well-formed payload gets an ``error`` event and
+    changes nothing else.
+    """
+
+    def __init__(self, sio: socketio.AsyncServer, *, settings: Settings, authenticator: Authenticator,
+                 presence: Presence, metrics: Metrics) -> None:
+        self.sio = sio
+        self.settings = settings
+        self.authenticator = authenticator
+        self.presence = presence
+        self.metrics = metrics
+        self.draining = False
+        sio.on("connect", self.on_connect)
+        sio.on("disconnect", self.on_disconnect)
+        sio.on("ping", self.on_ping)
+        sio.on("*", self.on_unknown_event)
+
+    async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        try:
+            if self.draining:
+                raise AuthError("this replica is shutting down; reconnect", code=ErrorCode.SERVER_SHUTTING_DOWN)
+            user_id = self.authenticator.authenticate(auth, environ)
+        except AuthError as exc:
+            self.metrics.connects_rejected.labels(code=exc.code.value).inc()
+            logger.info("connection refused", extra={"code": exc.code.value, "reason": exc.message})
+            raise socketio.exceptions.ConnectionRefusedError(exc.message, exc.payload()) from None
+        await self.sio.save_session(sid, {"user_id": user_id})
+        room = user_room(user_id)
+        if self.settings.duplicate_connection_policy == "replace":
+            await self._replace_older_sockets(room, sid)
+        await self.sio.enter_room(sid, room)
+        await self.presence.add(user_id, sid)
+        self.metrics.connections.inc()
+        logger.info("client connected", extra={"user_id": user_id, "sid": sid})
+        await self.sio.emit("connected", {
+            "user_id": user_id,
+            "sid": sid,
+            "instance_id": self.settings.instance_id,
+            "server_version": __version__,
+        }, to=sid)
+
+    async def on_disconnect(self, sid: str, reason: Any = None) -> None:
+        session = await self.sio.get_session(sid)
+        user_id = session["user_id"]
+        await self.presence.remove(user_id, sid)
+        self.metrics.connections.dec()
+        logger.info("client disconnected", extra={"user_id": user_id, "sid": sid, "reason": str(reason)})
+
+    async def on_ping(self, sid: str, *args: Any) -> dict[str, Any] | None:
+        """Answer with ``pong``; also as the ack value for clients that ask for one."""
+        data = args[0] if args else None
+        if len(args) > 1 or (data is not None and not isinstance(data, dict)):
+            await self.send_error(sid, ErrorCode.INVALID_PARAMETERS, "ping takes no data or one object")
+            return None
+        pong: dict[str, Any] = {"timestamp": utc_now_iso()}
+        if data and isinstance(data.get("id"), (str, int)):
+            pong["id"] = data["id"]
+        await self.sio.emit("pong", pong, to=sid)
+        return pong
+
+    async def on_unknown_event(self, event: str, sid: str, *args: Any) -> None:
+        await self.send_error(sid, ErrorCode.UNKNOWN_EVENT, f"unknown event {event[:64]!r}")
+
+    async def send_error(self, sid: str, code: ErrorCode, message: str) -> None:
+        await self.sio.emit("error", error_payload(code, message), to=sid)
+
+    async def _replace_older_sockets(self, room: str, sid: str) -> None:
+        notice = error_payload(ErrorCode.DUPLICATE_CONNECTION, "replaced by a newer connection of the same user")
+        try:
+            await self.sio.manager.disconnect_room(room, skip_sid=sid, notice=notice)
+        except PublishError:
+            # Older sockets here are gone; those on other replicas stay until the queue is back.
+            logger.warning("could not replace sockets on other replicas", extra={"room": room})

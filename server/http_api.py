@@ -1,0 +1,94 @@
+"""HTTP endpoints: health, readiness, metrics, and the backend emit API."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from .delivery import send_to_user
+from .errors import ErrorCode, PublishError, QueueUnavailableError, RealtimeError, UserNotConnectedError, error_payload
+from .app_keys import GATEWAY, MANAGER, METRICS, PRESENCE, SETTINGS
+
+__all__ = ["error_middleware", "routes"]
+
+logger = logging.getLogger(__name__)
+
+routes = web.RouteTableDef()
+
+_HTTP_CODES = {
+    401: ErrorCode.UNAUTHORIZED,
+    404: ErrorCode.NOT_FOUND,
+    405: ErrorCode.METHOD_NOT_ALLOWED,
+    413: ErrorCode.PAYLOAD_TOO_LARGE,
+}
+_STATUS_FOR = {
+    UserNotConnectedError: 404,
+    PublishError: 503,
+    QueueUnavailableError: 503,
+}
+
+
+def error_response(status: int, code: ErrorCode, message: str) -> web.Response:
+    return web.json_response(error_payload(code, message), status=status)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    """HTTP errors leave in the same schema as Socket.IO errors."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400 or request.path.startswith("/socket.io"):
+            raise
+        code = _HTTP_CODES.get(exc.status, ErrorCode.INVALID_PARAMETERS)
+        return error_response(exc.status, code, exc.reason)
+    except RealtimeError as exc:
+        status = next((s for cls, s in _STATUS_FOR.items() if isinstance(exc, cls)), 400)
+        return web.json_response(exc.payload(), status=status)
+
+
+@routes.get("/healthz")
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok", "instance_id": request.app[SETTINGS].instance_id})
+
+
+@routes.get("/readyz")
+async def readyz(request: web.Request) -> web.Response:
+    if request.app[GATEWAY].draining:
+        return error_response(503, ErrorCode.SERVER_SHUTTING_DOWN, "this replica is shutting down")
+    manager = request.app[MANAGER]
+    if hasattr(manager, "is_ready") and not await manager.is_ready():
+        return error_response(503, ErrorCode.QUEUE_UNAVAILABLE, "not subscribed to the queue, or Redis does not answer")
+    return web.json_response({"status": "ready", "instance_id": request.app[SETTINGS].instance_id})
+
+
+@routes.get("/metrics")
+async def metrics(request: web.Request) -> web.Response:
+    body = request.app[METRICS].render()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+@routes.post("/api/v1/emit")
+async def emit(request: web.Request) -> web.Response:
+    """``{"user_id", "event", "data"}`` from a backend holding ``SERVER_API_KEY``."""
+    api_key = request.app[SETTINGS].server_api_key
+    if api_key is None:
+        raise web.HTTPNotFound(reason="the emit API is disabled (no SERVER_API_KEY)")
+    supplied = request.headers.get("Authorization", "")
+    if not hmac.compare_digest(supplied.encode(), f"Bearer {api_key}".encode()):
+        return error_response(401, ErrorCode.UNAUTHORIZED, "missing or wrong API key")
+    try:
+        body = await request.json()
+    except json.JSONDecodeError:
+        return error_response(400, ErrorCode.INVALID_PARAMETERS, "the body must be a JSON object")
+    if not isinstance(body, dict) or set(body) - {"user_id", "event", "data"}:
+        return error_response(400, ErrorCode.INVALID_PARAMETERS, 'expected {"user_id", "event", "data"} only')
+    app = request.app
+    await send_to_user(app[MANAGER], app[PRESENCE], app[METRICS], body.get("user_id"), body.get("event"),
+                       body.get("data"))
+    return web.json_response({"status": "sent", "user_id": body["user_id"], "event": body["event"]}, status=202)

@@ -1,0 +1,59 @@
+"""Prometheus metrics, one registry per app (or emitter), never global.
+
+A fresh ``Metrics`` per ``create_app`` keeps tests independent and lets one
+process host several apps without their counters mixing.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+
+__all__ = ["DROP_REASONS", "Metrics"]
+
+# Why a message did not reach a socket; pre-declared so every series exists at 0.
+DROP_REASONS = (
+    "invalid_json",
+    "invalid_envelope",
+    "unknown_method",
+    "handler_error",
+    "user_not_connected",
+    "publish_failed",
+)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.connections = Gauge(
+            "kindmap_connections", "Sockets connected to this replica.", registry=self.registry
+        )
+        self.connects_rejected = Counter(
+            "kindmap_connects_rejected_total", "Handshakes refused, by error code.", ["code"], registry=self.registry
+        )
+        self.published = Counter(
+            "kindmap_messages_published_total", "Envelopes handed to the queue.", registry=self.registry
+        )
+        self.received = Counter(
+            "kindmap_messages_received_total", "Valid envelopes taken from the queue.", registry=self.registry
+        )
+        self.delivered = Counter(
+            "kindmap_messages_delivered_total",
+            "Events written to sockets of this replica from queue envelopes.",
+            registry=self.registry,
+        )
+        self.dropped = Counter(
+            "kindmap_messages_dropped_total", "Messages that reached no socket, by reason.", ["reason"],
+            registry=self.registry,
+        )
+        self.queue_reconnects = Counter(
+            "kindmap_queue_reconnects_total", "Times the queue was subscribed again after losing it.",
+            registry=self.registry,
+        )
+        self.queue_subscribed = Gauge(
+            "kindmap_queue_subscribed", "1 while the queue subscription is live.", registry=self.registry
+        )
+        for reason in DROP_REASONS:
+            self.dropped.labels(reason=reason)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,87 @@
+"""An in-process queue backend: several managers share one ``MemoryBroker``.
+
+It lets unit tests run "replicas" in one event loop without Redis, and lets a
+test take the broker down to see how the manager copes with an outage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from ...errors import PublishError, QueueUnavailableError
+from .base import QueueBackend
+
+__all__ = ["MemoryBackend", "MemoryBroker"]
+
+_OUTAGE = object()  # queued to a subscriber to end its messages() iterator
+
+
+class MemoryBroker:
+    """The shared "server": holds subscriptions and an up/down switch."""
+
+    def __init__(self) -> None:
+        self.available = True
+        self.published: list[tuple[str, bytes]] = []
+        self._subscribers: dict[str, set[MemoryBackend]] = {}
+
+    def go_down(self) -> None:
+        """Simulate an outage: every listener's iterator fails, publishes fail."""
+        self.available = False
+        for backends in self._subscribers.values():
+            for backend in backends:
+                backend.inbox.put_nowait(_OUTAGE)
+        self._subscribers.clear()
+
+    def come_back(self) -> None:
+        self.available = True
+
+    def inject(self, channel: str, data: bytes) -> int:
+        """Deliver raw bytes as if any publisher had sent them (for forged input)."""
+        backends = self._subscribers.get(channel, set())
+        for backend in backends:
+            backend.inbox.put_nowait((channel, data))
+        return len(backends)
+
+    def _check(self, error: type[Exception]) -> None:
+        if not self.available:
+            raise error("memory broker is down")
+
+
+class MemoryBackend(QueueBackend):
+    def __init__(self, broker: MemoryBroker | None = None) -> None:
+        self.broker = broker or MemoryBroker()
+        self.inbox: asyncio.Queue[object] = asyncio.Queue()
+        self.channels: set[str] = set()
+
+    async def connect(self) -> None:
+        self.broker._check(QueueUnavailableError)
+
+    async def close(self) -> None:
+        for channel in list(self.channels):
+            await self.unsubscribe(channel)
+
+    async def publish(self, channel: str, data: bytes) -> int:
+        self.broker._check(PublishError)
+        self.broker.published.append((channel, data))
+        return self.broker.inject(channel, data)
+
+    async def subscribe(self, channel: str) -> None:
+        self.broker._check(QueueUnavailableError)
+        self.channels.add(channel)
+        self.broker._subscribers.setdefault(channel, set()).add(self)
+
+    async def unsubscribe(self, channel: str) -> None:
+        self.channels.discard(channel)
+        self.broker._subscribers.get(channel, set()).discard(self)
+
+    async def messages(self) -> AsyncIterator[tuple[str, bytes]]:
+        while True:
+            item = await self.inbox.get()
+            if item is _OUTAGE:
+                self.channels.clear()
+                raise QueueUnavailableError("memory broker went down")
+            yield item  # type: ignore[misc]
+
+    async def ping(self) -> bool:
+        return self.broker.available

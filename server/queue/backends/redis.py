@@ -1,0 +1,118 @@
+"""Plain Redis pub/sub (PUBLISH / SUBSCRIBE) as a queue backend."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from redis import asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff, NoBackoff
+from redis.exceptions import RedisError
+
+from ...errors import PublishError, QueueUnavailableError
+from .base import QueueBackend
+
+__all__ = ["RedisBackend", "connect_redis"]
+
+CONNECT_TIMEOUT = 1.0
+COMMAND_TIMEOUT = 2.0
+PING_TIMEOUT = 0.5
+
+
+def connect_redis(url: str) -> aioredis.Redis:
+    """A command client that fails fast: one quick retry, then the error surfaces.
+
+    redis-py's defaults retry with backoff for seconds, which would hide an
+    outage from the caller that needs to know its message was not sent.
+    """
+    return aioredis.Redis.from_url(
+        url,
+        socket_connect_timeout=CONNECT_TIMEOUT,
+        socket_timeout=COMMAND_TIMEOUT,
+        retry=Retry(ExponentialBackoff(cap=0.05, base=0.01), 1),
+    )
+
+
+def _without_retries(client: aioredis.Redis) -> aioredis.Redis:
+    """A client to the same server whose connections never retry on their own."""
+    pool = client.connection_pool
+    kwargs = {**pool.connection_kwargs, "retry": Retry(NoBackoff(), 0)}
+    return aioredis.Redis(connection_pool=aioredis.ConnectionPool(connection_class=pool.connection_class, **kwargs))
+
+
+class RedisBackend(QueueBackend):
+    """Publishes with a command client; listens on a dedicated pub/sub connection.
+
+    The pub/sub connection has no automatic retry: when Redis goes away the
+    ``messages()`` iterator raises at once, so the manager knows it is deaf and
+    resubscribes on its own schedule.
+    """
+
+    def __init__(self, url: str | None = None, *, conn: aioredis.Redis | None = None) -> None:
+        if (url is None) == (conn is None):
+            raise ValueError("pass exactly one of url or conn")
+        self.client = conn if conn is not None else connect_redis(url)  # type: ignore[arg-type]
+        self._owns_client = conn is None
+        self._sub_client = _without_retries(self.client)
+        self._pubsub: aioredis.client.PubSub | None = None
+
+    async def connect(self) -> None:
+        try:
+            await self.client.ping()
+        except (RedisError, OSError) as exc:
+            raise QueueUnavailableError(f"Redis unreachable: {exc}") from exc
+
+    async def close(self) -> None:
+        await self._drop_pubsub()
+        await self._sub_client.aclose(close_connection_pool=True)
+        if self._owns_client:
+            await self.client.aclose()
+
+    async def publish(self, channel: str, data: bytes) -> int:
+        try:
+            return int(await self.client.publish(channel, data))
+        except (RedisError, OSError) as exc:
+            raise PublishError(f"Redis publish failed: {exc}") from exc
+
+    async def subscribe(self, channel: str) -> None:
+        await self._drop_pubsub()
+        self._pubsub = self._sub_client.pubsub(ignore_subscribe_messages=True)
+        try:
+            await self._pubsub.subscribe(channel)
+        except (RedisError, OSError) as exc:
+            await self._drop_pubsub()
+            raise QueueUnavailableError(f"Redis subscribe failed: {exc}") from exc
+
+    async def unsubscribe(self, channel: str) -> None:
+        if self._pubsub is not None:
+            try:
+                await self._pubsub.unsubscribe(channel)
+            except (RedisError, OSError):
+                pass  # the connection is going away anyway
+            await self._drop_pubsub()
+
+    async def messages(self) -> AsyncIterator[tuple[str, bytes]]:
+        if self._pubsub is None:
+            raise QueueUnavailableError("not subscribed")
+        try:
+            async for message in self._pubsub.listen():
+                if message["type"] == "message":
+                    yield message["channel"].decode(), message["data"]
+        except (RedisError, OSError) as exc:
+            raise QueueUnavailableError(f"Redis connection lost: {exc}") from exc
+        raise QueueUnavailableError("Redis subscription ended")
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await asyncio.wait_for(self.client.ping(), PING_TIMEOUT))
+        except (RedisError, OSError, asyncio.TimeoutError):
+            return False
+
+    async def _drop_pubsub(self) -> None:
+        if self._pubsub is not None:
+            pubsub, self._pubsub = self._pubsub, None
+            try:
+                await pubsub.aclose()
+            except (RedisError, OSError):
+                pass  # closing a dead connection can fail; it is gone either way

@@ -1,0 +1,99 @@
+"""The queue message ("envelope") format: encoding, and validation on receipt.
+
+The envelope is python-socketio's own pub/sub message (a JSON object with a
+``method`` and its fields) plus one method of ours, ``disconnect_room``. Anything
+taken from the channel passes :func:`decode` before it can touch a socket: Redis
+is shared infrastructure, and one bad publisher must not crash or confuse the
+replicas.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ..errors import InvalidEnvelopeError
+
+__all__ = ["METHODS", "decode", "encode", "sample"]
+
+_NONE = type(None)
+_STR_OR_LIST = (str, list, _NONE)
+
+# For each method: field -> (allowed types, required).
+METHODS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
+    "emit": {
+        "event": ((str,), True),
+        "data": ((list,), True),
+        "namespace": ((str,), True),
+        "room": (_STR_OR_LIST, False),
+        "skip_sid": (_STR_OR_LIST, False),
+        "callback": ((list, _NONE), False),
+        "binary": ((bool,), False),
+    },
+    "disconnect": {"sid": ((str,), True), "namespace": ((str,), True)},
+    "enter_room": {"sid": ((str,), True), "namespace": ((str,), True), "room": ((str,), True)},
+    "leave_room": {"sid": ((str,), True), "namespace": ((str,), True), "room": ((str,), True)},
+    "close_room": {"namespace": ((str,), True), "room": ((str,), True)},
+    "callback": {
+        "sid": ((str,), True),
+        "namespace": ((str,), True),
+        "id": ((int,), True),
+        "args": ((list,), True),
+    },
+    "disconnect_room": {
+        "namespace": ((str,), True),
+        "room": ((str,), True),
+        "skip_sid": ((str, _NONE), False),
+        "notice": ((dict, _NONE), False),
+    },
+}
+
+SAMPLE_BYTES = 200
+
+
+def encode(message: dict[str, Any]) -> bytes:
+    """Serialise an envelope for the channel (compact JSON, UTF-8, non-ASCII kept)."""
+    return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def decode(raw: bytes | str) -> dict[str, Any]:
+    """Parse and validate a message taken from the channel.
+
+    Raises ``InvalidEnvelopeError`` whose ``reason`` is ``invalid_json``,
+    ``invalid_envelope`` or ``unknown_method``.
+    """
+    try:
+        message = json.loads(raw)
+    except (ValueError, TypeError):
+        raise InvalidEnvelopeError("not JSON", reason="invalid_json") from None
+    if not isinstance(message, dict):
+        raise InvalidEnvelopeError("not a JSON object", reason="invalid_envelope")
+    method = message.get("method")
+    host_id = message.get("host_id")
+    if not isinstance(method, str):
+        raise InvalidEnvelopeError("missing or non-string 'method'", reason="invalid_envelope")
+    if not isinstance(host_id, str) or not host_id:
+        raise InvalidEnvelopeError("missing or non-string 'host_id'", reason="invalid_envelope")
+    fields = METHODS.get(method)
+    if fields is None:
+        raise InvalidEnvelopeError(f"unknown method {method[:40]!r}", reason="unknown_method")
+    for name, (types, required) in fields.items():
+        if name not in message:
+            if required:
+                raise InvalidEnvelopeError(f"{method}: missing field {name!r}", reason="invalid_envelope")
+            continue
+        value = message[name]
+        # bool is an int subclass: reject it where an int is expected.
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            raise InvalidEnvelopeError(f"{method}: field {name!r} has the wrong type", reason="invalid_envelope")
+        if isinstance(value, list) and name in ("room", "skip_sid") and not all(isinstance(v, str) for v in value):
+            raise InvalidEnvelopeError(f"{method}: field {name!r} must hold strings", reason="invalid_envelope")
+    if method == "emit" and message.get("callback") is not None and len(message["callback"]) != 3:
+        raise InvalidEnvelopeError("emit: 'callback' must have three items", reason="invalid_envelope")
+    return message
+
+
+def sample(raw: bytes | str) -> str:
+    """A short, printable excerpt of a bad message for a log line."""
+    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+    return text[:SAMPLE_BYTES] + ("..." if len(text) > SAMPLE_BYTES else "")

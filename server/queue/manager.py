@@ -1,0 +1,255 @@
+"""The client manager: python-socketio's pub/sub manager, hardened.
+
+``QueueManager`` fills the ``_publish`` / listener hooks of
+``socketio.AsyncPubSubManager`` through a ``QueueBackend`` and adds what the
+stock Redis manager lacks:
+
+- it subscribes when the app starts (stock waits for the first client) and
+  resubscribes within a fraction of a second after an outage (stock backs off
+  up to 60 s, deaf all the while);
+- every message taken from the channel is validated; a bad one is dropped,
+  counted and logged, and the listener keeps running;
+- a failed publish is counted, logged at ERROR and raised to the caller (stock
+  logs and returns ``None``);
+- an emit to a socket of this replica never touches the queue, and nothing
+  received from the queue is published again;
+- ``disconnect_room`` disconnects every socket of a room on every replica, also
+  from a write-only manager (stock's write-only ``disconnect`` cannot).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from socketio.async_manager import AsyncManager
+from socketio.async_pubsub_manager import AsyncPubSubManager
+
+from ..config import DEFAULT_CHANNEL
+from ..errors import InvalidEnvelopeError, PublishError, QueueUnavailableError
+from ..logs import LogThrottle
+from ..metrics import Metrics
+from . import envelope
+from .backends.base import QueueBackend
+
+__all__ = ["LocalManager", "QueueManager"]
+
+logger = logging.getLogger(__name__)
+
+RETRY_MIN = 0.05
+RETRY_MAX = 0.5
+
+
+class QueueManager(AsyncPubSubManager):  # type: ignore[misc]
+    """Shares sockets, rooms and events between replicas through a ``QueueBackend``.
+
+    :param backend: the transport (Redis in production, memory in unit tests).
+    :param channel: the channel every replica and emitter uses.
+    :param write_only: ``True`` for emitters: publish only, never listen.
+    :param metrics: where to count; a private ``Metrics`` when not given.
+    :param retry_max: longest pause between resubscribe attempts, in seconds;
+        it bounds how long a replica stays deaf after the queue comes back.
+    """
+
+    name = "kindmap-queue"
+
+    def __init__(
+        self,
+        backend: QueueBackend,
+        *,
+        channel: str = DEFAULT_CHANNEL,
+        write_only: bool = False,
+        metrics: Metrics | None = None,
+        retry_max: float = RETRY_MAX,
+    ) -> None:
+        super().__init__(channel=channel, write_only=write_only, logger=logger)
+        self.backend = backend
+        self.metrics = metrics or Metrics()
+        self.retry_max = retry_max
+        self.subscribed = False
+        self._ever_subscribed = False
+        self._listener: asyncio.Task[None] | None = None
+        self._on_subscribed: list[Callable[[], Awaitable[None]]] = []
+        self._throttle = LogThrottle()
+
+    # --- lifecycle -------------------------------------------------------
+
+    def initialize(self) -> None:
+        """Called by the server on its first client; ``start()`` already did the work."""
+
+    def on_subscribed(self, callback: Callable[[], Awaitable[None]]) -> None:
+        """Run ``callback`` after every (re)subscription, e.g. to re-announce presence."""
+        self._on_subscribed.append(callback)
+
+    async def start(self) -> None:
+        """Connect, and for a listening manager subscribe and start the listener.
+
+        A write-only manager raises ``QueueUnavailableError`` when the queue is
+        unreachable. A listening one logs the failure and keeps retrying in the
+        background, so a replica started during a Redis blip recovers by itself.
+        """
+        if self.write_only:
+            await self.backend.connect()
+            return
+        try:
+            await self._subscribe()
+        except QueueUnavailableError as exc:
+            logger.error("queue unavailable at start-up; retrying", extra={"channel": self.channel, "error": str(exc)})
+        self._listener = asyncio.create_task(self._listen_forever(), name="queue-listener")
+
+    async def close(self) -> None:
+        """Stop listening, unsubscribe and release the backend's connections."""
+        if self._listener is not None:
+            self._listener.cancel()
+            try:
+                await self._listener
+            except asyncio.CancelledError:
+                pass
+            self._listener = None
+        if self.subscribed:
+            await self.backend.unsubscribe(self.channel)
+            self._set_subscribed(False)
+        await self.backend.close()
+
+    async def is_ready(self) -> bool:
+        """Subscribed, and the queue answers a ping now."""
+        return self.subscribed and await self.backend.ping()
+
+    # --- sending ---------------------------------------------------------
+
+    async def emit(self, event: str, data: Any, namespace: str | None = None, room: Any = None,
+                   skip_sid: Any = None, callback: Any = None, to: Any = None, **kwargs: Any) -> None:
+        """As stock, but a message for one socket of this replica stays local."""
+        room = to or room
+        if isinstance(room, str) and self.is_sid_room(namespace or "/", room):
+            kwargs["ignore_queue"] = True
+        await super().emit(event, data, namespace=namespace, room=room, skip_sid=skip_sid,
+                           callback=callback, **kwargs)
+
+    async def disconnect_room(self, room: str, namespace: str = "/", *, skip_sid: str | None = None,
+                              notice: dict[str, Any] | None = None) -> None:
+        """Disconnect every socket in ``room`` on every replica, except ``skip_sid``.
+
+        Each socket first gets ``notice`` (an error payload) as an ``error`` event.
+        """
+        message = {"method": "disconnect_room", "room": room, "namespace": namespace,
+                   "skip_sid": skip_sid, "notice": notice, "host_id": self.host_id}
+        await self._handle_disconnect_room(message)
+        await self._publish(message)
+
+    async def _publish(self, data: dict[str, Any]) -> int:
+        try:
+            receivers = await self.backend.publish(self.channel, envelope.encode(data))
+        except PublishError as exc:
+            self.metrics.dropped.labels(reason="publish_failed").inc()
+            held = self._throttle.allow("publish_failed")
+            if held is not None:
+                logger.error("could not publish to the queue", extra={
+                    "method": data.get("method"), "channel": self.channel, "error": str(exc), "suppressed": held})
+            raise
+        self.metrics.published.inc()
+        return receivers
+
+    # --- receiving -------------------------------------------------------
+
+    async def _subscribe(self) -> None:
+        await self.backend.subscribe(self.channel)
+        self._set_subscribed(True)
+        if self._ever_subscribed:
+            self.metrics.queue_reconnects.inc()
+            logger.warning("queue subscribed again", extra={"channel": self.channel})
+        else:
+            logger.info("queue subscribed", extra={"channel": self.channel})
+        self._ever_subscribed = True
+        for callback in self._on_subscribed:
+            try:
+                await callback()
+            except Exception:
+                logger.exception("on_subscribed callback failed")
+
+    async def _listen_forever(self) -> None:
+        delay = RETRY_MIN
+        while True:
+            try:
+                if not self.subscribed:
+                    await self._subscribe()
+                delay = RETRY_MIN
+                async for _channel, data in self.backend.messages():
+                    await self._receive(data)
+            except QueueUnavailableError as exc:
+                if self.subscribed:
+                    logger.error("queue connection lost; resubscribing", extra={
+                        "channel": self.channel, "error": str(exc)})
+                else:
+                    logger.debug("resubscribe failed: %s", exc)
+                self._set_subscribed(False)
+            except Exception:
+                logger.exception("queue listener failed; restarting it")
+                self._set_subscribed(False)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.retry_max)
+
+    def _set_subscribed(self, value: bool) -> None:
+        self.subscribed = value
+        self.metrics.queue_subscribed.set(1 if value else 0)
+
+    async def _receive(self, raw: bytes) -> None:
+        """Validate one message from the channel and act on it; never raises."""
+        try:
+            message = envelope.decode(raw)
+        except InvalidEnvelopeError as exc:
+            self.metrics.dropped.labels(reason=exc.reason).inc()
+            held = self._throttle.allow(exc.reason)
+            if held is not None:
+                logger.warning("dropped invalid queue message: %s", exc.message, extra={
+                    "reason": exc.reason, "sample": envelope.sample(raw), "suppressed": held})
+            return
+        method = message["method"]
+        if method != "callback" and message["host_id"] == self.host_id:
+            return  # our own message, already handled here before publishing
+        self.metrics.received.inc()
+        logger.debug("queue message: %s", method)
+        handler: Callable[[dict[str, Any]], Awaitable[None]] = getattr(self, f"_handle_{method}")
+        try:
+            await handler(message)
+        except Exception:
+            self.metrics.dropped.labels(reason="handler_error").inc()
+            logger.exception("queue message handler failed", extra={"method": method})
+
+    async def _handle_emit(self, message: dict[str, Any]) -> None:
+        recipients = self._count_recipients(message)
+        await super()._handle_emit(message)
+        self.metrics.delivered.inc(recipients)
+
+    async def _handle_disconnect_room(self, message: dict[str, Any]) -> None:
+        if self.server is None:
+            return  # a write-only manager has no sockets of its own
+        await _disconnect_local(self, message["room"], message["namespace"],
+                                message.get("skip_sid"), message.get("notice"))
+
+    def _count_recipients(self, message: dict[str, Any]) -> int:
+        skip = message.get("skip_sid")
+        skip_sids = set(skip) if isinstance(skip, list) else {skip}
+        return sum(1 for sid, _ in self.get_participants(message["namespace"], message.get("room"))
+                   if sid not in skip_sids)
+
+
+class LocalManager(AsyncManager):  # type: ignore[misc]
+    """python-socketio's in-memory manager, for a single replica without Redis,
+    with the same ``disconnect_room`` as ``QueueManager``."""
+
+    async def disconnect_room(self, room: str, namespace: str = "/", *, skip_sid: str | None = None,
+                              notice: dict[str, Any] | None = None) -> None:
+        await _disconnect_local(self, room, namespace, skip_sid, notice)
+
+
+async def _disconnect_local(manager: AsyncManager, room: str, namespace: str, skip_sid: str | None,
+                            notice: dict[str, Any] | None) -> None:
+    """Disconnect this replica's sockets in ``room``, each told why by ``notice``."""
+    targets = [sid for sid, _ in manager.get_participants(namespace, room) if sid != skip_sid]
+    for sid in targets:
+        if notice:
+            await manager.server.emit("error", notice, to=sid, namespace=namespace, ignore_queue=True)
+        await manager.server.disconnect(sid, namespace=namespace, ignore_queue=True)
