@@ -14,8 +14,9 @@ from .config import Settings
 from .gateway import Gateway
 from .http_api import error_middleware, routes
 from .metrics import Metrics
-from .presence import LocalPresence, Presence, RedisPresence
+from .presence import LocalPresence, MemoryPresence, Presence, RedisPresence
 from .queue.backends.base import QueueBackend
+from .queue.backends.memory import MemoryBackend
 from .queue.backends.redis import RedisBackend
 from .queue.manager import LocalManager, QueueManager
 
@@ -38,6 +39,8 @@ def create_app(settings: Settings, *, backend: QueueBackend | None = None) -> we
     presence: Presence
     if isinstance(backend, RedisBackend):
         presence = RedisPresence(backend.client, channel=settings.channel, instance_id=settings.instance_id)
+    elif isinstance(backend, MemoryBackend):
+        presence = MemoryPresence(backend.broker.presence)
     else:
         presence = LocalPresence(manager)
 

@@ -18,14 +18,14 @@ from dotenv import dotenv_values
 
 from .errors import ConfigError
 
-__all__ = ["Settings", "load_environ"]
+__all__ = ["Settings", "check_redis_url", "load_environ"]
 
 DEFAULT_CHANNEL = "kindmap_events"
 AUTH_MODES = ("jwt", "dev")
 DUPLICATE_POLICIES = ("allow", "replace")
-JWT_ALGORITHMS = ("HS256", "HS384", "HS512")
+# RFC 7518 section 3.2: an HMAC key at least as long as the hash output.
+JWT_ALGORITHMS = {"HS256": 32, "HS384": 48, "HS512": 64}
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
-MIN_SECRET_BYTES = 32
 
 
 
@@ -64,26 +64,27 @@ class Settings:
 
     def __post_init__(self) -> None:
         _check_choice("AUTH_MODE", self.auth_mode, AUTH_MODES)
-        _check_choice("JWT_ALGORITHM", self.jwt_algorithm, JWT_ALGORITHMS)
+        _check_choice("JWT_ALGORITHM", self.jwt_algorithm, tuple(JWT_ALGORITHMS))
         _check_choice("DUPLICATE_CONNECTION_POLICY", self.duplicate_connection_policy, DUPLICATE_POLICIES)
         _check_choice("LOG_LEVEL", self.log_level, LOG_LEVELS)
         if not 0 < self.port < 65536:
             raise ConfigError(f"PORT must be between 1 and 65535, got {self.port}")
         if self.auth_mode == "jwt" and not self.jwt_secret:
             raise ConfigError("JWT_SECRET is required when AUTH_MODE=jwt (set AUTH_MODE=dev only for local use)")
-        if self.jwt_secret is not None and len(self.jwt_secret.encode()) < MIN_SECRET_BYTES:
-            raise ConfigError(f"JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes long")
+        min_secret = JWT_ALGORITHMS[self.jwt_algorithm]
+        if self.jwt_secret is not None and len(self.jwt_secret.encode()) < min_secret:
+            raise ConfigError(f"JWT_SECRET must be at least {min_secret} bytes long for {self.jwt_algorithm}")
         if self.server_api_key is not None and len(self.server_api_key) < 16:
             raise ConfigError("SERVER_API_KEY must be at least 16 characters long")
-        if self.redis_url is not None and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
-            raise ConfigError("REDIS_URL must start with redis://, rediss:// or unix://")
+        if self.redis_url is not None:
+            check_redis_url("REDIS_URL", self.redis_url)
         if not self.channel:
             raise ConfigError("SOCKETIO_CHANNEL must not be empty")
         if not self.instance_id:
             raise ConfigError("INSTANCE_ID must not be empty")
         if self.max_payload_bytes < 1024:
             raise ConfigError("MAX_PAYLOAD_BYTES must be at least 1024")
-        if self.shutdown_timeout <= 0:
+        if not 0 < self.shutdown_timeout < float("inf"):
             raise ConfigError("SHUTDOWN_TIMEOUT must be positive")
 
     @property
@@ -115,6 +116,12 @@ class Settings:
         take("SHUTDOWN_TIMEOUT", "shutdown_timeout", _to_float)
         take("LOG_LEVEL", "log_level", lambda _, v: v.upper())
         return cls(**values)  # type: ignore[arg-type]
+
+
+def check_redis_url(name: str, url: str) -> None:
+    """Refuse at once a URL that redis-py would only reject on first use."""
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError(f"{name} must start with redis://, rediss:// or unix://, got {url!r}")
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:

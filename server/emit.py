@@ -12,9 +12,9 @@ import json
 import sys
 from typing import Any
 
-from .config import DEFAULT_CHANNEL, load_environ
+from .config import DEFAULT_CHANNEL, check_redis_url, load_environ
 from .emitter import Emitter
-from .errors import RealtimeError, RequestError, UserNotConnectedError
+from .errors import ConfigError, RealtimeError, RequestError, UserNotConnectedError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOT_CONNECTED = 0, 1, 2, 3
 
@@ -46,7 +46,11 @@ def main(argv: list[str] | None = None) -> int:
         print("error: no Redis URL: pass --redis-url or set REDIS_URL", file=sys.stderr)
         return EXIT_USAGE
     try:
+        check_redis_url("--redis-url", args.redis_url)
         data = json.loads(args.data)
+    except ConfigError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return EXIT_USAGE
     except json.JSONDecodeError as exc:
         print(f"error: --data is not valid JSON: {exc}", file=sys.stderr)
         return EXIT_USAGE

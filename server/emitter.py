@@ -32,12 +32,12 @@ class Emitter:
 
     def __init__(self, redis_url: str | None = None, *, channel: str = DEFAULT_CHANNEL,
                  backend: RedisBackend | None = None) -> None:
+        self._open = False
         self._backend = backend or RedisBackend(redis_url)
         self.metrics = Metrics()
         self._manager = QueueManager(self._backend, channel=channel, write_only=True, metrics=self.metrics)
         # An emitter asks about presence; it never announces any, so the instance id is unused.
         self._presence = RedisPresence(self._backend.client, channel=channel, instance_id="emitter")
-        self._open = False
 
     async def __aenter__(self) -> Emitter:
         await self.connect()

@@ -41,11 +41,23 @@ class Gateway:
         sio.on("ping", self.on_ping)
         sio.on("*", self.on_unknown_event)
 
-    async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+    def _is_client_event(self, sid: str) -> bool:
+        """True when a client sent an event named ``connect`` or ``disconnect``.
+
+        python-socketio finds handlers by name, so such an event would reach the
+        lifecycle handlers. The real calls come while the socket is still
+        connecting or already disconnecting, when ``is_connected`` is False.
+        """
+        return bool(self.sio.manager.is_connected(sid, "/"))
+
+    async def on_connect(self, sid: str, environ: Any = None, auth: Any = None, *_: Any) -> None:
+        if self._is_client_event(sid):
+            await self.on_unknown_event("connect", sid)
+            return
         try:
             if self.draining:
                 raise AuthError("this replica is shutting down; reconnect", code=ErrorCode.SERVER_SHUTTING_DOWN)
-            user_id = self.authenticator.authenticate(auth, environ)
+            user_id = self.authenticator.authenticate(auth, environ or {})
         except AuthError as exc:
             self.metrics.connects_rejected.labels(code=exc.code.value).inc()
             logger.info("connection refused", extra={"code": exc.code.value, "reason": exc.message})
@@ -65,7 +77,10 @@ class Gateway:
             "server_version": __version__,
         }, to=sid)
 
-    async def on_disconnect(self, sid: str, reason: Any = None) -> None:
+    async def on_disconnect(self, sid: str, reason: Any = None, *_: Any) -> None:
+        if self._is_client_event(sid):
+            await self.on_unknown_event("disconnect", sid)
+            return
         session = await self.sio.get_session(sid)
         user_id = session["user_id"]
         await self.presence.remove(user_id, sid)

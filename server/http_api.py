@@ -50,6 +50,9 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
     except RealtimeError as exc:
         status = next((s for cls, s in _STATUS_FOR.items() if isinstance(exc, cls)), 400)
         return web.json_response(exc.payload(), status=status)
+    except Exception:
+        logger.exception("unhandled error in %s %s", request.method, request.path)
+        return error_response(500, ErrorCode.INTERNAL_SERVER_ERROR, "internal server error")
 
 
 @routes.get("/healthz")
@@ -84,7 +87,7 @@ async def emit(request: web.Request) -> web.Response:
         return error_response(401, ErrorCode.UNAUTHORIZED, "missing or wrong API key")
     try:
         body = await request.json()
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, UnicodeDecodeError):
         return error_response(400, ErrorCode.INVALID_PARAMETERS, "the body must be a JSON object")
     if not isinstance(body, dict) or set(body) - {"user_id", "event", "data"}:
         return error_response(400, ErrorCode.INVALID_PARAMETERS, 'expected {"user_id", "event", "data"} only')

@@ -20,7 +20,7 @@ from socketio.base_manager import BaseManager
 from .errors import QueueUnavailableError
 from .queue.keys import instance_key, presence_key, user_room
 
-__all__ = ["LocalPresence", "Presence", "RedisPresence"]
+__all__ = ["LocalPresence", "MemoryPresence", "Presence", "RedisPresence"]
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +79,22 @@ class LocalPresence(Presence):
         return any(True for _ in self._manager.get_participants(self._namespace, user_room(user_id)))
 
 
+class MemoryPresence(Presence):
+    """Replicas in one process sharing a ``MemoryBroker`` (unit tests): a shared table."""
+
+    def __init__(self, sockets: dict[str, set[str]]) -> None:
+        self._sockets = sockets  # user id -> sids, shared by the replicas
+
+    async def add(self, user_id: str, sid: str) -> None:
+        self._sockets.setdefault(user_id, set()).add(sid)
+
+    async def remove(self, user_id: str, sid: str) -> None:
+        self._sockets.get(user_id, set()).discard(sid)
+
+    async def is_online(self, user_id: str) -> bool:
+        return bool(self._sockets.get(user_id))
+
+
 class RedisPresence(Presence):
     """Sockets in per-user Redis hashes, tied to replicas by a heartbeat key.
 
@@ -98,6 +114,7 @@ class RedisPresence(Presence):
         self._stale: set[tuple[str, str]] = set()  # (user id, sid) whose removal failed
         self._is_online = client.register_script(_IS_ONLINE)
         self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
 
     async def add(self, user_id: str, sid: str) -> None:
         self._local[sid] = user_id
@@ -143,6 +160,7 @@ class RedisPresence(Presence):
 
     async def close(self) -> None:
         if self._task is not None:
+            self._stopping.set()
             self._task.cancel()
             try:
                 await self._task
@@ -158,12 +176,17 @@ class RedisPresence(Presence):
             logger.warning("presence: could not withdraw on close", extra={"error": str(exc)})
 
     async def _beat_forever(self) -> None:
-        while True:
+        # A flag, not only cancel(): redis-py may turn a cancellation in mid-command
+        # into a connection error, which this loop would otherwise survive.
+        while not self._stopping.is_set():
             try:
                 await self.heartbeat()
             except (RedisError, OSError) as exc:
                 logger.debug("presence heartbeat failed: %s", exc)
-            await asyncio.sleep(self._heartbeat_interval)
+            try:
+                await asyncio.wait_for(self._stopping.wait(), self._heartbeat_interval)
+            except asyncio.TimeoutError:
+                pass
 
     async def _write(self, entries: Iterable[tuple[str, str]]) -> None:
         try:

@@ -13,6 +13,8 @@ stock Redis manager lacks:
   logs and returns ``None``);
 - an emit to a socket of this replica never touches the queue, and nothing
   received from the queue is published again;
+- an emit is published before it is delivered locally, so a publish error
+  means nobody received it;
 - ``disconnect_room`` disconnects every socket of a room on every replica, also
   from a write-only manager (stock's write-only ``disconnect`` cannot).
 """
@@ -20,12 +22,14 @@ stock Redis manager lacks:
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from socketio.async_manager import AsyncManager
 from socketio.async_pubsub_manager import AsyncPubSubManager
+from socketio.packet import Packet
 
 from ..config import DEFAULT_CHANNEL
 from ..errors import InvalidEnvelopeError, PublishError, QueueUnavailableError
@@ -71,6 +75,7 @@ class QueueManager(AsyncPubSubManager):  # type: ignore[misc]
         self.subscribed = False
         self._ever_subscribed = False
         self._listener: asyncio.Task[None] | None = None
+        self._closing = False
         self._on_subscribed: list[Callable[[], Awaitable[None]]] = []
         self._throttle = LogThrottle()
 
@@ -90,6 +95,8 @@ class QueueManager(AsyncPubSubManager):  # type: ignore[misc]
         unreachable. A listening one logs the failure and keeps retrying in the
         background, so a replica started during a Redis blip recovers by itself.
         """
+        if self._listener is not None:
+            return  # already started
         if self.write_only:
             await self.backend.connect()
             return
@@ -102,6 +109,7 @@ class QueueManager(AsyncPubSubManager):  # type: ignore[misc]
     async def close(self) -> None:
         """Stop listening, unsubscribe and release the backend's connections."""
         if self._listener is not None:
+            self._closing = True
             self._listener.cancel()
             try:
                 await self._listener
@@ -121,23 +129,47 @@ class QueueManager(AsyncPubSubManager):  # type: ignore[misc]
 
     async def emit(self, event: str, data: Any, namespace: str | None = None, room: Any = None,
                    skip_sid: Any = None, callback: Any = None, to: Any = None, **kwargs: Any) -> None:
-        """As stock, but a message for one socket of this replica stays local."""
+        """Emit on every replica, like stock ``AsyncPubSubManager.emit``, but:
+
+        - a message for one socket of this replica stays local (stock publishes it);
+        - the message is published *before* it is delivered here, so when the
+          publish raises nobody has it and the caller can retry without duplicates.
+        """
         room = to or room
-        if isinstance(room, str) and self.is_sid_room(namespace or "/", room):
-            kwargs["ignore_queue"] = True
-        await super().emit(event, data, namespace=namespace, room=room, skip_sid=skip_sid,
-                           callback=callback, **kwargs)
+        namespace = namespace or "/"
+        if kwargs.get("ignore_queue") or (isinstance(room, str) and self.is_sid_room(namespace, room)):
+            await AsyncManager.emit(self, event, data, namespace, room=room, skip_sid=skip_sid, callback=callback)
+            return
+        if callback is not None:
+            if self.server is None:
+                raise RuntimeError("callbacks can only be issued from the context of a server")
+            if room is None:
+                raise ValueError("cannot use a callback without a room")
+            callback = (room, namespace, self._generate_ack_id(room, callback))
+        args = list(data) if isinstance(data, tuple) else [data]
+        binary = Packet.data_is_binary(args)
+        if binary:
+            args, attachments = Packet.deconstruct_binary(args)
+            args = [args, *[base64.b64encode(a).decode() for a in attachments]]
+        message = {"method": "emit", "event": event, "data": args, "binary": binary, "namespace": namespace,
+                   "room": room, "skip_sid": skip_sid, "callback": callback, "host_id": self.host_id}
+        await self._publish(message)
+        await self._handle_emit(message)
 
     async def disconnect_room(self, room: str, namespace: str = "/", *, skip_sid: str | None = None,
                               notice: dict[str, Any] | None = None) -> None:
         """Disconnect every socket in ``room`` on every replica, except ``skip_sid``.
 
         Each socket first gets ``notice`` (an error payload) as an ``error`` event.
+        Disconnecting is idempotent, so this replica does its part even when the
+        publish fails (and the caller still hears of the failure).
         """
         message = {"method": "disconnect_room", "room": room, "namespace": namespace,
                    "skip_sid": skip_sid, "notice": notice, "host_id": self.host_id}
-        await self._handle_disconnect_room(message)
-        await self._publish(message)
+        try:
+            await self._publish(message)
+        finally:
+            await self._handle_disconnect_room(message)
 
     async def _publish(self, data: dict[str, Any]) -> int:
         try:
@@ -171,7 +203,9 @@ class QueueManager(AsyncPubSubManager):  # type: ignore[misc]
 
     async def _listen_forever(self) -> None:
         delay = RETRY_MIN
-        while True:
+        # A flag, not only cancel(): redis-py may turn a cancellation in mid-read into
+        # a connection error, which this loop would otherwise treat as an outage.
+        while not self._closing:
             try:
                 if not self.subscribed:
                     await self._subscribe()

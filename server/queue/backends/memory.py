@@ -23,6 +23,7 @@ class MemoryBroker:
     def __init__(self) -> None:
         self.available = True
         self.published: list[tuple[str, bytes]] = []
+        self.presence: dict[str, set[str]] = {}  # user id -> sids, for MemoryPresence
         self._subscribers: dict[str, set[MemoryBackend]] = {}
 
     def go_down(self) -> None:

@@ -1,0 +1,36 @@
+// A real socket.io-client v4, as browsers use it, driven by the Python tests.
+// Usage: node client.mjs URL AUTH_JSON [TRANSPORTS_JSON]
+// Prints one JSON line per thing that happens; reads JSON commands from stdin:
+// {"emit": "ping", "data": {...}} or {"close": true}. Exits when stdin closes.
+import { io } from "socket.io-client";
+import { createInterface } from "node:readline";
+
+const [url, authJson, transportsJson] = process.argv.slice(2);
+const print = (record) => process.stdout.write(JSON.stringify(record) + "\n");
+
+const socket = io(url, {
+  auth: JSON.parse(authJson),
+  transports: transportsJson ? JSON.parse(transportsJson) : ["websocket"],
+  reconnectionDelay: 100,
+  reconnectionDelayMax: 500,
+});
+
+socket.on("connect", () => print({ kind: "connect", id: socket.id }));
+socket.on("connect_error", (err) => print({ kind: "connect_error", message: err.message, data: err.data ?? null }));
+socket.on("disconnect", (reason) => print({ kind: "disconnect", reason }));
+socket.io.on("reconnect_attempt", (attempt) => print({ kind: "reconnect_attempt", attempt }));
+socket.onAny((event, ...args) => print({ kind: "event", event, data: args.length === 1 ? args[0] : args }));
+
+const lines = createInterface({ input: process.stdin });
+lines.on("line", (line) => {
+  const command = JSON.parse(line);
+  if (command.close) {
+    socket.close();
+  } else if (command.emit) {
+    socket.emit(command.emit, ...(command.data === undefined ? [] : [command.data]));
+  }
+});
+lines.on("close", () => {
+  socket.close();
+  process.exit(0);
+});

@@ -1,0 +1,197 @@
+"""Delivery across three real replica processes sharing a real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+
+import pytest
+from redis import asyncio as aioredis
+
+from server.emitter import Emitter
+from server.errors import ErrorCode, UserNotConnectedError
+from tests.helpers.clients import make_token
+from tests.helpers.http import metric, post_emit
+from tests.helpers.processes import REPO_ROOT
+from tests.integration.conftest import API_KEY, unique_user
+
+
+async def connect_user(make_client, replica, user_id):
+    client = make_client()
+    await client.connect(replica.url, auth={"token": make_token(user_id)})
+    return client
+
+
+async def read_channel_until(pubsub, event, timeout=5.0):
+    """Every envelope on the channel up to and including the first ``event``."""
+    seen = []
+
+    async def read():
+        while not seen or seen[-1].get("event") != event:
+            message = await pubsub.get_message(timeout=1.0)
+            if message is not None:
+                seen.append(json.loads(message["data"]))
+
+    await asyncio.wait_for(read(), timeout)
+    return seen
+
+
+async def test_backend_emit_reaches_a_user_on_each_replica(cluster, make_client):
+    users = [unique_user() for _ in cluster.replicas]
+    clients = [await connect_user(make_client, r, u) for r, u in zip(cluster.replicas, users)]
+    assert [c.received("connected")[0]["instance_id"] for c in clients] == ["replica-1", "replica-2", "replica-3"]
+
+    async with Emitter(cluster.redis_url, channel=cluster.channel) as emitter:
+        for user in users:
+            await emitter.send_to_user(user, "route_calculated", {"for": user, "text": "환승 2호선"})
+
+    for user, client in zip(users, clients):
+        assert await client.wait_for("route_calculated") == {"for": user, "text": "환승 2호선"}
+
+
+async def test_node_client_on_one_replica_gets_emit_made_through_another(cluster, node_client):
+    user = unique_user()
+    browser = await node_client(cluster.replicas[2].url, {"token": make_token(user)})
+    connected = await browser.wait_for_event("connected")
+    assert connected["instance_id"] == "replica-3" and connected["user_id"] == user
+
+    status, body = await post_emit(cluster.replicas[0].url, API_KEY,
+                                   {"user_id": user, "event": "elevator_status", "data": {"out_of_service": True}})
+
+    assert (status, body["status"]) == (202, "sent")
+    assert await browser.wait_for_event("elevator_status") == {"out_of_service": True}
+
+
+async def test_user_with_sockets_on_two_replicas_gets_each_message_once_on_both(cluster, make_client, node_client):
+    user = unique_user()
+    phone = await connect_user(make_client, cluster.replicas[0], user)
+    browser = await node_client(cluster.replicas[1].url, {"token": make_token(user)})
+    await browser.wait_for_event("connected")
+
+    async with Emitter(cluster.redis_url, channel=cluster.channel) as emitter:
+        await emitter.send_to_user(user, "navigation_update", {"step": 1})
+        await emitter.send_to_user(user, "marker", {"last": True})
+
+    await phone.wait_for("marker")
+    await browser.wait_for_event("marker")
+    assert phone.received("navigation_update") == [{"step": 1}]
+    assert browser.events("navigation_update") == [{"step": 1}]
+
+
+async def test_message_for_user_connected_nowhere_is_refused_counted_and_never_published(cluster, make_client):
+    ghost, present = unique_user("ghost"), unique_user()
+    client = await connect_user(make_client, cluster.replicas[1], present)
+    redis = aioredis.Redis.from_url(cluster.redis_url)
+    pubsub = redis.pubsub(ignore_subscribe_messages=True)
+    await pubsub.subscribe(cluster.channel)
+    before = await metric(cluster.replicas[0].url, "kindmap_messages_dropped_total", {"reason": "user_not_connected"})
+    try:
+        status, body = await post_emit(cluster.replicas[0].url, API_KEY, {"user_id": ghost, "event": "arrival"})
+        async with Emitter(cluster.redis_url, channel=cluster.channel) as emitter:
+            with pytest.raises(UserNotConnectedError):
+                await emitter.send_to_user(ghost, "arrival", {})
+            await emitter.send_to_user(present, "marker", {})
+        await client.wait_for("marker")
+        seen = await read_channel_until(pubsub, "marker")
+    finally:
+        await pubsub.aclose()
+        await redis.aclose()
+
+    assert (status, body["code"]) == (404, ErrorCode.USER_NOT_CONNECTED.value)
+    after = await metric(cluster.replicas[0].url, "kindmap_messages_dropped_total", {"reason": "user_not_connected"})
+    assert after == before + 1
+    assert [(m["event"], m["room"]) for m in seen] == [("marker", f"user:{present}")]
+
+
+def test_emit_cli_exits_zero_when_sent_and_three_for_a_user_connected_nowhere(cluster):
+    def cli(user: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "server.emit", "--user", user, "--event", "arrival", "--data", '{"station": "시청"}',
+             "--redis-url", cluster.redis_url, "--channel", cluster.channel],
+            cwd=REPO_ROOT, capture_output=True, text=True, timeout=30)
+
+    result = cli(unique_user("ghost"))
+    assert result.returncode == 3
+    assert "not connected" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+async def test_emit_cli_delivers_to_a_connected_user(cluster, make_client):
+    user = unique_user()
+    client = await connect_user(make_client, cluster.replicas[2], user)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "server.emit", "--user", user, "--event", "arrival", "--data", '{"station": "시청"}',
+        "--redis-url", cluster.redis_url, "--channel", cluster.channel, cwd=REPO_ROOT)
+    assert await process.wait() == 0
+    assert await client.wait_for("arrival") == {"station": "시청"}
+
+
+async def test_broadcast_reaches_every_replica(cluster, make_client):
+    clients = [await connect_user(make_client, r, unique_user()) for r in cluster.replicas]
+    async with Emitter(cluster.redis_url, channel=cluster.channel) as emitter:
+        await emitter.broadcast("service_alert", {"line": 2})
+    for client in clients:
+        assert await client.wait_for("service_alert") == {"line": 2}
+
+
+async def test_emitter_disconnect_user_disconnects_their_sockets_on_every_replica(cluster, make_client):
+    user, bystander = unique_user(), unique_user()
+    sockets = [await connect_user(make_client, r, user) for r in cluster.replicas]
+    other = await connect_user(make_client, cluster.replicas[0], bystander)
+
+    async with Emitter(cluster.redis_url, channel=cluster.channel) as emitter:
+        await emitter.disconnect_user(user)
+        for client in sockets:
+            await client.wait_for_disconnect()
+        await emitter.send_to_user(bystander, "marker", {})
+        await other.wait_for("marker")
+        with pytest.raises(UserNotConnectedError):
+            await emitter.send_to_user(user, "late", {})
+    assert other.disconnects == []
+
+
+@pytest.mark.parametrize("auth, code", [
+    ({}, "AUTH_REQUIRED"),
+    ({"token": "not-a-jwt"}, "INVALID_TOKEN"),
+    ({"token": make_token("mallory", secret="a-different-secret-0123456789abcdef")}, "INVALID_TOKEN"),
+    ({"token": make_token("late", expires_in=-10)}, "TOKEN_EXPIRED"),
+    ({"user_id": "claimed"}, "AUTH_REQUIRED"),
+])
+async def test_bad_handshake_is_refused_with_the_error_schema(cluster, node_client, auth, code):
+    browser = await node_client(cluster.replicas[0].url, auth)
+    await browser.wait_for(lambda records: any(r["kind"] == "connect_error" for r in records), what="connect_error")
+    error = next(r for r in browser.records if r["kind"] == "connect_error")
+    assert error["data"]["type"] == "error" and error["data"]["code"] == code
+    assert error["data"]["timestamp"].endswith("+00:00")
+    assert not any(r["kind"] == "connect" for r in browser.records)
+
+
+async def test_forged_queue_messages_are_dropped_and_counted_by_every_replica(cluster, make_client):
+    user = unique_user()
+    client = await connect_user(make_client, cluster.replicas[1], user)
+    before = [await metric(r.url, "kindmap_messages_dropped_total", {"reason": "invalid_envelope"})
+              for r in cluster.replicas]
+    redis = aioredis.Redis.from_url(cluster.redis_url)
+    try:
+        forged = {"method": "emit", "event": "fake", "data": "not a list", "namespace": "/", "host_id": "x",
+                  "room": f"user:{user}"}
+        assert await redis.publish(cluster.channel, json.dumps(forged)) == 3
+    finally:
+        await redis.aclose()
+    async with Emitter(cluster.redis_url, channel=cluster.channel) as emitter:
+        await emitter.send_to_user(user, "marker", {})
+    await client.wait_for("marker")
+
+    for replica, count in zip(cluster.replicas, before):
+        assert await metric(replica.url, "kindmap_messages_dropped_total", {"reason": "invalid_envelope"}) == count + 1
+    assert client.received("fake") == []
+
+
+async def test_long_polling_client_connects_and_receives_cross_replica_messages(cluster, node_client):
+    user = unique_user()
+    browser = await node_client(cluster.replicas[0].url, {"token": make_token(user)}, transports=["polling"])
+    await browser.wait_for_event("connected")
+    status, _ = await post_emit(cluster.replicas[2].url, API_KEY, {"user_id": user, "event": "transfer", "data": 1})
+    assert status == 202
+    assert await browser.wait_for_event("transfer") == 1

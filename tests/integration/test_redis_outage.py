@@ -1,0 +1,70 @@
+"""Redis stopped and restarted under running replicas (the test owns that redis-server)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from server.emitter import Emitter
+from server.errors import PublishError, QueueUnavailableError, RealtimeError
+from tests.helpers.clients import make_token
+from tests.helpers.http import get_json, metric, post_emit
+from tests.helpers.processes import http_status, wait_until
+from tests.integration.conftest import API_KEY, unique_user
+
+RESUME_DEADLINE = 2.0  # the contract: delivery resumes within 2 s of Redis coming back
+
+
+async def send_until_delivered(cluster, user, client, deadline):
+    """Keep trying one send a little while Redis comes back; return when it arrives."""
+    attempt = 0
+    while time.monotonic() < deadline:
+        attempt += 1
+        try:
+            async with Emitter(cluster.redis_url, channel=cluster.channel) as emitter:
+                await emitter.send_to_user(user, "resumed", {"attempt": attempt})
+            return await client.wait_for("resumed", timeout=max(0.1, deadline - time.monotonic()))
+        except RealtimeError:
+            await asyncio.sleep(0.05)  # retry pacing, not synchronisation: Redis is coming back
+    raise AssertionError(f"no delivery within {RESUME_DEADLINE}s of Redis restarting")
+
+
+async def test_redis_outage_is_survived_and_delivery_resumes_within_two_seconds(own_redis, start_cluster,
+                                                                                 make_client):
+    cluster = start_cluster(2, redis=own_redis)
+    first, second = cluster.replicas
+    user = unique_user()
+    client = make_client()
+    await client.connect(second.url, auth={"token": make_token(user)})
+    emitter = Emitter(cluster.redis_url, channel=cluster.channel)
+    await emitter.connect()
+    try:
+        await emitter.send_to_user(user, "before", 1)
+        await client.wait_for("before")
+
+        own_redis.stop()
+        for replica in cluster.replicas:
+            wait_until(lambda: http_status(replica.url + "/readyz") == 503, timeout=5, what="readyz 503")
+        status, body = await get_json(first.url + "/readyz")
+        assert body["code"] == "QUEUE_UNAVAILABLE"
+        with pytest.raises((PublishError, QueueUnavailableError)):
+            await emitter.send_to_user(user, "during", 2)
+        with pytest.raises(QueueUnavailableError):
+            await Emitter(cluster.redis_url, channel=cluster.channel).connect()
+        status, body = await post_emit(first.url, API_KEY, {"user_id": user, "event": "during", "data": 3})
+        assert (status, body["code"]) == (503, "QUEUE_UNAVAILABLE")
+        assert client.disconnects == []  # clients stay connected to their replica
+
+        own_redis.start()
+        deadline = time.monotonic() + RESUME_DEADLINE
+        resumed = await send_until_delivered(cluster, user, client, deadline)
+    finally:
+        await emitter.close()
+
+    assert resumed["attempt"] >= 1
+    assert client.received("during") == []
+    for replica in cluster.replicas:
+        assert http_status(replica.url + "/readyz") == 200
+        assert await metric(replica.url, "kindmap_queue_reconnects_total") == 1

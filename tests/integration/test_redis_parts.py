@@ -1,0 +1,127 @@
+"""RedisBackend, RedisPresence and Emitter against a real redis-server."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from redis import asyncio as aioredis
+
+from server.emitter import Emitter
+from server.errors import QueueUnavailableError, RequestError
+from server.presence import RedisPresence
+from server.queue.backends.redis import RedisBackend
+from server.queue.keys import instance_key, presence_key
+
+
+@pytest.fixture
+def channel() -> str:
+    return f"kindmap_unit_{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+async def redis(redis_server):
+    client = aioredis.Redis.from_url(redis_server.url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def backend(redis_server):
+    made = RedisBackend(redis_server.url)
+    await made.connect()
+    yield made
+    await made.close()
+
+
+async def test_published_bytes_arrive_on_the_subscribed_channel(backend, channel):
+    await backend.subscribe(channel)
+    assert await backend.publish(channel, "환승 ✓".encode()) == 1
+    messages = backend.messages()
+    assert await anext(messages) == (channel, "환승 ✓".encode())
+    await messages.aclose()
+
+
+async def test_backend_reports_a_lost_connection_from_messages(backend, channel, redis):
+    await backend.subscribe(channel)
+    messages = backend.messages()
+    await redis.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
+    with pytest.raises(QueueUnavailableError):
+        await anext(messages)
+
+
+async def test_backend_for_unreachable_redis_fails_fast_with_queue_unavailable():
+    unreachable = RedisBackend("redis://127.0.0.1:1/0")
+    with pytest.raises(QueueUnavailableError):
+        await unreachable.connect()
+    assert await unreachable.ping() is False
+    with pytest.raises(QueueUnavailableError):
+        await unreachable.subscribe("anything")
+    await unreachable.close()
+
+
+def test_backend_takes_exactly_one_of_url_and_conn():
+    with pytest.raises(ValueError):
+        RedisBackend()
+
+
+async def test_presence_tracks_sockets_of_live_replicas_only(redis, channel):
+    alive = RedisPresence(redis, channel=channel, instance_id="alive")
+    await alive.heartbeat()
+    await alive.add("ana", "sid-1")
+    assert await alive.is_online("ana") is True
+    await alive.remove("ana", "sid-1")
+    assert await alive.is_online("ana") is False
+
+    dead = RedisPresence(redis, channel=channel, instance_id="dead")
+    await dead.add("bo", "sid-2")  # no heartbeat: its replica is not alive
+    assert await alive.is_online("bo") is False
+    assert await redis.hlen(presence_key(channel, "bo")) == 0  # the stale entry was removed
+
+
+async def test_presence_heartbeat_announces_sockets_again_after_redis_lost_them(redis, channel):
+    presence = RedisPresence(redis, channel=channel, instance_id="replica-x")
+    await presence.heartbeat()
+    await presence.add("ana", "sid-1")
+    await redis.delete(presence_key(channel, "ana"), instance_key(channel, "replica-x"))
+    assert await presence.is_online("ana") is False
+
+    await presence.heartbeat()
+
+    assert await presence.is_online("ana") is True
+
+
+async def test_presence_close_withdraws_this_replica(redis, channel):
+    presence = RedisPresence(redis, channel=channel, instance_id="closing", heartbeat_interval=0.05)
+    await presence.start()
+    await presence.add("ana", "sid-1")
+    await presence.close()
+    assert await redis.exists(instance_key(channel, "closing")) == 0
+    assert await presence.is_online("ana") is False
+
+
+async def test_presence_lookup_on_unreachable_redis_raises_queue_unavailable(channel):
+    client = aioredis.Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.5)
+    presence = RedisPresence(client, channel=channel, instance_id="x")
+    with pytest.raises(QueueUnavailableError):
+        await presence.is_online("ana")
+    await presence.add("ana", "sid-1")  # logged, not raised: the heartbeat repairs it later
+    await client.aclose()
+
+
+async def test_emitter_rejects_bad_user_ids_and_reserved_events(redis_server, channel):
+    async with Emitter(redis_server.url, channel=channel) as emitter:
+        with pytest.raises(RequestError):
+            await emitter.send_to_user("has space", "event", {})
+        with pytest.raises(RequestError):
+            await emitter.send_to_user("ana", "connect", {})
+        with pytest.raises(RequestError):
+            await emitter.disconnect_user("")
+
+
+async def test_emitter_left_open_warns_when_collected(redis_server, channel):
+    emitter = Emitter(redis_server.url, channel=channel)
+    await emitter.connect()
+    with pytest.warns(ResourceWarning):
+        emitter.__del__()
+    await emitter.close()

@@ -1,0 +1,74 @@
+"""Policies and lifecycle that need their own replicas: replace policy, SIGTERM, start-up."""
+
+from __future__ import annotations
+
+import pytest
+
+from server.emitter import Emitter
+from server.errors import UserNotConnectedError
+from tests.helpers.clients import make_token
+from tests.helpers.http import get_json
+from tests.helpers.processes import Replica
+from tests.integration.conftest import replica_env, unique_user
+
+
+async def test_replace_policy_disconnects_older_sockets_on_other_replicas(start_cluster, make_client, node_client):
+    cluster = start_cluster(3, DUPLICATE_CONNECTION_POLICY="replace")
+    user = unique_user()
+    old_phone = make_client()
+    await old_phone.connect(cluster.replicas[0].url, auth={"token": make_token(user)})
+    old_browser = await node_client(cluster.replicas[1].url, {"token": make_token(user)})
+    await old_browser.wait_for_event("connected")
+    await old_phone.wait_for("error")  # the browser replaced the phone
+
+    new = make_client()
+    await new.connect(cluster.replicas[2].url, auth={"token": make_token(user)})
+
+    notice = await old_browser.wait_for_event("error")
+    assert notice["code"] == "DUPLICATE_CONNECTION"
+    await old_browser.wait_for(lambda rs: any(r["kind"] == "disconnect" for r in rs), what="disconnect")
+    assert next(r for r in old_browser.records if r["kind"] == "disconnect")["reason"] == "io server disconnect"
+    assert old_phone.received("error")[0]["code"] == "DUPLICATE_CONNECTION"
+    assert await old_phone.wait_for_disconnect() is not None
+    async with Emitter(cluster.redis_url, channel=cluster.channel) as emitter:
+        await emitter.send_to_user(user, "still_here", {})
+    assert await new.wait_for("still_here") == {}
+    assert new.received("error") == []
+
+
+async def test_sigterm_drains_clients_withdraws_presence_and_exits_zero(start_cluster, make_client, node_client):
+    cluster = start_cluster(2)
+    leaving, staying = cluster.replicas
+    user = unique_user()
+    client = make_client()
+    await client.connect(leaving.url, auth={"token": make_token(user)})
+    browser = await node_client(leaving.url, {"token": make_token(user)})
+    await browser.wait_for_event("connected")
+
+    assert leaving.terminate(timeout=10) == 0
+
+    # A dropped transport, not a server "disconnect" packet, so clients reconnect (through
+    # the load balancer, to another replica); "io server disconnect" would stop them.
+    assert await client.wait_for_disconnect() != "io server disconnect"
+    await browser.wait_for(lambda rs: any(r["kind"] == "reconnect_attempt" for r in rs), what="reconnect_attempt")
+    assert [r["reason"] for r in browser.records if r["kind"] == "disconnect"] == ["transport close"]
+    async with Emitter(cluster.redis_url, channel=cluster.channel) as emitter:
+        with pytest.raises(UserNotConnectedError):
+            await emitter.send_to_user(user, "late", {})
+    assert (await get_json(staying.url + "/readyz"))[0] == 200
+    assert "replica draining" in leaving.log()
+
+
+async def test_replica_started_while_redis_is_down_becomes_ready_when_it_comes_back(own_redis, tmp_path):
+    own_redis.stop()
+    replica = Replica(instance_id="late-redis", env=replica_env(own_redis.url, "kindmap_late"), log_dir=tmp_path)
+    replica.launch()
+    try:
+        replica.wait_ready("/healthz")
+        status, body = await get_json(replica.url + "/readyz")
+        assert (status, body["code"]) == (503, "QUEUE_UNAVAILABLE")
+        own_redis.start()
+        replica.wait_ready("/readyz", timeout=5)
+    finally:
+        replica.stop()
+    assert "queue unavailable at start-up" in replica.log()

@@ -1,0 +1,76 @@
+"""Fixtures for unit tests: in-process replicas on loopback, the queue in memory."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from server.app import create_app
+from server.config import Settings
+from server.queue.backends.memory import MemoryBackend, MemoryBroker
+from tests.helpers.clients import TEST_SECRET, RecordingClient
+
+
+@dataclass
+class Replica:
+    app: web.Application
+    url: str
+
+
+@pytest.fixture
+def make_settings() -> Callable[..., Settings]:
+    def make(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {"jwt_secret": TEST_SECRET, "instance_id": "unit-replica"}
+        values.update(overrides)
+        return Settings(**values)
+    return make
+
+
+@pytest.fixture
+def broker() -> MemoryBroker:
+    """The in-memory "Redis" shared by the replicas of one test."""
+    return MemoryBroker()
+
+
+@pytest.fixture
+async def start_replica(broker: MemoryBroker, make_settings: Callable[..., Settings]
+                        ) -> AsyncIterator[Callable[..., Awaitable[Replica]]]:
+    """Factory: start a replica in this process on a free loopback port.
+
+    ``queue=True`` (default) joins the test's shared memory broker, like replicas
+    sharing Redis; ``queue=False`` runs the single-replica in-memory manager.
+    """
+    servers: list[TestServer] = []
+
+    async def start(*, queue: bool = True, **overrides: Any) -> Replica:
+        overrides.setdefault("instance_id", f"unit-replica-{len(servers) + 1}")
+        app = create_app(make_settings(**overrides), backend=MemoryBackend(broker) if queue else None)
+        server = TestServer(app, host="127.0.0.1")
+        await server.start_server()
+        servers.append(server)
+        return Replica(app=app, url=str(server.make_url("")).rstrip("/"))
+
+    yield start
+    for server in reversed(servers):
+        await server.close()
+
+
+@pytest.fixture
+async def make_client() -> AsyncIterator[Callable[..., RecordingClient]]:
+    """Factory: a recording Socket.IO client, shut down after the test."""
+    clients: list[RecordingClient] = []
+
+    def make(**options: Any) -> RecordingClient:
+        options.setdefault("reconnection", False)
+        client = RecordingClient(**options)
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        await client.disconnect()

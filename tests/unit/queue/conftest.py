@@ -1,0 +1,123 @@
+"""Fixtures for the queue tests: managers on the test's memory broker, connected users.
+
+Everything here is built per test (the ``broker`` fixture comes from
+``tests/unit/conftest.py``); nothing is kept at module level.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import socketio
+
+from server.app_keys import MANAGER, METRICS, SIO
+from server.config import DEFAULT_CHANNEL
+from server.metrics import Metrics
+from server.queue.backends.memory import MemoryBackend, MemoryBroker
+from server.queue.manager import QueueManager
+from tests.helpers.clients import RecordingClient, make_token
+
+CHANNEL = DEFAULT_CHANNEL  # the channel start_replica's replicas use
+MANAGER_LOGGER = "server.queue.manager"
+
+
+async def eventually(predicate: Callable[[], Any], timeout: float = 2.0, what: str = "condition") -> None:
+    """Poll ``predicate`` every 10 ms until it is true; fail the test after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+def metric(metrics: Metrics, name: str, **labels: str) -> float:
+    """The current value of one sample of ``metrics`` (0 for a series never touched)."""
+    value = metrics.registry.get_sample_value(name, labels)
+    return 0.0 if value is None else value
+
+
+def dropped(metrics: Metrics, reason: str) -> float:
+    return metric(metrics, "kindmap_messages_dropped_total", reason=reason)
+
+
+def published(metrics: Metrics) -> float:
+    return metric(metrics, "kindmap_messages_published_total")
+
+
+def received(metrics: Metrics) -> float:
+    return metric(metrics, "kindmap_messages_received_total")
+
+
+def emit_envelope(event: str, data: list[Any], *, room: Any = None, host_id: str = "forged-host",
+                  namespace: str = "/", **fields: Any) -> dict[str, Any]:
+    """A stock python-socketio ``emit`` envelope, as another replica would publish it."""
+    message = {"method": "emit", "event": event, "data": data, "binary": False, "namespace": namespace,
+               "room": room, "skip_sid": None, "callback": None, "host_id": host_id}
+    message.update(fields)
+    return message
+
+
+def raw(message: dict[str, Any]) -> bytes:
+    return json.dumps(message).encode()
+
+
+@pytest.fixture
+async def make_manager(broker: MemoryBroker) -> AsyncIterator[Callable[..., QueueManager]]:
+    """Factory: a ``QueueManager`` on the test's broker with its own ``Metrics``; all closed after."""
+    managers: list[QueueManager] = []
+
+    def make(**options: Any) -> QueueManager:
+        options.setdefault("channel", CHANNEL)
+        options.setdefault("metrics", Metrics())
+        manager = QueueManager(MemoryBackend(broker), **options)
+        managers.append(manager)
+        return manager
+
+    yield make
+    for manager in managers:
+        await manager.close()
+
+
+@pytest.fixture
+async def make_server_manager(make_manager: Callable[..., QueueManager]
+                              ) -> Callable[..., Awaitable[QueueManager]]:
+    """Factory: a started listening manager attached to a real ``socketio.AsyncServer`` (no HTTP)."""
+    async def make(**options: Any) -> QueueManager:
+        manager = make_manager(**options)
+        socketio.AsyncServer(client_manager=manager, async_mode="aiohttp")
+        await manager.start()
+        return manager
+    return make
+
+
+@dataclass
+class Connected:
+    """A user's socket on an in-process replica, and that replica's parts."""
+
+    client: RecordingClient
+    sid: str
+    manager: QueueManager
+    metrics: Metrics
+    sio: socketio.AsyncServer
+
+
+@pytest.fixture
+def connect_user(start_replica: Callable[..., Awaitable[Any]], make_client: Callable[..., RecordingClient]
+                 ) -> Callable[..., Awaitable[Connected]]:
+    """Factory: connect ``user`` to ``replica`` (a new replica when not given)."""
+    async def connect(user: str = "alice", *, replica: Any = None) -> Connected:
+        replica = replica or await start_replica()
+        client = make_client()
+        await client.connect(replica.url, auth={"token": make_token(user)})
+        connected = client.received("connected")[0]
+        manager = replica.app[MANAGER]
+        assert isinstance(manager, QueueManager)
+        return Connected(client=client, sid=connected["sid"], manager=manager, metrics=replica.app[METRICS],
+                         sio=replica.app[SIO])
+    return connect

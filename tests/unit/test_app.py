@@ -1,0 +1,153 @@
+"""server/app.py: what create_app builds from Settings, and the replica's lifecycle."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+import pytest
+import socketio
+from aiohttp.test_utils import TestServer
+
+from server.app import create_app
+from server.app_keys import GATEWAY, MANAGER, METRICS, PRESENCE, SETTINGS, SIO
+from server.gateway import Gateway
+from server.presence import LocalPresence, RedisPresence
+from server.queue.backends.memory import MemoryBackend
+from server.queue.backends.redis import RedisBackend
+from server.queue.manager import LocalManager, QueueManager
+from tests.helpers.clients import make_token
+
+
+async def eventually(predicate: Callable[[], Any], timeout: float = 5.0) -> None:
+    """Poll ``predicate`` (sync or async) every 10 ms until it is true; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(0.01)
+
+
+def gauge(app: Any, name: str) -> float | None:
+    return app[METRICS].registry.get_sample_value(name)
+
+
+def test_without_redis_url_the_replica_runs_alone_on_the_in_memory_manager(make_settings):
+    settings = make_settings()
+
+    app = create_app(settings)
+
+    assert app[SETTINGS] is settings
+    assert type(app[MANAGER]) is LocalManager
+    assert isinstance(app[PRESENCE], LocalPresence)
+    assert app[SIO].manager is app[MANAGER]
+    assert isinstance(app[GATEWAY], Gateway) and app[GATEWAY].sio is app[SIO]
+
+
+def test_with_a_backend_the_replica_shares_the_queue_on_the_configured_channel(make_settings):
+    backend = MemoryBackend()
+
+    app = create_app(make_settings(channel="kindmap_unit"), backend=backend)
+
+    manager = app[MANAGER]
+    assert isinstance(manager, QueueManager)
+    assert manager.backend is backend
+    assert manager.channel == "kindmap_unit"
+    assert manager.metrics is app[METRICS]
+    assert app[SIO].manager is manager
+
+
+async def test_with_redis_url_the_replica_uses_redis_for_queue_and_presence(make_settings):
+    app = create_app(make_settings(redis_url="redis://127.0.0.1:1/0"))  # nothing listens: nothing may connect yet
+
+    manager = app[MANAGER]
+    try:
+        assert isinstance(manager, QueueManager)
+        assert isinstance(manager.backend, RedisBackend)
+        assert isinstance(app[PRESENCE], RedisPresence)
+    finally:
+        await manager.backend.close()
+
+
+def test_each_app_counts_on_its_own_metrics(make_settings):
+    first, second = create_app(make_settings()), create_app(make_settings())
+
+    first[METRICS].connections.inc()
+
+    assert gauge(first, "kindmap_connections") == 1
+    assert gauge(second, "kindmap_connections") == 0
+
+
+async def test_started_replica_is_subscribed_before_any_client_arrives(start_replica, broker):
+    replica = await start_replica()
+
+    manager = replica.app[MANAGER]
+    assert manager.subscribed is True
+    assert manager.backend.channels == {replica.app[SETTINGS].channel}
+    assert gauge(replica.app, "kindmap_queue_subscribed") == 1
+
+
+async def test_stopped_replica_has_unsubscribed_from_the_queue(make_settings, broker):
+    app = create_app(make_settings(), backend=MemoryBackend(broker))
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    assert app[MANAGER].subscribed
+
+    await server.close()
+
+    assert app[MANAGER].subscribed is False
+    assert gauge(app, "kindmap_queue_subscribed") == 0
+    assert broker.inject(app[SETTINGS].channel, b"{}") == 0
+
+
+async def test_replica_started_while_the_broker_is_down_subscribes_once_it_is_back(start_replica, broker):
+    broker.go_down()
+    replica = await start_replica()
+    assert replica.app[MANAGER].subscribed is False
+
+    broker.come_back()
+
+    await eventually(lambda: replica.app[MANAGER].subscribed)
+
+
+async def test_shutdown_drops_clients_without_a_goodbye_and_refuses_new_ones(start_replica, make_client):
+    replica = await start_replica()
+    client = make_client()
+    await client.connect(replica.url, auth={"token": make_token("alice")})
+
+    await replica.app.shutdown()
+
+    # A transport error, not "server disconnect": a client treats it as lost and reconnects elsewhere.
+    assert await client.wait_for_disconnect() == client.sio.reason.TRANSPORT_ERROR
+    await eventually(lambda: gauge(replica.app, "kindmap_connections") == 0)
+    latecomer = make_client()
+    with pytest.raises(socketio.exceptions.ConnectionError):
+        await latecomer.connect(replica.url, auth={"token": make_token("bob")})
+    assert (await latecomer.wait_for_connect_error())["data"]["code"] == "SERVER_SHUTTING_DOWN"
+
+
+@pytest.mark.parametrize(("allowed", "origin", "accepted"), [
+    pytest.param((), "https://evil.example", False, id="default-refuses-foreign-origin"),
+    pytest.param(("https://kindmap.example",), "https://kindmap.example", True, id="listed-origin"),
+    pytest.param(("https://kindmap.example",), "https://evil.example", False, id="unlisted-origin"),
+    pytest.param(("*",), "https://anywhere.example", True, id="wildcard"),
+])
+async def test_cors_allowed_origins_decide_which_browsers_may_connect(start_replica, allowed, origin, accepted):
+    replica = await start_replica(cors_allowed_origins=allowed)
+
+    async with aiohttp.ClientSession() as session, session.get(
+            f"{replica.url}/socket.io/?EIO=4&transport=polling", headers={"Origin": origin}) as response:
+        status = response.status
+        allow_origin = response.headers.get("Access-Control-Allow-Origin")
+
+    assert status == (200 if accepted else 400)
+    assert (allow_origin == origin) is accepted

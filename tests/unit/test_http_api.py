@@ -1,0 +1,339 @@
+"""server/http_api.py: health, readiness, metrics and the backend emit API over real HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+import aiohttp
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from server.app_keys import GATEWAY, METRICS, SIO
+from server.metrics import DROP_REASONS
+from tests.helpers.clients import RecordingClient, make_token
+
+API_KEY = "unit-test-api-key-0123456789"
+
+
+async def eventually(predicate: Callable[[], Any], timeout: float = 5.0) -> None:
+    """Poll ``predicate`` (sync or async) every 10 ms until it is true; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(0.01)
+
+
+async def request(method: str, url: str, **kwargs: Any) -> tuple[int, str, Any]:
+    """``(status, content type, body)``; the body is parsed JSON when the server sent JSON."""
+    async with aiohttp.ClientSession() as session, session.request(method, url, **kwargs) as response:
+        body = await response.json() if response.content_type == "application/json" else await response.text()
+        return response.status, response.content_type, body
+
+
+async def post_emit(replica: Any, body: Any = None, *, raw: bytes | None = None, key: str | None = API_KEY,
+                    headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    headers = dict(headers or {})
+    if key is not None:
+        headers.setdefault("Authorization", f"Bearer {key}")
+    kwargs: dict[str, Any] = {"data": raw, "headers": {"Content-Type": "application/json", **headers}} \
+        if raw is not None else {"json": body, "headers": headers}
+    status, _type, payload = await request("POST", f"{replica.url}/api/v1/emit", **kwargs)
+    return status, payload
+
+
+def assert_error_payload(payload: Any, code: str) -> None:
+    assert isinstance(payload, dict), payload
+    assert set(payload) == {"type", "code", "message", "timestamp"}
+    assert payload["type"] == "error"
+    assert payload["code"] == code
+    assert datetime.fromisoformat(payload["timestamp"]).utcoffset() == timedelta(0)
+
+
+def sample(replica: Any, name: str, labels: dict[str, str] | None = None) -> float | None:
+    return replica.app[METRICS].registry.get_sample_value(name, labels or {})
+
+
+async def connected(make_client: Callable[..., RecordingClient], replica: Any, user_id: str) -> RecordingClient:
+    client = make_client()
+    await client.connect(replica.url, auth={"token": make_token(user_id)})
+    return client
+
+
+async def assert_nothing_else_arrived(replica: Any, client: RecordingClient, *events: str) -> None:
+    """Send a later marker to ``client`` and wait for it; none of ``events`` may have arrived before it."""
+    await replica.app[SIO].emit("marker", None, to=client.sio.get_sid("/"))
+    await client.wait_for("marker")
+    for event in events:
+        assert client.received(event) == []
+
+
+@pytest.fixture
+async def api_replica(start_replica):
+    """A replica with the emit API enabled."""
+    return await start_replica(server_api_key=API_KEY)
+
+
+# --- health, readiness, metrics ------------------------------------------------------
+
+
+async def test_healthz_answers_ok_with_the_instance_id(start_replica):
+    replica = await start_replica(instance_id="replica-health")
+
+    assert await request("GET", f"{replica.url}/healthz") == (
+        200, "application/json", {"status": "ok", "instance_id": "replica-health"})
+
+
+async def test_healthz_stays_ok_while_the_queue_is_down(start_replica, broker):
+    replica = await start_replica()
+    broker.go_down()
+
+    status, _type, _body = await request("GET", f"{replica.url}/healthz")
+
+    assert status == 200
+
+
+async def test_readyz_is_200_when_subscribed(start_replica):
+    replica = await start_replica(instance_id="replica-ready")
+
+    assert await request("GET", f"{replica.url}/readyz") == (
+        200, "application/json", {"status": "ready", "instance_id": "replica-ready"})
+
+
+async def test_readyz_is_503_with_an_error_payload_after_the_broker_goes_down(start_replica, broker):
+    replica = await start_replica()
+    broker.go_down()
+
+    status, _type, body = await request("GET", f"{replica.url}/readyz")
+
+    assert status == 503
+    assert_error_payload(body, "QUEUE_UNAVAILABLE")
+
+
+async def test_readyz_is_200_again_once_the_broker_is_back(start_replica, broker):
+    replica = await start_replica()
+    broker.go_down()
+    status, _type, _body = await request("GET", f"{replica.url}/readyz")
+    assert status == 503
+
+    broker.come_back()
+
+    async def ready() -> bool:
+        status, _type, _body = await request("GET", f"{replica.url}/readyz")
+        return status == 200
+    await eventually(ready)
+
+
+async def test_readyz_is_503_while_draining(start_replica, monkeypatch):
+    replica = await start_replica()
+    monkeypatch.setattr(replica.app[GATEWAY], "draining", True)
+
+    status, _type, body = await request("GET", f"{replica.url}/readyz")
+
+    assert status == 503
+    assert_error_payload(body, "SERVER_SHUTTING_DOWN")
+
+
+async def test_readyz_is_200_in_single_replica_mode(start_replica, broker):
+    replica = await start_replica(queue=False)
+    broker.go_down()  # not this replica's concern: it has no queue
+
+    status, _type, body = await request("GET", f"{replica.url}/readyz")
+
+    assert (status, body["status"]) == (200, "ready")
+
+
+async def test_metrics_serves_this_replicas_series_as_prometheus_text(start_replica, make_client):
+    replica = await start_replica()
+    await connected(make_client, replica, "alice")
+
+    status, content_type, text = await request("GET", f"{replica.url}/metrics")
+
+    assert (status, content_type) == (200, "text/plain")
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in text_string_to_metric_families(text) for s in family.samples}
+    assert samples[("kindmap_connections", ())] == 1
+    assert samples[("kindmap_queue_subscribed", ())] == 1
+    for reason in DROP_REASONS:
+        assert samples[("kindmap_messages_dropped_total", (("reason", reason),))] == 0
+    assert not any(name.startswith("python_") or name.startswith("process_") for name, _ in samples)
+
+
+# --- POST /api/v1/emit ---------------------------------------------------------------
+
+
+async def test_emit_api_is_404_without_a_server_api_key(start_replica):
+    replica = await start_replica()
+
+    status, body = await post_emit(replica, {"user_id": "alice", "event": "arrival", "data": None})
+
+    assert status == 404
+    assert_error_payload(body, "NOT_FOUND")
+
+
+@pytest.mark.parametrize("authorization", [
+    pytest.param(None, id="missing"),
+    pytest.param(f"Bearer {API_KEY}x", id="wrong-key"),
+    pytest.param("Bearer ", id="empty-key"),
+    pytest.param(API_KEY, id="no-scheme"),
+    pytest.param(f"Basic {API_KEY}", id="other-scheme"),
+])
+async def test_emit_api_refuses_a_missing_or_wrong_key_with_401(api_replica, make_client, authorization):
+    alice = await connected(make_client, api_replica, "alice")
+    headers = {} if authorization is None else {"Authorization": authorization}
+
+    status, body = await post_emit(api_replica, {"user_id": "alice", "event": "arrival", "data": 1},
+                                   key=None, headers=headers)
+
+    assert status == 401
+    assert_error_payload(body, "UNAUTHORIZED")
+    await assert_nothing_else_arrived(api_replica, alice, "arrival")
+
+
+@pytest.mark.parametrize("body", [
+    pytest.param(b"{not json", id="bad-json"),
+    pytest.param(b"", id="empty-body"),
+    pytest.param(b"[1, 2]", id="json-list"),
+    pytest.param(b'"alice"', id="json-string"),
+    pytest.param(b'{"user_id": "alice", "event": "arrival", "data": 1, "priority": "high"}', id="extra-field"),
+    pytest.param(b'{"user_id": "alice smith", "event": "arrival"}', id="bad-user-id"),
+    pytest.param(b'{"user_id": 42, "event": "arrival"}', id="numeric-user-id"),
+    pytest.param(b'{"event": "arrival"}', id="missing-user-id"),
+    pytest.param(b'{"user_id": "alice"}', id="missing-event"),
+    pytest.param(b'{"user_id": "alice", "event": ""}', id="empty-event"),
+    pytest.param(b'{"user_id": "alice", "event": "connect"}', id="reserved-connect"),
+    pytest.param(b'{"user_id": "alice", "event": "disconnect"}', id="reserved-disconnect"),
+    pytest.param(b'{"user_id": "alice", "event": "connect_error"}', id="reserved-connect-error"),
+    pytest.param(b"\xff\xfe{}", id="not-utf-8"),
+])
+async def test_emit_api_refuses_a_malformed_body_with_400(api_replica, make_client, body):
+    alice = await connected(make_client, api_replica, "alice")
+
+    status, payload = await post_emit(api_replica, raw=body)
+
+    assert status == 400
+    assert_error_payload(payload, "INVALID_PARAMETERS")
+    await assert_nothing_else_arrived(api_replica, alice)
+    assert [name for name, _data in alice.events] == ["connected", "marker"]
+
+
+async def test_emit_api_refuses_an_oversized_body_with_413(start_replica, make_client):
+    replica = await start_replica(server_api_key=API_KEY, max_payload_bytes=1024)
+    alice = await connected(make_client, replica, "alice")
+
+    status, body = await post_emit(replica, {"user_id": "alice", "event": "arrival", "data": "x" * 2048})
+
+    assert status == 413
+    assert_error_payload(body, "PAYLOAD_TOO_LARGE")
+    await assert_nothing_else_arrived(replica, alice, "arrival")
+
+
+async def test_emit_api_answers_404_for_a_user_connected_nowhere_and_counts_the_drop(api_replica):
+    before = sample(api_replica, "kindmap_messages_dropped_total", {"reason": "user_not_connected"})
+
+    status, body = await post_emit(api_replica, {"user_id": "nobody", "event": "arrival", "data": 1})
+
+    assert status == 404
+    assert_error_payload(body, "USER_NOT_CONNECTED")
+    assert sample(api_replica, "kindmap_messages_dropped_total", {"reason": "user_not_connected"}) == before + 1
+
+
+async def test_emit_api_delivers_to_a_connected_user_with_202(api_replica, make_client):
+    alice = await connected(make_client, api_replica, "alice")
+
+    status, body = await post_emit(api_replica, {"user_id": "alice", "event": "arrival", "data": {"exit": 3}})
+
+    assert status == 202
+    assert body == {"status": "sent", "user_id": "alice", "event": "arrival"}
+    assert await alice.wait_for("arrival") == {"exit": 3}
+
+
+async def test_emit_api_without_data_delivers_none(api_replica, make_client):
+    alice = await connected(make_client, api_replica, "alice")
+
+    status, _body = await post_emit(api_replica, {"user_id": "alice", "event": "navigation_ended"})
+
+    assert status == 202
+    assert await alice.wait_for("navigation_ended") is None
+
+
+async def test_emit_api_reaches_a_user_connected_to_another_replica(start_replica, make_client):
+    entry = await start_replica(server_api_key=API_KEY)
+    home = await start_replica(server_api_key=API_KEY)
+    alice = await connected(make_client, home, "alice")
+
+    status, _body = await post_emit(entry, {"user_id": "alice", "event": "arrival", "data": "via queue"})
+
+    assert status == 202
+    assert await alice.wait_for("arrival") == "via queue"
+
+
+async def test_emit_api_delivers_to_every_replica_holding_a_socket_of_the_user(start_replica, make_client):
+    entry = await start_replica(server_api_key=API_KEY)
+    other = await start_replica(server_api_key=API_KEY)
+    here = await connected(make_client, entry, "alice")
+    there = await connected(make_client, other, "alice")
+
+    status, _body = await post_emit(entry, {"user_id": "alice", "event": "arrival", "data": "both"})
+
+    assert status == 202
+    assert await here.wait_for("arrival") == "both"
+    assert await there.wait_for("arrival") == "both"
+
+
+async def test_emit_api_answers_503_when_the_broker_is_down(api_replica, make_client, broker):
+    await connected(make_client, api_replica, "alice")
+    broker.go_down()
+
+    status, body = await post_emit(api_replica, {"user_id": "alice", "event": "arrival", "data": 1})
+
+    assert status == 503
+    assert_error_payload(body, "QUEUE_UNAVAILABLE")
+    assert sample(api_replica, "kindmap_messages_dropped_total", {"reason": "publish_failed"}) == 1
+
+
+async def test_emit_api_answering_503_has_delivered_nothing(api_replica, make_client, broker):
+    alice = await connected(make_client, api_replica, "alice")
+    broker.go_down()
+
+    status, _body = await post_emit(api_replica, {"user_id": "alice", "event": "arrival", "data": 1})
+
+    assert status == 503
+    await assert_nothing_else_arrived(api_replica, alice, "arrival")
+
+
+# --- everything else -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("method", "path", "status", "code"), [
+    pytest.param("GET", "/no/such/path", 404, "NOT_FOUND", id="unknown-path"),
+    pytest.param("GET", "/api/v1/emit", 405, "METHOD_NOT_ALLOWED", id="get-emit"),
+    pytest.param("POST", "/healthz", 405, "METHOD_NOT_ALLOWED", id="post-healthz"),
+])
+async def test_http_errors_use_the_error_schema(api_replica, method, path, status, code):
+    got_status, content_type, body = await request(method, f"{api_replica.url}{path}")
+
+    assert (got_status, content_type) == (status, "application/json")
+    assert_error_payload(body, code)
+
+
+@pytest.mark.parametrize(("method", "path", "status"), [
+    pytest.param("GET", "/socket.io/?EIO=4&transport=bogus", 400, id="engine-io-refusal"),
+    pytest.param("PUT", "/socket.io/?EIO=4&transport=polling", 405, id="router-refusal"),
+])
+async def test_socket_io_path_errors_are_not_rewritten(start_replica, method, path, status):
+    replica = await start_replica()
+
+    got_status, content_type, _body = await request(method, f"{replica.url}{path}")
+
+    assert (got_status, content_type) == (status, "text/plain")

@@ -1,0 +1,57 @@
+"""server/__main__.py: ``python -m server`` refuses bad settings with exit code 2 and one line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SECRET = "kindmap-test-secret-0123456789abcdef0123"
+
+
+def run_server(cwd: Path, **environ: str) -> subprocess.CompletedProcess[str]:
+    """``python -m server`` with exactly ``environ`` (plus the import path), in ``cwd``."""
+    env = {"PYTHONPATH": str(ROOT), "PYTHONDONTWRITEBYTECODE": "1", **environ}
+    return subprocess.run([sys.executable, "-m", "server"], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=30)
+
+
+@pytest.mark.parametrize(("name", "environ"), [
+    pytest.param("PORT", {"JWT_SECRET": SECRET, "PORT": "eighty"}, id="port-not-a-number"),
+    pytest.param("AUTH_MODE", {"JWT_SECRET": SECRET, "AUTH_MODE": "trust-me"}, id="unknown-auth-mode"),
+    pytest.param("JWT_SECRET", {}, id="no-secret"),
+    pytest.param("REDIS_URL", {"JWT_SECRET": SECRET, "REDIS_URL": "http://cache:6379"}, id="redis-url-scheme"),
+])
+def test_bad_setting_exits_2_with_one_line_naming_the_setting(tmp_path: Path, name: str,
+                                                             environ: dict[str, str]) -> None:
+    result = run_server(tmp_path, **environ)
+
+    assert result.returncode == 2
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("configuration error: ")
+    assert name in lines[0]
+
+
+def test_bad_setting_in_the_env_file_is_refused_the_same_way(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text(f"JWT_SECRET={SECRET}\nPORT=eighty\n")
+
+    result = run_server(tmp_path)
+
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == ["configuration error: PORT must be an integer, got 'eighty'"]
+
+
+def test_environment_overrides_the_env_file(tmp_path: Path) -> None:
+    # The file's PORT is bad, the environment's is fine: the error must then be about something else.
+    (tmp_path / ".env").write_text(f"JWT_SECRET={SECRET}\nPORT=eighty\n")
+
+    result = run_server(tmp_path, PORT="8123", LOG_LEVEL="chatty")
+
+    assert result.returncode == 2
+    assert "LOG_LEVEL" in result.stderr
+    assert "PORT" not in result.stderr
