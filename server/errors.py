@@ -7,8 +7,8 @@ the timestamp format live in exactly one place.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-from enum import Enum
+from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 __all__ = [
@@ -25,7 +25,7 @@ __all__ = [
 ]
 
 
-class ErrorCode(str, Enum):
+class ErrorCode(StrEnum):
     """Every code a client or backend can receive; the README lists them too."""
 
     AUTH_REQUIRED = "AUTH_REQUIRED"
@@ -46,7 +46,7 @@ class ErrorCode(str, Enum):
 
 def utc_now_iso() -> str:
     """The current time as ISO 8601 in UTC with an explicit ``+00:00`` offset."""
-    return datetime.now(timezone.utc).isoformat()
+    return datetime.now(UTC).isoformat()
 
 
 def error_payload(code: ErrorCode, message: str) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from typing import Any
 import socketio
 
 from . import __version__
-from .auth import AuthError, Authenticator
+from .auth import Authenticator, AuthError
 from .config import Settings
 from .errors import ErrorCode, PublishError, error_payload, utc_now_iso
 from .metrics import Metrics

@@ -10,9 +10,9 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from .app_keys import GATEWAY, MANAGER, METRICS, PRESENCE, SETTINGS
 from .delivery import send_to_user
 from .errors import ErrorCode, PublishError, QueueUnavailableError, RealtimeError, UserNotConnectedError, error_payload
-from .app_keys import GATEWAY, MANAGER, METRICS, PRESENCE, SETTINGS
 
 __all__ = ["error_middleware", "routes"]
 

@@ -55,10 +55,10 @@ class Presence(ABC):
     async def is_online(self, user_id: str) -> bool:
         """Raises ``QueueUnavailableError`` when it cannot tell."""
 
-    async def start(self) -> None:
+    async def start(self) -> None:  # noqa: B027 - optional hook
         """Begin any background upkeep."""
 
-    async def close(self) -> None:
+    async def close(self) -> None:  # noqa: B027 - optional hook
         """Stop upkeep and withdraw this replica's entries."""
 
 
@@ -185,7 +185,7 @@ class RedisPresence(Presence):
                 logger.debug("presence heartbeat failed: %s", exc)
             try:
                 await asyncio.wait_for(self._stopping.wait(), self._heartbeat_interval)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     async def _write(self, entries: Iterable[tuple[str, str]]) -> None:

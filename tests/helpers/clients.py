@@ -65,7 +65,7 @@ class RecordingClient:
         async with self._changed:
             try:
                 await asyncio.wait_for(self._changed.wait_for(done), timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise AssertionError(f"timed out after {timeout}s waiting for {what}; got {self.events!r}") from None
 
     async def _record(self, target: list[Any], item: Any) -> None:

@@ -42,7 +42,7 @@ class NodeClient:
         async with self._changed:
             try:
                 await asyncio.wait_for(self._changed.wait_for(lambda: predicate(self.records)), timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise AssertionError(f"node client: timed out waiting for {what}; got {self.records!r}") from None
 
     async def wait_for_event(self, name: str, *, count: int = 1, timeout: float = 10.0) -> Any:
@@ -61,7 +61,7 @@ class NodeClient:
             self._process.stdin.close()
         try:
             await asyncio.wait_for(self._process.wait(), 5)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self._process.kill()
             await self._process.wait()
         if self._reader is not None:

@@ -95,7 +95,10 @@ def cluster(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory)
 
 @pytest.fixture
 def start_cluster(redis_server: RedisServer, tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
-    """Factory for a test's own replicas: ``start_cluster(2, redis=own_redis, DUPLICATE_CONNECTION_POLICY="replace")``."""
+    """Factory for a test's own replicas.
+
+    ``start_cluster(2, redis=own_redis, DUPLICATE_CONNECTION_POLICY="replace")``
+    """
     started: list[Cluster] = []
 
     def start(count: int = 3, *, redis: RedisServer | None = None, **env: str) -> Cluster:

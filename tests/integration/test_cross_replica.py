@@ -40,14 +40,14 @@ async def read_channel_until(pubsub, event, timeout=5.0):
 
 async def test_backend_emit_reaches_a_user_on_each_replica(cluster, make_client):
     users = [unique_user() for _ in cluster.replicas]
-    clients = [await connect_user(make_client, r, u) for r, u in zip(cluster.replicas, users)]
+    clients = [await connect_user(make_client, r, u) for r, u in zip(cluster.replicas, users, strict=True)]
     assert [c.received("connected")[0]["instance_id"] for c in clients] == ["replica-1", "replica-2", "replica-3"]
 
     async with Emitter(cluster.redis_url, channel=cluster.channel) as emitter:
         for user in users:
             await emitter.send_to_user(user, "route_calculated", {"for": user, "text": "환승 2호선"})
 
-    for user, client in zip(users, clients):
+    for user, client in zip(users, clients, strict=True):
         assert await client.wait_for("route_calculated") == {"for": user, "text": "환승 2호선"}
 
 
@@ -183,7 +183,7 @@ async def test_forged_queue_messages_are_dropped_and_counted_by_every_replica(cl
         await emitter.send_to_user(user, "marker", {})
     await client.wait_for("marker")
 
-    for replica, count in zip(cluster.replicas, before):
+    for replica, count in zip(cluster.replicas, before, strict=True):
         assert await metric(replica.url, "kindmap_messages_dropped_total", {"reason": "invalid_envelope"}) == count + 1
     assert client.received("fake") == []
 

@@ -46,7 +46,7 @@ async def test_redis_outage_is_survived_and_delivery_resumes_within_two_seconds(
 
         own_redis.stop()
         for replica in cluster.replicas:
-            wait_until(lambda: http_status(replica.url + "/readyz") == 503, timeout=5, what="readyz 503")
+            wait_until(lambda r=replica: http_status(r.url + "/readyz") == 503, timeout=5, what="readyz 503")
         status, body = await get_json(first.url + "/readyz")
         assert body["code"] == "QUEUE_UNAVAILABLE"
         with pytest.raises((PublishError, QueueUnavailableError)):

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import inspect
-import time
-from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -21,20 +17,7 @@ from server.queue.backends.memory import MemoryBackend
 from server.queue.backends.redis import RedisBackend
 from server.queue.manager import LocalManager, QueueManager
 from tests.helpers.clients import make_token
-
-
-async def eventually(predicate: Callable[[], Any], timeout: float = 5.0) -> None:
-    """Poll ``predicate`` (sync or async) every 10 ms until it is true; fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if inspect.isawaitable(result):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        await asyncio.sleep(0.01)
+from tests.helpers.waiting import eventually
 
 
 def gauge(app: Any, name: str) -> float | None:

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
 
-import warnings
-
 import jwt
 import pytest
 
-from server.auth import AuthError, Authenticator, validate_user_id
+from server.auth import Authenticator, AuthError, validate_user_id
 from server.config import Settings
 from server.errors import ErrorCode, RealtimeError
 from tests.helpers.clients import TEST_SECRET, make_token

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -51,20 +51,20 @@ def test_error_payload_survives_a_json_round_trip_unchanged() -> None:
 
 
 def test_error_payload_timestamp_is_now_in_utc_with_explicit_offset() -> None:
-    before = datetime.now(timezone.utc)
+    before = datetime.now(UTC)
     payload = error_payload(ErrorCode.NOT_FOUND, "nothing here")
-    after = datetime.now(timezone.utc)
+    after = datetime.now(UTC)
 
     stamped = assert_utc_iso(payload["timestamp"])
     assert before <= stamped <= after
 
 
 def test_utc_now_iso_is_iso_8601_utc_with_offset() -> None:
-    before = datetime.now(timezone.utc)
+    before = datetime.now(UTC)
 
     stamped = assert_utc_iso(utc_now_iso())
 
-    assert before <= stamped <= datetime.now(timezone.utc)
+    assert before <= stamped <= datetime.now(UTC)
 
 
 @pytest.mark.parametrize(("exc_type", "builtin", "code"), [

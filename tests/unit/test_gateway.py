@@ -9,9 +9,7 @@ is sent to the same client and awaited first.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import json
-import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -24,6 +22,7 @@ from server.app_keys import GATEWAY, MANAGER, METRICS, SETTINGS, SIO
 from server.queue import envelope
 from server.queue.keys import user_room
 from tests.helpers.clients import RecordingClient, make_token
+from tests.helpers.waiting import eventually
 
 OTHER_SECRET = "a-different-secret-of-enough-length-0123456789"
 FOREIGN_HOST = "a-replica-that-is-not-in-this-test"
@@ -32,18 +31,6 @@ FOREIGN_HOST = "a-replica-that-is-not-in-this-test"
 # --- helpers (candidates for tests/helpers once other modules need them) -------------
 
 
-async def eventually(predicate: Callable[[], Any], timeout: float = 5.0) -> None:
-    """Poll ``predicate`` (sync or async) every 10 ms until it is true; fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if inspect.isawaitable(result):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        await asyncio.sleep(0.01)
 
 
 def sample(replica: Any, name: str, labels: dict[str, str] | None = None) -> float | None:

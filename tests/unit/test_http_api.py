@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import inspect
-import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -16,22 +13,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from server.app_keys import GATEWAY, METRICS, SIO
 from server.metrics import DROP_REASONS
 from tests.helpers.clients import RecordingClient, make_token
+from tests.helpers.waiting import eventually
 
 API_KEY = "unit-test-api-key-0123456789"
 
 
-async def eventually(predicate: Callable[[], Any], timeout: float = 5.0) -> None:
-    """Poll ``predicate`` (sync or async) every 10 ms until it is true; fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if inspect.isawaitable(result):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        await asyncio.sleep(0.01)
 
 
 async def request(method: str, url: str, **kwargs: Any) -> tuple[int, str, Any]:

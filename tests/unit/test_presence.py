@@ -2,25 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Awaitable, Callable
-
 import pytest
 
 from server.app_keys import PRESENCE
 from server.presence import LocalPresence, MemoryPresence
 from server.queue.manager import LocalManager
 from tests.helpers.clients import make_token
-
-
-async def eventually(predicate: Callable[[], Awaitable[bool]], timeout: float = 5.0) -> None:
-    """Poll ``predicate`` every 10 ms until it holds; fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while not await predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        await asyncio.sleep(0.01)
+from tests.helpers.waiting import eventually
 
 
 def join(manager: LocalManager, sid: str, room: str, namespace: str = "/") -> None:

@@ -106,7 +106,7 @@ class RedisBackend(QueueBackend):
     async def ping(self) -> bool:
         try:
             return bool(await asyncio.wait_for(self.client.ping(), PING_TIMEOUT))
-        except (RedisError, OSError, asyncio.TimeoutError):
+        except (TimeoutError, RedisError, OSError):
             return False
 
     async def _drop_pubsub(self) -> None:

@@ -15,9 +15,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-import socketio
+from aiohttp.test_utils import TestServer
 
+from server.app import create_app
 from server.app_keys import MANAGER, METRICS
+from server.config import Settings
 from server.errors import ErrorCode, PublishError, QueueUnavailableError, error_payload
 from server.metrics import Metrics
 from server.queue import envelope
@@ -185,6 +187,37 @@ async def test_emit_to_a_socket_id_of_this_manager_stays_local_and_publishes_not
     assert await alice.client.wait_for("direct") == {"n": 1}
     assert len(broker.published) == before
     assert published(alice.metrics) == 0
+
+
+async def test_emit_to_a_local_socket_id_works_while_the_queue_is_down(connect_user: ConnectUser,
+                                                                      broker: MemoryBroker) -> None:
+    alice = await connect_user("alice")
+    broker.go_down()
+    await alice.sio.emit("direct", {"n": 1}, to=alice.sid)  # would raise PublishError if it were published
+    assert await alice.client.wait_for("direct") == {"n": 1}
+    assert dropped(alice.metrics, "publish_failed") == 0
+
+
+async def test_emit_whose_publish_fails_reaches_no_local_socket_either(connect_user: ConnectUser,
+                                                                       broker: MemoryBroker) -> None:
+    alice = await connect_user("alice")
+    broker.go_down()
+    with pytest.raises(PublishError):
+        await alice.sio.emit("lost", 1, room="user:alice")
+    broker.come_back()
+    await alice.sio.emit("marker", 2, room="user:alice")  # same socket, same order: "lost" would come first
+    await alice.client.wait_for("marker")
+    assert alice.client.received("lost") == []
+
+
+async def test_disconnect_room_disconnects_local_sockets_even_when_publish_fails(
+        connect_user: ConnectUser, broker: MemoryBroker) -> None:
+    alice = await connect_user("alice")
+    broker.go_down()
+    with pytest.raises(PublishError):
+        await alice.manager.disconnect_room("user:alice")
+    await alice.client.wait_for_disconnect()
+    assert dropped(alice.metrics, "publish_failed") == 1
 
 
 async def test_emit_to_a_socket_id_of_another_replica_goes_through_the_queue(
@@ -539,14 +572,9 @@ async def test_close_during_an_outage_stops_the_retrying_listener(make_manager: 
     assert manager.subscribed is False
 
 
-async def test_replica_shutdown_closes_its_manager(start_replica: Any, broker: MemoryBroker) -> None:
-    from aiohttp.test_utils import TestServer
-
-    from server.app import create_app
-    from server.config import Settings
-    from tests.helpers.clients import TEST_SECRET
-
-    app = create_app(Settings(jwt_secret=TEST_SECRET, instance_id="short-lived"), backend=MemoryBackend(broker))
+async def test_replica_shutdown_closes_its_manager(broker: MemoryBroker,
+                                                  make_settings: Callable[..., Settings]) -> None:
+    app = create_app(make_settings(instance_id="short-lived"), backend=MemoryBackend(broker))
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
     manager = app[MANAGER]
