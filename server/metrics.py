@@ -38,7 +38,7 @@ class Metrics:
         )
         self.delivered = Counter(
             "kindmap_messages_delivered_total",
-            "Events written to sockets of this replica from queue envelopes.",
+            "Events written to sockets of this replica by room, user and broadcast emits.",
             registry=self.registry,
         )
         self.dropped = Counter(

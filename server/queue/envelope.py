@@ -88,6 +88,8 @@ def decode(raw: bytes | str) -> dict[str, Any]:
             raise InvalidEnvelopeError(f"{method}: field {name!r} has the wrong type", reason="invalid_envelope")
         if isinstance(value, list) and name in ("room", "skip_sid") and not all(isinstance(v, str) for v in value):
             raise InvalidEnvelopeError(f"{method}: field {name!r} must hold strings", reason="invalid_envelope")
+        if name == "room" and value == []:
+            raise InvalidEnvelopeError(f"{method}: field 'room' is an empty list", reason="invalid_envelope")
     if method == "emit" and message.get("callback") is not None and len(message["callback"]) != 3:
         raise InvalidEnvelopeError("emit: 'callback' must have three items", reason="invalid_envelope")
     return message

@@ -97,6 +97,7 @@ class QueueManager(AsyncPubSubManager):  # type: ignore[misc]
         """
         if self._listener is not None:
             return  # already started
+        self._closing = False
         if self.write_only:
             await self.backend.connect()
             return
@@ -137,6 +138,8 @@ class QueueManager(AsyncPubSubManager):  # type: ignore[misc]
         """
         room = to or room
         namespace = namespace or "/"
+        if isinstance(room, list) and not room:
+            return  # a list of no rooms reaches nobody
         if kwargs.get("ignore_queue") or (isinstance(room, str) and self.is_sid_room(namespace, room)):
             await AsyncManager.emit(self, event, data, namespace, room=room, skip_sid=skip_sid, callback=callback)
             return

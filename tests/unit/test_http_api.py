@@ -73,36 +73,23 @@ async def api_replica(start_replica):
 # --- health, readiness, metrics ------------------------------------------------------
 
 
-async def test_healthz_answers_ok_with_the_instance_id(start_replica):
-    replica = await start_replica(instance_id="replica-health")
+@pytest.mark.parametrize(("path", "status"), [("/healthz", "ok"), ("/readyz", "ready")])
+async def test_probe_answers_200_with_the_instance_id(start_replica, path, status):
+    replica = await start_replica(instance_id="replica-probe")
 
-    assert await request("GET", f"{replica.url}/healthz") == (
-        200, "application/json", {"status": "ok", "instance_id": "replica-health"})
+    assert await request("GET", f"{replica.url}{path}") == (
+        200, "application/json", {"status": status, "instance_id": "replica-probe"})
 
 
-async def test_healthz_stays_ok_while_the_queue_is_down(start_replica, broker):
+async def test_healthz_stays_ok_but_readyz_is_503_with_an_error_payload_while_the_queue_is_down(start_replica,
+                                                                                                  broker):
     replica = await start_replica()
     broker.go_down()
 
-    status, _type, _body = await request("GET", f"{replica.url}/healthz")
+    health_status, _type, _body = await request("GET", f"{replica.url}/healthz")
+    ready_status, _type, body = await request("GET", f"{replica.url}/readyz")
 
-    assert status == 200
-
-
-async def test_readyz_is_200_when_subscribed(start_replica):
-    replica = await start_replica(instance_id="replica-ready")
-
-    assert await request("GET", f"{replica.url}/readyz") == (
-        200, "application/json", {"status": "ready", "instance_id": "replica-ready"})
-
-
-async def test_readyz_is_503_with_an_error_payload_after_the_broker_goes_down(start_replica, broker):
-    replica = await start_replica()
-    broker.go_down()
-
-    status, _type, body = await request("GET", f"{replica.url}/readyz")
-
-    assert status == 503
+    assert (health_status, ready_status) == (200, 503)
     assert_error_payload(body, "QUEUE_UNAVAILABLE")
 
 

@@ -6,9 +6,7 @@ Everything here is built per test (the ``broker`` fixture comes from
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -27,13 +25,6 @@ CHANNEL = DEFAULT_CHANNEL  # the channel start_replica's replicas use
 MANAGER_LOGGER = "server.queue.manager"
 
 
-async def eventually(predicate: Callable[[], Any], timeout: float = 2.0, what: str = "condition") -> None:
-    """Poll ``predicate`` every 10 ms until it is true; fail the test after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 def metric(metrics: Metrics, name: str, **labels: str) -> float:

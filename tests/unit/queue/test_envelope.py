@@ -97,6 +97,7 @@ def test_decode_accepts_str_as_well_as_bytes() -> None:
         pytest.param(encode(with_fields("emit", room=7)), "invalid_envelope", id="emit-room-int"),
         pytest.param(encode(with_fields("emit", room=["user:a", 7])), "invalid_envelope",
                      id="emit-room-list-of-non-strings"),
+        pytest.param(encode(with_fields("emit", room=[])), "invalid_envelope", id="emit-room-empty-list"),
         pytest.param(encode(with_fields("emit", skip_sid=[None])), "invalid_envelope",
                      id="emit-skip-sid-list-of-non-strings"),
         pytest.param(encode(with_fields("emit", binary=1)), "invalid_envelope", id="emit-binary-int-not-bool"),
@@ -138,7 +139,7 @@ def test_int_zero_is_accepted_as_callback_id_but_false_is_not() -> None:
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("room", None), ("room", "user:alice"), ("room", ["user:a", "user:b"]), ("room", []),
+    [("room", None), ("room", "user:alice"), ("room", ["user:a", "user:b"]),
      ("skip_sid", "s1"), ("skip_sid", ["s1", "s2"]), ("callback", ["user:alice", "/", 3])],
 )
 def test_emit_accepts_every_declared_shape_of_optional_fields(field: str, value: Any) -> None:

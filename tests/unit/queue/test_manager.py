@@ -25,6 +25,7 @@ from server.metrics import Metrics
 from server.queue import envelope
 from server.queue.backends.memory import MemoryBackend, MemoryBroker
 from server.queue.manager import QueueManager
+from tests.helpers.waiting import eventually
 
 from .conftest import (
     CHANNEL,
@@ -32,7 +33,6 @@ from .conftest import (
     Connected,
     dropped,
     emit_envelope,
-    eventually,
     metric,
     published,
     raw,
@@ -141,6 +141,7 @@ async def test_start_twice_keeps_a_single_listener(make_manager: MakeManager) ->
     await manager.start()
     await manager.start()
     assert len(listener_tasks()) == 1
+    assert metric(manager.metrics, "kindmap_queue_reconnects_total") == 0  # not a resubscription
 
 
 # --- publishing -------------------------------------------------------------------------------
@@ -272,6 +273,14 @@ async def test_successful_publishes_are_counted(make_manager: MakeManager) -> No
         await manager.emit("e", i, room="user:alice")
     assert published(manager.metrics) == 3
     assert dropped(manager.metrics, "publish_failed") == 0
+
+
+async def test_emit_to_an_empty_list_of_rooms_reaches_nobody_and_publishes_nothing(make_manager: MakeManager,
+                                                                                   broker: MemoryBroker) -> None:
+    manager = make_manager(write_only=True)
+    await manager.emit("e", 1, room=[])
+    assert broker.published == []
+    assert published(manager.metrics) == 0
 
 
 async def test_publish_returns_how_many_managers_are_subscribed(make_manager: MakeManager) -> None:
@@ -570,6 +579,17 @@ async def test_close_during_an_outage_stops_the_retrying_listener(make_manager: 
     await manager.close()
     assert task.cancelled()
     assert manager.subscribed is False
+
+
+async def test_manager_started_again_after_close_is_not_deaf_while_reporting_ready(
+        make_manager: MakeManager, broker: MemoryBroker) -> None:
+    manager = make_manager()
+    await manager.start()
+    await manager.close()
+    await manager.start()
+    assert await manager.is_ready() is True
+    broker.inject(CHANNEL, raw(emit_envelope("e", [1])))
+    await eventually(lambda: received(manager.metrics) == 1, what="a message after restarting")
 
 
 async def test_replica_shutdown_closes_its_manager(broker: MemoryBroker,
