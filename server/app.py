@@ -11,7 +11,7 @@ from aiohttp import web
 from .app_keys import GATEWAY, MANAGER, METRICS, PRESENCE, SETTINGS, SIO
 from .auth import Authenticator
 from .config import Settings
-from .gateway import Gateway
+from .gateway import HARD_CAP_FACTOR, Gateway
 from .http_api import error_middleware, routes
 from .metrics import Metrics
 from .presence import LocalPresence, MemoryPresence, Presence, RedisPresence
@@ -48,7 +48,7 @@ def create_app(settings: Settings, *, backend: QueueBackend | None = None) -> we
         async_mode="aiohttp",
         client_manager=manager,
         cors_allowed_origins=list(settings.cors_allowed_origins) or None,
-        max_http_buffer_size=settings.max_payload_bytes,
+        max_http_buffer_size=settings.max_payload_bytes * HARD_CAP_FACTOR,
         logger=False,
         engineio_logger=False,
     )

@@ -15,9 +15,12 @@ from .metrics import Metrics
 from .presence import Presence
 from .queue.keys import user_room
 
-__all__ = ["Gateway"]
+__all__ = ["HARD_CAP_FACTOR", "Gateway"]
 
 logger = logging.getLogger(__name__)
+
+# Engine.IO's own limit, as a multiple of MAX_PAYLOAD_BYTES: past it the transport is closed.
+HARD_CAP_FACTOR = 4
 
 
 class Gateway:
@@ -40,6 +43,24 @@ class Gateway:
         sio.on("disconnect", self.on_disconnect)
         sio.on("ping", self.on_ping)
         sio.on("*", self.on_unknown_event)
+        self._deliver_message = sio.eio.handlers["message"]
+        sio.eio.on("message", self.on_engine_message)
+
+    async def on_engine_message(self, eio_sid: str, data: str | bytes) -> None:
+        """Refuse an oversized message with an error instead of handling it.
+
+        Engine.IO closes the connection only past its hard cap (``HARD_CAP_FACTOR``
+        times larger); below that the client hears what went wrong and stays connected.
+        """
+        limit = self.settings.max_payload_bytes
+        if len(data) <= limit:
+            await self._deliver_message(eio_sid, data)
+            return
+        sid = self.sio.manager.sid_from_eio_sid(eio_sid, "/")
+        if isinstance(data, bytes) or sid is None:
+            await self.sio.eio.disconnect(eio_sid)  # a binary part or a handshake: cannot skip it cleanly
+            return
+        await self.send_error(sid, ErrorCode.PAYLOAD_TOO_LARGE, f"message of {len(data)} bytes exceeds {limit}")
 
     def _is_client_event(self, sid: str) -> bool:
         """True when a client sent an event named ``connect`` or ``disconnect``.
@@ -94,7 +115,7 @@ class Gateway:
             await self.send_error(sid, ErrorCode.INVALID_PARAMETERS, "ping takes no data or one object")
             return None
         pong: dict[str, Any] = {"timestamp": utc_now_iso()}
-        if data and isinstance(data.get("id"), (str, int)):
+        if data and isinstance(data.get("id"), (str, int)) and not isinstance(data["id"], bool):
             pong["id"] = data["id"]
         await self.sio.emit("pong", pong, to=sid)
         return pong

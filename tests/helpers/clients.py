@@ -43,6 +43,10 @@ class RecordingClient:
             await self.wait_for("connected")
 
     async def disconnect(self) -> None:
+        if self.sio.connected and self.sio.transport() == "polling":
+            # python-engineio's server leaves the pending long-poll open until its ping
+            # timeout (~30 s) after a client's close; do not wait for it.
+            await self.sio.eio.disconnect(abort=True)
         await self.sio.shutdown()
 
     def received(self, event: str) -> list[Any]:

@@ -19,6 +19,7 @@ import socketio
 
 from server import __version__
 from server.app_keys import GATEWAY, MANAGER, METRICS, SETTINGS, SIO
+from server.gateway import HARD_CAP_FACTOR
 from server.queue import envelope
 from server.queue.keys import user_room
 from tests.helpers.clients import RecordingClient, make_token
@@ -414,6 +415,33 @@ async def test_ping_with_ack_returns_the_pong(start_replica, make_client):
 
     assert ack["id"] == 9
     assert ack == await alice.wait_for("pong")
+
+
+@pytest.mark.parametrize("transport", ["websocket", "polling"])
+async def test_oversized_message_gets_payload_too_large_and_changes_nothing_else(start_replica, make_client,
+                                                                                  transport):
+    replica = await start_replica(max_payload_bytes=1024)
+    alice = make_client()
+    await alice.connect(replica.url, auth={"token": make_token("alice")}, transports=[transport])
+
+    await alice.sio.emit("ping", {"id": "x" * 2000})
+    error = await alice.wait_for("error")
+    await alice.sio.emit("ping", {"id": 1})
+    await alice.wait_for("pong")
+
+    assert error["code"] == "PAYLOAD_TOO_LARGE"
+    assert [pong["id"] for pong in alice.received("pong")] == [1]
+    assert alice.disconnects == []
+
+
+async def test_message_past_the_transport_hard_cap_closes_the_connection(start_replica, make_client):
+    replica = await start_replica(max_payload_bytes=1024)
+    alice = await connected(make_client, replica, "alice")
+
+    await alice.sio.emit("ping", {"id": "x" * 1024 * (HARD_CAP_FACTOR + 1)})
+
+    assert await alice.wait_for_disconnect() is not None
+    assert alice.received("pong") == []
 
 
 @pytest.mark.parametrize("payload", [
