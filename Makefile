@@ -29,6 +29,7 @@ test: install lint
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check server tests
+	$(VENV)/bin/mypy
 
 clean:
 	rm -rf $(VENV) $(NODE_CLIENT)/node_modules .coverage .coverage.* .pytest_cache

@@ -40,17 +40,16 @@ def check_user_id(user_id: Any) -> str:
 
 
 async def send_to_user(manager: AsyncManager, presence: Presence, metrics: Metrics,
-                       user_id: str, event: str, data: Any) -> None:
+                       user_id: object, event: object, data: Any) -> None:
     """Emit ``event`` to every socket of ``user_id`` on every replica.
 
     Raises ``RequestError`` for a bad user id or event name,
     ``UserNotConnectedError`` when the user has no socket anywhere (counted as
     dropped), ``QueueUnavailableError`` / ``PublishError`` when the queue fails.
     """
-    check_user_id(user_id)
-    check_event(event)
-    if not await presence.is_online(user_id):
+    checked_user, checked_event = check_user_id(user_id), check_event(event)
+    if not await presence.is_online(checked_user):
         metrics.dropped.labels(reason="user_not_connected").inc()
-        logger.debug("not sent: user %s is not connected", user_id)
-        raise UserNotConnectedError(f"user {user_id!r} is not connected to any replica")
-    await manager.emit(event, data, namespace="/", room=user_room(user_id))
+        logger.debug("not sent: user %s is not connected", checked_user)
+        raise UserNotConnectedError(f"user {checked_user!r} is not connected to any replica")
+    await manager.emit(checked_event, data, namespace="/", room=user_room(checked_user))

@@ -8,6 +8,7 @@ import logging
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from .app_keys import GATEWAY, MANAGER, METRICS, PRESENCE, SETTINGS
@@ -38,7 +39,7 @@ def error_response(status: int, code: ErrorCode, message: str) -> web.Response:
 
 
 @web.middleware
-async def error_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """HTTP errors leave in the same schema as Socket.IO errors."""
     try:
         return await handler(request)

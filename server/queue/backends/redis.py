@@ -113,6 +113,6 @@ class RedisBackend(QueueBackend):
         if self._pubsub is not None:
             pubsub, self._pubsub = self._pubsub, None
             try:
-                await pubsub.aclose()
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
             except (RedisError, OSError):
                 pass  # closing a dead connection can fail; it is gone either way
