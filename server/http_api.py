@@ -5,7 +5,6 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
