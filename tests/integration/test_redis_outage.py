@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 import pytest
 
 from server.emitter import Emitter
 from server.errors import PublishError, QueueUnavailableError, RealtimeError
+from server.queue.backends.redis import KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT
 from tests.helpers.clients import make_token
 from tests.helpers.http import get_json, metric, post_emit
-from tests.helpers.processes import http_status, wait_until
-from tests.integration.conftest import API_KEY, unique_user
+from tests.helpers.processes import Replica, http_status, wait_until
+from tests.helpers.proxy import SilencingProxy
+from tests.integration.conftest import API_KEY, replica_env, unique_user
 
 RESUME_DEADLINE = 2.0  # the contract: delivery resumes within 2 s of Redis coming back
 
@@ -68,3 +71,35 @@ async def test_redis_outage_is_survived_and_delivery_resumes_within_two_seconds(
     for replica in cluster.replicas:
         assert http_status(replica.url + "/readyz") == 200
         assert await metric(replica.url, "kindmap_queue_reconnects_total") == 1
+
+
+async def test_silently_dead_listening_connection_is_replaced_and_delivery_resumes(redis_server, tmp_path,
+                                                                                   make_client):
+    proxy = SilencingProxy(redis_server.port)
+    proxy.start()
+    channel = f"kindmap_it_{unique_user('silent')}"
+    replica = Replica(instance_id="behind-proxy", env=replica_env(proxy.url, channel), log_dir=tmp_path)
+    try:
+        replica.start()
+        user = unique_user()
+        client = make_client()
+        await client.connect(replica.url, auth={"token": make_token(user)})
+        async with Emitter(redis_server.url, channel=channel) as emitter:  # straight to Redis, not via the proxy
+            await emitter.send_to_user(user, "before", 1)
+            await client.wait_for("before")
+
+            assert proxy.silence_open_connections() >= 1
+            deadline = time.monotonic() + KEEPALIVE_TIMEOUT + KEEPALIVE_INTERVAL + RESUME_DEADLINE
+            attempt = 0
+            while not client.received("after") and time.monotonic() < deadline:
+                attempt += 1
+                await emitter.send_to_user(user, "after", attempt)
+                with contextlib.suppress(AssertionError):
+                    await client.wait_for("after", timeout=0.25)
+        assert client.received("after"), "the replica stayed deaf on its silent connection"
+        assert await metric(replica.url, "kindmap_queue_reconnects_total") == 1
+        assert client.disconnects == []
+    finally:
+        replica.stop()
+        proxy.close()
+    assert "Redis listening connection silent" in replica.log()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from collections.abc import AsyncIterator
 
 from redis import asyncio as aioredis
@@ -15,9 +17,14 @@ from .base import QueueBackend
 
 __all__ = ["RedisBackend", "connect_redis"]
 
+logger = logging.getLogger(__name__)
+
 CONNECT_TIMEOUT = 1.0
 COMMAND_TIMEOUT = 2.0
 PING_TIMEOUT = 0.5
+# The listening connection is PINGed when idle; silent this long, it is presumed dead.
+KEEPALIVE_INTERVAL = 1.0
+KEEPALIVE_TIMEOUT = 3.0
 
 
 def connect_redis(url: str) -> aioredis.Redis:
@@ -46,7 +53,10 @@ class RedisBackend(QueueBackend):
 
     The pub/sub connection has no automatic retry: when Redis goes away the
     ``messages()`` iterator raises at once, so the manager knows it is deaf and
-    resubscribes on its own schedule.
+    resubscribes on its own schedule. A connection that goes silent without
+    closing (a dropped NAT entry, a partition) is caught by a keepalive: it is
+    PINGed every ``KEEPALIVE_INTERVAL`` and dropped after ``KEEPALIVE_TIMEOUT``
+    without a word from Redis.
     """
 
     def __init__(self, url: str | None = None, *, conn: aioredis.Redis | None = None) -> None:
@@ -56,6 +66,7 @@ class RedisBackend(QueueBackend):
         self._owns_client = conn is None
         self._sub_client = _without_retries(self.client)
         self._pubsub: aioredis.client.PubSub | None = None
+        self._last_heard = 0.0
 
     async def connect(self) -> None:
         try:
@@ -93,15 +104,38 @@ class RedisBackend(QueueBackend):
             await self._drop_pubsub()
 
     async def messages(self) -> AsyncIterator[tuple[str, bytes]]:
-        if self._pubsub is None:
+        pubsub = self._pubsub
+        if pubsub is None:
             raise QueueUnavailableError("not subscribed")
+        self._last_heard = time.monotonic()
+        keepalive = asyncio.create_task(self._keep_alive(pubsub), name="redis-keepalive")
         try:
-            async for message in self._pubsub.listen():
+            async for message in pubsub.listen():
+                self._last_heard = time.monotonic()
                 if message["type"] == "message":
                     yield message["channel"].decode(), message["data"]
         except (RedisError, OSError) as exc:
             raise QueueUnavailableError(f"Redis connection lost: {exc}") from exc
+        finally:
+            keepalive.cancel()
+            await asyncio.gather(keepalive, return_exceptions=True)
         raise QueueUnavailableError("Redis subscription ended")
+
+    async def _keep_alive(self, pubsub: aioredis.client.PubSub) -> None:
+        """PING the idle listening connection; cut it when Redis stays silent."""
+        while True:
+            await asyncio.sleep(KEEPALIVE_INTERVAL)
+            silent_for = time.monotonic() - self._last_heard
+            if silent_for > KEEPALIVE_TIMEOUT or pubsub.connection is None:
+                logger.warning("Redis listening connection silent; dropping it", extra={"silent_s": silent_for})
+                if pubsub.connection is not None:
+                    await pubsub.connection.disconnect(nowait=True)
+                return
+            if silent_for >= KEEPALIVE_INTERVAL:
+                try:
+                    await pubsub.ping()
+                except (RedisError, OSError):
+                    return  # the listener sees the same failure
 
     async def ping(self) -> bool:
         try:
