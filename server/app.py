@@ -15,6 +15,7 @@ from .gateway import HARD_CAP_FACTOR, Gateway
 from .http_api import error_middleware, routes
 from .metrics import Metrics
 from .presence import LocalPresence, MemoryPresence, Presence, RedisPresence
+from .queue import signing
 from .queue.backends.base import QueueBackend
 from .queue.backends.memory import MemoryBackend
 from .queue.backends.redis import RedisBackend
@@ -33,7 +34,7 @@ def create_app(settings: Settings, *, backend: QueueBackend | None = None) -> we
         backend = RedisBackend(settings.redis_url)
     manager: socketio.AsyncManager
     if backend is not None:
-        manager = QueueManager(backend, channel=settings.channel, metrics=metrics)
+        manager = QueueManager(backend, channel=settings.channel, metrics=metrics, signing_key=settings.signing_key)
     else:
         manager = LocalManager()
     presence: Presence
@@ -71,16 +72,20 @@ def create_app(settings: Settings, *, backend: QueueBackend | None = None) -> we
 
 async def _queue_ctx(app: web.Application) -> AsyncIterator[None]:
     """Subscribe before the first client arrives; on exit unsubscribe and close."""
-    manager, presence = app[MANAGER], app[PRESENCE]
+    manager, presence, settings = app[MANAGER], app[PRESENCE], app[SETTINGS]
     if isinstance(manager, QueueManager):
+        if isinstance(manager.backend, RedisBackend):
+            client = manager.backend.client
+            manager.on_subscribed(lambda: signing.announce(client, settings.channel, settings.signing_key))
         if isinstance(presence, RedisPresence):
             manager.on_subscribed(presence.heartbeat)
         await manager.start()
     await presence.start()
     logger.info("replica started", extra={
-        "instance_id": app[SETTINGS].instance_id,
+        "instance_id": settings.instance_id,
         "mode": "redis" if isinstance(manager, QueueManager) else "single-replica",
-        "auth_mode": app[SETTINGS].auth_mode,
+        "auth_mode": settings.auth_mode,
+        "signed_queue": settings.signing_key is not None,
     })
     yield
     await presence.close()

@@ -56,6 +56,7 @@ class Settings:
     instance_id: str = field(default_factory=_default_instance_id)
     cors_allowed_origins: tuple[str, ...] = ()
     server_api_key: str | None = None
+    queue_signing_key: str | None = None
     duplicate_connection_policy: str = "allow"
     max_payload_bytes: int = 64 * 1024
     shutdown_timeout: float = 5.0
@@ -75,6 +76,8 @@ class Settings:
             raise ConfigError(f"JWT_SECRET must be at least {min_secret} bytes long for {self.jwt_algorithm}")
         if self.server_api_key is not None and len(self.server_api_key) < 16:
             raise ConfigError("SERVER_API_KEY must be at least 16 characters long")
+        if self.queue_signing_key is not None and len(self.queue_signing_key.encode()) < 32:
+            raise ConfigError("QUEUE_SIGNING_KEY must be at least 32 bytes long")
         if self.redis_url is not None:
             check_redis_url("REDIS_URL", self.redis_url)
         if not self.channel:
@@ -89,6 +92,11 @@ class Settings:
     @property
     def dev_mode(self) -> bool:
         return self.auth_mode == "dev"
+
+    @property
+    def signing_key(self) -> bytes | None:
+        """``QUEUE_SIGNING_KEY`` as the bytes HMAC wants, or ``None`` (unsigned envelopes)."""
+        return None if self.queue_signing_key is None else self.queue_signing_key.encode()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -110,6 +118,7 @@ class Settings:
         take("INSTANCE_ID", "instance_id")
         take("CORS_ALLOWED_ORIGINS", "cors_allowed_origins", _to_origins)
         take("SERVER_API_KEY", "server_api_key")
+        take("QUEUE_SIGNING_KEY", "queue_signing_key")
         take("DUPLICATE_CONNECTION_POLICY", "duplicate_connection_policy", lambda _, v: v.lower())
         take("MAX_PAYLOAD_BYTES", "max_payload_bytes", _to_int)
         take("SHUTDOWN_TIMEOUT", "shutdown_timeout", _to_float)

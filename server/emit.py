@@ -1,7 +1,8 @@
 """``python -m server.emit --user U --event E --data '{...}'``: emit from a shell.
 
-Exit codes: 0 sent; 1 Redis unavailable or publish failed; 2 bad arguments;
-3 the user is not connected to any replica.
+Exit codes: 0 sent; 1 Redis unavailable or publish failed; 2 bad arguments or a
+QUEUE_SIGNING_KEY (read from the environment) other than the replicas'; 3 the
+user is not connected to any replica.
 """
 
 from __future__ import annotations
@@ -29,11 +30,13 @@ def parse_args(argv: list[str] | None, environ: dict[str, str]) -> argparse.Name
     parser.add_argument("--redis-url", default=environ.get("REDIS_URL"), help="default: $REDIS_URL")
     parser.add_argument("--channel", default=environ.get("SOCKETIO_CHANNEL") or DEFAULT_CHANNEL,
                         help="default: $SOCKETIO_CHANNEL or %(default)s")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    args.signing_key = environ.get("QUEUE_SIGNING_KEY") or None  # never on the command line
+    return args
 
 
 async def run(args: argparse.Namespace, data: Any) -> None:
-    async with Emitter(args.redis_url, channel=args.channel) as emitter:
+    async with Emitter(args.redis_url, channel=args.channel, signing_key=args.signing_key) as emitter:
         if args.broadcast:
             await emitter.broadcast(args.event, data)
         else:
@@ -59,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     except UserNotConnectedError as exc:
         print(f"not sent: {exc.message}", file=sys.stderr)
         return EXIT_NOT_CONNECTED
-    except RequestError as exc:
+    except (RequestError, ConfigError) as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return EXIT_USAGE
     except RealtimeError as exc:

@@ -11,10 +11,14 @@ import warnings
 from types import TracebackType
 from typing import Any
 
+from redis.exceptions import RedisError
+
 from .config import DEFAULT_CHANNEL
 from .delivery import check_user_id, send_to_user
+from .errors import ConfigError, QueueUnavailableError
 from .metrics import Metrics
 from .presence import RedisPresence
+from .queue import signing
 from .queue.backends.redis import RedisBackend
 from .queue.keys import user_room
 from .queue.manager import QueueManager
@@ -28,14 +32,18 @@ class Emitter:
     :param redis_url: the Redis the replicas use.
     :param channel: the replicas' ``SOCKETIO_CHANNEL``.
     :param backend: a ready ``RedisBackend`` instead of a URL (e.g. a shared client).
+    :param signing_key: the replicas' ``QUEUE_SIGNING_KEY``, if they use one.
     """
 
     def __init__(self, redis_url: str | None = None, *, channel: str = DEFAULT_CHANNEL,
-                 backend: RedisBackend | None = None) -> None:
+                 backend: RedisBackend | None = None, signing_key: str | None = None) -> None:
         self._open = False
         self._backend = backend or RedisBackend(redis_url)
         self.metrics = Metrics()
-        self._manager = QueueManager(self._backend, channel=channel, write_only=True, metrics=self.metrics)
+        self._channel = channel
+        self._signing_key = None if signing_key is None else signing_key.encode()
+        self._manager = QueueManager(self._backend, channel=channel, write_only=True, metrics=self.metrics,
+                                     signing_key=self._signing_key)
         # An emitter asks about presence; it never announces any, so the instance id is unused.
         self._presence = RedisPresence(self._backend.client, channel=channel, instance_id="emitter")
 
@@ -48,8 +56,20 @@ class Emitter:
         await self.close()
 
     async def connect(self) -> None:
-        """Connect and ping; raises ``QueueUnavailableError`` if Redis is unreachable."""
+        """Connect and check the signing key against the replicas'.
+
+        Raises ``QueueUnavailableError`` if Redis is unreachable and ``ConfigError``
+        if the replicas would drop this emitter's messages.
+        """
         await self._manager.start()
+        try:
+            await signing.check(self._backend.client, self._channel, self._signing_key)
+        except (RedisError, OSError) as exc:
+            await self._manager.close()
+            raise QueueUnavailableError(f"Redis unreachable: {exc}") from exc
+        except ConfigError:
+            await self._manager.close()
+            raise
         self._open = True
 
     async def close(self) -> None:

@@ -5,10 +5,16 @@ The envelope is python-socketio's own pub/sub message (a JSON object with a
 taken from the channel passes :func:`decode` before it can touch a socket: Redis
 is shared infrastructure, and one bad publisher must not crash or confuse the
 replicas.
+
+With a signing key (``QUEUE_SIGNING_KEY``) every envelope travels as
+``<hex HMAC-SHA256 of the body>.<JSON body>``, and one without a valid signature
+is dropped: whoever can reach Redis still cannot make replicas emit or disconnect.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 from typing import Any
 
@@ -51,17 +57,22 @@ METHODS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
 SAMPLE_BYTES = 200
 
 
-def encode(message: dict[str, Any]) -> bytes:
+def encode(message: dict[str, Any], signing_key: bytes | None = None) -> bytes:
     """Serialise an envelope for the channel (compact JSON, UTF-8, non-ASCII kept)."""
-    return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()
+    body = json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()
+    if signing_key is None:
+        return body
+    return _signature(signing_key, body) + b"." + body
 
 
-def decode(raw: bytes | str) -> dict[str, Any]:
+def decode(raw: bytes | str, signing_key: bytes | None = None) -> dict[str, Any]:
     """Parse and validate a message taken from the channel.
 
-    Raises ``InvalidEnvelopeError`` whose ``reason`` is ``invalid_json``,
-    ``invalid_envelope`` or ``unknown_method``.
+    Raises ``InvalidEnvelopeError`` whose ``reason`` is ``bad_signature``,
+    ``invalid_json``, ``invalid_envelope`` or ``unknown_method``.
     """
+    if signing_key is not None:
+        raw = _verified_body(raw, signing_key)
     try:
         message = json.loads(raw)
     except (ValueError, TypeError):
@@ -93,6 +104,18 @@ def decode(raw: bytes | str) -> dict[str, Any]:
     if method == "emit" and message.get("callback") is not None and len(message["callback"]) != 3:
         raise InvalidEnvelopeError("emit: 'callback' must have three items", reason="invalid_envelope")
     return message
+
+
+def _signature(key: bytes, body: bytes) -> bytes:
+    return hmac.new(key, body, hashlib.sha256).hexdigest().encode()
+
+
+def _verified_body(raw: bytes | str, key: bytes) -> bytes:
+    data = raw.encode() if isinstance(raw, str) else raw
+    signature, dot, body = data.partition(b".")
+    if not dot or not hmac.compare_digest(signature, _signature(key, body)):
+        raise InvalidEnvelopeError("missing or wrong signature", reason="bad_signature")
+    return body
 
 
 def sample(raw: bytes | str) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["instance_key", "presence_key", "user_room"]
+__all__ = ["instance_key", "presence_key", "signing_key_name", "user_room"]
 
 USER_ROOM_PREFIX = "user:"
 
@@ -20,3 +20,8 @@ def presence_key(channel: str, user_id: str) -> str:
 def instance_key(channel: str, instance_id: str) -> str:
     """Redis key that exists while a replica is alive (refreshed by its heartbeat)."""
     return f"{channel}:instance:{instance_id}"
+
+
+def signing_key_name(channel: str) -> str:
+    """Redis key holding the fingerprint of the replicas' queue signing key."""
+    return f"{channel}:signing"

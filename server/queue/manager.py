@@ -55,6 +55,8 @@ class QueueManager(AsyncPubSubManager):  # type: ignore[misc]
     :param metrics: where to count; a private ``Metrics`` when not given.
     :param retry_max: longest pause between resubscribe attempts, in seconds;
         it bounds how long a replica stays deaf after the queue comes back.
+    :param signing_key: when given, envelopes are signed and unsigned ones dropped;
+        every replica and emitter on the channel must share it.
     """
 
     name = "kindmap-queue"
@@ -67,11 +69,13 @@ class QueueManager(AsyncPubSubManager):  # type: ignore[misc]
         write_only: bool = False,
         metrics: Metrics | None = None,
         retry_max: float = RETRY_MAX,
+        signing_key: bytes | None = None,
     ) -> None:
         super().__init__(channel=channel, write_only=write_only, logger=logger)
         self.backend = backend
         self.metrics = metrics or Metrics()
         self.retry_max = retry_max
+        self._signing_key = signing_key
         self.subscribed = False
         self._ever_subscribed = False
         self._listener: asyncio.Task[None] | None = None
@@ -176,7 +180,7 @@ class QueueManager(AsyncPubSubManager):  # type: ignore[misc]
 
     async def _publish(self, data: dict[str, Any]) -> int:
         try:
-            receivers = await self.backend.publish(self.channel, envelope.encode(data))
+            receivers = await self.backend.publish(self.channel, envelope.encode(data, self._signing_key))
         except PublishError as exc:
             self.metrics.dropped.labels(reason="publish_failed").inc()
             held = self._throttle.allow("publish_failed")
@@ -235,7 +239,7 @@ class QueueManager(AsyncPubSubManager):  # type: ignore[misc]
     async def _receive(self, raw: bytes) -> None:
         """Validate one message from the channel and act on it; never raises."""
         try:
-            message = envelope.decode(raw)
+            message = envelope.decode(raw, self._signing_key)
         except InvalidEnvelopeError as exc:
             self.metrics.dropped.labels(reason=exc.reason).inc()
             held = self._throttle.allow(exc.reason)

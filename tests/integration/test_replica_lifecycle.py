@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import sys
+
 import pytest
+from redis import asyncio as aioredis
 
 from server.emitter import Emitter
-from server.errors import UserNotConnectedError
+from server.errors import ConfigError, UserNotConnectedError
+from server.queue import envelope
 from tests.helpers.clients import make_token
-from tests.helpers.http import get_json
-from tests.helpers.processes import Replica
+from tests.helpers.http import get_json, metric
+from tests.helpers.processes import REPO_ROOT, Replica
 from tests.integration.conftest import replica_env, unique_user
 
 
@@ -72,3 +78,35 @@ async def test_replica_started_while_redis_is_down_becomes_ready_when_it_comes_b
     finally:
         replica.stop()
     assert "queue unavailable at start-up" in replica.log()
+
+
+async def test_signed_cluster_drops_unsigned_envelopes_and_emitters_without_the_key_refuse_to_start(
+        start_cluster, make_client):
+    key = "integration-queue-signing-key-0123456789"
+    cluster = start_cluster(2, QUEUE_SIGNING_KEY=key)
+    user = unique_user()
+    client = make_client()
+    await client.connect(cluster.replicas[1].url, auth={"token": make_token(user)})
+    forged = {"method": "emit", "event": "forged", "data": [{}], "namespace": "/", "room": f"user:{user}",
+              "host_id": "forger"}
+
+    with pytest.raises(ConfigError, match="QUEUE_SIGNING_KEY"):
+        await Emitter(cluster.redis_url, channel=cluster.channel).connect()
+    cli = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "server.emit", "--user", user, "--event", "e", "--redis-url", cluster.redis_url,
+        "--channel", cluster.channel, cwd=REPO_ROOT, stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "QUEUE_SIGNING_KEY": "a-wrong-key-" + "x" * 30})
+    _, stderr = await cli.communicate()
+    assert cli.returncode == 2 and b"QUEUE_SIGNING_KEY" in stderr
+    redis = aioredis.Redis.from_url(cluster.redis_url)
+    try:
+        assert await redis.publish(cluster.channel, envelope.encode(forged)) == 2
+    finally:
+        await redis.aclose()
+    async with Emitter(cluster.redis_url, channel=cluster.channel, signing_key=key) as signed:
+        await signed.send_to_user(user, "genuine", {})
+
+    assert await client.wait_for("genuine") == {}
+    assert client.received("forged") == []
+    for replica in cluster.replicas:
+        assert await metric(replica.url, "kindmap_messages_dropped_total", {"reason": "bad_signature"}) == 1

@@ -54,6 +54,7 @@ def test_every_setting_is_parsed_from_the_environment() -> None:
         "INSTANCE_ID": "replica-7",
         "CORS_ALLOWED_ORIGINS": "https://kindmap.example, http://localhost:3000",
         "SERVER_API_KEY": API_KEY,
+        "QUEUE_SIGNING_KEY": "q" * 32,
         "DUPLICATE_CONNECTION_POLICY": "replace",
         "MAX_PAYLOAD_BYTES": "2048",
         "SHUTDOWN_TIMEOUT": "1.5",
@@ -73,11 +74,17 @@ def test_every_setting_is_parsed_from_the_environment() -> None:
         instance_id="replica-7",
         cors_allowed_origins=("https://kindmap.example", "http://localhost:3000"),
         server_api_key=API_KEY,
+        queue_signing_key="q" * 32,
         duplicate_connection_policy="replace",
         max_payload_bytes=2048,
         shutdown_timeout=1.5,
         log_level="DEBUG",
     )
+
+
+def test_signing_key_is_handed_to_hmac_as_bytes_and_absent_by_default() -> None:
+    assert Settings(jwt_secret=SECRET).signing_key is None
+    assert Settings(jwt_secret=SECRET, queue_signing_key="ключ" * 8).signing_key == ("ключ" * 8).encode()
 
 
 @pytest.mark.parametrize(("name", "raw", "attr", "expected"), [
@@ -120,6 +127,7 @@ def test_blank_value_means_the_default(name: str) -> None:
     ("CORS_ALLOWED_ORIGINS", "kindmap.example"),
     ("CORS_ALLOWED_ORIGINS", "https://ok.example,ftp://files.example"),
     ("SERVER_API_KEY", "short-key"),
+    ("QUEUE_SIGNING_KEY", "q" * 31),
     ("MAX_PAYLOAD_BYTES", "1023"),
     ("MAX_PAYLOAD_BYTES", "64k"),
     ("SHUTDOWN_TIMEOUT", "0"),

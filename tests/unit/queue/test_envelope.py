@@ -172,3 +172,32 @@ def test_extra_unknown_fields_are_kept() -> None:
 def test_sample_is_a_short_printable_excerpt(raw: bytes | str, expected: str) -> None:
     assert sample(raw) == expected
 
+
+
+KEY = b"queue-signing-key-for-unit-tests-0123456789"
+
+
+def test_signed_envelope_round_trips_with_the_same_key() -> None:
+    message = with_fields("emit")
+    raw = encode(message, KEY)
+    assert raw.split(b".", 1)[1] == encode(message)
+    assert decode(raw, KEY) == message
+
+
+@pytest.mark.parametrize("raw", [
+    pytest.param(encode(with_fields("emit")), id="unsigned"),
+    pytest.param(encode(with_fields("emit"), b"another-key-of-enough-length-0123456789"), id="wrong-key"),
+    pytest.param(encode(with_fields("emit"), KEY).replace(b'"event"', b'"evil" '), id="tampered-body"),
+    pytest.param(encode(with_fields("emit"), KEY).split(b".", 1)[0], id="signature-only"),
+    pytest.param("not-hex." + encode(with_fields("emit")).decode(), id="str-with-bad-signature"),
+])
+def test_decode_with_a_key_drops_anything_not_signed_with_it(raw: bytes | str) -> None:
+    with pytest.raises(InvalidEnvelopeError) as caught:
+        decode(raw, KEY)
+    assert caught.value.reason == "bad_signature"
+
+
+def test_signed_envelope_is_not_mistaken_for_json_by_an_unkeyed_reader() -> None:
+    with pytest.raises(InvalidEnvelopeError) as caught:
+        decode(encode(with_fields("emit"), KEY))
+    assert caught.value.reason == "invalid_json"

@@ -25,6 +25,7 @@ from server.metrics import Metrics
 from server.queue import envelope
 from server.queue.backends.memory import MemoryBackend, MemoryBroker
 from server.queue.manager import QueueManager
+from tests.helpers.clients import RecordingClient, make_token
 from tests.helpers.waiting import eventually
 
 from .conftest import (
@@ -313,6 +314,24 @@ async def test_listener_delivers_emits_from_another_manager(make_manager: MakeMa
     assert await alice.client.wait_for("route_update") == {"eta": 3}
     assert received(alice.metrics) == 1
     assert metric(alice.metrics, "kindmap_messages_delivered_total") == 1
+
+
+async def test_managers_sharing_a_signing_key_deliver_and_drop_unsigned_forgeries(
+        make_manager: MakeManager, broker: MemoryBroker, start_replica: Any,
+        make_client: Callable[..., RecordingClient]) -> None:
+    key = "queue-signing-key-for-unit-tests-0123456789"
+    replica = await start_replica(queue_signing_key=key)
+    alice = make_client()
+    await alice.connect(replica.url, auth={"token": make_token("alice")})
+    sender = make_manager(write_only=True, signing_key=key.encode())
+    await sender.start()
+
+    broker.inject(CHANNEL, raw(emit_envelope("forged", ["x"], room="user:alice")))
+    await sender.emit("signed", 1, room="user:alice")
+
+    assert await alice.wait_for("signed") == 1
+    assert alice.received("forged") == []
+    assert dropped(replica.app[METRICS], "bad_signature") == 1
 
 
 async def test_messages_with_own_host_id_are_ignored(make_manager: MakeManager, connect_user: ConnectUser,

@@ -1,0 +1,19 @@
+"""server/queue/signing.py: the key fingerprint replicas and emitters compare."""
+
+from server.queue.signing import UNSIGNED, fingerprint
+
+KEY = b"queue-signing-key-for-unit-tests-0123456789"
+
+
+def test_fingerprint_of_no_key_says_unsigned() -> None:
+    assert fingerprint(None) == UNSIGNED
+
+
+def test_fingerprint_is_stable_per_key_and_differs_between_keys() -> None:
+    assert fingerprint(KEY) == fingerprint(bytes(KEY))
+    assert fingerprint(KEY) != fingerprint(KEY + b"!")
+    assert fingerprint(KEY) != UNSIGNED
+
+
+def test_fingerprint_does_not_reveal_the_key() -> None:
+    assert KEY not in fingerprint(KEY) and KEY.hex().encode()[:16] not in fingerprint(KEY)
