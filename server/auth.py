@@ -36,6 +36,10 @@ class Authenticator:
     def __init__(self, settings: Settings) -> None:
         self._secret = settings.jwt_secret
         self._algorithm = settings.jwt_algorithm
+        self._audience = settings.jwt_audience
+        self._issuer = settings.jwt_issuer
+        self._leeway = settings.jwt_leeway
+        self._required_claims = ["sub", "exp"] + (["aud"] if self._audience else []) + (["iss"] if self._issuer else [])
         self._dev_mode = settings.dev_mode
 
     def authenticate(self, auth: Any, environ: Mapping[str, Any]) -> str:
@@ -52,11 +56,14 @@ class Authenticator:
         raise AuthError("a token is required: connect with auth {token}", code=ErrorCode.AUTH_REQUIRED)
 
     def verify(self, token: str) -> str:
+        """The ``sub`` of a valid token. ``exp`` is checked here, at the handshake only:
+        a trip in progress is not cut off when the token expires mid-way."""
         if self._secret is None:
             raise AuthError("this server has no JWT_SECRET; tokens cannot be verified")
         try:
-            claims = jwt.decode(token, self._secret, algorithms=[self._algorithm],
-                                options={"require": ["sub", "exp"]})
+            claims = jwt.decode(token, self._secret, algorithms=[self._algorithm], audience=self._audience,
+                                issuer=self._issuer, leeway=self._leeway,
+                                options={"require": self._required_claims})
         except jwt.ExpiredSignatureError:
             raise AuthError("the token has expired", code=ErrorCode.TOKEN_EXPIRED) from None
         except jwt.InvalidTokenError as exc:

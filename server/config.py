@@ -25,6 +25,7 @@ DUPLICATE_POLICIES = ("allow", "replace")
 # RFC 7518 section 3.2: an HMAC key at least as long as the hash output.
 JWT_ALGORITHMS = {"HS256": 32, "HS384": 48, "HS512": 64}
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+MAX_JWT_LEEWAY = 300
 
 
 
@@ -52,6 +53,9 @@ class Settings:
     redis_url: str | None = None
     channel: str = DEFAULT_CHANNEL
     jwt_algorithm: str = "HS256"
+    jwt_audience: str | None = None
+    jwt_issuer: str | None = None
+    jwt_leeway: float = 0.0
     auth_mode: str = "jwt"
     instance_id: str = field(default_factory=_default_instance_id)
     cors_allowed_origins: tuple[str, ...] = ()
@@ -86,6 +90,8 @@ class Settings:
             raise ConfigError("INSTANCE_ID must not be empty")
         if self.max_payload_bytes < 1024:
             raise ConfigError("MAX_PAYLOAD_BYTES must be at least 1024")
+        if not 0 <= self.jwt_leeway <= MAX_JWT_LEEWAY:
+            raise ConfigError(f"JWT_LEEWAY_SECONDS must be between 0 and {MAX_JWT_LEEWAY}")
         if not 0 < self.shutdown_timeout < float("inf"):
             raise ConfigError("SHUTDOWN_TIMEOUT must be positive")
 
@@ -114,6 +120,9 @@ class Settings:
         take("REDIS_URL", "redis_url")
         take("SOCKETIO_CHANNEL", "channel")
         take("JWT_ALGORITHM", "jwt_algorithm")
+        take("JWT_AUDIENCE", "jwt_audience")
+        take("JWT_ISSUER", "jwt_issuer")
+        take("JWT_LEEWAY_SECONDS", "jwt_leeway", _to_float)
         take("AUTH_MODE", "auth_mode", lambda _, v: v.lower())
         take("INSTANCE_ID", "instance_id")
         take("CORS_ALLOWED_ORIGINS", "cors_allowed_origins", _to_origins)

@@ -120,6 +120,34 @@ def test_server_configured_for_hs384_refuses_hs256_tokens(make_settings: Callabl
     assert refused(authenticator, {"token": make_token("alice", secret="k" * 48)}).code is ErrorCode.INVALID_TOKEN
 
 
+@pytest.mark.parametrize(("claims", "accepted"), [
+    pytest.param({"aud": "kindmap-realtime", "iss": "kindmap-auth"}, True, id="matching"),
+    pytest.param({"aud": ["other", "kindmap-realtime"], "iss": "kindmap-auth"}, True, id="audience-list"),
+    pytest.param({"aud": "another-service", "iss": "kindmap-auth"}, False, id="wrong-audience"),
+    pytest.param({"aud": "kindmap-realtime", "iss": "someone-else"}, False, id="wrong-issuer"),
+    pytest.param({"iss": "kindmap-auth"}, False, id="missing-audience"),
+    pytest.param({"aud": "kindmap-realtime"}, False, id="missing-issuer"),
+])
+def test_configured_audience_and_issuer_are_required_and_checked(make_settings: Callable[..., Settings],
+                                                                  claims: dict[str, Any], accepted: bool) -> None:
+    authenticator = Authenticator(make_settings(jwt_audience="kindmap-realtime", jwt_issuer="kindmap-auth"))
+    token = make_token("alice", **claims)
+    if accepted:
+        assert authenticator.authenticate({"token": token}, {}) == "alice"
+    else:
+        with pytest.raises(AuthError) as caught:
+            authenticator.authenticate({"token": token}, {})
+        assert caught.value.code is ErrorCode.INVALID_TOKEN
+
+
+def test_leeway_accepts_a_token_expired_within_it_only(make_settings: Callable[..., Settings]) -> None:
+    lenient = Authenticator(make_settings(jwt_leeway=30))
+    assert lenient.authenticate({"token": make_token("alice", expires_in=-10)}, {}) == "alice"
+    with pytest.raises(AuthError) as caught:
+        lenient.authenticate({"token": make_token("alice", expires_in=-60)}, {})
+    assert caught.value.code is ErrorCode.TOKEN_EXPIRED
+
+
 def test_dev_mode_accepts_a_claimed_user_id(make_settings: Callable[..., Settings]) -> None:
     authenticator = Authenticator(make_settings(auth_mode="dev"))
 
