@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 import socketio
+from socketio import packet as sio_packet
 
 from . import __version__
 from .auth import Authenticator, AuthError
@@ -21,6 +22,8 @@ logger = logging.getLogger(__name__)
 
 # Engine.IO's own limit, as a multiple of MAX_PAYLOAD_BYTES: past it the transport is closed.
 HARD_CAP_FACTOR = 4
+
+_PACKET_TYPES = frozenset(range(len(sio_packet.packet_names)))
 
 
 class Gateway:
@@ -53,14 +56,40 @@ class Gateway:
         times larger); below that the client hears what went wrong and stays connected.
         """
         limit = self.settings.max_payload_bytes
-        if len(data) <= limit:
-            await self._deliver_message(eio_sid, data)
-            return
+        size = len(data) if isinstance(data, bytes) else len(data.encode())
         sid = self.sio.manager.sid_from_eio_sid(eio_sid, "/")
-        if isinstance(data, bytes) or sid is None:
-            await self.sio.eio.disconnect(eio_sid)  # a binary part or a handshake: cannot skip it cleanly
+        if size > limit:
+            if isinstance(data, bytes) or sid is None:
+                await self.sio.eio.disconnect(eio_sid)  # a binary part or a handshake: cannot skip it cleanly
+            else:
+                await self.send_error(sid, ErrorCode.PAYLOAD_TOO_LARGE, f"message of {size} bytes exceeds {limit}")
             return
-        await self.send_error(sid, ErrorCode.PAYLOAD_TOO_LARGE, f"message of {len(data)} bytes exceeds {limit}")
+        problem = None if sid is None or isinstance(data, bytes) else self._malformed_event(data)
+        if problem is not None:
+            await self.send_error(sid, ErrorCode.INVALID_PARAMETERS, problem)
+            return
+        await self._deliver_message(eio_sid, data)
+
+    def _malformed_event(self, data: str) -> str | None:
+        """Why a Socket.IO packet from a connected client cannot be handled, or None.
+
+        python-socketio assumes an event packet holds ``[name, *args]`` with a
+        string name; anything else would fail inside it, unanswered.
+        """
+        try:
+            pkt = self.sio.packet_class(encoded_packet=data)
+        except (ValueError, TypeError, IndexError, RecursionError):
+            return "not a valid Socket.IO packet"
+        if pkt.packet_type not in _PACKET_TYPES:
+            return "unknown Socket.IO packet type"
+        if pkt.packet_type == sio_packet.EVENT and not (
+                isinstance(pkt.data, list) and pkt.data and isinstance(pkt.data[0], str)):
+            return "an event must be [name, ...args] with a string name"
+        return None
+
+    def _transport_gone(self, sid: str) -> bool:
+        eio_socket = self.sio.eio.sockets.get(self.sio.manager.eio_sid_from_sid(sid, "/"))
+        return eio_socket is None or eio_socket.closed or eio_socket.closing
 
     def _is_client_event(self, sid: str) -> bool:
         """True when a client sent an event named ``connect`` or ``disconnect``.
@@ -89,6 +118,12 @@ class Gateway:
             await self._replace_older_sockets(room, sid)
         await self.sio.enter_room(sid, room)
         await self.presence.add(user_id, sid)
+        if self._transport_gone(sid):
+            # The client left while we awaited Redis; python-socketio would still finish
+            # the handshake and never call on_disconnect, leaving a socket that is "online".
+            await self.presence.remove(user_id, sid)
+            logger.info("client left during the handshake", extra={"user_id": user_id, "sid": sid})
+            raise socketio.exceptions.ConnectionRefusedError("the transport closed during the handshake")
         self.metrics.connections.inc()
         logger.info("client connected", extra={"user_id": user_id, "sid": sid})
         await self.sio.emit("connected", {
@@ -121,7 +156,7 @@ class Gateway:
         return pong
 
     async def on_unknown_event(self, event: str, sid: str, *args: Any) -> None:
-        await self.send_error(sid, ErrorCode.UNKNOWN_EVENT, f"unknown event {event[:64]!r}")
+        await self.send_error(sid, ErrorCode.UNKNOWN_EVENT, f"unknown event {str(event)[:64]!r}")
 
     async def send_error(self, sid: str, code: ErrorCode, message: str) -> None:
         await self.sio.emit("error", error_payload(code, message), to=sid)

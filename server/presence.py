@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 
@@ -99,15 +101,19 @@ class RedisPresence(Presence):
     """Sockets in per-user Redis hashes, tied to replicas by a heartbeat key.
 
     A replica that dies stops its heartbeat; within ``INSTANCE_TTL_MS`` its
-    sockets stop counting. When the heartbeat finds its key missing (first beat,
-    or Redis restarted empty) it writes all of this replica's sockets again.
+    sockets stop counting. Entries name the replica *process* (its instance id
+    plus a random suffix), so a replacement started under the same
+    ``INSTANCE_ID`` never revives a dead process's sockets. When the heartbeat
+    finds its key missing (first beat, or Redis restarted empty) it writes all of
+    this replica's sockets again; it also rewrites them well before their TTL.
     """
 
     def __init__(self, client: aioredis.Redis, *, channel: str, instance_id: str,
                  heartbeat_interval: float = HEARTBEAT_INTERVAL) -> None:
         self._redis = client
         self._channel = channel
-        self._instance_id = instance_id
+        self._instance_id = f"{instance_id}:{uuid.uuid4().hex[:12]}"
+        self._rewritten_at = 0.0  # monotonic time of the last full rewrite
         self._heartbeat_interval = heartbeat_interval
         self._local: dict[str, str] = {}  # sid -> user id, the sockets of this replica
         self._unsynced = False  # a write failed: the heartbeat must write everything again
@@ -150,10 +156,21 @@ class RedisPresence(Presence):
                     pipe.hdel(presence_key(self._channel, user_id), sid)
                 await pipe.execute()
             self._stale -= stale
-        if (previous is None or self._unsynced) and self._local:
-            self._unsynced = False
-            await self._write([(user, sid) for sid, user in self._local.items()])
-            logger.info("presence: sockets announced again", extra={"sockets": len(self._local)})
+        overdue = time.monotonic() - self._rewritten_at > PRESENCE_TTL_S / 4
+        if (previous is None or self._unsynced or overdue) and self._local:
+            await self._rewrite_all()
+            if previous is None:
+                logger.info("presence: sockets announced again", extra={"sockets": len(self._local)})
+
+    async def _rewrite_all(self) -> None:
+        self._unsynced = False
+        self._rewritten_at = time.monotonic()
+        snapshot = list(self._local.items())
+        await self._write([(user, sid) for sid, user in snapshot])
+        # A socket that left while the rewrite was in flight must not come back to life.
+        gone = [(user, sid) for sid, user in snapshot if sid not in self._local]
+        for user, sid in gone:
+            await self.remove(user, sid)
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._beat_forever(), name="presence-heartbeat")

@@ -75,7 +75,7 @@ def decode(raw: bytes | str, signing_key: bytes | None = None) -> dict[str, Any]
         raw = _verified_body(raw, signing_key)
     try:
         message = json.loads(raw)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, RecursionError):  # RecursionError: absurdly nested input
         raise InvalidEnvelopeError("not JSON", reason="invalid_json") from None
     if not isinstance(message, dict):
         raise InvalidEnvelopeError("not a JSON object", reason="invalid_envelope")

@@ -83,7 +83,7 @@ async def test_presence_heartbeat_announces_sockets_again_after_redis_lost_them(
     presence = RedisPresence(redis, channel=channel, instance_id="replica-x")
     await presence.heartbeat()
     await presence.add("ana", "sid-1")
-    await redis.delete(presence_key(channel, "ana"), instance_key(channel, "replica-x"))
+    await forget_channel(redis, channel)  # as if Redis restarted empty
     assert await presence.is_online("ana") is False
 
     await presence.heartbeat()
@@ -91,12 +91,46 @@ async def test_presence_heartbeat_announces_sockets_again_after_redis_lost_them(
     assert await presence.is_online("ana") is True
 
 
+async def forget_channel(redis, channel):
+    await redis.delete(*[key async for key in redis.scan_iter(f"{channel}:*")])
+
+
+async def test_replica_restarted_under_the_same_instance_id_does_not_revive_dead_sockets(redis, channel):
+    crashed = RedisPresence(redis, channel=channel, instance_id="replica-1")
+    await crashed.heartbeat()
+    await crashed.add("ana", "sid-of-crashed-process")
+    await redis.delete(*[key async for key in redis.scan_iter(instance_key(channel, "*"))])  # its TTL ran out
+
+    restarted = RedisPresence(redis, channel=channel, instance_id="replica-1")
+    await restarted.heartbeat()
+
+    assert await restarted.is_online("ana") is False
+
+
+async def test_socket_that_leaves_during_a_rewrite_is_not_brought_back(redis, channel, monkeypatch):
+    presence = RedisPresence(redis, channel=channel, instance_id="replica-x")
+    await presence.heartbeat()
+    await presence.add("ana", "sid-1")
+    await forget_channel(redis, channel)
+    write = presence._write
+
+    async def write_while_the_socket_leaves(entries):
+        entries = list(entries)
+        await presence.remove("ana", "sid-1")  # the disconnect lands before the rewrite does
+        await write(entries)
+
+    monkeypatch.setattr(presence, "_write", write_while_the_socket_leaves)
+    await presence.heartbeat()
+
+    assert await presence.is_online("ana") is False
+
+
 async def test_presence_close_withdraws_this_replica(redis, channel):
     presence = RedisPresence(redis, channel=channel, instance_id="closing", heartbeat_interval=0.05)
     await presence.start()
     await presence.add("ana", "sid-1")
     await presence.close()
-    assert await redis.exists(instance_key(channel, "closing")) == 0
+    assert [key async for key in redis.scan_iter(instance_key(channel, "closing*"))] == []
     assert await presence.is_online("ana") is False
 
 

@@ -18,7 +18,7 @@ import pytest
 import socketio
 
 from server import __version__
-from server.app_keys import GATEWAY, MANAGER, METRICS, SETTINGS, SIO
+from server.app_keys import GATEWAY, MANAGER, METRICS, PRESENCE, SETTINGS, SIO
 from server.gateway import HARD_CAP_FACTOR
 from server.queue import envelope
 from server.queue.keys import user_room
@@ -442,6 +442,58 @@ async def test_message_past_the_transport_hard_cap_closes_the_connection(start_r
 
     assert await alice.wait_for_disconnect() is not None
     assert alice.received("pong") == []
+
+
+async def test_client_that_leaves_during_the_handshake_leaves_no_ghost_behind(start_replica, make_client,
+                                                                              monkeypatch):
+    replica = await start_replica()
+    sio, presence = replica.app[SIO], replica.app[PRESENCE]
+    add = presence.add
+
+    async def add_while_the_client_leaves(user_id, sid):
+        # The client's transport closes while the replica waits on Redis.
+        await sio.eio.sockets[sio.manager.eio_sid_from_sid(sid, "/")].close(wait=False, abort=True)
+        await add(user_id, sid)
+
+    monkeypatch.setattr(presence, "add", add_while_the_client_leaves)
+    client = make_client()
+    with pytest.raises(socketio.exceptions.ConnectionError):
+        await client.connect(replica.url, auth={"token": make_token("alice")})
+
+    assert await presence.is_online("alice") is False
+    assert list(sio.manager.get_participants("/", user_room("alice"))) == []
+    assert sample(replica, "kindmap_connections") == 0
+
+
+@pytest.mark.parametrize("packet", [
+    pytest.param('2[]', id="empty-event"),
+    pytest.param('2[123,"x"]', id="numeric-name"),
+    pytest.param('2[["a"],1]', id="list-name"),
+    pytest.param('2{"not": "a list"}', id="object"),
+    pytest.param('2[unquoted]', id="not-json"),
+    pytest.param('9', id="unknown-packet-type"),
+])
+async def test_malformed_socketio_packet_gets_invalid_parameters_and_changes_nothing(start_replica, make_client,
+                                                                                      packet):
+    replica = await start_replica()
+    alice = await connected(make_client, replica, "alice")
+
+    await alice.sio.eio.send(packet)
+    error = await alice.wait_for("error")
+    await alice.sio.emit("ping", {"id": 1})
+    await alice.wait_for("pong")
+
+    assert error["code"] == "INVALID_PARAMETERS"
+    assert alice.disconnects == []
+
+
+async def test_payload_limit_counts_utf8_bytes_not_characters(start_replica, make_client):
+    replica = await start_replica(max_payload_bytes=1024)
+    alice = await connected(make_client, replica, "alice")
+
+    await alice.sio.emit("ping", {"id": "환" * 400})  # 400 characters, 1,200 bytes
+
+    assert (await alice.wait_for("error"))["code"] == "PAYLOAD_TOO_LARGE"
 
 
 @pytest.mark.parametrize("payload", [

@@ -79,6 +79,7 @@ def test_decode_accepts_str_as_well_as_bytes() -> None:
         pytest.param(b"\xff\xfe\x00garbage", "invalid_json", id="not-utf8"),
         pytest.param(None, "invalid_json", id="none-input"),
         pytest.param(b"[1, 2]", "invalid_envelope", id="array"),
+        pytest.param(b"[" * 100_000, "invalid_json", id="absurdly-nested"),
         pytest.param(b'"emit"', "invalid_envelope", id="string"),
         pytest.param(b"null", "invalid_envelope", id="null"),
         pytest.param(b"42", "invalid_envelope", id="number"),
