@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 import socketio
 from aiohttp import web
@@ -32,7 +34,7 @@ def create_app(settings: Settings, *, backend: QueueBackend | None = None) -> we
     metrics = Metrics()
     if backend is None and settings.redis_url is not None:
         backend = RedisBackend(settings.redis_url)
-    manager: socketio.AsyncManager
+    manager: QueueManager | LocalManager
     if backend is not None:
         manager = QueueManager(backend, channel=settings.channel, metrics=metrics, signing_key=settings.signing_key)
     else:
@@ -100,7 +102,11 @@ async def _drain(app: web.Application) -> None:
     app[GATEWAY].draining = True
     eio = app[SIO].eio
     sockets = list(eio.sockets.values())
-    for eio_socket in sockets:
+
+    async def drop(eio_socket: Any) -> None:
         await eio_socket.close(wait=False, abort=True, reason=eio.reason.TRANSPORT_CLOSE)
         eio_socket.queue.put_nowait(None)  # wakes the websocket writer, which closes the socket
+
+    # Concurrently: each close runs the disconnect handler, which waits on Redis.
+    await asyncio.gather(*(drop(s) for s in sockets))
     logger.info("replica draining", extra={"sockets_closed": len(sockets)})

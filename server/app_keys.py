@@ -9,12 +9,13 @@ from .config import Settings
 from .gateway import Gateway
 from .metrics import Metrics
 from .presence import Presence
+from .queue.manager import LocalManager, QueueManager
 
 __all__ = ["GATEWAY", "MANAGER", "METRICS", "PRESENCE", "SETTINGS", "SIO"]
 
 SETTINGS = web.AppKey("settings", Settings)
 SIO = web.AppKey("sio", socketio.AsyncServer)
-MANAGER = web.AppKey("manager", socketio.AsyncManager)
+MANAGER: web.AppKey[QueueManager | LocalManager] = web.AppKey("manager")
 GATEWAY = web.AppKey("gateway", Gateway)
 METRICS = web.AppKey("metrics", Metrics)
 PRESENCE = web.AppKey("presence", Presence)

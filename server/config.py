@@ -138,7 +138,8 @@ class Settings:
 def check_redis_url(name: str, url: str) -> None:
     """Refuse at once a URL that redis-py would only reject on first use."""
     if not url.startswith(("redis://", "rediss://", "unix://")):
-        raise ConfigError(f"{name} must start with redis://, rediss:// or unix://, got {url!r}")
+        scheme = url.split("://", 1)[0] if "://" in url else "no scheme"  # never echo a password
+        raise ConfigError(f"{name} must start with redis://, rediss:// or unix:// (got {scheme})")
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from .config import DEFAULT_CHANNEL
-from .delivery import check_user_id, send_to_user
+from .delivery import check_event, check_user_id, send_to_user
 from .errors import ConfigError, QueueUnavailableError
 from .metrics import Metrics
 from .presence import RedisPresence
@@ -61,13 +61,13 @@ class Emitter:
         Raises ``QueueUnavailableError`` if Redis is unreachable and ``ConfigError``
         if the replicas would drop this emitter's messages.
         """
-        await self._manager.start()
         try:
+            await self._manager.start()
             await signing.check(self._backend.client, self._channel, self._signing_key)
         except (RedisError, OSError) as exc:
             await self._manager.close()
             raise QueueUnavailableError(f"Redis unreachable: {exc}") from exc
-        except ConfigError:
+        except (ConfigError, QueueUnavailableError):
             await self._manager.close()
             raise
         self._open = True
@@ -88,7 +88,7 @@ class Emitter:
 
     async def broadcast(self, event: str, data: Any = None) -> None:
         """Deliver ``event`` to every connected socket on every replica."""
-        await self._manager.emit(event, data, namespace="/")
+        await self._manager.emit(check_event(event), data, namespace="/")
 
     async def disconnect_user(self, user_id: str) -> None:
         """Disconnect every socket of ``user_id`` on every replica."""

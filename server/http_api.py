@@ -64,8 +64,7 @@ async def healthz(request: web.Request) -> web.Response:
 async def readyz(request: web.Request) -> web.Response:
     if request.app[GATEWAY].draining:
         return error_response(503, ErrorCode.SERVER_SHUTTING_DOWN, "this replica is shutting down")
-    manager = request.app[MANAGER]
-    if hasattr(manager, "is_ready") and not await manager.is_ready():
+    if not await request.app[MANAGER].is_ready():
         return error_response(503, ErrorCode.QUEUE_UNAVAILABLE, "not subscribed to the queue, or Redis does not answer")
     return web.json_response({"status": "ready", "instance_id": request.app[SETTINGS].instance_id})
 

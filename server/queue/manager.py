@@ -179,8 +179,11 @@ class QueueManager(AsyncPubSubManager):  # type: ignore[misc]
             await self._handle_disconnect_room(message)
 
     async def _publish(self, data: dict[str, Any]) -> int:
+        """Hand ``data`` to the queue; raises ``PublishError`` if it fails or reaches no replica."""
         try:
             receivers = await self.backend.publish(self.channel, envelope.encode(data, self._signing_key))
+            if receivers == 0:
+                raise PublishError("no replica is subscribed to the channel; nobody received the message")
         except PublishError as exc:
             self.metrics.dropped.labels(reason="publish_failed").inc()
             held = self._throttle.allow("publish_failed")
@@ -284,6 +287,10 @@ class LocalManager(AsyncManager):  # type: ignore[misc]
     async def disconnect_room(self, room: str, namespace: str = "/", *, skip_sid: str | None = None,
                               notice: dict[str, Any] | None = None) -> None:
         await _disconnect_local(self, room, namespace, skip_sid, notice)
+
+    async def is_ready(self) -> bool:
+        """A single replica needs nothing outside itself."""
+        return True
 
 
 async def _disconnect_local(manager: AsyncManager, room: str, namespace: str, skip_sid: str | None,

@@ -151,6 +151,8 @@ async def test_emitter_rejects_bad_user_ids_and_reserved_events(redis_server, ch
             await emitter.send_to_user("ana", "connect", {})
         with pytest.raises(RequestError):
             await emitter.disconnect_user("")
+        with pytest.raises(RequestError):
+            await emitter.broadcast("disconnect", {})
 
 
 async def test_emitter_left_open_warns_when_collected(redis_server, channel):

@@ -88,6 +88,12 @@ def test_every_setting_is_parsed_from_the_environment() -> None:
     )
 
 
+def test_bad_redis_url_error_does_not_echo_its_password() -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings(jwt_secret=SECRET, redis_url="http://user:hunter2-password@cache:6379")
+    assert "REDIS_URL" in str(caught.value) and "hunter2" not in str(caught.value)
+
+
 def test_signing_key_is_handed_to_hmac_as_bytes_and_absent_by_default() -> None:
     assert Settings(jwt_secret=SECRET).signing_key is None
     assert Settings(jwt_secret=SECRET, queue_signing_key="ключ" * 8).signing_key == ("ключ" * 8).encode()

@@ -159,6 +159,7 @@ async def test_start_twice_keeps_a_single_listener(make_manager: MakeManager) ->
 async def test_publish_sends_the_stock_envelope_as_compact_utf8_json(make_manager: MakeManager,
                                                                      broker: MemoryBroker, data: Any) -> None:
     manager = make_manager()
+    await manager.start()  # subscribed, so the publish has a receiver
     await manager.emit("guidance", data, room="user:alice")
     ((channel, payload),) = broker.published
     expected = {"method": "emit", "event": "guidance", "data": [data], "binary": False, "namespace": "/",
@@ -207,6 +208,7 @@ async def test_emit_whose_publish_fails_reaches_no_local_socket_either(connect_u
     with pytest.raises(PublishError):
         await alice.sio.emit("lost", 1, room="user:alice")
     broker.come_back()
+    await eventually(lambda: metric(alice.metrics, "kindmap_queue_reconnects_total") == 1, what="resubscription")
     await alice.sio.emit("marker", 2, room="user:alice")  # same socket, same order: "lost" would come first
     await alice.client.wait_for("marker")
     assert alice.client.received("lost") == []
@@ -270,6 +272,7 @@ async def test_publish_failure_is_counted_logged_at_error_and_raised(
 
 async def test_successful_publishes_are_counted(make_manager: MakeManager) -> None:
     manager = make_manager()
+    await manager.start()
     for i in range(3):
         await manager.emit("e", i, room="user:alice")
     assert published(manager.metrics) == 3
@@ -282,6 +285,15 @@ async def test_emit_to_an_empty_list_of_rooms_reaches_nobody_and_publishes_nothi
     await manager.emit("e", 1, room=[])
     assert broker.published == []
     assert published(manager.metrics) == 0
+
+
+async def test_publish_that_reaches_no_subscriber_is_a_publish_error(make_manager: MakeManager) -> None:
+    sender = make_manager(write_only=True)
+    await sender.start()
+    with pytest.raises(PublishError, match="no replica"):
+        await sender.emit("e", 1, room="user:alice")
+    assert dropped(sender.metrics, "publish_failed") == 1
+    assert published(sender.metrics) == 0
 
 
 async def test_publish_returns_how_many_managers_are_subscribed(make_manager: MakeManager) -> None:
@@ -630,6 +642,7 @@ async def test_replica_shutdown_closes_its_manager(broker: MemoryBroker,
 async def test_managers_built_per_test_have_separate_metrics_registries(make_manager: MakeManager) -> None:
     first, second = make_manager(), make_manager()
     assert first.metrics.registry is not second.metrics.registry
+    await first.start()
     await first.emit("e", 1, room="r")
     assert published(first.metrics) == 1
     assert published(second.metrics) == 0
@@ -638,9 +651,11 @@ async def test_managers_built_per_test_have_separate_metrics_registries(make_man
 async def test_manager_without_metrics_gets_its_own_registry(broker: MemoryBroker) -> None:
     first = QueueManager(MemoryBackend(broker), channel=CHANNEL)
     second = QueueManager(MemoryBackend(broker), channel=CHANNEL)
+    await second.start()
     await first.emit("e", 1, room="r")
     assert first.metrics is not second.metrics
     assert published(first.metrics) == 1 and published(second.metrics) == 0
+    await second.close()
 
 
 async def test_managers_have_distinct_host_ids_and_hear_each_other(make_manager: MakeManager) -> None:
