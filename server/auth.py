@@ -10,17 +10,11 @@ from urllib.parse import parse_qs
 import jwt
 
 from .config import Settings
-from .errors import ErrorCode, RealtimeError
+from .errors import AuthError, ErrorCode
 
 __all__ = ["AuthError", "Authenticator", "validate_user_id"]
 
 USER_ID_PATTERN = re.compile(r"[A-Za-z0-9_.:@-]{1,128}")
-
-
-class AuthError(RealtimeError, PermissionError):
-    """The handshake is refused; ``code`` says why."""
-
-    code = ErrorCode.INVALID_TOKEN
 
 
 def validate_user_id(value: Any) -> str | None:

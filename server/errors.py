@@ -12,6 +12,7 @@ from enum import StrEnum
 from typing import Any
 
 __all__ = [
+    "AuthError",
     "ConfigError",
     "ErrorCode",
     "InvalidEnvelopeError",
@@ -76,6 +77,12 @@ class RealtimeError(Exception):
 
 class ConfigError(RealtimeError, ValueError):
     """A setting is missing or invalid; the message names the variable."""
+
+
+class AuthError(RealtimeError, PermissionError):
+    """A handshake is refused; ``code`` says why."""
+
+    code = ErrorCode.INVALID_TOKEN
 
 
 class RequestError(RealtimeError, ValueError):
