@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -220,8 +221,10 @@ class QueueManager(AsyncPubSubManager):  # type: ignore[misc]
                 if not self.subscribed:
                     await self._subscribe()
                 delay = RETRY_MIN
-                async for _channel, data in self.backend.messages():
-                    await self._receive(data)
+                # aclosing: the iterator's clean-up (e.g. its keepalive task) runs now, not at GC.
+                async with contextlib.aclosing(self.backend.messages()) as messages:
+                    async for _channel, data in messages:
+                        await self._receive(data)
             except QueueUnavailableError as exc:
                 if self.subscribed:
                     logger.error("queue connection lost; resubscribing", extra={

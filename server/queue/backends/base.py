@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 __all__ = ["QueueBackend"]
 
@@ -37,7 +37,7 @@ class QueueBackend(ABC):
         """Stop receiving ``channel``."""
 
     @abstractmethod
-    def messages(self) -> AsyncIterator[tuple[str, bytes]]:
+    def messages(self) -> AsyncGenerator[tuple[str, bytes], None]:
         """Yield ``(channel, data)`` until the connection is lost, then raise."""
 
     @abstractmethod

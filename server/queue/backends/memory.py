@@ -7,7 +7,7 @@ test take the broker down to see how the manager copes with an outage.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from ...errors import PublishError, QueueUnavailableError
 from .base import QueueBackend
@@ -76,7 +76,7 @@ class MemoryBackend(QueueBackend):
         self.channels.discard(channel)
         self.broker._subscribers.get(channel, set()).discard(self)
 
-    async def messages(self) -> AsyncIterator[tuple[str, bytes]]:
+    async def messages(self) -> AsyncGenerator[tuple[str, bytes], None]:
         while True:
             item = await self.inbox.get()
             if item is _OUTAGE:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from redis import asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -103,7 +103,7 @@ class RedisBackend(QueueBackend):
                 pass  # the connection is going away anyway
             await self._drop_pubsub()
 
-    async def messages(self) -> AsyncIterator[tuple[str, bytes]]:
+    async def messages(self) -> AsyncGenerator[tuple[str, bytes], None]:
         pubsub = self._pubsub
         if pubsub is None:
             raise QueueUnavailableError("not subscribed")
