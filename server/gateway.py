@@ -24,6 +24,7 @@ logger = logging.getLogger(__name__)
 HARD_CAP_FACTOR = 4
 
 _PACKET_TYPES = frozenset(range(len(sio_packet.packet_names)))
+_LIFECYCLE_EVENTS = frozenset({"connect", "disconnect"})
 
 
 class Gateway:
@@ -64,50 +65,42 @@ class Gateway:
             else:
                 await self.send_error(sid, ErrorCode.PAYLOAD_TOO_LARGE, f"message of {size} bytes exceeds {limit}")
             return
-        problem = None if sid is None or isinstance(data, bytes) else self._malformed_event(data)
-        if problem is not None:
-            await self.send_error(sid, ErrorCode.INVALID_PARAMETERS, problem)
+        refusal = None if sid is None or isinstance(data, bytes) else self._refusal(data)
+        if refusal is not None:
+            await self.send_error(sid, *refusal)
             return
         await self._deliver_message(eio_sid, data)
 
-    def _malformed_event(self, data: str) -> str | None:
-        """Why a Socket.IO packet from a connected client cannot be handled, or None.
+    def _refusal(self, data: str) -> tuple[ErrorCode, str] | None:
+        """Why a Socket.IO packet from a connected client must not be handled, or None.
 
         python-socketio assumes an event packet holds ``[name, *args]`` with a
-        string name; anything else would fail inside it, unanswered.
+        string name, and finds handlers by name, so an event called ``connect``
+        or ``disconnect`` would reach the lifecycle handlers.
         """
         try:
             pkt = self.sio.packet_class(encoded_packet=data)
         except (ValueError, TypeError, IndexError, RecursionError):
-            return "not a valid Socket.IO packet"
+            return ErrorCode.INVALID_PARAMETERS, "not a valid Socket.IO packet"
         if pkt.packet_type not in _PACKET_TYPES:
-            return "unknown Socket.IO packet type"
-        if pkt.packet_type == sio_packet.EVENT and not (
-                isinstance(pkt.data, list) and pkt.data and isinstance(pkt.data[0], str)):
-            return "an event must be [name, ...args] with a string name"
+            return ErrorCode.INVALID_PARAMETERS, "unknown Socket.IO packet type"
+        if pkt.packet_type not in (sio_packet.EVENT, sio_packet.BINARY_EVENT):
+            return None
+        if not (isinstance(pkt.data, list) and pkt.data and isinstance(pkt.data[0], str)):
+            return ErrorCode.INVALID_PARAMETERS, "an event must be [name, ...args] with a string name"
+        if pkt.data[0] in _LIFECYCLE_EVENTS:
+            return ErrorCode.UNKNOWN_EVENT, f"unknown event {pkt.data[0]!r}"
         return None
 
     def _transport_gone(self, sid: str) -> bool:
         eio_socket = self.sio.eio.sockets.get(self.sio.manager.eio_sid_from_sid(sid, "/"))
         return eio_socket is None or eio_socket.closed or eio_socket.closing
 
-    def _is_client_event(self, sid: str) -> bool:
-        """True when a client sent an event named ``connect`` or ``disconnect``.
-
-        python-socketio finds handlers by name, so such an event would reach the
-        lifecycle handlers. The real calls come while the socket is still
-        connecting or already disconnecting, when ``is_connected`` is False.
-        """
-        return bool(self.sio.manager.is_connected(sid, "/"))
-
-    async def on_connect(self, sid: str, environ: Any = None, auth: Any = None, *_: Any) -> None:
-        if self._is_client_event(sid):
-            await self.on_unknown_event("connect", sid)
-            return
+    async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
         try:
             if self.draining:
                 raise AuthError("this replica is shutting down; reconnect", code=ErrorCode.SERVER_SHUTTING_DOWN)
-            user_id = self.authenticator.authenticate(auth, environ or {})
+            user_id = self.authenticator.authenticate(auth, environ)
         except AuthError as exc:
             self.metrics.connects_rejected.labels(code=exc.code.value).inc()
             logger.info("connection refused", extra={"code": exc.code.value, "reason": exc.message})
@@ -133,10 +126,7 @@ class Gateway:
             "server_version": __version__,
         }, to=sid)
 
-    async def on_disconnect(self, sid: str, reason: Any = None, *_: Any) -> None:
-        if self._is_client_event(sid):
-            await self.on_unknown_event("disconnect", sid)
-            return
+    async def on_disconnect(self, sid: str, reason: Any = None) -> None:
         session = await self.sio.get_session(sid)
         user_id = session["user_id"]
         await self.presence.remove(user_id, sid)

@@ -383,8 +383,8 @@ async def test_client_event_named_like_a_lifecycle_handler_is_an_unknown_event(s
     await alice.sio.emit("ping")
     await alice.wait_for("pong")
 
-    assert connections(replica) == 1  # "disconnect" currently runs on_disconnect: 0 while still connected
-    assert set(replica.app[SIO].rooms(sid)) == {sid, user_room("alice")}  # "connect" currently joins user:bob
+    assert connections(replica) == 1  # on_disconnect did not run
+    assert set(replica.app[SIO].rooms(sid)) == {sid, user_room("alice")}  # on_connect did not join user:bob
     assert [e["code"] for e in alice.received("error")] == ["UNKNOWN_EVENT"]
 
 
