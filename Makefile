@@ -5,7 +5,7 @@ VENV ?= .venv
 PYTHON := $(VENV)/bin/python
 NODE_CLIENT := tests/integration/node
 
-.PHONY: dev test lint install clean
+.PHONY: dev cluster test lint install clean
 
 install: $(VENV)/.installed $(NODE_CLIENT)/node_modules/.installed
 
@@ -22,6 +22,11 @@ $(NODE_CLIENT)/node_modules/.installed: $(NODE_CLIENT)/package.json $(NODE_CLIEN
 # AUTH_MODE=dev (any user id, no token) unless the environment says otherwise.
 dev: $(VENV)/.installed
 	AUTH_MODE=$${AUTH_MODE:-dev} $(PYTHON) -m server
+
+# Redis, three replicas and Nginx (ip_hash) on loopback; connect to http://127.0.0.1:8080.
+# Needs nginx and redis-server installed. AUTH_MODE=dev unless the environment says otherwise.
+cluster: $(VENV)/.installed
+	AUTH_MODE=$${AUTH_MODE:-dev} $(PYTHON) -m server.cluster --replicas $${REPLICAS:-3}
 
 # Unit and integration tests with branch coverage of server/ (replica processes included).
 test: install lint

@@ -9,6 +9,7 @@ import asyncio
 import time
 from typing import Any
 
+import aiohttp
 import jwt
 import socketio
 
@@ -19,6 +20,16 @@ def make_token(sub: Any = "alice", *, secret: str = TEST_SECRET, expires_in: int
                algorithm: str = "HS256", **claims: Any) -> str:
     payload = {"sub": sub, "exp": int(time.time()) + expires_in, **claims}
     return jwt.encode(payload, secret, algorithm=algorithm)
+
+
+def session_from(source_address: str) -> Any:
+    """An ``http_session`` factory for ``socketio.AsyncClient`` whose connections leave from
+    ``source_address`` (127.0.N.1 on loopback): Nginx's ip_hash sees a client of network N.
+    """
+    def make() -> aiohttp.ClientSession:
+        return aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=(source_address, 0)))
+
+    return make
 
 
 class RecordingClient:

@@ -14,9 +14,10 @@ from typing import Any
 
 import pytest
 
+from server.cluster import LocalCluster
 from tests.helpers.clients import TEST_SECRET, RecordingClient
 from tests.helpers.node_client import NODE_DIR, NodeClient
-from tests.helpers.processes import RedisServer, Replica
+from tests.helpers.processes import RedisServer, Replica, nginx_binary
 
 API_KEY = "integration-api-key-0123456789"
 
@@ -30,27 +31,32 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture(scope="session", autouse=True)
 def _tools_installed() -> None:
     missing = [tool for tool in ("redis-server", "node") if shutil.which(tool) is None]
+    missing += [] if nginx_binary() else ["nginx"]
     if missing or not (NODE_DIR / "node_modules" / "socket.io-client").is_dir():
-        pytest.fail(f"integration tests need redis-server, node and `npm ci` in {NODE_DIR} (missing: {missing}); "
-                    "run `make test`, which installs them")
+        pytest.fail(f"integration tests need redis-server, node, nginx and `npm ci` in {NODE_DIR} "
+                    f"(missing: {missing}); run `bash .ci/run`, which installs them")
 
 
 @pytest.fixture(scope="session")
-def redis_server() -> Iterator[RedisServer]:
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     """A redis-server owned by the test session (the machine's own Redis is left alone)."""
-    server = RedisServer()
+    server = RedisServer(work_dir=tmp_path_factory.mktemp("redis"))
     server.start()
     yield server
-    server.close()
+    server.stop()
 
 
 @pytest.fixture
-def own_redis() -> Iterator[RedisServer]:
+def own_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     """A redis-server owned by one test, which may stop and restart it."""
-    server = RedisServer()
+    server = RedisServer(work_dir=tmp_path_factory.mktemp("own-redis"))
     server.start()
     yield server
-    server.close()
+    server.stop()
+
+
+def new_channel() -> str:
+    return f"kindmap_it_{uuid.uuid4().hex[:10]}"
 
 
 def replica_env(redis_url: str, channel: str, **extra: str) -> dict[str, str]:
@@ -70,7 +76,7 @@ class Cluster:
 
 
 def _start_cluster(redis_url: str, log_dir: Path, count: int, **env: str) -> Cluster:
-    channel = f"kindmap_it_{uuid.uuid4().hex[:10]}"
+    channel = new_channel()
     replicas = [Replica(instance_id=f"replica-{i + 1}", env=replica_env(redis_url, channel, **env), log_dir=log_dir)
                 for i in range(count)]
     cluster = Cluster(redis_url, channel, replicas)
@@ -108,6 +114,14 @@ def start_cluster(redis_server: RedisServer, tmp_path: Path) -> Iterator[Callabl
     yield start
     for one in started:
         one.stop()
+
+
+@pytest.fixture(scope="module")
+def nginx_cluster(redis_server: RedisServer) -> Iterator[LocalCluster]:
+    """Three replicas behind a real Nginx that runs the production site configuration."""
+    env = replica_env(redis_server.url, new_channel())
+    with LocalCluster(replicas=3, env=env, redis_url=redis_server.url) as cluster:
+        yield cluster
 
 
 @pytest.fixture

@@ -1,0 +1,23 @@
+# One replica per container: `python -m server`, as an unprivileged user.
+# docker-compose.prod.yml runs three of these behind Nginx.
+FROM python:3.11-slim-bookworm
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    HOST=0.0.0.0 \
+    PORT=8000
+
+WORKDIR /app
+COPY requirements.txt .
+RUN pip install --no-compile -r requirements.txt \
+ && useradd --system --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin kindmap
+
+COPY server/ server/
+
+USER kindmap
+EXPOSE 8000
+# SIGTERM drains: clients are told to reconnect elsewhere, presence is withdrawn.
+STOPSIGNAL SIGTERM
+CMD ["python", "-m", "server"]

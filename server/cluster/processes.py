@@ -1,0 +1,176 @@
+"""Child processes of a local cluster: redis-server, replicas and Nginx on loopback ports.
+
+The integration tests use the same classes. Every start waits on a probe with a
+deadline (never a fixed sleep), and every class can stop what it started.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+__all__ = ["HOST", "REPO_ROOT", "ChildProcess", "NginxServer", "RedisServer", "Replica",
+           "free_port", "http_status", "nginx_binary", "port_open", "wait_until"]
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+HOST = "127.0.0.1"
+
+
+def free_port(host: str = HOST) -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(predicate: Callable[[], bool], *, timeout: float, what: str, interval: float = 0.02) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def http_status(url: str, timeout: float = 1.0) -> int | None:
+    """The status code of a GET, or None when nothing answers."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except (urllib.error.URLError, OSError):
+        return None
+
+
+def port_open(port: int, host: str = HOST) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex((host, port)) == 0
+
+
+def nginx_binary() -> str | None:
+    """Where ``nginx`` is installed; Debian puts it in /usr/sbin, outside a user's PATH."""
+    return shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/usr/local/sbin")
+
+
+class ChildProcess:
+    """One command run in its own session, its output appended to a log file.
+
+    Its own session keeps a Ctrl-C in the terminal away from it, so whoever started it
+    decides the order in which things stop.
+    """
+
+    def __init__(self, name: str, argv: list[str], *, log_path: Path,
+                 env: Mapping[str, str] | None = None) -> None:
+        self.name = name
+        self.argv = argv
+        self.log_path = log_path
+        self._env = dict(os.environ if env is None else env)
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def launch(self) -> None:
+        """Start the process without waiting (launch several, then wait for each)."""
+        with open(self.log_path, "ab") as log:
+            self._process = subprocess.Popen(self.argv, cwd=REPO_ROOT, env=self._env, stdout=log,
+                                             stderr=subprocess.STDOUT, start_new_session=True)
+
+    def wait_for(self, probe: Callable[[], bool], *, timeout: float, what: str) -> None:
+        """Wait until ``probe`` holds; fail at once, with the log, if the process exits."""
+        wait_until(lambda: self._alive() and probe(), timeout=timeout, what=f"{self.name} {what}")
+
+    def exit_code(self) -> int | None:
+        """The exit code once the process has ended on its own, else None."""
+        return None if self._process is None else self._process.poll()
+
+    def _alive(self) -> bool:
+        if self._process is not None and self._process.poll() is not None:
+            raise RuntimeError(f"{self.name} exited with code {self._process.returncode}; log:\n{self.log()}")
+        return True
+
+    def terminate(self, timeout: float = 10) -> int:
+        """SIGTERM and wait; returns the exit code."""
+        assert self._process is not None, f"{self.name} is not running"
+        self._process.send_signal(signal.SIGTERM)
+        code = self._process.wait(timeout=timeout)
+        self._process = None
+        return code
+
+    def kill(self) -> None:
+        if self._process is not None:
+            self._process.kill()
+            self._process.wait(timeout=10)
+            self._process = None
+
+    def stop(self) -> None:
+        if self._process is not None:
+            try:
+                self.terminate()
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+class RedisServer(ChildProcess):
+    """A private ``redis-server`` that keeps nothing on disk; it can be stopped and restarted."""
+
+    def __init__(self, *, work_dir: Path, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.url = f"redis://{HOST}:{self.port}/0"
+        # The pub/sub output buffer limit of docker-compose.prod.yml.
+        argv = ["redis-server", "--port", str(self.port), "--bind", HOST, "--save", "", "--appendonly", "no",
+                "--dir", str(work_dir), "--client-output-buffer-limit", "pubsub", "32mb", "8mb", "60"]
+        super().__init__("redis-server", argv, log_path=work_dir / "redis.log")
+
+    def start(self) -> None:
+        self.launch()
+        self.wait_for(lambda: port_open(self.port), timeout=10, what=f"listening on port {self.port}")
+
+    def stop(self) -> None:
+        super().stop()
+        wait_until(lambda: not port_open(self.port), timeout=5, what="redis-server to stop")
+
+
+class Replica(ChildProcess):
+    """``python -m server`` configured by environment only, on its own loopback port."""
+
+    def __init__(self, *, instance_id: str, env: Mapping[str, str], log_dir: Path) -> None:
+        self.instance_id = instance_id
+        self.port = free_port()
+        self.url = f"http://{HOST}:{self.port}"
+        env = {**os.environ, **env, "HOST": HOST, "PORT": str(self.port), "INSTANCE_ID": instance_id}
+        super().__init__(instance_id, [sys.executable, "-m", "server"], log_path=log_dir / f"{instance_id}.log",
+                         env=env)
+
+    def wait_ready(self, probe: str = "/readyz", timeout: float = 20) -> None:
+        self.wait_for(lambda: http_status(self.url + probe) == 200, timeout=timeout, what=probe)
+
+    def start(self) -> None:
+        self.launch()
+        self.wait_ready()
+
+
+class NginxServer(ChildProcess):
+    """Nginx in the foreground with a configuration of its own directory (see ``nginx.render``)."""
+
+    def __init__(self, *, conf_dir: Path, port: int) -> None:
+        self.port = port
+        self.url = f"http://{HOST}:{port}"
+        nginx = nginx_binary()
+        if nginx is None:
+            raise FileNotFoundError("nginx is not installed (Debian: apt-get install nginx)")
+        argv = [nginx, "-p", str(conf_dir), "-c", str(conf_dir / "nginx.conf"), "-e", str(conf_dir / "error.log")]
+        super().__init__("nginx", argv, log_path=conf_dir / "nginx.out")
+
+    def start(self) -> None:
+        self.launch()
+        self.wait_for(lambda: port_open(self.port), timeout=10, what=f"listening on port {self.port}")

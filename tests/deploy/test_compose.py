@@ -1,0 +1,93 @@
+"""docker-compose.prod.yml, docker-compose.yml, the Dockerfile and .env.example.
+
+Docker cannot run here, so these check that the files parse and hold what production needs.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+from dotenv import dotenv_values
+
+from server.config import Settings
+from tests.deploy.conftest import NGINX_DIR, upstream_peers
+from tests.helpers.clients import TEST_SECRET
+from tests.helpers.processes import REPO_ROOT
+
+
+def test_redis_is_version_7_keeps_nothing_and_limits_slow_subscribers(prod_compose):
+    redis = prod_compose["services"]["redis"]
+
+    assert redis["image"].startswith("redis:7")
+    command = " ".join(arg or '""' for arg in redis["command"])
+    assert '--save ""' in command and "--appendonly no" in command
+    assert "--client-output-buffer-limit pubsub 32mb 8mb 60" in command
+    assert "ports" not in redis
+
+
+def test_app_runs_three_single_process_replicas_checked_on_readyz(prod_compose):
+    app = prod_compose["services"]["app"]
+
+    assert app["deploy"]["replicas"] == 3
+    assert app["build"] == "."
+    assert "/readyz" in " ".join(app["healthcheck"]["test"])
+    assert app["env_file"] == ".env"
+    assert app["environment"]["HOST"] == "0.0.0.0"
+    assert app["environment"]["REDIS_URL"] == "redis://redis:6379/0"
+    assert app["depends_on"]["redis"]["condition"] == "service_healthy"
+    assert "ports" not in app, "replicas are reached through Nginx only"
+
+
+def test_every_service_restarts_and_only_nginx_publishes_port_80(prod_compose):
+    services = prod_compose["services"]
+
+    assert {name: s["restart"] for name, s in services.items()} == dict.fromkeys(services, "unless-stopped")
+    assert services["nginx"]["ports"] == ["80:80"]
+    assert services["nginx"]["depends_on"]["app"]["condition"] == "service_healthy"
+
+
+def test_nginx_peers_are_the_replica_containers_compose_names(prod_compose):
+    app = prod_compose["services"]["app"]
+    replica_names = [f"{prod_compose['name']}-app-{n}" for n in range(1, app["deploy"]["replicas"] + 1)]
+
+    assert upstream_peers() == [(name, int(app["environment"]["PORT"])) for name in replica_names]
+
+
+def test_nginx_mounts_the_repository_configuration_where_the_image_reads_it(prod_compose):
+    mounts = dict(volume.removesuffix(":ro").split(":") for volume in prod_compose["services"]["nginx"]["volumes"])
+
+    assert mounts["./nginx/nginx.conf"] == "/etc/nginx/nginx.conf"
+    assert mounts["./nginx/conf.d"] == "/etc/nginx/conf.d"
+    assert mounts["./nginx/snippets"] == "/etc/nginx/snippets"
+    watcher = "./nginx/docker-entrypoint.d/90-reresolve-upstreams.sh"
+    assert mounts[watcher] == "/docker-entrypoint.d/90-reresolve-upstreams.sh"
+    assert all((REPO_ROOT / source).exists() for source in mounts)
+    assert os.access(NGINX_DIR / "docker-entrypoint.d" / "90-reresolve-upstreams.sh", os.X_OK)
+
+
+def test_development_compose_runs_one_dev_replica_on_loopback(dev_compose):
+    app = dev_compose["services"]["app"]
+
+    assert "deploy" not in app
+    assert app["environment"]["AUTH_MODE"] == "dev"
+    assert app["ports"] == ["127.0.0.1:8000:8000"]
+    assert "nginx" not in dev_compose["services"]
+
+
+def test_image_is_slim_runs_one_replica_and_not_as_root():
+    dockerfile = (REPO_ROOT / "Dockerfile").read_text()
+
+    assert re.search(r"^FROM python:3\.11-slim", dockerfile, re.M)
+    users = re.findall(r"^USER (\S+)", dockerfile, re.M)
+    assert users and users[-1] not in {"root", "0"}
+    assert dockerfile.rstrip().endswith('CMD ["python", "-m", "server"]')
+
+
+def test_env_example_documents_every_setting_and_is_valid():
+    example = dotenv_values(REPO_ROOT / ".env.example")
+    read_by_config = re.findall(r'take\("([A-Z_]+)"', (REPO_ROOT / "server" / "config.py").read_text())
+
+    assert read_by_config and sorted(example) == sorted(read_by_config)
+    settings = Settings.from_env({k: v for k, v in example.items() if v is not None} | {"JWT_SECRET": TEST_SECRET})
+    assert settings == Settings(jwt_secret=TEST_SECRET, instance_id=settings.instance_id)

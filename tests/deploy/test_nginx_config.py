@@ -1,0 +1,100 @@
+"""The production Nginx configuration under the Nginx of this machine.
+
+``nginx -t`` resolves upstream host names, so the check runs in a private mount
+namespace whose /etc/hosts maps the Compose container names to loopback; the
+configuration files themselves are the repository's, unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.deploy.conftest import NGINX_DIR, SITE, upstream_peers
+from tests.helpers.processes import nginx_binary, wait_until
+
+WATCHER = NGINX_DIR / "docker-entrypoint.d" / "90-reresolve-upstreams.sh"
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None,
+                                reason="a private /etc/hosts needs root and unshare (CI runs as root)")
+
+
+def nginx_test(hosts_file: Path) -> subprocess.CompletedProcess[str]:
+    nginx = nginx_binary()
+    assert nginx, "nginx is not installed; `bash .ci/run` installs it"
+    script = 'mount --bind "$1" /etc/hosts && exec "$2" -t -p "$3" -c "$3/nginx.conf" -e stderr'
+    return subprocess.run(["unshare", "--mount", "sh", "-c", script, "sh", str(hosts_file), nginx, str(NGINX_DIR)],
+                          capture_output=True, text=True, timeout=30)
+
+
+@needs_root
+def test_nginx_accepts_the_production_configuration(tmp_path):
+    hosts = tmp_path / "hosts"
+    hosts.write_text("127.0.0.1 localhost " + " ".join(host for host, _ in upstream_peers()) + "\n")
+
+    result = nginx_test(hosts)
+
+    assert result.returncode == 0, result.stderr
+    assert "test is successful" in result.stderr
+
+
+@needs_root
+def test_nginx_refuses_the_configuration_when_a_replica_name_does_not_resolve(tmp_path):
+    hosts = tmp_path / "hosts"
+    hosts.write_text("127.0.0.1 localhost " + " ".join(host for host, _ in upstream_peers()[1:]) + "\n")
+
+    result = nginx_test(hosts)
+
+    assert result.returncode != 0
+    assert f'host not found in upstream "{upstream_peers()[0][0]}' in result.stderr
+
+
+def test_site_proxies_websockets_with_the_headers_and_timeouts_they_need():
+    site = SITE.read_text()
+
+    for directive in ("ip_hash;", "proxy_http_version 1.1;", "proxy_set_header Upgrade $http_upgrade;",
+                      "proxy_set_header Connection $connection_upgrade;", "proxy_set_header Host $host;",
+                      "proxy_set_header X-Real-IP $remote_addr;",
+                      "proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
+                      "proxy_set_header X-Forwarded-Proto $scheme;", "proxy_buffering off;",
+                      "proxy_read_timeout 3600s;", "proxy_send_timeout 3600s;", "real_ip_header X-Forwarded-For;",
+                      "include snippets/trusted_proxies.conf;", "map $http_upgrade $connection_upgrade {"):
+        assert directive in site, directive
+    for location in ("location /socket.io/ {", "location /api/ {", "location = /healthz {", "location = /readyz {",
+                     "location / {"):
+        assert location in site, location
+    assert all("max_fails=3 fail_timeout=10s" in line for line in site.splitlines() if line.strip().startswith(
+        "server kindmap-app-"))
+
+
+def write_stub(path: Path, body: str) -> None:
+    path.write_text("#!/bin/sh\n" + body)
+    path.chmod(0o755)
+
+
+def test_watcher_reloads_nginx_when_a_replica_comes_back_with_a_new_address(tmp_path):
+    """The re-resolve watcher of the Nginx container, with getent and nginx stubbed."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    address = tmp_path / "address"
+    address.write_text("172.18.0.4")
+    reloads = tmp_path / "reloads"
+    write_stub(bin_dir / "getent", f'[ "$2" = kindmap-app-2 ] && echo "$(cat {address}) $2" || echo "172.18.0.9 $2"\n')
+    write_stub(bin_dir / "nginx", f'[ "$1" = -s ] && echo "$*" >> {reloads}; exit 0\n')
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "KINDMAP_NGINX_SITE": str(SITE),
+           "KINDMAP_RERESOLVE_SECONDS": "0.05", "KINDMAP_RERESOLVE_FOREGROUND": "1"}
+    watcher = subprocess.Popen(["sh", str(WATCHER)], env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        assert "kindmap-app-2 172.18.0.4" in watcher.stderr.readline()  # resolved once: now change it
+        address.write_text("172.18.0.7")
+        wait_until(reloads.exists, timeout=5, what="nginx -s reload")
+        assert reloads.read_text() == "-s reload\n"
+    finally:
+        watcher.send_signal(signal.SIGTERM)
+        _, stderr = watcher.communicate(timeout=5)
+    assert "kindmap-app-2 172.18.0.7" in stderr
