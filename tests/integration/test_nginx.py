@@ -90,6 +90,18 @@ async def test_polling_client_upgrades_to_websocket_through_nginx(nginx_cluster,
     assert (await client.wait_for("pong"))["id"] == "after-upgrade"
 
 
+async def test_node_polling_client_works_through_nginx(nginx_cluster, node_client):
+    user = unique_user()
+    browser = await node_client(nginx_cluster.url, {"token": make_token(user)}, ["polling"])
+    assert (await browser.wait_for_event("connected"))["user_id"] == user
+
+    await browser.send({"emit": "ping", "data": {"id": "from-node"}})
+    assert (await browser.wait_for_event("pong"))["id"] == "from-node"
+    status, _ = await post_emit(nginx_cluster.url, API_KEY, {"user_id": user, "event": "arrival", "data": "Euljiro"})
+    assert status == 202
+    assert await browser.wait_for_event("arrival") == "Euljiro"
+
+
 async def test_backend_emit_reaches_users_on_every_replica_through_nginx(nginx_cluster, make_client):
     users = [unique_user() for _ in NETWORKS]
     clients = [await connect_from(make_client, nginx_cluster, source, user)
