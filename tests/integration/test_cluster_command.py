@@ -10,6 +10,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+import pytest
+
 from tests.helpers.clients import TEST_SECRET, make_token
 from tests.helpers.processes import REPO_ROOT, port_open
 
@@ -48,7 +50,8 @@ def leftovers(ports: list[int], work_dir: Path) -> list[object]:
     return [port for port in ports if port_open(port)] + ([work_dir] if work_dir.exists() else [])
 
 
-async def test_cluster_command_serves_through_nginx_and_sigterm_stops_everything(make_client):
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
+async def test_cluster_command_serves_through_nginx_until_a_signal_stops_everything(make_client, stop_signal):
     process = await start_cluster_command("--replicas", "2", "--port", "0")
     banner = await read_until(process, "Ctrl-C stops everything.")
 
@@ -63,7 +66,7 @@ async def test_cluster_command_serves_through_nginx_and_sigterm_stops_everything
     assert client.received("connected")[0]["instance_id"] in {"replica-1", "replica-2"}
     await client.disconnect()
 
-    process.send_signal(signal.SIGTERM)
+    process.send_signal(stop_signal)
     assert await asyncio.wait_for(process.wait(), 30) == 0
     assert "KindMap cluster stopped." in (await process.stdout.read()).decode()
     nginx_port = int(nginx_url.rsplit(":", 1)[1])
