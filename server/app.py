@@ -13,6 +13,7 @@ from aiohttp import web
 from .app_keys import AUTHENTICATOR, GATEWAY, MANAGER, METRICS, PRESENCE, SETTINGS, SIO
 from .auth import Authenticator
 from .config import Settings
+from .demo_page import demo_routes
 from .dev_api import dev_routes
 from .gateway import HARD_CAP_FACTOR, Gateway
 from .http_api import error_middleware, routes
@@ -71,6 +72,7 @@ def create_app(settings: Settings, *, backend: QueueBackend | None = None) -> we
     app.add_routes(routes)
     if settings.dev_mode:
         app.add_routes(dev_routes)
+    app.add_routes(demo_routes())
     app.cleanup_ctx.append(_queue_ctx)
     app.on_shutdown.append(_drain)
     return app
