@@ -101,7 +101,6 @@ export class Connection {
       view.attempts(`attempt ${attempt}…`);
       view.info(`reconnection attempt ${attempt}`);
     });
-    manager.on("reconnect_error", (error) => view.info(`reconnection attempt failed: ${error.message}`));
     manager.on("reconnect", (attempt) => {
       view.attempts(`reconnected after ${attempt} attempt${attempt === 1 ? "" : "s"}`);
       view.info(`reconnected after ${attempt} attempt${attempt === 1 ? "" : "s"}`);
