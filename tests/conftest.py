@@ -1,4 +1,4 @@
-"""Fixtures shared by the suites that run real processes (integration and e2e)."""
+"""Suite markers, and fixtures shared by the suites that run real processes (integration and e2e)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,17 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.cluster import Cluster
-from tests.helpers.processes import RedisServer
+from tests.helpers.processes import REPO_ROOT, RedisServer
+
+_MARKED_SUITES = ("integration", "e2e")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test of tests/integration and tests/e2e with its suite (``-m "not e2e"``)."""
+    for item in items:
+        suite = item.path.relative_to(REPO_ROOT / "tests").parts[0]
+        if suite in _MARKED_SUITES:
+            item.add_marker(getattr(pytest.mark, suite))
 
 
 @pytest.fixture(scope="session")

@@ -20,12 +20,6 @@ from tests.helpers.processes import RedisServer
 DEV_MODE = {"AUTH_MODE": "dev", "JWT_SECRET": "", "SERVER_API_KEY": ""}
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if "tests/e2e" in str(item.path):
-            item.add_marker(pytest.mark.e2e)
-
-
 @pytest.fixture(scope="session", autouse=True)
 def _browser_installed() -> None:
     missing = [name for name, ok in [

@@ -19,12 +19,6 @@ from tests.helpers.node_client import NODE_DIR, NodeClient
 from tests.helpers.processes import RedisServer
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if "tests/integration" in str(item.path):
-            item.add_marker(pytest.mark.integration)
-
-
 @pytest.fixture(scope="session", autouse=True)
 def _tools_installed() -> None:
     missing = [tool for tool in ("redis-server", "node") if shutil.which(tool) is None]

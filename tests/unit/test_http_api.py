@@ -140,23 +140,32 @@ async def test_emit_api_is_404_without_a_server_api_key(start_replica):
     assert_error_payload(body, "NOT_FOUND")
 
 
+@pytest.mark.parametrize("settings", [
+    pytest.param({"server_api_key": API_KEY}, id="api-key"),
+    pytest.param({"auth_mode": "dev"}, id="dev-mode"),
+    pytest.param({"auth_mode": "dev", "server_api_key": API_KEY}, id="dev-mode-and-api-key"),
+])
 @pytest.mark.parametrize("authorization", [
     pytest.param(None, id="missing"),
     pytest.param(f"Bearer {API_KEY}x", id="wrong-key"),
     pytest.param("Bearer ", id="empty-key"),
     pytest.param(API_KEY, id="no-scheme"),
     pytest.param(f"Basic {API_KEY}", id="other-scheme"),
+    pytest.param("Bearer not-a-token", id="garbage"),
+    pytest.param(f"Bearer {make_token('alice')}", id="a-jwt-that-is-not-a-dev-token"),
 ])
-async def test_emit_api_refuses_a_missing_or_wrong_key_with_401(api_replica, make_client, authorization):
-    alice = await connected(make_client, api_replica, "alice")
+async def test_emit_api_refuses_a_missing_or_wrong_key_or_token_with_401(start_replica, make_client, settings,
+                                                                         authorization):
+    replica = await start_replica(**settings)
+    alice = await connected(make_client, replica, "alice")
     headers = {} if authorization is None else {"Authorization": authorization}
 
-    status, body = await post_emit(api_replica, {"user_id": "alice", "event": "arrival", "data": 1},
+    status, body = await post_emit(replica, {"user_id": "alice", "event": "arrival", "data": 1},
                                    key=None, headers=headers)
 
     assert status == 401
     assert_error_payload(body, "UNAUTHORIZED")
-    await assert_nothing_else_arrived(api_replica, alice, "arrival")
+    await assert_nothing_else_arrived(replica, alice, "arrival")
 
 
 @pytest.mark.parametrize("body", [
@@ -310,26 +319,6 @@ async def test_dev_mode_emit_reaches_a_user_on_another_replica(start_replica, ma
 
     assert status == 202
     assert await bob.wait_for("arrival") == "crossed"
-
-
-@pytest.mark.parametrize("authorization", [
-    pytest.param(None, id="missing"),
-    pytest.param("Bearer ", id="empty"),
-    pytest.param("Bearer not-a-token", id="garbage"),
-    pytest.param(f"Basic {API_KEY}", id="other-scheme"),
-    pytest.param(f"Bearer {make_token('alice')}", id="a-jwt-that-is-not-a-dev-token"),
-])
-async def test_dev_mode_emit_refuses_anything_but_a_dev_token_with_401(start_replica, make_client, authorization):
-    replica = await start_replica(auth_mode="dev")
-    alice = await connected(make_client, replica, "alice")
-    headers = {} if authorization is None else {"Authorization": authorization}
-
-    status, body = await post_emit(replica, {"user_id": "alice", "event": "arrival", "data": 1},
-                                   key=None, headers=headers)
-
-    assert status == 401
-    assert_error_payload(body, "UNAUTHORIZED")
-    await assert_nothing_else_arrived(replica, alice, "arrival")
 
 
 async def test_dev_mode_emit_refuses_a_dev_token_of_another_replica(start_replica, make_client):
