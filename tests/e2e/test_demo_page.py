@@ -65,6 +65,20 @@ async def test_invalid_json_in_the_send_form_shows_a_clear_error_and_sends_nothi
     assert page.unexpected_console_errors() == []
 
 
+async def test_an_emit_the_server_refuses_shows_its_error_code_and_message(dev_cluster, open_page):
+    nobody = unique_user("nobody")
+    page = await open_page(f"{dev_cluster.replicas[1].url}/?user={unique_user()}")
+    await page.connect()
+
+    await page.send(nobody, "arrival", "{}")
+
+    await expect(page.page.locator("#send-result")).to_have_text(
+        f"USER_NOT_CONNECTED — user '{nobody}' is not connected to any replica")
+    await expect(page.log_entries("error")).to_contain_text("emit failed: USER_NOT_CONNECTED")
+    # The one expected console line: Chromium reports the emit's 404.
+    assert page.unexpected_console_errors("404 (Not Found)") == []
+
+
 async def test_reconnection_attempts_show_and_the_page_reconnects_to_its_restarted_replica(start_cluster, open_page):
     """The restarted process holds a new dev key: the page fetches a fresh token to reconnect."""
     [replica] = start_cluster(1, AUTH_MODE="dev", JWT_SECRET="", SERVER_API_KEY="").replicas
