@@ -26,7 +26,8 @@ const sendResult = byId("send-result");
 // Whether the current connection holds a dev token, which is what authorises the emit API.
 let withDevToken = false;
 
-const describe = (error) => `${error.code} — ${error.message}`;
+// An error payload, an ApiError, or (should the page itself fail) any Error.
+const describe = (error) => `${error.code ?? "PAGE_ERROR"} — ${error.message}`;
 
 // Shows (or clears, with null) the message under a field; true when the field is fine.
 function fieldError(field, message) {
