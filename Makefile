@@ -1,31 +1,34 @@
 # The two commands of the README: `make dev` runs a replica, `make test` runs every test.
-# Both install what they need first (a virtualenv from PyPI, the Node test client from npm).
+# Both install what they need first (a virtualenv from PyPI; from npm, the Node test client
+# and the browser client the demo page serves).
 
 VENV ?= .venv
 PYTHON := $(VENV)/bin/python
 NODE_CLIENT := tests/integration/node
+DEMO := client_demo
 
 .PHONY: dev cluster test lint install clean
 
-install: $(VENV)/.installed $(NODE_CLIENT)/node_modules/.installed
+install: $(VENV)/.installed $(NODE_CLIENT)/node_modules/.installed $(DEMO)/node_modules/.installed
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	python3 -m venv $(VENV)
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $@
 
-$(NODE_CLIENT)/node_modules/.installed: $(NODE_CLIENT)/package.json $(NODE_CLIENT)/package-lock.json
-	cd $(NODE_CLIENT) && npm ci --no-audit --no-fund --loglevel=error
+# npm ci where a package-lock.json pins the versions.
+%/node_modules/.installed: %/package.json %/package-lock.json
+	cd $* && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-# One replica on http://127.0.0.1:8000 with the in-memory manager unless REDIS_URL is set.
-# AUTH_MODE=dev (any user id, no token) unless the environment says otherwise.
-dev: $(VENV)/.installed
+# One replica on http://127.0.0.1:8000 (the demo page at /) with the in-memory manager unless
+# REDIS_URL is set. AUTH_MODE=dev (any user id, no token) unless the environment says otherwise.
+dev: $(VENV)/.installed $(DEMO)/node_modules/.installed
 	AUTH_MODE=$${AUTH_MODE:-dev} $(PYTHON) -m server
 
-# Redis, three replicas and Nginx (ip_hash) on loopback; connect to http://127.0.0.1:8080.
+# Redis, three replicas and Nginx (ip_hash) on loopback; the demo page on http://127.0.0.1:8080.
 # Needs nginx and redis-server installed. AUTH_MODE=dev unless the environment says otherwise.
-cluster: $(VENV)/.installed
+cluster: $(VENV)/.installed $(DEMO)/node_modules/.installed
 	AUTH_MODE=$${AUTH_MODE:-dev} $(PYTHON) -m server.cluster --replicas $${REPLICAS:-3}
 
 # Unit and integration tests with branch coverage of server/ (replica processes included).
@@ -37,4 +40,4 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/mypy
 
 clean:
-	rm -rf $(VENV) $(NODE_CLIENT)/node_modules .coverage .coverage.* .pytest_cache
+	rm -rf $(VENV) $(NODE_CLIENT)/node_modules $(DEMO)/node_modules .coverage .coverage.* .pytest_cache

@@ -10,9 +10,11 @@ from typing import Any
 import socketio
 from aiohttp import web
 
-from .app_keys import GATEWAY, MANAGER, METRICS, PRESENCE, SETTINGS, SIO
+from .app_keys import AUTHENTICATOR, GATEWAY, MANAGER, METRICS, PRESENCE, SETTINGS, SIO
 from .auth import Authenticator
 from .config import Settings
+from .demo_page import demo_routes
+from .dev_api import dev_routes
 from .gateway import HARD_CAP_FACTOR, Gateway
 from .http_api import error_middleware, routes
 from .metrics import Metrics
@@ -55,11 +57,12 @@ def create_app(settings: Settings, *, backend: QueueBackend | None = None) -> we
         logger=False,
         engineio_logger=False,
     )
-    gateway = Gateway(sio, settings=settings, authenticator=Authenticator(settings), presence=presence,
-                      metrics=metrics)
+    authenticator = Authenticator(settings)
+    gateway = Gateway(sio, settings=settings, authenticator=authenticator, presence=presence, metrics=metrics)
 
     app = web.Application(client_max_size=settings.max_payload_bytes, middlewares=[error_middleware])
     app[SETTINGS] = settings
+    app[AUTHENTICATOR] = authenticator
     app[SIO] = sio
     app[MANAGER] = manager
     app[GATEWAY] = gateway
@@ -67,6 +70,9 @@ def create_app(settings: Settings, *, backend: QueueBackend | None = None) -> we
     app[PRESENCE] = presence
     sio.attach(app)
     app.add_routes(routes)
+    if settings.dev_mode:
+        app.add_routes(dev_routes)
+    app.add_routes(demo_routes())
     app.cleanup_ctx.append(_queue_ctx)
     app.on_shutdown.append(_drain)
     return app

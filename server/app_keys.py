@@ -5,15 +5,17 @@ from __future__ import annotations
 import socketio
 from aiohttp import web
 
+from .auth import Authenticator
 from .config import Settings
 from .gateway import Gateway
 from .metrics import Metrics
 from .presence import Presence
 from .queue.manager import LocalManager, QueueManager
 
-__all__ = ["GATEWAY", "MANAGER", "METRICS", "PRESENCE", "SETTINGS", "SIO"]
+__all__ = ["AUTHENTICATOR", "GATEWAY", "MANAGER", "METRICS", "PRESENCE", "SETTINGS", "SIO"]
 
 SETTINGS = web.AppKey("settings", Settings)
+AUTHENTICATOR = web.AppKey("authenticator", Authenticator)
 SIO = web.AppKey("sio", socketio.AsyncServer)
 MANAGER: web.AppKey[QueueManager | LocalManager] = web.AppKey("manager")
 GATEWAY = web.AppKey("gateway", Gateway)

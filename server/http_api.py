@@ -1,4 +1,4 @@
-"""HTTP endpoints: health, readiness, metrics, and the backend emit API."""
+"""HTTP endpoints: health, readiness, metrics, and the emit API for backends (and, in dev mode, the demo page)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from .app_keys import GATEWAY, MANAGER, METRICS, PRESENCE, SETTINGS
+from .app_keys import AUTHENTICATOR, GATEWAY, MANAGER, METRICS, PRESENCE, SETTINGS
+from .auth import AuthError, bearer_token
 from .delivery import send_to_user
 from .errors import ErrorCode, PublishError, QueueUnavailableError, RealtimeError, UserNotConnectedError, error_payload
 
@@ -77,13 +78,9 @@ async def metrics(request: web.Request) -> web.Response:
 
 @routes.post("/api/v1/emit")
 async def emit(request: web.Request) -> web.Response:
-    """``{"user_id", "event", "data"}`` from a backend holding ``SERVER_API_KEY``."""
-    api_key = request.app[SETTINGS].server_api_key
-    if api_key is None:
-        raise web.HTTPNotFound(reason="the emit API is disabled (no SERVER_API_KEY)")
-    supplied = request.headers.get("Authorization", "")
-    if not hmac.compare_digest(supplied.encode(), f"Bearer {api_key}".encode()):
-        return error_response(401, ErrorCode.UNAUTHORIZED, "missing or wrong API key")
+    """``{"user_id", "event", "data"}`` from a backend holding ``SERVER_API_KEY``, or
+    from the demo page holding a dev token (dev mode only)."""
+    sender = _emit_sender(request)
     try:
         body = await request.json()
     except (json.JSONDecodeError, UnicodeDecodeError):
@@ -93,4 +90,31 @@ async def emit(request: web.Request) -> web.Response:
     app = request.app
     await send_to_user(app[MANAGER], app[PRESENCE], app[METRICS], body.get("user_id"), body.get("event"),
                        body.get("data"))
+    if sender is not None:
+        logger.info("demo emit", extra={"from_user": sender, "user_id": body["user_id"], "event": body["event"]})
     return web.json_response({"status": "sent", "user_id": body["user_id"], "event": body["event"]}, status=202)
+
+
+def _emit_sender(request: web.Request) -> str | None:
+    """Who may emit: ``None`` for a backend with the API key; in dev mode, the user id
+    of a dev token of this replica. Raises 404 when the API is off, 401 otherwise.
+
+    Outside dev mode nothing but the API key is accepted, and without one the API does
+    not exist. The demo page needs no key: it sends the dev token it connected with.
+    """
+    settings = request.app[SETTINGS]
+    if settings.server_api_key is None and not settings.dev_mode:
+        raise web.HTTPNotFound(reason="the emit API is disabled (no SERVER_API_KEY)")
+    supplied = request.headers.get("Authorization", "")
+    if settings.server_api_key is not None and hmac.compare_digest(
+            supplied.encode(), f"Bearer {settings.server_api_key}".encode()):
+        return None
+    if not settings.dev_mode:
+        raise web.HTTPUnauthorized(reason="missing or wrong API key")
+    token = bearer_token(supplied)
+    if not token:
+        raise web.HTTPUnauthorized(reason="missing API key or dev token (Authorization: Bearer ...)")
+    try:
+        return request.app[AUTHENTICATOR].verify_dev_token(token)
+    except AuthError as exc:
+        raise web.HTTPUnauthorized(reason=f"not the API key, nor a dev token of this replica: {exc.message}") from None

@@ -8,6 +8,13 @@ import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 
+async def request(method: str, url: str, **kwargs: Any) -> tuple[int, str, Any]:
+    """``(status, content type, body)``; the body is parsed JSON when the server sent JSON."""
+    async with aiohttp.ClientSession() as session, session.request(method, url, **kwargs) as response:
+        body = await response.json() if response.content_type == "application/json" else await response.text()
+        return response.status, response.content_type, body
+
+
 async def get_json(url: str) -> tuple[int, Any]:
     async with aiohttp.ClientSession() as session, session.get(url) as response:
         return response.status, await response.json()

@@ -13,9 +13,9 @@ from redis import asyncio as aioredis
 from server.emitter import Emitter
 from server.errors import ErrorCode, UserNotConnectedError
 from tests.helpers.clients import make_token
+from tests.helpers.cluster import API_KEY, unique_user
 from tests.helpers.http import metric, post_emit
 from tests.helpers.processes import REPO_ROOT
-from tests.integration.conftest import API_KEY, unique_user
 
 
 async def connect_user(make_client, replica, user_id):

@@ -14,10 +14,10 @@ import pytest
 from server.cluster import LocalCluster
 from server.emitter import Emitter
 from tests.helpers.clients import RecordingClient, make_token, session_from
+from tests.helpers.cluster import API_KEY, new_channel, replica_env, unique_user
 from tests.helpers.http import post_emit
 from tests.helpers.processes import http_status
 from tests.helpers.waiting import eventually
-from tests.integration.conftest import API_KEY, new_channel, replica_env, unique_user
 
 NETWORKS = [f"127.0.{n}.1" for n in range(1, 13)]
 FAST_RECONNECT = {"reconnection": True, "reconnection_delay": 0.1, "reconnection_delay_max": 0.5}

@@ -13,9 +13,9 @@ from server.emitter import Emitter
 from server.errors import ConfigError, UserNotConnectedError
 from server.queue import envelope
 from tests.helpers.clients import make_token
+from tests.helpers.cluster import replica_env, unique_user
 from tests.helpers.http import get_json, metric
 from tests.helpers.processes import REPO_ROOT, Replica
-from tests.integration.conftest import replica_env, unique_user
 
 
 async def test_replace_policy_disconnects_older_sockets_on_other_replicas(start_cluster, make_client, node_client):

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
 import jwt
 import pytest
 
-from server.auth import Authenticator, AuthError, validate_user_id
+from server import auth
+from server.auth import DEV_TOKEN_LIFETIME, Authenticator, AuthError, bearer_token, validate_user_id
 from server.config import Settings
 from server.errors import ErrorCode, RealtimeError
 from tests.helpers.clients import TEST_SECRET, make_token
@@ -173,6 +175,98 @@ def test_dev_mode_refuses_a_bad_user_id(make_settings: Callable[..., Settings], 
     authenticator = Authenticator(make_settings(auth_mode="dev"))
 
     assert refused(authenticator, {"user_id": user_id}).code is ErrorCode.INVALID_PARAMETERS
+
+
+# --- dev tokens: what the demo page connects and emits with ----------------------------
+
+
+@pytest.fixture
+def dev_authenticator(make_settings: Callable[..., Settings]) -> Authenticator:
+    """Dev mode as ``make dev`` runs it: no JWT_SECRET."""
+    return Authenticator(make_settings(auth_mode="dev", jwt_secret=None))
+
+
+def test_dev_token_connects_as_its_user_without_a_jwt_secret(dev_authenticator: Authenticator) -> None:
+    issued = dev_authenticator.issue_dev_token("alice")
+
+    assert issued.user_id == "alice"
+    assert dev_authenticator.authenticate({"token": issued.token}, {}) == "alice"
+    assert dev_authenticator.verify_dev_token(issued.token) == "alice"
+
+
+def test_dev_token_expires_after_its_lifetime(dev_authenticator: Authenticator) -> None:
+    before = datetime.now(UTC)
+
+    issued = dev_authenticator.issue_dev_token("alice")
+
+    claims = jwt.decode(issued.token, options={"verify_signature": False})
+    assert claims["exp"] == int(issued.expires_at.timestamp())
+    assert before + DEV_TOKEN_LIFETIME - timedelta(seconds=1) <= issued.expires_at <= datetime.now(UTC) \
+        + DEV_TOKEN_LIFETIME
+    assert issued.expires_at.utcoffset() == timedelta(0)
+
+
+def test_expired_dev_token_is_refused_as_expired(dev_authenticator: Authenticator,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(auth, "DEV_TOKEN_LIFETIME", timedelta(seconds=-10))
+    token = dev_authenticator.issue_dev_token("alice").token
+
+    assert refused(dev_authenticator, {"token": token}).code is ErrorCode.TOKEN_EXPIRED
+
+
+def test_dev_token_of_another_replica_is_refused(make_settings: Callable[..., Settings],
+                                                 dev_authenticator: Authenticator) -> None:
+    other_replica = Authenticator(make_settings(auth_mode="dev", jwt_secret=None))
+    token = other_replica.issue_dev_token("alice").token
+
+    assert refused(dev_authenticator, {"token": token}).code is ErrorCode.INVALID_TOKEN
+    with pytest.raises(AuthError):
+        dev_authenticator.verify_dev_token(token)
+
+
+def test_jwt_mode_refuses_dev_tokens_and_issues_none(authenticator: Authenticator,
+                                                    dev_authenticator: Authenticator) -> None:
+    token = dev_authenticator.issue_dev_token("alice").token
+
+    assert refused(authenticator, {"token": token}).code is ErrorCode.INVALID_TOKEN
+    with pytest.raises(AuthError, match="only when AUTH_MODE=dev"):
+        authenticator.verify_dev_token(token)
+    with pytest.raises(RuntimeError, match="only when AUTH_MODE=dev"):
+        authenticator.issue_dev_token("alice")
+
+
+def test_dev_mode_with_a_jwt_secret_accepts_both_kinds_of_token(make_settings: Callable[..., Settings]) -> None:
+    authenticator = Authenticator(make_settings(auth_mode="dev"))
+
+    assert authenticator.authenticate({"token": make_token("alice")}, {}) == "alice"
+    assert authenticator.authenticate({"token": authenticator.issue_dev_token("bob").token}, {}) == "bob"
+
+
+def test_only_dev_tokens_verify_as_dev_tokens(make_settings: Callable[..., Settings]) -> None:
+    """A JWT signed with JWT_SECRET connects in dev mode, but is not a dev token."""
+    authenticator = Authenticator(make_settings(auth_mode="dev"))
+
+    with pytest.raises(AuthError):
+        authenticator.verify_dev_token(make_token("alice"))
+
+
+def test_a_jwt_posing_as_a_dev_token_is_checked_with_the_dev_key(make_settings: Callable[..., Settings]) -> None:
+    authenticator = Authenticator(make_settings(auth_mode="dev"))
+    posing = jwt.encode({"sub": "alice", "exp": FAR_FUTURE}, TEST_SECRET, algorithm="HS256",
+                        headers={"kid": "kindmap-dev"})
+
+    assert refused(authenticator, {"token": posing}).code is ErrorCode.INVALID_TOKEN
+
+
+@pytest.mark.parametrize(("header", "token"), [
+    pytest.param("Bearer abc", "abc", id="bearer"),
+    pytest.param("bearer  abc ", "abc", id="any-case-and-spaces"),
+    pytest.param("Bearer ", "", id="empty"),
+    pytest.param("Basic abc", None, id="other-scheme"),
+    pytest.param("", None, id="no-header"),
+])
+def test_bearer_token_reads_the_authorization_header(header: str, token: str | None) -> None:
+    assert bearer_token(header) == token
 
 
 @pytest.mark.parametrize("user_id", ["alice", "temp_1234", "a.b:c@d-e_f", "A" * 128, "0"])

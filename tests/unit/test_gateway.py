@@ -23,6 +23,7 @@ from server.gateway import HARD_CAP_FACTOR
 from server.queue import envelope
 from server.queue.keys import user_room
 from tests.helpers.clients import RecordingClient, make_token
+from tests.helpers.payloads import assert_error_payload
 from tests.helpers.waiting import eventually
 
 OTHER_SECRET = "a-different-secret-of-enough-length-0123456789"
@@ -73,15 +74,6 @@ def inject(broker: Any, replica: Any, message: dict[str, Any] | bytes) -> None:
 
 def emit_envelope(user_id: str, event: str, data: Any) -> dict[str, Any]:
     return {"method": "emit", "event": event, "data": [data], "namespace": "/", "room": user_room(user_id)}
-
-
-def assert_error_payload(payload: dict[str, Any], code: str) -> None:
-    assert set(payload) == {"type", "code", "message", "timestamp"}
-    assert payload["type"] == "error"
-    assert payload["code"] == code
-    assert isinstance(payload["message"], str) and payload["message"]
-    assert payload["timestamp"].endswith("+00:00")
-    assert datetime.fromisoformat(payload["timestamp"]).utcoffset() == timedelta(0)
 
 
 # --- routing ------------------------------------------------------------------------

@@ -2,29 +2,23 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
-from datetime import datetime, timedelta
 from typing import Any
 
-import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from server.app_keys import GATEWAY, METRICS, SIO
+from server.app_keys import AUTHENTICATOR, GATEWAY, METRICS, SIO
 from server.metrics import DROP_REASONS
 from tests.helpers.clients import RecordingClient, make_token
+from tests.helpers.http import request
+from tests.helpers.payloads import assert_error_payload
 from tests.helpers.waiting import eventually
 
 API_KEY = "unit-test-api-key-0123456789"
 
 
-
-
-async def request(method: str, url: str, **kwargs: Any) -> tuple[int, str, Any]:
-    """``(status, content type, body)``; the body is parsed JSON when the server sent JSON."""
-    async with aiohttp.ClientSession() as session, session.request(method, url, **kwargs) as response:
-        body = await response.json() if response.content_type == "application/json" else await response.text()
-        return response.status, response.content_type, body
 
 
 async def post_emit(replica: Any, body: Any = None, *, raw: bytes | None = None, key: str | None = API_KEY,
@@ -36,14 +30,6 @@ async def post_emit(replica: Any, body: Any = None, *, raw: bytes | None = None,
         if raw is not None else {"json": body, "headers": headers}
     status, _type, payload = await request("POST", f"{replica.url}/api/v1/emit", **kwargs)
     return status, payload
-
-
-def assert_error_payload(payload: Any, code: str) -> None:
-    assert isinstance(payload, dict), payload
-    assert set(payload) == {"type", "code", "message", "timestamp"}
-    assert payload["type"] == "error"
-    assert payload["code"] == code
-    assert datetime.fromisoformat(payload["timestamp"]).utcoffset() == timedelta(0)
 
 
 def sample(replica: Any, name: str, labels: dict[str, str] | None = None) -> float | None:
@@ -154,23 +140,32 @@ async def test_emit_api_is_404_without_a_server_api_key(start_replica):
     assert_error_payload(body, "NOT_FOUND")
 
 
+@pytest.mark.parametrize("settings", [
+    pytest.param({"server_api_key": API_KEY}, id="api-key"),
+    pytest.param({"auth_mode": "dev"}, id="dev-mode"),
+    pytest.param({"auth_mode": "dev", "server_api_key": API_KEY}, id="dev-mode-and-api-key"),
+])
 @pytest.mark.parametrize("authorization", [
     pytest.param(None, id="missing"),
     pytest.param(f"Bearer {API_KEY}x", id="wrong-key"),
     pytest.param("Bearer ", id="empty-key"),
     pytest.param(API_KEY, id="no-scheme"),
     pytest.param(f"Basic {API_KEY}", id="other-scheme"),
+    pytest.param("Bearer not-a-token", id="garbage"),
+    pytest.param(f"Bearer {make_token('alice')}", id="a-jwt-that-is-not-a-dev-token"),
 ])
-async def test_emit_api_refuses_a_missing_or_wrong_key_with_401(api_replica, make_client, authorization):
-    alice = await connected(make_client, api_replica, "alice")
+async def test_emit_api_refuses_a_missing_or_wrong_key_or_token_with_401(start_replica, make_client, settings,
+                                                                         authorization):
+    replica = await start_replica(**settings)
+    alice = await connected(make_client, replica, "alice")
     headers = {} if authorization is None else {"Authorization": authorization}
 
-    status, body = await post_emit(api_replica, {"user_id": "alice", "event": "arrival", "data": 1},
+    status, body = await post_emit(replica, {"user_id": "alice", "event": "arrival", "data": 1},
                                    key=None, headers=headers)
 
     assert status == 401
     assert_error_payload(body, "UNAUTHORIZED")
-    await assert_nothing_else_arrived(api_replica, alice, "arrival")
+    await assert_nothing_else_arrived(replica, alice, "arrival")
 
 
 @pytest.mark.parametrize("body", [
@@ -283,6 +278,91 @@ async def test_emit_api_answering_503_has_delivered_nothing(api_replica, make_cl
 
     assert status == 503
     await assert_nothing_else_arrived(api_replica, alice, "arrival")
+
+
+# --- POST /api/v1/emit in dev mode: the demo page, authorised by its dev token ------------
+
+
+def dev_token(replica: Any, user_id: str = "alice") -> str:
+    return str(replica.app[AUTHENTICATOR].issue_dev_token(user_id).token)
+
+
+@pytest.fixture
+async def dev_replica(start_replica):
+    """Dev mode as ``make dev`` runs it: no JWT_SECRET, no SERVER_API_KEY."""
+    return await start_replica(auth_mode="dev", jwt_secret=None)
+
+
+async def test_dev_mode_emit_with_a_dev_token_delivers_without_an_api_key(dev_replica, make_client, caplog):
+    bob = make_client()
+    await bob.connect(dev_replica.url, auth={"token": dev_token(dev_replica, "bob")})
+
+    with caplog.at_level(logging.INFO, logger="server.http_api"):
+        status, body = await post_emit(dev_replica, {"user_id": "bob", "event": "arrival", "data": {"exit": 2}},
+                                       key=dev_token(dev_replica, "alice"))
+
+    assert status == 202
+    assert body == {"status": "sent", "user_id": "bob", "event": "arrival"}
+    assert await bob.wait_for("arrival") == {"exit": 2}
+    [record] = [r for r in caplog.records if r.getMessage() == "demo emit"]
+    assert (record.from_user, record.user_id, record.event) == ("alice", "bob", "arrival")
+
+
+async def test_dev_mode_emit_reaches_a_user_on_another_replica(start_replica, make_client):
+    entry = await start_replica(auth_mode="dev", jwt_secret=None)
+    home = await start_replica(auth_mode="dev", jwt_secret=None)
+    bob = make_client()
+    await bob.connect(home.url, auth={"token": dev_token(home, "bob")})
+
+    status, _body = await post_emit(entry, {"user_id": "bob", "event": "arrival", "data": "crossed"},
+                                    key=dev_token(entry, "alice"))
+
+    assert status == 202
+    assert await bob.wait_for("arrival") == "crossed"
+
+
+async def test_dev_mode_emit_refuses_a_dev_token_of_another_replica(start_replica, make_client):
+    replica = await start_replica(auth_mode="dev", jwt_secret=None)
+    other = await start_replica(auth_mode="dev", jwt_secret=None)
+    alice = make_client()
+    await alice.connect(replica.url, auth={"token": dev_token(replica)})
+
+    status, body = await post_emit(replica, {"user_id": "alice", "event": "arrival"}, key=dev_token(other))
+
+    assert status == 401
+    assert_error_payload(body, "UNAUTHORIZED")
+    assert "dev token" in body["message"]
+
+
+async def test_dev_mode_emit_still_takes_the_api_key(start_replica, make_client):
+    replica = await start_replica(auth_mode="dev", server_api_key=API_KEY)
+    alice = await connected(make_client, replica, "alice")
+
+    status, _body = await post_emit(replica, {"user_id": "alice", "event": "arrival", "data": 1})
+
+    assert status == 202
+    assert await alice.wait_for("arrival") == 1
+
+
+async def test_outside_dev_mode_a_dev_token_is_refused_by_the_emit_api(start_replica, api_replica, make_client):
+    dev = await start_replica(auth_mode="dev")
+    alice = await connected(make_client, api_replica, "alice")
+
+    status, body = await post_emit(api_replica, {"user_id": "alice", "event": "arrival"}, key=dev_token(dev))
+
+    assert status == 401
+    assert_error_payload(body, "UNAUTHORIZED")
+    await assert_nothing_else_arrived(api_replica, alice, "arrival")
+
+
+async def test_outside_dev_mode_without_an_api_key_the_emit_api_ignores_dev_tokens(start_replica):
+    dev = await start_replica(auth_mode="dev")
+    replica = await start_replica()
+
+    status, body = await post_emit(replica, {"user_id": "alice", "event": "arrival"}, key=dev_token(dev))
+
+    assert status == 404
+    assert_error_payload(body, "NOT_FOUND")
 
 
 # --- everything else -----------------------------------------------------------------

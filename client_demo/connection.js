@@ -1,0 +1,138 @@
+// One Socket.IO connection to the replica that served the page, and what happens to it.
+// It knows nothing of the page: it reports to a `view` with
+//   state(name, text), transport(text), replica(info), rtt(text), attempts(text), event(name, data),
+//   info(text, data?), failure(error)
+// so main.js decides how things look.
+
+import { io } from "./socket.io.esm.min.js";
+
+const PING_TIMEOUT_MS = 5000;
+
+export class Connection {
+  #socket = null;
+  #view;
+  #pings = 0;
+
+  constructor(view) {
+    this.#view = view;
+    this.token = null;  // the token of the current connection, for the emit API
+  }
+
+  get connected() {
+    return this.#socket?.connected ?? false;
+  }
+
+  // Connecting, connected or reconnecting: the button then reads "Disconnect".
+  get active() {
+    return this.#socket !== null;
+  }
+
+  // getToken() is called before every (re)connection, so a replica restarted in the
+  // meantime, which no longer knows the old dev token, is given a fresh one.
+  open(getToken) {
+    this.close();
+    const socket = io({
+      forceNew: true,
+      reconnectionDelayMax: 5000,
+      auth: (send) => {
+        getToken().then(
+          (token) => {
+            if (this.#socket === socket) {
+              this.token = token;
+              send({ token });
+            }
+          },
+          (error) => {
+            this.#view.failure(error);
+            this.close();
+          },
+        );
+      },
+    });
+    this.#socket = socket;
+    this.#view.state("connecting", "Connecting…");
+    this.#watch(socket);
+  }
+
+  close() {
+    const socket = this.#socket;
+    this.#forget();
+    if (socket !== null) {
+      socket.disconnect();
+      this.#view.state("disconnected", "Disconnected");
+    }
+  }
+
+  #forget() {
+    this.#socket = null;
+    this.token = null;
+  }
+
+  ping() {
+    const socket = this.#socket;
+    if (socket === null || !socket.connected) {
+      return;
+    }
+    const id = ++this.#pings;
+    const started = performance.now();
+    socket.timeout(PING_TIMEOUT_MS).emit("ping", { id }, (error) => {
+      if (error) {
+        this.#view.rtt(`no pong within ${PING_TIMEOUT_MS / 1000} s`);
+      } else {
+        this.#view.rtt(`${Math.round(performance.now() - started)} ms (ping #${id})`);
+      }
+    });
+  }
+
+  #watch(socket) {
+    const view = this.#view;
+    const manager = socket.io;
+
+    manager.on("open", () => {
+      const engine = manager.engine;
+      view.transport(engine.transport.name);
+      engine.on("upgrade", (transport) => {
+        view.transport(`${transport.name} (upgraded from polling)`);
+        view.info(`transport upgraded to ${transport.name}`);
+      });
+    });
+    manager.on("reconnect_attempt", (attempt) => {
+      view.state("reconnecting", `Reconnecting (attempt ${attempt})`);
+      view.attempts(`attempt ${attempt}…`);
+      view.info(`reconnection attempt ${attempt}`);
+    });
+    manager.on("reconnect", (attempt) => {
+      view.attempts(`reconnected after ${attempt} attempt${attempt === 1 ? "" : "s"}`);
+      view.info(`reconnected after ${attempt} attempt${attempt === 1 ? "" : "s"}`);
+    });
+
+    socket.on("connect", () => {
+      view.state("connected", "Connected");
+      view.info(`connected (socket ${socket.id})`);
+      this.ping();
+    });
+    socket.on("disconnect", (reason) => {
+      view.replica(null);
+      view.transport("—");
+      view.info(`disconnected: ${reason}`);
+      if (socket.active) {
+        view.state("reconnecting", "Connection lost, reconnecting…");
+      } else if (this.#socket === socket) {
+        this.#forget();
+        view.state("disconnected", "Disconnected by the server");
+      }
+    });
+    socket.on("connect_error", (error) => {
+      if (socket.active) {
+        view.info(`connection failed, will retry: ${error.message}`);
+        return;
+      }
+      // The server refused the handshake: error.data is its error payload. No retry.
+      view.failure(error.data ?? { code: "CONNECT_ERROR", message: error.message });
+      view.state("refused", "Refused");
+      this.#forget();
+    });
+    socket.on("connected", (info) => view.replica(info));
+    socket.onAny((event, ...args) => view.event(event, args.length === 1 ? args[0] : args));
+  }
+}

@@ -1,0 +1,47 @@
+"""Suite markers, and fixtures shared by the suites that run real processes (integration and e2e)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.helpers.cluster import Cluster
+from tests.helpers.processes import REPO_ROOT, RedisServer
+
+_MARKED_SUITES = ("integration", "e2e")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test of tests/integration and tests/e2e with its suite (``-m "not e2e"``)."""
+    for item in items:
+        suite = item.path.relative_to(REPO_ROOT / "tests").parts[0]
+        if suite in _MARKED_SUITES:
+            item.add_marker(getattr(pytest.mark, suite))
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A redis-server owned by the test session (the machine's own Redis is left alone)."""
+    server = RedisServer(work_dir=tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def start_cluster(redis_server: RedisServer, tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
+    """Factory for a test's own replicas, stopped after the test.
+
+    ``start_cluster(2, redis=own_redis, DUPLICATE_CONNECTION_POLICY="replace")``
+    """
+    started: list[Cluster] = []
+
+    def start(count: int = 3, *, redis: RedisServer | None = None, **env: str) -> Cluster:
+        started.append(Cluster.start((redis or redis_server).url, tmp_path, count, **env))
+        return started[-1]
+
+    yield start
+    for one in started:
+        one.stop()

@@ -1,0 +1,54 @@
+"""Several replica processes sharing one Redis channel, as the integration and e2e tests start them."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+from .clients import TEST_SECRET
+from .processes import Replica
+
+API_KEY = "integration-api-key-0123456789"
+
+
+def replica_env(redis_url: str, channel: str, **extra: str) -> dict[str, str]:
+    """JWT mode with the test secret and the emit API on; ``extra`` overrides (``""`` unsets)."""
+    return {"REDIS_URL": redis_url, "SOCKETIO_CHANNEL": channel, "JWT_SECRET": TEST_SECRET,
+            "SERVER_API_KEY": API_KEY, "AUTH_MODE": "jwt", "LOG_LEVEL": "INFO", **extra}
+
+
+def new_channel() -> str:
+    """A Socket.IO channel of one test's own: its messages never meet another test's."""
+    return f"kindmap_it_{uuid.uuid4().hex[:10]}"
+
+
+def unique_user(prefix: str = "user") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+class Cluster:
+    def __init__(self, redis_url: str, channel: str, replicas: list[Replica]) -> None:
+        self.redis_url = redis_url
+        self.channel = channel
+        self.replicas = replicas
+
+    @classmethod
+    def start(cls, redis_url: str, log_dir: Path, count: int, **env: str) -> Cluster:
+        """``count`` replicas on a channel of their own, each ready (``/readyz``) on return."""
+        channel = new_channel()
+        replicas = [Replica(instance_id=f"replica-{i + 1}", env=replica_env(redis_url, channel, **env),
+                            log_dir=log_dir) for i in range(count)]
+        cluster = cls(redis_url, channel, replicas)
+        try:
+            for replica in replicas:
+                replica.launch()
+            for replica in replicas:
+                replica.wait_ready()
+        except BaseException:
+            cluster.stop()
+            raise
+        return cluster
+
+    def stop(self) -> None:
+        for replica in self.replicas:
+            replica.stop()

@@ -1,0 +1,74 @@
+"""server/dev_api.py: ``GET /api/v1/dev/token`` exists in dev mode only, and its tokens connect."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.helpers.http import request
+from tests.helpers.payloads import assert_error_payload
+
+TOKEN_PATH = "/api/v1/dev/token"
+
+
+async def get_token(replica: Any, query: str = "?user_id=alice") -> tuple[int, dict[str, str], Any]:
+    async with aiohttp.ClientSession() as session, session.get(f"{replica.url}{TOKEN_PATH}{query}") as response:
+        return response.status, dict(response.headers), await response.json()
+
+
+async def test_dev_mode_issues_a_token_that_connects_as_the_user(start_replica, make_client):
+    replica = await start_replica(auth_mode="dev", jwt_secret=None)
+
+    status, headers, body = await get_token(replica, "?user_id=alice")
+
+    assert status == 200
+    assert headers["Cache-Control"] == "no-store"
+    assert set(body) == {"user_id", "token", "expires_at"}
+    assert body["user_id"] == "alice"
+    expires_at = datetime.fromisoformat(body["expires_at"])
+    assert expires_at.utcoffset() == timedelta(0)
+    assert expires_at > datetime.now(UTC) + timedelta(minutes=59)
+    client = make_client()
+    await client.connect(replica.url, auth={"token": body["token"]})
+    assert (await client.wait_for("connected"))["user_id"] == "alice"
+
+
+@pytest.mark.parametrize("settings", [
+    pytest.param({}, id="jwt-mode"),
+    pytest.param({"server_api_key": "unit-test-api-key-0123456789"}, id="jwt-mode-with-api-key"),
+])
+async def test_outside_dev_mode_the_token_endpoint_does_not_exist(start_replica, settings):
+    replica = await start_replica(**settings)
+
+    status, _headers, body = await get_token(replica, "?user_id=alice")
+
+    assert status == 404
+    assert_error_payload(body, "NOT_FOUND")
+
+
+@pytest.mark.parametrize("query", [
+    pytest.param("", id="no-user-id"),
+    pytest.param("?user_id=", id="empty"),
+    pytest.param("?user_id=alice%20smith", id="space"),
+    pytest.param("?user_id=" + "a" * 129, id="too-long"),
+    pytest.param("?user_id=a/b", id="slash"),
+])
+async def test_a_bad_user_id_gets_400(start_replica, query):
+    replica = await start_replica(auth_mode="dev")
+
+    status, _headers, body = await get_token(replica, query)
+
+    assert status == 400
+    assert_error_payload(body, "INVALID_PARAMETERS")
+
+
+async def test_the_token_endpoint_answers_get_only(start_replica):
+    replica = await start_replica(auth_mode="dev")
+
+    status, _type, body = await request("POST", f"{replica.url}{TOKEN_PATH}?user_id=alice")
+
+    assert status == 405
+    assert_error_payload(body, "METHOD_NOT_ALLOWED")
