@@ -79,6 +79,7 @@ def test_image_is_slim_runs_one_replica_and_not_as_root():
     dockerfile = (REPO_ROOT / "Dockerfile").read_text()
 
     assert re.search(r"^FROM python:3\.11-slim", dockerfile, re.M)
+    assert "RUN npm ci" in dockerfile and "COPY client_demo/ client_demo/" in dockerfile, "the demo page and its client"
     users = re.findall(r"^USER (\S+)", dockerfile, re.M)
     assert users and users[-1] not in {"root", "0"}
     assert dockerfile.rstrip().endswith('CMD ["python", "-m", "server"]')
