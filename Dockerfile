@@ -27,6 +27,5 @@ COPY --from=demo-client /client_demo/node_modules/socket.io-client/dist client_d
 
 USER kindmap
 EXPOSE 8000
-# SIGTERM drains: clients are told to reconnect elsewhere, presence is withdrawn.
-STOPSIGNAL SIGTERM
+# `docker stop` sends SIGTERM, which drains: clients reconnect elsewhere, presence is withdrawn.
 CMD ["python", "-m", "server"]

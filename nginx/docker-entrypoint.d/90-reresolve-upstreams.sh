@@ -12,20 +12,25 @@ hosts="$(sed -n 's/^[[:space:]]*server[[:space:]]\{1,\}\([A-Za-z0-9.-]\{1,\}\):[
 
 addresses() {
     for host in $hosts; do
-        printf '%s %s\n' "$host" "$(getent hosts "$host" | awk '{print $1}' | sort | tr '\n' ' ')"
+        printf '%s %s\n' "$host" "$(getent ahostsv4 "$host" | awk '{print $1}' | sort -u | tr '\n' ' ')"
     done
 }
 
 watch() {
     known="$(addresses)"
+    waiting=""
     echo "kindmap: re-resolving upstream peers every ${interval}s:" $known >&2
     while sleep "$interval"; do
         current="$(addresses)"
         [ "$current" = "$known" ] && continue
-        # A replica that is down has no address; reload once it is back.
+        # Docker's DNS forgets a stopped container, and Nginx refuses a configuration
+        # whose names do not all resolve: reload once every replica has an address.
         if nginx -t -q 2>/dev/null; then
-            echo "kindmap: upstream addresses changed, reloading nginx: $current" >&2
+            echo "kindmap: upstream addresses changed, reloading nginx:" $current >&2
             nginx -s reload && known="$current"
+        elif [ "$current" != "$waiting" ]; then
+            echo "kindmap: not reloading until every upstream peer resolves:" $current >&2
+            waiting="$current"
         fi
     done
 }

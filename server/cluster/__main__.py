@@ -1,5 +1,8 @@
 """``python -m server.cluster``: Redis, N replicas and Nginx on loopback until Ctrl-C or SIGTERM.
 
+SIGHUP (the terminal closing) stops it too. A SIGKILL cannot be caught: it leaves the
+processes running, each in its own session; their log directory is in the banner.
+
 Replicas get the environment (and ``.env``) of this command, so the settings of
 ``python -m server`` apply to each of them; ``REDIS_URL``, when set, is used instead of
 starting a ``redis-server``. Exit codes: 0 after a clean stop, 1 when the cluster could
@@ -9,9 +12,11 @@ not start (every process it did start is stopped), 2 for bad arguments.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import signal
 import sys
-import threading
+import time
+from collections.abc import Callable, Iterator
 from types import FrameType
 
 from ..config import load_environ
@@ -19,6 +24,8 @@ from .local import LocalCluster
 
 MAX_REPLICAS = 16
 DEFAULT_PORT = 8080
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+WATCH_INTERVAL = 0.5
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -34,27 +41,29 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def _stop_on_signals() -> threading.Event:
-    """An event set by SIGINT or SIGTERM; later signals are ignored while the cluster stops."""
-    stopping = threading.Event()
-
+@contextlib.contextmanager
+def _stop_signals_interrupt() -> Iterator[None]:
+    """Turn the first stop signal into KeyboardInterrupt; ignore the next ones while the cluster stops."""
     def handle(signum: int, frame: FrameType | None) -> None:
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in STOP_SIGNALS:
             signal.signal(sig, signal.SIG_IGN)
-        stopping.set()
         raise KeyboardInterrupt
 
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, handle)
-    return stopping
+    previous = {sig: signal.signal(sig, handle) for sig in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
-def _run(cluster: LocalCluster, stopping: threading.Event) -> None:
-    """Keep the cluster up; say once when one of its processes ends on its own."""
+def _run(cluster: LocalCluster, pause: Callable[[], None] = lambda: time.sleep(WATCH_INTERVAL)) -> None:
+    """Keep the cluster up until interrupted; say once when one of its processes ends on its own."""
     with cluster:
         print(f"KindMap cluster is up:\n{cluster.describe()}\nCtrl-C stops everything.", flush=True)
         reported: set[str] = set()
-        while not stopping.wait(0.5):
+        while True:
+            pause()
             for process in cluster.processes:
                 code = process.exit_code()
                 if code is not None and process.name not in reported:
@@ -65,15 +74,14 @@ def _run(cluster: LocalCluster, stopping: threading.Event) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
     environ = load_environ()
-    stopping = _stop_on_signals()
     try:
-        cluster = LocalCluster(replicas=args.replicas, env=environ, nginx_port=args.port or None,
-                               redis_url=environ.get("REDIS_URL") or None)
-        _run(cluster, stopping)
+        with _stop_signals_interrupt():
+            cluster = LocalCluster(replicas=args.replicas, env=environ, nginx_port=args.port or None,
+                                   redis_url=environ.get("REDIS_URL") or None)
+            _run(cluster)
     except KeyboardInterrupt:
         print("KindMap cluster stopped.", flush=True)
-        return 0
-    except (OSError, RuntimeError, TimeoutError, ValueError) as exc:
+    except (OSError, RuntimeError, ValueError) as exc:
         print(f"the cluster could not start: {exc}", file=sys.stderr)
         return 1
     return 0

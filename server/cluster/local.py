@@ -25,19 +25,26 @@ class LocalCluster:
     def __init__(self, *, replicas: int, env: Mapping[str, str], nginx_port: int | None = None,
                  redis_url: str | None = None) -> None:
         self.work_dir = Path(tempfile.mkdtemp(prefix="kindmap-cluster-"))
-        self.redis: RedisServer | None = None
-        if redis_url is None:
-            self.redis = RedisServer(work_dir=self.work_dir)
-            redis_url = self.redis.url
-        self.redis_url = redis_url
-        self.env = {**env, "REDIS_URL": redis_url}
-        self.replicas = [Replica(instance_id=f"replica-{n}", env=self.env, log_dir=self.work_dir)
-                         for n in range(1, replicas + 1)]
-        nginx_dir = self.work_dir / "nginx"
-        nginx_dir.mkdir()
-        self.nginx = NginxServer(conf_dir=nginx_dir, port=nginx_port or free_port())
-        write_config(nginx_dir, upstreams=[f"{HOST}:{r.port}" for r in self.replicas],
-                     listen=f"{HOST}:{self.nginx.port}")
+        try:
+            # Nginx started as root runs its workers as an unprivileged user: they must be
+            # able to pass through to their temporary files in nginx/temp.
+            self.work_dir.chmod(0o711)
+            self.redis: RedisServer | None = None
+            if redis_url is None:
+                self.redis = RedisServer(work_dir=self.work_dir)
+                redis_url = self.redis.url
+            self.redis_url = redis_url
+            self.env = {**env, "REDIS_URL": redis_url}
+            self.replicas = [Replica(instance_id=f"replica-{n}", env=self.env, log_dir=self.work_dir)
+                             for n in range(1, replicas + 1)]
+            nginx_dir = self.work_dir / "nginx"
+            nginx_dir.mkdir()
+            self.nginx = NginxServer(conf_dir=nginx_dir, port=nginx_port or free_port())
+            write_config(nginx_dir, upstreams=[f"{HOST}:{r.port}" for r in self.replicas],
+                         listen=f"{HOST}:{self.nginx.port}")
+        except BaseException:
+            shutil.rmtree(self.work_dir, ignore_errors=True)
+            raise
 
     @property
     def url(self) -> str:
@@ -63,9 +70,16 @@ class LocalCluster:
             raise
 
     def stop(self) -> None:
-        for process in reversed(self.processes):
-            process.stop()
-        shutil.rmtree(self.work_dir, ignore_errors=True)
+        try:
+            self.nginx.stop()
+            for replica in self.replicas:
+                replica.request_stop()  # they drain at the same time
+            for replica in self.replicas:
+                replica.stop()
+            if self.redis is not None:
+                self.redis.stop()
+        finally:
+            shutil.rmtree(self.work_dir, ignore_errors=True)
 
     def describe(self) -> str:
         """What is running where, for a person at a terminal."""

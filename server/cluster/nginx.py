@@ -9,21 +9,20 @@ root and touches nothing outside that directory.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 from pathlib import Path
 
 from .processes import REPO_ROOT
 
-__all__ = ["NGINX_DIR", "render_site", "write_config"]
+__all__ = ["NGINX_DIR", "SITE_FILE", "render_site", "upstream_servers", "write_config"]
 
 NGINX_DIR = REPO_ROOT / "nginx"
 SITE_FILE = "conf.d/kindmap_api.conf"
 SNIPPETS_DIR = "snippets"
 
 _UPSTREAM = re.compile(r"^upstream kindmap_realtime \{\n(.*?)^\}", re.M | re.S)
-_SERVER = re.compile(r"^(\s*)server \S+:\d+(\s.*)?;$")
+_SERVER = re.compile(r"^(\s*)server (\S+:\d+)(\s.*)?;$")
 _LISTEN = re.compile(r"^(\s*)listen 80;$", re.M)
 
 _MAIN_CONF = """\
@@ -50,6 +49,13 @@ http {
 """
 
 
+def upstream_servers(site: str) -> list[str]:
+    """The ``host:port`` of every ``server`` line of the site's upstream block."""
+    upstream = _UPSTREAM.search(site)
+    lines = upstream.group(1).splitlines() if upstream else []
+    return [match.group(2) for match in map(_SERVER.match, lines) if match]
+
+
 def render_site(site: str, *, upstreams: list[str], listen: str) -> str:
     """``site`` with one upstream ``server`` line per address and the given ``listen`` address.
 
@@ -65,7 +71,7 @@ def render_site(site: str, *, upstreams: list[str], listen: str) -> str:
         raise ValueError("the upstream kindmap_realtime block has no `server host:port …;` line")
     first = _SERVER.match(lines[servers[0]])
     assert first is not None
-    indent, params = first.group(1), first.group(2) or ""
+    indent, params = first.group(1), first.group(3) or ""
     rendered = [f"{indent}server {address}{params};" for address in upstreams]
     kept = [line for i, line in enumerate(lines) if i not in servers]
     block = "\n".join(kept[:servers[0]] + rendered + kept[servers[0]:]) + "\n"
@@ -87,5 +93,5 @@ def write_config(conf_dir: Path, *, upstreams: list[str], listen: str) -> Path:
     main.write_text(_MAIN_CONF % SITE_FILE)
     # Nginx started as root runs its workers as an unprivileged user, which must be able
     # to reach the temporary directories the master creates for it in here.
-    os.chmod(conf_dir, 0o755)
+    conf_dir.chmod(0o755)
     return main

@@ -6,6 +6,7 @@ deadline (never a fixed sleep), and every class can stop what it started.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -68,19 +69,28 @@ class ChildProcess:
     decides the order in which things stop.
     """
 
-    def __init__(self, name: str, argv: list[str], *, log_path: Path,
+    def __init__(self, name: str, argv: list[str], *, port: int, log_path: Path,
                  env: Mapping[str, str] | None = None) -> None:
         self.name = name
         self.argv = argv
+        self.port = port
         self.log_path = log_path
         self._env = dict(os.environ if env is None else env)
         self._process: subprocess.Popen[bytes] | None = None
+        self._stop_requested = False
 
     def launch(self) -> None:
-        """Start the process without waiting (launch several, then wait for each)."""
+        """Start the process without waiting (launch several, then wait for each).
+
+        Refuses a port that something already listens on: a probe of that port would
+        be answered by the other program.
+        """
+        if port_open(self.port):
+            raise OSError(f"{self.name} cannot listen on port {self.port}: it is already in use")
         with open(self.log_path, "ab") as log:
             self._process = subprocess.Popen(self.argv, cwd=REPO_ROOT, env=self._env, stdout=log,
                                              stderr=subprocess.STDOUT, start_new_session=True)
+        self._stop_requested = False
 
     def wait_for(self, probe: Callable[[], bool], *, timeout: float, what: str) -> None:
         """Wait until ``probe`` holds; fail at once, with the log, if the process exits."""
@@ -95,17 +105,26 @@ class ChildProcess:
             raise RuntimeError(f"{self.name} exited with code {self._process.returncode}; log:\n{self.log()}")
         return True
 
+    def request_stop(self) -> None:
+        """SIGTERM without waiting, so that several processes can stop at once."""
+        if self._process is not None and not self._stop_requested:
+            self._process.send_signal(signal.SIGTERM)
+            self._stop_requested = True
+
     def terminate(self, timeout: float = 10) -> int:
         """SIGTERM and wait; returns the exit code."""
-        assert self._process is not None, f"{self.name} is not running"
-        self._process.send_signal(signal.SIGTERM)
+        if self._process is None:
+            raise RuntimeError(f"{self.name} is not running")
+        self.request_stop()
         code = self._process.wait(timeout=timeout)
         self._process = None
         return code
 
     def kill(self) -> None:
+        """SIGKILL the process and everything in its process group (Nginx's workers too)."""
         if self._process is not None:
-            self._process.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self._process.pid, signal.SIGKILL)
             self._process.wait(timeout=10)
             self._process = None
 
@@ -123,13 +142,13 @@ class ChildProcess:
 class RedisServer(ChildProcess):
     """A private ``redis-server`` that keeps nothing on disk; it can be stopped and restarted."""
 
-    def __init__(self, *, work_dir: Path, port: int | None = None) -> None:
-        self.port = port or free_port()
-        self.url = f"redis://{HOST}:{self.port}/0"
+    def __init__(self, *, work_dir: Path) -> None:
+        port = free_port()
+        self.url = f"redis://{HOST}:{port}/0"
         # The pub/sub output buffer limit of docker-compose.prod.yml.
-        argv = ["redis-server", "--port", str(self.port), "--bind", HOST, "--save", "", "--appendonly", "no",
+        argv = ["redis-server", "--port", str(port), "--bind", HOST, "--save", "", "--appendonly", "no",
                 "--dir", str(work_dir), "--client-output-buffer-limit", "pubsub", "32mb", "8mb", "60"]
-        super().__init__("redis-server", argv, log_path=work_dir / "redis.log")
+        super().__init__("redis-server", argv, port=port, log_path=work_dir / "redis.log")
 
     def start(self) -> None:
         self.launch()
@@ -145,11 +164,11 @@ class Replica(ChildProcess):
 
     def __init__(self, *, instance_id: str, env: Mapping[str, str], log_dir: Path) -> None:
         self.instance_id = instance_id
-        self.port = free_port()
-        self.url = f"http://{HOST}:{self.port}"
-        env = {**os.environ, **env, "HOST": HOST, "PORT": str(self.port), "INSTANCE_ID": instance_id}
-        super().__init__(instance_id, [sys.executable, "-m", "server"], log_path=log_dir / f"{instance_id}.log",
-                         env=env)
+        port = free_port()
+        self.url = f"http://{HOST}:{port}"
+        env = {**os.environ, **env, "HOST": HOST, "PORT": str(port), "INSTANCE_ID": instance_id}
+        super().__init__(instance_id, [sys.executable, "-m", "server"], port=port,
+                         log_path=log_dir / f"{instance_id}.log", env=env)
 
     def wait_ready(self, probe: str = "/readyz", timeout: float = 20) -> None:
         self.wait_for(lambda: http_status(self.url + probe) == 200, timeout=timeout, what=probe)
@@ -160,17 +179,17 @@ class Replica(ChildProcess):
 
 
 class NginxServer(ChildProcess):
-    """Nginx in the foreground with a configuration of its own directory (see ``nginx.render``)."""
+    """Nginx in the foreground with a configuration of its own directory (see ``nginx.write_config``)."""
 
     def __init__(self, *, conf_dir: Path, port: int) -> None:
-        self.port = port
         self.url = f"http://{HOST}:{port}"
         nginx = nginx_binary()
         if nginx is None:
             raise FileNotFoundError("nginx is not installed (Debian: apt-get install nginx)")
         argv = [nginx, "-p", str(conf_dir), "-c", str(conf_dir / "nginx.conf"), "-e", str(conf_dir / "error.log")]
-        super().__init__("nginx", argv, log_path=conf_dir / "nginx.out")
+        super().__init__("nginx", argv, port=port, log_path=conf_dir / "nginx.out")
 
     def start(self) -> None:
+        """Start and wait until Nginx passes a request on to a replica."""
         self.launch()
-        self.wait_for(lambda: port_open(self.port), timeout=10, what=f"listening on port {self.port}")
+        self.wait_for(lambda: http_status(self.url + "/healthz") == 200, timeout=10, what="proxying /healthz")

@@ -8,17 +8,21 @@ from typing import Any
 import pytest
 import yaml
 
+from server.cluster.nginx import NGINX_DIR, SITE_FILE, upstream_servers
 from tests.helpers.processes import REPO_ROOT
 
-NGINX_DIR = REPO_ROOT / "nginx"
-SITE = NGINX_DIR / "conf.d" / "kindmap_api.conf"
+SITE = NGINX_DIR / SITE_FILE
 
 
 def upstream_peers() -> list[tuple[str, int]]:
-    """(host, port) of every ``server`` line in the site's upstream block."""
-    block = re.search(r"^upstream kindmap_realtime \{\n(.*?)^\}", SITE.read_text(), re.M | re.S)
-    assert block, "no upstream kindmap_realtime block"
-    return [(host, int(port)) for host, port in re.findall(r"^\s*server ([\w.-]+):(\d+)", block.group(1), re.M)]
+    """(host, port) of every ``server`` line in the production site's upstream block."""
+    peers = [server.rsplit(":", 1) for server in upstream_servers(SITE.read_text())]
+    return [(host, int(port)) for host, port in peers]
+
+
+def without_comments(config: str) -> str:
+    """Nginx configuration text with its comments removed, so a check cannot match one."""
+    return re.sub(r"#.*", "", config)
 
 
 @pytest.fixture(scope="session")

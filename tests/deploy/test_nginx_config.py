@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.deploy.conftest import NGINX_DIR, SITE, upstream_peers
+from tests.deploy.conftest import NGINX_DIR, SITE, upstream_peers, without_comments
 from tests.helpers.processes import nginx_binary, wait_until
 
 WATCHER = NGINX_DIR / "docker-entrypoint.d" / "90-reresolve-upstreams.sh"
@@ -55,21 +55,28 @@ def test_nginx_refuses_the_configuration_when_a_replica_name_does_not_resolve(tm
 
 
 def test_site_proxies_websockets_with_the_headers_and_timeouts_they_need():
-    site = SITE.read_text()
+    site = without_comments(SITE.read_text())
 
     for directive in ("ip_hash;", "proxy_http_version 1.1;", "proxy_set_header Upgrade $http_upgrade;",
-                      "proxy_set_header Connection $connection_upgrade;", "proxy_set_header Host $host;",
+                      "proxy_set_header Connection $connection_upgrade;", "proxy_set_header Host $http_host;",
                       "proxy_set_header X-Real-IP $remote_addr;",
-                      "proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
-                      "proxy_set_header X-Forwarded-Proto $scheme;", "proxy_buffering off;",
+                      "proxy_set_header X-Forwarded-For $forwarded_for;",
+                      "proxy_set_header X-Forwarded-Proto $forwarded_proto;", "proxy_buffering off;",
                       "proxy_read_timeout 3600s;", "proxy_send_timeout 3600s;", "real_ip_header X-Forwarded-For;",
                       "include snippets/trusted_proxies.conf;", "map $http_upgrade $connection_upgrade {"):
         assert directive in site, directive
     for location in ("location /socket.io/ {", "location /api/ {", "location = /healthz {", "location = /readyz {",
                      "location / {"):
         assert location in site, location
-    assert all("max_fails=3 fail_timeout=10s" in line for line in site.splitlines() if line.strip().startswith(
-        "server kindmap-app-"))
+    servers = [line for line in site.splitlines() if line.strip().startswith("server kindmap-app-")]
+    assert servers and all(line.endswith(" max_fails=3 fail_timeout=10s;") for line in servers)
+
+
+def test_main_configuration_is_sized_for_tens_of_thousands_of_sockets():
+    main = without_comments((NGINX_DIR / "nginx.conf").read_text())
+
+    assert "worker_connections 32768;" in main and "worker_rlimit_nofile 65536;" in main
+    assert "include conf.d/*.conf;" in main
 
 
 def write_stub(path: Path, body: str) -> None:
@@ -77,24 +84,42 @@ def write_stub(path: Path, body: str) -> None:
     path.chmod(0o755)
 
 
-def test_watcher_reloads_nginx_when_a_replica_comes_back_with_a_new_address(tmp_path):
-    """The re-resolve watcher of the Nginx container, with getent and nginx stubbed."""
+def test_watcher_reloads_nginx_once_a_replica_is_back_with_a_new_address(tmp_path):
+    """The re-resolve watcher of the Nginx container, with getent and nginx stubbed.
+
+    kindmap-app-2 resolves to the address in ``address`` (nothing while it is empty), and
+    like the real Nginx, ``nginx -t`` fails while a name does not resolve.
+    """
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    address = tmp_path / "address"
+    address, reloads = tmp_path / "address", tmp_path / "reloads"
     address.write_text("172.18.0.4")
-    reloads = tmp_path / "reloads"
-    write_stub(bin_dir / "getent", f'[ "$2" = kindmap-app-2 ] && echo "$(cat {address}) $2" || echo "172.18.0.9 $2"\n')
-    write_stub(bin_dir / "nginx", f'[ "$1" = -s ] && echo "$*" >> {reloads}; exit 0\n')
+    write_stub(bin_dir / "getent", f"""if [ "$2" = kindmap-app-2 ]; then
+    [ -s {address} ] || exit 2
+    echo "$(cat {address}) STREAM $2"
+else
+    echo "172.18.0.9 STREAM $2"
+fi
+""")
+    write_stub(bin_dir / "nginx", f"""case "$1" in
+    -t) [ -s {address} ] ;;
+    -s) echo "$*" >> {reloads} ;;
+esac
+""")
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "KINDMAP_NGINX_SITE": str(SITE),
            "KINDMAP_RERESOLVE_SECONDS": "0.05", "KINDMAP_RERESOLVE_FOREGROUND": "1"}
     watcher = subprocess.Popen(["sh", str(WATCHER)], env=env, stderr=subprocess.PIPE, text=True)
     try:
-        assert "kindmap-app-2 172.18.0.4" in watcher.stderr.readline()  # resolved once: now change it
-        address.write_text("172.18.0.7")
+        assert "kindmap-app-2 172.18.0.4" in watcher.stderr.readline()
+
+        address.write_text("")  # the replica's container is restarting
+        assert "not reloading until every upstream peer resolves" in watcher.stderr.readline()
+        assert not reloads.exists()
+
+        address.write_text("172.18.0.7")  # back, with a new address
+        assert "reloading nginx: kindmap-app-1 172.18.0.9 kindmap-app-2 172.18.0.7" in watcher.stderr.readline()
         wait_until(reloads.exists, timeout=5, what="nginx -s reload")
         assert reloads.read_text() == "-s reload\n"
     finally:
         watcher.send_signal(signal.SIGTERM)
-        _, stderr = watcher.communicate(timeout=5)
-    assert "kindmap-app-2 172.18.0.7" in stderr
+        watcher.communicate(timeout=5)

@@ -6,6 +6,7 @@ import asyncio
 import os
 import re
 import signal
+import socket
 import sys
 import tempfile
 from pathlib import Path
@@ -43,6 +44,20 @@ def find(pattern: str, text: str) -> str:
 
 def cluster_dirs() -> set[Path]:
     return set(Path(tempfile.gettempdir()).glob("kindmap-cluster-*"))
+
+
+def stray_processes(known_dirs: set[Path]) -> list[str]:
+    """Processes holding a file of a cluster directory other than ``known_dirs`` (their logs)."""
+    prefix = str(Path(tempfile.gettempdir()) / "kindmap-cluster-")
+    known = tuple(f"{d}/" for d in known_dirs)
+    strays = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            paths = [os.readlink(fd) for fd in (proc / "fd").iterdir()]
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        strays += [f"{proc.name}: {path}" for path in paths if path.startswith(prefix) and not path.startswith(known)]
+    return strays
 
 
 def leftovers(ports: list[int], work_dir: Path) -> list[object]:
@@ -83,6 +98,24 @@ async def test_cluster_command_that_cannot_start_a_replica_exits_1_and_leaves_no
     assert "the cluster could not start: replica-1 exited" in stderr.decode()
     assert "JWT_SECRET" in stderr.decode()
     assert cluster_dirs() - before == set()
+    assert stray_processes(before) == []
+
+
+async def test_cluster_command_refuses_a_port_in_use_before_saying_it_is_up():
+    before = cluster_dirs()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        process = await start_cluster_command("--replicas", "1", "--port", str(port))
+
+        stdout, stderr = await asyncio.wait_for(process.communicate(), 30)
+
+    assert process.returncode == 1
+    assert f"nginx cannot listen on port {port}: it is already in use" in stderr.decode()
+    assert "is up" not in stdout.decode()
+    assert cluster_dirs() - before == set()
+    assert stray_processes(before) == []
 
 
 async def test_cluster_command_refuses_a_bad_replica_count():

@@ -8,19 +8,30 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from datetime import datetime
 
 import pytest
+import socketio
 
 from server.cluster import LocalCluster
 from server.emitter import Emitter
+from server.errors import ErrorCode
 from tests.helpers.clients import RecordingClient, make_token, session_from
 from tests.helpers.cluster import API_KEY, new_channel, replica_env, unique_user
-from tests.helpers.http import post_emit
+from tests.helpers.http import get_json, post_emit
 from tests.helpers.processes import http_status
 from tests.helpers.waiting import eventually
 
 NETWORKS = [f"127.0.{n}.1" for n in range(1, 13)]
 FAST_RECONNECT = {"reconnection": True, "reconnection_delay": 0.1, "reconnection_delay_max": 0.5}
+
+
+@pytest.fixture
+def own_nginx_cluster(redis_server):
+    """A cluster of one test's own, which it may break."""
+    with LocalCluster(replicas=3, env=replica_env(redis_server.url, new_channel()),
+                      redis_url=redis_server.url) as cluster:
+        yield cluster
 
 
 async def connect_from(make_client, cluster, source, user=None, *, transports=("polling", "websocket"),
@@ -57,12 +68,13 @@ async def test_clients_of_different_networks_spread_over_replicas_and_keep_their
         assert (instance_of(again), instance_of(neighbour)) == (replica, replica), source
 
 
-async def test_clients_reconnect_to_their_replica_after_nginx_restarts(nginx_cluster, make_client):
-    clients = [await connect_from(make_client, nginx_cluster, source, **FAST_RECONNECT) for source in NETWORKS]
+async def test_clients_reconnect_to_their_replica_after_nginx_restarts(own_nginx_cluster, make_client):
+    cluster = own_nginx_cluster
+    clients = [await connect_from(make_client, cluster, source, **FAST_RECONNECT) for source in NETWORKS]
 
-    await asyncio.to_thread(nginx_cluster.nginx.stop)
+    await asyncio.to_thread(cluster.nginx.stop)
     await asyncio.gather(*(client.wait_for_disconnect() for client in clients))
-    await asyncio.to_thread(nginx_cluster.nginx.start)
+    await asyncio.to_thread(cluster.nginx.start)
 
     for client in clients:
         await client.wait_for("connected", count=2, timeout=15)
@@ -137,19 +149,40 @@ async def test_forwarded_client_address_is_believed_only_from_a_trusted_proxy(ng
     assert instance_of(spoofing) == placed[untrusted]
 
 
-def test_nginx_routes_health_and_hides_metrics(nginx_cluster):
+async def test_browser_origin_is_accepted_through_nginx_also_behind_a_tls_proxy(nginx_cluster, make_client):
+    """The replicas compare Origin with Host and the scheme: Nginx must pass both on."""
+    https_origin = nginx_cluster.url.replace("http://", "https://")
+
+    browser = await connect_from(make_client, nginx_cluster, "127.0.6.1", headers={"Origin": nginx_cluster.url})
+    behind_tls = await connect_from(make_client, nginx_cluster, "127.0.0.1",
+                                    headers={"Origin": https_origin, "X-Forwarded-Proto": "https"})
+
+    await eventually(lambda: browser.sio.transport() == "websocket", what="upgrade to websocket")
+    assert behind_tls.received("connected")
+    with pytest.raises(socketio.exceptions.ConnectionError):
+        await connect_from(make_client, nginx_cluster, "127.0.6.1", headers={"Origin": "http://elsewhere.example"})
+
+
+async def test_request_bodies_larger_than_nginx_buffers_reach_the_replicas(nginx_cluster, make_client):
+    user = unique_user()
+    client = await connect_from(make_client, nginx_cluster, "127.0.7.1", user)
+    data = "elevator out of service " * 1000  # 24 KB: over Nginx's 16 KB, it goes to a temporary file
+
+    status, _ = await post_emit(nginx_cluster.url, API_KEY, {"user_id": user, "event": "notice", "data": data})
+
+    assert status == 202
+    assert await client.wait_for("notice") == data
+
+
+async def test_nginx_routes_health_and_answers_metrics_with_an_error_payload(nginx_cluster):
     assert http_status(nginx_cluster.url + "/healthz") == 200
     assert http_status(nginx_cluster.url + "/readyz") == 200
-    assert http_status(nginx_cluster.url + "/metrics") == 404
     assert http_status(nginx_cluster.replicas[0].url + "/metrics") == 200
 
+    status, body = await get_json(nginx_cluster.url + "/metrics")
 
-@pytest.fixture
-def own_nginx_cluster(redis_server):
-    """A cluster a test may break: it kills one of the replicas."""
-    with LocalCluster(replicas=3, env=replica_env(redis_server.url, new_channel()),
-                      redis_url=redis_server.url) as cluster:
-        yield cluster
+    assert status == 404
+    assert body["code"] == "NOT_FOUND" and body["type"] == "error"
 
 
 async def test_clients_of_a_killed_replica_reconnect_through_nginx_to_a_survivor(own_nginx_cluster, make_client):
@@ -173,3 +206,9 @@ async def test_clients_of_a_killed_replica_reconnect_through_nginx_to_a_survivor
     for _, client in orphaned:
         assert await client.wait_for("elevator_status") == {"out_of_service": True}
     assert all(not client.disconnects for client in others)
+
+    for replica in cluster.replicas:
+        replica.kill()
+    status, body = await get_json(cluster.url + "/healthz")
+    assert (status, body["code"]) == (503, ErrorCode.REPLICA_UNAVAILABLE)
+    assert datetime.fromisoformat(body["timestamp"]).utcoffset() is not None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import threading
+import signal
 
 import pytest
 
@@ -44,13 +44,11 @@ class FakeProcess:
 
 
 class FakeCluster:
-    """Stands in for LocalCluster; ``stopping`` is set after a few rounds of the watch loop."""
+    """Stands in for LocalCluster: records being entered and left."""
 
-    def __init__(self, processes: list[FakeProcess], stopping: threading.Event, rounds: int) -> None:
+    def __init__(self, processes: list[FakeProcess]) -> None:
         self.processes = processes
         self.entered = self.exited = False
-        self._stopping = stopping
-        self._rounds = rounds
 
     def describe(self) -> str:
         return "  described"
@@ -62,22 +60,37 @@ class FakeCluster:
     def __exit__(self, *exc_info: object) -> None:
         self.exited = True
 
-    def watched(self) -> None:
-        self._rounds -= 1
-        if self._rounds == 0:
-            self._stopping.set()
+
+def interrupted_after(rounds: int):
+    """A pause for the watch loop that raises KeyboardInterrupt (Ctrl-C) in round ``rounds``."""
+    count = 0
+
+    def pause() -> None:
+        nonlocal count
+        count += 1
+        if count == rounds:
+            raise KeyboardInterrupt
+
+    return pause
 
 
-def test_a_process_that_ends_on_its_own_is_reported_once(monkeypatch, capsys):
-    stopping = threading.Event()
-    replica = FakeProcess("replica-2", [None, -9])
-    cluster = FakeCluster([FakeProcess("replica-1", [None]), replica], stopping, rounds=4)
-    monkeypatch.setattr(stopping, "wait", lambda timeout: (cluster.watched(), stopping.is_set())[1])
+def test_a_process_that_ends_on_its_own_is_reported_once(capsys):
+    cluster = FakeCluster([FakeProcess("replica-1", [None]), FakeProcess("replica-2", [None, -9])])
 
-    cli._run(cluster, stopping)  # type: ignore[arg-type]
+    with pytest.raises(KeyboardInterrupt):
+        cli._run(cluster, pause=interrupted_after(4))  # type: ignore[arg-type]
 
     out = capsys.readouterr().out
     assert out.startswith("KindMap cluster is up:\n  described\nCtrl-C stops everything.\n")
     assert out.count("replica-2 exited with code -9; see /tmp/replica-2.log") == 1
     assert "replica-1" not in out
     assert cluster.entered and cluster.exited
+
+
+def test_signal_handlers_are_restored_after_the_command(monkeypatch):
+    before = {sig: signal.getsignal(sig) for sig in cli.STOP_SIGNALS}
+    monkeypatch.setattr(cli, "LocalCluster", lambda **options: FakeCluster([]))
+    monkeypatch.setattr(cli, "_run", lambda cluster: signal.raise_signal(signal.SIGHUP))
+
+    assert cli.main(["--replicas", "1"]) == 0
+    assert {sig: signal.getsignal(sig) for sig in cli.STOP_SIGNALS} == before
