@@ -91,7 +91,7 @@ async def emit(request: web.Request) -> web.Response:
     await send_to_user(app[MANAGER], app[PRESENCE], app[METRICS], body.get("user_id"), body.get("event"),
                        body.get("data"))
     if sender is not None:
-        logger.info("demo emit", extra={"from_user": sender, "user_id": body["user_id"], "event": body["event"]})
+        logger.debug("demo emit", extra={"from_user": sender, "user_id": body["user_id"], "event": body["event"]})
     return web.json_response({"status": "sent", "user_id": body["user_id"], "event": body["event"]}, status=202)
 
 

@@ -297,7 +297,7 @@ async def test_dev_mode_emit_with_a_dev_token_delivers_without_an_api_key(dev_re
     bob = make_client()
     await bob.connect(dev_replica.url, auth={"token": dev_token(dev_replica, "bob")})
 
-    with caplog.at_level(logging.INFO, logger="server.http_api"):
+    with caplog.at_level(logging.DEBUG, logger="server.http_api"):
         status, body = await post_emit(dev_replica, {"user_id": "bob", "event": "arrival", "data": {"exit": 2}},
                                        key=dev_token(dev_replica, "alice"))
 
