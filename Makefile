@@ -28,7 +28,7 @@ test: install lint
 	$(PYTHON) -m pytest --cov --cov-branch --cov-report=term-missing:skip-covered --cov-fail-under=90 $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check server tests
+	$(VENV)/bin/ruff check server tests devtools
 	$(VENV)/bin/mypy
 
 clean:

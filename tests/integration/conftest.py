@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
+from devtools.processes import RedisServer, Replica
 from tests.helpers.clients import TEST_SECRET, RecordingClient
 from tests.helpers.node_client import NODE_DIR, NodeClient
-from tests.helpers.processes import RedisServer, Replica
 
 API_KEY = "integration-api-key-0123456789"
 

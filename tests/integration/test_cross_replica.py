@@ -10,11 +10,11 @@ import sys
 import pytest
 from redis import asyncio as aioredis
 
+from devtools.processes import REPO_ROOT
 from server.emitter import Emitter
 from server.errors import ErrorCode, UserNotConnectedError
 from tests.helpers.clients import make_token
 from tests.helpers.http import metric, post_emit
-from tests.helpers.processes import REPO_ROOT
 from tests.integration.conftest import API_KEY, unique_user
 
 

@@ -8,12 +8,12 @@ import time
 
 import pytest
 
+from devtools.processes import Replica, http_status, wait_until
 from server.emitter import Emitter
 from server.errors import PublishError, QueueUnavailableError, RealtimeError
 from server.queue.backends.redis import KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT
 from tests.helpers.clients import make_token
 from tests.helpers.http import get_json, metric, post_emit
-from tests.helpers.processes import Replica, http_status, wait_until
 from tests.helpers.proxy import SilencingProxy
 from tests.integration.conftest import API_KEY, replica_env, unique_user
 

@@ -9,12 +9,12 @@ import sys
 import pytest
 from redis import asyncio as aioredis
 
+from devtools.processes import REPO_ROOT, Replica
 from server.emitter import Emitter
 from server.errors import ConfigError, UserNotConnectedError
 from server.queue import envelope
 from tests.helpers.clients import make_token
 from tests.helpers.http import get_json, metric
-from tests.helpers.processes import REPO_ROOT, Replica
 from tests.integration.conftest import replica_env, unique_user
 
 

@@ -1,7 +1,8 @@
-"""Real processes for integration tests: redis-server and replicas on free loopback ports.
+"""Real processes on free loopback ports: redis-server and replicas.
 
-Every helper waits on a probe with a deadline (never a fixed sleep) and stops
-what it started, also when a test fails.
+The integration tests and the benchmarks both start them. Every helper waits on
+a probe with a deadline (never a fixed sleep) and stops what it started, also
+when the caller fails.
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"
 
 
@@ -28,7 +29,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_until(predicate: Any, *, timeout: float, what: str, interval: float = 0.02) -> None:
+def wait_until(predicate: Callable[[], bool], *, timeout: float, what: str, interval: float = 0.02) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
@@ -70,6 +71,10 @@ class RedisServer:
         )
         wait_until(lambda: _port_open(self.port), timeout=10, what=f"redis-server on port {self.port}")
 
+    @property
+    def pid(self) -> int:
+        return _pid(self._process, "redis-server")
+
     def stop(self) -> None:
         if self._process is not None:
             self._process.terminate()
@@ -83,10 +88,15 @@ class RedisServer:
 
 
 class Replica:
-    """``python -m server`` in its own process, configured by environment only."""
+    """``python -m server`` in its own process, configured by environment only.
 
-    def __init__(self, *, instance_id: str, env: dict[str, str], log_dir: Path) -> None:
+    ``module`` runs another entry point with the same settings (the benchmarks'
+    baseline replica is ``bench.stock_replica``).
+    """
+
+    def __init__(self, *, instance_id: str, env: dict[str, str], log_dir: Path, module: str = "server") -> None:
         self.instance_id = instance_id
+        self.module = module
         self.port = free_port()
         self.url = f"http://{HOST}:{self.port}"
         self.log_path = log_dir / f"{instance_id}.log"
@@ -96,8 +106,12 @@ class Replica:
     def launch(self) -> None:
         """Start the process without waiting (launch several, then wait for each)."""
         with open(self.log_path, "ab") as log:
-            self._process = subprocess.Popen([sys.executable, "-m", "server"], cwd=REPO_ROOT, env=self._env,
+            self._process = subprocess.Popen([sys.executable, "-m", self.module], cwd=REPO_ROOT, env=self._env,
                                              stdout=log, stderr=subprocess.STDOUT)
+
+    @property
+    def pid(self) -> int:
+        return _pid(self._process, f"replica {self.instance_id}")
 
     def wait_ready(self, probe: str = "/readyz", timeout: float = 20) -> None:
         wait_until(lambda: self._alive() and http_status(self.url + probe) == 200, timeout=timeout,
@@ -114,7 +128,8 @@ class Replica:
 
     def terminate(self, timeout: float = 10) -> int:
         """SIGTERM and wait; returns the exit code."""
-        assert self._process is not None
+        if self._process is None:
+            raise RuntimeError(f"replica {self.instance_id} is not running")
         self._process.send_signal(signal.SIGTERM)
         code = self._process.wait(timeout=timeout)
         self._process = None
@@ -135,3 +150,9 @@ class Replica:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def _pid(process: subprocess.Popen[bytes] | None, what: str) -> int:
+    if process is None:
+        raise RuntimeError(f"{what} is not running")
+    return process.pid
