@@ -9,7 +9,7 @@ NODE_CLIENT := tests/integration/node
 
 install: $(VENV)/.installed $(NODE_CLIENT)/node_modules/.installed
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+$(VENV)/.installed: requirements.txt requirements-dev.txt bench/requirements.txt
 	python3 -m venv $(VENV)
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $@
@@ -28,7 +28,7 @@ test: install lint
 	$(PYTHON) -m pytest --cov --cov-branch --cov-report=term-missing:skip-covered --cov-fail-under=90 $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check server tests devtools
+	$(VENV)/bin/ruff check server tests devtools bench
 	$(VENV)/bin/mypy
 
 clean:

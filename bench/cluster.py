@@ -1,0 +1,60 @@
+"""A system under test on this machine: its own redis-server and N replicas.
+
+``ours`` runs ``python -m server``; ``baseline`` runs ``python -m bench.stock_replica``.
+Both get identical settings; every process is stopped on the way out, also on
+failure or Ctrl-C.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import TracebackType
+
+from devtools.processes import RedisServer, Replica
+
+__all__ = ["CHANNEL", "SYSTEMS", "Cluster"]
+
+SYSTEMS = {"baseline": "bench.stock_replica", "ours": "server"}
+CHANNEL = "kindmap_bench"
+
+
+class Cluster:
+    """``with Cluster("ours", 3, log_dir) as cluster:`` starts Redis and the replicas, then stops them."""
+
+    def __init__(self, system: str, replicas: int, log_dir: Path) -> None:
+        if system not in SYSTEMS:
+            raise ValueError(f"system must be one of {sorted(SYSTEMS)}, got {system!r}")
+        self.system = system
+        self.redis = RedisServer()
+        env = {"REDIS_URL": self.redis.url, "SOCKETIO_CHANNEL": CHANNEL, "AUTH_MODE": "dev", "LOG_LEVEL": "WARNING"}
+        self.replicas = [Replica(instance_id=f"{system}-{i + 1}", env=env, log_dir=log_dir, module=SYSTEMS[system])
+                         for i in range(replicas)]
+
+    @property
+    def urls(self) -> list[str]:
+        return [replica.url for replica in self.replicas]
+
+    def pids(self) -> dict[str, int]:
+        """Process ids by role: ``redis`` and ``replica-1`` .. ``replica-N``."""
+        return {"redis": self.redis.pid, **{f"replica-{i + 1}": r.pid for i, r in enumerate(self.replicas)}}
+
+    def __enter__(self) -> Cluster:
+        try:
+            self.redis.start()
+            for replica in self.replicas:
+                replica.launch()
+            for replica in self.replicas:
+                replica.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        for replica in self.replicas:
+            replica.stop()
+        self.redis.close()
