@@ -2,15 +2,19 @@
 
 ``python -m bench --profile`` runs the targeted load on our three replicas and
 samples the first with py-spy for one step. The summary lists functions by
-inclusive and by own ("self") share of the busy samples; samples waiting in the
-event loop's ``select`` are idle and left out.
+inclusive and by own ("self") share of the busy samples, and the shares of the
+stages a message goes through; samples waiting in the event loop's ``select``
+are idle and left out.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import re
 import shutil
 import subprocess
+import sys
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -20,26 +24,45 @@ from .rig import Rig
 
 __all__ = ["StackSummary", "profile_replica", "summarize_stacks"]
 
-IDLE_LEAVES = ("select (selectors.py",)
+IDLE_LEAF = "select (selectors.py)"  # the event loop waiting for I/O: idle, not a cost
 # Frames every busy sample passes through; they say nothing about the cost of a message.
 LOOP_FRAMES = ("_run_module_as_main", "_run_code", "<module>", "main (", "run_app", "run (asyncio", "Runner.run",
                "run_until_complete", "run_forever", "_run_once", "Handle._run")
+# The path of a message through a replica: the function heading each stage's subtree (they do not nest).
+STAGES = (
+    ("Redis pub/sub read: redis-py socket read and RESP parsing (every message, every replica)",
+     "PubSub.listen (redis/asyncio/client.py)"),
+    ("WebSocket write: Engine.IO writer task, aiohttp frame, send() (delivered messages)",
+     "AsyncSocket._websocket_handler.<locals>.writer (engineio/async_socket.py)"),
+    ("Socket.IO emit: room lookup, packet encoding, per-socket queue",
+     "AsyncPubSubManager._handle_emit (socketio/async_pubsub_manager.py)"),
+    ("Queue envelope decode and validation (every message)", "decode (server/queue/envelope.py)"),
+)
 SAMPLE_RATE = 250
+_LINE_NUMBER = re.compile(r":\d+\)$")
 
 
 @dataclass(frozen=True)
 class StackSummary:
+    """Busy samples by function (line numbers merged), and by stage of a message's path."""
+
     busy: int
     idle: int
     inclusive: list[tuple[str, int]]
     own: list[tuple[str, int]]
 
+    def stages(self) -> list[tuple[str, int]]:
+        counts = dict(self.inclusive)
+        found = [(label, counts.get(frame, 0)) for label, frame in STAGES]
+        return [*found, ("everything else (event loop, timers, pings)", self.busy - sum(n for _, n in found))]
+
     def text(self, top: int = 25) -> str:
         def share(rows: list[tuple[str, int]]) -> list[str]:
-            return [f"{count / self.busy:6.1%}  {frame}" for frame, count in rows[:top]]
+            return [f"{count / self.busy:6.1%}  {frame}" for frame, count in rows]
         return "\n".join([f"busy samples: {self.busy}, idle samples left out: {self.idle}", "",
-                          "inclusive (the function and what it calls):", *share(self.inclusive), "",
-                          "self (the function's own code):", *share(self.own), ""])
+                          "stages of a message's path:", *share(self.stages()), "",
+                          "inclusive (the function and what it calls):", *share(self.inclusive[:top]), "",
+                          "self (the function's own code):", *share(self.own[:top]), ""])
 
 
 def summarize_stacks(lines: Iterable[str]) -> StackSummary:
@@ -51,8 +74,8 @@ def summarize_stacks(lines: Iterable[str]) -> StackSummary:
         stack, _, count_text = line.rstrip().rpartition(" ")
         if not stack:
             continue
-        count, frames = int(count_text), stack.split(";")
-        if frames[-1].startswith(IDLE_LEAVES):
+        count, frames = int(count_text), [_LINE_NUMBER.sub(")", frame) for frame in stack.split(";")]
+        if frames[-1].endswith(IDLE_LEAF):
             idle += count
             continue
         busy += count
@@ -66,7 +89,8 @@ def summarize_stacks(lines: Iterable[str]) -> StackSummary:
 async def profile_replica(*, users: list[str], replicas: int, rate: float, duration: float,
                           out_dir: Path) -> StackSummary:
     """Sample our first replica during one targeted step; writes ``profile.raw`` and ``profile.txt``."""
-    py_spy = shutil.which("py-spy")
+    # The virtualenv's bin/ holds it, and is not always on PATH.
+    py_spy = shutil.which("py-spy", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
     if py_spy is None:
         raise RuntimeError("py-spy is not installed (pip install -r bench/requirements.txt)")
     raw = out_dir / "profile.raw"

@@ -40,16 +40,16 @@ def select(rows: Iterable[Row], kind: str = "step", **match: Any) -> list[Row]:
 
 
 def highest_rate_held(steps: list[Row], p99_limit_ms: float = HELD_P99_MS) -> float | None:
-    """The highest offered rate up to which every step held: the emitter offered
-    it, nothing was lost and p99 stayed under ``p99_limit_ms``. ``None`` if even
-    the lowest did not."""
+    """The highest offered rate up to which every rate held: the emitter offered
+    it and nothing was lost in any repeat, and the median p99 stayed under
+    ``p99_limit_ms``. ``None`` if even the lowest rate did not hold."""
     held = None
-    for step in sorted(steps, key=lambda s: s["offered_rate"]):
-        ok = (not step["emitter_short"] and step["lost"] == 0 and step["p99_ms"] is not None
-              and step["p99_ms"] < p99_limit_ms)
-        if not ok:
+    for rate in sorted({s["offered_rate"] for s in steps}):
+        repeats = [s for s in steps if s["offered_rate"] == rate]
+        p99 = _median(s["p99_ms"] for s in repeats)
+        if p99 is None or p99 >= p99_limit_ms or any(s["emitter_short"] or s["lost"] for s in repeats):
             break
-        held = step["offered_rate"]
+        held = rate
     return held
 
 
@@ -77,13 +77,20 @@ def _median_of(rows: list[Row], field: str, scale: float = 1.0, kind: str = "ste
 
 
 def headline(rows: list[Row]) -> list[tuple[str, str, str, str, str]]:
-    """The summary table: (figure, baseline, ours, ours / baseline, reference for stock)."""
+    """The summary table: (figure, baseline, ours, ours / baseline, reference for stock).
+
+    CPU per message is taken at the lowest rate: at higher ones the 2-core machine
+    saturates, and a busy event loop handles messages in batches, which lowers the
+    cost per message while latency soars.
+    """
+    lowest_rate = min((r["offered_rate"] for r in select(rows, scenario="targeted")), default=None)
     figures: list[tuple[str, Callable[[str, bool], float | None], int, str, str, tuple[bool, ...]]] = [
         (f"targeted, highest rate held with p99 < {HELD_P99_MS:g} ms, no loss",
          lambda s, c: highest_rate_held(select(rows, scenario="targeted", system=s, compression=c)),
          0, " msg/s", REFERENCE["targeted_held"], MODES),
-        ("server CPU per delivered targeted message, median of steps",
-         lambda s, c: _median_of(rows, "server_cpu_ms_per_msg", scenario="targeted", system=s, compression=c),
+        ("server CPU per delivered targeted message at the lowest rate offered",
+         lambda s, c: _median_of(rows, "server_cpu_ms_per_msg", scenario="targeted", system=s, compression=c,
+                                 offered_rate=lowest_rate),
          3, " ms", REFERENCE["targeted_cpu"], MODES),
         ("broadcast to every user: deliveries per second",
          lambda s, c: _median_of(rows, "deliveries_per_s", scenario="broadcast", system=s, compression=c),
@@ -116,67 +123,59 @@ def _table(header: list[str], body: Iterable[Iterable[str]]) -> list[str]:
     return [*lines, ""]
 
 
-def _pair(rows: list[Row], field: str, digits: int, **match: Any) -> tuple[str, str]:
-    """The field's value for baseline and ours (the one step matching ``match`` each)."""
-    def one(system: str) -> str:
-        found = select(rows, system=system, **match)
-        return _num(found[0][field], digits) if found else "–"
-    return one("baseline"), one("ours")
+def _both(rows: list[Row], field: str, digits: int, scale: float = 1.0, **match: Any) -> str:
+    """``baseline / ours``: the median of ``field`` over the repeats of each."""
+    return " / ".join(_num(_median_of(rows, field, scale, system=system, **match), digits) for system in SYSTEMS)
+
+
+def _ratio_of(rows: list[Row], field: str, **match: Any) -> str:
+    return _ratio(*(_median_of(rows, field, system=system, **match) for system in SYSTEMS))
 
 
 def _short_mark(rows: list[Row], **match: Any) -> str:
-    short = [r["system"] for r in select(rows, **match) if r["emitter_short"]]
+    short = sorted({r["system"] for r in select(rows, **match) if r["emitter_short"]})
     return f" (emitter short: {', '.join(short)})" if short else ""
 
 
-def _step_tables(rows: list[Row]) -> list[str]:
+def _step_tables(rows: list[Row], cores: int) -> list[str]:
     out: list[str] = []
-    pair_header = ["baseline", "ours"]
     for compress in MODES:
         out += [f"### Targeted, {_mode(compress)}", ""]
-        header = ["offered msg/s", "achieved b / o", "delivered b / o", "p50 ms b / o", "p99 ms b / o",
-                  "max ms b / o", "server CPU ms/msg b / o", "ratio"]
         body = []
-        rates = sorted({r["offered_rate"] for r in select(rows, scenario="targeted", compression=compress)})
-        for rate in rates:
+        for rate in sorted({r["offered_rate"] for r in select(rows, scenario="targeted", compression=compress)}):
             match = {"scenario": "targeted", "compression": compress, "offered_rate": rate}
-            cpu = _pair(rows, "server_cpu_ms_per_msg", 3, **match)
-            steps = {r["system"]: r for r in select(rows, **match)}
-            fractions = [f"{steps[s]['delivered_fraction']:.2%}" if s in steps else "–" for s in pair_header]
-            body.append([f"{rate:,.0f}{_short_mark(rows, **match)}",
-                         " / ".join(_pair(rows, "achieved_rate", 0, **match)), " / ".join(fractions),
-                         " / ".join(_pair(rows, "p50_ms", 1, **match)), " / ".join(_pair(rows, "p99_ms", 1, **match)),
-                         " / ".join(_pair(rows, "max_ms", 0, **match)), " / ".join(cpu),
-                         _ratio(*(steps[s]["server_cpu_ms_per_msg"] if s in steps else None for s in pair_header))])
-        out += _table(header, body)
+            body.append([f"{rate:,.0f}{_short_mark(rows, **match)}", _both(rows, "achieved_rate", 0, **match),
+                         _both(rows, "delivered_fraction", 2, 100, **match), _both(rows, "p50_ms", 1, **match),
+                         _both(rows, "p99_ms", 1, **match), _both(rows, "max_ms", 0, **match),
+                         _both(rows, "server_cpu_ms_per_msg", 3, **match),
+                         _ratio_of(rows, "server_cpu_ms_per_msg", **match)])
+        out += _table(["offered msg/s", "achieved b / o", "delivered % b / o", "p50 ms b / o", "p99 ms b / o",
+                       "max ms b / o", "server CPU ms/msg b / o", "CPU ratio"], body)
     out += ["### Scaling (targeted, fixed rate, deflate off)", ""]
     body = []
     for count in sorted({r["replicas"] for r in select(rows, scenario="scaling")}):
         match = {"scenario": "scaling", "replicas": count}
-        steps = {r["system"]: r for r in select(rows, **match)}
-        per_replica = [_num(steps[s]["server_cpu_ms_per_msg"] / count, 3) if s in steps
-                       and steps[s]["server_cpu_ms_per_msg"] is not None else "–" for s in pair_header]
-        body.append([str(count), " / ".join(_pair(rows, "achieved_rate", 0, **match)),
-                     " / ".join(_pair(rows, "server_cpu_ms_per_msg", 3, **match)), " / ".join(per_replica),
-                     _ratio(*(steps[s]["server_cpu_ms_per_msg"] if s in steps else None for s in pair_header)),
-                     " / ".join(_pair(rows, "p99_ms", 1, **match))])
-    out += _table(["replicas", "achieved msg/s b / o", "server CPU ms/msg b / o", "per replica b / o", "ratio",
+        body.append([str(count), _both(rows, "achieved_rate", 0, **match),
+                     _both(rows, "server_cpu_ms_per_msg", 3, **match),
+                     _both(rows, "server_cpu_ms_per_msg", 3, 1 / count, **match),
+                     _ratio_of(rows, "server_cpu_ms_per_msg", **match), _both(rows, "p99_ms", 1, **match)])
+    out += _table(["replicas", "achieved msg/s b / o", "server CPU ms/msg b / o", "per replica b / o", "CPU ratio",
                    "p99 ms b / o"], body)
     out += ["### CPU seconds per step (who was busy)", "",
-            "Each process's CPU seconds during the step; `others` is what the rest of the machine used meanwhile.",
-            "A process near the step's wall time was saturated (one core).", ""]
+            "Each process's CPU seconds during the step, in the order the steps ran; `others` is what the rest of",
+            "the machine used meanwhile; `machine busy` is all of it over the cores' capacity. A process near the",
+            "step's wall time was saturated (one core); a machine near 100% left every process waiting.", ""]
     body = []
     for r in select(rows):
-        if r["scenario"] == "warmup":
-            continue
         cpu = r["cpu_s"]
         rate = "max" if r["offered_rate"] is None else f"{r['offered_rate']:,.0f}"
+        busy = (sum(cpu.values()) + r["others_cpu_s"]) / (r["wall_s"] * cores)
         body.append([r["scenario"], r["system"], _mode(r["compression"]), str(r["replicas"]), rate,
                      _num(r["wall_s"], 1), _num(r["server_cpu_s"], 2), _num(cpu.get("redis"), 2),
                      _num(cpu.get("emitter"), 2), _num(cpu.get("loadgen"), 2), _num(r["others_cpu_s"], 2),
-                     ", ".join(r["saturated"]) or "–"])
+                     f"{busy:.0%}", ", ".join(r["saturated"]) or "–"])
     out += _table(["scenario", "system", "mode", "replicas", "offered", "wall s", "servers", "redis", "emitter",
-                   "loadgen", "others", "saturated"], body)
+                   "loadgen", "others", "machine busy", "saturated"], body)
     return out
 
 
@@ -193,7 +192,7 @@ def markdown(doc: dict[str, Any]) -> str:
         "## Summary", "",
     ]
     lines += _table(["figure", "baseline", "ours", "ours / baseline", "reference, stock"], headline(rows))
-    lines += _step_tables(rows)
+    lines += _step_tables(rows, machine["cores"])
     return "\n".join(lines)
 
 
