@@ -196,14 +196,24 @@ def markdown(doc: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _lines(ax: Any, rows: list[Row], scenario: str, x: str, y: str, scale: float = 1.0) -> None:
+def _lines(ax: Any, rows: list[Row], scenario: str, x: str, y: str) -> None:
+    """One line per system and mode through the medians of the repeats; each repeat a faint dot."""
+    xs: set[float] = set()
     for system in SYSTEMS:
         for compress in MODES:
-            steps = sorted(select(rows, scenario=scenario, system=system, compression=compress), key=lambda r: r[x])
-            points = [(r[x], r[y] * scale) for r in steps if r[y] is not None]
-            if points:
-                ax.plot(*zip(*points, strict=True), marker="o", linestyle="-" if system == "ours" else "--",
-                        label=f"{system}, {_mode(compress)}")
+            steps = [r for r in select(rows, scenario=scenario, system=system, compression=compress)
+                     if r[y] is not None]
+            if not steps:
+                continue
+            points = sorted({r[x] for r in steps})
+            medians = [statistics.median(r[y] for r in steps if r[x] == point) for point in points]
+            line = ax.plot(points, medians, marker="o", linestyle="-" if system == "ours" else "--",
+                           label=f"{system}, {_mode(compress)}")[0]
+            ax.scatter([r[x] for r in steps], [r[y] for r in steps], color=line.get_color(), alpha=0.3, s=12)
+            xs.update(points)
+    if xs:
+        ax.set_xticks(sorted(xs), [f"{point:g}" for point in sorted(xs)])
+        ax.minorticks_off()
 
 
 def _save(fig: Any, line_axes: Any, path: Path) -> None:
@@ -222,21 +232,21 @@ def plot(doc: dict[str, Any], out_dir: Path) -> list[Path]:
     paths = [out_dir / name for name in PLOTS]
 
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
-    _lines(axes[0], rows, "targeted", "offered_rate", "p99_ms")
     axes[0].set(title="Targeted: p99 latency", xlabel="offered msg/s", ylabel="ms", yscale="log", xscale="log")
-    _lines(axes[1], rows, "targeted", "offered_rate", "achieved_rate")
+    _lines(axes[0], rows, "targeted", "offered_rate", "p99_ms")
     axes[1].set(title="Targeted: achieved vs offered", xlabel="offered msg/s", ylabel="achieved msg/s",
-                xscale="log", yscale="log")
-    _lines(axes[2], rows, "targeted", "offered_rate", "server_cpu_ms_per_msg")
+                xscale="log")
+    _lines(axes[1], rows, "targeted", "offered_rate", "achieved_rate")
     axes[2].set(title="Targeted: server CPU per delivered message", xlabel="offered msg/s", ylabel="ms",
                 xscale="log")
+    _lines(axes[2], rows, "targeted", "offered_rate", "server_cpu_ms_per_msg")
     _save(fig, axes, paths[0])
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
-    _lines(axes[0], rows, "scaling", "replicas", "server_cpu_ms_per_msg")
     axes[0].set(title="Scaling: server CPU per delivered message", xlabel="replicas", ylabel="ms (all replicas)")
-    _lines(axes[1], rows, "scaling", "replicas", "p99_ms")
+    _lines(axes[0], rows, "scaling", "replicas", "server_cpu_ms_per_msg")
     axes[1].set(title="Scaling: p99 latency", xlabel="replicas", ylabel="ms", yscale="log")
+    _lines(axes[1], rows, "scaling", "replicas", "p99_ms")
     _save(fig, axes, paths[1])
 
     bars = [("Broadcast deliveries/s", "broadcast", "deliveries_per_s", 1.0),
