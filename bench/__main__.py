@@ -54,15 +54,10 @@ def others_share(rows: list[dict[str, Any]], cores: int) -> float:
     return sum(r["others_cpu_s"] for r in steps) / wall if wall else 0.0
 
 
-async def _cancel_on_sigterm(main: asyncio.Task[Any]) -> None:
-    """SIGTERM unwinds like Ctrl-C: the task is cancelled and every process is stopped."""
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main.cancel)
-
-
 async def _run(args: argparse.Namespace) -> int:
-    task = asyncio.current_task()
-    if task is not None:
-        await _cancel_on_sigterm(task)
+    main_task = asyncio.current_task()
+    if main_task is not None:  # SIGTERM unwinds like Ctrl-C: the run is cancelled and every process stopped
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main_task.cancel)
     plan = QUICK if args.quick else FULL
     log_dir = args.out / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -105,8 +100,8 @@ def main(argv: list[str]) -> int:
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     try:
         return asyncio.run(_run(args))
-    except KeyboardInterrupt:
-        print("interrupted; every process was stopped", file=sys.stderr)
+    except (KeyboardInterrupt, asyncio.CancelledError):  # Ctrl-C, or SIGTERM
+        print("interrupted; every process it started was stopped", file=sys.stderr)
         return 130
 
 

@@ -7,6 +7,8 @@ failure or Ctrl-C.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from pathlib import Path
 from types import TracebackType
 
@@ -16,10 +18,12 @@ __all__ = ["CHANNEL", "SYSTEMS", "Cluster"]
 
 SYSTEMS = {"baseline": "bench.stock_replica", "ours": "server"}
 CHANNEL = "kindmap_bench"
+READY_TIMEOUT = 30.0
+READY_POLL = 0.05
 
 
 class Cluster:
-    """``with Cluster("ours", 3, log_dir) as cluster:`` starts Redis and the replicas, then stops them."""
+    """``async with Cluster("ours", 3, log_dir) as cluster:`` starts Redis and the replicas, then stops them."""
 
     def __init__(self, system: str, replicas: int, log_dir: Path) -> None:
         if system not in SYSTEMS:
@@ -38,20 +42,28 @@ class Cluster:
         """Process ids by role: ``redis`` and ``replica-1`` .. ``replica-N``."""
         return {"redis": self.redis.pid, **{f"replica-{i + 1}": r.pid for i, r in enumerate(self.replicas)}}
 
-    def __enter__(self) -> Cluster:
+    async def __aenter__(self) -> Cluster:
+        """Start Redis, launch the replicas together, and wait until each is ready.
+
+        The wait yields to the event loop, so Ctrl-C or SIGTERM during a start-up
+        cancels it at once, and everything launched so far is stopped.
+        """
         try:
             self.redis.start()
             for replica in self.replicas:
                 replica.launch()
-            for replica in self.replicas:
-                replica.wait_ready()
+            deadline = time.monotonic() + READY_TIMEOUT
+            while not all(replica.is_ready() for replica in self.replicas):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{self.system} replicas not ready within {READY_TIMEOUT} s; see their logs")
+                await asyncio.sleep(READY_POLL)
         except BaseException:
             self.stop()
             raise
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
         self.stop()
 
     def stop(self) -> None:

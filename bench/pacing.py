@@ -42,7 +42,3 @@ class Schedule:
             return None
         self.issued += 1
         return due
-
-    def offered(self) -> int:
-        """How many messages the step offers (unbounded steps offer what was taken)."""
-        return self.issued if math.isinf(self.rate) else math.ceil(self.rate * self.duration)

@@ -50,7 +50,7 @@ class Rig:
             for worker in (self.loadgen, self.emitter):  # first: they import while the cluster starts
                 stack.push_async_callback(worker.stop)
                 await worker.start()
-            stack.enter_context(self.cluster)
+            await stack.enter_async_context(self.cluster)
             await self.emitter.call("open", system=self.system, redis_url=self.cluster.redis.url, channel=CHANNEL,
                                     timeout=30)
             self._exit = stack.pop_all()

@@ -113,9 +113,12 @@ class Replica:
     def pid(self) -> int:
         return _pid(self._process, f"replica {self.instance_id}")
 
+    def is_ready(self, probe: str = "/readyz") -> bool:
+        """Whether ``probe`` answers 200 now; raises if the process has exited."""
+        return self._alive() and http_status(self.url + probe) == 200
+
     def wait_ready(self, probe: str = "/readyz", timeout: float = 20) -> None:
-        wait_until(lambda: self._alive() and http_status(self.url + probe) == 200, timeout=timeout,
-                   what=f"replica {self.instance_id} {probe}")
+        wait_until(lambda: self.is_ready(probe), timeout=timeout, what=f"replica {self.instance_id} {probe}")
 
     def start(self) -> None:
         self.launch()

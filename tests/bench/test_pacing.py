@@ -20,7 +20,6 @@ def test_messages_are_due_one_interval_apart_from_the_start():
     schedule = Schedule(rate=4, duration=1, start=100.0)
 
     assert take_all(schedule, now=100.0) == [100.0, 100.25, 100.5, 100.75]
-    assert schedule.offered() == 4
 
 
 def test_the_schedule_does_not_slow_down_for_a_sender_that_fell_behind():
@@ -36,7 +35,6 @@ def test_nothing_is_sent_after_the_end_even_if_messages_are_left():
 
     assert schedule.take(now=1.0) is None
     assert schedule.issued == 1
-    assert schedule.offered() == 10
 
 
 def test_an_unbounded_rate_makes_every_message_due_at_once_until_the_end():
@@ -44,7 +42,7 @@ def test_an_unbounded_rate_makes_every_message_due_at_once_until_the_end():
 
     assert [schedule.take(now=5.5) for _ in range(3)] == [5.0, 5.0, 5.0]
     assert schedule.take(now=6.0) is None
-    assert schedule.offered() == 3
+    assert schedule.issued == 3
 
 
 @pytest.mark.parametrize(("rate", "duration"), [(0, 1), (10, 0), (-1, 1)])
