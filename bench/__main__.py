@@ -47,13 +47,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def others_share(rows: list[dict[str, Any]], cores: int) -> float:
-    """The share of the machine's CPU that other work took during the steps."""
-    steps = [r for r in rows if r["kind"] == "step"]
-    wall = sum(r["wall_s"] for r in steps) * cores
-    return sum(r["others_cpu_s"] for r in steps) / wall if wall else 0.0
-
-
 async def _run(args: argparse.Namespace) -> int:
     main_task = asyncio.current_task()
     if main_task is not None:  # SIGTERM unwinds like Ctrl-C: the run is cancelled and every process stopped
@@ -73,13 +66,12 @@ async def _run(args: argparse.Namespace) -> int:
                            "results": []}
 
     def keep(result: StepResult | IdleResult) -> None:
-        if not (isinstance(result, StepResult) and result.scenario == "warmup"):
-            doc["results"].append(result.to_json())
+        doc["results"].append(result.to_json())
         print(result.line(), flush=True)
 
     await run_scenarios(plan, args.only, log_dir, keep)
     doc.update(finished=datetime.now(UTC).isoformat(timespec="seconds"), load_after=load_average(),
-               others_share=others_share(doc["results"], doc["machine"]["cores"]))
+               others_share=report.others_share(doc["results"], doc["machine"]["cores"]))
     for path in report.write(doc, args.out):
         print(f"written: {path}")
     return 0

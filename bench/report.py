@@ -18,7 +18,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display; chosen before pyplot is imported
 import matplotlib.pyplot as plt
 
-__all__ = ["HELD_P99_MS", "headline", "highest_rate_held", "markdown", "plot", "write"]
+__all__ = ["HELD_P99_MS", "headline", "highest_rate_held", "markdown", "others_share", "plot", "write"]
 
 Row = dict[str, Any]
 SYSTEMS = ("baseline", "ours")
@@ -51,6 +51,13 @@ def highest_rate_held(steps: list[Row], p99_limit_ms: float = HELD_P99_MS) -> fl
             break
         held = rate
     return held
+
+
+def others_share(rows: list[Row], cores: int) -> float:
+    """The share of the machine's CPU that other people's work took during the steps."""
+    steps = select(rows)
+    capacity = sum(r["wall_s"] for r in steps) * cores
+    return sum(r["others_cpu_s"] for r in steps) / capacity if capacity else 0.0
 
 
 def _median(values: Iterable[float | None]) -> float | None:

@@ -42,6 +42,7 @@ class StepResult:
     lost: int
     extra: int
     late: int  # messages of an earlier step, arrived after it was collected
+    connections_open: int  # at the end of the step: fewer than users means connections dropped
     delivered_fraction: float
     p50_ms: float | None
     p99_ms: float | None
@@ -67,6 +68,7 @@ class StepResult:
                 f"r={self.replicas} offered={rate:>5} achieved={self.achieved_rate:7.0f}/s "
                 f"delivered={self.delivered_fraction:7.2%} p99={p99:>8} ms server={cpu} ms/msg"
                 + (" EMITTER-SHORT" if self.emitter_short else "")
+                + (f" DROPPED={self.users - self.connections_open}" if self.connections_open < self.users else "")
                 + (f" saturated={','.join(self.saturated)}" if self.saturated else ""))
 
 
@@ -119,7 +121,7 @@ def step_result(*, scenario: str, system: str, compression: bool, replicas: int,
         achieved_rate=achieved,
         emitter_short=offered_rate is not None and achieved < SHORT_OF_OFFERED * offered_rate,
         expected=losses.expected, delivered=delivered, lost=losses.lost, extra=losses.extra,
-        late=received["late"], delivered_fraction=losses.delivered_fraction,
+        late=received["late"], connections_open=received["open"], delivered_fraction=losses.delivered_fraction,
         p50_ms=latency.p50_ms, p99_ms=latency.p99_ms, max_ms=latency.max_ms,
         deliveries_per_s=delivered / span, wall_s=cpu.wall_seconds, cpu_s=dict(cpu.cpu), others_cpu_s=cpu.others,
         server_cpu_s=server_cpu,

@@ -76,9 +76,6 @@ class Rig:
         self.compression = compress
         return float(reply["seconds"])
 
-    async def disconnect(self) -> None:
-        await self.loadgen.call("disconnect", timeout=60)
-
     async def step(self, scenario: str, *, rate: float | None, duration: float, broadcast: bool = False,
                    seed: int = 0) -> StepResult:
         """Offer ``rate`` msg/s (``None``: as fast as possible) for ``duration`` s and measure."""

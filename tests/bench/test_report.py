@@ -15,7 +15,8 @@ def step(system: str, rate: float | None, *, scenario: str = "targeted", compres
     row = {"kind": "step", "scenario": scenario, "system": system, "compression": compression, "replicas": 3,
            "users": 1500, "offered_rate": rate, "duration_s": 8.0, "sent": 100, "failed": 0,
            "achieved_rate": rate or 2000.0, "emitter_short": False, "expected": 100, "delivered": 100, "lost": 0,
-           "extra": 0, "late": 0, "delivered_fraction": 1.0, "p50_ms": 2.0, "p99_ms": 10.0, "max_ms": 20.0,
+           "extra": 0, "late": 0, "connections_open": 1500, "delivered_fraction": 1.0, "p50_ms": 2.0,
+           "p99_ms": 10.0, "max_ms": 20.0,
            "deliveries_per_s": 1000.0, "wall_s": 8.5, "cpu_s": {"replica-1": 1.0, "redis": 0.1, "emitter": 0.5,
                                                                  "loadgen": 0.4},
            "others_cpu_s": 0.2, "server_cpu_s": 1.0, "server_cpu_ms_per_msg": 1.0, "emitter_cpu_us_per_msg": 300.0,
@@ -80,6 +81,14 @@ def test_the_summary_gives_both_systems_and_ours_over_baseline():
     assert rows["idle memory per connection (deflate off)"] == ("30.0 KiB", "33.0 KiB", "1.10×")
     assert rows["emitter: CPU per message (deflate off)"] == ("200 µs", "400 µs", "2.00×")
     assert rows["idle memory per connection (deflate on)"] == ("–", "–", "–")  # not measured in these rows
+
+
+def test_others_share_is_their_cpu_over_the_machine_capacity_during_the_steps():
+    rows = [step("ours", 500, wall_s=10.0, others_cpu_s=4.0), step("ours", 1000, wall_s=10.0, others_cpu_s=0.0),
+            idle("ours", False, 1024)]
+
+    assert report.others_share(rows, cores=2) == pytest.approx(4.0 / 40.0)
+    assert report.others_share([], cores=2) == 0.0
 
 
 def test_the_markdown_has_the_machine_the_summary_and_a_table_per_scenario():

@@ -13,8 +13,8 @@ USERS = ["alice", "bob", "carol"]
 
 
 def received(per_user: dict[str, int], latencies: list[float], *, first: float | None = 10.0,
-             last: float | None = 12.0, late: int = 0) -> dict[str, Any]:
-    return {"received": per_user, "latencies": latencies, "first": first, "last": last, "late": late}
+             last: float | None = 12.0, late: int = 0, open_: int = 3) -> dict[str, Any]:
+    return {"received": per_user, "latencies": latencies, "first": first, "last": last, "late": late, "open": open_}
 
 
 def window(**cpu: float) -> CpuWindow:
@@ -81,3 +81,10 @@ def test_idle_memory_per_connection_is_the_growth_divided_by_the_connections():
     assert result.bytes_per_connection == 30_000
     assert result.to_json()["bytes_per_connection"] == 30_000
     assert "29.3 KiB each" in result.line()
+
+
+def test_connections_that_dropped_during_a_step_are_reported():
+    result = step(sent={"alice": 10}, got=received({"alice": 10}, [0.001] * 10, open_=2))
+
+    assert result.connections_open == 2
+    assert "DROPPED=1" in result.line()
