@@ -11,7 +11,7 @@ DEMO := client_demo
 
 install: $(VENV)/.installed $(NODE_CLIENT)/node_modules/.installed $(DEMO)/node_modules/.installed
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+$(VENV)/.installed: requirements.txt requirements-dev.txt bench/requirements.txt
 	python3 -m venv $(VENV)
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $@
@@ -36,7 +36,7 @@ test: install lint
 	$(PYTHON) -m pytest --cov --cov-branch --cov-report=term-missing:skip-covered --cov-fail-under=90 $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check server tests
+	$(VENV)/bin/ruff check server tests bench
 	$(VENV)/bin/mypy
 
 clean:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
 
 from aiohttp import web
 
@@ -15,9 +16,11 @@ from .logs import configure_logging
 logger = logging.getLogger("server")
 
 
-def main() -> int:
+def main(build: Callable[[Settings], web.Application] = create_app) -> int:
+    """Run one replica; ``build`` makes its app (the benchmarks' baseline passes its own)."""
     try:
         settings = Settings.from_env(load_environ())
+        app = build(settings)
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
@@ -27,7 +30,7 @@ def main() -> int:
     if settings.redis_url is None:
         logger.warning("REDIS_URL is not set: single replica with the in-memory manager")
     web.run_app(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
         shutdown_timeout=settings.shutdown_timeout,

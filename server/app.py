@@ -9,6 +9,7 @@ from typing import Any
 
 import socketio
 from aiohttp import web
+from socketio.async_manager import AsyncManager
 
 from .app_keys import AUTHENTICATOR, GATEWAY, MANAGER, METRICS, PRESENCE, SETTINGS, SIO
 from .auth import Authenticator
@@ -30,14 +31,27 @@ __all__ = ["create_app"]
 logger = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings, *, backend: QueueBackend | None = None) -> web.Application:
+def create_app(settings: Settings, *, backend: QueueBackend | None = None,
+               client_manager: AsyncManager | None = None) -> web.Application:
     """Build a replica. With ``REDIS_URL`` (or an explicit ``backend``) it shares
-    users with other replicas; without, it runs alone on the in-memory manager."""
+    users with other replicas; without, it runs alone on the in-memory manager.
+
+    :param backend: the queue transport to use instead of one built from ``REDIS_URL``.
+    :param client_manager: a python-socketio client manager to run on, as it is,
+        instead of ours: the benchmarks pass the stock ``AsyncRedisManager`` to
+        measure what our manager costs. Such a replica knows only its own sockets
+        (presence is its rooms), ``/readyz`` answers for the process alone, and the
+        ``replace`` duplicate policy is refused because it needs our manager.
+    """
+    if client_manager is not None and (backend is not None or settings.duplicate_connection_policy == "replace"):
+        raise ValueError("client_manager excludes backend and DUPLICATE_CONNECTION_POLICY=replace")
     metrics = Metrics()
-    if backend is None and settings.redis_url is not None:
+    if backend is None and settings.redis_url is not None and client_manager is None:
         backend = RedisBackend(settings.redis_url)
-    manager: QueueManager | LocalManager
-    if backend is not None:
+    manager: AsyncManager
+    if client_manager is not None:
+        manager = client_manager
+    elif backend is not None:
         manager = QueueManager(backend, channel=settings.channel, metrics=metrics, signing_key=settings.signing_key)
     else:
         manager = LocalManager()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socketio
 from aiohttp import web
+from socketio.async_manager import AsyncManager
 
 from .auth import Authenticator
 from .config import Settings
@@ -17,7 +18,8 @@ __all__ = ["AUTHENTICATOR", "GATEWAY", "MANAGER", "METRICS", "PRESENCE", "SETTIN
 SETTINGS = web.AppKey("settings", Settings)
 AUTHENTICATOR = web.AppKey("authenticator", Authenticator)
 SIO = web.AppKey("sio", socketio.AsyncServer)
-MANAGER: web.AppKey[QueueManager | LocalManager] = web.AppKey("manager")
+# QueueManager or LocalManager; any python-socketio manager when create_app was given one.
+MANAGER: web.AppKey[QueueManager | LocalManager | AsyncManager] = web.AppKey("manager")
 GATEWAY = web.AppKey("gateway", Gateway)
 METRICS = web.AppKey("metrics", Metrics)
 PRESENCE = web.AppKey("presence", Presence)

@@ -14,6 +14,7 @@ from .app_keys import AUTHENTICATOR, GATEWAY, MANAGER, METRICS, PRESENCE, SETTIN
 from .auth import AuthError, bearer_token
 from .delivery import send_to_user
 from .errors import ErrorCode, PublishError, QueueUnavailableError, RealtimeError, UserNotConnectedError, error_payload
+from .queue.manager import LocalManager, QueueManager
 
 __all__ = ["error_middleware", "routes"]
 
@@ -65,7 +66,9 @@ async def healthz(request: web.Request) -> web.Response:
 async def readyz(request: web.Request) -> web.Response:
     if request.app[GATEWAY].draining:
         return error_response(503, ErrorCode.SERVER_SHUTTING_DOWN, "this replica is shutting down")
-    if not await request.app[MANAGER].is_ready():
+    manager = request.app[MANAGER]
+    # Only our managers can tell whether they are subscribed; with another one the process answers alone.
+    if isinstance(manager, QueueManager | LocalManager) and not await manager.is_ready():
         return error_response(503, ErrorCode.QUEUE_UNAVAILABLE, "not subscribed to the queue, or Redis does not answer")
     return web.json_response({"status": "ready", "instance_id": request.app[SETTINGS].instance_id})
 

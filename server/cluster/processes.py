@@ -96,6 +96,12 @@ class ChildProcess:
         """Wait until ``probe`` holds; fail at once, with the log, if the process exits."""
         wait_until(lambda: self._alive() and probe(), timeout=timeout, what=f"{self.name} {what}")
 
+    @property
+    def pid(self) -> int:
+        if self._process is None:
+            raise RuntimeError(f"{self.name} is not running")
+        return self._process.pid
+
     def exit_code(self) -> int | None:
         """The exit code once the process has ended on its own, else None."""
         return None if self._process is None else self._process.poll()
@@ -160,18 +166,26 @@ class RedisServer(ChildProcess):
 
 
 class Replica(ChildProcess):
-    """``python -m server`` configured by environment only, on its own loopback port."""
+    """``python -m server`` configured by environment only, on its own loopback port.
 
-    def __init__(self, *, instance_id: str, env: Mapping[str, str], log_dir: Path) -> None:
+    ``module`` runs another entry point with the same settings (the benchmarks'
+    baseline replica is ``bench.stock_replica``).
+    """
+
+    def __init__(self, *, instance_id: str, env: Mapping[str, str], log_dir: Path, module: str = "server") -> None:
         self.instance_id = instance_id
         port = free_port()
         self.url = f"http://{HOST}:{port}"
         env = {**os.environ, **env, "HOST": HOST, "PORT": str(port), "INSTANCE_ID": instance_id}
-        super().__init__(instance_id, [sys.executable, "-m", "server"], port=port,
+        super().__init__(instance_id, [sys.executable, "-m", module], port=port,
                          log_path=log_dir / f"{instance_id}.log", env=env)
 
+    def is_ready(self, probe: str = "/readyz") -> bool:
+        """Whether ``probe`` answers 200 now; raises, with the log, if the process has exited."""
+        return self._alive() and http_status(self.url + probe) == 200
+
     def wait_ready(self, probe: str = "/readyz", timeout: float = 20) -> None:
-        self.wait_for(lambda: http_status(self.url + probe) == 200, timeout=timeout, what=probe)
+        wait_until(lambda: self.is_ready(probe), timeout=timeout, what=f"{self.name} {probe}")
 
     def start(self) -> None:
         self.launch()

@@ -6,7 +6,7 @@ import asyncio
 import json
 from typing import Any
 
-from .processes import REPO_ROOT
+from tests.helpers.processes import REPO_ROOT
 
 NODE_DIR = REPO_ROOT / "tests" / "integration" / "node"
 

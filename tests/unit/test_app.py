@@ -134,3 +134,32 @@ async def test_cors_allowed_origins_decide_which_browsers_may_connect(start_repl
 
     assert status == (200 if accepted else 400)
     assert (allow_origin == origin) is accepted
+
+
+async def test_a_given_client_manager_is_used_as_it_is_and_serves_clients(make_settings, make_client):
+    stock = socketio.AsyncManager()  # the benchmarks pass python-socketio's stock AsyncRedisManager
+    app = create_app(make_settings(), client_manager=stock)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        client = make_client()
+        await client.connect(str(server.make_url("")), auth={"token": make_token("alice")})
+
+        assert app[SIO].manager is stock and app[MANAGER] is stock
+        assert isinstance(app[PRESENCE], LocalPresence)
+        assert await app[PRESENCE].is_online("alice")
+        async with aiohttp.ClientSession() as session, session.get(server.make_url("/readyz")) as response:
+            assert response.status == 200  # the process answers for itself: a stock manager cannot tell
+    finally:
+        await server.close()
+
+
+@pytest.mark.parametrize("overrides", [
+    pytest.param({"backend": MemoryBackend()}, id="with-a-backend"),
+    pytest.param({"settings": {"duplicate_connection_policy": "replace"}}, id="with-the-replace-policy"),
+])
+def test_a_given_client_manager_refuses_what_needs_our_manager(make_settings, overrides):
+    settings = make_settings(**overrides.pop("settings", {}))
+
+    with pytest.raises(ValueError, match="client_manager"):
+        create_app(settings, client_manager=socketio.AsyncManager(), **overrides)

@@ -1,4 +1,5 @@
-"""server/__main__.py: ``python -m server`` refuses bad settings with exit code 2 and one line."""
+"""server/__main__.py: ``python -m server`` refuses bad settings with exit code 2 and one line,
+and runs the app its builder makes."""
 
 from __future__ import annotations
 
@@ -7,6 +8,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from aiohttp import web
+
+from server.__main__ import main
+from server.config import Settings
+from server.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "kindmap-test-secret-0123456789abcdef0123"
@@ -55,3 +61,32 @@ def test_environment_overrides_the_env_file(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "LOG_LEVEL" in result.stderr
     assert "PORT" not in result.stderr
+
+
+def test_main_runs_the_app_its_builder_makes_from_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    built: list[Settings] = []
+    ran: list[web.Application] = []
+    app = web.Application()
+
+    def build(settings: Settings) -> web.Application:
+        built.append(settings)
+        return app
+
+    monkeypatch.setattr("server.__main__.load_environ", lambda: {"AUTH_MODE": "dev", "PORT": "8123"})
+    monkeypatch.setattr("server.__main__.configure_logging", lambda level: None)  # leave the root logger alone
+    monkeypatch.setattr(web, "run_app", lambda application, **_options: ran.append(application))
+
+    assert main(build) == 0
+    assert [settings.port for settings in built] == [8123]
+    assert ran == [app]
+
+
+def test_a_builder_refusing_the_settings_exits_2_like_a_bad_setting(monkeypatch: pytest.MonkeyPatch,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    def build(settings: Settings) -> web.Application:
+        raise ConfigError("REDIS_URL is required")
+
+    monkeypatch.setattr("server.__main__.load_environ", lambda: {"AUTH_MODE": "dev"})
+
+    assert main(build) == 2
+    assert capsys.readouterr().err == "configuration error: REDIS_URL is required\n"

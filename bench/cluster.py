@@ -1,0 +1,79 @@
+"""A system under test on this machine: its own redis-server and N replicas.
+
+``ours`` runs ``python -m server``; ``baseline`` runs ``python -m bench.stock_replica``.
+Both get identical settings; every process is stopped on the way out, also on
+failure or Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from types import TracebackType
+
+from server.cluster.processes import RedisServer, Replica
+
+__all__ = ["CHANNEL", "SYSTEMS", "Cluster"]
+
+SYSTEMS = {"baseline": "bench.stock_replica", "ours": "server"}
+CHANNEL = "kindmap_bench"
+READY_TIMEOUT = 30.0
+READY_POLL = 0.05
+
+
+class Cluster:
+    """``async with Cluster("ours", 3, log_dir) as cluster:`` starts Redis and the replicas, then stops them."""
+
+    def __init__(self, system: str, replicas: int, log_dir: Path) -> None:
+        if system not in SYSTEMS:
+            raise ValueError(f"system must be one of {sorted(SYSTEMS)}, got {system!r}")
+        self.system = system
+        redis_dir = log_dir / f"redis-{system}"
+        redis_dir.mkdir(parents=True, exist_ok=True)
+        self.redis = RedisServer(work_dir=redis_dir)
+        # Set here, so neither the caller's environment nor a .env file changes what is measured
+        # (an empty value means the default; the emitters sign nothing).
+        env = {"REDIS_URL": self.redis.url, "SOCKETIO_CHANNEL": CHANNEL, "AUTH_MODE": "dev", "LOG_LEVEL": "WARNING",
+               "QUEUE_SIGNING_KEY": "", "DUPLICATE_CONNECTION_POLICY": "allow", "MAX_PAYLOAD_BYTES": ""}
+        self.replicas = [Replica(instance_id=f"{system}-{i + 1}", env=env, log_dir=log_dir, module=SYSTEMS[system])
+                         for i in range(replicas)]
+
+    @property
+    def urls(self) -> list[str]:
+        return [replica.url for replica in self.replicas]
+
+    def pids(self) -> dict[str, int]:
+        """Process ids by role: ``redis`` and ``replica-1`` .. ``replica-N``."""
+        return {"redis": self.redis.pid, **{f"replica-{i + 1}": r.pid for i, r in enumerate(self.replicas)}}
+
+    async def __aenter__(self) -> Cluster:
+        """Start Redis, launch the replicas together, and wait until each is ready.
+
+        The wait yields to the event loop, so Ctrl-C or SIGTERM during a start-up
+        cancels it at once, and everything launched so far is stopped.
+        """
+        try:
+            self.redis.start()
+            for replica in self.replicas:
+                replica.launch()
+            deadline = time.monotonic() + READY_TIMEOUT
+            while not all(replica.is_ready() for replica in self.replicas):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{self.system} replicas not ready within {READY_TIMEOUT} s; see their logs")
+                await asyncio.sleep(READY_POLL)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        for replica in self.replicas:
+            replica.request_stop()  # they drain at the same time
+        for replica in self.replicas:
+            replica.stop()
+        self.redis.stop()

@@ -1,0 +1,157 @@
+"""``python -m bench.emitter``: the backend publisher, a worker process of the orchestrator.
+
+It publishes at an offered rate (open loop, see ``bench.pacing``) through one of
+two publishers:
+
+- **ours**: ``server.emitter.Emitter`` (presence check, then a validated, hardened publish);
+- **baseline**: python-socketio's stock write-only ``AsyncRedisManager``, no hardening.
+
+Commands (see ``bench.control``): ``open``, ``run``, ``close``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+import sys
+import time
+from abc import ABC, abstractmethod
+from collections import Counter
+from typing import Any
+
+import socketio
+
+from server.emitter import Emitter
+from server.queue.keys import user_room
+
+from . import control
+from .message import EVENT, payload
+from .pacing import Schedule
+
+__all__ = ["BaselinePublisher", "OursPublisher", "Publisher", "make_publisher"]
+
+
+class Publisher(ABC):
+    """Sends the benchmark message to one user, or to everybody."""
+
+    @abstractmethod
+    async def open(self) -> None: ...
+
+    @abstractmethod
+    async def to_user(self, user: str, data: dict[str, Any]) -> None: ...
+
+    @abstractmethod
+    async def to_all(self, data: dict[str, Any]) -> None: ...
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+
+class OursPublisher(Publisher):
+    def __init__(self, redis_url: str, channel: str) -> None:
+        self._emitter = Emitter(redis_url, channel=channel)
+
+    async def open(self) -> None:
+        await self._emitter.connect()
+
+    async def to_user(self, user: str, data: dict[str, Any]) -> None:
+        await self._emitter.send_to_user(user, EVENT, data)
+
+    async def to_all(self, data: dict[str, Any]) -> None:
+        await self._emitter.broadcast(EVENT, data)
+
+    async def close(self) -> None:
+        await self._emitter.close()
+
+
+class BaselinePublisher(Publisher):
+    """The stock write-only manager, as its documentation shows it for external processes."""
+
+    def __init__(self, redis_url: str, channel: str) -> None:
+        self._manager = socketio.AsyncRedisManager(redis_url, channel=channel, write_only=True)
+
+    async def open(self) -> None:
+        """Nothing to do: the stock manager connects on its first publish."""
+
+    async def to_user(self, user: str, data: dict[str, Any]) -> None:
+        await self._manager.emit(EVENT, data, namespace="/", room=user_room(user))
+
+    async def to_all(self, data: dict[str, Any]) -> None:
+        await self._manager.emit(EVENT, data, namespace="/")
+
+    async def close(self) -> None:
+        """Nothing to do: the stock manager has no close; the process exit closes its connection."""
+
+
+def make_publisher(system: str, redis_url: str, channel: str) -> Publisher:
+    if system == "ours":
+        return OursPublisher(redis_url, channel)
+    if system == "baseline":
+        return BaselinePublisher(redis_url, channel)
+    raise ValueError(f"unknown system {system!r}")
+
+
+class EmitterWorker:
+    """The command handlers around one publisher."""
+
+    def __init__(self) -> None:
+        self.publisher: Publisher | None = None
+
+    def handlers(self) -> dict[str, control.Handler]:
+        return {"open": self.open, "run": self.run, "close": self.close}
+
+    async def open(self, *, system: str, redis_url: str, channel: str) -> dict[str, Any]:
+        self.publisher = make_publisher(system, redis_url, channel)
+        await self.publisher.open()
+        return {}
+
+    async def run(self, *, mode: str, rate: float | None, duration: float, step: int, users: list[str],
+                  senders: int, seed: int) -> dict[str, Any]:
+        """Publish ``mode`` ("targeted": each message to a random user; "broadcast":
+        to all) at ``rate`` msg/s (``None``: as fast as possible) for ``duration`` s.
+
+        ``senders`` coroutines share the schedule, so a slow publish does not hold
+        back the next one: up to ``senders`` publishes are in flight at once.
+        """
+        publisher = self._open()
+        schedule = Schedule(math.inf if rate is None else rate, duration, time.monotonic())
+        pick = random.Random(seed).choice
+        per_user: Counter[str] = Counter()
+        failures: Counter[str] = Counter()
+
+        async def sender() -> None:
+            while (due := schedule.take(time.monotonic())) is not None:
+                seq = schedule.issued  # read before any await: unique per message
+                delay = due - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                data = payload(step, seq)
+                try:
+                    if mode == "broadcast":
+                        await publisher.to_all(data)
+                        per_user["*"] += 1
+                    else:
+                        user = pick(users)
+                        await publisher.to_user(user, data)
+                        per_user[user] += 1
+                except Exception as exc:
+                    failures[type(exc).__name__] += 1
+
+        await asyncio.gather(*(sender() for _ in range(senders)))
+        return {"per_user": dict(per_user), "failed": dict(failures)}
+
+    async def close(self) -> dict[str, Any]:
+        if self.publisher is not None:
+            await self.publisher.close()
+            self.publisher = None
+        return {}
+
+    def _open(self) -> Publisher:
+        if self.publisher is None:
+            raise RuntimeError("open first")
+        return self.publisher
+
+
+if __name__ == "__main__":
+    sys.exit(control.run_worker(EmitterWorker))

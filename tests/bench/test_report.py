@@ -1,0 +1,110 @@
+"""bench/report.py: the summary figures, the Markdown and the plots, from a results document."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench import report
+
+
+def step(system: str, rate: float | None, *, scenario: str = "targeted", compression: bool = False,
+         **fields: Any) -> dict[str, Any]:
+    row = {"kind": "step", "scenario": scenario, "system": system, "compression": compression, "replicas": 3,
+           "users": 1500, "offered_rate": rate, "duration_s": 8.0, "sent": 100, "failed": 0,
+           "achieved_rate": rate or 2000.0, "emitter_short": False, "expected": 100, "delivered": 100, "lost": 0,
+           "extra": 0, "late": 0, "connections_open": 1500, "delivered_fraction": 1.0, "p50_ms": 2.0,
+           "p99_ms": 10.0, "max_ms": 20.0,
+           "deliveries_per_s": 1000.0, "wall_s": 8.5, "cpu_s": {"replica-1": 1.0, "redis": 0.1, "emitter": 0.5,
+                                                                 "loadgen": 0.4},
+           "others_cpu_s": 0.2, "server_cpu_s": 1.0, "server_cpu_ms_per_msg": 1.0, "emitter_cpu_us_per_msg": 300.0,
+           "saturated": []}
+    row.update(fields)
+    return row
+
+
+def idle(system: str, compression: bool, per_connection: float) -> dict[str, Any]:
+    return {"kind": "idle", "system": system, "compression": compression, "connections": 100,
+            "rss_before_bytes": 0, "rss_after_bytes": int(per_connection * 100), "connect_s": 1.0,
+            "bytes_per_connection": per_connection}
+
+
+def document(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    machine = {"cpu": "Test CPU", "cores": 2, "memory_gib": 24.0, "kernel": "6.1", "python": "3.11.7",
+               "redis": "7.0.15", "packages": {"python-socketio": "5.18.1"}}
+    return {"mode": "quick", "started": "2026-11-26T10:00:00+00:00", "machine": machine, "load_before": [0.1],
+            "load_after": [0.2], "others_share": 0.05, "results": rows}
+
+
+ROWS = [
+    step("baseline", 500, p99_ms=5.0), step("baseline", 1000, p99_ms=80.0), step("baseline", 2000, p99_ms=20.0),
+    step("ours", 500, p99_ms=5.0, server_cpu_ms_per_msg=1.2), step("ours", 1000, p99_ms=8.0),
+    step("ours", 2000, emitter_short=True, server_cpu_ms_per_msg=0.9),
+    step("baseline", 20, scenario="broadcast", deliveries_per_s=12_000.0, p99_ms=12_000.0),
+    step("ours", 20, scenario="broadcast", deliveries_per_s=15_000.0, p99_ms=6_000.0),
+    step("baseline", None, scenario="emitter", achieved_rate=2000.0, emitter_cpu_us_per_msg=200.0),
+    step("ours", None, scenario="emitter", achieved_rate=1000.0, emitter_cpu_us_per_msg=400.0),
+    step("baseline", 500, scenario="scaling", replicas=1), step("ours", 500, scenario="scaling", replicas=1),
+    idle("baseline", False, 30 * 1024), idle("ours", False, 33 * 1024),
+]
+
+
+def test_a_rate_is_held_only_if_every_rate_below_it_held_too():
+    # baseline: 1,000 broke p99 < 50 ms, so 2,000 does not count although it passed.
+    assert report.highest_rate_held(report.select(ROWS, scenario="targeted", system="baseline")) == 500
+    # ours: 2,000 passed on latency but the emitter could not offer it.
+    assert report.highest_rate_held(report.select(ROWS, scenario="targeted", system="ours")) == 1000
+
+
+def test_repeats_of_a_rate_hold_on_their_median_p99_but_any_loss_or_short_emitter_breaks_them():
+    noisy = [step("ours", 500, p99_ms=5.0), step("ours", 500, p99_ms=90.0), step("ours", 500, p99_ms=6.0),
+             step("ours", 1000, p99_ms=5.0), step("ours", 1000, p99_ms=5.0, lost=3)]
+
+    assert report.highest_rate_held(noisy) == 500
+
+
+def test_a_loss_or_a_failed_first_step_means_nothing_was_held():
+    assert report.highest_rate_held([step("ours", 500, lost=1)]) is None
+    assert report.highest_rate_held([]) is None
+
+
+def test_the_summary_gives_both_systems_and_ours_over_baseline():
+    rows = {label: (b, o, ratio) for label, b, o, ratio, _ref in report.headline(ROWS)}
+
+    assert rows["targeted, highest rate held with p99 < 50 ms, no loss (deflate off)"] == (
+        "500 msg/s", "1,000 msg/s", "2.00×")
+    assert rows["server CPU per delivered targeted message at the lowest rate offered (deflate off)"] == (
+        "1.000 ms", "1.200 ms", "1.20×")
+    assert rows["broadcast to every user: deliveries per second (deflate off)"] == ("12,000/s", "15,000/s", "1.25×")
+    assert rows["idle memory per connection (deflate off)"] == ("30.0 KiB", "33.0 KiB", "1.10×")
+    assert rows["emitter: CPU per message (deflate off)"] == ("200 µs", "400 µs", "2.00×")
+    assert rows["idle memory per connection (deflate on)"] == ("–", "–", "–")  # not measured in these rows
+
+
+def test_others_share_is_their_cpu_over_the_machine_capacity_during_the_steps():
+    rows = [step("ours", 500, wall_s=10.0, others_cpu_s=4.0), step("ours", 1000, wall_s=10.0, others_cpu_s=0.0),
+            idle("ours", False, 1024)]
+
+    assert report.others_share(rows, cores=2) == pytest.approx(4.0 / 40.0)
+    assert report.others_share([], cores=2) == 0.0
+
+
+def test_the_markdown_has_the_machine_the_summary_and_a_table_per_scenario():
+    text = report.markdown(document(ROWS))
+
+    assert "Machine: Test CPU, 2 cores" in text
+    for heading in ("## Summary", "### Targeted, deflate off", "### Scaling", "### CPU seconds per step"):
+        assert heading in text
+    assert "| 2,000 (emitter short: ours) | 2,000 / 2,000 | 100.00 / 100.00 | 2.0 / 2.0 | 20.0 / 10.0 |" in text
+    assert "| 1 | 500 / 500 | 1.000 / 1.000 | 1.000 / 1.000 | 1.00× | 10.0 / 10.0 |" in text
+
+
+@pytest.mark.parametrize("rows", [pytest.param(ROWS, id="full"), pytest.param([], id="empty")])
+def test_every_file_is_written_even_for_a_run_with_few_results(tmp_path: Path, rows):
+    paths = report.write(document(rows), tmp_path)
+
+    assert [p.name for p in paths] == ["results.json", "results.md", *report.PLOTS]
+    for png in paths[2:]:
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
