@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import pytest
@@ -10,7 +11,7 @@ from redis import asyncio as aioredis
 from server.emitter import Emitter
 from server.errors import QueueUnavailableError, RequestError
 from server.presence import RedisPresence
-from server.queue.backends.redis import RedisBackend
+from server.queue.backends.redis import MAX_CONNECTIONS, RedisBackend, connect_redis
 from server.queue.keys import instance_key, presence_key
 
 
@@ -32,6 +33,18 @@ async def backend(redis_server):
     await made.connect()
     yield made
     await made.close()
+
+
+async def test_a_burst_of_commands_larger_than_the_pool_waits_for_connections(redis_server):
+    """A drain writes presence for every socket at once: none may fail for want of a connection."""
+    client = connect_redis(redis_server.url)
+    try:
+        burst = 4 * MAX_CONNECTIONS
+        results = await asyncio.gather(*(client.blpop([f"kindmap-burst-{i}"], timeout=0.05) for i in range(burst)))
+        assert results == [None] * burst
+        assert await client.ping() is True
+    finally:
+        await client.aclose()
 
 
 async def test_published_bytes_arrive_on_the_subscribed_channel(backend, channel):

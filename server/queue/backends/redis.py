@@ -25,20 +25,28 @@ PING_TIMEOUT = 0.5
 # The listening connection is PINGed when idle; silent this long, it is presumed dead.
 KEEPALIVE_INTERVAL = 1.0
 KEEPALIVE_TIMEOUT = 3.0
+# Commands in flight at once; more wait (up to COMMAND_TIMEOUT) for a free connection.
+# A drain or a reconnect storm sends presence writes for hundreds of sockets together.
+MAX_CONNECTIONS = 64
 
 
 def connect_redis(url: str) -> aioredis.Redis:
     """A command client that fails fast: one quick retry, then the error surfaces.
 
     redis-py's defaults retry with backoff for seconds, which would hide an
-    outage from the caller that needs to know its message was not sent.
+    outage from the caller that needs to know its message was not sent. Its
+    default pool refuses the 101st concurrent command ("Too many connections");
+    this one makes a burst queue for a connection instead.
     """
-    return aioredis.Redis.from_url(
+    pool = aioredis.BlockingConnectionPool.from_url(
         url,
+        max_connections=MAX_CONNECTIONS,
+        timeout=COMMAND_TIMEOUT,
         socket_connect_timeout=CONNECT_TIMEOUT,
         socket_timeout=COMMAND_TIMEOUT,
         retry=Retry(ExponentialBackoff(cap=0.05, base=0.01), 1),
     )
+    return aioredis.Redis.from_pool(pool)
 
 
 def _without_retries(client: aioredis.Redis) -> aioredis.Redis:
