@@ -11,7 +11,7 @@ import socketio
 from aiohttp import web
 from socketio.async_manager import AsyncManager
 
-from .app_keys import AUTHENTICATOR, GATEWAY, MANAGER, METRICS, PRESENCE, SETTINGS, SIO
+from .app_keys import AUTHENTICATOR, GATEWAY, MANAGER, METRICS, PRESENCE, SETTINGS, SIO, TRANSPORTS
 from .auth import Authenticator
 from .config import Settings
 from .demo_page import demo_routes
@@ -25,6 +25,7 @@ from .queue.backends.base import QueueBackend
 from .queue.backends.memory import MemoryBackend
 from .queue.backends.redis import RedisBackend
 from .queue.manager import LocalManager, QueueManager
+from .transports import OpenTransports
 
 __all__ = ["create_app"]
 
@@ -74,7 +75,9 @@ def create_app(settings: Settings, *, backend: QueueBackend | None = None,
     authenticator = Authenticator(settings)
     gateway = Gateway(sio, settings=settings, authenticator=authenticator, presence=presence, metrics=metrics)
 
-    app = web.Application(client_max_size=settings.max_payload_bytes, middlewares=[error_middleware])
+    transports = OpenTransports()
+    app = web.Application(client_max_size=settings.max_payload_bytes,
+                          middlewares=[error_middleware, transports.middleware])
     app[SETTINGS] = settings
     app[AUTHENTICATOR] = authenticator
     app[SIO] = sio
@@ -82,6 +85,7 @@ def create_app(settings: Settings, *, backend: QueueBackend | None = None,
     app[GATEWAY] = gateway
     app[METRICS] = metrics
     app[PRESENCE] = presence
+    app[TRANSPORTS] = transports
     sio.attach(app)
     app.add_routes(routes)
     if settings.dev_mode:
@@ -118,7 +122,11 @@ async def _queue_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _drain(app: web.Application) -> None:
     """On shutdown: refuse new handshakes and drop every transport without a
-    goodbye, so clients treat it as a lost connection and reconnect elsewhere."""
+    goodbye, so clients treat it as a lost connection and reconnect elsewhere.
+
+    The Engine.IO sockets are closed first, so each runs its disconnect handler
+    (presence withdrawn); then every Socket.IO connection still open, such as a
+    WebSocket in mid-upgrade, is aborted so that no handler holds up the exit."""
     app[GATEWAY].draining = True
     eio = app[SIO].eio
     sockets = list(eio.sockets.values())
@@ -129,4 +137,5 @@ async def _drain(app: web.Application) -> None:
 
     # Concurrently: each close runs the disconnect handler, which waits on Redis.
     await asyncio.gather(*(drop(s) for s in sockets))
-    logger.info("replica draining", extra={"sockets_closed": len(sockets)})
+    aborted = app[TRANSPORTS].abort_all()
+    logger.info("replica draining", extra={"sockets_closed": len(sockets), "connections_aborted": aborted})

@@ -12,8 +12,9 @@ from .gateway import Gateway
 from .metrics import Metrics
 from .presence import Presence
 from .queue.manager import LocalManager, QueueManager
+from .transports import OpenTransports
 
-__all__ = ["AUTHENTICATOR", "GATEWAY", "MANAGER", "METRICS", "PRESENCE", "SETTINGS", "SIO"]
+__all__ = ["AUTHENTICATOR", "GATEWAY", "MANAGER", "METRICS", "PRESENCE", "SETTINGS", "SIO", "TRANSPORTS"]
 
 SETTINGS = web.AppKey("settings", Settings)
 AUTHENTICATOR = web.AppKey("authenticator", Authenticator)
@@ -23,3 +24,4 @@ MANAGER: web.AppKey[QueueManager | LocalManager | AsyncManager] = web.AppKey("ma
 GATEWAY = web.AppKey("gateway", Gateway)
 METRICS = web.AppKey("metrics", Metrics)
 PRESENCE = web.AppKey("presence", Presence)
+TRANSPORTS = web.AppKey("transports", OpenTransports)

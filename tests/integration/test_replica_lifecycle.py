@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
 
+import aiohttp
 import pytest
 from redis import asyncio as aioredis
 
@@ -63,6 +65,26 @@ async def test_sigterm_drains_clients_withdraws_presence_and_exits_zero(start_cl
             await emitter.send_to_user(user, "late", {})
     assert (await get_json(staying.url + "/readyz"))[0] == 200
     assert "replica draining" in leaving.log()
+
+
+async def test_sigterm_exits_at_once_while_a_websocket_is_in_mid_upgrade(start_cluster):
+    """A browser that has had its ``3probe`` but not yet sent ``5`` (as happens when a
+    page connects just before a restart) must not hold the replica up: without the
+    drain's abort aiohttp waits SHUTDOWN_TIMEOUT for that handler, then as long again."""
+    [replica] = start_cluster(1, SHUTDOWN_TIMEOUT="60").replicas
+    base = f"{replica.url}/socket.io/?EIO=4"
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{base}&transport=polling") as response:
+            sid = json.loads((await response.text())[1:])["sid"]
+        ws = await session.ws_connect(f"{base}&transport=websocket&sid={sid}")
+        await ws.send_str("2probe")
+        assert (await ws.receive()).data == "3probe"
+
+        assert replica.terminate(timeout=20) == 0
+
+        assert (await ws.receive()).type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED,
+                                             aiohttp.WSMsgType.ERROR)
+    assert '"connections_aborted": 1' in replica.log()
 
 
 async def test_replica_started_while_redis_is_down_becomes_ready_when_it_comes_back(own_redis, tmp_path):
