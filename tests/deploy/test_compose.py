@@ -73,6 +73,8 @@ def test_development_compose_runs_one_dev_replica_on_loopback(dev_compose):
     assert app["environment"]["AUTH_MODE"] == "dev"
     assert app["ports"] == ["127.0.0.1:8000:8000"]
     assert "nginx" not in dev_compose["services"]
+    # Dev mode beyond loopback is refused unless opted in: the opt-in is what lets it start.
+    assert Settings.from_env(app["environment"]).dev_mode is True
 
 
 def test_image_is_slim_runs_one_replica_and_not_as_root():
