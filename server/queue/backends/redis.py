@@ -56,18 +56,20 @@ class _WaitingPool(aioredis.BlockingConnectionPool):
         return connection
 
 
-def connect_redis(url: str) -> aioredis.Redis:
+def connect_redis(url: str, *, max_connections: int = MAX_CONNECTIONS,
+                  pool_timeout: float = COMMAND_TIMEOUT) -> aioredis.Redis:
     """A command client that fails fast: one quick retry, then the error surfaces.
 
     redis-py's defaults retry with backoff for seconds, which would hide an
     outage from the caller that needs to know its message was not sent. Its
     default pool refuses the 101st concurrent command ("Too many connections");
-    this one makes a burst queue for a connection instead.
+    this one makes a burst queue for a connection instead, up to ``pool_timeout``,
+    after which the command raises ``PoolExhaustedError`` (busy, not down).
     """
     pool = _WaitingPool.from_url(
         url,
-        max_connections=MAX_CONNECTIONS,
-        timeout=COMMAND_TIMEOUT,
+        max_connections=max_connections,
+        timeout=pool_timeout,
         socket_connect_timeout=CONNECT_TIMEOUT,
         socket_timeout=COMMAND_TIMEOUT,
         retry=Retry(ExponentialBackoff(cap=0.05, base=0.01), 1),
