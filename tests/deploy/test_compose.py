@@ -54,6 +54,11 @@ def test_nginx_peers_are_the_replica_containers_compose_names(prod_compose):
     assert upstream_peers() == [(name, int(app["environment"]["PORT"])) for name in replica_names]
 
 
+def test_nginx_runs_in_utc_as_the_error_schema_promises(prod_compose):
+    """Its own error bodies carry ``$time_iso8601``, written in Nginx's zone."""
+    assert prod_compose["services"]["nginx"]["environment"]["TZ"] == "UTC"
+
+
 def test_nginx_mounts_the_repository_configuration_where_the_image_reads_it(prod_compose):
     mounts = dict(volume.removesuffix(":ro").split(":") for volume in prod_compose["services"]["nginx"]["volumes"])
 
