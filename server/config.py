@@ -261,9 +261,9 @@ def _to_origins(name: str, raw: str) -> tuple[str, ...]:
     """Origins as browsers send them (``scheme://host[:port]``, lower case, no slash),
     which python-socketio compares character for character."""
     origins = []
-    for entry in (o.strip() for o in raw.split(",")):
-        if not entry or entry == "*":
-            origins += [entry] if entry else []
+    for entry in (o.strip() for o in raw.split(",") if o.strip()):
+        if entry == "*":
+            origins.append(entry)
             continue
         parts = urlsplit(entry)
         if parts.scheme not in ("http", "https") or not parts.netloc:
