@@ -34,7 +34,9 @@ class Cluster:
         self.redis = RedisServer(work_dir=redis_dir)
         # Set here, so neither the caller's environment nor a .env file changes what is measured
         # (an empty value means the default; the emitters sign nothing).
-        env = {"REDIS_URL": self.redis.url, "SOCKETIO_CHANNEL": CHANNEL, "AUTH_MODE": "dev", "LOG_LEVEL": "WARNING",
+        # Dev mode refuses a JWT_SECRET, so one in the caller's environment is unset.
+        env = {"REDIS_URL": self.redis.url, "SOCKETIO_CHANNEL": CHANNEL, "AUTH_MODE": "dev", "JWT_SECRET": "",
+               "LOG_LEVEL": "WARNING",
                "QUEUE_SIGNING_KEY": "", "DUPLICATE_CONNECTION_POLICY": "allow", "MAX_PAYLOAD_BYTES": ""}
         self.replicas = [Replica(instance_id=f"{system}-{i + 1}", env=env, log_dir=log_dir, module=SYSTEMS[system])
                          for i in range(replicas)]

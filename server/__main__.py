@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 import sys
 from collections.abc import Callable
 
@@ -15,6 +16,8 @@ from .logs import configure_logging
 
 logger = logging.getLogger("server")
 
+EXIT_CONFIG = 2
+
 
 def main(build: Callable[[Settings], web.Application] = create_app) -> int:
     """Run one replica; ``build`` makes its app (the benchmarks' baseline passes its own)."""
@@ -23,7 +26,13 @@ def main(build: Callable[[Settings], web.Application] = create_app) -> int:
         app = build(settings)
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_CONFIG
+    try:
+        sockets = listening_sockets(settings.host, settings.port)
+    except OSError as exc:
+        print(f"configuration error: cannot listen on HOST={settings.host} PORT={settings.port}: "
+              f"{exc.strerror or exc}", file=sys.stderr)
+        return EXIT_CONFIG
     configure_logging(settings.log_level)
     if settings.dev_mode:
         logger.warning("AUTH_MODE=dev: clients may connect as any user id; never use this in production")
@@ -31,13 +40,36 @@ def main(build: Callable[[Settings], web.Application] = create_app) -> int:
         logger.warning("REDIS_URL is not set: single replica with the in-memory manager")
     web.run_app(
         app,
-        host=settings.host,
-        port=settings.port,
+        sock=sockets,
         shutdown_timeout=settings.shutdown_timeout,
         access_log=None,
         print=None,
     )
     return 0
+
+
+def listening_sockets(host: str, port: int) -> list[socket.socket]:
+    """Bound sockets for every address of ``host``, as asyncio would bind them.
+
+    Bound here, before the app starts, so a host name that does not resolve, an
+    address this machine lacks or a port in use stops start-up with one line,
+    before anything connects to Redis or logs that the replica started.
+    """
+    sockets: list[socket.socket] = []
+    try:
+        for family, kind, proto, _name, address in socket.getaddrinfo(
+                host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE):
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+    except OSError:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from .app_keys import AUTHENTICATOR, GATEWAY, MANAGER, METRICS, PRESENCE, SETTIN
 from .auth import Authenticator
 from .config import Settings
 from .demo_page import demo_routes
-from .dev_api import dev_routes
+from .dev_api import dev_host_middleware, dev_routes
 from .gateway import HARD_CAP_FACTOR, Gateway
 from .http_api import error_middleware, routes
 from .metrics import Metrics
@@ -53,7 +53,8 @@ def create_app(settings: Settings, *, backend: QueueBackend | None = None,
     if client_manager is not None:
         manager = client_manager
     elif backend is not None:
-        manager = QueueManager(backend, channel=settings.channel, metrics=metrics, signing_key=settings.signing_key)
+        manager = QueueManager(backend, channel=settings.channel, metrics=metrics, signing_key=settings.signing_key,
+                               max_message_bytes=settings.max_queue_message_bytes)
     else:
         manager = LocalManager()
     presence: Presence
@@ -76,8 +77,10 @@ def create_app(settings: Settings, *, backend: QueueBackend | None = None,
     gateway = Gateway(sio, settings=settings, authenticator=authenticator, presence=presence, metrics=metrics)
 
     transports = OpenTransports()
-    app = web.Application(client_max_size=settings.max_payload_bytes,
-                          middlewares=[error_middleware, transports.middleware])
+    middlewares = [error_middleware, transports.middleware]
+    if settings.dev_mode:
+        middlewares.insert(1, dev_host_middleware)
+    app = web.Application(client_max_size=settings.max_payload_bytes, middlewares=middlewares)
     app[SETTINGS] = settings
     app[AUTHENTICATOR] = authenticator
     app[SIO] = sio

@@ -7,17 +7,21 @@ everything else receives a ``Settings`` object. A bad value raises
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
+from redis.asyncio.connection import parse_url
 
 from .errors import ConfigError
 
-__all__ = ["Settings", "check_redis_url", "load_environ"]
+__all__ = ["Settings", "check_queue_message_bytes", "check_redis_url", "is_loopback_host", "load_environ"]
 
 DEFAULT_CHANNEL = "kindmap_events"
 AUTH_MODES = ("jwt", "dev")
@@ -26,6 +30,16 @@ DUPLICATE_POLICIES = ("allow", "replace")
 JWT_ALGORITHMS = {"HS256": 32, "HS384": 48, "HS512": 64}
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 MAX_JWT_LEEWAY = 300
+# The largest queue message. Redis cuts a subscriber whose output buffer passes
+# `client-output-buffer-limit pubsub` (docker-compose.prod.yml: 32 MB at once, or 8 MB
+# for 60 s), and every message in flight to a replica shares that buffer: one message of
+# 40 MB, or 9 of 1 MB held for a minute, make Redis drop every replica's subscription.
+# 1 MiB leaves room for a burst of several such messages under the 8 MB soft limit.
+DEFAULT_MAX_QUEUE_MESSAGE_BYTES = 1024 * 1024
+MIN_QUEUE_MESSAGE_BYTES = 1024
+MAX_QUEUE_MESSAGE_BYTES = 512 * 1024 * 1024  # Redis's proto-max-bulk-len: no larger PUBLISH exists
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+_HOST_NAME = re.compile(r"[a-z0-9.-]+|\[[0-9a-f:.]+\]")
 
 
 
@@ -34,7 +48,13 @@ def load_environ(env_file: str | Path = ".env", environ: Mapping[str, str] | Non
 
     Real environment variables win, so a deployment can override a checked-in file.
     """
-    merged = {k: v for k, v in dotenv_values(env_file).items() if v is not None}
+    try:
+        values = dotenv_values(env_file)
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{env_file} is not UTF-8 text (byte {exc.start}); fix or remove it") from None
+    except OSError as exc:
+        raise ConfigError(f"{env_file} cannot be read: {exc.strerror or exc}") from None
+    merged = {k: v for k, v in values.items() if v is not None}
     merged.update(os.environ if environ is None else environ)
     return merged
 
@@ -63,6 +83,9 @@ class Settings:
     queue_signing_key: str | None = None
     duplicate_connection_policy: str = "allow"
     max_payload_bytes: int = 64 * 1024
+    max_queue_message_bytes: int = DEFAULT_MAX_QUEUE_MESSAGE_BYTES
+    dev_allowed_hosts: tuple[str, ...] = ()
+    dev_allow_non_loopback: bool = False
     shutdown_timeout: float = 5.0
     log_level: str = "INFO"
 
@@ -73,6 +96,7 @@ class Settings:
         _check_choice("LOG_LEVEL", self.log_level, LOG_LEVELS)
         if not 0 < self.port < 65536:
             raise ConfigError(f"PORT must be between 1 and 65535, got {self.port}")
+        self._check_dev_mode()
         if self.auth_mode == "jwt" and not self.jwt_secret:
             raise ConfigError("JWT_SECRET is required when AUTH_MODE=jwt (set AUTH_MODE=dev only for local use)")
         min_secret = JWT_ALGORITHMS[self.jwt_algorithm]
@@ -90,10 +114,27 @@ class Settings:
             raise ConfigError("INSTANCE_ID must not be empty")
         if self.max_payload_bytes < 1024:
             raise ConfigError("MAX_PAYLOAD_BYTES must be at least 1024")
+        check_queue_message_bytes("MAX_QUEUE_MESSAGE_BYTES", self.max_queue_message_bytes)
         if not 0 <= self.jwt_leeway <= MAX_JWT_LEEWAY:
             raise ConfigError(f"JWT_LEEWAY_SECONDS must be between 0 and {MAX_JWT_LEEWAY}")
         if not 0 < self.shutdown_timeout < float("inf"):
             raise ConfigError("SHUTDOWN_TIMEOUT must be positive")
+
+    def _check_dev_mode(self) -> None:
+        """Dev mode lets anyone claim any user id, so it must never start by accident in
+        production: not next to a production secret, not listening beyond loopback
+        unless ``DEV_ALLOW_NON_LOOPBACK`` says so on purpose (a container publishing
+        its port on 127.0.0.1 only)."""
+        if not self.dev_mode:
+            if self.dev_allowed_hosts or self.dev_allow_non_loopback:
+                raise ConfigError("DEV_ALLOWED_HOSTS and DEV_ALLOW_NON_LOOPBACK apply only with AUTH_MODE=dev")
+            return
+        if self.jwt_secret is not None:
+            raise ConfigError("AUTH_MODE=dev refuses to start with a JWT_SECRET set: a production secret means "
+                              "this is not a developer's machine (unset one of them)")
+        if not is_loopback_host(self.host) and not self.dev_allow_non_loopback:
+            raise ConfigError(f"AUTH_MODE=dev listens on loopback only, got HOST={self.host!r} "
+                              "(set DEV_ALLOW_NON_LOOPBACK=true if the port is reachable from this machine only)")
 
     @property
     def dev_mode(self) -> bool:
@@ -109,12 +150,18 @@ class Settings:
         """Build settings from variables such as ``os.environ``; unset means default."""
         values: dict[str, object] = {}
 
-        def take(name: str, attr: str, cast: Callable[[str, str], object] = lambda _, v: v) -> None:
+        def take(name: str, attr: str, cast: Callable[[str, str], object] = lambda _, v: v, *,
+                 secret: bool = False) -> None:
             raw = environ.get(name)
-            if raw is not None and raw.strip() != "":
-                values[attr] = cast(name, raw.strip())
+            if raw is None or raw == "":
+                return  # unset or empty: the default
+            if raw.strip() == "":
+                if secret:  # a key of spaces was meant as a key: unset it would silently disable its feature
+                    raise ConfigError(f"{name} is only whitespace: leave it empty to unset it, or give a real value")
+                return
+            values[attr] = cast(name, raw.strip())
 
-        take("JWT_SECRET", "jwt_secret")
+        take("JWT_SECRET", "jwt_secret", secret=True)
         take("HOST", "host")
         take("PORT", "port", _to_int)
         take("REDIS_URL", "redis_url")
@@ -126,20 +173,61 @@ class Settings:
         take("AUTH_MODE", "auth_mode", lambda _, v: v.lower())
         take("INSTANCE_ID", "instance_id")
         take("CORS_ALLOWED_ORIGINS", "cors_allowed_origins", _to_origins)
-        take("SERVER_API_KEY", "server_api_key")
-        take("QUEUE_SIGNING_KEY", "queue_signing_key")
+        take("SERVER_API_KEY", "server_api_key", secret=True)
+        take("QUEUE_SIGNING_KEY", "queue_signing_key", secret=True)
         take("DUPLICATE_CONNECTION_POLICY", "duplicate_connection_policy", lambda _, v: v.lower())
         take("MAX_PAYLOAD_BYTES", "max_payload_bytes", _to_int)
+        take("MAX_QUEUE_MESSAGE_BYTES", "max_queue_message_bytes", _to_int)
+        take("DEV_ALLOWED_HOSTS", "dev_allowed_hosts", _to_host_names)
+        take("DEV_ALLOW_NON_LOOPBACK", "dev_allow_non_loopback", _to_bool)
         take("SHUTDOWN_TIMEOUT", "shutdown_timeout", _to_float)
         take("LOG_LEVEL", "log_level", lambda _, v: v.upper())
         return cls(**values)  # type: ignore[arg-type]
 
 
 def check_redis_url(name: str, url: str) -> None:
-    """Refuse at once a URL that redis-py would only reject on first use."""
+    """Refuse at once a URL that redis-py would reject only on first use, or read
+    differently from what it says (``/abc`` as a database is silently database 0).
+
+    Messages never echo the URL: it may hold a password.
+    """
     if not url.startswith(("redis://", "rediss://", "unix://")):
-        scheme = url.split("://", 1)[0] if "://" in url else "no scheme"  # never echo a password
+        scheme = url.split("://", 1)[0] if "://" in url else "no scheme"
         raise ConfigError(f"{name} must start with redis://, rediss:// or unix:// (got {scheme})")
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # raises for a port that is not a number in 0-65535
+        kwargs = parse_url(url)
+    except ValueError as exc:
+        reason = "invalid port" if "port" in str(exc).lower() else "malformed"
+        raise ConfigError(f"{name} is not a valid Redis URL ({reason})") from None
+    if parts.scheme == "unix":
+        if not parts.path:
+            raise ConfigError(f"{name}: a unix:// URL needs a socket path")
+        return
+    if port == 0:
+        raise ConfigError(f"{name} is not a valid Redis URL (invalid port)")
+    database = parts.path.lstrip("/")
+    if database and "db" not in kwargs and not database.isdigit():
+        raise ConfigError(f"{name}: the path must be a database number such as /0, got /{database}")
+
+
+def check_queue_message_bytes(name: str, value: int) -> None:
+    """The queue message limit, shared by the replicas, the emitter and its CLI."""
+    if not MIN_QUEUE_MESSAGE_BYTES <= value <= MAX_QUEUE_MESSAGE_BYTES:
+        raise ConfigError(f"{name} must be between {MIN_QUEUE_MESSAGE_BYTES} and {MAX_QUEUE_MESSAGE_BYTES}, "
+                          f"got {value}")
+
+
+def is_loopback_host(name: str) -> bool:
+    """``localhost`` (and ``*.localhost``, which browsers keep on loopback) or a loopback address."""
+    name = name.lower().rstrip(".").removeprefix("[").removesuffix("]")
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
@@ -161,9 +249,34 @@ def _to_float(name: str, raw: str) -> float:
         raise ConfigError(f"{name} must be a number, got {raw!r}") from None
 
 
+def _to_bool(name: str, raw: str) -> bool:
+    if raw.lower() in _TRUE:
+        return True
+    if raw.lower() in _FALSE:
+        return False
+    raise ConfigError(f"{name} must be true or false, got {raw!r}")
+
+
 def _to_origins(name: str, raw: str) -> tuple[str, ...]:
-    origins = tuple(o.strip() for o in raw.split(",") if o.strip())
-    for origin in origins:
-        if origin != "*" and not origin.startswith(("http://", "https://")):
-            raise ConfigError(f"{name} entries must be '*' or start with http:// or https://, got {origin!r}")
-    return origins
+    """Origins as browsers send them (``scheme://host[:port]``, lower case, no slash),
+    which python-socketio compares character for character."""
+    origins = []
+    for entry in (o.strip() for o in raw.split(",") if o.strip()):
+        if entry == "*":
+            origins.append(entry)
+            continue
+        parts = urlsplit(entry)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ConfigError(f"{name} entries must be '*' or start with http:// or https://, got {entry!r}")
+        if parts.path not in ("", "/") or parts.query or parts.fragment or "@" in parts.netloc:
+            raise ConfigError(f"{name} entries are origins (scheme://host[:port]), not URLs, got {entry!r}")
+        origins.append(f"{parts.scheme}://{parts.netloc.lower()}")
+    return tuple(origins)
+
+
+def _to_host_names(name: str, raw: str) -> tuple[str, ...]:
+    hosts = tuple(h.strip().lower() for h in raw.split(",") if h.strip())
+    for host in hosts:
+        if not _HOST_NAME.fullmatch(host):
+            raise ConfigError(f"{name} entries are host names without scheme or port, got {host!r}")
+    return hosts

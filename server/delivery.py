@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -13,7 +14,7 @@ from .metrics import Metrics
 from .presence import Presence
 from .queue.keys import user_room
 
-__all__ = ["RESERVED_EVENTS", "check_event", "check_user_id", "send_to_user"]
+__all__ = ["MAX_DATA_DEPTH", "RESERVED_EVENTS", "check_data", "check_event", "check_user_id", "send_to_user"]
 
 logger = logging.getLogger(__name__)
 
@@ -22,6 +23,10 @@ RESERVED_EVENTS = frozenset({
     "connect", "connect_error", "disconnect", "disconnecting", "newListener", "removeListener",
 })
 MAX_EVENT_LENGTH = 128
+# Nesting of arrays and objects in ``data``. Every replica parses each queue message
+# with Python's recursive JSON decoder, which gives up near 1,000 levels; real payloads
+# (routes, alerts) nest a handful.
+MAX_DATA_DEPTH = 32
 
 
 def check_event(event: Any) -> str:
@@ -30,6 +35,31 @@ def check_event(event: Any) -> str:
     if event in RESERVED_EVENTS:
         raise RequestError(f"event {event!r} is reserved by Socket.IO")
     return event
+
+
+def check_data(data: Any) -> Any:
+    """``data`` as every Socket.IO client can parse it: strict JSON (no ``NaN`` or
+    ``Infinity``, which socket.io-client rejects as a parse error and drops the
+    connection), at most ``MAX_DATA_DEPTH`` levels deep, no integer too long for
+    Python to print. The HTTP API, the emitter and the CLI refuse the same data.
+    """
+    _check_depth(data)
+    try:
+        json.dumps(data, allow_nan=False)
+    except (TypeError, ValueError) as exc:  # ValueError: NaN / Infinity, an integer of over 4,300 digits
+        raise RequestError(f"data must be plain JSON: {exc}") from None
+    return data
+
+
+def _check_depth(data: Any) -> None:
+    """Level by level, without recursion, so a hostile depth cannot exhaust the stack here."""
+    containers = [data]
+    for _level in range(MAX_DATA_DEPTH):
+        containers = [child for item in containers if isinstance(item, dict | list | tuple)
+                      for child in (item.values() if isinstance(item, dict) else item)]
+        if not any(isinstance(item, dict | list | tuple) for item in containers):
+            return
+    raise RequestError(f"data must not nest arrays and objects more than {MAX_DATA_DEPTH} levels deep")
 
 
 def check_user_id(user_id: Any) -> str:
@@ -43,11 +73,13 @@ async def send_to_user(manager: AsyncManager, presence: Presence, metrics: Metri
                        user_id: object, event: object, data: Any) -> None:
     """Emit ``event`` to every socket of ``user_id`` on every replica.
 
-    Raises ``RequestError`` for a bad user id or event name,
+    Raises ``RequestError`` for a bad user id, event name or data
+    (``PayloadTooLargeError`` when the message is over the queue's limit),
     ``UserNotConnectedError`` when the user has no socket anywhere (counted as
     dropped), ``QueueUnavailableError`` / ``PublishError`` when the queue fails.
     """
     checked_user, checked_event = check_user_id(user_id), check_event(event)
+    check_data(data)
     if not await presence.is_online(checked_user):
         metrics.dropped.labels(reason="user_not_connected").inc()
         logger.debug("not sent: user %s is not connected", checked_user)

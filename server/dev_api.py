@@ -1,19 +1,47 @@
-"""HTTP endpoints that exist only when ``AUTH_MODE=dev``: ``create_app`` adds them to no other app."""
+"""What exists only when ``AUTH_MODE=dev``: the dev token endpoint, and the ``Host``
+check that keeps other web sites out. ``create_app`` adds them to no other app."""
 
 from __future__ import annotations
 
 import logging
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
-from .app_keys import AUTHENTICATOR
+from .app_keys import AUTHENTICATOR, SETTINGS
+from .config import is_loopback_host
 from .delivery import check_user_id
+from .errors import HostNotAllowedError
 
-__all__ = ["dev_routes"]
+__all__ = ["dev_host_middleware", "dev_routes"]
 
 logger = logging.getLogger(__name__)
 
 dev_routes = web.RouteTableDef()
+
+
+@web.middleware
+async def dev_host_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Refuse every request (HTTP API, demo page, Socket.IO handshake) whose ``Host`` is not
+    a loopback name or one of ``DEV_ALLOWED_HOSTS``.
+
+    DNS rebinding: a page of ``evil.example`` whose name is made to resolve to 127.0.0.1
+    is same-origin with a developer's dev replica, so its scripts could fetch dev tokens,
+    send to any user and connect as anyone. Its requests still carry ``Host: evil.example``.
+    """
+    name = _host_name(request.headers.get("Host", ""))
+    if not (is_loopback_host(name) or name in request.app[SETTINGS].dev_allowed_hosts):
+        raise HostNotAllowedError(f"dev mode answers only loopback host names and DEV_ALLOWED_HOSTS, "
+                                  f"not {name[:64]!r}")
+    return await handler(request)
+
+
+def _host_name(header: str) -> str:
+    """``Host`` without its port, lower case: ``[::1]:8000`` -> ``[::1]``, ``Localhost:80`` -> ``localhost``."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        return header.split("]", 1)[0] + "]"
+    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
 
 
 @dev_routes.get("/api/v1/dev/token")

@@ -1,6 +1,7 @@
 """``python -m server.emit --user U --event E --data '{...}'``: emit from a shell.
 
-Exit codes: 0 sent; 1 Redis unavailable or publish failed; 2 bad arguments or a
+Exit codes: 0 sent; 1 Redis unavailable, busy, or publish failed; 2 bad arguments
+(also data that is not strict JSON, or a message over MAX_QUEUE_MESSAGE_BYTES) or a
 QUEUE_SIGNING_KEY (read from the environment) other than the replicas'; 3 the
 user is not connected to any replica.
 """
@@ -13,7 +14,14 @@ import json
 import sys
 from typing import Any
 
-from .config import DEFAULT_CHANNEL, check_redis_url, load_environ
+from .config import (
+    DEFAULT_CHANNEL,
+    DEFAULT_MAX_QUEUE_MESSAGE_BYTES,
+    check_queue_message_bytes,
+    check_redis_url,
+    load_environ,
+)
+from .delivery import check_data
 from .emitter import Emitter
 from .errors import ConfigError, RealtimeError, RequestError, UserNotConnectedError
 
@@ -30,13 +38,17 @@ def parse_args(argv: list[str] | None, environ: dict[str, str]) -> argparse.Name
     parser.add_argument("--redis-url", default=environ.get("REDIS_URL"), help="default: $REDIS_URL")
     parser.add_argument("--channel", default=environ.get("SOCKETIO_CHANNEL") or DEFAULT_CHANNEL,
                         help="default: $SOCKETIO_CHANNEL or %(default)s")
+    parser.add_argument("--max-message-bytes", default=environ.get("MAX_QUEUE_MESSAGE_BYTES") or None,
+                        help=f"largest queue message (default: $MAX_QUEUE_MESSAGE_BYTES or "
+                             f"{DEFAULT_MAX_QUEUE_MESSAGE_BYTES})")
     args = parser.parse_args(argv)
     args.signing_key = environ.get("QUEUE_SIGNING_KEY") or None  # never on the command line
     return args
 
 
 async def run(args: argparse.Namespace, data: Any) -> None:
-    async with Emitter(args.redis_url, channel=args.channel, signing_key=args.signing_key) as emitter:
+    async with Emitter(args.redis_url, channel=args.channel, signing_key=args.signing_key,
+                       max_message_bytes=args.max_message_bytes) as emitter:
         if args.broadcast:
             await emitter.broadcast(args.event, data)
         else:
@@ -44,18 +56,23 @@ async def run(args: argparse.Namespace, data: Any) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv, load_environ())
+    try:
+        args = parse_args(argv, load_environ())
+    except ConfigError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return EXIT_USAGE
     if not args.redis_url:
         print("error: no Redis URL: pass --redis-url or set REDIS_URL", file=sys.stderr)
         return EXIT_USAGE
     try:
         check_redis_url("--redis-url", args.redis_url)
-        data = json.loads(args.data)
-    except ConfigError as exc:
+        args.max_message_bytes = _message_limit(args.max_message_bytes)
+        data = check_data(json.loads(args.data))
+    except (ConfigError, RequestError) as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return EXIT_USAGE
-    except json.JSONDecodeError as exc:
-        print(f"error: --data is not valid JSON: {exc}", file=sys.stderr)
+    except (ValueError, RecursionError) as exc:  # also an integer of over 4,300 digits
+        print(f"error: --data is not valid JSON: {str(exc) or 'nested too deep'}", file=sys.stderr)
         return EXIT_USAGE
     try:
         asyncio.run(run(args, data))
@@ -69,6 +86,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc.message}", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK
+
+
+def _message_limit(raw: str | None) -> int:
+    if raw is None:
+        return DEFAULT_MAX_QUEUE_MESSAGE_BYTES
+    try:
+        limit = int(raw)
+    except ValueError:
+        raise ConfigError(f"--max-message-bytes / MAX_QUEUE_MESSAGE_BYTES must be an integer, got {raw!r}") from None
+    check_queue_message_bytes("--max-message-bytes / MAX_QUEUE_MESSAGE_BYTES", limit)
+    return limit
 
 
 if __name__ == "__main__":

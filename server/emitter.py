@@ -13,8 +13,8 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from .config import DEFAULT_CHANNEL
-from .delivery import check_event, check_user_id, send_to_user
+from .config import DEFAULT_CHANNEL, DEFAULT_MAX_QUEUE_MESSAGE_BYTES, check_queue_message_bytes
+from .delivery import check_data, check_event, check_user_id, send_to_user
 from .errors import ConfigError, QueueUnavailableError
 from .metrics import Metrics
 from .presence import RedisPresence
@@ -33,17 +33,22 @@ class Emitter:
     :param channel: the replicas' ``SOCKETIO_CHANNEL``.
     :param backend: a ready ``RedisBackend`` instead of a URL (e.g. a shared client).
     :param signing_key: the replicas' ``QUEUE_SIGNING_KEY``, if they use one.
+    :param max_message_bytes: the replicas' ``MAX_QUEUE_MESSAGE_BYTES``: a larger message
+        raises ``PayloadTooLargeError`` instead of reaching Redis, which would cut every
+        replica's subscription rather than deliver it.
     """
 
     def __init__(self, redis_url: str | None = None, *, channel: str = DEFAULT_CHANNEL,
-                 backend: RedisBackend | None = None, signing_key: str | None = None) -> None:
+                 backend: RedisBackend | None = None, signing_key: str | None = None,
+                 max_message_bytes: int = DEFAULT_MAX_QUEUE_MESSAGE_BYTES) -> None:
         self._open = False
+        check_queue_message_bytes("max_message_bytes", max_message_bytes)
         self._backend = backend or RedisBackend(redis_url)
         self.metrics = Metrics()
         self._channel = channel
         self._signing_key = None if signing_key is None else signing_key.encode()
         self._manager = QueueManager(self._backend, channel=channel, write_only=True, metrics=self.metrics,
-                                     signing_key=self._signing_key)
+                                     signing_key=self._signing_key, max_message_bytes=max_message_bytes)
         # An emitter asks about presence; it never announces any, so the instance id is unused.
         self._presence = RedisPresence(self._backend.client, channel=channel, instance_id="emitter")
 
@@ -81,14 +86,16 @@ class Emitter:
         """Deliver ``event`` to every socket of ``user_id`` on every replica.
 
         Raises ``UserNotConnectedError`` when the user has no socket anywhere,
-        ``PublishError`` / ``QueueUnavailableError`` when Redis fails, and
-        ``RequestError`` for a bad user id or event name.
+        ``PublishError`` / ``QueueUnavailableError`` when Redis fails (``QueueBusyError``,
+        one of both, when it is only busy: retry), ``PayloadTooLargeError`` over
+        ``max_message_bytes``, and ``RequestError`` for a bad user id, event name or
+        data (not strict JSON, or nested too deep).
         """
         await send_to_user(self._manager, self._presence, self.metrics, user_id, event, data)
 
     async def broadcast(self, event: str, data: Any = None) -> None:
         """Deliver ``event`` to every connected socket on every replica."""
-        await self._manager.emit(check_event(event), data, namespace="/")
+        await self._manager.emit(check_event(event), check_data(data), namespace="/")
 
     async def disconnect_user(self, user_id: str) -> None:
         """Disconnect every socket of ``user_id`` on every replica."""

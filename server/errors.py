@@ -15,8 +15,11 @@ __all__ = [
     "AuthError",
     "ConfigError",
     "ErrorCode",
+    "HostNotAllowedError",
     "InvalidEnvelopeError",
+    "PayloadTooLargeError",
     "PublishError",
+    "QueueBusyError",
     "QueueUnavailableError",
     "RealtimeError",
     "RequestError",
@@ -41,6 +44,8 @@ class ErrorCode(StrEnum):
     METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED"
     USER_NOT_CONNECTED = "USER_NOT_CONNECTED"
     QUEUE_UNAVAILABLE = "QUEUE_UNAVAILABLE"
+    QUEUE_BUSY = "QUEUE_BUSY"
+    HOST_NOT_ALLOWED = "HOST_NOT_ALLOWED"
     SERVER_SHUTTING_DOWN = "SERVER_SHUTTING_DOWN"
     # Sent by Nginx (nginx/conf.d/kindmap_api.conf) when no replica answers.
     REPLICA_UNAVAILABLE = "REPLICA_UNAVAILABLE"
@@ -93,6 +98,18 @@ class RequestError(RealtimeError, ValueError):
     code = ErrorCode.INVALID_PARAMETERS
 
 
+class PayloadTooLargeError(RequestError):
+    """A message too large to be handled; nothing was sent."""
+
+    code = ErrorCode.PAYLOAD_TOO_LARGE
+
+
+class HostNotAllowedError(RequestError):
+    """Dev mode: a request whose ``Host`` is not a loopback or configured name (DNS rebinding)."""
+
+    code = ErrorCode.HOST_NOT_ALLOWED
+
+
 class PublishError(RealtimeError, ConnectionError):
     """A message could not be handed to the queue; it was not sent."""
 
@@ -103,6 +120,17 @@ class QueueUnavailableError(RealtimeError, ConnectionError):
     """The queue cannot be reached for subscribing or listening."""
 
     code = ErrorCode.QUEUE_UNAVAILABLE
+
+
+class QueueBusyError(PublishError, QueueUnavailableError):
+    """Every Redis connection of this process stayed busy while the request waited.
+
+    Redis itself is fine: a retry after a moment succeeds. Nothing was sent. It is
+    both a ``PublishError`` and a ``QueueUnavailableError`` so that callers catching
+    either still catch it.
+    """
+
+    code = ErrorCode.QUEUE_BUSY
 
 
 class UserNotConnectedError(RealtimeError, LookupError):

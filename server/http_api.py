@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 
 from aiohttp import web
@@ -13,7 +12,17 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from .app_keys import AUTHENTICATOR, GATEWAY, MANAGER, METRICS, PRESENCE, SETTINGS
 from .auth import AuthError, bearer_token
 from .delivery import send_to_user
-from .errors import ErrorCode, PublishError, QueueUnavailableError, RealtimeError, UserNotConnectedError, error_payload
+from .errors import (
+    ErrorCode,
+    HostNotAllowedError,
+    PayloadTooLargeError,
+    PublishError,
+    QueueBusyError,
+    QueueUnavailableError,
+    RealtimeError,
+    UserNotConnectedError,
+    error_payload,
+)
 from .queue.manager import LocalManager, QueueManager
 
 __all__ = ["error_middleware", "routes"]
@@ -22,13 +31,17 @@ logger = logging.getLogger(__name__)
 
 routes = web.RouteTableDef()
 
+QUEUE_BUSY_RETRY_AFTER = 1  # seconds
+
 _HTTP_CODES = {
     401: ErrorCode.UNAUTHORIZED,
     404: ErrorCode.NOT_FOUND,
     405: ErrorCode.METHOD_NOT_ALLOWED,
     413: ErrorCode.PAYLOAD_TOO_LARGE,
 }
-_STATUS_FOR = {
+_STATUS_FOR: dict[type[RealtimeError], int] = {
+    HostNotAllowedError: 403,
+    PayloadTooLargeError: 413,
     UserNotConnectedError: 404,
     PublishError: 503,
     QueueUnavailableError: 503,
@@ -51,7 +64,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return error_response(exc.status, code, exc.reason)
     except RealtimeError as exc:
         status = next((s for cls, s in _STATUS_FOR.items() if isinstance(exc, cls)), 400)
-        return web.json_response(exc.payload(), status=status)
+        # Busy is not down: a caller that waits this long and retries gets through.
+        headers = {"Retry-After": str(QUEUE_BUSY_RETRY_AFTER)} if isinstance(exc, QueueBusyError) else None
+        return web.json_response(exc.payload(), status=status, headers=headers)
     except Exception:
         logger.exception("unhandled error in %s %s", request.method, request.path)
         return error_response(500, ErrorCode.INTERNAL_SERVER_ERROR, "internal server error")
@@ -84,9 +99,13 @@ async def emit(request: web.Request) -> web.Response:
     """``{"user_id", "event", "data"}`` from a backend holding ``SERVER_API_KEY``, or
     from the demo page holding a dev token (dev mode only)."""
     sender = _emit_sender(request)
+    limit = request.app[SETTINGS].max_payload_bytes
+    if request.content_length is not None and request.content_length > limit:
+        # Refused before reading: aiohttp would otherwise wait for a body it then refuses.
+        return error_response(413, ErrorCode.PAYLOAD_TOO_LARGE, f"the body is over {limit} bytes")
     try:
         body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # also an integer of over 4,300 digits, and deep nesting
         return error_response(400, ErrorCode.INVALID_PARAMETERS, "the body must be a JSON object")
     if not isinstance(body, dict) or set(body) - {"user_id", "event", "data"}:
         return error_response(400, ErrorCode.INVALID_PARAMETERS, 'expected {"user_id", "event", "data"} only')
@@ -109,6 +128,9 @@ def _emit_sender(request: web.Request) -> str | None:
     if settings.server_api_key is None and not settings.dev_mode:
         raise web.HTTPNotFound(reason="the emit API is disabled (no SERVER_API_KEY)")
     supplied = request.headers.get("Authorization", "")
+    if not supplied.isascii():
+        # A byte outside ASCII reaches us as a surrogate escape: no key or token has one.
+        raise web.HTTPUnauthorized(reason="the Authorization header must be ASCII")
     if settings.server_api_key is not None and hmac.compare_digest(
             supplied.encode(), f"Bearer {settings.server_api_key}".encode()):
         return None

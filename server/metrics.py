@@ -19,6 +19,7 @@ DROP_REASONS = (
     "handler_error",
     "user_not_connected",
     "publish_failed",
+    "too_large",
 )
 
 

@@ -19,7 +19,8 @@ from redis import asyncio as aioredis
 from redis.exceptions import RedisError
 from socketio.base_manager import BaseManager
 
-from .errors import QueueUnavailableError
+from .errors import QueueBusyError, QueueUnavailableError
+from .queue.backends.redis import PoolExhaustedError
 from .queue.keys import instance_key, presence_key, user_room
 
 __all__ = ["LocalPresence", "MemoryPresence", "Presence", "RedisPresence"]
@@ -138,6 +139,8 @@ class RedisPresence(Presence):
         prefix = instance_key(self._channel, "")
         try:
             return bool(await self._is_online(keys=[presence_key(self._channel, user_id)], args=[prefix]))
+        except PoolExhaustedError as exc:
+            raise QueueBusyError(f"Redis is busy, retry shortly: {exc}") from exc
         except (RedisError, OSError) as exc:
             raise QueueUnavailableError(f"presence lookup failed: {exc}") from exc
 

@@ -201,7 +201,8 @@ class NginxServer(ChildProcess):
         if nginx is None:
             raise FileNotFoundError("nginx is not installed (Debian: apt-get install nginx)")
         argv = [nginx, "-p", str(conf_dir), "-c", str(conf_dir / "nginx.conf"), "-e", str(conf_dir / "error.log")]
-        super().__init__("nginx", argv, port=port, log_path=conf_dir / "nginx.out")
+        # Nginx writes $time_iso8601 in its zone, and its error bodies promise UTC (the error schema).
+        super().__init__("nginx", argv, port=port, log_path=conf_dir / "nginx.out", env={**os.environ, "TZ": "UTC"})
 
     def start(self) -> None:
         """Start and wait until Nginx passes a request on to a replica."""

@@ -32,8 +32,8 @@ from socketio.async_manager import AsyncManager
 from socketio.async_pubsub_manager import AsyncPubSubManager
 from socketio.packet import Packet
 
-from ..config import DEFAULT_CHANNEL
-from ..errors import InvalidEnvelopeError, PublishError, QueueUnavailableError
+from ..config import DEFAULT_CHANNEL, DEFAULT_MAX_QUEUE_MESSAGE_BYTES
+from ..errors import InvalidEnvelopeError, PayloadTooLargeError, PublishError, QueueUnavailableError
 from ..logs import LogThrottle
 from ..metrics import Metrics
 from . import envelope
@@ -58,6 +58,9 @@ class QueueManager(AsyncPubSubManager):  # type: ignore[misc]
         it bounds how long a replica stays deaf after the queue comes back.
     :param signing_key: when given, envelopes are signed and unsigned ones dropped;
         every replica and emitter on the channel must share it.
+    :param max_message_bytes: the largest envelope published (``MAX_QUEUE_MESSAGE_BYTES``);
+        a larger one raises ``PayloadTooLargeError``, because Redis would cut the
+        subscription of every replica rather than deliver it.
     """
 
     name = "kindmap-queue"
@@ -71,12 +74,14 @@ class QueueManager(AsyncPubSubManager):  # type: ignore[misc]
         metrics: Metrics | None = None,
         retry_max: float = RETRY_MAX,
         signing_key: bytes | None = None,
+        max_message_bytes: int = DEFAULT_MAX_QUEUE_MESSAGE_BYTES,
     ) -> None:
         super().__init__(channel=channel, write_only=write_only, logger=logger)
         self.backend = backend
         self.metrics = metrics or Metrics()
         self.retry_max = retry_max
         self._signing_key = signing_key
+        self.max_message_bytes = max_message_bytes
         self.subscribed = False
         self._ever_subscribed = False
         self._listener: asyncio.Task[None] | None = None
@@ -180,9 +185,15 @@ class QueueManager(AsyncPubSubManager):  # type: ignore[misc]
             await self._handle_disconnect_room(message)
 
     async def _publish(self, data: dict[str, Any]) -> int:
-        """Hand ``data`` to the queue; raises ``PublishError`` if it fails or reaches no replica."""
+        """Hand ``data`` to the queue; raises ``PublishError`` if it fails or reaches no replica,
+        ``PayloadTooLargeError`` (before Redis sees it) if it is over ``max_message_bytes``."""
+        encoded = envelope.encode(data, self._signing_key)
+        if len(encoded) > self.max_message_bytes:
+            self.metrics.dropped.labels(reason="too_large").inc()
+            raise PayloadTooLargeError(f"the message is {len(encoded)} bytes, over the queue's limit of "
+                                       f"{self.max_message_bytes} (MAX_QUEUE_MESSAGE_BYTES); nothing was sent")
         try:
-            receivers = await self.backend.publish(self.channel, envelope.encode(data, self._signing_key))
+            receivers = await self.backend.publish(self.channel, encoded)
             if receivers == 0:
                 raise PublishError("no replica is subscribed to the channel; nobody received the message")
         except PublishError as exc:

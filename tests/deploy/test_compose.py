@@ -54,6 +54,11 @@ def test_nginx_peers_are_the_replica_containers_compose_names(prod_compose):
     assert upstream_peers() == [(name, int(app["environment"]["PORT"])) for name in replica_names]
 
 
+def test_nginx_runs_in_utc_as_the_error_schema_promises(prod_compose):
+    """Its own error bodies carry ``$time_iso8601``, written in Nginx's zone."""
+    assert prod_compose["services"]["nginx"]["environment"]["TZ"] == "UTC"
+
+
 def test_nginx_mounts_the_repository_configuration_where_the_image_reads_it(prod_compose):
     mounts = dict(volume.removesuffix(":ro").split(":") for volume in prod_compose["services"]["nginx"]["volumes"])
 
@@ -73,6 +78,8 @@ def test_development_compose_runs_one_dev_replica_on_loopback(dev_compose):
     assert app["environment"]["AUTH_MODE"] == "dev"
     assert app["ports"] == ["127.0.0.1:8000:8000"]
     assert "nginx" not in dev_compose["services"]
+    # Dev mode beyond loopback is refused unless opted in: the opt-in is what lets it start.
+    assert Settings.from_env(app["environment"]).dev_mode is True
 
 
 def test_image_is_slim_runs_one_replica_and_not_as_root():

@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
+
+import pytest
+
+from server.cluster import LocalCluster
 
 from .clients import TEST_SECRET
 from .processes import Replica
@@ -15,6 +22,21 @@ def replica_env(redis_url: str, channel: str, **extra: str) -> dict[str, str]:
     """JWT mode with the test secret and the emit API on; ``extra`` overrides (``""`` unsets)."""
     return {"REDIS_URL": redis_url, "SOCKETIO_CHANNEL": channel, "JWT_SECRET": TEST_SECRET,
             "SERVER_API_KEY": API_KEY, "AUTH_MODE": "jwt", "LOG_LEVEL": "INFO", **extra}
+
+
+# A POSIX TZ nine hours east of UTC (no tz database needed).
+EAST_OF_UTC = "KST-9"
+
+
+@contextmanager
+def local_cluster_east_of_utc(**options: Any) -> Iterator[LocalCluster]:
+    """A ``LocalCluster`` (replicas and Nginx) whose processes inherit a zone other than UTC,
+    so a test can see that every timestamp they write is UTC all the same."""
+    with pytest.MonkeyPatch.context() as zone:
+        zone.setenv("TZ", EAST_OF_UTC)
+        with LocalCluster(**options) as cluster:
+            zone.undo()  # the processes have their environment; this one keeps its own
+            yield cluster
 
 
 def new_channel() -> str:

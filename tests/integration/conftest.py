@@ -15,7 +15,7 @@ import pytest
 
 from server.cluster import LocalCluster
 from tests.helpers.clients import RecordingClient
-from tests.helpers.cluster import Cluster, new_channel, replica_env
+from tests.helpers.cluster import Cluster, local_cluster_east_of_utc, new_channel, replica_env
 from tests.helpers.node_client import NODE_DIR, NodeClient
 from tests.helpers.processes import RedisServer, nginx_binary
 
@@ -48,9 +48,10 @@ def cluster(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory)
 
 @pytest.fixture(scope="module")
 def nginx_cluster(redis_server: RedisServer) -> Iterator[LocalCluster]:
-    """Three replicas behind a real Nginx that runs the production site configuration."""
+    """Three replicas behind a real Nginx that runs the production site configuration, in a
+    zone other than UTC (their timestamps must be UTC all the same)."""
     env = replica_env(redis_server.url, new_channel())
-    with LocalCluster(replicas=3, env=env, redis_url=redis_server.url) as cluster:
+    with local_cluster_east_of_utc(replicas=3, env=env, redis_url=redis_server.url) as cluster:
         yield cluster
 
 

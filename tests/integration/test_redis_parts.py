@@ -9,9 +9,9 @@ import pytest
 from redis import asyncio as aioredis
 
 from server.emitter import Emitter
-from server.errors import QueueUnavailableError, RequestError
+from server.errors import PayloadTooLargeError, QueueBusyError, QueueUnavailableError, RequestError
 from server.presence import RedisPresence
-from server.queue.backends.redis import MAX_CONNECTIONS, RedisBackend, connect_redis
+from server.queue.backends.redis import MAX_CONNECTIONS, PoolExhaustedError, RedisBackend, connect_redis
 from server.queue.keys import instance_key, presence_key
 
 
@@ -45,6 +45,43 @@ async def test_a_burst_of_commands_larger_than_the_pool_waits_for_connections(re
         assert await client.ping() is True
     finally:
         await client.aclose()
+
+
+@pytest.fixture
+async def one_busy_connection(redis_server):
+    """A client whose only pooled connection is taken: every command waits, then gives up."""
+    client = connect_redis(redis_server.url, max_connections=1, pool_timeout=0.2)
+    held = await client.connection_pool.get_connection()
+    yield client
+    await client.connection_pool.release(held)
+    await client.aclose()
+
+
+async def test_a_pool_that_stays_busy_raises_pool_exhausted_not_a_plain_connection_error(one_busy_connection):
+    """redis-py raises one ConnectionError for a wait that timed out and for a failed
+    connection, told apart only by its cause: this catches an upgrade that changes it."""
+    with pytest.raises(PoolExhaustedError):
+        await one_busy_connection.ping()
+
+
+async def test_a_connection_that_fails_is_not_mistaken_for_a_busy_pool():
+    client = connect_redis("redis://127.0.0.1:1/0", max_connections=1, pool_timeout=0.2)
+    try:
+        with pytest.raises(aioredis.ConnectionError) as caught:
+            await client.ping()
+        assert not isinstance(caught.value, PoolExhaustedError)
+    finally:
+        await client.aclose()
+
+
+async def test_busy_redis_is_queue_busy_for_publish_and_presence(one_busy_connection, channel):
+    backend = RedisBackend(conn=one_busy_connection)
+    presence = RedisPresence(one_busy_connection, channel=channel, instance_id="busy")
+
+    with pytest.raises(QueueBusyError):
+        await backend.publish(channel, b"{}")
+    with pytest.raises(QueueBusyError):
+        await presence.is_online("alice")
 
 
 async def test_published_bytes_arrive_on_the_subscribed_channel(backend, channel):
@@ -174,3 +211,38 @@ async def test_emitter_left_open_warns_when_collected(redis_server, channel):
     with pytest.warns(ResourceWarning):
         emitter.__del__()
     await emitter.close()
+
+
+async def test_emitter_refuses_a_message_over_its_limit_before_redis_sees_it(redis_server, channel, redis):
+    async with Emitter(redis_server.url, channel=channel, max_message_bytes=1024) as emitter:
+        pubsub = redis.pubsub()
+        await pubsub.subscribe(channel)
+        try:
+            with pytest.raises(PayloadTooLargeError):
+                await emitter.broadcast("notice", "x" * 1024)
+            await emitter.broadcast("notice", "small")
+            messages = [m async for m in _messages(pubsub, count=1)]
+        finally:
+            await pubsub.aclose()
+
+    assert [b'"small"' in m["data"] for m in messages] == [True]
+
+
+async def _messages(pubsub, *, count: int, timeout: float = 5.0):
+    """The next ``count`` published messages (subscribe confirmations skipped), within ``timeout``."""
+    async with asyncio.timeout(timeout):
+        async for message in pubsub.listen():
+            if message["type"] == "message":
+                yield message
+                count -= 1
+                if count == 0:
+                    return
+
+
+@pytest.mark.parametrize("data", [float("nan"), {"eta": float("inf")}, 10 ** 5000], ids=["nan", "infinity", "huge-int"])
+async def test_emitter_refuses_data_the_http_api_refuses(redis_server, channel, data):
+    async with Emitter(redis_server.url, channel=channel) as emitter:
+        with pytest.raises(RequestError, match="data"):
+            await emitter.broadcast("notice", data)
+        with pytest.raises(RequestError, match="data"):
+            await emitter.send_to_user("alice", "notice", data)

@@ -37,7 +37,7 @@ async def test_replace_policy_disconnects_older_sockets_on_other_replicas(start_
     await old_browser.wait_for(lambda rs: any(r["kind"] == "disconnect" for r in rs), what="disconnect")
     assert next(r for r in old_browser.records if r["kind"] == "disconnect")["reason"] == "io server disconnect"
     assert old_phone.received("error")[0]["code"] == "DUPLICATE_CONNECTION"
-    assert await old_phone.wait_for_disconnect() is not None
+    assert await old_phone.wait_for_disconnect() == old_phone.sio.reason.SERVER_DISCONNECT
     async with Emitter(cluster.redis_url, channel=cluster.channel) as emitter:
         await emitter.send_to_user(user, "still_here", {})
     assert await new.wait_for("still_here") == {}
@@ -57,7 +57,8 @@ async def test_sigterm_drains_clients_withdraws_presence_and_exits_zero(start_cl
 
     # A dropped transport, not a server "disconnect" packet, so clients reconnect (through
     # the load balancer, to another replica); "io server disconnect" would stop them.
-    assert await client.wait_for_disconnect() != "io server disconnect"
+    # ("io server disconnect" is the JS client's name; python-socketio's are its ``reason`` values.)
+    assert await client.wait_for_disconnect() == client.sio.reason.TRANSPORT_ERROR
     await browser.wait_for(lambda rs: any(r["kind"] == "reconnect_attempt" for r in rs), what="reconnect_attempt")
     assert [r["reason"] for r in browser.records if r["kind"] == "disconnect"] == ["transport close"]
     async with Emitter(cluster.redis_url, channel=cluster.channel) as emitter:

@@ -25,7 +25,9 @@ class Replica:
 @pytest.fixture
 def make_settings() -> Callable[..., Settings]:
     def make(**overrides: Any) -> Settings:
-        values: dict[str, Any] = {"jwt_secret": TEST_SECRET, "instance_id": "unit-replica"}
+        # Dev mode refuses a JWT secret (no production secret next to dev mode).
+        secret = None if overrides.get("auth_mode") == "dev" else TEST_SECRET
+        values: dict[str, Any] = {"jwt_secret": secret, "instance_id": "unit-replica"}
         values.update(overrides)
         return Settings(**values)
     return make

@@ -7,7 +7,15 @@ from typing import Any
 
 import pytest
 
-from server.delivery import MAX_EVENT_LENGTH, RESERVED_EVENTS, check_event, check_user_id, send_to_user
+from server.delivery import (
+    MAX_DATA_DEPTH,
+    MAX_EVENT_LENGTH,
+    RESERVED_EVENTS,
+    check_data,
+    check_event,
+    check_user_id,
+    send_to_user,
+)
 from server.errors import QueueUnavailableError, RequestError, UserNotConnectedError
 from server.metrics import Metrics
 from server.presence import Presence
@@ -126,3 +134,41 @@ def test_check_user_id_refuses_ids_unusable_as_room_names(user_id: Any) -> None:
 
 def test_check_user_id_returns_a_good_id() -> None:
     assert check_user_id("temp_42") == "temp_42"
+
+
+def nested(depth: int) -> Any:
+    data: Any = "leaf"
+    for level in range(depth):
+        data = [data] if level % 2 else {"next": data}
+    return data
+
+
+@pytest.mark.parametrize("data", [
+    pytest.param(float("nan"), id="nan"),
+    pytest.param({"speed": float("inf")}, id="infinity"),
+    pytest.param([float("-inf")], id="minus-infinity"),
+    pytest.param(10 ** 5000, id="5000-digit-integer"),
+    pytest.param({"at": object()}, id="not-json"),
+    pytest.param(nested(MAX_DATA_DEPTH + 1), id="one-level-too-deep"),
+    pytest.param(nested(100_000), id="deeper-than-the-stack"),
+])
+def test_check_data_refuses_what_a_client_cannot_parse(data: Any) -> None:
+    with pytest.raises(RequestError, match="data"):
+        check_data(data)
+
+
+@pytest.mark.parametrize("data", [
+    None, 0, 2 ** 63, -1.5, "경로", [], {}, (1, 2), {"route": [{"lat": 37.5, "lon": 127.0}]},
+    nested(MAX_DATA_DEPTH),
+])
+def test_check_data_accepts_plain_json(data: Any) -> None:
+    assert check_data(data) is data
+
+
+async def test_bad_data_is_refused_before_presence_is_asked(manager: RecordingManager, metrics: Metrics) -> None:
+    presence = FixedPresence({"alice"})
+
+    with pytest.raises(RequestError):
+        await send_to_user(manager, presence, metrics, "alice", "arrival", {"eta": float("nan")})
+
+    assert (presence.asked, manager.emits) == ([], [])

@@ -107,6 +107,48 @@ def test_data_that_is_not_json_exits_2(clean_environment: Path, dead_redis_url: 
     assert "--data is not valid JSON" in one_line(capsys.readouterr().err)
 
 
+@pytest.mark.parametrize("data", [
+    pytest.param('{"speed": NaN}', id="nan"),
+    pytest.param("[Infinity]", id="infinity"),
+    pytest.param("7" * 5000, id="5000-digit-integer"),
+    pytest.param("[" * 33 + "]" * 33, id="nested-33-deep"),
+    pytest.param("[" * 100_000 + "]" * 100_000, id="nested-past-the-parser"),
+])
+@pytest.mark.parametrize("target", [["--user", "alice"], ["--broadcast"]], ids=["user", "broadcast"])
+def test_data_the_http_api_refuses_exits_2_before_connecting(clean_environment: Path, dead_redis_url: str,
+                                                              data: str, target: list[str],
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    code = main([*target, "--event", "arrival", "--data", data, "--redis-url", dead_redis_url])
+
+    assert code == EXIT_USAGE
+    assert "data" in one_line(capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("limit", ["1023", "lots", str(512 * 1024 * 1024 + 1)])
+def test_bad_message_limit_exits_2(clean_environment: Path, dead_redis_url: str, limit: str,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["--user", "alice", "--event", "arrival", "--redis-url", dead_redis_url,
+                 "--max-message-bytes", limit])
+
+    assert code == EXIT_USAGE
+    assert "MAX_QUEUE_MESSAGE_BYTES" in one_line(capsys.readouterr().err)
+
+
+def test_message_limit_defaults_to_the_environment_setting() -> None:
+    args = parse_args(["--broadcast", "--event", "notice"], {"MAX_QUEUE_MESSAGE_BYTES": "2048"})
+
+    assert args.max_message_bytes == "2048"
+
+
+def test_env_file_that_is_not_utf8_exits_2(clean_environment: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (clean_environment / ".env").write_bytes(b"REDIS_URL=redis://caf\xe9:6379/0\n")
+
+    code = main(["--broadcast", "--event", "notice"])
+
+    assert code == EXIT_USAGE
+    assert ".env is not UTF-8" in one_line(capsys.readouterr().err)
+
+
 @pytest.mark.parametrize("target", [["--user", "alice"], ["--broadcast"]], ids=["user", "broadcast"])
 def test_unreachable_redis_exits_1_with_a_one_line_reason(clean_environment: Path, dead_redis_url: str,
                                                           target: list[str],

@@ -5,14 +5,18 @@ from __future__ import annotations
 import json
 import re
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
 from server.errors import (
     ConfigError,
     ErrorCode,
+    HostNotAllowedError,
     InvalidEnvelopeError,
+    PayloadTooLargeError,
     PublishError,
+    QueueBusyError,
     QueueUnavailableError,
     RealtimeError,
     RequestError,
@@ -73,6 +77,9 @@ def test_utc_now_iso_is_iso_8601_utc_with_offset() -> None:
     (PublishError, ConnectionError, ErrorCode.QUEUE_UNAVAILABLE),
     (QueueUnavailableError, ConnectionError, ErrorCode.QUEUE_UNAVAILABLE),
     (UserNotConnectedError, LookupError, ErrorCode.USER_NOT_CONNECTED),
+    (PayloadTooLargeError, ValueError, ErrorCode.PAYLOAD_TOO_LARGE),
+    (HostNotAllowedError, ValueError, ErrorCode.HOST_NOT_ALLOWED),
+    (QueueBusyError, ConnectionError, ErrorCode.QUEUE_BUSY),
 ], ids=lambda v: getattr(v, "__name__", None))
 def test_exception_is_a_realtime_error_and_a_fitting_builtin_with_its_code(
         exc_type: type[RealtimeError], builtin: type[Exception], code: ErrorCode) -> None:
@@ -107,3 +114,15 @@ def test_invalid_envelope_error_keeps_the_reason_for_the_metric() -> None:
     assert exc.reason == "invalid_json"
     assert isinstance(exc, ValueError)
     assert exc.message == "not JSON"
+
+
+def test_queue_busy_is_caught_by_whoever_catches_either_queue_error() -> None:
+    assert issubclass(QueueBusyError, PublishError) and issubclass(QueueBusyError, QueueUnavailableError)
+
+
+@pytest.mark.parametrize("code", list(ErrorCode))
+def test_every_code_is_in_the_readmes_error_table(code: ErrorCode) -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+
+    assert re.search(rf"^\| `{code.value}`( / `[A-Z_]+`)? \|", readme, re.MULTILINE) or \
+        re.search(rf"^\| `[A-Z_]+` / `{code.value}` \|", readme, re.MULTILINE), code

@@ -479,13 +479,45 @@ async def test_malformed_socketio_packet_gets_invalid_parameters_and_changes_not
     assert alice.disconnects == []
 
 
+def ping_packet(ping_id: str) -> str:
+    """A Socket.IO ``ping`` event as text, non-ASCII kept as it is: python-socketio's own
+    client escapes it to ``\\uXXXX`` (6 bytes a character), which hides whether the limit
+    counts characters or bytes."""
+    return "2" + json.dumps(["ping", {"id": ping_id}], ensure_ascii=False, separators=(",", ":"))
+
+
+def ping_of_size(size_in_bytes: int) -> str:
+    """A ping packet of exactly ``size_in_bytes`` UTF-8 bytes, 300 of its characters 3 bytes long."""
+    overhead = len(ping_packet("환" * 300).encode())
+    packet = ping_packet("환" * 300 + "x" * (size_in_bytes - overhead))
+    assert len(packet.encode()) == size_in_bytes and len(packet) < size_in_bytes - 512
+    return packet
+
+
 async def test_payload_limit_counts_utf8_bytes_not_characters(start_replica, make_client):
     replica = await start_replica(max_payload_bytes=1024)
     alice = await connected(make_client, replica, "alice")
+    packet = ping_packet("환" * 400)  # 420 characters, 1,220 bytes
+    assert len(packet) < 1024 < len(packet.encode())
 
-    await alice.sio.emit("ping", {"id": "환" * 400})  # 400 characters, 1,200 bytes
+    await alice.sio.eio.send(packet)
 
     assert (await alice.wait_for("error"))["code"] == "PAYLOAD_TOO_LARGE"
+    assert alice.received("pong") == []
+
+
+async def test_payload_exactly_at_the_limit_is_handled_and_one_byte_more_is_refused(start_replica, make_client):
+    replica = await start_replica(max_payload_bytes=1024)
+    alice = await connected(make_client, replica, "alice")
+
+    await alice.sio.eio.send(ping_of_size(1024))
+    pong = await alice.wait_for("pong")
+    await alice.sio.eio.send(ping_of_size(1025))
+    error = await alice.wait_for("error")
+
+    assert pong["id"].startswith("환")
+    assert error["code"] == "PAYLOAD_TOO_LARGE"
+    assert len(alice.received("pong")) == 1
 
 
 @pytest.mark.parametrize("payload", [

@@ -6,13 +6,16 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from server.app_keys import AUTHENTICATOR, GATEWAY, METRICS, SIO
+from server.app_keys import AUTHENTICATOR, GATEWAY, METRICS, PRESENCE, SETTINGS, SIO
+from server.delivery import MAX_DATA_DEPTH
+from server.errors import QueueBusyError
 from server.metrics import DROP_REASONS
 from tests.helpers.clients import RecordingClient, make_token
-from tests.helpers.http import request
+from tests.helpers.http import raw_request, request
 from tests.helpers.payloads import assert_error_payload
 from tests.helpers.waiting import eventually
 
@@ -38,7 +41,9 @@ def sample(replica: Any, name: str, labels: dict[str, str] | None = None) -> flo
 
 async def connected(make_client: Callable[..., RecordingClient], replica: Any, user_id: str) -> RecordingClient:
     client = make_client()
-    await client.connect(replica.url, auth={"token": make_token(user_id)})
+    # Dev mode has no JWT secret: its users claim their id.
+    auth = {"user_id": user_id} if replica.app[SETTINGS].dev_mode else {"token": make_token(user_id)}
+    await client.connect(replica.url, auth=auth)
     return client
 
 
@@ -183,6 +188,13 @@ async def test_emit_api_refuses_a_missing_or_wrong_key_or_token_with_401(start_r
     pytest.param(b'{"user_id": "alice", "event": "disconnect"}', id="reserved-disconnect"),
     pytest.param(b'{"user_id": "alice", "event": "connect_error"}', id="reserved-connect-error"),
     pytest.param(b"\xff\xfe{}", id="not-utf-8"),
+    pytest.param(b'{"user_id": "alice", "event": "e", "data": ' + b"7" * 5000 + b"}", id="5000-digit-integer"),
+    pytest.param(b"[" * 30_000 + b"]" * 30_000, id="nested-past-the-parser"),
+    pytest.param(b'{"user_id": "alice", "event": "e", "data": ' + b"[" * 33 + b"]" * 33 + b"}",
+                 id="data-nested-33-deep"),
+    pytest.param(b'{"user_id": "alice", "event": "e", "data": {"speed": NaN}}', id="nan"),
+    pytest.param(b'{"user_id": "alice", "event": "e", "data": [Infinity]}', id="infinity"),
+    pytest.param(b'{"user_id": "alice", "event": "e", "data": -Infinity}', id="minus-infinity"),
 ])
 async def test_emit_api_refuses_a_malformed_body_with_400(api_replica, make_client, body):
     alice = await connected(make_client, api_replica, "alice")
@@ -204,6 +216,75 @@ async def test_emit_api_refuses_an_oversized_body_with_413(start_replica, make_c
     assert status == 413
     assert_error_payload(body, "PAYLOAD_TOO_LARGE")
     await assert_nothing_else_arrived(replica, alice, "arrival")
+
+
+async def test_emit_api_accepts_data_nested_32_deep(api_replica, make_client):
+    alice = await connected(make_client, api_replica, "alice")
+    data: Any = "deep"
+    for _ in range(MAX_DATA_DEPTH):
+        data = [data]
+
+    status, _body = await post_emit(api_replica, {"user_id": "alice", "event": "arrival", "data": data})
+
+    assert status == 202
+    assert await alice.wait_for("arrival") == data
+
+
+async def test_emit_api_answers_413_at_once_to_a_content_length_over_the_limit_without_a_body(api_replica):
+    head = (b"POST /api/v1/emit HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Authorization: Bearer " + API_KEY.encode() + b"\r\nContent-Length: 10000000")
+
+    status, body = await raw_request(api_replica.url, head)
+
+    assert status == 413
+    assert_error_payload(body, "PAYLOAD_TOO_LARGE")
+
+
+@pytest.mark.parametrize("settings", [
+    pytest.param({"server_api_key": API_KEY}, id="api-key"),
+    pytest.param({"auth_mode": "dev"}, id="dev-mode"),
+])
+async def test_emit_api_answers_401_to_an_authorization_header_with_a_non_ascii_byte(start_replica, settings):
+    replica = await start_replica(**settings)
+    head = (b"POST /api/v1/emit HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Authorization: Bearer \xff" + API_KEY.encode())
+    body = b'{"user_id": "alice", "event": "arrival"}'
+
+    status, payload = await raw_request(replica.url, head + b"\r\nContent-Length: %d" % len(body), body)
+
+    assert status == 401
+    assert_error_payload(payload, "UNAUTHORIZED")
+
+
+async def test_emit_api_refuses_a_message_over_the_queue_limit_with_413_and_counts_it(start_replica, make_client):
+    replica = await start_replica(server_api_key=API_KEY, max_queue_message_bytes=1024)
+    alice = await connected(make_client, replica, "alice")
+
+    status, body = await post_emit(replica, {"user_id": "alice", "event": "arrival", "data": "x" * 1024})
+
+    assert status == 413
+    assert_error_payload(body, "PAYLOAD_TOO_LARGE")
+    assert "MAX_QUEUE_MESSAGE_BYTES" in body["message"]
+    assert sample(replica, "kindmap_messages_dropped_total", {"reason": "too_large"}) == 1
+    await assert_nothing_else_arrived(replica, alice, "arrival")
+
+
+async def test_emit_api_answers_503_queue_busy_with_retry_after_when_redis_is_only_busy(api_replica, make_client,
+                                                                                       monkeypatch):
+    alice = await connected(make_client, api_replica, "alice")
+
+    async def busy(user_id: str) -> bool:
+        raise QueueBusyError("all 64 Redis connections stayed busy")
+
+    monkeypatch.setattr(api_replica.app[PRESENCE], "is_online", busy)
+    async with aiohttp.ClientSession() as session, session.post(
+            f"{api_replica.url}/api/v1/emit", json={"user_id": "alice", "event": "arrival"},
+            headers={"Authorization": f"Bearer {API_KEY}"}) as response:
+        status, retry_after, body = response.status, response.headers.get("Retry-After"), await response.json()
+
+    assert (status, retry_after) == (503, "1")
+    assert_error_payload(body, "QUEUE_BUSY")
+    await assert_nothing_else_arrived(api_replica, alice, "arrival")
 
 
 async def test_emit_api_answers_404_for_a_user_connected_nowhere_and_counts_the_drop(api_replica):

@@ -3,6 +3,7 @@ and runs the app its builder makes."""
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 from aiohttp import web
 
 from server.__main__ import main
+from server.cluster.processes import free_port
 from server.config import Settings
 from server.errors import ConfigError
 
@@ -30,6 +32,13 @@ def run_server(cwd: Path, **environ: str) -> subprocess.CompletedProcess[str]:
     pytest.param("AUTH_MODE", {"JWT_SECRET": SECRET, "AUTH_MODE": "trust-me"}, id="unknown-auth-mode"),
     pytest.param("JWT_SECRET", {}, id="no-secret"),
     pytest.param("REDIS_URL", {"JWT_SECRET": SECRET, "REDIS_URL": "http://cache:6379"}, id="redis-url-scheme"),
+    pytest.param("REDIS_URL", {"JWT_SECRET": SECRET, "REDIS_URL": "redis://cache:63x9/0"}, id="redis-url-port"),
+    pytest.param("REDIS_URL", {"JWT_SECRET": SECRET, "REDIS_URL": "redis://cache:6379/abc"}, id="redis-url-db"),
+    pytest.param("SERVER_API_KEY", {"JWT_SECRET": SECRET, "SERVER_API_KEY": "    "}, id="api-key-of-spaces"),
+    pytest.param("JWT_SECRET", {"JWT_SECRET": SECRET, "AUTH_MODE": "dev"}, id="dev-mode-next-to-a-secret"),
+    pytest.param("HOST", {"AUTH_MODE": "dev", "HOST": "0.0.0.0"}, id="dev-mode-beyond-loopback"),
+    # TEST-NET-3 (RFC 5737): an address no machine here has.
+    pytest.param("HOST", {"JWT_SECRET": SECRET, "HOST": "203.0.113.7"}, id="host-not-on-this-machine"),
 ])
 def test_bad_setting_exits_2_with_one_line_naming_the_setting(tmp_path: Path, name: str,
                                                              environ: dict[str, str]) -> None:
@@ -52,6 +61,30 @@ def test_bad_setting_in_the_env_file_is_refused_the_same_way(tmp_path: Path) -> 
     assert result.stderr.splitlines() == ["configuration error: PORT must be an integer, got 'eighty'"]
 
 
+def test_env_file_that_is_not_utf8_is_refused_in_one_line(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_bytes(f"JWT_SECRET={SECRET}\nINSTANCE_ID=caf\xe9\n".encode("latin-1"))
+
+    result = run_server(tmp_path)
+
+    assert result.returncode == 2
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert result.stderr.startswith("configuration error: .env is not UTF-8 text")
+
+
+def test_port_in_use_is_refused_in_one_line(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+
+        result = run_server(tmp_path, JWT_SECRET=SECRET, PORT=str(port))
+
+    assert result.returncode == 2
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"configuration error: cannot listen on HOST=127.0.0.1 PORT={port}: ")
+
+
 def test_environment_overrides_the_env_file(tmp_path: Path) -> None:
     # The file's PORT is bad, the environment's is fine: the error must then be about something else.
     (tmp_path / ".env").write_text(f"JWT_SECRET={SECRET}\nPORT=eighty\n")
@@ -72,13 +105,23 @@ def test_main_runs_the_app_its_builder_makes_from_the_settings(monkeypatch: pyte
         built.append(settings)
         return app
 
-    monkeypatch.setattr("server.__main__.load_environ", lambda: {"AUTH_MODE": "dev", "PORT": "8123"})
+    monkeypatch.setattr("server.__main__.load_environ", lambda: {"AUTH_MODE": "dev", "PORT": str(port)})
     monkeypatch.setattr("server.__main__.configure_logging", lambda level: None)  # leave the root logger alone
-    monkeypatch.setattr(web, "run_app", lambda application, **_options: ran.append(application))
+    listening: list[tuple[str, int]] = []
+    port = free_port()
+
+    def run_app(application: web.Application, *, sock: list[socket.socket], **_options: object) -> None:
+        ran.append(application)
+        for one in sock:
+            listening.append(one.getsockname()[:2])
+            one.close()
+
+    monkeypatch.setattr(web, "run_app", run_app)
 
     assert main(build) == 0
-    assert [settings.port for settings in built] == [8123]
+    assert [settings.port for settings in built] == [port]
     assert ran == [app]
+    assert listening == [("127.0.0.1", port)]
 
 
 def test_a_builder_refusing_the_settings_exits_2_like_a_bad_setting(monkeypatch: pytest.MonkeyPatch,

@@ -10,12 +10,13 @@ from collections.abc import AsyncGenerator
 from redis import asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff, NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
-from ...errors import PublishError, QueueUnavailableError
+from ...errors import PublishError, QueueBusyError, QueueUnavailableError
 from .base import QueueBackend
 
-__all__ = ["RedisBackend", "connect_redis"]
+__all__ = ["PoolExhaustedError", "RedisBackend", "connect_redis"]
 
 logger = logging.getLogger(__name__)
 
@@ -30,18 +31,45 @@ KEEPALIVE_TIMEOUT = 3.0
 MAX_CONNECTIONS = 64
 
 
-def connect_redis(url: str) -> aioredis.Redis:
+class PoolExhaustedError(RedisConnectionError):
+    """No pooled connection came free in time: Redis is busy, not down.
+
+    A ``ConnectionError`` still, so code that does not tell the two apart treats it as before.
+    """
+
+
+class _WaitingPool(aioredis.BlockingConnectionPool):
+    """redis-py's blocking pool, telling a wait that timed out from a connection that failed.
+
+    redis-py raises the same ``ConnectionError`` for both, and only the cause differs
+    (``asyncio.TimeoutError`` for the wait); ``test_redis_parts`` checks that it still does.
+    """
+
+    async def get_connection(self, *args: object, **kwargs: object) -> aioredis.connection.AbstractConnection:
+        try:
+            connection: aioredis.connection.AbstractConnection = await super().get_connection(  # type: ignore[no-untyped-call]
+                *args, **kwargs)
+        except RedisConnectionError as exc:
+            if isinstance(exc.__cause__, TimeoutError):
+                raise PoolExhaustedError(f"all {self.max_connections} Redis connections stayed busy") from exc
+            raise
+        return connection
+
+
+def connect_redis(url: str, *, max_connections: int = MAX_CONNECTIONS,
+                  pool_timeout: float = COMMAND_TIMEOUT) -> aioredis.Redis:
     """A command client that fails fast: one quick retry, then the error surfaces.
 
     redis-py's defaults retry with backoff for seconds, which would hide an
     outage from the caller that needs to know its message was not sent. Its
     default pool refuses the 101st concurrent command ("Too many connections");
-    this one makes a burst queue for a connection instead.
+    this one makes a burst queue for a connection instead, up to ``pool_timeout``,
+    after which the command raises ``PoolExhaustedError`` (busy, not down).
     """
-    pool = aioredis.BlockingConnectionPool.from_url(
+    pool = _WaitingPool.from_url(
         url,
-        max_connections=MAX_CONNECTIONS,
-        timeout=COMMAND_TIMEOUT,
+        max_connections=max_connections,
+        timeout=pool_timeout,
         socket_connect_timeout=CONNECT_TIMEOUT,
         socket_timeout=COMMAND_TIMEOUT,
         retry=Retry(ExponentialBackoff(cap=0.05, base=0.01), 1),
@@ -91,6 +119,8 @@ class RedisBackend(QueueBackend):
     async def publish(self, channel: str, data: bytes) -> int:
         try:
             return int(await self.client.publish(channel, data))
+        except PoolExhaustedError as exc:
+            raise QueueBusyError(f"Redis is busy, retry shortly: {exc}") from exc
         except (RedisError, OSError) as exc:
             raise PublishError(f"Redis publish failed: {exc}") from exc
 

@@ -20,7 +20,7 @@ from aiohttp.test_utils import TestServer
 from server.app import create_app
 from server.app_keys import MANAGER, METRICS
 from server.config import Settings
-from server.errors import ErrorCode, PublishError, QueueUnavailableError, error_payload
+from server.errors import ErrorCode, PayloadTooLargeError, PublishError, QueueUnavailableError, error_payload
 from server.metrics import Metrics
 from server.queue import envelope
 from server.queue.backends.memory import MemoryBackend, MemoryBroker
@@ -735,3 +735,39 @@ async def test_binary_payload_crosses_the_queue_as_base64_and_arrives_intact(
     assert message["binary"] is True
     assert message["data"] == [[{"name": "지도", "png": {"_placeholder": True, "num": 0}}],
                                base64.b64encode(blob).decode()]
+
+
+# --- the queue message limit (MAX_QUEUE_MESSAGE_BYTES) ------------------------------------------
+
+
+def envelope_size(manager: QueueManager, data: str) -> int:
+    return len(envelope.encode({"method": "emit", "event": "e", "data": [data], "binary": False, "namespace": "/",
+                                "room": "user:alice", "skip_sid": None, "callback": None,
+                                "host_id": manager.host_id}))
+
+
+async def test_message_exactly_at_the_queue_limit_is_published_and_one_byte_more_is_refused(
+        make_manager: MakeManager, broker: MemoryBroker) -> None:
+    probe = make_manager(write_only=True)
+    overhead = envelope_size(probe, "")
+    manager = make_manager(max_message_bytes=overhead + 1000)
+    await manager.start()
+
+    await manager.emit("e", "x" * 1000, room="user:alice")
+    with pytest.raises(PayloadTooLargeError, match="MAX_QUEUE_MESSAGE_BYTES"):
+        await manager.emit("e", "x" * 1001, room="user:alice")
+
+    assert [len(payload) for _channel, payload in broker.published] == [overhead + 1000]
+    assert dropped(manager.metrics, "too_large") == 1
+
+
+async def test_queue_limit_counts_utf8_bytes_not_characters(make_manager: MakeManager, broker: MemoryBroker) -> None:
+    probe = make_manager(write_only=True)
+    manager = make_manager(max_message_bytes=envelope_size(probe, "") + 1000)
+    await manager.start()
+
+    with pytest.raises(PayloadTooLargeError):
+        await manager.emit("e", "환" * 500, room="user:alice")  # 500 characters, 1,500 bytes
+
+    assert broker.published == []
+
