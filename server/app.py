@@ -7,7 +7,6 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-import socketio
 from aiohttp import web
 from socketio.async_manager import AsyncManager
 
@@ -25,6 +24,7 @@ from .queue.backends.base import QueueBackend
 from .queue.backends.memory import MemoryBackend
 from .queue.backends.redis import RedisBackend
 from .queue.manager import LocalManager, QueueManager
+from .transport import SocketServer
 
 __all__ = ["create_app"]
 
@@ -63,14 +63,18 @@ def create_app(settings: Settings, *, backend: QueueBackend | None = None,
     else:
         presence = LocalPresence(manager)
 
-    sio = socketio.AsyncServer(
+    sio = SocketServer(
         async_mode="aiohttp",
         client_manager=manager,
         cors_allowed_origins=list(settings.cors_allowed_origins) or None,
         max_http_buffer_size=settings.max_payload_bytes * HARD_CAP_FACTOR,
-        logger=False,
-        engineio_logger=False,
+        max_outgoing_bytes=settings.max_outgoing_buffer_bytes,
+        metrics=metrics,
+        # Loggers given, not True/False: the libraries then add no plain-text handler of their own.
+        logger=logging.getLogger("socketio"),
+        engineio_logger=logging.getLogger("engineio"),
     )
+    metrics.engineio_sessions.set_function(lambda: len(sio.eio.sockets))
     authenticator = Authenticator(settings)
     gateway = Gateway(sio, settings=settings, authenticator=authenticator, presence=presence, metrics=metrics)
 

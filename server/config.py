@@ -26,6 +26,9 @@ DUPLICATE_POLICIES = ("allow", "replace")
 JWT_ALGORITHMS = {"HS256": 32, "HS384": 48, "HS512": 64}
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 MAX_JWT_LEEWAY = 300
+# A socket's outgoing buffer: room for a burst of navigation messages, not for a backlog.
+MIN_OUTGOING_BUFFER = 64 * 1024
+MAX_OUTGOING_BUFFER = 256 * 1024 * 1024
 
 
 
@@ -63,6 +66,7 @@ class Settings:
     queue_signing_key: str | None = None
     duplicate_connection_policy: str = "allow"
     max_payload_bytes: int = 64 * 1024
+    max_outgoing_buffer_bytes: int = 1024 * 1024
     shutdown_timeout: float = 5.0
     log_level: str = "INFO"
 
@@ -90,6 +94,9 @@ class Settings:
             raise ConfigError("INSTANCE_ID must not be empty")
         if self.max_payload_bytes < 1024:
             raise ConfigError("MAX_PAYLOAD_BYTES must be at least 1024")
+        if not MIN_OUTGOING_BUFFER <= self.max_outgoing_buffer_bytes <= MAX_OUTGOING_BUFFER:
+            raise ConfigError(f"MAX_OUTGOING_BUFFER_BYTES must be between {MIN_OUTGOING_BUFFER} and "
+                              f"{MAX_OUTGOING_BUFFER}, got {self.max_outgoing_buffer_bytes}")
         if not 0 <= self.jwt_leeway <= MAX_JWT_LEEWAY:
             raise ConfigError(f"JWT_LEEWAY_SECONDS must be between 0 and {MAX_JWT_LEEWAY}")
         if not 0 < self.shutdown_timeout < float("inf"):
@@ -130,6 +137,7 @@ class Settings:
         take("QUEUE_SIGNING_KEY", "queue_signing_key")
         take("DUPLICATE_CONNECTION_POLICY", "duplicate_connection_policy", lambda _, v: v.lower())
         take("MAX_PAYLOAD_BYTES", "max_payload_bytes", _to_int)
+        take("MAX_OUTGOING_BUFFER_BYTES", "max_outgoing_buffer_bytes", _to_int)
         take("SHUTDOWN_TIMEOUT", "shutdown_timeout", _to_float)
         take("LOG_LEVEL", "log_level", lambda _, v: v.upper())
         return cls(**values)  # type: ignore[arg-type]
