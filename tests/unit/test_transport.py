@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from typing import Any
 
 import aiohttp
@@ -108,6 +110,35 @@ async def test_what_the_transport_has_not_sent_counts_toward_the_limit(start_rep
         assert socket.closed and socket.transport.aborted
     finally:
         real.abort()
+
+
+async def test_a_client_gone_silent_past_its_ping_timeout_has_its_buffer_freed_and_tcp_aborted(
+        start_replica, make_client):
+    replica = await start_replica(queue=False)
+    client = make_client()
+    await client.connect(replica.url, auth={"token": make_token("alice")})
+    [socket] = replica.app[SIO].eio.sockets.values()
+    socket.last_ping = time.time() - 3600  # a ping went unanswered long ago
+
+    assert not await socket.check_ping_timeout()
+
+    assert socket.closed and socket.queue.nbytes == 0
+    assert socket.transport.is_closing()  # not left open until the peer closes it
+    assert await client.wait_for_disconnect() is not None
+
+
+async def test_a_server_disconnect_waits_at_most_a_ping_timeout_for_a_client_that_never_polls(start_replica):
+    replica = await start_replica(queue=False)
+    eio = replica.app[SIO].eio
+    eio.ping_timeout = 0.2
+    async with aiohttp.ClientSession() as session:
+        sid = await open_polling_session(session, replica.url)
+        socket = eio.sockets[sid]
+
+        await asyncio.wait_for(eio.disconnect(sid), 5)  # python-engineio waited for the next poll, forever
+
+    assert socket.closed and socket.queue.nbytes == 0
+    assert sid not in eio.sockets
 
 
 async def test_an_oversized_long_poll_body_is_refused_at_once_and_its_session_freed(start_replica):
