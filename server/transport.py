@@ -108,7 +108,8 @@ class GuardedSocket(AsyncSocket):  # type: ignore[misc]
 
     async def send(self, pkt: eio_packet.Packet) -> None:
         if not self.closed and self.buffered() + packet_size(pkt) > self.server.max_outgoing_bytes:
-            await self._drop_slow_consumer()
+            if not self.closing:  # emits racing the close (its disconnect handler awaits Redis) go with it
+                await self._drop_slow_consumer()
             return
         await super().send(pkt)
 
