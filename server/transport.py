@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from typing import Any
 
 import engineio
@@ -65,7 +66,7 @@ class OutgoingQueue(asyncio.Queue[eio_packet.Packet | None]):
     def __init__(self) -> None:
         super().__init__()
         self.nbytes = 0
-        self._sizes: list[int] = []
+        self._sizes: deque[int] = deque()
 
     def _put(self, item: eio_packet.Packet | None) -> None:
         size = packet_size(item)
@@ -74,7 +75,7 @@ class OutgoingQueue(asyncio.Queue[eio_packet.Packet | None]):
         super()._put(item)
 
     def _get(self) -> eio_packet.Packet | None:
-        self.nbytes -= self._sizes.pop(0)
+        self.nbytes -= self._sizes.popleft()
         return super()._get()
 
     def discard(self) -> int:
