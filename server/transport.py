@@ -164,7 +164,8 @@ class GuardedWebSocket(eio_aiohttp.WebSocket):  # type: ignore[misc]
     python-engineio decodes frames outside any ``try`` (a bad one escapes as an
     exception into aiohttp, whose middleware answers HTTP 500 inside the upgraded
     stream) and logs a traceback for a packet type it does not know. Here such a
-    frame closes the WebSocket with 1002 (protocol error), which ends the session.
+    frame closes the WebSocket with 1002 (protocol error) and ends the session, also
+    one still on long-polling that was upgrading (the library would keep it).
     """
 
     server: EngineServer
@@ -174,6 +175,10 @@ class GuardedWebSocket(eio_aiohttp.WebSocket):  # type: ignore[misc]
         cause = _websocket_violation(data)
         if cause is not None:
             self.server.protocol_violation(cause)
+            # The library passes the socket's bound ``_websocket_handler`` as ``handler``.
+            socket = getattr(self.handler, "__self__", None)
+            if isinstance(socket, GuardedSocket):
+                await socket.close(wait=False, abort=True, reason=self.server.reason.TRANSPORT_ERROR)
             await self._sock.close(code=WSCloseCode.PROTOCOL_ERROR, message=cause.encode())
             raise OSError(f"protocol violation: {cause}")
         return data

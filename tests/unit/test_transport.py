@@ -246,3 +246,17 @@ async def test_a_malformed_websocket_frame_closes_the_websocket_as_a_protocol_er
     assert rest.type == aiohttp.WSMsgType.CLOSED
     assert sample(replica.app, "kindmap_protocol_violations_total", cause=cause) == 1
     await eventually(lambda: sample(replica.app, "kindmap_engineio_sessions") == 0)
+
+
+async def test_a_malformed_upgrade_probe_ends_the_long_polling_session_too(start_replica):
+    replica = await start_replica(queue=False)
+    async with aiohttp.ClientSession() as session:
+        sid = await open_polling_session(session, replica.url)
+        async with session.ws_connect(engineio_url(replica.url, transport="websocket", sid=sid)) as ws:
+            await ws.send_str("")
+            closing = await ws.receive(timeout=5)
+        after = await poll(session, replica.url, sid)
+
+    assert closing.data == aiohttp.WSCloseCode.PROTOCOL_ERROR
+    assert after[0] == 400  # python-engineio left the session "upgrading", answering every poll with a NOOP
+    await eventually(lambda: sample(replica.app, "kindmap_engineio_sessions") == 0)
