@@ -23,6 +23,8 @@ def main(build: Callable[[Settings], web.Application] = create_app) -> int:
     """Run one replica; ``build`` makes its app (the benchmarks' baseline passes its own)."""
     try:
         settings = Settings.from_env(load_environ())
+        # Before the app: python-socketio and python-engineio choose their handlers when built.
+        configure_logging(settings.log_level)
         app = build(settings)
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
@@ -33,7 +35,6 @@ def main(build: Callable[[Settings], web.Application] = create_app) -> int:
         print(f"configuration error: cannot listen on HOST={settings.host} PORT={settings.port}: "
               f"{exc.strerror or exc}", file=sys.stderr)
         return EXIT_CONFIG
-    configure_logging(settings.log_level)
     if settings.dev_mode:
         logger.warning("AUTH_MODE=dev: clients may connect as any user id; never use this in production")
     if settings.redis_url is None:

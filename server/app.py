@@ -7,13 +7,13 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-import socketio
 from aiohttp import web
 from socketio.async_manager import AsyncManager
 
-from .app_keys import AUTHENTICATOR, GATEWAY, MANAGER, METRICS, PRESENCE, SETTINGS, SIO, TRANSPORTS
+from .app_keys import AUTHENTICATOR, CONNECTIONS, GATEWAY, MANAGER, METRICS, PRESENCE, SETTINGS, SIO
 from .auth import Authenticator
 from .config import Settings
+from .connections import OpenConnections
 from .demo_page import demo_routes
 from .dev_api import dev_host_middleware, dev_routes
 from .gateway import HARD_CAP_FACTOR, Gateway
@@ -25,7 +25,7 @@ from .queue.backends.base import QueueBackend
 from .queue.backends.memory import MemoryBackend
 from .queue.backends.redis import RedisBackend
 from .queue.manager import LocalManager, QueueManager
-from .transports import OpenTransports
+from .transport import SocketServer
 
 __all__ = ["create_app"]
 
@@ -65,19 +65,23 @@ def create_app(settings: Settings, *, backend: QueueBackend | None = None,
     else:
         presence = LocalPresence(manager)
 
-    sio = socketio.AsyncServer(
+    sio = SocketServer(
         async_mode="aiohttp",
         client_manager=manager,
         cors_allowed_origins=list(settings.cors_allowed_origins) or None,
         max_http_buffer_size=settings.max_payload_bytes * HARD_CAP_FACTOR,
-        logger=False,
-        engineio_logger=False,
+        max_outgoing_bytes=settings.max_outgoing_buffer_bytes,
+        metrics=metrics,
+        # Loggers given, not True/False: the libraries then add no plain-text handler of their own.
+        logger=logging.getLogger("socketio"),
+        engineio_logger=logging.getLogger("engineio"),
     )
+    metrics.engineio_sessions.set_function(lambda: len(sio.eio.sockets))
     authenticator = Authenticator(settings)
     gateway = Gateway(sio, settings=settings, authenticator=authenticator, presence=presence, metrics=metrics)
 
-    transports = OpenTransports()
-    middlewares = [error_middleware, transports.middleware]
+    connections = OpenConnections()
+    middlewares = [error_middleware, connections.middleware]
     if settings.dev_mode:
         middlewares.insert(1, dev_host_middleware)
     app = web.Application(client_max_size=settings.max_payload_bytes, middlewares=middlewares)
@@ -88,7 +92,7 @@ def create_app(settings: Settings, *, backend: QueueBackend | None = None,
     app[GATEWAY] = gateway
     app[METRICS] = metrics
     app[PRESENCE] = presence
-    app[TRANSPORTS] = transports
+    app[CONNECTIONS] = connections
     sio.attach(app)
     app.add_routes(routes)
     if settings.dev_mode:
@@ -140,5 +144,5 @@ async def _drain(app: web.Application) -> None:
 
     # Concurrently: each close runs the disconnect handler, which waits on Redis.
     await asyncio.gather(*(drop(s) for s in sockets))
-    aborted = app[TRANSPORTS].abort_all()
+    aborted = app[CONNECTIONS].abort_all()
     logger.info("replica draining", extra={"sockets_closed": len(sockets), "connections_aborted": aborted})

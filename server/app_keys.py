@@ -8,13 +8,13 @@ from socketio.async_manager import AsyncManager
 
 from .auth import Authenticator
 from .config import Settings
+from .connections import OpenConnections
 from .gateway import Gateway
 from .metrics import Metrics
 from .presence import Presence
 from .queue.manager import LocalManager, QueueManager
-from .transports import OpenTransports
 
-__all__ = ["AUTHENTICATOR", "GATEWAY", "MANAGER", "METRICS", "PRESENCE", "SETTINGS", "SIO", "TRANSPORTS"]
+__all__ = ["AUTHENTICATOR", "CONNECTIONS", "GATEWAY", "MANAGER", "METRICS", "PRESENCE", "SETTINGS", "SIO"]
 
 SETTINGS = web.AppKey("settings", Settings)
 AUTHENTICATOR = web.AppKey("authenticator", Authenticator)
@@ -24,4 +24,4 @@ MANAGER: web.AppKey[QueueManager | LocalManager | AsyncManager] = web.AppKey("ma
 GATEWAY = web.AppKey("gateway", Gateway)
 METRICS = web.AppKey("metrics", Metrics)
 PRESENCE = web.AppKey("presence", Presence)
-TRANSPORTS = web.AppKey("transports", OpenTransports)
+CONNECTIONS = web.AppKey("connections", OpenConnections)

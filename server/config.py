@@ -40,6 +40,9 @@ MIN_QUEUE_MESSAGE_BYTES = 1024
 MAX_QUEUE_MESSAGE_BYTES = 512 * 1024 * 1024  # Redis's proto-max-bulk-len: no larger PUBLISH exists
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 _HOST_NAME = re.compile(r"[a-z0-9.-]+|\[[0-9a-f:.]+\]")
+# A socket's outgoing buffer: room for a burst of navigation messages, not for a backlog.
+MIN_OUTGOING_BUFFER = 64 * 1024
+MAX_OUTGOING_BUFFER = 256 * 1024 * 1024
 
 
 
@@ -86,6 +89,7 @@ class Settings:
     max_queue_message_bytes: int = DEFAULT_MAX_QUEUE_MESSAGE_BYTES
     dev_allowed_hosts: tuple[str, ...] = ()
     dev_allow_non_loopback: bool = False
+    max_outgoing_buffer_bytes: int = 1024 * 1024
     shutdown_timeout: float = 5.0
     log_level: str = "INFO"
 
@@ -115,6 +119,9 @@ class Settings:
         if self.max_payload_bytes < 1024:
             raise ConfigError("MAX_PAYLOAD_BYTES must be at least 1024")
         check_queue_message_bytes("MAX_QUEUE_MESSAGE_BYTES", self.max_queue_message_bytes)
+        if not MIN_OUTGOING_BUFFER <= self.max_outgoing_buffer_bytes <= MAX_OUTGOING_BUFFER:
+            raise ConfigError(f"MAX_OUTGOING_BUFFER_BYTES must be between {MIN_OUTGOING_BUFFER} and "
+                              f"{MAX_OUTGOING_BUFFER}, got {self.max_outgoing_buffer_bytes}")
         if not 0 <= self.jwt_leeway <= MAX_JWT_LEEWAY:
             raise ConfigError(f"JWT_LEEWAY_SECONDS must be between 0 and {MAX_JWT_LEEWAY}")
         if not 0 < self.shutdown_timeout < float("inf"):
@@ -180,6 +187,7 @@ class Settings:
         take("MAX_QUEUE_MESSAGE_BYTES", "max_queue_message_bytes", _to_int)
         take("DEV_ALLOWED_HOSTS", "dev_allowed_hosts", _to_host_names)
         take("DEV_ALLOW_NON_LOOPBACK", "dev_allow_non_loopback", _to_bool)
+        take("MAX_OUTGOING_BUFFER_BYTES", "max_outgoing_buffer_bytes", _to_int)
         take("SHUTDOWN_TIMEOUT", "shutdown_timeout", _to_float)
         take("LOG_LEVEL", "log_level", lambda _, v: v.upper())
         return cls(**values)  # type: ignore[arg-type]

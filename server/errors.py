@@ -39,6 +39,9 @@ class ErrorCode(StrEnum):
     UNKNOWN_EVENT = "UNKNOWN_EVENT"
     INVALID_PARAMETERS = "INVALID_PARAMETERS"
     PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"
+    # A disconnect reason, never an ``error`` event: it could only be queued behind
+    # everything the client did not read (see server/transport.py).
+    SLOW_CONSUMER = "SLOW_CONSUMER"
     UNAUTHORIZED = "UNAUTHORIZED"
     NOT_FOUND = "NOT_FOUND"
     METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED"

@@ -69,6 +69,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return web.json_response(exc.payload(), status=status, headers=headers)
     except Exception:
         logger.exception("unhandled error in %s %s", request.method, request.path)
+        if request.path.startswith("/socket.io") and request.transport is not None:
+            # The request may be an upgraded WebSocket: an HTTP answer would land inside its stream.
+            request.transport.abort()
         return error_response(500, ErrorCode.INTERNAL_SERVER_ERROR, "internal server error")
 
 

@@ -7,7 +7,7 @@ import logging
 import time
 from typing import Any
 
-__all__ = ["JsonFormatter", "LogThrottle", "configure_logging"]
+__all__ = ["JsonFormatter", "LogThrottle", "ThrottleFilter", "configure_logging"]
 
 # Attributes every LogRecord has; anything else came in through ``extra=``.
 _STANDARD_ATTRS = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
@@ -39,6 +39,10 @@ def configure_logging(level: str = "INFO") -> None:
     root.setLevel(level)
     for noisy in ("socketio", "engineio", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    for library in ("socketio", "engineio"):
+        # They log per packet ("Cannot send to sid ..." for each emit to a closing socket).
+        library_logger = logging.getLogger(library)
+        library_logger.filters[:] = [ThrottleFilter()]
 
 
 class LogThrottle:
@@ -62,3 +66,23 @@ class LogThrottle:
             return None
         self._last[key] = now
         return self._held.pop(key, 0)
+
+
+class ThrottleFilter(logging.Filter):
+    """A logger filter letting one record per message template through each second.
+
+    For libraries that log once per packet: the template (``record.msg``, before its
+    arguments) is the cause; the record that gets through carries ``suppressed``.
+    """
+
+    def __init__(self, interval: float = 1.0) -> None:
+        super().__init__()
+        self._throttle = LogThrottle(interval)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        held = self._throttle.allow(f"{record.name}:{record.levelno}:{record.msg}")
+        if held is None:
+            return False
+        if held:
+            record.suppressed = held
+        return True

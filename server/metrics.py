@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
-__all__ = ["DROP_REASONS", "Metrics"]
+__all__ = ["DROP_REASONS", "PROTOCOL_VIOLATIONS", "Metrics"]
 
 # Why a message did not reach a socket; pre-declared so every series exists at 0.
 DROP_REASONS = (
@@ -21,6 +21,9 @@ DROP_REASONS = (
     "publish_failed",
     "too_large",
 )
+
+# Engine.IO input that closes the session (server/transport.py); pre-declared like DROP_REASONS.
+PROTOCOL_VIOLATIONS = ("oversized_body", "bad_polling_body", "empty_frame", "bad_packet")
 
 
 class Metrics:
@@ -54,8 +57,23 @@ class Metrics:
         self.queue_subscribed = Gauge(
             "kindmap_queue_subscribed", "1 while the queue subscription is live.", registry=self.registry
         )
+        self.slow_consumers = Counter(
+            "kindmap_slow_consumer_disconnects_total",
+            "Sockets disconnected because their outgoing buffer exceeded MAX_OUTGOING_BUFFER_BYTES.",
+            registry=self.registry,
+        )
+        self.protocol_violations = Counter(
+            "kindmap_protocol_violations_total", "Engine.IO sessions closed for malformed input, by cause.",
+            ["cause"], registry=self.registry,
+        )
+        self.engineio_sessions = Gauge(
+            "kindmap_engineio_sessions", "Engine.IO sessions this replica holds, connected to Socket.IO or not.",
+            registry=self.registry,
+        )
         for reason in DROP_REASONS:
             self.dropped.labels(reason=reason)
+        for cause in PROTOCOL_VIOLATIONS:
+            self.protocol_violations.labels(cause=cause)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

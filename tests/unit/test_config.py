@@ -36,6 +36,7 @@ def test_unset_variables_give_the_documented_defaults() -> None:
     assert settings.max_queue_message_bytes == 1024 * 1024
     assert settings.dev_allowed_hosts == ()
     assert settings.dev_allow_non_loopback is False
+    assert settings.max_outgoing_buffer_bytes == 1024 * 1024
     assert settings.shutdown_timeout == 5.0
     assert settings.log_level == "INFO"
 
@@ -65,6 +66,7 @@ def test_every_setting_is_parsed_from_the_environment() -> None:
         "DUPLICATE_CONNECTION_POLICY": "replace",
         "MAX_PAYLOAD_BYTES": "2048",
         "MAX_QUEUE_MESSAGE_BYTES": "4096",
+        "MAX_OUTGOING_BUFFER_BYTES": "131072",
         "SHUTDOWN_TIMEOUT": "1.5",
         "LOG_LEVEL": "DEBUG",
     }
@@ -89,6 +91,7 @@ def test_every_setting_is_parsed_from_the_environment() -> None:
         duplicate_connection_policy="replace",
         max_payload_bytes=2048,
         max_queue_message_bytes=4096,
+        max_outgoing_buffer_bytes=131072,
         shutdown_timeout=1.5,
         log_level="DEBUG",
     )
@@ -151,6 +154,9 @@ def test_blank_value_means_the_default(name: str) -> None:
     ("JWT_LEEWAY_SECONDS", "a while"),
     ("MAX_PAYLOAD_BYTES", "1023"),
     ("MAX_PAYLOAD_BYTES", "64k"),
+    ("MAX_OUTGOING_BUFFER_BYTES", "65535"),
+    ("MAX_OUTGOING_BUFFER_BYTES", str(256 * 1024 * 1024 + 1)),
+    ("MAX_OUTGOING_BUFFER_BYTES", "1M"),
     ("SHUTDOWN_TIMEOUT", "0"),
     ("SHUTDOWN_TIMEOUT", "-3"),
     ("SHUTDOWN_TIMEOUT", "soon"),

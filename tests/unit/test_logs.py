@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from server import logs
-from server.logs import JsonFormatter, LogThrottle
+from server.logs import JsonFormatter, LogThrottle, ThrottleFilter
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -188,3 +188,40 @@ def test_throttle_counts_each_key_on_its_own(clock: FakeClock) -> None:
 
     assert throttle.allow("unknown_method") == 0
     assert throttle.allow("invalid_json") is None
+
+
+def test_throttle_filter_lets_one_record_per_template_through_and_counts_the_rest(clock: FakeClock) -> None:
+    throttle = ThrottleFilter(interval=1.0)
+    first, repeat, other = (record("Cannot send to sid %s", "a"), record("Cannot send to sid %s", "b"),
+                            record("message async handler error"))
+
+    assert throttle.filter(first) and throttle.filter(other)
+    assert not throttle.filter(repeat)
+    clock.now += 1.0
+    later = record("Cannot send to sid %s", "c")
+    assert throttle.filter(later) and later.suppressed == 1  # type: ignore[attr-defined]
+
+
+def test_library_lines_repeated_per_packet_are_logged_once_a_second(tmp_path: Path) -> None:
+    result = run_python(
+        "import logging; from server.logs import configure_logging\n"
+        "configure_logging('INFO')\n"
+        "for sid in range(100):\n"
+        "    logging.getLogger('engineio').warning('Cannot send to sid %s', sid)\n",
+        tmp_path,
+    )
+
+    assert [json.loads(line)["message"] for line in result.stderr.splitlines()] == ["Cannot send to sid 0"]
+
+
+def test_the_replica_builds_its_socketio_server_without_log_handlers_of_its_own(tmp_path: Path) -> None:
+    """python-socketio and python-engineio add a plain-text handler to a logger they are not given."""
+    result = run_python(
+        "import logging; from server.app import create_app; from server.config import Settings\n"
+        "app = create_app(Settings(auth_mode='dev'))\n"
+        "print(sum(len(logging.getLogger(n).handlers) for n in ('socketio', 'socketio.server', 'engineio',\n"
+        "                                                       'engineio.server')))\n",
+        tmp_path,
+    )
+
+    assert result.stdout.split() == ["0"], result.stderr

@@ -130,6 +130,27 @@ def test_a_builder_refusing_the_settings_exits_2_like_a_bad_setting(monkeypatch:
         raise ConfigError("REDIS_URL is required")
 
     monkeypatch.setattr("server.__main__.load_environ", lambda: {"AUTH_MODE": "dev"})
+    monkeypatch.setattr("server.__main__.configure_logging", lambda level: None)  # leave the root logger alone
 
     assert main(build) == 2
     assert capsys.readouterr().err == "configuration error: REDIS_URL is required\n"
+
+
+def test_logging_is_configured_before_the_app_is_built(monkeypatch: pytest.MonkeyPatch) -> None:
+    """python-socketio and python-engineio pick their log handlers when the app builds them."""
+    calls: list[str] = []
+
+    def build(settings: Settings) -> web.Application:
+        calls.append("build")
+        return web.Application()
+
+    def run_app(application: web.Application, *, sock: list[socket.socket], **_options: object) -> None:
+        for one in sock:
+            one.close()
+
+    monkeypatch.setattr("server.__main__.load_environ", lambda: {"AUTH_MODE": "dev", "PORT": str(free_port())})
+    monkeypatch.setattr("server.__main__.configure_logging", lambda level: calls.append(f"logging {level}"))
+    monkeypatch.setattr(web, "run_app", run_app)
+
+    assert main(build) == 0
+    assert calls == ["logging INFO", "build"]

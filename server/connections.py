@@ -15,12 +15,12 @@ import asyncio
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-__all__ = ["SOCKETIO_PATH", "OpenTransports"]
+__all__ = ["SOCKETIO_PATH", "OpenConnections"]
 
 SOCKETIO_PATH = "/socket.io/"
 
 
-class OpenTransports:
+class OpenConnections:
     """Tracks the connections of Socket.IO requests in progress (long-polls and WebSockets)."""
 
     def __init__(self) -> None:

@@ -1,0 +1,313 @@
+"""The Engine.IO transport, hardened: bounded outgoing buffers, whole long-poll bodies,
+protocol violations closed as such.
+
+python-engineio keeps every packet for a socket in an unbounded queue, reads a
+long-poll body only partly, leaves an oversized POST unanswered with its session
+held, and lets a malformed WebSocket frame escape as an exception (the error
+middleware then writes an HTTP 500 into the WebSocket stream). ``SocketServer``
+is python-socketio's ``AsyncServer`` on an Engine.IO server of ours that fixes
+these through the library's hooks (``_engineio_server_class``, ``create_queue``,
+the async driver's WebSocket class) and a socket subclass.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from typing import Any
+
+import engineio
+import socketio
+from aiohttp import WSCloseCode, web
+from engineio import packet as eio_packet
+from engineio import payload as eio_payload
+from engineio.async_drivers import aiohttp as eio_aiohttp
+from engineio.async_socket import AsyncSocket
+
+from .errors import ErrorCode, error_payload
+from .logs import LogThrottle
+from .metrics import Metrics
+
+__all__ = ["EngineServer", "GuardedSocket", "GuardedWebSocket", "OutgoingQueue", "SocketServer", "packet_size"]
+
+logger = logging.getLogger(__name__)
+
+# Packets a client may send. A client never sends OPEN; PING only as the upgrade probe; NOOP never.
+_WEBSOCKET_TYPES = frozenset({eio_packet.CLOSE, eio_packet.PING, eio_packet.PONG, eio_packet.MESSAGE,
+                              eio_packet.UPGRADE})
+_POLLING_TYPES = _WEBSOCKET_TYPES - {eio_packet.PING}
+# Closes after which the peer is not reading: its TCP connection is aborted, not drained.
+_HARD_REASONS = frozenset({ErrorCode.SLOW_CONSUMER.value, engineio.AsyncServer.reason.PING_TIMEOUT})
+# The packets of a long-poll POST body, once read whole (see EngineServer.handle_request).
+_POLLING_PACKETS = web.RequestKey("engineio_packets", list)
+
+
+def packet_size(pkt: eio_packet.Packet | None) -> int:
+    """Bytes ``pkt`` takes on the wire, without encoding a large text message twice."""
+    if pkt is None:
+        return 0
+    data = pkt.data
+    if isinstance(data, bytes):
+        return len(data)
+    if isinstance(data, str) and data.isascii():
+        return 1 + len(data)
+    encoded = pkt.encode()
+    return len(encoded) if isinstance(encoded, bytes) else len(encoded.encode())
+
+
+class OutgoingQueue(asyncio.Queue[eio_packet.Packet | None]):
+    """An Engine.IO socket's queue that knows how many bytes it holds.
+
+    The sizes are kept in the ``_put``/``_get`` hooks of ``asyncio.Queue`` (those
+    ``PriorityQueue`` uses), so every way in and out is counted.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.nbytes = 0
+        self._sizes: deque[int] = deque()
+
+    def _put(self, item: eio_packet.Packet | None) -> None:
+        size = packet_size(item)
+        self._sizes.append(size)
+        self.nbytes += size
+        super()._put(item)
+
+    def _get(self) -> eio_packet.Packet | None:
+        self.nbytes -= self._sizes.popleft()
+        return super()._get()
+
+    def discard(self) -> int:
+        """Drop every queued packet (marking each done, so ``join`` cannot hang); returns how many."""
+        count = 0
+        while not self.empty():
+            self.get_nowait()
+            self.task_done()
+            count += 1
+        return count
+
+
+class GuardedSocket(AsyncSocket):  # type: ignore[misc]
+    """An Engine.IO socket whose outgoing buffer is bounded and freed on every close.
+
+    The outgoing buffer is what the queue holds plus what sits unsent in the
+    transport's write buffer. Past ``EngineServer.max_outgoing_bytes`` the client is
+    a slow consumer: it is disconnected (reason ``SLOW_CONSUMER``) and its TCP
+    connection aborted, since a goodbye would wait behind everything it did not read.
+    """
+
+    server: EngineServer
+    queue: OutgoingQueue
+    transport: asyncio.Transport | None = None
+
+    def buffered(self) -> int:
+        """Bytes queued for this client and not yet taken by the kernel."""
+        transport = self.transport
+        unsent = 0 if transport is None or transport.is_closing() else transport.get_write_buffer_size()
+        return self.queue.nbytes + unsent
+
+    async def send(self, pkt: eio_packet.Packet) -> None:
+        if not self.closed and self.buffered() + packet_size(pkt) > self.server.max_outgoing_bytes:
+            if not self.closing:  # emits racing the close (its disconnect handler awaits Redis) go with it
+                await self._drop_slow_consumer()
+            return
+        await super().send(pkt)
+
+    async def _drop_slow_consumer(self) -> None:
+        buffered = self.buffered()
+        self.server.report("slow_consumer", logging.WARNING, "slow consumer disconnected",
+                           sid=self.sid, buffered_bytes=buffered, limit=self.server.max_outgoing_bytes)
+        if self.server.metrics is not None:
+            self.server.metrics.slow_consumers.inc()
+        await self.close(wait=False, abort=True, reason=ErrorCode.SLOW_CONSUMER.value)
+
+    async def close(self, wait: bool = True, abort: bool = False, reason: str | None = None) -> None:
+        """Close as python-engineio does, but never wait longer than a ping timeout for the
+        client to take its last packets, and free the queue whenever nothing more will be sent.
+
+        The library's ``wait`` joins the queue, which a client that never polls or reads
+        again leaves hanging forever (with the request or task that called it).
+        """
+        if self.closed or self.closing:
+            return
+        await super().close(wait=False, abort=abort, reason=reason)
+        hard = reason in _HARD_REASONS
+        if wait and not hard:
+            try:
+                await asyncio.wait_for(self.queue.join(), self.server.ping_timeout)
+            except TimeoutError:
+                hard = True
+        if abort or hard:
+            self.release(abort_transport=hard)
+
+    def release(self, *, abort_transport: bool) -> None:
+        """Free the queue, wake the websocket writer or pending poll, and maybe drop the TCP connection."""
+        self.queue.discard()
+        self.queue.put_nowait(None)
+        if abort_transport and self.transport is not None:
+            self.transport.abort()
+
+    async def handle_get_request(self, environ: dict[str, Any]) -> Any:
+        self.transport = environ["aiohttp.request"].transport
+        return await super().handle_get_request(environ)
+
+    async def handle_post_request(self, environ: dict[str, Any]) -> None:
+        """Handle the packets ``EngineServer.handle_request`` read and checked."""
+        for pkt in environ["aiohttp.request"][_POLLING_PACKETS]:
+            await self.receive(pkt)
+
+
+class GuardedWebSocket(eio_aiohttp.WebSocket):  # type: ignore[misc]
+    """The aiohttp driver's WebSocket wrapper, closing on a frame that is not an Engine.IO packet.
+
+    python-engineio decodes frames outside any ``try`` (a bad one escapes as an
+    exception into aiohttp, whose middleware answers HTTP 500 inside the upgraded
+    stream) and logs a traceback for a packet type it does not know. Here such a
+    frame closes the WebSocket with 1002 (protocol error) and ends the session, also
+    one still on long-polling that was upgrading (the library would keep it).
+    """
+
+    server: EngineServer
+
+    async def wait(self) -> Any:
+        data = await super().wait()
+        cause = _websocket_violation(data)
+        if cause is not None:
+            self.server.protocol_violation(cause)
+            # The library passes the socket's bound ``_websocket_handler`` as ``handler``.
+            socket = getattr(self.handler, "__self__", None)
+            if isinstance(socket, GuardedSocket):
+                await socket.close(wait=False, abort=True, reason=self.server.reason.TRANSPORT_ERROR)
+            await self._sock.close(code=WSCloseCode.PROTOCOL_ERROR, message=cause.encode())
+            raise OSError(f"protocol violation: {cause}")
+        return data
+
+
+def _websocket_violation(data: str | bytes) -> str | None:
+    if isinstance(data, bytes):
+        return None  # a binary frame is always a MESSAGE
+    if not data:
+        return "empty_frame"
+    try:
+        pkt = eio_packet.Packet(encoded_packet=data)
+    except ValueError:
+        return "bad_packet"
+    return None if pkt.packet_type in _WEBSOCKET_TYPES else "bad_packet"
+
+
+def _decode_polling_body(body: bytes) -> list[eio_packet.Packet] | None:
+    """The packets of a long-poll POST body, or ``None`` when it is not a valid payload."""
+    try:
+        packets: list[eio_packet.Packet] = eio_payload.Payload(encoded_payload=body.decode()).packets
+    except ValueError:  # also UnicodeDecodeError and binascii.Error
+        return None
+    if not packets or any(p.packet_type not in _POLLING_TYPES for p in packets):
+        return None
+    return packets
+
+
+class EngineServer(engineio.AsyncServer):  # type: ignore[misc]
+    """python-engineio's server with ``GuardedSocket`` sockets and checked long-poll bodies.
+
+    :param max_outgoing_bytes: a socket's outgoing buffer limit (``MAX_OUTGOING_BUFFER_BYTES``).
+    :param metrics: where slow consumers and protocol violations are counted.
+    """
+
+    def __init__(self, *, max_outgoing_bytes: int, metrics: Metrics | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.max_outgoing_bytes = max_outgoing_bytes
+        self.metrics = metrics
+        self.throttle = LogThrottle()
+        # The driver table is shared by every server of the process: copy, then swap the
+        # WebSocket class (python-engineio has no option for it).
+        self._async: dict[str, Any] = {**self._async, "websocket": GuardedWebSocket}
+
+    def create_queue(self, *args: Any, **kwargs: Any) -> OutgoingQueue:
+        """Every socket's queue (the library's hook; sockets are its only user)."""
+        return OutgoingQueue()
+
+    async def _trigger_event(self, event: str, *args: Any, **kwargs: Any) -> Any:
+        # python-engineio builds ``AsyncSocket`` by name in ``_handle_connect`` and offers
+        # no option for the class; "connect" is the first moment the new socket is ours.
+        # Only the OPEN packet has been queued by then (and counted, by OutgoingQueue).
+        if event == "connect":
+            adopt(self.sockets[args[0]], args[1])
+        return await super()._trigger_event(event, *args, **kwargs)
+
+    async def handle_request(self, *args: Any, **kwargs: Any) -> Any:
+        """Read a long-poll POST body whole, or refuse it: 413 past ``max_http_buffer_size``,
+        400 when it is not an Engine.IO payload; either way the session is closed and freed.
+
+        The library reads ``Content-Length`` bytes with one ``read()``, which returns what
+        has arrived so far (the rest is lost), and answers an oversized body never.
+        """
+        request: web.Request = args[0]
+        if request.method != "POST":
+            return await super().handle_request(request)
+        sid = request.query.get("sid", "")
+        body = await _read_limited(request, self.max_http_buffer_size)
+        if body is None:
+            await self._drop(sid, ErrorCode.PAYLOAD_TOO_LARGE.value, request)
+            self.protocol_violation("oversized_body")
+            return _refusal(413, ErrorCode.PAYLOAD_TOO_LARGE,
+                            f"a long-polling body may hold at most {self.max_http_buffer_size} bytes")
+        packets = _decode_polling_body(body)
+        if packets is None:
+            await self._drop(sid, self.reason.TRANSPORT_ERROR, request)
+            self.protocol_violation("bad_polling_body")
+            return _refusal(400, ErrorCode.INVALID_PARAMETERS, "the body is not a valid Engine.IO payload")
+        request[_POLLING_PACKETS] = packets
+        return await super().handle_request(request)
+
+    async def _drop(self, sid: str, reason: str, request: web.Request) -> None:
+        """Close and forget session ``sid`` (if any) for a refused POST; its pending GET
+        is dropped too, unless it shares the POST's connection, which carries the refusal."""
+        socket = self.sockets.pop(sid, None)
+        if isinstance(socket, GuardedSocket):
+            await socket.close(wait=False, abort=True, reason=reason)
+            socket.release(abort_transport=socket.transport is not request.transport)
+
+    def protocol_violation(self, cause: str) -> None:
+        if self.metrics is not None:
+            self.metrics.protocol_violations.labels(cause=cause).inc()
+        self.report(cause, logging.INFO, "engine.io protocol violation", cause=cause)
+
+    def report(self, key: str, level: int, message: str, **fields: Any) -> None:
+        """Log ``message`` at most once a second per ``key``, saying how many were held back."""
+        held = self.throttle.allow(key)
+        if held is not None:
+            logger.log(level, message, extra={**fields, "suppressed": held})
+
+
+def adopt(socket: AsyncSocket, environ: dict[str, Any]) -> None:
+    """Make a socket python-engineio just built a ``GuardedSocket`` (same state, more behaviour)."""
+    socket.__class__ = GuardedSocket
+    socket.transport = environ["aiohttp.request"].transport
+
+
+async def _read_limited(request: web.Request, limit: int) -> bytes | None:
+    """The whole body, or ``None`` as soon as it is known to exceed ``limit`` bytes."""
+    if request.content_length is not None and request.content_length > limit:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_any():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _refusal(status: int, code: ErrorCode, message: str) -> web.Response:
+    response = web.json_response(error_payload(code, message), status=status)
+    response.force_close()  # never read the rest of a refused body
+    return response
+
+
+class SocketServer(socketio.AsyncServer):  # type: ignore[misc]
+    """python-socketio's ``AsyncServer`` on ``EngineServer``; takes its options too."""
+
+    def _engineio_server_class(self) -> type[EngineServer]:
+        return EngineServer

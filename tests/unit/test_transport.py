@@ -1,0 +1,262 @@
+"""server/transport.py: bounded outgoing buffers, whole long-poll bodies, protocol violations."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+import aiohttp
+import pytest
+from engineio import packet as eio_packet
+
+from server.app_keys import METRICS, SIO
+from server.transport import GuardedSocket, GuardedWebSocket, OutgoingQueue, packet_size
+from tests.helpers.clients import make_token
+from tests.helpers.raw_engineio import RECORD_SEPARATOR, engineio_url, open_polling_session, poll
+from tests.helpers.waiting import eventually
+
+
+def sample(app: Any, name: str, **labels: str) -> float | None:
+    return app[METRICS].registry.get_sample_value(name, labels)
+
+
+def test_packet_size_is_what_the_packet_takes_on_the_wire() -> None:
+    for pkt in (eio_packet.Packet(eio_packet.MESSAGE, "42[\"nav\",\"x\"]"),
+                eio_packet.Packet(eio_packet.MESSAGE, "42[\"nav\",\"길\"]"),
+                eio_packet.Packet(eio_packet.MESSAGE, b"\x00\x01\x02"),
+                eio_packet.Packet(eio_packet.OPEN, {"sid": "abc", "pingInterval": 25000}),
+                eio_packet.Packet(eio_packet.PING)):
+        encoded = pkt.encode()
+        assert packet_size(pkt) == len(encoded if isinstance(encoded, bytes) else encoded.encode())
+
+
+async def test_outgoing_queue_counts_the_bytes_it_holds_and_discard_frees_them() -> None:
+    queue = OutgoingQueue()
+    for size in (10, 1000, 100):
+        await queue.put(eio_packet.Packet(eio_packet.MESSAGE, "x" * size))
+    assert queue.nbytes == 11 + 1001 + 101
+
+    queue.get_nowait()
+    queue.task_done()
+    assert queue.nbytes == 1001 + 101
+    assert queue.discard() == 2
+    assert (queue.nbytes, queue.empty()) == (0, True)
+    await queue.join()  # discarded packets count as done
+
+
+async def test_every_socket_is_guarded_and_every_websocket_checked(start_replica, make_client):
+    """Trips when a python-engineio upgrade changes how sockets, queues or WebSockets are made."""
+    replica = await start_replica(queue=False)
+    client = make_client()
+    await client.connect(replica.url, auth={"token": make_token("alice")})
+
+    eio = replica.app[SIO].eio
+    [socket] = eio.sockets.values()
+    assert type(socket) is GuardedSocket
+    assert isinstance(socket.queue, OutgoingQueue)
+    assert socket.transport is not None and not socket.transport.is_closing()
+    assert eio._async["websocket"] is GuardedWebSocket
+
+
+async def test_a_slow_consumer_is_disconnected_its_buffer_freed_and_counted_once(start_replica, make_client,
+                                                                                 monkeypatch):
+    replica = await start_replica(queue=False, max_outgoing_buffer_bytes=65536)
+    client = make_client()
+    await client.connect(replica.url, auth={"token": make_token("alice")})
+    eio = replica.app[SIO].eio
+    [socket] = eio.sockets.values()
+    on_disconnect = eio.handlers["disconnect"]
+
+    async def on_disconnect_awaiting_redis(*args: Any) -> None:
+        await asyncio.sleep(0.01)  # as RedisPresence does: other emits run meanwhile
+        await on_disconnect(*args)
+
+    monkeypatch.setitem(eio.handlers, "disconnect", on_disconnect_awaiting_redis)
+
+    # Sent at once, before the websocket writer runs: the packets pile up as for a stuck client,
+    # and those after the 7th race the close.
+    await asyncio.gather(*(socket.send(eio_packet.Packet(eio_packet.MESSAGE, "x" * 10_000)) for _ in range(20)),
+                         return_exceptions=True)
+
+    assert socket.closed
+    assert socket.queue.nbytes == 0
+    assert sample(replica.app, "kindmap_slow_consumer_disconnects_total") == 1
+    assert await client.wait_for_disconnect() is not None  # its TCP connection was aborted
+    await eventually(lambda: sample(replica.app, "kindmap_connections") == 0)
+    await eventually(lambda: sample(replica.app, "kindmap_engineio_sessions") == 0)
+
+
+class FullTransport:
+    """A transport whose write buffer holds ``unsent`` bytes the peer has not taken."""
+
+    def __init__(self, unsent: int) -> None:
+        self.unsent = unsent
+        self.aborted = False
+
+    def get_write_buffer_size(self) -> int:
+        return self.unsent
+
+    def is_closing(self) -> bool:
+        return self.aborted
+
+    def abort(self) -> None:
+        self.aborted = True
+
+
+async def test_what_the_transport_has_not_sent_counts_toward_the_limit(start_replica, make_client):
+    replica = await start_replica(queue=False, max_outgoing_buffer_bytes=65536)
+    client = make_client()
+    await client.connect(replica.url, auth={"token": make_token("alice")})
+    [socket] = replica.app[SIO].eio.sockets.values()
+    real, socket.transport = socket.transport, FullTransport(60_000)
+    try:
+        await socket.send(eio_packet.Packet(eio_packet.MESSAGE, "x" * 5_000))
+        assert not socket.closed
+        await socket.send(eio_packet.Packet(eio_packet.MESSAGE, "x" * 5_000))
+
+        assert socket.closed and socket.transport.aborted
+    finally:
+        real.abort()
+
+
+async def test_a_client_gone_silent_past_its_ping_timeout_has_its_buffer_freed_and_tcp_aborted(
+        start_replica, make_client):
+    replica = await start_replica(queue=False)
+    client = make_client()
+    await client.connect(replica.url, auth={"token": make_token("alice")})
+    [socket] = replica.app[SIO].eio.sockets.values()
+    socket.last_ping = time.time() - 3600  # a ping went unanswered long ago
+
+    assert not await socket.check_ping_timeout()
+
+    assert socket.closed and socket.queue.nbytes == 0
+    assert socket.transport.is_closing()  # not left open until the peer closes it
+    assert await client.wait_for_disconnect() is not None
+
+
+async def test_a_server_disconnect_waits_at_most_a_ping_timeout_for_a_client_that_never_polls(start_replica):
+    replica = await start_replica(queue=False)
+    eio = replica.app[SIO].eio
+    eio.ping_timeout = 0.2
+    async with aiohttp.ClientSession() as session:
+        sid = await open_polling_session(session, replica.url)
+        socket = eio.sockets[sid]
+
+        await asyncio.wait_for(eio.disconnect(sid), 5)  # python-engineio waited for the next poll, forever
+
+    assert socket.closed and socket.queue.nbytes == 0
+    assert sid not in eio.sockets
+
+
+async def test_an_oversized_long_poll_body_is_refused_at_once_and_its_session_freed(start_replica):
+    replica = await start_replica(queue=False)
+    limit = replica.app[SIO].eio.max_http_buffer_size
+    async with aiohttp.ClientSession() as session:
+        sid = await open_polling_session(session, replica.url)
+        async with session.post(engineio_url(replica.url, sid=sid), data=b"4" + b"y" * limit,
+                                timeout=aiohttp.ClientTimeout(total=5)) as response:
+            status, body = response.status, await response.json()
+        after = await poll(session, replica.url, sid)
+
+    assert status == 413
+    assert body["code"] == "PAYLOAD_TOO_LARGE" and set(body) == {"type", "code", "message", "timestamp"}
+    assert after[0] == 400  # the session is gone
+    assert sample(replica.app, "kindmap_engineio_sessions") == 0
+    assert sample(replica.app, "kindmap_protocol_violations_total", cause="oversized_body") == 1
+
+
+async def test_an_oversized_chunked_long_poll_body_is_refused_too(start_replica):
+    replica = await start_replica(queue=False)
+    limit = replica.app[SIO].eio.max_http_buffer_size
+
+    async def chunks() -> Any:
+        for _ in range(limit // 65536 + 2):
+            yield b"y" * 65536
+
+    async with aiohttp.ClientSession() as session:
+        sid = await open_polling_session(session, replica.url)
+        async with session.post(engineio_url(replica.url, sid=sid), data=chunks(),
+                                timeout=aiohttp.ClientTimeout(total=5)) as response:
+            assert response.status == 413
+    assert sample(replica.app, "kindmap_engineio_sessions") == 0
+
+
+async def test_a_long_poll_body_under_the_limit_is_read_whole(start_replica):
+    """The library read one ``read()`` worth (~130 KiB on loopback) and dropped the rest."""
+    replica = await start_replica(queue=False, max_payload_bytes=256 * 1024)
+    marker = "m" * (200 * 1024)
+    async with aiohttp.ClientSession() as session:
+        sid = await open_polling_session(session, replica.url)
+        async with session.post(engineio_url(replica.url, sid=sid),
+                                data="40" + json.dumps({"token": make_token("alice")})) as response:
+            assert response.status == 200
+        received: list[str] = []
+        while not any('"connected"' in p for p in received):
+            received += (await poll(session, replica.url, sid))[1]
+        body = RECORD_SEPARATOR.join(['42["ping",{"id":"first"}]', f'42["ping",{{"id":"{marker}"}}]'])
+        async with session.post(engineio_url(replica.url, sid=sid), data=body) as response:
+            assert response.status == 200
+        pongs: list[Any] = []
+        while len(pongs) < 2:
+            pongs += [json.loads(p[2:])[1] for p in (await poll(session, replica.url, sid))[1]
+                      if p.startswith('42["pong"')]
+
+    assert [p["id"] for p in pongs] == ["first", marker]
+
+
+@pytest.mark.parametrize("body", [
+    pytest.param(b"", id="empty"),
+    pytest.param(b"hello", id="not-a-packet"),
+    pytest.param(b"9x", id="unknown-type"),
+    pytest.param(b"0{}", id="open-from-client"),
+    pytest.param(b"\xff\xfe", id="not-utf8"),
+])
+async def test_a_malformed_long_poll_body_is_refused_and_its_session_closed(start_replica, body):
+    replica = await start_replica(queue=False)
+    async with aiohttp.ClientSession() as session:
+        sid = await open_polling_session(session, replica.url)
+        async with session.post(engineio_url(replica.url, sid=sid), data=body) as response:
+            status, payload = response.status, await response.json()
+        after = await poll(session, replica.url, sid)
+
+    assert (status, payload["code"]) == (400, "INVALID_PARAMETERS")
+    assert after[0] == 400
+    assert sample(replica.app, "kindmap_protocol_violations_total", cause="bad_polling_body") == 1
+
+
+@pytest.mark.parametrize(("frame", "cause"), [
+    pytest.param("", "empty_frame", id="empty"),
+    pytest.param("hello", "bad_packet", id="not-a-packet"),
+    pytest.param("9", "bad_packet", id="unknown-type"),
+    pytest.param("0", "bad_packet", id="open-from-client"),
+])
+async def test_a_malformed_websocket_frame_closes_the_websocket_as_a_protocol_error(start_replica, frame, cause):
+    replica = await start_replica(queue=False)
+    async with aiohttp.ClientSession() as session, session.ws_connect(
+            engineio_url(replica.url, transport="websocket")) as ws:
+        opened = await ws.receive()
+        await ws.send_str(frame)
+        closing = await ws.receive(timeout=5)
+        rest = await ws.receive(timeout=5)
+
+    assert opened.data.startswith("0{")
+    assert (closing.type, closing.data) == (aiohttp.WSMsgType.CLOSE, aiohttp.WSCloseCode.PROTOCOL_ERROR)
+    assert rest.type == aiohttp.WSMsgType.CLOSED
+    assert sample(replica.app, "kindmap_protocol_violations_total", cause=cause) == 1
+    await eventually(lambda: sample(replica.app, "kindmap_engineio_sessions") == 0)
+
+
+async def test_a_malformed_upgrade_probe_ends_the_long_polling_session_too(start_replica):
+    replica = await start_replica(queue=False)
+    async with aiohttp.ClientSession() as session:
+        sid = await open_polling_session(session, replica.url)
+        async with session.ws_connect(engineio_url(replica.url, transport="websocket", sid=sid)) as ws:
+            await ws.send_str("")
+            closing = await ws.receive(timeout=5)
+        after = await poll(session, replica.url, sid)
+
+    assert closing.data == aiohttp.WSCloseCode.PROTOCOL_ERROR
+    assert after[0] == 400  # python-engineio left the session "upgrading", answering every poll with a NOOP
+    await eventually(lambda: sample(replica.app, "kindmap_engineio_sessions") == 0)
