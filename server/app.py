@@ -52,7 +52,8 @@ def create_app(settings: Settings, *, backend: QueueBackend | None = None,
     if client_manager is not None:
         manager = client_manager
     elif backend is not None:
-        manager = QueueManager(backend, channel=settings.channel, metrics=metrics, signing_key=settings.signing_key)
+        manager = QueueManager(backend, channel=settings.channel, metrics=metrics, signing_key=settings.signing_key,
+                               replay_window=settings.queue_replay_window)
     else:
         manager = LocalManager()
     presence: Presence

@@ -9,6 +9,8 @@ replicas.
 With a signing key (``QUEUE_SIGNING_KEY``) every envelope travels as
 ``<hex HMAC-SHA256 of the body>.<JSON body>``, and one without a valid signature
 is dropped: whoever can reach Redis still cannot make replicas emit or disconnect.
+A signed body also carries the sender's clock (``ts``, ms) and a random ``id``, so
+that a recorded envelope cannot be published again later (``replay.ReplayGuard``).
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
+import time
 from typing import Any
 
 from ..errors import InvalidEnvelopeError
@@ -58,11 +62,18 @@ SAMPLE_BYTES = 200
 
 
 def encode(message: dict[str, Any], signing_key: bytes | None = None) -> bytes:
-    """Serialise an envelope for the channel (compact JSON, UTF-8, non-ASCII kept)."""
-    body = json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()
+    """Serialise an envelope for the channel (compact JSON, UTF-8, non-ASCII kept).
+
+    Signed, it gains ``ts`` (now, in ms) and a random ``id`` under the signature.
+    """
     if signing_key is None:
-        return body
+        return _json(message)
+    body = _json({**message, "ts": int(time.time() * 1000), "id": os.urandom(9).hex()})
     return _signature(signing_key, body) + b"." + body
+
+
+def _json(message: dict[str, Any]) -> bytes:
+    return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def decode(raw: bytes | str, signing_key: bytes | None = None) -> dict[str, Any]:

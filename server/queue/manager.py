@@ -38,6 +38,7 @@ from ..logs import LogThrottle
 from ..metrics import Metrics
 from . import envelope
 from .backends.base import QueueBackend
+from .replay import ReplayGuard
 
 __all__ = ["LocalManager", "QueueManager"]
 
@@ -58,6 +59,8 @@ class QueueManager(AsyncPubSubManager):  # type: ignore[misc]
         it bounds how long a replica stays deaf after the queue comes back.
     :param signing_key: when given, envelopes are signed and unsigned ones dropped;
         every replica and emitter on the channel must share it.
+    :param replay_window: with a signing key, seconds a signed envelope is accepted
+        (either side of this host's clock), and only once.
     """
 
     name = "kindmap-queue"
@@ -71,12 +74,14 @@ class QueueManager(AsyncPubSubManager):  # type: ignore[misc]
         metrics: Metrics | None = None,
         retry_max: float = RETRY_MAX,
         signing_key: bytes | None = None,
+        replay_window: float = 30.0,
     ) -> None:
         super().__init__(channel=channel, write_only=write_only, logger=logger)
         self.backend = backend
         self.metrics = metrics or Metrics()
         self.retry_max = retry_max
         self._signing_key = signing_key
+        self._replay = None if signing_key is None or write_only else ReplayGuard(replay_window)
         self.subscribed = False
         self._ever_subscribed = False
         self._listener: asyncio.Task[None] | None = None
@@ -246,6 +251,8 @@ class QueueManager(AsyncPubSubManager):  # type: ignore[misc]
         """Validate one message from the channel and act on it; never raises."""
         try:
             message = envelope.decode(raw, self._signing_key)
+            if self._replay is not None:
+                self._replay.check(message)
         except InvalidEnvelopeError as exc:
             self.metrics.dropped.labels(reason=exc.reason).inc()
             held = self._throttle.allow(exc.reason)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import time
 from typing import Any
 
 import pytest
@@ -178,11 +179,17 @@ def test_sample_is_a_short_printable_excerpt(raw: bytes | str, expected: str) ->
 KEY = b"queue-signing-key-for-unit-tests-0123456789"
 
 
-def test_signed_envelope_round_trips_with_the_same_key() -> None:
+def test_signed_envelope_round_trips_with_the_same_key_and_gains_a_time_and_an_id() -> None:
     message = with_fields("emit")
-    raw = encode(message, KEY)
-    assert raw.split(b".", 1)[1] == encode(message)
-    assert decode(raw, KEY) == message
+    before = int(time.time() * 1000)
+    decoded = decode(encode(message, KEY), KEY)
+    assert {k: v for k, v in decoded.items() if k not in ("ts", "id")} == message
+    assert before <= decoded["ts"] <= int(time.time() * 1000)
+    assert isinstance(decoded["id"], str) and decoded["id"] != decode(encode(message, KEY), KEY)["id"]
+
+
+def test_unsigned_envelope_carries_no_time_or_id() -> None:
+    assert decode(encode(with_fields("emit"))) == with_fields("emit")
 
 
 @pytest.mark.parametrize("raw", [

@@ -735,3 +735,26 @@ async def test_binary_payload_crosses_the_queue_as_base64_and_arrives_intact(
     assert message["binary"] is True
     assert message["data"] == [[{"name": "지도", "png": {"_placeholder": True, "num": 0}}],
                                base64.b64encode(blob).decode()]
+
+
+async def test_a_recorded_signed_disconnect_room_published_again_is_dropped_as_a_replay(
+        make_manager: MakeManager, broker: MemoryBroker, start_replica: Any,
+        make_client: Callable[..., RecordingClient]) -> None:
+    key = "queue-signing-key-for-unit-tests-0123456789"
+    replica = await start_replica(queue_signing_key=key)
+    sender = make_manager(write_only=True, signing_key=key.encode())
+    await sender.start()
+    first = make_client()
+    await first.connect(replica.url, auth={"token": make_token("alice")})
+    await sender.disconnect_room("user:alice")
+    await first.wait_for_disconnect()
+    recorded = broker.published[-1][1]
+    second = make_client()
+    await second.connect(replica.url, auth={"token": make_token("alice")})
+
+    broker.inject(CHANNEL, recorded)
+    await sender.emit("marker", {}, room="user:alice")
+
+    await second.wait_for("marker")
+    assert second.disconnects == []
+    assert dropped(replica.app[METRICS], "replayed") == 1

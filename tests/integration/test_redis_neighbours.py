@@ -1,0 +1,74 @@
+"""What a Redis neighbour (anyone who can read or write the replicas' Redis) can no longer do.
+
+Replicas sign their queue (``QUEUE_SIGNING_KEY``); the neighbour records, replays,
+forges and deletes with a plain redis-py client, as an attacker would.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from redis import asyncio as aioredis
+
+from server.emitter import Emitter
+from tests.helpers.clients import make_token
+from tests.helpers.cluster import unique_user
+from tests.helpers.http import metric
+from tests.helpers.waiting import eventually
+
+SIGNING_KEY = "integration-queue-signing-key-0123456789"
+REPLAY_WINDOW = 1.0
+
+
+@pytest.fixture
+async def neighbour(redis_server):
+    client = aioredis.Redis.from_url(redis_server.url)
+    yield client
+    await client.aclose()
+
+
+async def record_next(neighbour: aioredis.Redis, channel: str, action) -> bytes:
+    """Run ``action`` and return the first envelope published on ``channel`` meanwhile."""
+    pubsub = neighbour.pubsub()
+    await pubsub.subscribe(channel)
+    try:
+        await action()
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.5)
+            if message is not None:
+                return bytes(message["data"])
+        raise AssertionError("nothing was published")
+    finally:
+        await pubsub.aclose()
+
+
+async def dropped(cluster, reason: str) -> float:
+    return sum([await metric(r.url, "kindmap_messages_dropped_total", {"reason": reason}) for r in cluster.replicas])
+
+
+@pytest.mark.parametrize("later", [False, True], ids=["at-once-as-a-repeat", "after-the-window-as-stale"])
+async def test_a_recorded_signed_disconnect_replayed_does_not_kick_the_users_new_socket(
+        start_cluster, make_client, neighbour, later):
+    cluster = start_cluster(2, QUEUE_SIGNING_KEY=SIGNING_KEY, QUEUE_REPLAY_WINDOW_SECONDS=str(REPLAY_WINDOW))
+    user = unique_user()
+    first = make_client()
+    await first.connect(cluster.replicas[0].url, auth={"token": make_token(user)})
+    async with Emitter(cluster.redis_url, channel=cluster.channel, signing_key=SIGNING_KEY) as emitter:
+        recorded = await record_next(neighbour, cluster.channel, lambda: emitter.disconnect_user(user))
+        await first.wait_for_disconnect()
+        second = make_client()
+        await second.connect(cluster.replicas[1].url, auth={"token": make_token(user)})
+        if later:
+            sent_at = json.loads(recorded.partition(b".")[2])["ts"] / 1000
+            await eventually(lambda: time.time() > sent_at + REPLAY_WINDOW + 0.1, timeout=5, what="window over")
+
+        assert await neighbour.publish(cluster.channel, recorded) == 2
+        await eventually(lambda: dropped(cluster, "stale" if later else "replayed"), what="replay dropped")
+        await emitter.send_to_user(user, "still_connected", {})
+
+    assert await second.wait_for("still_connected") == {}
+    assert second.disconnects == []
+    assert await dropped(cluster, "stale" if later else "replayed") == 2
