@@ -58,7 +58,8 @@ def create_app(settings: Settings, *, backend: QueueBackend | None = None,
         manager = LocalManager()
     presence: Presence
     if isinstance(backend, RedisBackend):
-        presence = RedisPresence(backend.client, channel=settings.channel, instance_id=settings.instance_id)
+        presence = RedisPresence(backend.client, channel=settings.channel, instance_id=settings.instance_id,
+                                 signing_key=settings.signing_key, clock_skew=settings.queue_replay_window)
     elif isinstance(backend, MemoryBackend):
         presence = MemoryPresence(backend.broker.presence)
     else:

@@ -45,7 +45,8 @@ class Emitter:
         self._manager = QueueManager(self._backend, channel=channel, write_only=True, metrics=self.metrics,
                                      signing_key=self._signing_key)
         # An emitter asks about presence; it never announces any, so the instance id is unused.
-        self._presence = RedisPresence(self._backend.client, channel=channel, instance_id="emitter")
+        self._presence = RedisPresence(self._backend.client, channel=channel, instance_id="emitter",
+                                       signing_key=self._signing_key)
 
     async def __aenter__(self) -> Emitter:
         await self.connect()

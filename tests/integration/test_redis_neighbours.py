@@ -13,13 +13,17 @@ import pytest
 from redis import asyncio as aioredis
 
 from server.emitter import Emitter
+from server.queue.keys import instance_key, presence_key
 from tests.helpers.clients import make_token
-from tests.helpers.cluster import unique_user
-from tests.helpers.http import metric
+from tests.helpers.cluster import API_KEY, unique_user
+from tests.helpers.http import metric, post_emit
 from tests.helpers.waiting import eventually
 
 SIGNING_KEY = "integration-queue-signing-key-0123456789"
 REPLAY_WINDOW = 1.0
+# Users of a dead replica count as offline within its heartbeat key's TTL (10 s), and a
+# slow poll's margin; a TTL of minutes would miss it.
+OFFLINE_DEADLINE = 15.0
 
 
 @pytest.fixture
@@ -72,3 +76,57 @@ async def test_a_recorded_signed_disconnect_replayed_does_not_kick_the_users_new
     assert await second.wait_for("still_connected") == {}
     assert second.disconnects == []
     assert await dropped(cluster, "stale" if later else "replayed") == 2
+
+
+async def emit_status(replica, user: str) -> int:
+    status, _ = await post_emit(replica.url, API_KEY, {"user_id": user, "event": "probe", "data": {}})
+    return status
+
+
+async def test_a_forged_presence_entry_does_not_make_an_unknown_user_look_connected(
+        start_cluster, make_client, neighbour):
+    cluster = start_cluster(2, QUEUE_SIGNING_KEY=SIGNING_KEY)
+    real = unique_user()
+    client = make_client()
+    await client.connect(cluster.replicas[0].url, auth={"token": make_token(real)})
+    entry = await neighbour.hget(presence_key(cluster.channel, real), client.sio.get_sid())
+    process = entry.decode().split("#")[0]
+    assert await neighbour.exists(instance_key(cluster.channel, process)) == 1
+    ghost = unique_user("ghost")
+
+    await neighbour.hset(presence_key(cluster.channel, ghost), mapping={
+        "forged-1": process, "forged-2": f"{process}#{int(time.time() * 1000)}#{'ab' * 16}",
+        client.sio.get_sid(): entry})
+
+    assert await emit_status(cluster.replicas[1], ghost) == 404
+    assert await emit_status(cluster.replicas[1], real) == 202
+
+
+async def test_a_deleted_presence_key_is_written_again_by_the_next_heartbeat(start_cluster, make_client, neighbour):
+    cluster = start_cluster(2, QUEUE_SIGNING_KEY=SIGNING_KEY)
+    user = unique_user()
+    client = make_client()
+    await client.connect(cluster.replicas[0].url, auth={"token": make_token(user)})
+
+    await neighbour.delete(presence_key(cluster.channel, user))
+
+    await eventually(lambda: neighbour.exists(presence_key(cluster.channel, user)), timeout=10, what="rewritten")
+    assert await emit_status(cluster.replicas[1], user) == 202
+
+
+async def test_users_of_a_killed_replica_count_as_offline_within_the_instance_ttl(start_cluster, make_client):
+    cluster = start_cluster(2)
+    doomed, survivor = cluster.replicas
+    user = unique_user()
+    client = make_client()
+    await client.connect(doomed.url, auth={"token": make_token(user)})
+    assert await emit_status(survivor, user) == 202
+
+    doomed.kill()  # SIGKILL: no withdrawal, only the heartbeat key's TTL tells
+
+    await eventually(lambda: emit_status_is(survivor, user, 404), timeout=OFFLINE_DEADLINE,
+                     what="USER_NOT_CONNECTED after SIGKILL")
+
+
+async def emit_status_is(replica, user: str, expected: int) -> bool:
+    return await emit_status(replica, user) == expected
