@@ -101,6 +101,9 @@ async def _queue_ctx(app: web.Application) -> AsyncIterator[None]:
         if isinstance(manager.backend, RedisBackend):
             client = manager.backend.client
             manager.on_subscribed(lambda: signing.announce(client, settings.channel, settings.signing_key))
+            key = settings.signing_key
+            if key is not None:
+                manager.on_key_probe(lambda nonce: signing.answer(client, settings.channel, key, nonce))
         if isinstance(presence, RedisPresence):
             manager.on_subscribed(presence.heartbeat)
         await manager.start()

@@ -64,7 +64,7 @@ class Emitter:
         """
         try:
             await self._manager.start()
-            await signing.check(self._backend.client, self._channel, self._signing_key)
+            await signing.check(self._backend, self._channel, self._signing_key)
         except (RedisError, OSError) as exc:
             await self._manager.close()
             raise QueueUnavailableError(f"Redis unreachable: {exc}") from exc

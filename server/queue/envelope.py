@@ -19,6 +19,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import time
 from typing import Any
 
@@ -56,9 +57,12 @@ METHODS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
         "skip_sid": ((str, _NONE), False),
         "notice": ((dict, _NONE), False),
     },
+    # An emitter asking the replicas to prove they hold its signing key (queue/signing.py).
+    "key_probe": {"nonce": ((str,), True)},
 }
 
 SAMPLE_BYTES = 200
+_NONCE = re.compile(r"[0-9a-f]{16,64}")
 
 
 def encode(message: dict[str, Any], signing_key: bytes | None = None) -> bytes:
@@ -112,6 +116,8 @@ def decode(raw: bytes | str, signing_key: bytes | None = None) -> dict[str, Any]
             raise InvalidEnvelopeError(f"{method}: field {name!r} must hold strings", reason="invalid_envelope")
         if name == "room" and value == []:
             raise InvalidEnvelopeError(f"{method}: field 'room' is an empty list", reason="invalid_envelope")
+    if method == "key_probe" and not _NONCE.fullmatch(message["nonce"]):
+        raise InvalidEnvelopeError("key_probe: 'nonce' must be 16-64 hex digits", reason="invalid_envelope")
     if method == "emit" and message.get("callback") is not None and len(message["callback"]) != 3:
         raise InvalidEnvelopeError("emit: 'callback' must have three items", reason="invalid_envelope")
     return message

@@ -87,6 +87,7 @@ class QueueManager(AsyncPubSubManager):  # type: ignore[misc]
         self._listener: asyncio.Task[None] | None = None
         self._closing = False
         self._on_subscribed: list[Callable[[], Awaitable[None]]] = []
+        self._on_key_probe: Callable[[str], Awaitable[None]] | None = None
         self._throttle = LogThrottle()
 
     # --- lifecycle -------------------------------------------------------
@@ -97,6 +98,10 @@ class QueueManager(AsyncPubSubManager):  # type: ignore[misc]
     def on_subscribed(self, callback: Callable[[], Awaitable[None]]) -> None:
         """Run ``callback`` after every (re)subscription, e.g. to re-announce presence."""
         self._on_subscribed.append(callback)
+
+    def on_key_probe(self, callback: Callable[[str], Awaitable[None]]) -> None:
+        """Answer an emitter's ``key_probe`` (its nonce) with ``callback``; see ``signing.check``."""
+        self._on_key_probe = callback
 
     async def start(self) -> None:
         """Connect, and for a listening manager subscribe and start the listener.
@@ -282,6 +287,11 @@ class QueueManager(AsyncPubSubManager):  # type: ignore[misc]
             return  # a write-only manager has no sockets of its own
         await _disconnect_local(self, message["room"], message["namespace"],
                                 message.get("skip_sid"), message.get("notice"))
+
+    async def _handle_key_probe(self, message: dict[str, Any]) -> None:
+        # Reaching here, the probe passed the signature check: this replica shares the key.
+        if self._on_key_probe is not None:
+            await self._on_key_probe(message["nonce"])
 
     def _count_recipients(self, message: dict[str, Any]) -> int:
         skip = message.get("skip_sid")

@@ -13,7 +13,8 @@ import pytest
 from redis import asyncio as aioredis
 
 from server.emitter import Emitter
-from server.queue.keys import instance_key, presence_key
+from server.errors import ConfigError
+from server.queue.keys import instance_key, presence_key, signing_key_name
 from tests.helpers.clients import make_token
 from tests.helpers.cluster import API_KEY, unique_user
 from tests.helpers.http import metric, post_emit
@@ -130,3 +131,23 @@ async def test_users_of_a_killed_replica_count_as_offline_within_the_instance_tt
 
 async def emit_status_is(replica, user: str, expected: int) -> bool:
     return await emit_status(replica, user) == expected
+
+
+async def test_an_emitter_with_the_right_key_starts_although_the_fingerprint_was_rewritten(
+        start_cluster, make_client, neighbour):
+    cluster = start_cluster(2, QUEUE_SIGNING_KEY=SIGNING_KEY)
+    user = unique_user()
+    client = make_client()
+    await client.connect(cluster.replicas[0].url, auth={"token": make_token(user)})
+    for forged in (b"0" * 32, b"unsigned"):
+        await neighbour.set(signing_key_name(cluster.channel), forged)
+
+        async with Emitter(cluster.redis_url, channel=cluster.channel, signing_key=SIGNING_KEY) as emitter:
+            await emitter.send_to_user(user, "delivered", forged.decode())
+
+        assert await client.wait_for("delivered", count=1 if forged != b"unsigned" else 2) == forged.decode()
+    with pytest.raises(ConfigError, match="QUEUE_SIGNING_KEY"):
+        await Emitter(cluster.redis_url, channel=cluster.channel, signing_key="a-wrong-key-" + "x" * 30).connect()
+    await neighbour.delete(signing_key_name(cluster.channel))
+    with pytest.raises(ConfigError, match="QUEUE_SIGNING_KEY"):
+        await Emitter(cluster.redis_url, channel=cluster.channel, signing_key="a-wrong-key-" + "x" * 30).connect()

@@ -224,3 +224,9 @@ async def test_emitter_left_open_warns_when_collected(redis_server, channel):
     with pytest.warns(ResourceWarning):
         emitter.__del__()
     await emitter.close()
+
+
+async def test_emitter_with_a_key_starts_when_no_replica_listens_to_prove_or_refute_it(redis_server, redis, channel):
+    await redis.set(f"{channel}:signing", b"0" * 32)  # a stale or forged fingerprint, nobody subscribed
+    async with Emitter(redis_server.url, channel=channel, signing_key="k" * 32) as emitter:
+        assert emitter is not None

@@ -26,6 +26,7 @@ VALID: dict[str, dict[str, Any]] = {
                  "host_id": HOST},
     "disconnect_room": {"method": "disconnect_room", "namespace": "/", "room": "user:alice",
                         "skip_sid": "s2", "notice": {"code": "DUPLICATE_CONNECTION"}, "host_id": HOST},
+    "key_probe": {"method": "key_probe", "nonce": "0123456789abcdef0123456789abcdef", "host_id": HOST},
 }
 
 
@@ -55,6 +56,13 @@ def test_message_with_only_required_fields_is_accepted(method: str) -> None:
     required = {name for name, (_types, is_required) in METHODS[method].items() if is_required}
     message = {k: v for k, v in VALID[method].items() if k in required | {"method", "host_id"}}
     assert decode(encode(message)) == message
+
+
+@pytest.mark.parametrize("nonce", ["short", "0123456789ABCDEF", "g" * 32, "0" * 65])
+def test_key_probe_with_a_nonce_that_is_not_16_to_64_hex_digits_is_invalid(nonce: str) -> None:
+    with pytest.raises(InvalidEnvelopeError) as caught:
+        decode(encode(with_fields("key_probe", nonce=nonce)))
+    assert caught.value.reason == "invalid_envelope"
 
 
 def test_encode_is_compact_utf8_json_keeping_non_ascii_text() -> None:
