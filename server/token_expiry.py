@@ -67,8 +67,8 @@ class TokenExpiry:
         if identity.user_id != session["user_id"]:
             return await self._refuse(sid, ErrorCode.INVALID_TOKEN, "token not refreshed: it is for another user")
         self.watch(sid, identity)
-        expires = None if identity.expires_at is None else datetime.fromtimestamp(identity.expires_at, UTC)
-        answer = {"expires_at": None if expires is None else expires.isoformat()}
+        expires_at = identity.expires_at
+        answer = {"expires_at": None if expires_at is None else datetime.fromtimestamp(expires_at, UTC).isoformat()}
         await self._sio.emit("token_refreshed", answer, to=sid)
         return answer
 
