@@ -8,7 +8,8 @@ stock Redis manager lacks:
   resubscribes within a fraction of a second after an outage (stock backs off
   up to 60 s, deaf all the while);
 - every message taken from the channel is validated; a bad one is dropped,
-  counted and logged, and the listener keeps running;
+  counted and logged, and the listener keeps running; with a signing key, so
+  is one with a bad signature, and one that is stale or a repeat (``replay``);
 - a failed publish is counted, logged at ERROR and raised to the caller (stock
   logs and returns ``None``);
 - an emit to a socket of this replica never touches the queue, and nothing
