@@ -7,7 +7,9 @@ connect as the users the file creates, and must work -- and be refused the rest.
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
 
 import pytest
 import yaml
@@ -103,3 +105,18 @@ async def test_the_default_user_is_off(acl_redis):
             await client.ping()
     finally:
         await client.aclose()
+
+
+def test_the_compose_health_check_passes_with_the_replica_password_and_fails_without(acl_redis):
+    check = yaml.safe_load((REPO_ROOT / "docker-compose.prod.yml").read_text())["services"]["redis"]["healthcheck"]
+    assert check["test"][0] == "CMD-SHELL"
+    host, port = acl_redis.split(":")
+    # As Compose hands it to the container's shell: $$ is a literal $; the container's Redis is local.
+    script = check["test"][1].replace("$$", "$").replace("redis-cli", f"redis-cli -h {host} -p {port}")
+
+    def run(password: str) -> int:
+        return subprocess.run(["sh", "-c", script], env={**os.environ, "REDIS_REPLICA_PASSWORD": password},
+                              capture_output=True, timeout=10).returncode
+
+    assert run(PASSWORDS["REDIS_REPLICA_PASSWORD"]) == 0
+    assert run("wrong-password") != 0
