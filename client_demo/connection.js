@@ -111,11 +111,21 @@ export class Connection {
       view.info(`connected (socket ${socket.id})`);
       this.ping();
     });
+    // The server closes a socket whose token expired; the page connects again at once,
+    // and the auth callback fetches a fresh dev token.
+    let tokenExpired = false;
+    socket.on("error", (payload) => {
+      tokenExpired = payload?.code === "TOKEN_EXPIRED";
+    });
     socket.on("disconnect", (reason) => {
       view.replica(null);
       view.transport("—");
       view.info(`disconnected: ${reason}`);
-      if (socket.active) {
+      if (tokenExpired && reason === "io server disconnect" && this.#socket === socket) {
+        tokenExpired = false;
+        view.state("reconnecting", "Token expired, reconnecting with a fresh one…");
+        socket.connect();
+      } else if (socket.active) {
         view.state("reconnecting", "Connection lost, reconnecting…");
       } else if (this.#socket === socket) {
         this.#forget();

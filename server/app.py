@@ -54,12 +54,14 @@ def create_app(settings: Settings, *, backend: QueueBackend | None = None,
         manager = client_manager
     elif backend is not None:
         manager = QueueManager(backend, channel=settings.channel, metrics=metrics, signing_key=settings.signing_key,
-                               max_message_bytes=settings.max_queue_message_bytes)
+                               max_message_bytes=settings.max_queue_message_bytes,
+                               replay_window=settings.queue_replay_window)
     else:
         manager = LocalManager()
     presence: Presence
     if isinstance(backend, RedisBackend):
-        presence = RedisPresence(backend.client, channel=settings.channel, instance_id=settings.instance_id)
+        presence = RedisPresence(backend.client, channel=settings.channel, instance_id=settings.instance_id,
+                                 signing_key=settings.signing_key, clock_skew=settings.queue_replay_window)
     elif isinstance(backend, MemoryBackend):
         presence = MemoryPresence(backend.broker.presence)
     else:
@@ -110,6 +112,9 @@ async def _queue_ctx(app: web.Application) -> AsyncIterator[None]:
         if isinstance(manager.backend, RedisBackend):
             client = manager.backend.client
             manager.on_subscribed(lambda: signing.announce(client, settings.channel, settings.signing_key))
+            key = settings.signing_key
+            if key is not None:
+                manager.on_key_probe(lambda nonce: signing.answer(client, settings.channel, key, nonce))
         if isinstance(presence, RedisPresence):
             manager.on_subscribed(presence.heartbeat)
         await manager.start()

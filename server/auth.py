@@ -15,7 +15,8 @@ import jwt
 from .config import Settings
 from .errors import AuthError, ErrorCode
 
-__all__ = ["DEV_TOKEN_LIFETIME", "AuthError", "Authenticator", "DevToken", "bearer_token", "validate_user_id"]
+__all__ = ["DEV_TOKEN_LIFETIME", "AuthError", "Authenticator", "DevToken", "Identity", "bearer_token",
+           "validate_user_id"]
 
 USER_ID_PATTERN = re.compile(r"[A-Za-z0-9_.:@-]{1,128}")
 DEV_TOKEN_LIFETIME = timedelta(hours=1)
@@ -28,6 +29,15 @@ def validate_user_id(value: Any) -> str | None:
     if isinstance(value, str) and USER_ID_PATTERN.fullmatch(value):
         return value
     return None
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who a socket is, and until when (POSIX seconds, ``exp`` plus leeway; ``None``:
+    a user id claimed in dev mode, which never expires)."""
+
+    user_id: str
+    expires_at: float | None
 
 
 class Authenticator:
@@ -48,27 +58,35 @@ class Authenticator:
 
     def authenticate(self, auth: Any, environ: Mapping[str, Any]) -> str:
         """Return the user id or raise ``AuthError``."""
+        return self.identify(auth, environ).user_id
+
+    def identify(self, auth: Any, environ: Mapping[str, Any]) -> Identity:
+        """The user id of a handshake and when its token expires; raises ``AuthError``."""
         auth = auth if isinstance(auth, dict) else {}
         token = _find_token(auth, environ)
         if token is not None:
-            return self.verify(token)
+            return self.verify_identity(token)
         if self._dev_mode and "user_id" in auth:
             user_id = validate_user_id(auth["user_id"])
             if user_id is None:
                 raise AuthError("user_id must be 1-128 letters, digits or _.:@-", code=ErrorCode.INVALID_PARAMETERS)
-            return user_id
+            return Identity(user_id, None)
         raise AuthError("a token is required: connect with auth {token}", code=ErrorCode.AUTH_REQUIRED)
 
     def verify(self, token: str) -> str:
-        """The ``sub`` of a valid token. ``exp`` is checked here, at the handshake only:
-        a trip in progress is not cut off when the token expires mid-way."""
+        """The ``sub`` of a valid token."""
+        return self.verify_identity(token).user_id
+
+    def verify_identity(self, token: str) -> Identity:
+        """The ``sub`` of a valid token and when it expires. The socket it opens is
+        closed then, unless the client sends a fresh token (``token_expiry``)."""
         if self._dev_key is not None and _key_id(token) == _DEV_KEY_ID:
-            return self.verify_dev_token(token)
+            return self._verify_dev(token)
         if self._secret is None:
             raise AuthError("this server has no JWT_SECRET; tokens cannot be verified")
         claims = _decode(token, self._secret, algorithms=[self._algorithm], audience=self._audience,
                          issuer=self._issuer, leeway=self._leeway, options={"require": self._required_claims})
-        return _user_of(claims)
+        return Identity(_user_of(claims), float(claims["exp"]) + self._leeway)
 
     def issue_dev_token(self, user_id: str) -> DevToken:
         """A token for ``user_id`` (already validated), so the demo page connects the way
@@ -83,10 +101,13 @@ class Authenticator:
     def verify_dev_token(self, token: str) -> str:
         """The user id of a dev token this process issued; ``AuthError`` for anything
         else, and for every token outside dev mode."""
+        return self._verify_dev(token).user_id
+
+    def _verify_dev(self, token: str) -> Identity:
         if self._dev_key is None:
             raise AuthError("dev tokens are accepted only when AUTH_MODE=dev")
         claims = _decode(token, self._dev_key, algorithms=["HS256"], options={"require": ["sub", "exp"]})
-        return _user_of(claims)
+        return Identity(_user_of(claims), float(claims["exp"]))
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,8 @@ _HOST_NAME = re.compile(r"[a-z0-9.-]+|\[[0-9a-f:.]+\]")
 MIN_OUTGOING_BUFFER = 64 * 1024
 MAX_OUTGOING_BUFFER = 256 * 1024 * 1024
 
+# Signed envelopes older or newer than this are dropped; bounds also the memory of seen ids.
+MIN_REPLAY_WINDOW, MAX_REPLAY_WINDOW = 1.0, 300.0
 
 
 def load_environ(env_file: str | Path = ".env", environ: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -84,6 +86,8 @@ class Settings:
     cors_allowed_origins: tuple[str, ...] = ()
     server_api_key: str | None = None
     queue_signing_key: str | None = None
+    allow_unsigned_queue: bool = False
+    queue_replay_window: float = 30.0
     duplicate_connection_policy: str = "allow"
     max_payload_bytes: int = 64 * 1024
     max_queue_message_bytes: int = DEFAULT_MAX_QUEUE_MESSAGE_BYTES
@@ -112,6 +116,13 @@ class Settings:
             raise ConfigError("QUEUE_SIGNING_KEY must be at least 32 bytes long")
         if self.redis_url is not None:
             check_redis_url("REDIS_URL", self.redis_url)
+            if self.auth_mode == "jwt" and self.queue_signing_key is None and not self.allow_unsigned_queue:
+                raise ConfigError("QUEUE_SIGNING_KEY is required with REDIS_URL in jwt mode: anyone who can "
+                                  "publish to Redis could otherwise message or disconnect any user "
+                                  "(ALLOW_UNSIGNED_QUEUE=true opts out, for development only)")
+        if not MIN_REPLAY_WINDOW <= self.queue_replay_window <= MAX_REPLAY_WINDOW:
+            raise ConfigError(f"QUEUE_REPLAY_WINDOW_SECONDS must be between {MIN_REPLAY_WINDOW:g} "
+                              f"and {MAX_REPLAY_WINDOW:g}")
         if not self.channel:
             raise ConfigError("SOCKETIO_CHANNEL must not be empty")
         if not self.instance_id:
@@ -182,6 +193,8 @@ class Settings:
         take("CORS_ALLOWED_ORIGINS", "cors_allowed_origins", _to_origins)
         take("SERVER_API_KEY", "server_api_key", secret=True)
         take("QUEUE_SIGNING_KEY", "queue_signing_key", secret=True)
+        take("ALLOW_UNSIGNED_QUEUE", "allow_unsigned_queue", _to_bool)
+        take("QUEUE_REPLAY_WINDOW_SECONDS", "queue_replay_window", _to_float)
         take("DUPLICATE_CONNECTION_POLICY", "duplicate_connection_policy", lambda _, v: v.lower())
         take("MAX_PAYLOAD_BYTES", "max_payload_bytes", _to_int)
         take("MAX_QUEUE_MESSAGE_BYTES", "max_queue_message_bytes", _to_int)

@@ -1,9 +1,10 @@
 """``python -m server.emit --user U --event E --data '{...}'``: emit from a shell.
 
 Exit codes: 0 sent; 1 Redis unavailable, busy, or publish failed; 2 bad arguments
-(also data that is not strict JSON, or a message over MAX_QUEUE_MESSAGE_BYTES) or a
-QUEUE_SIGNING_KEY (read from the environment) other than the replicas'; 3 the
-user is not connected to any replica.
+(also data that is not strict JSON, or a message over MAX_QUEUE_MESSAGE_BYTES), or a
+QUEUE_SIGNING_KEY (read from the environment) missing or other than the replicas';
+3 the user is not connected to any replica. Like a replica, it refuses to run
+without QUEUE_SIGNING_KEY unless ALLOW_UNSIGNED_QUEUE=true (or AUTH_MODE=dev).
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ def parse_args(argv: list[str] | None, environ: dict[str, str]) -> argparse.Name
                              f"{DEFAULT_MAX_QUEUE_MESSAGE_BYTES})")
     args = parser.parse_args(argv)
     args.signing_key = environ.get("QUEUE_SIGNING_KEY") or None  # never on the command line
+    args.unsigned_allowed = (environ.get("ALLOW_UNSIGNED_QUEUE", "").strip().lower() in ("true", "1", "yes")
+                             or environ.get("AUTH_MODE", "").strip().lower() == "dev")
     return args
 
 
@@ -73,6 +76,10 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     except (ValueError, RecursionError) as exc:  # also an integer of over 4,300 digits
         print(f"error: --data is not valid JSON: {str(exc) or 'nested too deep'}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.signing_key is None and not args.unsigned_allowed:
+        print("error: QUEUE_SIGNING_KEY is not set (ALLOW_UNSIGNED_QUEUE=true opts out, for development only)",
+              file=sys.stderr)
         return EXIT_USAGE
     try:
         asyncio.run(run(args, data))

@@ -50,7 +50,8 @@ class Emitter:
         self._manager = QueueManager(self._backend, channel=channel, write_only=True, metrics=self.metrics,
                                      signing_key=self._signing_key, max_message_bytes=max_message_bytes)
         # An emitter asks about presence; it never announces any, so the instance id is unused.
-        self._presence = RedisPresence(self._backend.client, channel=channel, instance_id="emitter")
+        self._presence = RedisPresence(self._backend.client, channel=channel, instance_id="emitter",
+                                       signing_key=self._signing_key)
 
     async def __aenter__(self) -> Emitter:
         await self.connect()
@@ -68,7 +69,7 @@ class Emitter:
         """
         try:
             await self._manager.start()
-            await signing.check(self._backend.client, self._channel, self._signing_key)
+            await signing.check(self._backend, self._channel, self._signing_key)
         except (RedisError, OSError) as exc:
             await self._manager.close()
             raise QueueUnavailableError(f"Redis unreachable: {exc}") from exc

@@ -15,6 +15,7 @@ from .errors import ErrorCode, PublishError, error_payload, utc_now_iso
 from .metrics import Metrics
 from .presence import Presence
 from .queue.keys import user_room
+from .token_expiry import TokenExpiry
 
 __all__ = ["HARD_CAP_FACTOR", "Gateway"]
 
@@ -43,6 +44,7 @@ class Gateway:
         self.presence = presence
         self.metrics = metrics
         self.draining = False
+        self.token_expiry = TokenExpiry(sio, authenticator)
         sio.on("connect", self.on_connect)
         sio.on("disconnect", self.on_disconnect)
         sio.on("ping", self.on_ping)
@@ -100,11 +102,12 @@ class Gateway:
         try:
             if self.draining:
                 raise AuthError("this replica is shutting down; reconnect", code=ErrorCode.SERVER_SHUTTING_DOWN)
-            user_id = self.authenticator.authenticate(auth, environ)
+            identity = self.authenticator.identify(auth, environ)
         except AuthError as exc:
             self.metrics.connects_rejected.labels(code=exc.code.value).inc()
             logger.info("connection refused", extra={"code": exc.code.value, "reason": exc.message})
             raise socketio.exceptions.ConnectionRefusedError(exc.message, exc.payload()) from None
+        user_id = identity.user_id
         await self.sio.save_session(sid, {"user_id": user_id})
         room = user_room(user_id)
         if self.settings.duplicate_connection_policy == "replace":
@@ -117,6 +120,7 @@ class Gateway:
             await self.presence.remove(user_id, sid)
             logger.info("client left during the handshake", extra={"user_id": user_id, "sid": sid})
             raise socketio.exceptions.ConnectionRefusedError("the transport closed during the handshake")
+        self.token_expiry.watch(sid, identity)
         self.metrics.connections.inc()
         logger.info("client connected", extra={"user_id": user_id, "sid": sid})
         await self.sio.emit("connected", {
@@ -127,6 +131,7 @@ class Gateway:
         }, to=sid)
 
     async def on_disconnect(self, sid: str, reason: Any = None) -> None:
+        self.token_expiry.forget(sid)
         session = await self.sio.get_session(sid)
         user_id = session["user_id"]
         await self.presence.remove(user_id, sid)

@@ -13,6 +13,8 @@ __all__ = ["DROP_REASONS", "PROTOCOL_VIOLATIONS", "Metrics"]
 # Why a message did not reach a socket; pre-declared so every series exists at 0.
 DROP_REASONS = (
     "bad_signature",
+    "stale",
+    "replayed",
     "invalid_json",
     "invalid_envelope",
     "unknown_method",

@@ -9,6 +9,8 @@ rooms; ``RedisPresence`` answers for all replicas.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import logging
 import time
 import uuid
@@ -29,21 +31,26 @@ logger = logging.getLogger(__name__)
 
 HEARTBEAT_INTERVAL = 3.0
 INSTANCE_TTL_MS = 10_000
-PRESENCE_TTL_S = 24 * 3600
+# Every heartbeat refreshes it; it only clears the hashes of users whose replicas all died.
+PRESENCE_TTL_S = 60
 
-# True when any socket of the user lives on a replica whose heartbeat key exists;
-# entries of dead replicas are removed on the way.
-_IS_ONLINE = """
+# The entries (sid, value, ...) of sockets on replicas whose heartbeat key exists;
+# entries of dead replicas are removed on the way. A value is the replica process,
+# optionally followed by "#<ms>#<hex HMAC>" (see RedisPresence).
+_LIVE_ENTRIES = """
 local entries = redis.call('HGETALL', KEYS[1])
-local online = 0
+local live = {}
 for i = 1, #entries, 2 do
-  if redis.call('EXISTS', ARGV[1] .. entries[i + 1]) == 1 then
-    online = 1
+  local value = entries[i + 1]
+  local process = string.match(value, '^(.*)#%d+#%x+$') or value
+  if redis.call('EXISTS', ARGV[1] .. process) == 1 then
+    live[#live + 1] = entries[i]
+    live[#live + 1] = value
   else
     redis.call('HDEL', KEYS[1], entries[i])
   end
 end
-return online
+return live
 """
 
 
@@ -104,22 +111,31 @@ class RedisPresence(Presence):
     A replica that dies stops its heartbeat; within ``INSTANCE_TTL_MS`` its
     sockets stop counting. Entries name the replica *process* (its instance id
     plus a random suffix), so a replacement started under the same
-    ``INSTANCE_ID`` never revives a dead process's sockets. When the heartbeat
-    finds its key missing (first beat, or Redis restarted empty) it writes all of
-    this replica's sockets again; it also rewrites them well before their TTL.
+    ``INSTANCE_ID`` never revives a dead process's sockets.
+
+    Every heartbeat writes all of this replica's sockets again (one pipelined
+    HSET + EXPIRE each), so whatever removed them -- Redis restarted empty, a
+    write that failed, a neighbour deleting keys -- is repaired within one beat.
+
+    With a signing key, an entry is ``<process>#<ms>#<HMAC>``: the HMAC covers the
+    channel, user, sid, process and time, and only entries with a valid HMAC no
+    older than ``INSTANCE_TTL_MS`` plus ``clock_skew`` count. A neighbour who can
+    write to Redis cannot make an unknown user look connected; replaying a real
+    entry keeps a user who left "online" for that long at most.
     """
 
     def __init__(self, client: aioredis.Redis, *, channel: str, instance_id: str,
-                 heartbeat_interval: float = HEARTBEAT_INTERVAL) -> None:
+                 heartbeat_interval: float = HEARTBEAT_INTERVAL, signing_key: bytes | None = None,
+                 clock_skew: float = 30.0) -> None:
         self._redis = client
         self._channel = channel
         self._instance_id = f"{instance_id}:{uuid.uuid4().hex[:12]}"
-        self._rewritten_at = 0.0  # monotonic time of the last full rewrite
         self._heartbeat_interval = heartbeat_interval
+        self._signing_key = signing_key
+        self._skew_ms = int(clock_skew * 1000)
         self._local: dict[str, str] = {}  # sid -> user id, the sockets of this replica
-        self._unsynced = False  # a write failed: the heartbeat must write everything again
         self._stale: set[tuple[str, str]] = set()  # (user id, sid) whose removal failed
-        self._is_online = client.register_script(_IS_ONLINE)
+        self._is_online = client.register_script(_LIVE_ENTRIES)
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
 
@@ -138,18 +154,20 @@ class RedisPresence(Presence):
     async def is_online(self, user_id: str) -> bool:
         prefix = instance_key(self._channel, "")
         try:
-            return bool(await self._is_online(keys=[presence_key(self._channel, user_id)], args=[prefix]))
+            entries = await self._is_online(keys=[presence_key(self._channel, user_id)], args=[prefix])
         except PoolExhaustedError as exc:
             raise QueueBusyError(f"Redis is busy, retry shortly: {exc}") from exc
         except (RedisError, OSError) as exc:
             raise QueueUnavailableError(f"presence lookup failed: {exc}") from exc
+        key = self._signing_key
+        if key is None:
+            return bool(entries)
+        now_ms = int(time.time() * 1000)
+        pairs = zip(entries[::2], entries[1::2], strict=True)
+        return any(self._genuine(key, user_id, sid, value, now_ms) for sid, value in pairs)
 
     async def heartbeat(self) -> None:
-        """Refresh this replica's key and repair what an outage left behind.
-
-        If the key had vanished (first beat, Redis restarted empty) or a write
-        failed meanwhile, every socket of this replica is written again.
-        """
+        """Refresh this replica's key and write every socket of this replica again."""
         key = instance_key(self._channel, self._instance_id)
         previous = await self._redis.set(key, b"1", px=INSTANCE_TTL_MS, get=True)
         if self._stale:
@@ -159,21 +177,16 @@ class RedisPresence(Presence):
                     pipe.hdel(presence_key(self._channel, user_id), sid)
                 await pipe.execute()
             self._stale -= stale
-        overdue = time.monotonic() - self._rewritten_at > PRESENCE_TTL_S / 4
-        if (previous is None or self._unsynced or overdue) and self._local:
-            await self._rewrite_all()
-            if previous is None:
-                logger.info("presence: sockets announced again", extra={"sockets": len(self._local)})
-
-    async def _rewrite_all(self) -> None:
-        self._unsynced = False
-        self._rewritten_at = time.monotonic()
+        if not self._local:
+            return
         snapshot = list(self._local.items())
         await self._write([(user, sid) for sid, user in snapshot])
         # A socket that left while the rewrite was in flight must not come back to life.
-        gone = [(user, sid) for sid, user in snapshot if sid not in self._local]
-        for user, sid in gone:
-            await self.remove(user, sid)
+        for sid, user in snapshot:
+            if sid not in self._local:
+                await self.remove(user, sid)
+        if previous is None:
+            logger.info("presence: sockets announced again", extra={"sockets": len(self._local)})
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._beat_forever(), name="presence-heartbeat")
@@ -209,13 +222,35 @@ class RedisPresence(Presence):
                 pass
 
     async def _write(self, entries: Iterable[tuple[str, str]]) -> None:
+        """Record sockets; a failure is logged and left to the next heartbeat, which writes all again."""
+        now_ms = int(time.time() * 1000)
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
                 for user_id, sid in entries:
                     key = presence_key(self._channel, user_id)
-                    pipe.hset(key, sid, self._instance_id)
+                    pipe.hset(key, sid, self._entry(user_id, sid, now_ms))
                     pipe.expire(key, PRESENCE_TTL_S)
                 await pipe.execute()
         except (RedisError, OSError) as exc:
-            self._unsynced = True  # the heartbeat writes every socket again once Redis is back
             logger.warning("presence: could not record sockets", extra={"error": str(exc)})
+
+    def _entry(self, user_id: str, sid: str, now_ms: int) -> str:
+        if self._signing_key is None:
+            return self._instance_id
+        return f"{self._instance_id}#{now_ms}#{self._mac(self._signing_key, user_id, sid, self._instance_id, now_ms)}"
+
+    def _mac(self, key: bytes, user_id: str, sid: str, process: str, ts_ms: int) -> str:
+        text = f"{self._channel}\n{user_id}\n{sid}\n{process}\n{ts_ms}".encode()
+        return hmac.new(key, text, hashlib.sha256).hexdigest()[:32]
+
+    def _genuine(self, key: bytes, user_id: str, sid: bytes, value: bytes, now_ms: int) -> bool:
+        """An entry this replica's key signed, recently enough to be a live heartbeat's."""
+        process, _, rest = value.decode("utf-8", "replace").partition("#")
+        ts_text, _, mac = rest.partition("#")
+        if not ts_text.isdigit():
+            return False
+        ts_ms = int(ts_text)
+        if not -self._skew_ms <= now_ms - ts_ms <= INSTANCE_TTL_MS + self._skew_ms:
+            return False
+        expected = self._mac(key, user_id, sid.decode("utf-8", "replace"), process, ts_ms)
+        return hmac.compare_digest(mac, expected)

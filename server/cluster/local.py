@@ -34,7 +34,9 @@ class LocalCluster:
                 self.redis = RedisServer(work_dir=self.work_dir)
                 redis_url = self.redis.url
             self.redis_url = redis_url
-            self.env = {**env, "REDIS_URL": redis_url}
+            # A development cluster on loopback: an unsigned queue is allowed unless env says otherwise.
+            self.env = {**env, "ALLOW_UNSIGNED_QUEUE": env.get("ALLOW_UNSIGNED_QUEUE") or "true",
+                        "REDIS_URL": redis_url}
             self.replicas = [Replica(instance_id=f"replica-{n}", env=self.env, log_dir=self.work_dir)
                              for n in range(1, replicas + 1)]
             nginx_dir = self.work_dir / "nginx"

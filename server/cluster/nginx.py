@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .processes import REPO_ROOT
 
-__all__ = ["NGINX_DIR", "SITE_FILE", "render_site", "upstream_servers", "write_config"]
+__all__ = ["MAIN_CONF", "NGINX_DIR", "SITE_FILE", "render_site", "upstream_servers", "write_config"]
 
 NGINX_DIR = REPO_ROOT / "nginx"
 SITE_FILE = "conf.d/kindmap_api.conf"
@@ -25,7 +25,7 @@ _UPSTREAM = re.compile(r"^upstream kindmap_realtime \{\n(.*?)^\}", re.M | re.S)
 _SERVER = re.compile(r"^(\s*)server (\S+:\d+)(\s.*)?;$")
 _LISTEN = re.compile(r"^(\s*)listen 80;$", re.M)
 
-_MAIN_CONF = """\
+MAIN_CONF = """\
 # Written by `python -m server.cluster` for one run; removed when the cluster stops.
 daemon off;
 pid nginx.pid;
@@ -36,7 +36,8 @@ events {
 }
 
 http {
-    log_format kindmap '$remote_addr "$request" $status upstream=$upstream_addr';
+    # No query strings ($uri, not $request): they may hold a client's ?token=.
+    log_format kindmap '$remote_addr "$request_method $uri $server_protocol" $status upstream=$upstream_addr';
     access_log access.log kindmap;
     client_body_temp_path temp/body;
     proxy_temp_path temp/proxy;
@@ -90,7 +91,7 @@ def write_config(conf_dir: Path, *, upstreams: list[str], listen: str) -> Path:
     shutil.copytree(NGINX_DIR / SNIPPETS_DIR, conf_dir / SNIPPETS_DIR, dirs_exist_ok=True)
     (conf_dir / "temp").mkdir(exist_ok=True)
     main = conf_dir / "nginx.conf"
-    main.write_text(_MAIN_CONF % SITE_FILE)
+    main.write_text(MAIN_CONF % SITE_FILE)
     # Nginx started as root runs its workers as an unprivileged user, which must be able
     # to reach the temporary directories the master creates for it in here.
     conf_dir.chmod(0o755)

@@ -9,6 +9,8 @@ replicas.
 With a signing key (``QUEUE_SIGNING_KEY``) every envelope travels as
 ``<hex HMAC-SHA256 of the body>.<JSON body>``, and one without a valid signature
 is dropped: whoever can reach Redis still cannot make replicas emit or disconnect.
+A signed body also carries the sender's clock (``ts``, ms) and a random ``id``, so
+that a recorded envelope cannot be published again later (``replay.ReplayGuard``).
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
+import re
+import time
 from typing import Any
 
 from ..errors import InvalidEnvelopeError
@@ -52,17 +57,27 @@ METHODS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
         "skip_sid": ((str, _NONE), False),
         "notice": ((dict, _NONE), False),
     },
+    # An emitter asking the replicas to prove they hold its signing key (queue/signing.py).
+    "key_probe": {"nonce": ((str,), True)},
 }
 
 SAMPLE_BYTES = 200
+_NONCE = re.compile(r"[0-9a-f]{16,64}")
 
 
 def encode(message: dict[str, Any], signing_key: bytes | None = None) -> bytes:
-    """Serialise an envelope for the channel (compact JSON, UTF-8, non-ASCII kept)."""
-    body = json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()
+    """Serialise an envelope for the channel (compact JSON, UTF-8, non-ASCII kept).
+
+    Signed, it gains ``ts`` (now, in ms) and a random ``id`` under the signature.
+    """
     if signing_key is None:
-        return body
+        return _json(message)
+    body = _json({**message, "ts": int(time.time() * 1000), "id": os.urandom(9).hex()})
     return _signature(signing_key, body) + b"." + body
+
+
+def _json(message: dict[str, Any]) -> bytes:
+    return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def decode(raw: bytes | str, signing_key: bytes | None = None) -> dict[str, Any]:
@@ -101,6 +116,8 @@ def decode(raw: bytes | str, signing_key: bytes | None = None) -> dict[str, Any]
             raise InvalidEnvelopeError(f"{method}: field {name!r} must hold strings", reason="invalid_envelope")
         if name == "room" and value == []:
             raise InvalidEnvelopeError(f"{method}: field 'room' is an empty list", reason="invalid_envelope")
+    if method == "key_probe" and not _NONCE.fullmatch(message["nonce"]):
+        raise InvalidEnvelopeError("key_probe: 'nonce' must be 16-64 hex digits", reason="invalid_envelope")
     if method == "emit" and message.get("callback") is not None and len(message["callback"]) != 3:
         raise InvalidEnvelopeError("emit: 'callback' must have three items", reason="invalid_envelope")
     return message

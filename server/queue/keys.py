@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["instance_key", "presence_key", "signing_key_name", "user_room"]
+__all__ = ["instance_key", "presence_key", "probe_key", "signing_key_name", "user_room"]
 
 USER_ROOM_PREFIX = "user:"
 
@@ -25,3 +25,8 @@ def instance_key(channel: str, instance_id: str) -> str:
 def signing_key_name(channel: str) -> str:
     """Redis key holding the fingerprint of the replicas' queue signing key."""
     return f"{channel}:signing"
+
+
+def probe_key(channel: str, nonce: str) -> str:
+    """Redis key where replicas answer an emitter's signing-key probe (see ``signing``)."""
+    return f"{channel}:signing:probe:{nonce}"

@@ -8,7 +8,8 @@ stock Redis manager lacks:
   resubscribes within a fraction of a second after an outage (stock backs off
   up to 60 s, deaf all the while);
 - every message taken from the channel is validated; a bad one is dropped,
-  counted and logged, and the listener keeps running;
+  counted and logged, and the listener keeps running; with a signing key, so
+  is one with a bad signature, and one that is stale or a repeat (``replay``);
 - a failed publish is counted, logged at ERROR and raised to the caller (stock
   logs and returns ``None``);
 - an emit to a socket of this replica never touches the queue, and nothing
@@ -38,6 +39,7 @@ from ..logs import LogThrottle
 from ..metrics import Metrics
 from . import envelope
 from .backends.base import QueueBackend
+from .replay import ReplayGuard
 
 __all__ = ["LocalManager", "QueueManager"]
 
@@ -61,6 +63,8 @@ class QueueManager(AsyncPubSubManager):  # type: ignore[misc]
     :param max_message_bytes: the largest envelope published (``MAX_QUEUE_MESSAGE_BYTES``);
         a larger one raises ``PayloadTooLargeError``, because Redis would cut the
         subscription of every replica rather than deliver it.
+    :param replay_window: with a signing key, seconds a signed envelope is accepted
+        (either side of this host's clock), and only once.
     """
 
     name = "kindmap-queue"
@@ -75,6 +79,7 @@ class QueueManager(AsyncPubSubManager):  # type: ignore[misc]
         retry_max: float = RETRY_MAX,
         signing_key: bytes | None = None,
         max_message_bytes: int = DEFAULT_MAX_QUEUE_MESSAGE_BYTES,
+        replay_window: float = 30.0,
     ) -> None:
         super().__init__(channel=channel, write_only=write_only, logger=logger)
         self.backend = backend
@@ -82,11 +87,13 @@ class QueueManager(AsyncPubSubManager):  # type: ignore[misc]
         self.retry_max = retry_max
         self._signing_key = signing_key
         self.max_message_bytes = max_message_bytes
+        self._replay = None if signing_key is None or write_only else ReplayGuard(replay_window)
         self.subscribed = False
         self._ever_subscribed = False
         self._listener: asyncio.Task[None] | None = None
         self._closing = False
         self._on_subscribed: list[Callable[[], Awaitable[None]]] = []
+        self._on_key_probe: Callable[[str], Awaitable[None]] | None = None
         self._throttle = LogThrottle()
 
     # --- lifecycle -------------------------------------------------------
@@ -97,6 +104,10 @@ class QueueManager(AsyncPubSubManager):  # type: ignore[misc]
     def on_subscribed(self, callback: Callable[[], Awaitable[None]]) -> None:
         """Run ``callback`` after every (re)subscription, e.g. to re-announce presence."""
         self._on_subscribed.append(callback)
+
+    def on_key_probe(self, callback: Callable[[str], Awaitable[None]]) -> None:
+        """Answer an emitter's ``key_probe`` (its nonce) with ``callback``; see ``signing.check``."""
+        self._on_key_probe = callback
 
     async def start(self) -> None:
         """Connect, and for a listening manager subscribe and start the listener.
@@ -257,6 +268,8 @@ class QueueManager(AsyncPubSubManager):  # type: ignore[misc]
         """Validate one message from the channel and act on it; never raises."""
         try:
             message = envelope.decode(raw, self._signing_key)
+            if self._replay is not None:
+                self._replay.check(message)
         except InvalidEnvelopeError as exc:
             self.metrics.dropped.labels(reason=exc.reason).inc()
             held = self._throttle.allow(exc.reason)
@@ -286,6 +299,11 @@ class QueueManager(AsyncPubSubManager):  # type: ignore[misc]
             return  # a write-only manager has no sockets of its own
         await _disconnect_local(self, message["room"], message["namespace"],
                                 message.get("skip_sid"), message.get("notice"))
+
+    async def _handle_key_probe(self, message: dict[str, Any]) -> None:
+        # Reaching here, the probe passed the signature check: this replica shares the key.
+        if self._on_key_probe is not None:
+            await self._on_key_probe(message["nonce"])
 
     def _count_recipients(self, message: dict[str, Any]) -> int:
         skip = message.get("skip_sid")

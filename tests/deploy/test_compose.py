@@ -15,6 +15,9 @@ from tests.deploy.conftest import NGINX_DIR, upstream_peers
 from tests.helpers.clients import TEST_SECRET
 from tests.helpers.processes import REPO_ROOT
 
+# Variables of .env that only docker-compose.prod.yml reads (the Redis ACL users' passwords).
+COMPOSE_ONLY = {"REDIS_REPLICA_PASSWORD", "REDIS_EMITTER_PASSWORD"}
+
 
 def test_redis_is_version_7_keeps_nothing_and_limits_slow_subscribers(prod_compose):
     redis = prod_compose["services"]["redis"]
@@ -26,6 +29,32 @@ def test_redis_is_version_7_keeps_nothing_and_limits_slow_subscribers(prod_compo
     assert "ports" not in redis
 
 
+def test_redis_disables_the_default_user_and_gives_replicas_and_emitters_passwords_from_env(prod_compose):
+    redis = prod_compose["services"]["redis"]
+    users = acl_users(redis["command"])
+
+    assert users["default"] == ["off"]
+    assert set(users) == {"default", "replica", "emitter"}
+    for name, rules in users.items():
+        if name != "default":
+            variable = f"REDIS_{name.upper()}_PASSWORD"
+            assert rules[:2] == ["on", f">${{{variable}:?set {variable} in .env}}"]
+            assert "-@all" in rules and "resetchannels" in rules and "&kindmap_events" in rules
+            assert not any(rule in ("~*", "+@all", "allkeys", "allcommands", "+flushall", "+keys") for rule in rules)
+    assert "+hset" in users["replica"] and "+hset" not in users["emitter"] and "+set" not in users["emitter"]
+    assert "+subscribe" not in users["emitter"]
+    assert "--user replica" in " ".join(redis["healthcheck"]["test"])
+
+
+def acl_users(command: list[str]) -> dict[str, list[str]]:
+    """The rules of each ``--user <name> <rule>...`` of a redis-server command line."""
+    users: dict[str, list[str]] = {}
+    for start in (i for i, arg in enumerate(command) if arg == "--user"):
+        end = next((i for i in range(start + 1, len(command)) if command[i].startswith("--")), len(command))
+        users[command[start + 1]] = command[start + 2:end]
+    return users
+
+
 def test_app_runs_three_single_process_replicas_checked_on_readyz(prod_compose):
     app = prod_compose["services"]["app"]
 
@@ -34,7 +63,7 @@ def test_app_runs_three_single_process_replicas_checked_on_readyz(prod_compose):
     assert "/readyz" in " ".join(app["healthcheck"]["test"])
     assert app["env_file"] == ".env"
     assert app["environment"]["HOST"] == "0.0.0.0"
-    assert app["environment"]["REDIS_URL"] == "redis://redis:6379/0"
+    assert app["environment"]["REDIS_URL"] == "redis://replica:${REDIS_REPLICA_PASSWORD}@redis:6379/0"
     assert app["depends_on"]["redis"]["condition"] == "service_healthy"
     assert "ports" not in app, "replicas are reached through Nginx only"
 
@@ -95,7 +124,9 @@ def test_image_is_slim_runs_one_replica_and_not_as_root():
 def test_env_example_documents_every_setting_and_is_valid():
     example = dotenv_values(REPO_ROOT / ".env.example")
     read_by_config = re.findall(r'take\("([A-Z_]+)"', (REPO_ROOT / "server" / "config.py").read_text())
+    prod_compose = (REPO_ROOT / "docker-compose.prod.yml").read_text()
 
-    assert read_by_config and sorted(example) == sorted(read_by_config)
+    assert read_by_config and sorted(set(example) - COMPOSE_ONLY) == sorted(read_by_config)
+    assert COMPOSE_ONLY <= set(example) and all(f"${{{name}" in prod_compose for name in COMPOSE_ONLY)
     settings = Settings.from_env({k: v for k, v in example.items() if v is not None} | {"JWT_SECRET": TEST_SECRET})
     assert settings == Settings(jwt_secret=TEST_SECRET, instance_id=settings.instance_id)

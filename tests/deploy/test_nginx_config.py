@@ -8,6 +8,7 @@ configuration files themselves are the repository's, unchanged.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from server.cluster.nginx import MAIN_CONF
 from tests.deploy.conftest import NGINX_DIR, SITE, upstream_peers, without_comments
 from tests.helpers.processes import nginx_binary, wait_until
 
@@ -77,6 +79,20 @@ def test_main_configuration_is_sized_for_tens_of_thousands_of_sockets():
 
     assert "worker_connections 32768;" in main and "worker_rlimit_nofile 65536;" in main
     assert "include conf.d/*.conf;" in main
+
+
+@pytest.mark.parametrize("config", [
+    pytest.param((NGINX_DIR / "nginx.conf").read_text(), id="production"),
+    pytest.param(MAIN_CONF, id="local-cluster"),
+])
+def test_access_logs_never_write_query_strings_where_a_token_may_be(config):
+    """A client may connect to /socket.io/?token=<JWT>; the log keeps the path only."""
+    formats = re.findall(r"log_format\s.*?;", without_comments(config), re.S)
+
+    assert formats
+    for log_format in formats:
+        assert "$uri" in log_format
+        assert not re.search(r"\$(request|request_uri|args|query_string|arg_token)\b", log_format), log_format
 
 
 def write_stub(path: Path, body: str) -> None:

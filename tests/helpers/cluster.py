@@ -19,9 +19,11 @@ API_KEY = "integration-api-key-0123456789"
 
 
 def replica_env(redis_url: str, channel: str, **extra: str) -> dict[str, str]:
-    """JWT mode with the test secret and the emit API on; ``extra`` overrides (``""`` unsets)."""
+    """JWT mode with the test secret and the emit API on, the queue unsigned unless ``extra``
+    gives a ``QUEUE_SIGNING_KEY``; ``extra`` overrides (``""`` unsets)."""
     return {"REDIS_URL": redis_url, "SOCKETIO_CHANNEL": channel, "JWT_SECRET": TEST_SECRET,
-            "SERVER_API_KEY": API_KEY, "AUTH_MODE": "jwt", "LOG_LEVEL": "INFO", **extra}
+            "SERVER_API_KEY": API_KEY, "AUTH_MODE": "jwt", "LOG_LEVEL": "INFO", "ALLOW_UNSIGNED_QUEUE": "true",
+            **extra}
 
 
 # A POSIX TZ nine hours east of UTC (no tz database needed).

@@ -7,6 +7,7 @@
 from server.cluster.processes import (
     HOST,
     REPO_ROOT,
+    ChildProcess,
     RedisServer,
     Replica,
     free_port,
@@ -16,5 +17,5 @@ from server.cluster.processes import (
     wait_until,
 )
 
-__all__ = ["HOST", "REPO_ROOT", "RedisServer", "Replica", "free_port", "http_status", "nginx_binary",
+__all__ = ["HOST", "REPO_ROOT", "ChildProcess", "RedisServer", "Replica", "free_port", "http_status", "nginx_binary",
            "port_open", "wait_until"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 
@@ -16,6 +17,9 @@ from tests.helpers.clients import make_token
 from tests.helpers.cluster import API_KEY, unique_user
 from tests.helpers.http import metric, post_emit
 from tests.helpers.processes import REPO_ROOT
+
+# The module's cluster runs an unsigned queue (tests.helpers.cluster.replica_env); so does the CLI.
+UNSIGNED_CLI_ENV = {**os.environ, "ALLOW_UNSIGNED_QUEUE": "true"}
 
 
 async def connect_user(make_client, replica, user_id):
@@ -110,7 +114,7 @@ def test_emit_cli_exits_zero_when_sent_and_three_for_a_user_connected_nowhere(cl
         return subprocess.run(
             [sys.executable, "-m", "server.emit", "--user", user, "--event", "arrival", "--data", '{"station": "시청"}',
              "--redis-url", cluster.redis_url, "--channel", cluster.channel],
-            cwd=REPO_ROOT, capture_output=True, text=True, timeout=30)
+            cwd=REPO_ROOT, capture_output=True, text=True, timeout=30, env=UNSIGNED_CLI_ENV)
 
     result = cli(unique_user("ghost"))
     assert result.returncode == 3
@@ -122,7 +126,7 @@ async def test_emit_cli_delivers_to_a_connected_user(cluster, make_client):
     client = await connect_user(make_client, cluster.replicas[2], user)
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "server.emit", "--user", user, "--event", "arrival", "--data", '{"station": "시청"}',
-        "--redis-url", cluster.redis_url, "--channel", cluster.channel, cwd=REPO_ROOT)
+        "--redis-url", cluster.redis_url, "--channel", cluster.channel, cwd=REPO_ROOT, env=UNSIGNED_CLI_ENV)
     assert await process.wait() == 0
     assert await client.wait_for("arrival") == {"station": "시청"}
 

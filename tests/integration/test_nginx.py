@@ -211,3 +211,15 @@ async def test_clients_of_a_killed_replica_reconnect_through_nginx_to_a_survivor
     status, body = await get_json(cluster.url + "/healthz")
     assert status == 503
     assert_error_payload(body, ErrorCode.REPLICA_UNAVAILABLE)  # also: its timestamp is UTC
+
+
+async def test_a_token_sent_in_the_query_string_is_not_written_to_the_access_log(nginx_cluster, make_client):
+    token = make_token(unique_user())
+    client = make_client()
+    await client.connect(f"{nginx_cluster.url}/?token={token}", transports=["polling"])
+    access_log = nginx_cluster.nginx.log_path.parent / "access.log"
+
+    await eventually(lambda: "/socket.io/" in access_log.read_text(), what="the handshake in the access log")
+
+    assert token not in access_log.read_text()
+    assert token.split(".")[2] not in access_log.read_text()

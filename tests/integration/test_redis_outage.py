@@ -103,3 +103,23 @@ async def test_silently_dead_listening_connection_is_replaced_and_delivery_resum
         replica.stop()
         proxy.close()
     assert "Redis listening connection silent" in replica.log()
+
+
+# Down this long, a backoff doubling from 50 ms without a low cap (stock: 60 s) sleeps
+# from about 3.2 s to 6.4 s after the loss: deaf for seconds after Redis is back.
+LONG_OUTAGE = 4.0
+RESUBSCRIBE_DEADLINE = 1.5  # RETRY_MAX (0.5 s), and a margin for a loaded machine
+
+
+async def test_replica_resubscribes_promptly_after_a_long_outage(own_redis, start_cluster):
+    cluster = start_cluster(1, redis=own_redis)
+    replica = cluster.replicas[0]
+    own_redis.stop()
+    lost_at = time.monotonic()
+    wait_until(lambda: http_status(replica.url + "/readyz") == 503, timeout=5, what="readyz 503")
+    await asyncio.sleep(max(0.0, lost_at + LONG_OUTAGE - time.monotonic()))  # the outage itself
+
+    own_redis.start()
+
+    wait_until(lambda: http_status(replica.url + "/readyz", timeout=0.2) == 200, timeout=RESUBSCRIBE_DEADLINE,
+               what="the replica subscribed again", interval=0.01)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 
 import pytest
@@ -141,6 +142,55 @@ async def test_presence_heartbeat_announces_sockets_again_after_redis_lost_them(
     assert await presence.is_online("ana") is True
 
 
+async def test_presence_heartbeat_rewrites_sockets_a_neighbour_deleted(redis, channel):
+    presence = RedisPresence(redis, channel=channel, instance_id="replica-x")
+    await presence.heartbeat()
+    await presence.add("ana", "sid-1")
+    await redis.delete(presence_key(channel, "ana"))  # the replica's own key is left alone
+
+    await presence.heartbeat()
+
+    assert await presence.is_online("ana") is True
+
+
+async def test_presence_heartbeat_repairs_a_socket_whose_write_failed(redis, redis_server, channel):
+    user = f"presence-{uuid.uuid4().hex[:8]}"
+    await redis.acl_setuser(user, enabled=True, passwords=["+pw"], keys=["*"], channels=["*"], commands=["+@all"])
+    client = aioredis.Redis.from_url(redis_server.url.replace("redis://", f"redis://{user}:pw@"))
+    try:
+        presence = RedisPresence(client, channel=channel, instance_id="replica-x")
+        await presence.heartbeat()
+        await redis.acl_setuser(user, commands=["-hset"])
+        await presence.add("ana", "sid-1")  # refused by Redis: logged, left to the heartbeat
+        assert await presence.is_online("ana") is False
+        await redis.acl_setuser(user, commands=["+hset"])
+
+        await presence.heartbeat()
+
+        assert await presence.is_online("ana") is True
+    finally:
+        await client.aclose()
+        await redis.acl_deluser(user)
+
+
+async def test_signed_presence_ignores_forged_entries_and_counts_genuine_ones(redis, channel):
+    key = b"presence-signing-key-0123456789abcdef"
+    presence = RedisPresence(redis, channel=channel, instance_id="replica-x", signing_key=key)
+    await presence.heartbeat()
+    await presence.add("ana", "sid-1")
+    process = (await redis.hget(presence_key(channel, "ana"), "sid-1")).decode().split("#")[0]
+    now_ms = int(time.time() * 1000)
+    for user, value in [("ghost-1", process), ("ghost-2", f"{process}#{now_ms}#{'0' * 32}")]:
+        await redis.hset(presence_key(channel, user), "sid-forged", value)
+    genuine = await redis.hget(presence_key(channel, "ana"), "sid-1")
+    await redis.hset(presence_key(channel, "ghost-3"), "sid-1", genuine)  # ana's entry, copied
+
+    assert await presence.is_online("ana") is True
+    assert [await presence.is_online(f"ghost-{n}") for n in (1, 2, 3)] == [False, False, False]
+    unkeyed = RedisPresence(redis, channel=channel, instance_id="reader", signing_key=b"another-key-" * 3)
+    assert await unkeyed.is_online("ana") is False
+
+
 async def forget_channel(redis, channel):
     await redis.delete(*[key async for key in redis.scan_iter(f"{channel}:*")])
 
@@ -246,3 +296,9 @@ async def test_emitter_refuses_data_the_http_api_refuses(redis_server, channel, 
             await emitter.broadcast("notice", data)
         with pytest.raises(RequestError, match="data"):
             await emitter.send_to_user("alice", "notice", data)
+
+
+async def test_emitter_with_a_key_starts_when_no_replica_listens_to_prove_or_refute_it(redis_server, redis, channel):
+    await redis.set(f"{channel}:signing", b"0" * 32)  # a stale or forged fingerprint, nobody subscribed
+    async with Emitter(redis_server.url, channel=channel, signing_key="k" * 32) as emitter:
+        assert emitter is not None

@@ -50,7 +50,8 @@ def test_with_a_backend_the_replica_shares_the_queue_on_the_configured_channel(m
 
 
 async def test_with_redis_url_the_replica_uses_redis_for_queue_and_presence(make_settings):
-    app = create_app(make_settings(redis_url="redis://127.0.0.1:1/0"))  # nothing listens: nothing may connect yet
+    # Nothing listens there: nothing may connect yet.
+    app = create_app(make_settings(redis_url="redis://127.0.0.1:1/0", allow_unsigned_queue=True))
 
     manager = app[MANAGER]
     try:

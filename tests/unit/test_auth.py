@@ -12,7 +12,7 @@ import jwt
 import pytest
 
 from server import auth
-from server.auth import DEV_TOKEN_LIFETIME, Authenticator, AuthError, bearer_token, validate_user_id
+from server.auth import DEV_TOKEN_LIFETIME, Authenticator, AuthError, Identity, bearer_token, validate_user_id
 from server.config import Settings
 from server.errors import ErrorCode, RealtimeError
 from tests.helpers.clients import TEST_SECRET, make_token
@@ -279,3 +279,18 @@ def test_auth_error_is_a_permission_error_and_a_realtime_error() -> None:
     assert isinstance(exc, RealtimeError)
     assert exc.payload()["code"] == "TOKEN_EXPIRED"
     assert AuthError("default").code is ErrorCode.INVALID_TOKEN
+
+
+def test_identity_carries_the_tokens_expiry_plus_the_leeway(make_settings: Callable[..., Settings]) -> None:
+    token = jwt.encode({"sub": "alice", "exp": FAR_FUTURE}, TEST_SECRET, algorithm="HS256")
+
+    assert Authenticator(make_settings()).identify({"token": token}, {}) == Identity("alice", FAR_FUTURE)
+    assert Authenticator(make_settings(jwt_leeway=30)).verify_identity(token) == Identity("alice", FAR_FUTURE + 30)
+
+
+def test_dev_tokens_expire_and_claimed_dev_user_ids_do_not(make_settings: Callable[..., Settings]) -> None:
+    authenticator = Authenticator(make_settings(auth_mode="dev"))
+    issued = authenticator.issue_dev_token("alice")
+
+    assert authenticator.verify_identity(issued.token) == Identity("alice", issued.expires_at.timestamp())
+    assert authenticator.identify({"user_id": "bob"}, {}) == Identity("bob", None)

@@ -17,6 +17,7 @@ MIN_SECRET_BYTES = 32
 SECRET = "s" * MIN_SECRET_BYTES
 LONG_SECRET = "s" * 64
 API_KEY = "k" * 16
+SIGNING_KEY = "q" * 32
 
 
 def test_unset_variables_give_the_documented_defaults() -> None:
@@ -39,6 +40,8 @@ def test_unset_variables_give_the_documented_defaults() -> None:
     assert settings.max_outgoing_buffer_bytes == 1024 * 1024
     assert settings.shutdown_timeout == 5.0
     assert settings.log_level == "INFO"
+    assert settings.allow_unsigned_queue is False
+    assert settings.queue_replay_window == 30.0
 
 
 def test_default_instance_id_is_host_name_and_pid() -> None:
@@ -60,6 +63,8 @@ def test_every_setting_is_parsed_from_the_environment() -> None:
         "CORS_ALLOWED_ORIGINS": "https://kindmap.example, http://localhost:3000",
         "SERVER_API_KEY": API_KEY,
         "QUEUE_SIGNING_KEY": "q" * 32,
+        "ALLOW_UNSIGNED_QUEUE": "yes",
+        "QUEUE_REPLAY_WINDOW_SECONDS": "12.5",
         "JWT_AUDIENCE": "kindmap-realtime",
         "JWT_ISSUER": "kindmap-auth",
         "JWT_LEEWAY_SECONDS": "15",
@@ -85,6 +90,8 @@ def test_every_setting_is_parsed_from_the_environment() -> None:
         cors_allowed_origins=("https://kindmap.example", "http://localhost:3000"),
         server_api_key=API_KEY,
         queue_signing_key="q" * 32,
+        allow_unsigned_queue=True,
+        queue_replay_window=12.5,
         jwt_audience="kindmap-realtime",
         jwt_issuer="kindmap-auth",
         jwt_leeway=15.0,
@@ -103,6 +110,16 @@ def test_bad_redis_url_error_does_not_echo_its_password() -> None:
     assert "REDIS_URL" in str(caught.value) and "hunter2" not in str(caught.value)
 
 
+def test_redis_in_jwt_mode_requires_a_signing_key_unless_explicitly_opted_out() -> None:
+    with pytest.raises(ConfigError, match=r"QUEUE_SIGNING_KEY.*ALLOW_UNSIGNED_QUEUE"):
+        Settings.from_env({"JWT_SECRET": SECRET, "REDIS_URL": "redis://cache:6379"})
+    assert Settings.from_env({"JWT_SECRET": SECRET, "REDIS_URL": "redis://cache:6379",
+                              "QUEUE_SIGNING_KEY": "q" * 32}).signing_key == b"q" * 32
+    assert Settings.from_env({"JWT_SECRET": SECRET, "REDIS_URL": "redis://cache:6379",
+                              "ALLOW_UNSIGNED_QUEUE": "true"}).signing_key is None
+    assert Settings.from_env({"AUTH_MODE": "dev", "REDIS_URL": "redis://cache:6379"}).signing_key is None
+
+
 def test_signing_key_is_handed_to_hmac_as_bytes_and_absent_by_default() -> None:
     assert Settings(jwt_secret=SECRET).signing_key is None
     assert Settings(jwt_secret=SECRET, queue_signing_key="ключ" * 8).signing_key == ("ключ" * 8).encode()
@@ -119,7 +136,7 @@ def test_signing_key_is_handed_to_hmac_as_bytes_and_absent_by_default() -> None:
     ("REDIS_URL", "rediss://cache:6380", "redis_url", "rediss://cache:6380"),
 ])
 def test_values_are_normalised(name: str, raw: str, attr: str, expected: object) -> None:
-    settings = Settings.from_env({"JWT_SECRET": SECRET, name: raw})
+    settings = Settings.from_env({"JWT_SECRET": SECRET, "ALLOW_UNSIGNED_QUEUE": "true", name: raw})
 
     assert getattr(settings, attr) == expected
 
@@ -149,6 +166,10 @@ def test_blank_value_means_the_default(name: str) -> None:
     ("CORS_ALLOWED_ORIGINS", "https://ok.example,ftp://files.example"),
     ("SERVER_API_KEY", "short-key"),
     ("QUEUE_SIGNING_KEY", "q" * 31),
+    ("ALLOW_UNSIGNED_QUEUE", "maybe"),
+    ("QUEUE_REPLAY_WINDOW_SECONDS", "0.5"),
+    ("QUEUE_REPLAY_WINDOW_SECONDS", "301"),
+    ("QUEUE_REPLAY_WINDOW_SECONDS", "nan"),
     ("JWT_LEEWAY_SECONDS", "-1"),
     ("JWT_LEEWAY_SECONDS", "301"),
     ("JWT_LEEWAY_SECONDS", "a while"),
@@ -284,13 +305,14 @@ def test_env_file_values_reach_settings(tmp_path: Path) -> None:
 ])
 def test_malformed_redis_url_is_refused_at_start_up(url: str) -> None:
     with pytest.raises(ConfigError, match="REDIS_URL"):
-        Settings.from_env({"JWT_SECRET": SECRET, "REDIS_URL": url})
+        Settings.from_env({"JWT_SECRET": SECRET, "REDIS_URL": url, "QUEUE_SIGNING_KEY": SIGNING_KEY})
 
 
 @pytest.mark.parametrize("url", ["redis://cache", "redis://cache:6380/15", "rediss://:pw@cache/0",
                                  "redis://cache/?db=3", "unix:///run/redis.sock"])
 def test_well_formed_redis_urls_are_accepted(url: str) -> None:
-    assert Settings.from_env({"JWT_SECRET": SECRET, "REDIS_URL": url}).redis_url == url
+    assert Settings.from_env({"JWT_SECRET": SECRET, "REDIS_URL": url,
+                              "QUEUE_SIGNING_KEY": SIGNING_KEY}).redis_url == url
 
 
 @pytest.mark.parametrize("name", ["SERVER_API_KEY", "QUEUE_SIGNING_KEY", "JWT_SECRET"])

@@ -17,9 +17,13 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture
 def clean_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """No REDIS_URL / SOCKETIO_CHANNEL in the environment and no .env in the working directory."""
+    """No REDIS_URL / SOCKETIO_CHANNEL / QUEUE_SIGNING_KEY in the environment, an unsigned
+    queue allowed, and no .env in the working directory."""
     monkeypatch.delenv("REDIS_URL", raising=False)
     monkeypatch.delenv("SOCKETIO_CHANNEL", raising=False)
+    monkeypatch.delenv("QUEUE_SIGNING_KEY", raising=False)
+    monkeypatch.delenv("AUTH_MODE", raising=False)
+    monkeypatch.setenv("ALLOW_UNSIGNED_QUEUE", "true")
     monkeypatch.chdir(tmp_path)
     return tmp_path
 
@@ -157,6 +161,18 @@ def test_unreachable_redis_exits_1_with_a_one_line_reason(clean_environment: Pat
 
     assert code == EXIT_FAILED
     assert "Redis unreachable" in one_line(capsys.readouterr().err)
+
+
+def test_without_a_signing_key_or_the_opt_out_it_exits_2_naming_both(clean_environment: Path, dead_redis_url: str,
+                                                                     monkeypatch: pytest.MonkeyPatch,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.delenv("ALLOW_UNSIGNED_QUEUE")
+
+    code = main(["--user", "alice", "--event", "arrival", "--redis-url", dead_redis_url])
+
+    assert code == EXIT_USAGE
+    reason = one_line(capsys.readouterr().err)
+    assert "QUEUE_SIGNING_KEY" in reason and "ALLOW_UNSIGNED_QUEUE" in reason
 
 
 def test_malformed_redis_url_exits_2_with_a_one_line_reason(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import time
 from typing import Any
 
 import pytest
@@ -25,6 +26,7 @@ VALID: dict[str, dict[str, Any]] = {
                  "host_id": HOST},
     "disconnect_room": {"method": "disconnect_room", "namespace": "/", "room": "user:alice",
                         "skip_sid": "s2", "notice": {"code": "DUPLICATE_CONNECTION"}, "host_id": HOST},
+    "key_probe": {"method": "key_probe", "nonce": "0123456789abcdef0123456789abcdef", "host_id": HOST},
 }
 
 
@@ -54,6 +56,13 @@ def test_message_with_only_required_fields_is_accepted(method: str) -> None:
     required = {name for name, (_types, is_required) in METHODS[method].items() if is_required}
     message = {k: v for k, v in VALID[method].items() if k in required | {"method", "host_id"}}
     assert decode(encode(message)) == message
+
+
+@pytest.mark.parametrize("nonce", ["short", "0123456789ABCDEF", "g" * 32, "0" * 65])
+def test_key_probe_with_a_nonce_that_is_not_16_to_64_hex_digits_is_invalid(nonce: str) -> None:
+    with pytest.raises(InvalidEnvelopeError) as caught:
+        decode(encode(with_fields("key_probe", nonce=nonce)))
+    assert caught.value.reason == "invalid_envelope"
 
 
 def test_encode_is_compact_utf8_json_keeping_non_ascii_text() -> None:
@@ -178,11 +187,17 @@ def test_sample_is_a_short_printable_excerpt(raw: bytes | str, expected: str) ->
 KEY = b"queue-signing-key-for-unit-tests-0123456789"
 
 
-def test_signed_envelope_round_trips_with_the_same_key() -> None:
+def test_signed_envelope_round_trips_with_the_same_key_and_gains_a_time_and_an_id() -> None:
     message = with_fields("emit")
-    raw = encode(message, KEY)
-    assert raw.split(b".", 1)[1] == encode(message)
-    assert decode(raw, KEY) == message
+    before = int(time.time() * 1000)
+    decoded = decode(encode(message, KEY), KEY)
+    assert {k: v for k, v in decoded.items() if k not in ("ts", "id")} == message
+    assert before <= decoded["ts"] <= int(time.time() * 1000)
+    assert isinstance(decoded["id"], str) and decoded["id"] != decode(encode(message, KEY), KEY)["id"]
+
+
+def test_unsigned_envelope_carries_no_time_or_id() -> None:
+    assert decode(encode(with_fields("emit"))) == with_fields("emit")
 
 
 @pytest.mark.parametrize("raw", [

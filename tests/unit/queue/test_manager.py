@@ -771,3 +771,25 @@ async def test_queue_limit_counts_utf8_bytes_not_characters(make_manager: MakeMa
 
     assert broker.published == []
 
+
+async def test_a_recorded_signed_disconnect_room_published_again_is_dropped_as_a_replay(
+        make_manager: MakeManager, broker: MemoryBroker, start_replica: Any,
+        make_client: Callable[..., RecordingClient]) -> None:
+    key = "queue-signing-key-for-unit-tests-0123456789"
+    replica = await start_replica(queue_signing_key=key)
+    sender = make_manager(write_only=True, signing_key=key.encode())
+    await sender.start()
+    first = make_client()
+    await first.connect(replica.url, auth={"token": make_token("alice")})
+    await sender.disconnect_room("user:alice")
+    await first.wait_for_disconnect()
+    recorded = broker.published[-1][1]
+    second = make_client()
+    await second.connect(replica.url, auth={"token": make_token("alice")})
+
+    broker.inject(CHANNEL, recorded)
+    await sender.emit("marker", {}, room="user:alice")
+
+    await second.wait_for("marker")
+    assert second.disconnects == []
+    assert dropped(replica.app[METRICS], "replayed") == 1

@@ -1,0 +1,94 @@
+"""Closing a socket when its token expires, unless the client sent a fresh one.
+
+``exp`` is checked at the handshake; without more, a socket would outlive its
+token for ever (a revoked rider account, a stolen token). Each socket with an
+expiring token has one ``loop.call_later`` timer -- no task per socket -- that
+sends ``error`` ``TOKEN_EXPIRED`` and disconnects. A client that emits
+``refresh_token {token}`` first, with a valid token for the same ``sub``, moves
+its deadline to the new token's expiry and gets ``token_refreshed``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import socketio
+
+from .auth import Authenticator, AuthError, Identity
+from .errors import ErrorCode, error_payload
+
+__all__ = ["TokenExpiry"]
+
+logger = logging.getLogger(__name__)
+
+
+class TokenExpiry:
+    """Per-socket expiry timers, and the ``refresh_token`` event that moves them."""
+
+    def __init__(self, sio: socketio.AsyncServer, authenticator: Authenticator) -> None:
+        self._sio = sio
+        self._authenticator = authenticator
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._closing: set[asyncio.Task[None]] = set()
+        sio.on("refresh_token", self.on_refresh_token)
+
+    def __len__(self) -> int:
+        return len(self._timers)
+
+    def watch(self, sid: str, identity: Identity) -> None:
+        """Close ``sid`` when ``identity`` expires (replacing any earlier deadline)."""
+        self.forget(sid)
+        if identity.expires_at is None:
+            return
+        delay = max(0.0, identity.expires_at - time.time())
+        self._timers[sid] = asyncio.get_running_loop().call_later(delay, self._expire, sid)
+
+    def forget(self, sid: str) -> None:
+        """The socket is gone: drop its timer."""
+        timer = self._timers.pop(sid, None)
+        if timer is not None:
+            timer.cancel()
+
+    async def on_refresh_token(self, sid: str, *args: Any) -> dict[str, Any]:
+        """``refresh_token {token}``: the answer is also the ack value."""
+        data = args[0] if len(args) == 1 else None
+        token = data.get("token") if isinstance(data, dict) else None
+        if not isinstance(token, str) or not token or set(data or {}) - {"token"}:
+            return await self._refuse(sid, ErrorCode.INVALID_PARAMETERS, 'refresh_token takes {"token": "<JWT>"}')
+        try:
+            identity = self._authenticator.verify_identity(token)
+        except AuthError as exc:
+            return await self._refuse(sid, ErrorCode.INVALID_TOKEN, f"token not refreshed: {exc.message}")
+        session = await self._sio.get_session(sid)
+        if identity.user_id != session["user_id"]:
+            return await self._refuse(sid, ErrorCode.INVALID_TOKEN, "token not refreshed: it is for another user")
+        self.watch(sid, identity)
+        expires_at = identity.expires_at
+        answer = {"expires_at": None if expires_at is None else datetime.fromtimestamp(expires_at, UTC).isoformat()}
+        await self._sio.emit("token_refreshed", answer, to=sid)
+        return answer
+
+    async def _refuse(self, sid: str, code: ErrorCode, message: str) -> dict[str, Any]:
+        payload = error_payload(code, message)
+        await self._sio.emit("error", payload, to=sid)
+        return payload
+
+    def _expire(self, sid: str) -> None:
+        self._timers.pop(sid, None)
+        task = asyncio.create_task(self._close(sid), name="token-expired")
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    async def _close(self, sid: str) -> None:
+        try:
+            await self._sio.emit("error", error_payload(ErrorCode.TOKEN_EXPIRED, "the token has expired; "
+                                                        "reconnect with a fresh one"), to=sid)
+            await self._sio.disconnect(sid)
+        except Exception:
+            logger.exception("could not close a socket whose token expired", extra={"sid": sid})
+            return
+        logger.info("token expired; socket closed", extra={"sid": sid})

@@ -1,0 +1,155 @@
+"""What a Redis neighbour (anyone who can read or write the replicas' Redis) can no longer do.
+
+Replicas sign their queue (``QUEUE_SIGNING_KEY``); the neighbour records, replays,
+forges and deletes with a plain redis-py client, as an attacker would.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from redis import asyncio as aioredis
+
+from server.emitter import Emitter
+from server.errors import ConfigError
+from server.queue.keys import instance_key, presence_key, signing_key_name
+from tests.helpers.clients import make_token
+from tests.helpers.cluster import API_KEY, unique_user
+from tests.helpers.http import metric, post_emit
+from tests.helpers.waiting import eventually
+
+SIGNING_KEY = "integration-queue-signing-key-0123456789"
+REPLAY_WINDOW = 1.0
+# Users of a dead replica count as offline within its heartbeat key's TTL (10 s), and a
+# slow poll's margin; a TTL of minutes would miss it.
+OFFLINE_DEADLINE = 15.0
+
+
+@pytest.fixture
+async def neighbour(redis_server):
+    client = aioredis.Redis.from_url(redis_server.url)
+    yield client
+    await client.aclose()
+
+
+async def record_next(neighbour: aioredis.Redis, channel: str, action) -> bytes:
+    """Run ``action`` and return the first envelope published on ``channel`` meanwhile."""
+    pubsub = neighbour.pubsub()
+    await pubsub.subscribe(channel)
+    try:
+        await action()
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.5)
+            if message is not None:
+                return bytes(message["data"])
+        raise AssertionError("nothing was published")
+    finally:
+        await pubsub.aclose()
+
+
+async def dropped(cluster, reason: str) -> float:
+    return sum([await metric(r.url, "kindmap_messages_dropped_total", {"reason": reason}) for r in cluster.replicas])
+
+
+@pytest.mark.parametrize("later", [False, True], ids=["at-once-as-a-repeat", "after-the-window-as-stale"])
+async def test_a_recorded_signed_disconnect_replayed_does_not_kick_the_users_new_socket(
+        start_cluster, make_client, neighbour, later):
+    # "At once" must stay within the window on a loaded machine: the default 30 s then.
+    window = {"QUEUE_REPLAY_WINDOW_SECONDS": str(REPLAY_WINDOW)} if later else {}
+    cluster = start_cluster(2, QUEUE_SIGNING_KEY=SIGNING_KEY, **window)
+    user = unique_user()
+    first = make_client()
+    await first.connect(cluster.replicas[0].url, auth={"token": make_token(user)})
+    async with Emitter(cluster.redis_url, channel=cluster.channel, signing_key=SIGNING_KEY) as emitter:
+        recorded = await record_next(neighbour, cluster.channel, lambda: emitter.disconnect_user(user))
+        await first.wait_for_disconnect()
+        second = make_client()
+        await second.connect(cluster.replicas[1].url, auth={"token": make_token(user)})
+        if later:
+            sent_at = json.loads(recorded.partition(b".")[2])["ts"] / 1000
+            await eventually(lambda: time.time() > sent_at + REPLAY_WINDOW + 0.1, timeout=5, what="window over")
+
+        assert await neighbour.publish(cluster.channel, recorded) == 2
+        await eventually(lambda: dropped(cluster, "stale" if later else "replayed"), what="replay dropped")
+        await emitter.send_to_user(user, "still_connected", {})
+
+    assert await second.wait_for("still_connected") == {}
+    assert second.disconnects == []
+    assert await dropped(cluster, "stale" if later else "replayed") == 2
+
+
+async def emit_status(replica, user: str) -> int:
+    status, _ = await post_emit(replica.url, API_KEY, {"user_id": user, "event": "probe", "data": {}})
+    return status
+
+
+async def test_a_forged_presence_entry_does_not_make_an_unknown_user_look_connected(
+        start_cluster, make_client, neighbour):
+    cluster = start_cluster(2, QUEUE_SIGNING_KEY=SIGNING_KEY)
+    real = unique_user()
+    client = make_client()
+    await client.connect(cluster.replicas[0].url, auth={"token": make_token(real)})
+    entry = await neighbour.hget(presence_key(cluster.channel, real), client.sio.get_sid())
+    process = entry.decode().split("#")[0]
+    assert await neighbour.exists(instance_key(cluster.channel, process)) == 1
+    ghost = unique_user("ghost")
+
+    await neighbour.hset(presence_key(cluster.channel, ghost), mapping={
+        "forged-1": process, "forged-2": f"{process}#{int(time.time() * 1000)}#{'ab' * 16}",
+        client.sio.get_sid(): entry})
+
+    assert await emit_status(cluster.replicas[1], ghost) == 404
+    assert await emit_status(cluster.replicas[1], real) == 202
+
+
+async def test_a_deleted_presence_key_is_written_again_by_the_next_heartbeat(start_cluster, make_client, neighbour):
+    cluster = start_cluster(2, QUEUE_SIGNING_KEY=SIGNING_KEY)
+    user = unique_user()
+    client = make_client()
+    await client.connect(cluster.replicas[0].url, auth={"token": make_token(user)})
+
+    await neighbour.delete(presence_key(cluster.channel, user))
+
+    await eventually(lambda: neighbour.exists(presence_key(cluster.channel, user)), timeout=10, what="rewritten")
+    assert await emit_status(cluster.replicas[1], user) == 202
+
+
+async def test_users_of_a_killed_replica_count_as_offline_within_the_instance_ttl(start_cluster, make_client):
+    cluster = start_cluster(2)
+    doomed, survivor = cluster.replicas
+    user = unique_user()
+    client = make_client()
+    await client.connect(doomed.url, auth={"token": make_token(user)})
+    assert await emit_status(survivor, user) == 202
+
+    doomed.kill()  # SIGKILL: no withdrawal, only the heartbeat key's TTL tells
+
+    await eventually(lambda: emit_status_is(survivor, user, 404), timeout=OFFLINE_DEADLINE,
+                     what="USER_NOT_CONNECTED after SIGKILL")
+
+
+async def emit_status_is(replica, user: str, expected: int) -> bool:
+    return await emit_status(replica, user) == expected
+
+
+async def test_an_emitter_with_the_right_key_starts_although_the_fingerprint_was_rewritten(
+        start_cluster, make_client, neighbour):
+    cluster = start_cluster(2, QUEUE_SIGNING_KEY=SIGNING_KEY)
+    user = unique_user()
+    client = make_client()
+    await client.connect(cluster.replicas[0].url, auth={"token": make_token(user)})
+    for forged in (b"0" * 32, b"unsigned"):
+        await neighbour.set(signing_key_name(cluster.channel), forged)
+
+        async with Emitter(cluster.redis_url, channel=cluster.channel, signing_key=SIGNING_KEY) as emitter:
+            await emitter.send_to_user(user, "delivered", forged.decode())
+
+        assert await client.wait_for("delivered", count=1 if forged != b"unsigned" else 2) == forged.decode()
+    with pytest.raises(ConfigError, match="QUEUE_SIGNING_KEY"):
+        await Emitter(cluster.redis_url, channel=cluster.channel, signing_key="a-wrong-key-" + "x" * 30).connect()
+    await neighbour.delete(signing_key_name(cluster.channel))
+    with pytest.raises(ConfigError, match="QUEUE_SIGNING_KEY"):
+        await Emitter(cluster.redis_url, channel=cluster.channel, signing_key="a-wrong-key-" + "x" * 30).connect()

@@ -1,0 +1,106 @@
+"""server/token_expiry.py: a socket closes when its token expires, unless refreshed in time."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import jwt
+import pytest
+
+from server.app_keys import GATEWAY
+from tests.helpers.clients import TEST_SECRET, RecordingClient, make_token
+from tests.helpers.waiting import eventually
+
+
+def expiring_token(user_id: str, seconds: float) -> tuple[str, float]:
+    """A token whose exp (a float, as the JWT spec allows) is ``seconds`` from now."""
+    exp = time.time() + seconds
+    return jwt.encode({"sub": user_id, "exp": exp}, TEST_SECRET, algorithm="HS256"), exp
+
+
+async def connected(make_client: Callable[..., RecordingClient], url: str, token: str) -> RecordingClient:
+    client = make_client()
+    await client.connect(url, auth={"token": token})
+    return client
+
+
+async def after(moment: float) -> None:
+    await eventually(lambda: time.time() > moment, timeout=10, what="the old token's expiry")
+
+
+async def test_a_socket_is_told_token_expired_and_disconnected_when_its_token_expires(start_replica, make_client):
+    replica = await start_replica()
+    token, _ = expiring_token("alice", 2.0)
+    client = await connected(make_client, replica.url, token)
+
+    error = await client.wait_for("error")
+    assert error["code"] == "TOKEN_EXPIRED"
+    assert await client.wait_for_disconnect() == "server disconnect"
+    assert len(replica.app[GATEWAY].token_expiry) == 0
+
+
+async def test_a_fresh_token_for_the_same_user_keeps_the_socket_open_past_the_old_expiry(
+        start_replica, make_client):
+    replica = await start_replica()
+    token, old_exp = expiring_token("alice", 3.0)
+    client = await connected(make_client, replica.url, token)
+    fresh, fresh_exp = expiring_token("alice", 300.0)
+
+    ack = await client.sio.call("refresh_token", {"token": fresh}, timeout=5)
+
+    assert ack == await client.wait_for("token_refreshed")
+    assert datetime.fromisoformat(ack["expires_at"]).timestamp() == pytest.approx(fresh_exp)
+    await after(old_exp + 0.3)
+    assert await client.sio.call("ping", timeout=5) is not None
+    assert client.received("error") == [] and client.disconnects == []
+
+
+@pytest.mark.parametrize(("payload", "code"), [
+    ({"token": make_token("mallory")}, "INVALID_TOKEN"),
+    ({"token": make_token("alice", secret="another-secret-of-enough-length-0123456789")}, "INVALID_TOKEN"),
+    ({"token": make_token("alice", expires_in=-60)}, "INVALID_TOKEN"),
+    ({"token": "not-a-jwt"}, "INVALID_TOKEN"),
+    ({"token": ""}, "INVALID_PARAMETERS"),
+    ("just-a-string", "INVALID_PARAMETERS"),
+    ({"token": make_token("alice"), "extra": 1}, "INVALID_PARAMETERS"),
+])
+async def test_a_refused_refresh_gets_an_error_and_an_error_ack(start_replica, make_client, payload: Any, code: str):
+    replica = await start_replica()
+    client = await connected(make_client, replica.url, make_token("alice"))
+
+    ack = await client.sio.call("refresh_token", payload, timeout=5)
+
+    assert ack["code"] == code and (await client.wait_for("error"))["code"] == code
+    assert client.received("token_refreshed") == [] and client.disconnects == []
+
+
+async def test_after_a_refused_refresh_the_old_expiry_still_applies(start_replica, make_client):
+    replica = await start_replica()
+    token, _ = expiring_token("alice", 3.0)
+    client = await connected(make_client, replica.url, token)
+
+    await client.sio.call("refresh_token", {"token": make_token("mallory")}, timeout=5)
+
+    assert (await client.wait_for("error", count=2))["code"] == "TOKEN_EXPIRED"
+    await client.wait_for_disconnect()
+
+
+async def test_a_closed_socket_leaves_no_timer_behind(start_replica, make_client):
+    replica = await start_replica()
+    client = await connected(make_client, replica.url, make_token("alice"))
+    expiry = replica.app[GATEWAY].token_expiry
+    assert len(expiry) == 1
+
+    await client.disconnect()
+
+    await eventually(lambda: len(expiry) == 0, what="timer dropped")
+
+
+async def test_a_user_id_claimed_in_dev_mode_has_no_expiry(start_replica, make_client):
+    replica = await start_replica(auth_mode="dev")
+    client = make_client()
+    await client.connect(replica.url, auth={"user_id": "alice"})
+    assert len(replica.app[GATEWAY].token_expiry) == 0
