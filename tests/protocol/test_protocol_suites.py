@@ -22,6 +22,8 @@ MAX_PAYLOAD_BYTES = 65536
 PING_INTERVAL_MS = 25_000
 PING_TIMEOUT_MS = 20_000
 SUITE_TIMEOUT_SECONDS = 45
+# Per case: generous for a loaded CI machine; expected failures give up after 1.5 s (kindmap.js).
+MOCHA_OPTIONS = ["--exit", "--forbid-only", "--timeout", "10000", "--reporter", "spec"]
 
 
 @pytest.mark.parametrize("suite", ["engine.io-test-suite.js", "socket.io-test-suite.js"])
@@ -38,6 +40,6 @@ def test_protocol_suite_passes_against_a_replica(suite: str, start_cluster: Call
         "PROTOCOL_SUITE_AUTH": json.dumps({"user_id": "protocol-suite"}),
     }
     mocha = SUITES_DIR / "node_modules" / "mocha" / "bin" / "mocha"
-    run = subprocess.run(["node", str(mocha), "--exit", "--forbid-only", "--reporter", "spec", suite],
-                         cwd=SUITES_DIR, env=env, capture_output=True, text=True, timeout=SUITE_TIMEOUT_SECONDS)
+    run = subprocess.run(["node", str(mocha), *MOCHA_OPTIONS, suite], cwd=SUITES_DIR, env=env, capture_output=True,
+                         text=True, timeout=SUITE_TIMEOUT_SECONDS)
     assert run.returncode == 0, f"mocha {suite} exited {run.returncode}:\n{run.stdout}\n{run.stderr}"

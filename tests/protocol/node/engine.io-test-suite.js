@@ -8,7 +8,7 @@ if (isNodejs) {
 const { expect } = chai;
 
 // KindMap: the server under test and its values come from the environment (kindmap.js).
-const { URL, PING_INTERVAL, PING_TIMEOUT, MAX_PAYLOAD, AUTH, itFails, connectAndAwaitAnswer, pingAndAwaitPong } = await import("./kindmap.js");
+const { URL, PING_INTERVAL, PING_TIMEOUT, MAX_PAYLOAD, AUTH, itFails, connectAndAwaitReply, pingAndAwaitPong } = await import("./kindmap.js");
 const WS_URL = URL.replace("http", "ws");
 
 function sleep(delay) {
@@ -540,9 +540,9 @@ describe("Engine.IO protocol", () => {
       socket.send("5");
 
       // KindMap: no echo; a Socket.IO CONNECT is answered over the upgraded socket instead.
-      const data = await connectAndAwaitAnswer(socket);
+      const data = await connectAndAwaitReply(socket);
 
-      expect(data).to.startsWith("4");
+      expect(data).to.startsWith("40{");
     });
 
     it("ignores HTTP requests with same sid after upgrade", async () => {
@@ -557,7 +557,7 @@ describe("Engine.IO protocol", () => {
       socket.send("5");
       // KindMap: the next request races "5" on another TCP connection; python-engineio answers a
       // poll made before it handles "5" with a noop (200), so wait until the upgrade is complete.
-      await connectAndAwaitAnswer(socket);
+      await connectAndAwaitReply(socket);
 
       const pollResponse = await fetch(
         `${URL}/socket.io/?EIO=4&transport=polling&sid=${sid}`
@@ -583,7 +583,7 @@ describe("Engine.IO protocol", () => {
       socket.send("5");
       // KindMap: the next request races "5" on another TCP connection; python-engineio answers a
       // poll made before it handles "5" with a noop (200), so wait until the upgrade is complete.
-      await connectAndAwaitAnswer(socket);
+      await connectAndAwaitReply(socket);
 
       const socket2 = new WebSocket(
         `${WS_URL}/socket.io/?EIO=4&transport=websocket&sid=${sid}`

@@ -13,7 +13,7 @@ export const MAX_PAYLOAD = Number(env.PROTOCOL_SUITE_MAX_PAYLOAD ?? 1000000);
 // The CONNECT payload our replica accepts (AUTH_MODE=dev: {"user_id": ...}).
 export const AUTH = JSON.parse(env.PROTOCOL_SUITE_AUTH ?? "{}");
 
-// An expected failure gets this long before it counts as failed (below mocha's 2 s default).
+// An expected failure gets this long before it counts as failed (well below the 10 s mocha timeout the test sets).
 const EXPECTED_FAILURE_BUDGET_MS = 1500;
 
 // A case known to fail on our server, for `reason`: it passes while `fn` fails (or hangs), and
@@ -37,13 +37,13 @@ export function itFails(title, reason, fn) {
   });
 }
 
-// The first Socket.IO packet the server sends on `socket` after this sends a CONNECT with AUTH.
-// After an upgrade ("2probe", "5") it also tells when "5" has been handled: the server reads a
-// WebSocket's frames in order, so it answers the CONNECT only after the upgrade is complete.
-export function connectAndAwaitAnswer(socket) {
+// Sends a CONNECT with AUTH on `socket` and resolves with the server's CONNECT reply (`40{...}`),
+// once the connection to the main namespace is complete. After an upgrade ("2probe", "5") it also
+// tells when "5" has been handled: the server reads a WebSocket's frames in order.
+export function connectAndAwaitReply(socket) {
   const answer = new Promise((resolve) => {
     const handler = (event) => {
-      if (typeof event.data === "string" && event.data.startsWith("4")) {
+      if (typeof event.data === "string" && event.data.startsWith("40")) {
         socket.removeEventListener("message", handler);
         resolve(event.data);
       }
