@@ -475,10 +475,52 @@ describe("Socket.IO protocol", () => {
     });
 
     // KindMap: skipped; our replica has only the main namespace (the next case covers others).
-    it.skip("should allow connection to a custom namespace", async () => {});
+    it.skip("should allow connection to a custom namespace", async () => {
+      const socket = new WebSocket(
+        `${WS_URL}/socket.io/?EIO=4&transport=websocket`
+      );
+
+      await waitFor(socket, "message"); // Engine.IO handshake
+
+      socket.send("40/custom,");
+
+      const { data } = await waitFor(socket, "message");
+
+      expect(data).to.startsWith("40/custom,");
+
+      const handshake = JSON.parse(data.substring(10));
+
+      expect(handshake).to.have.all.keys("sid");
+      expect(handshake.sid).to.be.a("string");
+
+      const authPacket = await waitFor(socket, "message");
+
+      expect(authPacket.data).to.eql('42/custom,["auth",{}]');
+    });
 
     // KindMap: skipped; our replica has only the main namespace (the next case covers others).
-    it.skip("should allow connection to a custom namespace with a payload", async () => {});
+    it.skip("should allow connection to a custom namespace with a payload", async () => {
+      const socket = new WebSocket(
+        `${WS_URL}/socket.io/?EIO=4&transport=websocket`
+      );
+
+      await waitFor(socket, "message"); // Engine.IO handshake
+
+      socket.send('40/custom,{"token":"abc"}');
+
+      const { data } = await waitFor(socket, "message");
+
+      expect(data).to.startsWith("40/custom,");
+
+      const handshake = JSON.parse(data.substring(10));
+
+      expect(handshake).to.have.all.keys("sid");
+      expect(handshake.sid).to.be.a("string");
+
+      const authPacket = await waitFor(socket, "message");
+
+      expect(authPacket.data).to.eql('42/custom,["auth",{"token":"abc"}]');
+    });
 
     // KindMap: adapted; the CONNECT_ERROR data is any object with a string `message` (what
     // socket.io-client reads), not the reference server's exact text.
@@ -541,7 +583,23 @@ describe("Socket.IO protocol", () => {
     });
 
     // KindMap: skipped; our replica has only the main namespace.
-    it.skip("should connect then disconnect from a custom namespace", async () => {});
+    it.skip("should connect then disconnect from a custom namespace", async () => {
+      const socket = await initSocketIOConnection();
+
+      await waitFor(socket, "message"); // ping
+
+      socket.send("40/custom");
+
+      await waitFor(socket, "message"); // Socket.IO handshake
+      await waitFor(socket, "message"); // auth packet
+
+      socket.send("41/custom");
+      socket.send('42["message","message to main namespace"]');
+
+      const { data } = await waitFor(socket, "message");
+
+      expect(data).to.eql('42["message-back","message to main namespace"]');
+    });
   });
 
   describe("message", () => {
