@@ -1,15 +1,17 @@
 # The two commands of the README: `make dev` runs a replica, `make test` runs every test.
-# Both install what they need first (a virtualenv from PyPI; from npm, the Node test client
-# and the browser client the demo page serves).
+# Both install what they need first (a virtualenv from PyPI; from npm, the Node test client,
+# the official protocol test suites and the browser client the demo page serves).
 
 VENV ?= .venv
 PYTHON := $(VENV)/bin/python
 NODE_CLIENT := tests/integration/node
 DEMO := client_demo
+PROTOCOL_SUITES := tests/protocol/node
 
 .PHONY: dev cluster test lint install clean
 
-install: $(VENV)/.installed $(NODE_CLIENT)/node_modules/.installed $(DEMO)/node_modules/.installed
+install: $(VENV)/.installed $(NODE_CLIENT)/node_modules/.installed $(PROTOCOL_SUITES)/node_modules/.installed \
+	$(DEMO)/node_modules/.installed
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt bench/requirements.txt
 	python3 -m venv $(VENV)
@@ -40,4 +42,4 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/mypy
 
 clean:
-	rm -rf $(VENV) $(NODE_CLIENT)/node_modules $(DEMO)/node_modules .coverage .coverage.* .pytest_cache
+	rm -rf $(VENV) $(NODE_CLIENT)/node_modules $(PROTOCOL_SUITES)/node_modules $(DEMO)/node_modules .coverage .coverage.* .pytest_cache
