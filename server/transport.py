@@ -100,6 +100,8 @@ class GuardedSocket(AsyncSocket):  # type: ignore[misc]
     server: EngineServer
     queue: OutgoingQueue
     transport: asyncio.Transport | None = None
+    _polling = False  # a long-poll of this session is waiting for packets
+    _last_words = eio_packet.NOOP  # what that poll answers if the session closes under it
 
     def buffered(self) -> int:
         """Bytes queued for this client and not yet taken by the kernel."""
@@ -149,8 +151,29 @@ class GuardedSocket(AsyncSocket):  # type: ignore[misc]
             self.transport.abort()
 
     async def handle_get_request(self, environ: dict[str, Any]) -> Any:
-        self.transport = environ["aiohttp.request"].transport
-        return await super().handle_get_request(environ)
+        """A long-poll (or the WebSocket upgrade request), as Engine.IO 4 specifies it:
+
+        - a second poll while one waits is a protocol violation (each would hold a
+          request, without limit): it gets 400, the session closes, and the waiting
+          poll answers a CLOSE packet;
+        - a poll waiting when the session closes under it (the client's own CLOSE
+          packet, a drain) answers a NOOP at once, not after a ping timeout.
+        """
+        request: web.Request = environ["aiohttp.request"]
+        self.transport = request.transport
+        if request.query.get("transport") != "polling":
+            return await super().handle_get_request(environ)
+        if self._polling:
+            self._last_words = eio_packet.CLOSE
+            self.server.protocol_violation("duplicate_poll")
+            await self.close(wait=False, abort=True, reason=self.server.reason.TRANSPORT_ERROR)
+            raise engineio.exceptions.EngineIOError("a second long-poll while one waits")
+        self._polling = True
+        try:
+            packets = await super().handle_get_request(environ)
+        finally:
+            self._polling = False
+        return packets or [eio_packet.Packet(self._last_words)]
 
     async def handle_post_request(self, environ: dict[str, Any]) -> None:
         """Handle the packets ``EngineServer.handle_request`` read and checked."""
@@ -240,9 +263,12 @@ class EngineServer(engineio.AsyncServer):  # type: ignore[misc]
         400 when it is not an Engine.IO payload; either way the session is closed and freed.
 
         The library reads ``Content-Length`` bytes with one ``read()``, which returns what
-        has arrived so far (the rest is lost), and answers an oversized body never.
+        has arrived so far (the rest is lost), and answers an oversized body never. It also
+        takes a request without ``transport`` for polling; Engine.IO 4 answers it 400.
         """
         request: web.Request = args[0]
+        if "transport" not in request.query:  # python-engineio would take it for polling
+            return _refusal(400, ErrorCode.INVALID_PARAMETERS, "the transport query parameter is required")
         if request.method != "POST":
             return await super().handle_request(request)
         sid = request.query.get("sid", "")

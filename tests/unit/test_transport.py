@@ -167,6 +167,47 @@ async def test_an_oversized_long_poll_body_is_refused_at_once_and_its_session_fr
     assert sample(replica.app, "kindmap_protocol_violations_total", cause="oversized_body") == 1
 
 
+async def test_a_second_long_poll_while_one_waits_closes_the_session(start_replica):
+    """Engine.IO 4: each waiting poll holds a request, so a second is a protocol violation."""
+    replica = await start_replica(queue=False)
+    async with aiohttp.ClientSession() as session:
+        sid = await open_polling_session(session, replica.url)
+        waiting = asyncio.create_task(poll(session, replica.url, sid))
+        await eventually(lambda: replica.app[SIO].eio.sockets[sid]._polling, what="the first poll waiting")
+
+        second = await poll(session, replica.url, sid)
+        first = await waiting
+        after = await poll(session, replica.url, sid)
+
+    assert second[0] == 400
+    assert first == (200, ["1"])  # the waiting poll is told the session closed
+    assert after[0] == 400
+    assert sample(replica.app, "kindmap_protocol_violations_total", cause="duplicate_poll") == 1
+
+
+async def test_a_waiting_poll_answers_at_once_when_the_client_closes_the_session(start_replica):
+    replica = await start_replica(queue=False)
+    async with aiohttp.ClientSession() as session:
+        sid = await open_polling_session(session, replica.url)
+        waiting = asyncio.create_task(poll(session, replica.url, sid))
+        await eventually(lambda: replica.app[SIO].eio.sockets[sid]._polling, what="the poll waiting")
+
+        async with session.post(engineio_url(replica.url, sid=sid), data="1") as response:
+            assert response.status == 200
+
+        assert await asyncio.wait_for(waiting, 5) == (200, ["6"])
+        assert (await poll(session, replica.url, sid))[0] == 400
+
+
+async def test_a_request_without_a_transport_is_refused_in_the_error_schema(start_replica):
+    replica = await start_replica(queue=False)
+    async with aiohttp.ClientSession() as session, session.get(f"{replica.url}/socket.io/?EIO=4") as response:
+        status, body = response.status, await response.json()
+
+    assert status == 400
+    assert body["code"] == "INVALID_PARAMETERS" and "transport" in body["message"]
+
+
 async def test_an_oversized_chunked_long_poll_body_is_refused_too(start_replica):
     replica = await start_replica(queue=False)
     limit = replica.app[SIO].eio.max_http_buffer_size
