@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 from socketio.async_manager import AsyncManager
 
 from .app_keys import AUTHENTICATOR, CONNECTIONS, GATEWAY, MANAGER, METRICS, PRESENCE, SETTINGS, SIO
@@ -17,7 +18,7 @@ from .connections import OpenConnections
 from .demo_page import demo_routes
 from .dev_api import dev_host_middleware, dev_routes
 from .gateway import HARD_CAP_FACTOR, Gateway
-from .http_api import error_middleware, routes
+from .http_api import ErrorMiddleware, routes
 from .metrics import Metrics
 from .presence import LocalPresence, MemoryPresence, Presence, RedisPresence
 from .queue import signing
@@ -83,7 +84,7 @@ def create_app(settings: Settings, *, backend: QueueBackend | None = None,
     gateway = Gateway(sio, settings=settings, authenticator=authenticator, presence=presence, metrics=metrics)
 
     connections = OpenConnections()
-    middlewares = [error_middleware, connections.middleware]
+    middlewares: list[Middleware] = [ErrorMiddleware(), connections.middleware]
     if settings.dev_mode:
         middlewares.insert(1, dev_host_middleware)
     app = web.Application(client_max_size=settings.max_payload_bytes, middlewares=middlewares)

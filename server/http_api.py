@@ -5,7 +5,7 @@ from __future__ import annotations
 import hmac
 import logging
 
-from aiohttp import web
+from aiohttp import ClientConnectionError, ClientPayloadError, web
 from aiohttp.typedefs import Handler
 from prometheus_client import CONTENT_TYPE_LATEST
 
@@ -23,9 +23,10 @@ from .errors import (
     UserNotConnectedError,
     error_payload,
 )
+from .logs import LogThrottle
 from .queue.manager import LocalManager, QueueManager
 
-__all__ = ["error_middleware", "routes"]
+__all__ = ["ErrorMiddleware", "routes"]
 
 logger = logging.getLogger(__name__)
 
@@ -52,27 +53,51 @@ def error_response(status: int, code: ErrorCode, message: str) -> web.Response:
     return web.json_response(error_payload(code, message), status=status)
 
 
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """HTTP errors leave in the same schema as Socket.IO errors."""
-    try:
-        return await handler(request)
-    except web.HTTPException as exc:
-        if exc.status < 400 or request.path.startswith("/socket.io"):
-            raise
-        code = _HTTP_CODES.get(exc.status, ErrorCode.INVALID_PARAMETERS)
-        return error_response(exc.status, code, exc.reason)
-    except RealtimeError as exc:
-        status = next((s for cls, s in _STATUS_FOR.items() if isinstance(exc, cls)), 400)
-        # Busy is not down: a caller that waits this long and retries gets through.
-        headers = {"Retry-After": str(QUEUE_BUSY_RETRY_AFTER)} if isinstance(exc, QueueBusyError) else None
-        return web.json_response(exc.payload(), status=status, headers=headers)
-    except Exception:
-        logger.exception("unhandled error in %s %s", request.method, request.path)
-        if request.path.startswith("/socket.io") and request.transport is not None:
-            # The request may be an upgraded WebSocket: an HTTP answer would land inside its stream.
+class ErrorMiddleware:
+    """HTTP errors leave in the same schema as Socket.IO errors.
+
+    One per app: it holds the throttle that keeps a flood of requests failing the
+    same way from writing a traceback each.
+    """
+
+    __middleware_version__ = 1  # what @web.middleware marks: a new-style middleware
+
+    def __init__(self) -> None:
+        self._unhandled = LogThrottle()
+
+    async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except web.HTTPException as exc:
+            if exc.status < 400 or request.path.startswith("/socket.io"):
+                raise
+            code = _HTTP_CODES.get(exc.status, ErrorCode.INVALID_PARAMETERS)
+            return error_response(exc.status, code, exc.reason)
+        except RealtimeError as exc:
+            status = next((s for cls, s in _STATUS_FOR.items() if isinstance(exc, cls)), 400)
+            # Busy is not down: a caller that waits this long and retries gets through.
+            headers = {"Retry-After": str(QUEUE_BUSY_RETRY_AFTER)} if isinstance(exc, QueueBusyError) else None
+            return web.json_response(exc.payload(), status=status, headers=headers)
+        except (ConnectionResetError, ClientConnectionError, ClientPayloadError) as exc:
+            # The peer went away mid-request (a body shorter than announced, a reset): not our bug,
+            # and nobody is left to answer.
+            logger.debug("client left during %s %s: %r", request.method, request.path, exc)
+            self._abort(request)
+            return error_response(400, ErrorCode.INVALID_PARAMETERS, "the request ended early")
+        except Exception as exc:
+            held = self._unhandled.allow(type(exc).__name__)
+            if held is not None:
+                logger.exception("unhandled error in %s %s", request.method, request.path,
+                                 extra={"suppressed": held})
+            if request.path.startswith("/socket.io"):
+                # The request may be an upgraded WebSocket: an HTTP answer would land inside its stream.
+                self._abort(request)
+            return error_response(500, ErrorCode.INTERNAL_SERVER_ERROR, "internal server error")
+
+    @staticmethod
+    def _abort(request: web.Request) -> None:
+        if request.transport is not None:
             request.transport.abort()
-        return error_response(500, ErrorCode.INTERNAL_SERVER_ERROR, "internal server error")
 
 
 @routes.get("/healthz")

@@ -39,8 +39,9 @@ def configure_logging(level: str = "INFO") -> None:
     root.setLevel(level)
     for noisy in ("socketio", "engineio", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
-    for library in ("socketio", "engineio"):
-        # They log per packet ("Cannot send to sid ..." for each emit to a closing socket).
+    for library in ("socketio", "engineio", "aiohttp.server"):
+        # They log per packet or request ("Cannot send to sid ..." for each emit to a closing
+        # socket; aiohttp.server a traceback for each malformed HTTP request).
         library_logger = logging.getLogger(library)
         library_logger.filters[:] = [ThrottleFilter()]
 

@@ -25,7 +25,8 @@ DROP_REASONS = (
 )
 
 # Engine.IO input that closes the session (server/transport.py); pre-declared like DROP_REASONS.
-PROTOCOL_VIOLATIONS = ("oversized_body", "bad_polling_body", "duplicate_poll", "empty_frame", "bad_packet")
+PROTOCOL_VIOLATIONS = ("oversized_body", "bad_polling_body", "slow_body", "duplicate_poll", "empty_frame",
+                       "bad_packet")
 
 
 class Metrics:

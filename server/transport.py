@@ -101,13 +101,22 @@ class GuardedSocket(AsyncSocket):  # type: ignore[misc]
     queue: OutgoingQueue
     transport: asyncio.Transport | None = None
     _polling = False  # a long-poll of this session is waiting for packets
+    _unsent: frozenset[asyncio.Transport] = frozenset()  # earlier connections, see buffered()
     _last_words = eio_packet.NOOP  # what that poll answers if the session closes under it
 
     def buffered(self) -> int:
-        """Bytes queued for this client and not yet taken by the kernel."""
-        transport = self.transport
-        unsent = 0 if transport is None or transport.is_closing() else transport.get_write_buffer_size()
-        return self.queue.nbytes + unsent
+        """Bytes queued for this client and not yet taken by the kernel, on every
+        connection of the session: answers to earlier long-polls may still sit unsent."""
+        self._unsent = frozenset(t for t in self._unsent if not t.is_closing() and t.get_write_buffer_size())
+        current = self.transport
+        unsent = 0 if current is None or current.is_closing() else current.get_write_buffer_size()
+        return self.queue.nbytes + unsent + sum(t.get_write_buffer_size() for t in self._unsent if t is not current)
+
+    def _use_transport(self, transport: asyncio.Transport | None) -> None:
+        """Serve the next request on ``transport``; the previous one stays counted while it holds unsent bytes."""
+        if self.transport is not None and self.transport is not transport:
+            self._unsent = self._unsent | {self.transport}
+        self.transport = transport
 
     async def send(self, pkt: eio_packet.Packet) -> None:
         if not self.closed and self.buffered() + packet_size(pkt) > self.server.max_outgoing_bytes:
@@ -147,8 +156,9 @@ class GuardedSocket(AsyncSocket):  # type: ignore[misc]
         """Free the queue, wake the websocket writer or pending poll, and maybe drop the TCP connection."""
         self.queue.discard()
         self.queue.put_nowait(None)
-        if abort_transport and self.transport is not None:
-            self.transport.abort()
+        if abort_transport:
+            for transport in self._unsent | ({self.transport} if self.transport is not None else set()):
+                transport.abort()
 
     async def handle_get_request(self, environ: dict[str, Any]) -> Any:
         """A long-poll (or the WebSocket upgrade request), as Engine.IO 4 specifies it:
@@ -160,7 +170,7 @@ class GuardedSocket(AsyncSocket):  # type: ignore[misc]
           packet, a drain) answers a NOOP at once, not after a ping timeout.
         """
         request: web.Request = environ["aiohttp.request"]
-        self.transport = request.transport
+        self._use_transport(request.transport)
         if request.query.get("transport") != "polling":
             return await super().handle_get_request(environ)
         if self._polling:
@@ -214,7 +224,7 @@ def _websocket_violation(data: str | bytes) -> str | None:
         return "empty_frame"
     try:
         pkt = eio_packet.Packet(encoded_packet=data)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: JSON nested thousands deep
         return "bad_packet"
     return None if pkt.packet_type in _WEBSOCKET_TYPES else "bad_packet"
 
@@ -223,7 +233,7 @@ def _decode_polling_body(body: bytes) -> list[eio_packet.Packet] | None:
     """The packets of a long-poll POST body, or ``None`` when it is not a valid payload."""
     try:
         packets: list[eio_packet.Packet] = eio_payload.Payload(encoded_payload=body.decode()).packets
-    except ValueError:  # also UnicodeDecodeError and binascii.Error
+    except (ValueError, RecursionError):  # also UnicodeDecodeError and binascii.Error; JSON nested too deep
         return None
     if not packets or any(p.packet_type not in _POLLING_TYPES for p in packets):
         return None
@@ -264,7 +274,9 @@ class EngineServer(engineio.AsyncServer):  # type: ignore[misc]
 
         The library reads ``Content-Length`` bytes with one ``read()``, which returns what
         has arrived so far (the rest is lost), and answers an oversized body never. It also
-        takes a request without ``transport`` for polling; Engine.IO 4 answers it 400.
+        takes a request without ``transport`` for polling; Engine.IO 4 answers it 400. A body
+        for no session is not read at all, and one that trickles in for longer than a ping
+        timeout is refused, so a body cannot hold memory without a session or for long.
         """
         request: web.Request = args[0]
         if "transport" not in request.query:  # python-engineio would take it for polling
@@ -272,7 +284,15 @@ class EngineServer(engineio.AsyncServer):  # type: ignore[misc]
         if request.method != "POST":
             return await super().handle_request(request)
         sid = request.query.get("sid", "")
-        body = await _read_limited(request, self.max_http_buffer_size)
+        if sid not in self.sockets:
+            return await super().handle_request(request)  # refused unread: no session to deliver to
+        try:
+            async with asyncio.timeout(self.ping_timeout):
+                body = await _read_limited(request, self.max_http_buffer_size)
+        except TimeoutError:
+            await self._drop(sid, self.reason.TRANSPORT_ERROR, request)
+            self.protocol_violation("slow_body")
+            return _refusal(400, ErrorCode.INVALID_PARAMETERS, "the body did not arrive within the ping timeout")
         if body is None:
             await self._drop(sid, ErrorCode.PAYLOAD_TOO_LARGE.value, request)
             self.protocol_violation("oversized_body")
@@ -289,10 +309,12 @@ class EngineServer(engineio.AsyncServer):  # type: ignore[misc]
     async def _drop(self, sid: str, reason: str, request: web.Request) -> None:
         """Close and forget session ``sid`` (if any) for a refused POST; its pending GET
         is dropped too, unless it shares the POST's connection, which carries the refusal."""
-        socket = self.sockets.pop(sid, None)
+        socket = self.sockets.get(sid)
         if isinstance(socket, GuardedSocket):
+            # Closed while still known, so its disconnect handler finds the session (presence withdrawn).
             await socket.close(wait=False, abort=True, reason=reason)
             socket.release(abort_transport=socket.transport is not request.transport)
+        self.sockets.pop(sid, None)
 
     def protocol_violation(self, cause: str) -> None:
         if self.metrics is not None:

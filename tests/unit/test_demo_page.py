@@ -12,7 +12,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from server.demo_page import DEMO_DIR, DEMO_FILES, demo_routes
-from server.http_api import error_middleware
+from server.http_api import ErrorMiddleware
 from tests.helpers.http import request
 from tests.helpers.payloads import assert_error_payload
 
@@ -38,7 +38,7 @@ async def serve_demo() -> AsyncIterator[ServeDemo]:
     servers: list[TestServer] = []
 
     async def serve(root: Path) -> str:
-        app = web.Application(middlewares=[error_middleware])
+        app = web.Application(middlewares=[ErrorMiddleware()])
         app.add_routes(demo_routes(root))
         server = TestServer(app, host="127.0.0.1")
         await server.start_server()

@@ -471,3 +471,4 @@ async def test_socket_io_path_errors_are_not_rewritten(start_replica, method, pa
     got_status, content_type, _body = await request(method, f"{replica.url}{path}")
 
     assert (got_status, content_type) == (status, "text/plain")
+

@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 from engineio import packet as eio_packet
 
-from server.app_keys import METRICS, SIO
+from server.app_keys import METRICS, PRESENCE, SIO
 from server.transport import GuardedSocket, GuardedWebSocket, OutgoingQueue, packet_size
 from tests.helpers.clients import make_token
 from tests.helpers.raw_engineio import RECORD_SEPARATOR, engineio_url, open_polling_session, poll
@@ -253,6 +253,7 @@ async def test_a_long_poll_body_under_the_limit_is_read_whole(start_replica):
     pytest.param(b"9x", id="unknown-type"),
     pytest.param(b"0{}", id="open-from-client"),
     pytest.param(b"\xff\xfe", id="not-utf8"),
+    pytest.param(b"4" + b"[" * 5000, id="nested-too-deep"),
 ])
 async def test_a_malformed_long_poll_body_is_refused_and_its_session_closed(start_replica, body):
     replica = await start_replica(queue=False)
@@ -272,6 +273,7 @@ async def test_a_malformed_long_poll_body_is_refused_and_its_session_closed(star
     pytest.param("hello", "bad_packet", id="not-a-packet"),
     pytest.param("9", "bad_packet", id="unknown-type"),
     pytest.param("0", "bad_packet", id="open-from-client"),
+    pytest.param("4" + "[" * 5000, "bad_packet", id="nested-too-deep"),
 ])
 async def test_a_malformed_websocket_frame_closes_the_websocket_as_a_protocol_error(start_replica, frame, cause):
     replica = await start_replica(queue=False)
@@ -301,3 +303,87 @@ async def test_a_malformed_upgrade_probe_ends_the_long_polling_session_too(start
     assert closing.data == aiohttp.WSCloseCode.PROTOCOL_ERROR
     assert after[0] == 400  # python-engineio left the session "upgrading", answering every poll with a NOOP
     await eventually(lambda: sample(replica.app, "kindmap_engineio_sessions") == 0)
+
+
+async def connect_polling(session: aiohttp.ClientSession, base_url: str, user: str) -> str:
+    """A Socket.IO connection over long-polling, as ``user``; returns the Engine.IO sid once ``connected`` came."""
+    sid = await open_polling_session(session, base_url)
+    async with session.post(engineio_url(base_url, sid=sid), data="40" + json.dumps({"token": make_token(user)})):
+        pass
+    received: list[str] = []
+    while not any('"connected"' in p for p in received):
+        received += (await poll(session, base_url, sid))[1]
+    return sid
+
+
+@pytest.mark.parametrize("body", [pytest.param(b"\x1e", id="malformed"), pytest.param(None, id="oversized")])
+async def test_a_refused_long_poll_body_withdraws_its_user_from_presence(start_replica, body):
+    """The socket is closed while its session still exists, so the disconnect handler runs:
+    a message to that user is refused (USER_NOT_CONNECTED), not accepted for nobody."""
+    replica = await start_replica()
+    limit = replica.app[SIO].eio.max_http_buffer_size
+    async with aiohttp.ClientSession() as session:
+        sid = await connect_polling(session, replica.url, "leaver")
+        assert await replica.app[PRESENCE].is_online("leaver")
+        async with session.post(engineio_url(replica.url, sid=sid),
+                                data=b"4" + b"x" * limit if body is None else body) as response:
+            assert response.status in (400, 413)
+
+    assert not await replica.app[PRESENCE].is_online("leaver")
+    assert sample(replica.app, "kindmap_connections") == 0
+
+
+async def test_a_body_for_no_session_is_refused_without_waiting_for_it(start_replica):
+    """Announced but never sent: before, the replica held the request (and what had arrived)."""
+    replica = await start_replica(queue=False)
+    host, port = replica.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(b"POST /socket.io/?EIO=4&transport=polling&sid=nope HTTP/1.1\r\nHost: x\r\n"
+                 b"Content-Length: 262144\r\n\r\n" + b"4" * 1000)
+    status_line = await asyncio.wait_for(reader.readline(), 5)
+    writer.close()
+
+    assert status_line.startswith(b"HTTP/1.1 400")
+
+
+async def test_a_long_poll_body_that_trickles_past_the_ping_timeout_is_refused(start_replica):
+    replica = await start_replica(queue=False)
+    replica.app[SIO].eio.ping_timeout = 0.5
+    host, port = replica.url.removeprefix("http://").split(":")
+    async with aiohttp.ClientSession() as session:
+        sid = await open_polling_session(session, replica.url)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(f"POST /socket.io/?EIO=4&transport=polling&sid={sid} HTTP/1.1\r\nHost: x\r\n"
+                 "Content-Length: 1000\r\n\r\n4".encode())
+    status_line = await asyncio.wait_for(reader.readline(), 5)
+    writer.close()
+
+    assert status_line.startswith(b"HTTP/1.1 400")
+    assert sid not in replica.app[SIO].eio.sockets
+    assert sample(replica.app, "kindmap_protocol_violations_total", cause="slow_body") == 1
+
+
+async def test_answers_to_earlier_polls_still_unsent_count_toward_the_outgoing_limit(start_replica):
+    """Each new long-poll takes the queue; the answers a client never read still cost memory."""
+    replica = await start_replica(queue=False)
+    async with aiohttp.ClientSession() as session:
+        sid = await open_polling_session(session, replica.url)
+    socket = replica.app[SIO].eio.sockets[sid]
+
+    class Stalled:
+        def __init__(self, unsent: int) -> None:
+            self.unsent = unsent
+
+        def is_closing(self) -> bool:
+            return False
+
+        def get_write_buffer_size(self) -> int:
+            return self.unsent
+
+    earlier, current = Stalled(300_000), Stalled(0)
+    socket._use_transport(earlier)
+    socket._use_transport(current)
+
+    assert socket.buffered() == socket.queue.nbytes + 300_000
+    earlier.unsent = 0
+    assert socket.buffered() == socket.queue.nbytes
