@@ -16,9 +16,11 @@ from .auth import Authenticator
 from .config import Settings
 from .demo_page import demo_routes
 from .dev_api import dev_routes
-from .gateway import HARD_CAP_FACTOR, Gateway
+from .engine_http import HandshakeLimiter, engine_middleware
+from .gateway import Gateway
 from .http_api import error_middleware, routes
 from .metrics import Metrics
+from .packet_guard import HARD_CAP_FACTOR
 from .presence import LocalPresence, MemoryPresence, Presence, RedisPresence
 from .queue import signing
 from .queue.backends.base import QueueBackend
@@ -74,7 +76,9 @@ def create_app(settings: Settings, *, backend: QueueBackend | None = None,
     authenticator = Authenticator(settings)
     gateway = Gateway(sio, settings=settings, authenticator=authenticator, presence=presence, metrics=metrics)
 
-    app = web.Application(client_max_size=settings.max_payload_bytes, middlewares=[error_middleware])
+    limiter = HandshakeLimiter(sio, settings=settings, metrics=metrics)
+    app = web.Application(client_max_size=settings.max_payload_bytes,
+                          middlewares=[error_middleware, engine_middleware(limiter)])
     app[SETTINGS] = settings
     app[AUTHENTICATOR] = authenticator
     app[SIO] = sio

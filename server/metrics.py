@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
-__all__ = ["DROP_REASONS", "Metrics"]
+__all__ = ["CLOSE_REASONS", "DROP_REASONS", "REFUSAL_CODES", "Metrics"]
 
 # Why a message did not reach a socket; pre-declared so every series exists at 0.
 DROP_REASONS = (
@@ -20,6 +20,10 @@ DROP_REASONS = (
     "user_not_connected",
     "publish_failed",
 )
+
+# Why the server refused a client's packet (the code it answered), and why it closed a session.
+REFUSAL_CODES = ("UNKNOWN_EVENT", "INVALID_PARAMETERS", "NOT_FOUND", "PAYLOAD_TOO_LARGE", "RATE_LIMITED")
+CLOSE_REASONS = ("rate_limited", "connect_timeout", "payload_hard_cap")
 
 
 class Metrics:
@@ -53,8 +57,22 @@ class Metrics:
         self.queue_subscribed = Gauge(
             "kindmap_queue_subscribed", "1 while the queue subscription is live.", registry=self.registry
         )
+        self.packets_refused = Counter(
+            "kindmap_client_packets_refused_total",
+            "Client packets not handled, by the code of the error answered (RATE_LIMITED counts every "
+            "packet dropped over the limit, answered at most once a second).",
+            ["code"], registry=self.registry,
+        )
+        self.sessions_closed = Counter(
+            "kindmap_client_sessions_closed_total", "Client sessions the server closed, by reason.", ["reason"],
+            registry=self.registry,
+        )
         for reason in DROP_REASONS:
             self.dropped.labels(reason=reason)
+        for code in REFUSAL_CODES:
+            self.packets_refused.labels(code=code)
+        for reason in CLOSE_REASONS:
+            self.sessions_closed.labels(reason=reason)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
