@@ -23,7 +23,7 @@ DROP_REASONS = (
 
 # Why the server refused a client's packet (the code it answered), and why it closed a session.
 REFUSAL_CODES = ("UNKNOWN_EVENT", "INVALID_PARAMETERS", "NOT_FOUND", "PAYLOAD_TOO_LARGE", "RATE_LIMITED")
-CLOSE_REASONS = ("rate_limited", "connect_timeout", "payload_hard_cap")
+CLOSE_REASONS = ("rate_limited", "connect_timeout", "payload_hard_cap", "too_many_attachments")
 
 
 class Metrics:

@@ -137,6 +137,9 @@ class PacketGuard:
         refusal = self._refusal(pkt, namespace, sid, session)
         if refusal is not None:
             await self._refuse(eio_sid, sid, *refusal, namespace=namespace)
+            if pkt.packet_type in _BINARY_TYPES and pkt.attachment_count > MAX_ATTACHMENTS:
+                # Its frames cannot be told from later ones: answered, then closed.
+                await self._close(eio_sid, sid, "too_many_attachments")
             return
         await self._message(eio_sid, data)
         if pkt.packet_type == sio_packet.CONNECT:

@@ -87,16 +87,19 @@ async def test_no_client_chosen_name_reaches_a_handler(start_replica, open_raw, 
 # --- 2: binary attachments ------------------------------------------------------------
 
 
-async def test_header_announcing_too_many_attachments_is_refused_and_the_socket_keeps_working(start_replica,
-                                                                                              open_raw):
+async def test_header_announcing_too_many_attachments_is_answered_then_closed(start_replica, make_client, open_raw):
     replica = await start_replica()
+    alice = await connected(make_client, replica, "alice")
     raw = await joined(open_raw, replica)
 
     await raw.send('5999999999-["ping",{"_placeholder":true,"num":0}]')
-    await pinged(raw)
+    await raw.wait_closed()
 
     assert codes(raw) == ["INVALID_PARAMETERS"]
     assert str(MAX_ATTACHMENTS) in raw.errors()[0]["message"]
+    assert sample(replica, "kindmap_client_sessions_closed_total", reason="too_many_attachments") == 1
+    await alice.sio.emit("ping")
+    await alice.wait_for("pong")
 
 
 @TRANSPORTS
