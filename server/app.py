@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
 
 import socketio
 from aiohttp import web
@@ -20,7 +19,7 @@ from .engine_http import HandshakeLimiter, engine_middleware
 from .gateway import Gateway
 from .http_api import error_middleware, routes
 from .metrics import Metrics
-from .packet_guard import HARD_CAP_FACTOR
+from .packet_guard import HARD_CAP_FACTOR, drop_transport
 from .presence import LocalPresence, MemoryPresence, Presence, RedisPresence
 from .queue import signing
 from .queue.backends.base import QueueBackend
@@ -127,10 +126,6 @@ async def _drain(app: web.Application) -> None:
     eio = app[SIO].eio
     sockets = list(eio.sockets.values())
 
-    async def drop(eio_socket: Any) -> None:
-        await eio_socket.close(wait=False, abort=True, reason=eio.reason.TRANSPORT_CLOSE)
-        eio_socket.queue.put_nowait(None)  # wakes the websocket writer, which closes the socket
-
     # Concurrently: each close runs the disconnect handler, which waits on Redis.
-    await asyncio.gather(*(drop(s) for s in sockets))
+    await asyncio.gather(*(drop_transport(s, eio.reason.TRANSPORT_CLOSE) for s in sockets))
     logger.info("replica draining", extra={"sockets_closed": len(sockets)})

@@ -31,7 +31,7 @@ from .logs import LogThrottle
 from .metrics import Metrics
 from .rate_limit import FloodGuard, Verdict
 
-__all__ = ["HARD_CAP_FACTOR", "MAX_ATTACHMENTS", "PacketGuard"]
+__all__ = ["HARD_CAP_FACTOR", "MAX_ATTACHMENTS", "PacketGuard", "drop_transport"]
 
 logger = logging.getLogger(__name__)
 
@@ -262,7 +262,9 @@ class PacketGuard:
             logger.info("client session closed", extra={"reason": reason, "eio_sid": eio_sid, "held_back": held})
         if sid is not None:
             await self.sio.disconnect(sid)
-        await self.sio.eio.disconnect(eio_sid)
+        eio_socket = self.sio.eio.sockets.get(eio_sid)
+        if eio_socket is not None:
+            await drop_transport(eio_socket, self.sio.eio.reason.SERVER_DISCONNECT)
 
     async def _after_connect(self, eio_sid: str, session: _Session) -> None:
         sid = self.sio.manager.sid_from_eio_sid(eio_sid, _NAMESPACE)
@@ -287,6 +289,18 @@ class PacketGuard:
         task = asyncio.get_running_loop().create_task(self._close(eio_sid, None, "connect_timeout"))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+async def drop_transport(eio_socket: Any, reason: Any) -> None:
+    """Close an Engine.IO session and its connection now, sending what is already queued.
+
+    python-engineio's own ``disconnect`` marks the session closed but leaves the WebSocket
+    open until the client closes it, reading (and handing us) every frame a flooding client
+    had already sent. A ``None`` in the session's queue makes its writer close the socket
+    (python-engineio's ``AsyncSocket._websocket_handler``; for long-polling it ends the poll).
+    """
+    await eio_socket.close(wait=False, abort=True, reason=reason)
+    eio_socket.queue.put_nowait(None)
 
 
 def _placeholders_valid(data: Any, count: int) -> bool:

@@ -113,22 +113,26 @@ class RawClient:
     async def _read(self) -> None:
         try:
             while not self.closed:
-                for message in await self._receive():
+                messages = await self._receive()
+                if messages is None:
+                    break
+                for message in messages:
                     await self._on_message(message)
         except (aiohttp.ClientError, ConnectionError):
             pass
         await self._mark_closed()
 
-    async def _receive(self) -> list[str]:
+    async def _receive(self) -> list[str] | None:
+        """The next Engine.IO messages; ``None`` once the connection is closed."""
         if self._ws is not None:
             message = await self._ws.receive()
             if message.type == aiohttp.WSMsgType.TEXT:
                 return [message.data]
-            return ["1"] if message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED,
-                                             aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.ERROR) else []
+            return None if message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED,
+                                            aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.ERROR) else []
         async with self._http.get(self._endpoint(sid=self.eio_sid)) as response:
             body = await response.text()
-            return body.split(_SEPARATOR) if response.status == 200 else ["1"]
+            return body.split(_SEPARATOR) if response.status == 200 else None
 
     async def _on_message(self, message: str) -> None:
         kind, rest = message[:1], message[1:]
@@ -138,7 +142,7 @@ class RawClient:
             else:
                 async with self._http.post(self._endpoint(sid=self.eio_sid), data=b"3") as response:
                     await response.read()
-        elif kind == "1":
+        elif kind == "1" and self._ws is None:  # over WebSocket, only the socket's close counts
             await self._mark_closed()
         elif kind == "4":
             async with self._changed:

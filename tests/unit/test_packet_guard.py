@@ -218,6 +218,17 @@ async def test_socket_over_its_limit_for_consecutive_seconds_is_disconnected(sta
     await bob.wait_for("pong")
 
 
+async def test_flooding_websocket_is_closed_even_when_its_client_keeps_it_open(start_replica, open_raw):
+    replica = await start_replica(rate_limit_events_per_second=0.1, rate_limit_burst=2, rate_limit_strikes=1)
+    raw = await joined(open_raw, replica)
+
+    await raw.send(*['2["ping"]'] * 5)
+
+    await raw.wait_closed()
+    assert codes(raw) == ["RATE_LIMITED"]
+    assert raw.packets[-1].startswith("1")  # Socket.IO DISCONNECT: do not reconnect at once
+
+
 async def test_handshake_retries_on_one_session_are_rate_limited(start_replica, open_raw):
     replica = await start_replica(rate_limit_events_per_second=0.1, rate_limit_burst=3)
     raw = await open_raw(replica.url)
