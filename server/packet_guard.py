@@ -40,6 +40,8 @@ HARD_CAP_FACTOR = 4
 # Most binary attachments one packet may announce. No event of ours takes binary data;
 # the attachments of a refused packet are read and dropped, never buffered.
 MAX_ATTACHMENTS = 10
+# Seconds a session over its rate limit is not read after each dropped packet.
+OVER_LIMIT_PAUSE = 0.01
 
 _PACKET_TYPES = frozenset(range(len(sio_packet.packet_names)))
 _BINARY_TYPES = frozenset({sio_packet.BINARY_EVENT, sio_packet.BINARY_ACK})
@@ -224,6 +226,10 @@ class PacketGuard:
     async def _rate_limited(self, eio_sid: str, sid: str | None, verdict: Verdict) -> None:
         self.metrics.packets_refused.labels(code=ErrorCode.RATE_LIMITED.value).inc()
         if verdict is Verdict.DROP:
+            # python-engineio reads a session's next message only when this handler returns:
+            # pausing here makes a flooding client wait on TCP instead of making us read and
+            # drop its packets as fast as it can write them.
+            await asyncio.sleep(OVER_LIMIT_PAUSE)
             return
         settings = self.settings
         await self._answer(eio_sid, sid, ErrorCode.RATE_LIMITED,
