@@ -84,6 +84,17 @@ async def test_no_client_chosen_name_reaches_a_handler(start_replica, open_raw, 
     assert sample(replica, "kindmap_client_packets_refused_total", code="UNKNOWN_EVENT") == 1
 
 
+@pytest.mark.parametrize("packet", ['1{"token":"x"}', "17", '0{"token":"x"}', '3["late"]', "3"])
+async def test_lifecycle_packet_with_unexpected_parts_gets_invalid_parameters(start_replica, open_raw, packet):
+    replica = await start_replica()
+    raw = await joined(open_raw, replica)
+
+    await raw.send(packet)
+    await pinged(raw)
+
+    assert codes(raw) == ["INVALID_PARAMETERS"]
+
+
 # --- 2: binary attachments ------------------------------------------------------------
 
 
