@@ -170,7 +170,7 @@ class PacketGuard:
             return ErrorCode.INVALID_PARAMETERS, "the server awaits no acknowledgement with this id"
         if kind in _EVENT_TYPES:
             return self._event_refusal(pkt.data)
-        if pkt.data is not None or pkt.id is not None:  # a DISCONNECT is the bare type
+        if kind == sio_packet.DISCONNECT and (pkt.data is not None or pkt.id is not None):
             return ErrorCode.INVALID_PARAMETERS, "a DISCONNECT packet carries no data"
         return None
 
