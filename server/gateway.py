@@ -28,7 +28,8 @@ class Gateway:
 
     Every authenticated socket joins ``user:<id>``; anything a client sends that
     is not a known event with a well-formed payload gets an ``error`` event and
-    changes nothing else.
+    changes nothing else (the packet guard answers whatever no handler here takes,
+    before python-socketio sees it).
     """
 
     def __init__(self, sio: socketio.AsyncServer, *, settings: Settings, authenticator: Authenticator,
