@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
@@ -17,9 +16,11 @@ from .config import Settings
 from .connections import OpenConnections
 from .demo_page import demo_routes
 from .dev_api import dev_host_middleware, dev_routes
-from .gateway import HARD_CAP_FACTOR, Gateway
+from .engine_http import HandshakeLimiter, engine_middleware
+from .gateway import Gateway
 from .http_api import ErrorMiddleware, routes
 from .metrics import Metrics
+from .packet_guard import HARD_CAP_FACTOR, drop_transport
 from .presence import LocalPresence, MemoryPresence, Presence, RedisPresence
 from .queue import signing
 from .queue.backends.base import QueueBackend
@@ -84,7 +85,8 @@ def create_app(settings: Settings, *, backend: QueueBackend | None = None,
     gateway = Gateway(sio, settings=settings, authenticator=authenticator, presence=presence, metrics=metrics)
 
     connections = OpenConnections()
-    middlewares: list[Middleware] = [ErrorMiddleware(), connections.middleware]
+    limiter = HandshakeLimiter(sio, settings=settings, metrics=metrics)
+    middlewares: list[Middleware] = [ErrorMiddleware(), connections.middleware, engine_middleware(limiter)]
     if settings.dev_mode:
         middlewares.insert(1, dev_host_middleware)
     app = web.Application(client_max_size=settings.max_payload_bytes, middlewares=middlewares)
@@ -144,11 +146,7 @@ async def _drain(app: web.Application) -> None:
     eio = app[SIO].eio
     sockets = list(eio.sockets.values())
 
-    async def drop(eio_socket: Any) -> None:
-        await eio_socket.close(wait=False, abort=True, reason=eio.reason.TRANSPORT_CLOSE)
-        eio_socket.queue.put_nowait(None)  # wakes the websocket writer, which closes the socket
-
     # Concurrently: each close runs the disconnect handler, which waits on Redis.
-    await asyncio.gather(*(drop(s) for s in sockets))
+    await asyncio.gather(*(drop_transport(s, eio.reason.TRANSPORT_CLOSE) for s in sockets))
     aborted = app[CONNECTIONS].abort_all()
     logger.info("replica draining", extra={"sockets_closed": len(sockets), "connections_aborted": aborted})

@@ -43,6 +43,12 @@ _HOST_NAME = re.compile(r"[a-z0-9.-]+|\[[0-9a-f:.]+\]")
 # A socket's outgoing buffer: room for a burst of navigation messages, not for a backlog.
 MIN_OUTGOING_BUFFER = 64 * 1024
 MAX_OUTGOING_BUFFER = 256 * 1024 * 1024
+# Upper bounds of the flood limits: past them a limit is no limit.
+MAX_RATE = 10_000
+MAX_BURST = 100_000
+MAX_STRIKES = 60
+MAX_CONNECT_TIMEOUT = 600
+MAX_CONNECTIONS_BOUND = 1_000_000
 
 # Signed envelopes older or newer than this are dropped; bounds also the memory of seen ids.
 MIN_REPLAY_WINDOW, MAX_REPLAY_WINDOW = 1.0, 300.0
@@ -94,6 +100,14 @@ class Settings:
     dev_allowed_hosts: tuple[str, ...] = ()
     dev_allow_non_loopback: bool = False
     max_outgoing_buffer_bytes: int = 1024 * 1024
+    rate_limit_events_per_second: float = 20.0
+    rate_limit_burst: int = 40
+    rate_limit_strikes: int = 3
+    handshake_rate_per_second: float = 10.0
+    handshake_burst: int = 100
+    handshake_client_ip_header: str | None = None
+    connect_timeout: float = 45.0
+    max_connections: int = 10_000
     shutdown_timeout: float = 5.0
     log_level: str = "INFO"
 
@@ -137,6 +151,13 @@ class Settings:
             raise ConfigError(f"JWT_LEEWAY_SECONDS must be between 0 and {MAX_JWT_LEEWAY}")
         if not 0 < self.shutdown_timeout < float("inf"):
             raise ConfigError("SHUTDOWN_TIMEOUT must be positive")
+        _check_range("RATE_LIMIT_EVENTS_PER_SECOND", self.rate_limit_events_per_second, 0.1, MAX_RATE)
+        _check_range("RATE_LIMIT_BURST", self.rate_limit_burst, 1, MAX_BURST)
+        _check_range("RATE_LIMIT_STRIKES", self.rate_limit_strikes, 1, MAX_STRIKES)
+        _check_range("HANDSHAKE_RATE_PER_SECOND", self.handshake_rate_per_second, 0.1, MAX_RATE)
+        _check_range("HANDSHAKE_BURST", self.handshake_burst, 1, MAX_BURST)
+        _check_range("CONNECT_TIMEOUT_SECONDS", self.connect_timeout, 1, MAX_CONNECT_TIMEOUT)
+        _check_range("MAX_CONNECTIONS", self.max_connections, 1, MAX_CONNECTIONS_BOUND)
 
     def _check_dev_mode(self) -> None:
         """Dev mode lets anyone claim any user id, so it must never start by accident in
@@ -202,6 +223,14 @@ class Settings:
         take("DEV_ALLOW_NON_LOOPBACK", "dev_allow_non_loopback", _to_bool)
         take("MAX_OUTGOING_BUFFER_BYTES", "max_outgoing_buffer_bytes", _to_int)
         take("SHUTDOWN_TIMEOUT", "shutdown_timeout", _to_float)
+        take("RATE_LIMIT_EVENTS_PER_SECOND", "rate_limit_events_per_second", _to_float)
+        take("RATE_LIMIT_BURST", "rate_limit_burst", _to_int)
+        take("RATE_LIMIT_STRIKES", "rate_limit_strikes", _to_int)
+        take("HANDSHAKE_RATE_PER_SECOND", "handshake_rate_per_second", _to_float)
+        take("HANDSHAKE_BURST", "handshake_burst", _to_int)
+        take("HANDSHAKE_CLIENT_IP_HEADER", "handshake_client_ip_header")
+        take("CONNECT_TIMEOUT_SECONDS", "connect_timeout", _to_float)
+        take("MAX_CONNECTIONS", "max_connections", _to_int)
         take("LOG_LEVEL", "log_level", lambda _, v: v.upper())
         return cls(**values)  # type: ignore[arg-type]
 
@@ -254,6 +283,11 @@ def is_loopback_host(name: str) -> bool:
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+
+
+def _check_range(name: str, value: float, low: float, high: float) -> None:
+    if not low <= value <= high:  # also refuses NaN
+        raise ConfigError(f"{name} must be between {low:g} and {high:g}, got {value:g}")
 
 
 def _to_int(name: str, raw: str) -> int:

@@ -42,6 +42,8 @@ class ErrorCode(StrEnum):
     # A disconnect reason, never an ``error`` event: it could only be queued behind
     # everything the client did not read (see server/transport.py).
     SLOW_CONSUMER = "SLOW_CONSUMER"
+    RATE_LIMITED = "RATE_LIMITED"
+    SERVER_FULL = "SERVER_FULL"
     UNAUTHORIZED = "UNAUTHORIZED"
     NOT_FOUND = "NOT_FOUND"
     METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED"

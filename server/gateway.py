@@ -6,25 +6,21 @@ import logging
 from typing import Any
 
 import socketio
-from socketio import packet as sio_packet
 
 from . import __version__
 from .auth import Authenticator, AuthError
 from .config import Settings
 from .errors import ErrorCode, PublishError, error_payload, utc_now_iso
 from .metrics import Metrics
+from .packet_guard import PacketGuard
 from .presence import Presence
 from .queue.keys import user_room
 from .token_expiry import TokenExpiry
 
-__all__ = ["HARD_CAP_FACTOR", "Gateway"]
+__all__ = ["Gateway"]
 
 logger = logging.getLogger(__name__)
 
-# Engine.IO's own limit, as a multiple of MAX_PAYLOAD_BYTES: past it the transport is closed.
-HARD_CAP_FACTOR = 4
-
-_PACKET_TYPES = frozenset(range(len(sio_packet.packet_names)))
 _LIFECYCLE_EVENTS = frozenset({"connect", "disconnect"})
 
 
@@ -33,7 +29,8 @@ class Gateway:
 
     Every authenticated socket joins ``user:<id>``; anything a client sends that
     is not a known event with a well-formed payload gets an ``error`` event and
-    changes nothing else.
+    changes nothing else (the packet guard answers whatever no handler here takes,
+    before python-socketio sees it).
     """
 
     def __init__(self, sio: socketio.AsyncServer, *, settings: Settings, authenticator: Authenticator,
@@ -48,51 +45,9 @@ class Gateway:
         sio.on("connect", self.on_connect)
         sio.on("disconnect", self.on_disconnect)
         sio.on("ping", self.on_ping)
-        sio.on("*", self.on_unknown_event)
-        self._deliver_message = sio.eio.handlers["message"]
-        sio.eio.on("message", self.on_engine_message)
-
-    async def on_engine_message(self, eio_sid: str, data: str | bytes) -> None:
-        """Refuse an oversized message with an error instead of handling it.
-
-        Engine.IO closes the connection only past its hard cap (``HARD_CAP_FACTOR``
-        times larger); below that the client hears what went wrong and stays connected.
-        """
-        limit = self.settings.max_payload_bytes
-        size = len(data) if isinstance(data, bytes) else len(data.encode())
-        sid = self.sio.manager.sid_from_eio_sid(eio_sid, "/")
-        if size > limit:
-            if isinstance(data, bytes) or sid is None:
-                await self.sio.eio.disconnect(eio_sid)  # a binary part or a handshake: cannot skip it cleanly
-            else:
-                await self.send_error(sid, ErrorCode.PAYLOAD_TOO_LARGE, f"message of {size} bytes exceeds {limit}")
-            return
-        refusal = None if sid is None or isinstance(data, bytes) else self._refusal(data)
-        if refusal is not None:
-            await self.send_error(sid, *refusal)
-            return
-        await self._deliver_message(eio_sid, data)
-
-    def _refusal(self, data: str) -> tuple[ErrorCode, str] | None:
-        """Why a Socket.IO packet from a connected client must not be handled, or None.
-
-        python-socketio assumes an event packet holds ``[name, *args]`` with a
-        string name, and finds handlers by name, so an event called ``connect``
-        or ``disconnect`` would reach the lifecycle handlers.
-        """
-        try:
-            pkt = self.sio.packet_class(encoded_packet=data)
-        except (ValueError, TypeError, IndexError, RecursionError):
-            return ErrorCode.INVALID_PARAMETERS, "not a valid Socket.IO packet"
-        if pkt.packet_type not in _PACKET_TYPES:
-            return ErrorCode.INVALID_PARAMETERS, "unknown Socket.IO packet type"
-        if pkt.packet_type not in (sio_packet.EVENT, sio_packet.BINARY_EVENT):
-            return None
-        if not (isinstance(pkt.data, list) and pkt.data and isinstance(pkt.data[0], str)):
-            return ErrorCode.INVALID_PARAMETERS, "an event must be [name, ...args] with a string name"
-        if pkt.data[0] in _LIFECYCLE_EVENTS:
-            return ErrorCode.UNKNOWN_EVENT, f"unknown event {pkt.data[0]!r}"
-        return None
+        self._welcomes: dict[str, dict[str, Any]] = {}
+        self.guard = PacketGuard(sio, settings=settings, metrics=metrics,
+                                 events=frozenset(sio.handlers["/"]) - _LIFECYCLE_EVENTS, on_joined=self._welcome)
 
     def _transport_gone(self, sid: str) -> bool:
         eio_socket = self.sio.eio.sockets.get(self.sio.manager.eio_sid_from_sid(sid, "/"))
@@ -123,15 +78,23 @@ class Gateway:
         self.token_expiry.watch(sid, identity)
         self.metrics.connections.inc()
         logger.info("client connected", extra={"user_id": user_id, "sid": sid})
-        await self.sio.emit("connected", {
+        self._welcomes[sid] = {
             "user_id": user_id,
             "sid": sid,
             "instance_id": self.settings.instance_id,
             "server_version": __version__,
-        }, to=sid)
+        }
+
+    async def _welcome(self, sid: str) -> None:
+        """``connected``, sent once python-socketio has sent the connect reply: a client
+        that emits from its ``connected`` handler is then already connected."""
+        welcome = self._welcomes.pop(sid, None)
+        if welcome is not None:
+            await self.sio.emit("connected", welcome, to=sid)
 
     async def on_disconnect(self, sid: str, reason: Any = None) -> None:
         self.token_expiry.forget(sid)
+        self._welcomes.pop(sid, None)
         session = await self.sio.get_session(sid)
         user_id = session["user_id"]
         await self.presence.remove(user_id, sid)
@@ -149,9 +112,6 @@ class Gateway:
             pong["id"] = data["id"]
         await self.sio.emit("pong", pong, to=sid)
         return pong
-
-    async def on_unknown_event(self, event: str, sid: str, *args: Any) -> None:
-        await self.send_error(sid, ErrorCode.UNKNOWN_EVENT, f"unknown event {str(event)[:64]!r}")
 
     async def send_error(self, sid: str, code: ErrorCode, message: str) -> None:
         await self.sio.emit("error", error_payload(code, message), to=sid)

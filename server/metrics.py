@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
-__all__ = ["DROP_REASONS", "PROTOCOL_VIOLATIONS", "Metrics"]
+__all__ = ["CLOSE_REASONS", "DROP_REASONS", "PROTOCOL_VIOLATIONS", "REFUSAL_CODES", "Metrics"]
 
 # Why a message did not reach a socket; pre-declared so every series exists at 0.
 DROP_REASONS = (
@@ -27,6 +27,9 @@ DROP_REASONS = (
 # Engine.IO input that closes the session (server/transport.py); pre-declared like DROP_REASONS.
 PROTOCOL_VIOLATIONS = ("oversized_body", "bad_polling_body", "slow_body", "duplicate_poll", "empty_frame",
                        "bad_packet")
+# Why the server refused a client's packet (the code it answered), and why it closed a session.
+REFUSAL_CODES = ("UNKNOWN_EVENT", "INVALID_PARAMETERS", "NOT_FOUND", "PAYLOAD_TOO_LARGE", "RATE_LIMITED")
+CLOSE_REASONS = ("rate_limited", "connect_timeout", "payload_hard_cap", "too_many_attachments")
 
 
 class Metrics:
@@ -60,6 +63,16 @@ class Metrics:
         self.queue_subscribed = Gauge(
             "kindmap_queue_subscribed", "1 while the queue subscription is live.", registry=self.registry
         )
+        self.packets_refused = Counter(
+            "kindmap_client_packets_refused_total",
+            "Client packets not handled, by the code of the error answered (RATE_LIMITED counts every "
+            "packet dropped over the limit, answered at most once a second).",
+            ["code"], registry=self.registry,
+        )
+        self.sessions_closed = Counter(
+            "kindmap_client_sessions_closed_total", "Client sessions the server closed, by reason.", ["reason"],
+            registry=self.registry,
+        )
         self.slow_consumers = Counter(
             "kindmap_slow_consumer_disconnects_total",
             "Sockets disconnected because their outgoing buffer exceeded MAX_OUTGOING_BUFFER_BYTES.",
@@ -77,6 +90,10 @@ class Metrics:
             self.dropped.labels(reason=reason)
         for cause in PROTOCOL_VIOLATIONS:
             self.protocol_violations.labels(cause=cause)
+        for code in REFUSAL_CODES:
+            self.packets_refused.labels(code=code)
+        for reason in CLOSE_REASONS:
+            self.sessions_closed.labels(reason=reason)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -153,12 +153,14 @@ class GuardedSocket(AsyncSocket):  # type: ignore[misc]
             self.release(abort_transport=hard)
 
     def release(self, *, abort_transport: bool) -> None:
-        """Free the queue, wake the websocket writer or pending poll, and maybe drop the TCP connection."""
-        self.queue.discard()
-        self.queue.put_nowait(None)
+        """Wake the websocket writer or pending poll, so the connection ends after what is
+        queued (a closing Socket.IO DISCONNECT, say); with ``abort_transport`` nothing more
+        reaches the client, so the queue is freed and the TCP connection dropped at once."""
         if abort_transport:
+            self.queue.discard()
             for transport in self._unsent | ({self.transport} if self.transport is not None else set()):
                 transport.abort()
+        self.queue.put_nowait(None)
 
     async def handle_get_request(self, environ: dict[str, Any]) -> Any:
         """A long-poll (or the WebSocket upgrade request), as Engine.IO 4 specifies it:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.helpers.cluster import Cluster
 from tests.helpers.processes import REPO_ROOT, RedisServer
+from tests.helpers.raw_client import RawClient
 
 _MARKED_SUITES = ("integration", "e2e")
 
@@ -45,3 +46,19 @@ def start_cluster(redis_server: RedisServer, tmp_path: Path) -> Iterator[Callabl
     yield start
     for one in started:
         one.stop()
+
+
+@pytest.fixture
+async def open_raw() -> AsyncIterator[Callable[..., Awaitable[RawClient]]]:
+    """Factory: an open raw Engine.IO session (``await open_raw(url, transport="polling")``)."""
+    clients: list[RawClient] = []
+
+    async def open_(url: str, *, transport: str = "websocket") -> RawClient:
+        client = RawClient(url, transport=transport)
+        clients.append(client)
+        await client.open()
+        return client
+
+    yield open_
+    for client in clients:
+        await client.close()

@@ -404,3 +404,41 @@ def test_dev_allowed_hosts_must_be_bare_host_names(raw: str) -> None:
 def test_dev_settings_outside_dev_mode_are_refused(environ: dict[str, str]) -> None:
     with pytest.raises(ConfigError, match="only with AUTH_MODE=dev"):
         Settings.from_env({"JWT_SECRET": SECRET, **environ})
+def test_flood_limits_have_defaults_a_real_app_tolerates_and_are_read_from_the_environment() -> None:
+    defaults = Settings.from_env({"JWT_SECRET": SECRET})
+    rates = (defaults.rate_limit_events_per_second, defaults.rate_limit_burst, defaults.rate_limit_strikes)
+    assert rates == (20, 40, 3)
+    assert (defaults.handshake_rate_per_second, defaults.handshake_burst) == (10, 100)
+    assert defaults.handshake_client_ip_header is None
+    assert (defaults.connect_timeout, defaults.max_connections) == (45, 10_000)
+
+    settings = Settings.from_env({
+        "JWT_SECRET": SECRET, "RATE_LIMIT_EVENTS_PER_SECOND": "2.5", "RATE_LIMIT_BURST": "5",
+        "RATE_LIMIT_STRIKES": "2", "HANDSHAKE_RATE_PER_SECOND": "1", "HANDSHAKE_BURST": "3",
+        "HANDSHAKE_CLIENT_IP_HEADER": "X-Real-IP", "CONNECT_TIMEOUT_SECONDS": "5", "MAX_CONNECTIONS": "7",
+    })
+    assert settings == Settings(
+        jwt_secret=SECRET, rate_limit_events_per_second=2.5, rate_limit_burst=5, rate_limit_strikes=2,
+        handshake_rate_per_second=1, handshake_burst=3, handshake_client_ip_header="X-Real-IP",
+        connect_timeout=5, max_connections=7,
+    )
+
+
+@pytest.mark.parametrize(("name", "raw"), [
+    ("RATE_LIMIT_EVENTS_PER_SECOND", "0"),
+    ("RATE_LIMIT_EVENTS_PER_SECOND", "nan"),
+    ("RATE_LIMIT_EVENTS_PER_SECOND", "10001"),
+    ("RATE_LIMIT_BURST", "0"),
+    ("RATE_LIMIT_BURST", "1.5"),
+    ("RATE_LIMIT_STRIKES", "0"),
+    ("RATE_LIMIT_STRIKES", "61"),
+    ("HANDSHAKE_RATE_PER_SECOND", "-1"),
+    ("HANDSHAKE_BURST", "100001"),
+    ("CONNECT_TIMEOUT_SECONDS", "0.5"),
+    ("CONNECT_TIMEOUT_SECONDS", "inf"),
+    ("MAX_CONNECTIONS", "0"),
+    ("MAX_CONNECTIONS", "lots"),
+])
+def test_flood_limit_out_of_bounds_raises_config_error_naming_the_variable(name: str, raw: str) -> None:
+    with pytest.raises(ConfigError, match=name):
+        Settings.from_env({"JWT_SECRET": SECRET, name: raw})

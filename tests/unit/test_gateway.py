@@ -19,7 +19,7 @@ import socketio
 
 from server import __version__
 from server.app_keys import GATEWAY, MANAGER, METRICS, PRESENCE, SETTINGS, SIO
-from server.gateway import HARD_CAP_FACTOR
+from server.packet_guard import HARD_CAP_FACTOR
 from server.queue import envelope
 from server.queue.keys import user_room
 from tests.helpers.clients import RecordingClient, make_token

@@ -462,7 +462,6 @@ async def test_http_errors_use_the_error_schema(api_replica, method, path, statu
 
 
 @pytest.mark.parametrize(("method", "path", "status"), [
-    pytest.param("GET", "/socket.io/?EIO=4&transport=bogus", 400, id="engine-io-refusal"),
     pytest.param("PUT", "/socket.io/?EIO=4&transport=polling", 405, id="router-refusal"),
 ])
 async def test_socket_io_path_errors_are_not_rewritten(start_replica, method, path, status):

@@ -1,0 +1,65 @@
+"""Hostile clients against real replica processes sharing a real Redis.
+
+The attacker is a raw Engine.IO client (tests/helpers/raw_client.py); the people it
+aims at are real python-socketio and Node socket.io-client sockets on the same and
+on another replica. To show that nothing reached them, a later broadcast is
+awaited first: anything forged before it would have arrived before it.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from server.emitter import Emitter
+from tests.helpers.clients import make_token
+from tests.helpers.cluster import unique_user
+from tests.helpers.payloads import assert_error_payload
+
+
+async def connect_user(make_client, replica, user_id):
+    client = make_client()
+    await client.connect(replica.url, auth={"token": make_token(user_id)})
+    return client
+
+
+@pytest.mark.parametrize("transport", ["websocket", "polling"])
+async def test_event_named_star_reaches_no_other_socket_on_any_replica(start_cluster, make_client, open_raw,
+                                                                       transport):
+    cluster = start_cluster(2)
+    bob_id = unique_user("bob")
+    bob = await connect_user(make_client, cluster.replicas[1], bob_id)
+    carol = await connect_user(make_client, cluster.replicas[0], unique_user("carol"))
+    attacker = await open_raw(cluster.replicas[0].url, transport=transport)
+    assert (await attacker.connect({"token": make_token(unique_user("mallory"))})).startswith("0")
+
+    await attacker.send(f'2["*","user:{bob_id}"]', '2["*",null]', '2["ping"]')
+    await attacker.wait_for(lambda: attacker.events("pong"), what="pong")
+    async with Emitter(cluster.redis_url, channel=cluster.channel) as emitter:
+        await emitter.broadcast("marker", {"after": "the attack"})
+    await bob.wait_for("marker")
+    await carol.wait_for("marker")
+
+    assert bob.received("error") == [] and carol.received("error") == []
+    assert [e["code"] for e in attacker.errors()] == ["UNKNOWN_EVENT", "UNKNOWN_EVENT"]
+
+
+async def test_browser_client_sees_connect_before_connected(start_cluster, node_client):
+    cluster = start_cluster(1)
+    browser = await node_client(cluster.replicas[0].url, {"token": make_token(unique_user())})
+
+    await browser.wait_for_event("connected")
+
+    kinds = [r["kind"] if r["kind"] != "event" else r["event"] for r in browser.records]
+    assert kinds.index("connect") < kinds.index("connected")
+
+
+async def test_browser_client_on_an_unknown_namespace_gets_connect_error_with_an_error_payload(start_cluster,
+                                                                                              node_client):
+    cluster = start_cluster(1)
+    browser = await node_client(f"{cluster.replicas[0].url}/admin", {"token": make_token(unique_user())})
+
+    await browser.wait_for(lambda records: any(r["kind"] == "connect_error" for r in records), what="connect_error")
+
+    error = next(r for r in browser.records if r["kind"] == "connect_error")
+    assert_error_payload(error["data"], "NOT_FOUND")
+    assert "/admin" in error["data"]["message"]
