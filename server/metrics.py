@@ -29,7 +29,7 @@ PROTOCOL_VIOLATIONS = ("oversized_body", "bad_polling_body", "slow_body", "dupli
                        "bad_packet")
 # Why the server refused a client's packet (the code it answered), and why it closed a session.
 REFUSAL_CODES = ("UNKNOWN_EVENT", "INVALID_PARAMETERS", "NOT_FOUND", "PAYLOAD_TOO_LARGE", "RATE_LIMITED")
-CLOSE_REASONS = ("rate_limited", "connect_timeout", "payload_hard_cap", "too_many_attachments")
+CLOSE_REASONS = ("rate_limited", "connect_timeout", "invalid_handshake", "payload_hard_cap", "too_many_attachments")
 
 
 class Metrics:

@@ -46,6 +46,8 @@ OVER_LIMIT_PAUSE = 0.01
 _PACKET_TYPES = frozenset(range(len(sio_packet.packet_names)))
 _BINARY_TYPES = frozenset({sio_packet.BINARY_EVENT, sio_packet.BINARY_ACK})
 _EVENT_TYPES = frozenset({sio_packet.EVENT, sio_packet.BINARY_EVENT})
+# The packet types a client may send; anything else before the handshake closes the session.
+_CLIENT_TYPES = _PACKET_TYPES - {sio_packet.CONNECT_ERROR}
 _NAMESPACE = "/"
 
 Refusal = tuple[ErrorCode, str]
@@ -134,6 +136,8 @@ class PacketGuard:
             pkt = self.sio.packet_class(encoded_packet=data)
         except (ValueError, TypeError, IndexError, RecursionError):
             await self._refuse(eio_sid, sid, ErrorCode.INVALID_PARAMETERS, "not a valid Socket.IO packet")
+            if sid is None:  # before the handshake, as Node's server: answered, then closed
+                await self._close(eio_sid, None, "invalid_handshake")
             return
         namespace = pkt.namespace or _NAMESPACE
         refusal = self._refusal(pkt, namespace, sid, session)
@@ -142,6 +146,8 @@ class PacketGuard:
             if pkt.packet_type in _BINARY_TYPES and pkt.attachment_count > MAX_ATTACHMENTS:
                 # Its frames cannot be told from later ones: answered, then closed.
                 await self._close(eio_sid, sid, "too_many_attachments")
+            elif sid is None and pkt.packet_type not in _CLIENT_TYPES:
+                await self._close(eio_sid, None, "invalid_handshake")
             return
         await self._message(eio_sid, data)
         if pkt.packet_type == sio_packet.CONNECT:
@@ -152,7 +158,7 @@ class PacketGuard:
     def _refusal(self, pkt: Any, namespace: str, sid: str | None, session: _Session) -> Refusal | None:
         """Why a decoded packet must not reach python-socketio, or None to let it through."""
         kind = pkt.packet_type
-        if kind not in _PACKET_TYPES or kind == sio_packet.CONNECT_ERROR:
+        if kind not in _CLIENT_TYPES:
             return ErrorCode.INVALID_PARAMETERS, "not a Socket.IO packet type a client may send"
         if kind in _BINARY_TYPES:
             return self._binary_refusal(pkt, session)

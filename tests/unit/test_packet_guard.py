@@ -379,3 +379,19 @@ async def test_engineio_refusals_use_the_error_schema_and_keep_cors_headers(star
     assert response.headers["Access-Control-Allow-Origin"] == "https://app.example"
     assert_error_payload(body, "INVALID_PARAMETERS")
     assert message in body["message"]
+
+
+# Over long-polling the session is gone before the client polls again: it sees only the close.
+@pytest.mark.parametrize(("transport", "answers"), [("websocket", ["INVALID_PARAMETERS"]), ("polling", [])])
+@pytest.mark.parametrize("packet", ["4abc", "9", "2x["])
+async def test_junk_before_the_handshake_is_answered_then_the_session_closed(start_replica, open_raw, transport,
+                                                                             answers, packet):
+    """As Node's server: a client that does not speak Socket.IO before connecting is dropped."""
+    replica = await start_replica()
+    raw = await open_raw(replica.url, transport=transport)
+
+    await raw.send(packet)
+
+    await raw.wait_closed()
+    assert codes(raw) == answers
+    assert sample(replica, "kindmap_client_sessions_closed_total", reason="invalid_handshake") == 1

@@ -8,7 +8,7 @@ if (isNodejs) {
 const { expect } = chai;
 
 // KindMap: the server under test and its values come from the environment (kindmap.js).
-const { URL, PING_INTERVAL, PING_TIMEOUT, MAX_PAYLOAD, AUTH, itFails, connectAndAwaitReply, pingAndAwaitPong } = await import("./kindmap.js");
+const { URL, PING_INTERVAL, PING_TIMEOUT, MAX_PAYLOAD, AUTH, connectAndAwaitReply, pingAndAwaitPong } = await import("./kindmap.js");
 const WS_URL = URL.replace("http", "ws");
 
 function sleep(delay) {

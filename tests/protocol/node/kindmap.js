@@ -1,6 +1,5 @@
 // KindMap's additions to the vendored protocol suites (see ../README.md): what the suites must
-// know about the replica under test, given in the environment by ../test_protocol_suites.py,
-// and `itFails` for the cases that fail on purpose until a known fix lands.
+// know about the replica under test, given in the environment by ../test_protocol_suites.py.
 
 const env = process.env;
 
@@ -12,30 +11,6 @@ export const PING_TIMEOUT = Number(env.PROTOCOL_SUITE_PING_TIMEOUT ?? 200);
 export const MAX_PAYLOAD = Number(env.PROTOCOL_SUITE_MAX_PAYLOAD ?? 1000000);
 // The CONNECT payload our replica accepts (AUTH_MODE=dev: {"user_id": ...}).
 export const AUTH = JSON.parse(env.PROTOCOL_SUITE_AUTH ?? "{}");
-
-// An expected failure gets this long before it counts as failed (well below the 10 s mocha timeout the test sets).
-const EXPECTED_FAILURE_BUDGET_MS = 1500;
-
-// A case known to fail on our server, for `reason`: it passes while `fn` fails (or hangs), and
-// fails once `fn` passes, so the fix that makes it pass also has to turn it back into `it`.
-export function itFails(title, reason, fn) {
-  it(`${title} [expected to fail: ${reason}]`, async function () {
-    let timer;
-    const budget = new Promise((_, reject) => {
-      timer = setTimeout(() => reject(new Error("timed out")), EXPECTED_FAILURE_BUDGET_MS);
-    });
-    try {
-      await Promise.race([fn.call(this), budget]);
-    } catch (failure) {
-      // Shown in the report, so that a case failing for another reason stands out.
-      this.test.title += ` (failed: ${String(failure.message).split("\n")[0]})`;
-      return;
-    } finally {
-      clearTimeout(timer);
-    }
-    throw new Error(`now passes: turn "${title}" back into it() in the suite and ../README.md`);
-  });
-}
 
 // Sends a CONNECT with AUTH on `socket` and resolves with the server's CONNECT reply (`40{...}`),
 // once the connection to the main namespace is complete. After an upgrade ("2probe", "5") it also
