@@ -289,7 +289,8 @@ async def _messages(pubsub, *, count: int, timeout: float = 5.0):
                     return
 
 
-@pytest.mark.parametrize("data", [float("nan"), {"eta": float("inf")}, 10 ** 5000], ids=["nan", "infinity", "huge-int"])
+@pytest.mark.parametrize("data", [float("nan"), {"eta": float("inf")}, 10 ** 5000, {"stop": "\ud800"}],
+                         ids=["nan", "infinity", "huge-int", "lone-surrogate"])
 async def test_emitter_refuses_data_the_http_api_refuses(redis_server, channel, data):
     async with Emitter(redis_server.url, channel=channel) as emitter:
         with pytest.raises(RequestError, match="data"):
