@@ -191,6 +191,16 @@ async def test_signed_presence_ignores_forged_entries_and_counts_genuine_ones(re
     assert await unkeyed.is_online("ana") is False
 
 
+async def test_signed_presence_counts_the_sockets_of_a_replica_whose_instance_id_holds_a_hash(redis, channel):
+    key = b"presence-signing-key-0123456789abcdef"
+    presence = RedisPresence(redis, channel=channel, instance_id="replica#1", signing_key=key)
+    await presence.heartbeat()
+
+    await presence.add("ana", "sid-1")
+
+    assert await presence.is_online("ana") is True
+
+
 async def forget_channel(redis, channel):
     await redis.delete(*[key async for key in redis.scan_iter(f"{channel}:*")])
 
