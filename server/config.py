@@ -132,6 +132,8 @@ class Settings:
             raise ConfigError("SOCKETIO_CHANNEL must not be empty")
         if not self.instance_id:
             raise ConfigError("INSTANCE_ID must not be empty")
+        if not self.instance_id.isprintable():  # it is written into logs, metrics and presence entries
+            raise ConfigError(f"INSTANCE_ID must not hold control characters, got {self.instance_id!r}")
         if self.max_payload_bytes < 1024:
             raise ConfigError("MAX_PAYLOAD_BYTES must be at least 1024")
         check_queue_message_bytes("MAX_QUEUE_MESSAGE_BYTES", self.max_queue_message_bytes)
