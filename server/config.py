@@ -118,6 +118,11 @@ class Settings:
         _check_choice("LOG_LEVEL", self.log_level, LOG_LEVELS)
         if not 0 < self.port < 65536:
             raise ConfigError(f"PORT must be between 1 and 65535, got {self.port}")
+        try:  # what getaddrinfo does with a name; it would fail there with a traceback
+            self.host.encode("idna")
+        except UnicodeError:
+            raise ConfigError(f"HOST must be an address or a host name (labels of 1-63 characters), "
+                              f"got {self.host!r}") from None
         self._check_dev_mode()
         if self.auth_mode == "jwt" and not self.jwt_secret:
             raise ConfigError("JWT_SECRET is required when AUTH_MODE=jwt (set AUTH_MODE=dev only for local use)")
@@ -141,6 +146,8 @@ class Settings:
             raise ConfigError("SOCKETIO_CHANNEL must not be empty")
         if not self.instance_id:
             raise ConfigError("INSTANCE_ID must not be empty")
+        if not self.instance_id.isprintable():  # it is written into logs, metrics and presence entries
+            raise ConfigError(f"INSTANCE_ID must not hold control characters, got {self.instance_id!r}")
         if self.max_payload_bytes < 1024:
             raise ConfigError("MAX_PAYLOAD_BYTES must be at least 1024")
         check_queue_message_bytes("MAX_QUEUE_MESSAGE_BYTES", self.max_queue_message_bytes)
@@ -320,7 +327,10 @@ def _to_origins(name: str, raw: str) -> tuple[str, ...]:
         if entry == "*":
             origins.append(entry)
             continue
-        parts = urlsplit(entry)
+        try:
+            parts = urlsplit(entry)
+        except ValueError:  # an unclosed or invalid [IPv6] host
+            raise ConfigError(f"{name} entries must be origins (scheme://host[:port]), got {entry!r}") from None
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ConfigError(f"{name} entries must be '*' or start with http:// or https://, got {entry!r}")
         if parts.path not in ("", "/") or parts.query or parts.fragment or "@" in parts.netloc:

@@ -32,6 +32,8 @@ MAX_DATA_DEPTH = 32
 def check_event(event: Any) -> str:
     if not isinstance(event, str) or not 0 < len(event) <= MAX_EVENT_LENGTH:
         raise RequestError(f"event must be a string of 1-{MAX_EVENT_LENGTH} characters")
+    if not _is_utf8_text(event):
+        raise RequestError("event must be Unicode text (no lone surrogates such as \\ud800)")
     if event in RESERVED_EVENTS:
         raise RequestError(f"event {event!r} is reserved by Socket.IO")
     return event
@@ -41,14 +43,27 @@ def check_data(data: Any) -> Any:
     """``data`` as every Socket.IO client can parse it: strict JSON (no ``NaN`` or
     ``Infinity``, which socket.io-client rejects as a parse error and drops the
     connection), at most ``MAX_DATA_DEPTH`` levels deep, no integer too long for
-    Python to print. The HTTP API, the emitter and the CLI refuse the same data.
+    Python to print, no lone surrogate (the queue message is UTF-8, which cannot
+    carry one). The HTTP API, the emitter and the CLI refuse the same data.
     """
     _check_depth(data)
     try:
-        json.dumps(data, allow_nan=False)
+        text = json.dumps(data, allow_nan=False, ensure_ascii=False)
     except (TypeError, ValueError) as exc:  # ValueError: NaN / Infinity, an integer of over 4,300 digits
         raise RequestError(f"data must be plain JSON: {exc}") from None
+    if not _is_utf8_text(text):
+        raise RequestError("data must be Unicode text (no lone surrogates such as \\ud800)")
     return data
+
+
+def _is_utf8_text(text: str) -> bool:
+    """False for a string holding a lone surrogate, which JSON's ``\\ud800`` escape
+    lets a caller send but UTF-8 (and so the queue envelope) cannot encode."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _check_depth(data: Any) -> None:

@@ -22,7 +22,7 @@ from .config import (
     check_redis_url,
     load_environ,
 )
-from .delivery import check_data
+from .delivery import check_data, check_event
 from .emitter import Emitter
 from .errors import ConfigError, RealtimeError, RequestError, UserNotConnectedError
 
@@ -70,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         check_redis_url("--redis-url", args.redis_url)
         args.max_message_bytes = _message_limit(args.max_message_bytes)
+        check_event(args.event)
         data = check_data(json.loads(args.data))
     except (ConfigError, RequestError) as exc:
         print(f"error: {exc.message}", file=sys.stderr)

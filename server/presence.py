@@ -245,10 +245,11 @@ class RedisPresence(Presence):
 
     def _genuine(self, key: bytes, user_id: str, sid: bytes, value: bytes, now_ms: int) -> bool:
         """An entry this replica's key signed, recently enough to be a live heartbeat's."""
-        process, _, rest = value.decode("utf-8", "replace").partition("#")
-        ts_text, _, mac = rest.partition("#")
-        if not ts_text.isdigit():
+        # From the right, as the Lua script does: the process id (INSTANCE_ID) may hold a '#'.
+        parts = value.decode("utf-8", "replace").rsplit("#", 2)
+        if len(parts) != 3 or not parts[1].isdigit():
             return False
+        process, ts_text, mac = parts
         ts_ms = int(ts_text)
         if not -self._skew_ms <= now_ms - ts_ms <= INSTANCE_TTL_MS + self._skew_ms:
             return False

@@ -53,8 +53,14 @@ class TokenExpiry:
         if timer is not None:
             timer.cancel()
 
-    async def on_refresh_token(self, sid: str, *args: Any) -> dict[str, Any]:
-        """``refresh_token {token}``: the answer is also the ack value."""
+    async def on_refresh_token(self, sid: str, *args: Any) -> dict[str, Any] | None:
+        """``refresh_token {token}``: the answer is also the ack value.
+
+        The handler runs as a task of its own, so the socket may close before or
+        while it runs (a long-poll body can carry the refresh and the close):
+        then ``on_disconnect`` has already forgotten the socket, and a timer set
+        here would outlive it.
+        """
         data = args[0] if len(args) == 1 else None
         token = data.get("token") if isinstance(data, dict) else None
         if not isinstance(token, str) or not token or set(data or {}) - {"token"}:
@@ -63,14 +69,22 @@ class TokenExpiry:
             identity = self._authenticator.verify_identity(token)
         except AuthError as exc:
             return await self._refuse(sid, ErrorCode.INVALID_TOKEN, f"token not refreshed: {exc.message}")
+        if not self._connected(sid):
+            return None
         session = await self._sio.get_session(sid)
         if identity.user_id != session["user_id"]:
             return await self._refuse(sid, ErrorCode.INVALID_TOKEN, "token not refreshed: it is for another user")
+        if not self._connected(sid):
+            return None
         self.watch(sid, identity)
         expires_at = identity.expires_at
         answer = {"expires_at": None if expires_at is None else datetime.fromtimestamp(expires_at, UTC).isoformat()}
         await self._sio.emit("token_refreshed", answer, to=sid)
         return answer
+
+    def _connected(self, sid: str) -> bool:
+        """False once the socket is closing (its disconnect handler may be running) or gone."""
+        return bool(self._sio.manager.is_connected(sid, "/"))
 
     async def _refuse(self, sid: str, code: ErrorCode, message: str) -> dict[str, Any]:
         payload = error_payload(code, message)

@@ -6,7 +6,10 @@ later, to kick the user's next socket. Signed envelopes therefore carry the
 sender's clock (``ts``, ms) and a random ``id`` inside the signed body; a replica
 drops one whose ``ts`` is more than the window away from its own clock (in
 either direction: clocks of hosts differ), and one whose ``id`` it has seen
-within the window.
+within the window. A new guard remembers no ids, so it drops every envelope
+stamped before it existed: a recording cannot be replayed to a replica that
+starts (or restarts) within the window. A sender whose clock is behind loses at
+most its skew's worth of messages right after a replica starts.
 
 Memory stays bounded whatever the rate: at most ``max_ids`` ids are remembered.
 When a burst of genuine messages overflows that, the oldest ids are forgotten
@@ -41,7 +44,10 @@ class ReplayGuard:
         self._max_ids = max_ids
         self._clock = clock
         self._seen: OrderedDict[str, int] = OrderedDict()  # id -> ts, in order of arrival
-        self._floor_ms = 0  # envelopes with ts <= this are refused (ids forgotten early)
+        # Envelopes with ts <= this are refused: those stamped before this guard existed
+        # (it cannot know which of them were delivered already, e.g. before a restart),
+        # and those whose ids were forgotten early.
+        self._floor_ms = int(clock() * 1000) - 1
 
     def __len__(self) -> int:
         return len(self._seen)

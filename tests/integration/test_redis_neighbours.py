@@ -16,8 +16,9 @@ from server.emitter import Emitter
 from server.errors import ConfigError
 from server.queue.keys import instance_key, presence_key, signing_key_name
 from tests.helpers.clients import make_token
-from tests.helpers.cluster import API_KEY, unique_user
+from tests.helpers.cluster import API_KEY, replica_env, unique_user
 from tests.helpers.http import metric, post_emit
+from tests.helpers.processes import Replica
 from tests.helpers.waiting import eventually
 
 SIGNING_KEY = "integration-queue-signing-key-0123456789"
@@ -79,6 +80,31 @@ async def test_a_recorded_signed_disconnect_replayed_does_not_kick_the_users_new
     assert await second.wait_for("still_connected") == {}
     assert second.disconnects == []
     assert await dropped(cluster, "stale" if later else "replayed") == 2
+
+
+async def test_a_recorded_signed_disconnect_replayed_to_a_replica_started_since_is_dropped_as_stale(
+        start_cluster, make_client, neighbour, tmp_path):
+    cluster = start_cluster(1, QUEUE_SIGNING_KEY=SIGNING_KEY)
+    user = unique_user()
+    first = make_client()
+    await first.connect(cluster.replicas[0].url, auth={"token": make_token(user)})
+    async with Emitter(cluster.redis_url, channel=cluster.channel, signing_key=SIGNING_KEY) as emitter:
+        recorded = await record_next(neighbour, cluster.channel, lambda: emitter.disconnect_user(user))
+        await first.wait_for_disconnect()
+        fresh = Replica(instance_id="replica-fresh", log_dir=tmp_path,
+                        env=replica_env(cluster.redis_url, cluster.channel, QUEUE_SIGNING_KEY=SIGNING_KEY))
+        cluster.replicas.append(fresh)  # stopped with the cluster
+        fresh.start()
+        second = make_client()
+        await second.connect(fresh.url, auth={"token": make_token(user)})
+
+        assert await neighbour.publish(cluster.channel, recorded) == 2
+        await eventually(lambda: dropped(cluster, "stale"), what="replay dropped")
+        await emitter.send_to_user(user, "still_connected", {})
+
+    assert await second.wait_for("still_connected") == {}
+    assert second.disconnects == []
+    assert await metric(fresh.url, "kindmap_messages_dropped_total", {"reason": "stale"}) == 1
 
 
 async def emit_status(replica, user: str) -> int:

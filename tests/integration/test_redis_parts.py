@@ -191,6 +191,16 @@ async def test_signed_presence_ignores_forged_entries_and_counts_genuine_ones(re
     assert await unkeyed.is_online("ana") is False
 
 
+async def test_signed_presence_counts_the_sockets_of_a_replica_whose_instance_id_holds_a_hash(redis, channel):
+    key = b"presence-signing-key-0123456789abcdef"
+    presence = RedisPresence(redis, channel=channel, instance_id="replica#1", signing_key=key)
+    await presence.heartbeat()
+
+    await presence.add("ana", "sid-1")
+
+    assert await presence.is_online("ana") is True
+
+
 async def forget_channel(redis, channel):
     await redis.delete(*[key async for key in redis.scan_iter(f"{channel}:*")])
 
@@ -289,7 +299,8 @@ async def _messages(pubsub, *, count: int, timeout: float = 5.0):
                     return
 
 
-@pytest.mark.parametrize("data", [float("nan"), {"eta": float("inf")}, 10 ** 5000], ids=["nan", "infinity", "huge-int"])
+@pytest.mark.parametrize("data", [float("nan"), {"eta": float("inf")}, 10 ** 5000, {"stop": "\ud800"}],
+                         ids=["nan", "infinity", "huge-int", "lone-surrogate"])
 async def test_emitter_refuses_data_the_http_api_refuses(redis_server, channel, data):
     async with Emitter(redis_server.url, channel=channel) as emitter:
         with pytest.raises(RequestError, match="data"):

@@ -120,7 +120,7 @@ def test_ordinary_event_names_are_accepted(event: str) -> None:
     assert check_event(event) == event
 
 
-@pytest.mark.parametrize("event", ["", "e" * (MAX_EVENT_LENGTH + 1), None, 1, ["arrival"]])
+@pytest.mark.parametrize("event", ["", "e" * (MAX_EVENT_LENGTH + 1), None, 1, ["arrival"], "\ud800", "arr\udfffival"])
 def test_event_name_must_be_a_short_non_empty_string(event: Any) -> None:
     with pytest.raises(RequestError, match="event"):
         check_event(event)
@@ -151,6 +151,9 @@ def nested(depth: int) -> Any:
     pytest.param({"at": object()}, id="not-json"),
     pytest.param(nested(MAX_DATA_DEPTH + 1), id="one-level-too-deep"),
     pytest.param(nested(100_000), id="deeper-than-the-stack"),
+    pytest.param("\ud800", id="lone-surrogate"),
+    pytest.param({"stops": ["ok", "\udfff"]}, id="lone-surrogate-inside"),
+    pytest.param({"\ud800": 1}, id="lone-surrogate-key"),
 ])
 def test_check_data_refuses_what_a_client_cannot_parse(data: Any) -> None:
     with pytest.raises(RequestError, match="data"):

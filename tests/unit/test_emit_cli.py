@@ -117,6 +117,7 @@ def test_data_that_is_not_json_exits_2(clean_environment: Path, dead_redis_url: 
     pytest.param("7" * 5000, id="5000-digit-integer"),
     pytest.param("[" * 33 + "]" * 33, id="nested-33-deep"),
     pytest.param("[" * 100_000 + "]" * 100_000, id="nested-past-the-parser"),
+    pytest.param('{"stop": "\\ud800"}', id="lone-surrogate"),
 ])
 @pytest.mark.parametrize("target", [["--user", "alice"], ["--broadcast"]], ids=["user", "broadcast"])
 def test_data_the_http_api_refuses_exits_2_before_connecting(clean_environment: Path, dead_redis_url: str,
@@ -126,6 +127,18 @@ def test_data_the_http_api_refuses_exits_2_before_connecting(clean_environment: 
 
     assert code == EXIT_USAGE
     assert "data" in one_line(capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("target", [["--user", "alice"], ["--broadcast"]], ids=["user", "broadcast"])
+def test_event_with_an_undecodable_byte_exits_2_before_connecting(clean_environment: Path, dead_redis_url: str,
+                                                                   target: list[str],
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    event = b"arr\xffival".decode(errors="surrogateescape")  # how Python hands such argv bytes over
+
+    code = main([*target, "--event", event, "--data", "1", "--redis-url", dead_redis_url])
+
+    assert code == EXIT_USAGE
+    assert "event" in one_line(capsys.readouterr().err)
 
 
 @pytest.mark.parametrize("limit", ["1023", "lots", str(512 * 1024 * 1024 + 1)])

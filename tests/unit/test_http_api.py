@@ -195,6 +195,8 @@ async def test_emit_api_refuses_a_missing_or_wrong_key_or_token_with_401(start_r
     pytest.param(b'{"user_id": "alice", "event": "e", "data": {"speed": NaN}}', id="nan"),
     pytest.param(b'{"user_id": "alice", "event": "e", "data": [Infinity]}', id="infinity"),
     pytest.param(b'{"user_id": "alice", "event": "e", "data": -Infinity}', id="minus-infinity"),
+    pytest.param(b'{"user_id": "alice", "event": "e", "data": "\\ud800"}', id="data-lone-surrogate"),
+    pytest.param(b'{"user_id": "alice", "event": "\\udfff", "data": 1}', id="event-lone-surrogate"),
 ])
 async def test_emit_api_refuses_a_malformed_body_with_400(api_replica, make_client, body):
     alice = await connected(make_client, api_replica, "alice")

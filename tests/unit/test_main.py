@@ -39,6 +39,13 @@ def run_server(cwd: Path, **environ: str) -> subprocess.CompletedProcess[str]:
     pytest.param("HOST", {"AUTH_MODE": "dev", "HOST": "0.0.0.0"}, id="dev-mode-beyond-loopback"),
     # TEST-NET-3 (RFC 5737): an address no machine here has.
     pytest.param("HOST", {"JWT_SECRET": SECRET, "HOST": "203.0.113.7"}, id="host-not-on-this-machine"),
+    pytest.param("HOST", {"JWT_SECRET": SECRET, "HOST": "a" * 64 + ".example"}, id="host-label-over-63"),
+    pytest.param("HOST", {"JWT_SECRET": SECRET, "HOST": "a..b"}, id="host-empty-label"),
+    pytest.param("HOST", {"JWT_SECRET": SECRET, "HOST": "a\udcffb"}, id="host-not-utf-8"),
+    pytest.param("CORS_ALLOWED_ORIGINS", {"JWT_SECRET": SECRET, "CORS_ALLOWED_ORIGINS": "http://[::1"},
+                 id="cors-unclosed-ipv6"),
+    pytest.param("CORS_ALLOWED_ORIGINS", {"JWT_SECRET": SECRET, "CORS_ALLOWED_ORIGINS": "http://[bad]"},
+                 id="cors-invalid-ipv6"),
 ])
 def test_bad_setting_exits_2_with_one_line_naming_the_setting(tmp_path: Path, name: str,
                                                              environ: dict[str, str]) -> None:

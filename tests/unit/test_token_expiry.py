@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+import aiohttp
 import jwt
 import pytest
 
-from server.app_keys import GATEWAY
+from server.app_keys import GATEWAY, SIO
 from tests.helpers.clients import TEST_SECRET, RecordingClient, make_token
+from tests.helpers.raw_engineio import RECORD_SEPARATOR, engineio_url, open_polling_session, poll
 from tests.helpers.waiting import eventually
 
 
@@ -97,6 +101,49 @@ async def test_a_closed_socket_leaves_no_timer_behind(start_replica, make_client
     await client.disconnect()
 
     await eventually(lambda: len(expiry) == 0, what="timer dropped")
+
+
+@pytest.mark.parametrize("presence_slow", [True, False], ids=["while-presence-is-updated", "after-the-socket-went"])
+async def test_a_refresh_racing_the_close_of_its_socket_leaves_no_timer_behind(start_replica, monkeypatch,
+                                                                               presence_slow: bool):
+    replica = await start_replica()
+    sio, gateway = replica.app[SIO], replica.app[GATEWAY]
+    expiry = gateway.token_expiry
+    refreshed, raised = asyncio.Event(), []
+    handler, remove = sio.handlers["/"]["refresh_token"], gateway.presence.remove
+
+    async def refresh_then_tell(sid: str, *args: Any) -> Any:
+        try:
+            return await handler(sid, *args)
+        except Exception as exc:
+            raised.append(exc)
+            raise
+        finally:
+            refreshed.set()
+
+    async def remove_once_refreshed(user_id: str, sid: str) -> None:  # as when Redis is slow to answer
+        await asyncio.wait_for(refreshed.wait(), 5)
+        await remove(user_id, sid)
+
+    monkeypatch.setitem(sio.handlers["/"], "refresh_token", refresh_then_tell)
+    if presence_slow:
+        monkeypatch.setattr(gateway.presence, "remove", remove_once_refreshed)
+    async with aiohttp.ClientSession() as session:
+        sid = await open_polling_session(session, replica.url)
+        url = engineio_url(replica.url, sid=sid)
+        async with session.post(url, data="40" + json.dumps({"token": make_token("alice")})) as response:
+            assert response.status == 200
+        assert (await poll(session, replica.url, sid))[0] == 200
+        assert len(expiry) == 1
+        refresh = "42" + json.dumps(["refresh_token", {"token": make_token("alice", expires_in=300)}])
+        # The refresh and the close in one long-poll body: the handler runs while the socket goes.
+        async with session.post(url, data=refresh + RECORD_SEPARATOR + "1") as response:
+            assert response.status == 200
+
+        await asyncio.wait_for(refreshed.wait(), 5)
+
+    await eventually(lambda: sid not in sio.eio.sockets or sio.eio.sockets[sid].closed, what="session closed")
+    assert len(expiry) == 0 and raised == []
 
 
 async def test_a_user_id_claimed_in_dev_mode_has_no_expiry(start_replica, make_client):
