@@ -11,6 +11,7 @@ from . import __version__
 from .auth import Authenticator, AuthError
 from .config import Settings
 from .errors import ErrorCode, PublishError, error_payload, utc_now_iso
+from .logs import LogThrottle
 from .metrics import Metrics
 from .packet_guard import PacketGuard
 from .presence import Presence
@@ -41,6 +42,7 @@ class Gateway:
         self.presence = presence
         self.metrics = metrics
         self.draining = False
+        self._refusals = LogThrottle()
         self.token_expiry = TokenExpiry(sio, authenticator)
         sio.on("connect", self.on_connect)
         sio.on("disconnect", self.on_disconnect)
@@ -60,7 +62,10 @@ class Gateway:
             identity = self.authenticator.identify(auth, environ)
         except AuthError as exc:
             self.metrics.connects_rejected.labels(code=exc.code.value).inc()
-            logger.info("connection refused", extra={"code": exc.code.value, "reason": exc.message})
+            held = self._refusals.allow(exc.code.value)  # the metric counts each; the log a line a second
+            if held is not None:
+                logger.info("connection refused", extra={"code": exc.code.value, "reason": exc.message,
+                                                         "suppressed": held})
             raise socketio.exceptions.ConnectionRefusedError(exc.message, exc.payload()) from None
         user_id = identity.user_id
         await self.sio.save_session(sid, {"user_id": user_id})

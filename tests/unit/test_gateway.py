@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -612,3 +613,17 @@ async def test_socket_closed_mid_delivery_does_not_stop_delivery_to_the_others(s
     assert sample(home, "kindmap_messages_dropped_total", {"reason": "handler_error"}) == 0
     await send(sender, "alice", "navigation_update", {"step": 7})
     assert await survivor.wait_for("navigation_update", count=2) == {"step": 7}
+
+
+async def test_refused_handshakes_are_all_counted_but_logged_once_a_second(start_replica, open_raw, caplog):
+    """One session can retry CONNECT many times a second: a log line each would be per-message INFO."""
+    replica = await start_replica()
+    raw = await open_raw(replica.url)
+
+    with caplog.at_level(logging.INFO, logger="server.gateway"):
+        for _ in range(10):
+            await raw.connect({"token": "forged"})
+
+    lines = [r for r in caplog.records if r.getMessage() == "connection refused"]
+    assert len(lines) == 1
+    assert sample(replica, "kindmap_connects_rejected_total", {"code": "INVALID_TOKEN"}) == 10
