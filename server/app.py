@@ -122,7 +122,9 @@ async def _queue_ctx(app: web.Application) -> AsyncIterator[None]:
             manager.on_subscribed(presence.heartbeat)
         await manager.start()
     await presence.start()
-    logger.info("replica started", extra={
+    base = settings.public_url
+    logger.info("replica started: demo page at %s/, emit API at %s/api/v1/emit, health at %s/healthz",
+                base, base, base, extra={
         "instance_id": settings.instance_id,
         "mode": "redis" if isinstance(manager, QueueManager) else "single-replica",
         "auth_mode": settings.auth_mode,

@@ -183,6 +183,14 @@ class Settings:
                               "(set DEV_ALLOW_NON_LOOPBACK=true if the port is reachable from this machine only)")
 
     @property
+    def public_url(self) -> str:
+        """Where this replica answers, as a person would type it (a wildcard host as loopback)."""
+        host = {"0.0.0.0": "127.0.0.1", "::": "[::1]", "": "127.0.0.1"}.get(self.host, self.host)
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}"
+
+    @property
     def dev_mode(self) -> bool:
         return self.auth_mode == "dev"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import aiohttp
@@ -164,3 +165,13 @@ def test_a_given_client_manager_refuses_what_needs_our_manager(make_settings, ov
 
     with pytest.raises(ValueError, match="client_manager"):
         create_app(settings, client_manager=socketio.AsyncManager(), **overrides)
+
+
+async def test_start_up_says_where_the_demo_page_and_the_api_are(start_replica, caplog):
+    with caplog.at_level(logging.INFO, logger="server.app"):
+        replica = await start_replica(host="0.0.0.0", port=8123)
+
+    [started] = [r.getMessage() for r in caplog.records if r.getMessage().startswith("replica started")]
+    assert "demo page at http://127.0.0.1:8123/" in started
+    assert "emit API at http://127.0.0.1:8123/api/v1/emit" in started
+    assert replica.app[SETTINGS].public_url == "http://127.0.0.1:8123"

@@ -450,3 +450,10 @@ def test_flood_limits_have_defaults_a_real_app_tolerates_and_are_read_from_the_e
 def test_flood_limit_out_of_bounds_raises_config_error_naming_the_variable(name: str, raw: str) -> None:
     with pytest.raises(ConfigError, match=name):
         Settings.from_env({"JWT_SECRET": SECRET, name: raw})
+
+
+@pytest.mark.parametrize(("host", "url"), [("127.0.0.1", "http://127.0.0.1:8080"), ("0.0.0.0", "http://127.0.0.1:8080"),
+                                           ("::1", "http://[::1]:8080"), ("::", "http://[::1]:8080"),
+                                           ("realtime.internal", "http://realtime.internal:8080")])
+def test_public_url_is_where_a_person_reaches_the_replica(host: str, url: str) -> None:
+    assert Settings.from_env({"JWT_SECRET": SECRET, "HOST": host, "PORT": "8080"}).public_url == url
