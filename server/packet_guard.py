@@ -42,6 +42,8 @@ HARD_CAP_FACTOR = 4
 MAX_ATTACHMENTS = 10
 # Seconds a session over its rate limit is not read after each dropped packet.
 OVER_LIMIT_PAUSE = 0.01
+# Seconds a closed session's last packets (its DISCONNECT) have to leave before its TCP connection is cut.
+GOODBYE_GRACE = 0.5
 
 _PACKET_TYPES = frozenset(range(len(sio_packet.packet_names)))
 _BINARY_TYPES = frozenset({sio_packet.BINARY_EVENT, sio_packet.BINARY_ACK})
@@ -315,6 +317,12 @@ async def drop_transport(eio_socket: Any, reason: Any) -> None:
     """
     await eio_socket.close(wait=False, abort=True, reason=reason)
     eio_socket.queue.put_nowait(None)
+    # The writer then closes the WebSocket politely, and aiohttp waits for the client's
+    # close frame while it goes on reading (and we on parsing) whatever a flooding client
+    # still sends. The goodbye gets a moment to leave; then the connection is cut.
+    transport = getattr(eio_socket, "transport", None)
+    if transport is not None:
+        asyncio.get_running_loop().call_later(GOODBYE_GRACE, transport.abort)
 
 
 def _placeholders_valid(data: Any, count: int) -> bool:

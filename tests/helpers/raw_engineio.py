@@ -78,6 +78,10 @@ class NonReadingClient:
         while b'"connected"' not in received:
             received += self._recv()
 
+    def send(self, packet: str) -> None:
+        """Send one Socket.IO packet (blocking), as an Engine.IO message in a WebSocket frame."""
+        self.sock.sendall(_masked_frame(0x1, ("4" + packet).encode()))
+
     def _recv(self) -> bytes:
         chunk = self.sock.recv(65536)
         if not chunk:

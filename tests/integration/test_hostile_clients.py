@@ -8,12 +8,15 @@ awaited first: anything forged before it would have arrived before it.
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from server.emitter import Emitter
 from tests.helpers.clients import make_token
 from tests.helpers.cluster import unique_user
 from tests.helpers.payloads import assert_error_payload
+from tests.helpers.raw_engineio import NonReadingClient
 
 
 async def connect_user(make_client, replica, user_id):
@@ -63,3 +66,19 @@ async def test_browser_client_on_an_unknown_namespace_gets_connect_error_with_an
     error = next(r for r in browser.records if r["kind"] == "connect_error")
     assert_error_payload(error["data"], "NOT_FOUND")
     assert "/admin" in error["data"]["message"]
+
+
+async def test_a_flooding_client_that_never_reads_is_cut_off_after_its_goodbye(start_cluster):
+    """A closed abuser that does not answer the WebSocket close would otherwise keep its
+    connection (and the replica reading its flood) until aiohttp's close timeout."""
+    [replica] = start_cluster(1, RATE_LIMIT_EVENTS_PER_SECOND="0.1", RATE_LIMIT_BURST="2",
+                              RATE_LIMIT_STRIKES="1").replicas
+    flooder = NonReadingClient(replica.url)
+    try:
+        await asyncio.to_thread(flooder.connect, {"token": make_token(unique_user())})
+        for _ in range(5):
+            await asyncio.to_thread(flooder.send, '2["ping"]')
+
+        assert await asyncio.to_thread(flooder.closed_by_server)
+    finally:
+        flooder.close()

@@ -380,6 +380,9 @@ async def test_answers_to_earlier_polls_still_unsent_count_toward_the_outgoing_l
         def get_write_buffer_size(self) -> int:
             return self.unsent
 
+        def abort(self) -> None:
+            self.unsent = 0
+
     earlier, current = Stalled(300_000), Stalled(0)
     socket._use_transport(earlier)
     socket._use_transport(current)
