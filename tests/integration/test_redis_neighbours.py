@@ -35,6 +35,16 @@ async def neighbour(redis_server):
     await client.aclose()
 
 
+async def record_a_kick(cluster, make_client, neighbour: aioredis.Redis, emitter: Emitter, user: str) -> bytes:
+    """Connect ``user`` to the first replica, disconnect them through ``emitter``, and return the
+    signed ``disconnect_room`` envelope a neighbour recorded off the channel meanwhile."""
+    first = make_client()
+    await first.connect(cluster.replicas[0].url, auth={"token": make_token(user)})
+    recorded = await record_next(neighbour, cluster.channel, lambda: emitter.disconnect_user(user))
+    await first.wait_for_disconnect()
+    return recorded
+
+
 async def record_next(neighbour: aioredis.Redis, channel: str, action) -> bytes:
     """Run ``action`` and return the first envelope published on ``channel`` meanwhile."""
     pubsub = neighbour.pubsub()
@@ -62,11 +72,8 @@ async def test_a_recorded_signed_disconnect_replayed_does_not_kick_the_users_new
     window = {"QUEUE_REPLAY_WINDOW_SECONDS": str(REPLAY_WINDOW)} if later else {}
     cluster = start_cluster(2, QUEUE_SIGNING_KEY=SIGNING_KEY, **window)
     user = unique_user()
-    first = make_client()
-    await first.connect(cluster.replicas[0].url, auth={"token": make_token(user)})
     async with Emitter(cluster.redis_url, channel=cluster.channel, signing_key=SIGNING_KEY) as emitter:
-        recorded = await record_next(neighbour, cluster.channel, lambda: emitter.disconnect_user(user))
-        await first.wait_for_disconnect()
+        recorded = await record_a_kick(cluster, make_client, neighbour, emitter, user)
         second = make_client()
         await second.connect(cluster.replicas[1].url, auth={"token": make_token(user)})
         if later:
@@ -86,11 +93,8 @@ async def test_a_recorded_signed_disconnect_replayed_to_a_replica_started_since_
         start_cluster, make_client, neighbour, tmp_path):
     cluster = start_cluster(1, QUEUE_SIGNING_KEY=SIGNING_KEY)
     user = unique_user()
-    first = make_client()
-    await first.connect(cluster.replicas[0].url, auth={"token": make_token(user)})
     async with Emitter(cluster.redis_url, channel=cluster.channel, signing_key=SIGNING_KEY) as emitter:
-        recorded = await record_next(neighbour, cluster.channel, lambda: emitter.disconnect_user(user))
-        await first.wait_for_disconnect()
+        recorded = await record_a_kick(cluster, make_client, neighbour, emitter, user)
         fresh = Replica(instance_id="replica-fresh", log_dir=tmp_path,
                         env=replica_env(cluster.redis_url, cluster.channel, QUEUE_SIGNING_KEY=SIGNING_KEY))
         cluster.replicas.append(fresh)  # stopped with the cluster

@@ -167,13 +167,19 @@ async def test_an_oversized_long_poll_body_is_refused_at_once_and_its_session_fr
     assert sample(replica.app, "kindmap_protocol_violations_total", cause="oversized_body") == 1
 
 
+async def waiting_poll(session: aiohttp.ClientSession, replica: Any, sid: str) -> asyncio.Task[tuple[int, list[str]]]:
+    """A long-poll of session ``sid``, returned once the replica holds it waiting for packets."""
+    waiting = asyncio.create_task(poll(session, replica.url, sid))
+    await eventually(lambda: replica.app[SIO].eio.sockets[sid]._polling, what="the poll waiting")
+    return waiting
+
+
 async def test_a_second_long_poll_while_one_waits_closes_the_session(start_replica):
     """Engine.IO 4: each waiting poll holds a request, so a second is a protocol violation."""
     replica = await start_replica(queue=False)
     async with aiohttp.ClientSession() as session:
         sid = await open_polling_session(session, replica.url)
-        waiting = asyncio.create_task(poll(session, replica.url, sid))
-        await eventually(lambda: replica.app[SIO].eio.sockets[sid]._polling, what="the first poll waiting")
+        waiting = await waiting_poll(session, replica, sid)
 
         second = await poll(session, replica.url, sid)
         first = await waiting
@@ -189,8 +195,7 @@ async def test_a_waiting_poll_answers_at_once_when_the_client_closes_the_session
     replica = await start_replica(queue=False)
     async with aiohttp.ClientSession() as session:
         sid = await open_polling_session(session, replica.url)
-        waiting = asyncio.create_task(poll(session, replica.url, sid))
-        await eventually(lambda: replica.app[SIO].eio.sockets[sid]._polling, what="the poll waiting")
+        waiting = await waiting_poll(session, replica, sid)
 
         async with session.post(engineio_url(replica.url, sid=sid), data="1") as response:
             assert response.status == 200
