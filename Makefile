@@ -31,14 +31,14 @@ dev: $(VENV)/.installed $(DEMO)/node_modules/.installed
 # Redis, three replicas and Nginx (ip_hash) on loopback; the demo page on http://127.0.0.1:8080.
 # Needs nginx and redis-server installed. AUTH_MODE=dev unless the environment says otherwise.
 cluster: $(VENV)/.installed $(DEMO)/node_modules/.installed
-	AUTH_MODE=$${AUTH_MODE:-dev} $(PYTHON) -m server.cluster --replicas $${REPLICAS:-3}
+	AUTH_MODE=$${AUTH_MODE:-dev} $(PYTHON) -m cluster --replicas $${REPLICAS:-3}
 
 # Unit and integration tests with branch coverage of server/ (replica processes included).
 test: install lint
 	$(PYTHON) -m pytest --cov --cov-branch --cov-report=term-missing:skip-covered --cov-fail-under=90 $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check server tests bench
+	$(VENV)/bin/ruff check server cluster tests bench
 	$(VENV)/bin/mypy
 
 clean:

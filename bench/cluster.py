@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from server.cluster.processes import RedisServer, Replica
+from cluster.processes import RedisServer, Replica
 
 __all__ = ["CHANNEL", "SYSTEMS", "Cluster"]
 

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
-from server.cluster.processes import REPO_ROOT
+from cluster.processes import REPO_ROOT
 
 __all__ = ["Handler", "Service", "Worker", "run_worker", "serve"]
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import yaml
 
-from server.cluster.nginx import NGINX_DIR, SITE_FILE, upstream_servers
+from cluster.nginx import NGINX_DIR, SITE_FILE, upstream_servers
 from tests.helpers.processes import REPO_ROOT
 
 SITE = NGINX_DIR / SITE_FILE

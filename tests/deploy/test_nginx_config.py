@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from server.cluster.nginx import MAIN_CONF
+from cluster.nginx import MAIN_CONF
 from tests.deploy.conftest import NGINX_DIR, SITE, upstream_peers, without_comments
 from tests.helpers.processes import nginx_binary, wait_until
 

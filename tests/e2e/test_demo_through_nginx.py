@@ -8,7 +8,7 @@ import uuid
 import pytest
 from playwright.async_api import expect
 
-from server.cluster import LocalCluster
+from cluster import LocalCluster
 from tests.e2e.conftest import DEV_MODE
 from tests.helpers.browser import SLOW_MS
 from tests.helpers.cluster import new_channel, unique_user

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from server.cluster import LocalCluster
+from cluster import LocalCluster
 
 from .clients import TEST_SECRET
 from .processes import Replica

@@ -1,10 +1,10 @@
 """Real processes for integration tests: the local cluster's own process classes.
 
-``server.cluster.processes`` starts redis-server, replicas and Nginx for
-``python -m server.cluster``; the tests start theirs with the same code.
+``cluster.processes`` starts redis-server, replicas and Nginx for
+``python -m cluster``; the tests start theirs with the same code.
 """
 
-from server.cluster.processes import (
+from cluster.processes import (
     HOST,
     REPO_ROOT,
     ChildProcess,

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from server.cluster import LocalCluster
+from cluster import LocalCluster
 from tests.helpers.clients import RecordingClient
 from tests.helpers.cluster import Cluster, local_cluster_east_of_utc, new_channel, replica_env
 from tests.helpers.node_client import NODE_DIR, NodeClient

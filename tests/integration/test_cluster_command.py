@@ -1,4 +1,4 @@
-"""``python -m server.cluster``, run as a person runs it: a child process, stopped by a signal."""
+"""``python -m cluster``, run as a person runs it: a child process, stopped by a signal."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ CLUSTER_ENV = {"JWT_SECRET": TEST_SECRET, "AUTH_MODE": "jwt", "REDIS_URL": "", "
 
 async def start_cluster_command(*args: str, **env: str) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "server.cluster", *args, cwd=REPO_ROOT, env={**os.environ, **CLUSTER_ENV, **env},
+        sys.executable, "-m", "cluster", *args, cwd=REPO_ROOT, env={**os.environ, **CLUSTER_ENV, **env},
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
 
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
+from cluster.processes import free_port
 from server.__main__ import main
-from server.cluster.processes import free_port
 from server.config import Settings
 from server.errors import ConfigError
 

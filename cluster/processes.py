@@ -22,7 +22,7 @@ from pathlib import Path
 __all__ = ["HOST", "REPO_ROOT", "ChildProcess", "NginxServer", "RedisServer", "Replica",
            "free_port", "http_status", "nginx_binary", "port_open", "wait_until"]
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"
 
 

@@ -1,4 +1,4 @@
-"""``python -m server.cluster``: arguments, start-up failures and processes that end."""
+"""``python -m cluster``: arguments, start-up failures and processes that end."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import signal
 
 import pytest
 
-from server.cluster import __main__ as cli
+from cluster import __main__ as cli
 
 
 @pytest.mark.parametrize(("args", "message"), [

@@ -26,7 +26,7 @@ _SERVER = re.compile(r"^(\s*)server (\S+:\d+)(\s.*)?;$")
 _LISTEN = re.compile(r"^(\s*)listen 80;$", re.M)
 
 MAIN_CONF = """\
-# Written by `python -m server.cluster` for one run; removed when the cluster stops.
+# Written by `python -m cluster` for one run; removed when the cluster stops.
 daemon off;
 pid nginx.pid;
 worker_processes 1;

@@ -1,4 +1,4 @@
-"""``python -m server.cluster``: Redis, N replicas and Nginx on loopback until Ctrl-C or SIGTERM.
+"""``python -m cluster``: Redis, N replicas and Nginx on loopback until Ctrl-C or SIGTERM.
 
 SIGHUP (the terminal closing) stops it too. A SIGKILL cannot be caught: it leaves the
 processes running, each in its own session; their log directory is in the banner.
@@ -19,7 +19,8 @@ import time
 from collections.abc import Callable, Iterator
 from types import FrameType
 
-from ..config import load_environ
+from server.config import load_environ
+
 from .local import LocalCluster
 
 MAX_REPLICAS = 16
@@ -29,7 +30,7 @@ WATCH_INTERVAL = 0.5
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m server.cluster", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m cluster", description=__doc__.splitlines()[0])
     parser.add_argument("--replicas", type=int, default=3, help=f"number of replicas, 1-{MAX_REPLICAS} (default 3)")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT,
                         help=f"loopback port Nginx listens on; 0 picks a free one (default {DEFAULT_PORT})")

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from server.cluster.nginx import NGINX_DIR, SITE_FILE, render_site, write_config
+from cluster.nginx import NGINX_DIR, SITE_FILE, render_site, write_config
 
 SITE = """\
 upstream kindmap_realtime {
