@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from tests.helpers.clients import MakeClient, RecordingClient
 from tests.helpers.cluster import Cluster
 from tests.helpers.processes import REPO_ROOT, RedisServer
 from tests.helpers.raw_client import RawClient
@@ -62,3 +64,18 @@ async def open_raw() -> AsyncIterator[Callable[..., Awaitable[RawClient]]]:
     yield open_
     for client in clients:
         await client.close()
+
+
+@pytest.fixture
+async def make_client() -> AsyncIterator[MakeClient]:
+    """Factory: a recording Socket.IO client (no reconnection unless asked), shut down after the test."""
+    clients: list[RecordingClient] = []
+
+    def make(**options: Any) -> RecordingClient:
+        options.setdefault("reconnection", False)
+        clients.append(RecordingClient(**options))
+        return clients[-1]
+
+    yield make
+    for client in clients:
+        await client.disconnect()

@@ -1,6 +1,6 @@
 """Fixtures for integration tests: real replica processes, python-socketio and Node clients.
 
-``redis_server`` and ``start_cluster`` come from tests/conftest.py. Every cluster
+``redis_server``, ``start_cluster`` and ``make_client`` come from tests/conftest.py. Every cluster
 gets its own Socket.IO channel, so replicas and messages of one test never meet
 those of another even on a shared Redis.
 """
@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 
 from cluster import LocalCluster
-from tests.helpers.clients import RecordingClient
 from tests.helpers.cluster import Cluster, local_cluster_east_of_utc, new_channel, replica_env
 from tests.helpers.node_client import NODE_DIR, NodeClient
 from tests.helpers.processes import RedisServer, nginx_binary
@@ -53,20 +52,6 @@ def nginx_cluster(redis_server: RedisServer) -> Iterator[LocalCluster]:
     env = replica_env(redis_server.url, new_channel())
     with local_cluster_east_of_utc(replicas=3, env=env, redis_url=redis_server.url) as cluster:
         yield cluster
-
-
-@pytest.fixture
-async def make_client() -> AsyncIterator[Callable[..., RecordingClient]]:
-    clients: list[RecordingClient] = []
-
-    def make(**options: Any) -> RecordingClient:
-        options.setdefault("reconnection", False)
-        clients.append(RecordingClient(**options))
-        return clients[-1]
-
-    yield make
-    for client in clients:
-        await client.disconnect()
 
 
 @pytest.fixture

@@ -13,19 +13,13 @@ from redis import asyncio as aioredis
 
 from server.emitter import Emitter
 from server.errors import ErrorCode, UserNotConnectedError
-from tests.helpers.clients import make_token
+from tests.helpers.clients import connected, make_token
 from tests.helpers.cluster import API_KEY, unique_user
 from tests.helpers.http import metric, post_emit
 from tests.helpers.processes import REPO_ROOT
 
 # The module's cluster runs an unsigned queue (tests.helpers.cluster.replica_env); so does the CLI.
 UNSIGNED_CLI_ENV = {**os.environ, "ALLOW_UNSIGNED_QUEUE": "true"}
-
-
-async def connect_user(make_client, replica, user_id):
-    client = make_client()
-    await client.connect(replica.url, auth={"token": make_token(user_id)})
-    return client
 
 
 async def read_channel_until(pubsub, event, timeout=5.0):
@@ -44,7 +38,7 @@ async def read_channel_until(pubsub, event, timeout=5.0):
 
 async def test_backend_emit_reaches_a_user_on_each_replica(cluster, make_client):
     users = [unique_user() for _ in cluster.replicas]
-    clients = [await connect_user(make_client, r, u) for r, u in zip(cluster.replicas, users, strict=True)]
+    clients = [await connected(make_client, r, u) for r, u in zip(cluster.replicas, users, strict=True)]
     assert [c.received("connected")[0]["instance_id"] for c in clients] == ["replica-1", "replica-2", "replica-3"]
 
     async with Emitter(cluster.redis_url, channel=cluster.channel) as emitter:
@@ -70,7 +64,7 @@ async def test_node_client_on_one_replica_gets_emit_made_through_another(cluster
 
 async def test_user_with_sockets_on_two_replicas_gets_each_message_once_on_both(cluster, make_client, node_client):
     user = unique_user()
-    phone = await connect_user(make_client, cluster.replicas[0], user)
+    phone = await connected(make_client, cluster.replicas[0], user)
     browser = await node_client(cluster.replicas[1].url, {"token": make_token(user)})
     await browser.wait_for_event("connected")
 
@@ -86,7 +80,7 @@ async def test_user_with_sockets_on_two_replicas_gets_each_message_once_on_both(
 
 async def test_message_for_user_connected_nowhere_is_refused_counted_and_never_published(cluster, make_client):
     ghost, present = unique_user("ghost"), unique_user()
-    client = await connect_user(make_client, cluster.replicas[1], present)
+    client = await connected(make_client, cluster.replicas[1], present)
     redis = aioredis.Redis.from_url(cluster.redis_url)
     pubsub = redis.pubsub(ignore_subscribe_messages=True)
     await pubsub.subscribe(cluster.channel)
@@ -123,7 +117,7 @@ def test_emit_cli_exits_zero_when_sent_and_three_for_a_user_connected_nowhere(cl
 
 async def test_emit_cli_delivers_to_a_connected_user(cluster, make_client):
     user = unique_user()
-    client = await connect_user(make_client, cluster.replicas[2], user)
+    client = await connected(make_client, cluster.replicas[2], user)
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "server.emit", "--user", user, "--event", "arrival", "--data", '{"station": "시청"}',
         "--redis-url", cluster.redis_url, "--channel", cluster.channel, cwd=REPO_ROOT, env=UNSIGNED_CLI_ENV)
@@ -132,7 +126,7 @@ async def test_emit_cli_delivers_to_a_connected_user(cluster, make_client):
 
 
 async def test_broadcast_reaches_every_replica(cluster, make_client):
-    clients = [await connect_user(make_client, r, unique_user()) for r in cluster.replicas]
+    clients = [await connected(make_client, r, unique_user()) for r in cluster.replicas]
     async with Emitter(cluster.redis_url, channel=cluster.channel) as emitter:
         await emitter.broadcast("service_alert", {"line": 2})
     for client in clients:
@@ -141,8 +135,8 @@ async def test_broadcast_reaches_every_replica(cluster, make_client):
 
 async def test_emitter_disconnect_user_disconnects_their_sockets_on_every_replica(cluster, make_client):
     user, bystander = unique_user(), unique_user()
-    sockets = [await connect_user(make_client, r, user) for r in cluster.replicas]
-    other = await connect_user(make_client, cluster.replicas[0], bystander)
+    sockets = [await connected(make_client, r, user) for r in cluster.replicas]
+    other = await connected(make_client, cluster.replicas[0], bystander)
 
     async with Emitter(cluster.redis_url, channel=cluster.channel) as emitter:
         await emitter.disconnect_user(user)
@@ -173,7 +167,7 @@ async def test_bad_handshake_is_refused_with_the_error_schema(cluster, node_clie
 
 async def test_forged_queue_messages_are_dropped_and_counted_by_every_replica(cluster, make_client):
     user = unique_user()
-    client = await connect_user(make_client, cluster.replicas[1], user)
+    client = await connected(make_client, cluster.replicas[1], user)
     before = [await metric(r.url, "kindmap_messages_dropped_total", {"reason": "invalid_envelope"})
               for r in cluster.replicas]
     redis = aioredis.Redis.from_url(cluster.redis_url)

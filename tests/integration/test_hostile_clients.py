@@ -13,16 +13,10 @@ import asyncio
 import pytest
 
 from server.emitter import Emitter
-from tests.helpers.clients import make_token
+from tests.helpers.clients import connected, make_token
 from tests.helpers.cluster import unique_user
 from tests.helpers.payloads import assert_error_payload
 from tests.helpers.raw_engineio import NonReadingClient
-
-
-async def connect_user(make_client, replica, user_id):
-    client = make_client()
-    await client.connect(replica.url, auth={"token": make_token(user_id)})
-    return client
 
 
 @pytest.mark.parametrize("transport", ["websocket", "polling"])
@@ -30,8 +24,8 @@ async def test_event_named_star_reaches_no_other_socket_on_any_replica(start_clu
                                                                        transport):
     cluster = start_cluster(2)
     bob_id = unique_user("bob")
-    bob = await connect_user(make_client, cluster.replicas[1], bob_id)
-    carol = await connect_user(make_client, cluster.replicas[0], unique_user("carol"))
+    bob = await connected(make_client, cluster.replicas[1], bob_id)
+    carol = await connected(make_client, cluster.replicas[0], unique_user("carol"))
     attacker = await open_raw(cluster.replicas[0].url, transport=transport)
     assert (await attacker.connect({"token": make_token(unique_user("mallory"))})).startswith("0")
 

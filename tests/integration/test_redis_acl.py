@@ -17,7 +17,7 @@ from redis import asyncio as aioredis
 from redis.exceptions import AuthenticationError, NoPermissionError, ResponseError
 
 from server.emitter import Emitter
-from tests.helpers.clients import make_token
+from tests.helpers.clients import connected
 from tests.helpers.cluster import API_KEY, replica_env, unique_user
 from tests.helpers.http import post_emit
 from tests.helpers.processes import HOST, REPO_ROOT, ChildProcess, Replica, free_port, port_open
@@ -60,8 +60,7 @@ def acl_replica(acl_redis, tmp_path):
 
 async def test_replica_and_emitter_work_with_only_their_acl_permissions(acl_redis, acl_replica, make_client):
     user = unique_user()
-    client = make_client()
-    await client.connect(acl_replica.url, auth={"token": make_token(user)})
+    client = await connected(make_client, acl_replica, user)
     replica_redis = aioredis.Redis.from_url(url("replica", acl_redis))
     try:
         # A rewritten fingerprint makes the emitter probe the replica: that path is exercised too.

@@ -15,7 +15,7 @@ from redis import asyncio as aioredis
 from server.emitter import Emitter
 from server.errors import ConfigError
 from server.queue.keys import instance_key, presence_key, signing_key_name
-from tests.helpers.clients import make_token
+from tests.helpers.clients import connected
 from tests.helpers.cluster import API_KEY, replica_env, unique_user
 from tests.helpers.http import metric, post_emit
 from tests.helpers.processes import Replica
@@ -38,8 +38,7 @@ async def neighbour(redis_server):
 async def record_a_kick(cluster, make_client, neighbour: aioredis.Redis, emitter: Emitter, user: str) -> bytes:
     """Connect ``user`` to the first replica, disconnect them through ``emitter``, and return the
     signed ``disconnect_room`` envelope a neighbour recorded off the channel meanwhile."""
-    first = make_client()
-    await first.connect(cluster.replicas[0].url, auth={"token": make_token(user)})
+    first = await connected(make_client, cluster.replicas[0], user)
     recorded = await record_next(neighbour, cluster.channel, lambda: emitter.disconnect_user(user))
     await first.wait_for_disconnect()
     return recorded
@@ -74,8 +73,7 @@ async def test_a_recorded_signed_disconnect_replayed_does_not_kick_the_users_new
     user = unique_user()
     async with Emitter(cluster.redis_url, channel=cluster.channel, signing_key=SIGNING_KEY) as emitter:
         recorded = await record_a_kick(cluster, make_client, neighbour, emitter, user)
-        second = make_client()
-        await second.connect(cluster.replicas[1].url, auth={"token": make_token(user)})
+        second = await connected(make_client, cluster.replicas[1], user)
         if later:
             sent_at = json.loads(recorded.partition(b".")[2])["ts"] / 1000
             await eventually(lambda: time.time() > sent_at + REPLAY_WINDOW + 0.1, timeout=5, what="window over")
@@ -99,8 +97,7 @@ async def test_a_recorded_signed_disconnect_replayed_to_a_replica_started_since_
                         env=replica_env(cluster.redis_url, cluster.channel, QUEUE_SIGNING_KEY=SIGNING_KEY))
         cluster.replicas.append(fresh)  # stopped with the cluster
         fresh.start()
-        second = make_client()
-        await second.connect(fresh.url, auth={"token": make_token(user)})
+        second = await connected(make_client, fresh, user)
 
         assert await neighbour.publish(cluster.channel, recorded) == 2
         await eventually(lambda: dropped(cluster, "stale"), what="replay dropped")
@@ -120,8 +117,7 @@ async def test_a_forged_presence_entry_does_not_make_an_unknown_user_look_connec
         start_cluster, make_client, neighbour):
     cluster = start_cluster(2, QUEUE_SIGNING_KEY=SIGNING_KEY)
     real = unique_user()
-    client = make_client()
-    await client.connect(cluster.replicas[0].url, auth={"token": make_token(real)})
+    client = await connected(make_client, cluster.replicas[0], real)
     entry = await neighbour.hget(presence_key(cluster.channel, real), client.sio.get_sid())
     process = entry.decode().split("#")[0]
     assert await neighbour.exists(instance_key(cluster.channel, process)) == 1
@@ -138,8 +134,7 @@ async def test_a_forged_presence_entry_does_not_make_an_unknown_user_look_connec
 async def test_a_deleted_presence_key_is_written_again_by_the_next_heartbeat(start_cluster, make_client, neighbour):
     cluster = start_cluster(2, QUEUE_SIGNING_KEY=SIGNING_KEY)
     user = unique_user()
-    client = make_client()
-    await client.connect(cluster.replicas[0].url, auth={"token": make_token(user)})
+    await connected(make_client, cluster.replicas[0], user)
 
     await neighbour.delete(presence_key(cluster.channel, user))
 
@@ -151,8 +146,7 @@ async def test_users_of_a_killed_replica_count_as_offline_within_the_instance_tt
     cluster = start_cluster(2)
     doomed, survivor = cluster.replicas
     user = unique_user()
-    client = make_client()
-    await client.connect(doomed.url, auth={"token": make_token(user)})
+    await connected(make_client, doomed, user)
     assert await emit_status(survivor, user) == 202
 
     doomed.kill()  # SIGKILL: no withdrawal, only the heartbeat key's TTL tells
@@ -169,8 +163,7 @@ async def test_an_emitter_with_the_right_key_starts_although_the_fingerprint_was
         start_cluster, make_client, neighbour):
     cluster = start_cluster(2, QUEUE_SIGNING_KEY=SIGNING_KEY)
     user = unique_user()
-    client = make_client()
-    await client.connect(cluster.replicas[0].url, auth={"token": make_token(user)})
+    client = await connected(make_client, cluster.replicas[0], user)
     for forged in (b"0" * 32, b"unsigned"):
         await neighbour.set(signing_key_name(cluster.channel), forged)
 

@@ -11,7 +11,7 @@ import pytest
 from server.emitter import Emitter
 from server.errors import PublishError, QueueUnavailableError, RealtimeError
 from server.queue.backends.redis import KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT
-from tests.helpers.clients import make_token
+from tests.helpers.clients import connected
 from tests.helpers.cluster import API_KEY, replica_env, unique_user
 from tests.helpers.http import get_json, metric, post_emit
 from tests.helpers.processes import Replica, http_status, wait_until
@@ -39,8 +39,7 @@ async def test_redis_outage_is_survived_and_delivery_resumes_within_two_seconds(
     cluster = start_cluster(2, redis=own_redis)
     first, second = cluster.replicas
     user = unique_user()
-    client = make_client()
-    await client.connect(second.url, auth={"token": make_token(user)})
+    client = await connected(make_client, second, user)
     emitter = Emitter(cluster.redis_url, channel=cluster.channel)
     await emitter.connect()
     try:
@@ -82,8 +81,7 @@ async def test_silently_dead_listening_connection_is_replaced_and_delivery_resum
     try:
         replica.start()
         user = unique_user()
-        client = make_client()
-        await client.connect(replica.url, auth={"token": make_token(user)})
+        client = await connected(make_client, replica, user)
         async with Emitter(redis_server.url, channel=channel) as emitter:  # straight to Redis, not via the proxy
             await emitter.send_to_user(user, "before", 1)
             await client.wait_for("before")

@@ -14,7 +14,7 @@ from redis import asyncio as aioredis
 from server.emitter import Emitter
 from server.errors import ConfigError, UserNotConnectedError
 from server.queue import envelope
-from tests.helpers.clients import make_token
+from tests.helpers.clients import connected, make_token
 from tests.helpers.cluster import replica_env, unique_user
 from tests.helpers.http import get_json, metric
 from tests.helpers.processes import REPO_ROOT, Replica
@@ -23,14 +23,12 @@ from tests.helpers.processes import REPO_ROOT, Replica
 async def test_replace_policy_disconnects_older_sockets_on_other_replicas(start_cluster, make_client, node_client):
     cluster = start_cluster(3, DUPLICATE_CONNECTION_POLICY="replace")
     user = unique_user()
-    old_phone = make_client()
-    await old_phone.connect(cluster.replicas[0].url, auth={"token": make_token(user)})
+    old_phone = await connected(make_client, cluster.replicas[0], user)
     old_browser = await node_client(cluster.replicas[1].url, {"token": make_token(user)})
     await old_browser.wait_for_event("connected")
     await old_phone.wait_for("error")  # the browser replaced the phone
 
-    new = make_client()
-    await new.connect(cluster.replicas[2].url, auth={"token": make_token(user)})
+    new = await connected(make_client, cluster.replicas[2], user)
 
     notice = await old_browser.wait_for_event("error")
     assert notice["code"] == "DUPLICATE_CONNECTION"
@@ -48,8 +46,7 @@ async def test_sigterm_drains_clients_withdraws_presence_and_exits_zero(start_cl
     cluster = start_cluster(2)
     leaving, staying = cluster.replicas
     user = unique_user()
-    client = make_client()
-    await client.connect(leaving.url, auth={"token": make_token(user)})
+    client = await connected(make_client, leaving, user)
     browser = await node_client(leaving.url, {"token": make_token(user)})
     await browser.wait_for_event("connected")
 
@@ -108,8 +105,7 @@ async def test_signed_cluster_drops_unsigned_envelopes_and_emitters_without_the_
     key = "integration-queue-signing-key-0123456789"
     cluster = start_cluster(2, QUEUE_SIGNING_KEY=key)
     user = unique_user()
-    client = make_client()
-    await client.connect(cluster.replicas[1].url, auth={"token": make_token(user)})
+    client = await connected(make_client, cluster.replicas[1], user)
     forged = {"method": "emit", "event": "forged", "data": [{}], "namespace": "/", "room": f"user:{user}",
               "host_id": "forger"}
 

@@ -10,7 +10,7 @@ from collections import Counter
 import aiohttp
 import pytest
 
-from tests.helpers.clients import make_token
+from tests.helpers.clients import connected, make_token
 from tests.helpers.cluster import API_KEY, unique_user
 from tests.helpers.http import metric, post_emit
 from tests.helpers.raw_engineio import NonReadingClient, engineio_url, open_polling_session, poll
@@ -23,8 +23,7 @@ async def test_a_client_that_stops_reading_is_dropped_as_slow_consumer_while_oth
         start_cluster, make_client):
     replica = start_cluster(1, MAX_OUTGOING_BUFFER_BYTES="65536").replicas[0]
     slow_user, healthy_user = unique_user("slow"), unique_user("healthy")
-    healthy = make_client()
-    await healthy.connect(replica.url, auth={"token": make_token(healthy_user)})
+    healthy = await connected(make_client, replica, healthy_user)
     slow = NonReadingClient(replica.url)
     await asyncio.to_thread(slow.connect, {"token": make_token(slow_user)})
     navigation = "x" * 60_000

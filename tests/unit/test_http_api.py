@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from typing import Any
 
 import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from server.app_keys import AUTHENTICATOR, GATEWAY, METRICS, PRESENCE, SETTINGS, SIO
+from server.app_keys import AUTHENTICATOR, GATEWAY, PRESENCE, SETTINGS, SIO
 from server.delivery import MAX_DATA_DEPTH
 from server.errors import QueueBusyError
 from server.metrics import DROP_REASONS
-from tests.helpers.clients import RecordingClient, make_token
+from tests.helpers.clients import MakeClient, RecordingClient, connected, make_token
 from tests.helpers.http import raw_request, request
+from tests.helpers.in_process import Replica, sample
 from tests.helpers.payloads import assert_error_payload
 from tests.helpers.waiting import eventually
 
@@ -35,16 +35,10 @@ async def post_emit(replica: Any, body: Any = None, *, raw: bytes | None = None,
     return status, payload
 
 
-def sample(replica: Any, name: str, labels: dict[str, str] | None = None) -> float | None:
-    return replica.app[METRICS].registry.get_sample_value(name, labels or {})
-
-
-async def connected(make_client: Callable[..., RecordingClient], replica: Any, user_id: str) -> RecordingClient:
-    client = make_client()
-    # Dev mode has no JWT secret: its users claim their id.
-    auth = {"user_id": user_id} if replica.app[SETTINGS].dev_mode else {"token": make_token(user_id)}
-    await client.connect(replica.url, auth=auth)
-    return client
+async def connected_in_mode(make_client: MakeClient, replica: Replica, user_id: str) -> RecordingClient:
+    """``connected``, but in dev mode, which has no JWT secret, the user claims their id."""
+    auth = {"user_id": user_id} if replica.app[SETTINGS].dev_mode else None
+    return await connected(make_client, replica, user_id, auth=auth)
 
 
 async def assert_nothing_else_arrived(replica: Any, client: RecordingClient, *events: str) -> None:
@@ -119,7 +113,7 @@ async def test_readyz_is_200_in_single_replica_mode(start_replica, broker):
 
 async def test_metrics_serves_this_replicas_series_as_prometheus_text(start_replica, make_client):
     replica = await start_replica()
-    await connected(make_client, replica, "alice")
+    await connected_in_mode(make_client, replica, "alice")
 
     status, content_type, text = await request("GET", f"{replica.url}/metrics")
 
@@ -162,7 +156,7 @@ async def test_emit_api_is_404_without_a_server_api_key(start_replica):
 async def test_emit_api_refuses_a_missing_or_wrong_key_or_token_with_401(start_replica, make_client, settings,
                                                                          authorization):
     replica = await start_replica(**settings)
-    alice = await connected(make_client, replica, "alice")
+    alice = await connected_in_mode(make_client, replica, "alice")
     headers = {} if authorization is None else {"Authorization": authorization}
 
     status, body = await post_emit(replica, {"user_id": "alice", "event": "arrival", "data": 1},
@@ -199,7 +193,7 @@ async def test_emit_api_refuses_a_missing_or_wrong_key_or_token_with_401(start_r
     pytest.param(b'{"user_id": "alice", "event": "\\udfff", "data": 1}', id="event-lone-surrogate"),
 ])
 async def test_emit_api_refuses_a_malformed_body_with_400(api_replica, make_client, body):
-    alice = await connected(make_client, api_replica, "alice")
+    alice = await connected_in_mode(make_client, api_replica, "alice")
 
     status, payload = await post_emit(api_replica, raw=body)
 
@@ -211,7 +205,7 @@ async def test_emit_api_refuses_a_malformed_body_with_400(api_replica, make_clie
 
 async def test_emit_api_refuses_an_oversized_body_with_413(start_replica, make_client):
     replica = await start_replica(server_api_key=API_KEY, max_payload_bytes=1024)
-    alice = await connected(make_client, replica, "alice")
+    alice = await connected_in_mode(make_client, replica, "alice")
 
     status, body = await post_emit(replica, {"user_id": "alice", "event": "arrival", "data": "x" * 2048})
 
@@ -221,7 +215,7 @@ async def test_emit_api_refuses_an_oversized_body_with_413(start_replica, make_c
 
 
 async def test_emit_api_accepts_data_nested_32_deep(api_replica, make_client):
-    alice = await connected(make_client, api_replica, "alice")
+    alice = await connected_in_mode(make_client, api_replica, "alice")
     data: Any = "deep"
     for _ in range(MAX_DATA_DEPTH):
         data = [data]
@@ -260,20 +254,20 @@ async def test_emit_api_answers_401_to_an_authorization_header_with_a_non_ascii_
 
 async def test_emit_api_refuses_a_message_over_the_queue_limit_with_413_and_counts_it(start_replica, make_client):
     replica = await start_replica(server_api_key=API_KEY, max_queue_message_bytes=1024)
-    alice = await connected(make_client, replica, "alice")
+    alice = await connected_in_mode(make_client, replica, "alice")
 
     status, body = await post_emit(replica, {"user_id": "alice", "event": "arrival", "data": "x" * 1024})
 
     assert status == 413
     assert_error_payload(body, "PAYLOAD_TOO_LARGE")
     assert "MAX_QUEUE_MESSAGE_BYTES" in body["message"]
-    assert sample(replica, "kindmap_messages_dropped_total", {"reason": "too_large"}) == 1
+    assert sample(replica, "kindmap_messages_dropped_total", reason="too_large") == 1
     await assert_nothing_else_arrived(replica, alice, "arrival")
 
 
 async def test_emit_api_answers_503_queue_busy_with_retry_after_when_redis_is_only_busy(api_replica, make_client,
                                                                                        monkeypatch):
-    alice = await connected(make_client, api_replica, "alice")
+    alice = await connected_in_mode(make_client, api_replica, "alice")
 
     async def busy(user_id: str) -> bool:
         raise QueueBusyError("all 64 Redis connections stayed busy")
@@ -290,17 +284,17 @@ async def test_emit_api_answers_503_queue_busy_with_retry_after_when_redis_is_on
 
 
 async def test_emit_api_answers_404_for_a_user_connected_nowhere_and_counts_the_drop(api_replica):
-    before = sample(api_replica, "kindmap_messages_dropped_total", {"reason": "user_not_connected"})
+    before = sample(api_replica, "kindmap_messages_dropped_total", reason="user_not_connected")
 
     status, body = await post_emit(api_replica, {"user_id": "nobody", "event": "arrival", "data": 1})
 
     assert status == 404
     assert_error_payload(body, "USER_NOT_CONNECTED")
-    assert sample(api_replica, "kindmap_messages_dropped_total", {"reason": "user_not_connected"}) == before + 1
+    assert sample(api_replica, "kindmap_messages_dropped_total", reason="user_not_connected") == before + 1
 
 
 async def test_emit_api_delivers_to_a_connected_user_with_202(api_replica, make_client):
-    alice = await connected(make_client, api_replica, "alice")
+    alice = await connected_in_mode(make_client, api_replica, "alice")
 
     status, body = await post_emit(api_replica, {"user_id": "alice", "event": "arrival", "data": {"exit": 3}})
 
@@ -310,7 +304,7 @@ async def test_emit_api_delivers_to_a_connected_user_with_202(api_replica, make_
 
 
 async def test_emit_api_without_data_delivers_none(api_replica, make_client):
-    alice = await connected(make_client, api_replica, "alice")
+    alice = await connected_in_mode(make_client, api_replica, "alice")
 
     status, _body = await post_emit(api_replica, {"user_id": "alice", "event": "navigation_ended"})
 
@@ -321,7 +315,7 @@ async def test_emit_api_without_data_delivers_none(api_replica, make_client):
 async def test_emit_api_reaches_a_user_connected_to_another_replica(start_replica, make_client):
     entry = await start_replica(server_api_key=API_KEY)
     home = await start_replica(server_api_key=API_KEY)
-    alice = await connected(make_client, home, "alice")
+    alice = await connected_in_mode(make_client, home, "alice")
 
     status, _body = await post_emit(entry, {"user_id": "alice", "event": "arrival", "data": "via queue"})
 
@@ -332,8 +326,8 @@ async def test_emit_api_reaches_a_user_connected_to_another_replica(start_replic
 async def test_emit_api_delivers_to_every_replica_holding_a_socket_of_the_user(start_replica, make_client):
     entry = await start_replica(server_api_key=API_KEY)
     other = await start_replica(server_api_key=API_KEY)
-    here = await connected(make_client, entry, "alice")
-    there = await connected(make_client, other, "alice")
+    here = await connected_in_mode(make_client, entry, "alice")
+    there = await connected_in_mode(make_client, other, "alice")
 
     status, _body = await post_emit(entry, {"user_id": "alice", "event": "arrival", "data": "both"})
 
@@ -343,18 +337,18 @@ async def test_emit_api_delivers_to_every_replica_holding_a_socket_of_the_user(s
 
 
 async def test_emit_api_answers_503_when_the_broker_is_down(api_replica, make_client, broker):
-    await connected(make_client, api_replica, "alice")
+    await connected_in_mode(make_client, api_replica, "alice")
     broker.go_down()
 
     status, body = await post_emit(api_replica, {"user_id": "alice", "event": "arrival", "data": 1})
 
     assert status == 503
     assert_error_payload(body, "QUEUE_UNAVAILABLE")
-    assert sample(api_replica, "kindmap_messages_dropped_total", {"reason": "publish_failed"}) == 1
+    assert sample(api_replica, "kindmap_messages_dropped_total", reason="publish_failed") == 1
 
 
 async def test_emit_api_answering_503_has_delivered_nothing(api_replica, make_client, broker):
-    alice = await connected(make_client, api_replica, "alice")
+    alice = await connected_in_mode(make_client, api_replica, "alice")
     broker.go_down()
 
     status, _body = await post_emit(api_replica, {"user_id": "alice", "event": "arrival", "data": 1})
@@ -419,7 +413,7 @@ async def test_dev_mode_emit_refuses_a_dev_token_of_another_replica(start_replic
 
 async def test_dev_mode_emit_still_takes_the_api_key(start_replica, make_client):
     replica = await start_replica(auth_mode="dev", server_api_key=API_KEY)
-    alice = await connected(make_client, replica, "alice")
+    alice = await connected_in_mode(make_client, replica, "alice")
 
     status, _body = await post_emit(replica, {"user_id": "alice", "event": "arrival", "data": 1})
 
@@ -429,7 +423,7 @@ async def test_dev_mode_emit_still_takes_the_api_key(start_replica, make_client)
 
 async def test_outside_dev_mode_a_dev_token_is_refused_by_the_emit_api(start_replica, api_replica, make_client):
     dev = await start_replica(auth_mode="dev")
-    alice = await connected(make_client, api_replica, "alice")
+    alice = await connected_in_mode(make_client, api_replica, "alice")
 
     status, body = await post_emit(api_replica, {"user_id": "alice", "event": "arrival"}, key=dev_token(dev))
 

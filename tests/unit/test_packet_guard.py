@@ -14,24 +14,15 @@ import aiohttp
 import pytest
 import socketio
 
-from server.app_keys import METRICS, SIO
+from server.app_keys import SIO
 from server.packet_guard import HARD_CAP_FACTOR, MAX_ATTACHMENTS
 from server.queue.keys import user_room
-from tests.helpers.clients import RecordingClient, make_token
+from tests.helpers.clients import RecordingClient, connected, make_token
+from tests.helpers.in_process import sample
 from tests.helpers.payloads import assert_error_payload
 from tests.helpers.waiting import eventually
 
 TRANSPORTS = pytest.mark.parametrize("transport", ["websocket", "polling"])
-
-
-def sample(replica: Any, name: str, **labels: str) -> float | None:
-    return replica.app[METRICS].registry.get_sample_value(name, labels)
-
-
-async def connected(make_client: Any, replica: Any, user_id: str) -> RecordingClient:
-    client: RecordingClient = make_client()
-    await client.connect(replica.url, auth={"token": make_token(user_id)})
-    return client
 
 
 async def joined(open_raw: Any, replica: Any, user_id: str = "mallory", *, transport: str = "websocket") -> Any:

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from server.errors import ErrorCode
-from tests.helpers.clients import make_token
+from tests.helpers.clients import connected, make_token
 from tests.helpers.payloads import assert_error_payload
 from tests.helpers.raw_client import RawClient
 
@@ -70,8 +70,7 @@ async def target(start_replica, make_client) -> Any:
     # The healthy client pings once per example: limits that let it.
     replica = await start_replica(max_payload_bytes=MAX_PAYLOAD, handshake_burst=100_000,
                                   rate_limit_events_per_second=1000, rate_limit_burst=1000)
-    healthy = make_client()
-    await healthy.connect(replica.url, auth={"token": make_token("healthy")})
+    healthy = await connected(make_client, replica, "healthy")
     return replica, healthy
 
 

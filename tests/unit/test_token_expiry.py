@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -14,7 +13,7 @@ import jwt
 import pytest
 
 from server.app_keys import GATEWAY, SIO
-from tests.helpers.clients import TEST_SECRET, RecordingClient, make_token
+from tests.helpers.clients import TEST_SECRET, connected, make_token
 from tests.helpers.raw_engineio import RECORD_SEPARATOR, engineio_url, open_polling_session, poll
 from tests.helpers.waiting import eventually
 
@@ -25,12 +24,6 @@ def expiring_token(user_id: str, seconds: float) -> tuple[str, float]:
     return jwt.encode({"sub": user_id, "exp": exp}, TEST_SECRET, algorithm="HS256"), exp
 
 
-async def connected(make_client: Callable[..., RecordingClient], url: str, token: str) -> RecordingClient:
-    client = make_client()
-    await client.connect(url, auth={"token": token})
-    return client
-
-
 async def after(moment: float) -> None:
     await eventually(lambda: time.time() > moment, timeout=10, what="the old token's expiry")
 
@@ -38,7 +31,7 @@ async def after(moment: float) -> None:
 async def test_a_socket_is_told_token_expired_and_disconnected_when_its_token_expires(start_replica, make_client):
     replica = await start_replica()
     token, _ = expiring_token("alice", 2.0)
-    client = await connected(make_client, replica.url, token)
+    client = await connected(make_client, replica, auth={"token": token})
 
     error = await client.wait_for("error")
     assert error["code"] == "TOKEN_EXPIRED"
@@ -50,7 +43,7 @@ async def test_a_fresh_token_for_the_same_user_keeps_the_socket_open_past_the_ol
         start_replica, make_client):
     replica = await start_replica()
     token, old_exp = expiring_token("alice", 3.0)
-    client = await connected(make_client, replica.url, token)
+    client = await connected(make_client, replica, auth={"token": token})
     fresh, fresh_exp = expiring_token("alice", 300.0)
 
     ack = await client.sio.call("refresh_token", {"token": fresh}, timeout=5)
@@ -73,7 +66,7 @@ async def test_a_fresh_token_for_the_same_user_keeps_the_socket_open_past_the_ol
 ])
 async def test_a_refused_refresh_gets_an_error_and_an_error_ack(start_replica, make_client, payload: Any, code: str):
     replica = await start_replica()
-    client = await connected(make_client, replica.url, make_token("alice"))
+    client = await connected(make_client, replica, "alice")
 
     ack = await client.sio.call("refresh_token", payload, timeout=5)
 
@@ -84,7 +77,7 @@ async def test_a_refused_refresh_gets_an_error_and_an_error_ack(start_replica, m
 async def test_after_a_refused_refresh_the_old_expiry_still_applies(start_replica, make_client):
     replica = await start_replica()
     token, _ = expiring_token("alice", 3.0)
-    client = await connected(make_client, replica.url, token)
+    client = await connected(make_client, replica, auth={"token": token})
 
     await client.sio.call("refresh_token", {"token": make_token("mallory")}, timeout=5)
 
@@ -94,7 +87,7 @@ async def test_after_a_refused_refresh_the_old_expiry_still_applies(start_replic
 
 async def test_a_closed_socket_leaves_no_timer_behind(start_replica, make_client):
     replica = await start_replica()
-    client = await connected(make_client, replica.url, make_token("alice"))
+    client = await connected(make_client, replica, "alice")
     expiry = replica.app[GATEWAY].token_expiry
     assert len(expiry) == 1
 
