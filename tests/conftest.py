@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +11,7 @@ import pytest
 from tests.helpers.clients import MakeClient, RecordingClient
 from tests.helpers.cluster import Cluster
 from tests.helpers.processes import REPO_ROOT, RedisServer
-from tests.helpers.raw_client import RawClient
+from tests.helpers.raw_client import OpenRaw, RawClient
 
 _MARKED_SUITES = ("integration", "e2e")
 
@@ -51,7 +51,7 @@ def start_cluster(redis_server: RedisServer, tmp_path: Path) -> Iterator[Callabl
 
 
 @pytest.fixture
-async def open_raw() -> AsyncIterator[Callable[..., Awaitable[RawClient]]]:
+async def open_raw() -> AsyncIterator[OpenRaw]:
     """Factory: an open raw Engine.IO session (``await open_raw(url, transport="polling")``)."""
     clients: list[RawClient] = []
 

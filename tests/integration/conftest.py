@@ -8,14 +8,14 @@ those of another even on a shared Redis.
 from __future__ import annotations
 
 import shutil
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
 
 from cluster import LocalCluster
 from tests.helpers.cluster import Cluster, local_cluster_east_of_utc, new_channel, replica_env
-from tests.helpers.node_client import NODE_DIR, NodeClient
+from tests.helpers.node_client import NODE_DIR, NodeClient, StartNodeClient
 from tests.helpers.processes import RedisServer, nginx_binary
 
 
@@ -55,7 +55,7 @@ def nginx_cluster(redis_server: RedisServer) -> Iterator[LocalCluster]:
 
 
 @pytest.fixture
-async def node_client() -> AsyncIterator[Callable[..., Any]]:
+async def node_client() -> AsyncIterator[StartNodeClient]:
     """Factory: start a Node socket.io-client v4 against a URL."""
     clients: list[NodeClient] = []
 
