@@ -17,9 +17,10 @@ import socketio
 from server.app_keys import SIO
 from server.packet_guard import HARD_CAP_FACTOR, MAX_ATTACHMENTS
 from server.queue.keys import user_room
-from tests.helpers.clients import RecordingClient, connected, make_token
-from tests.helpers.in_process import sample
+from tests.helpers.clients import MakeClient, RecordingClient, connected, make_token
+from tests.helpers.in_process import StartReplica, sample
 from tests.helpers.payloads import assert_error_payload
+from tests.helpers.raw_client import OpenRaw
 from tests.helpers.waiting import eventually
 
 TRANSPORTS = pytest.mark.parametrize("transport", ["websocket", "polling"])
@@ -47,8 +48,9 @@ def codes(raw: Any) -> list[str]:
 
 @TRANSPORTS
 @pytest.mark.parametrize("target", ["user:bob", None])
-async def test_event_named_star_is_answered_to_the_sender_only(start_replica, make_client, open_raw, transport,
-                                                               target):
+async def test_event_named_star_is_answered_to_the_sender_only(start_replica: StartReplica, make_client: MakeClient,
+                                                               open_raw: OpenRaw, transport: str,
+                                                               target: str | None) -> None:
     replica = await start_replica()
     bob = await connected(make_client, replica, "bob")
     attacker = await joined(open_raw, replica, transport=transport)
@@ -64,7 +66,8 @@ async def test_event_named_star_is_answered_to_the_sender_only(start_replica, ma
 
 
 @pytest.mark.parametrize("event", ["*", "connect", "disconnect", "message", "__proto__"])
-async def test_no_client_chosen_name_reaches_a_handler(start_replica, open_raw, event):
+async def test_no_client_chosen_name_reaches_a_handler(start_replica: StartReplica, open_raw: OpenRaw,
+                                                       event: str) -> None:
     replica = await start_replica()
     attacker = await joined(open_raw, replica)
 
@@ -76,7 +79,8 @@ async def test_no_client_chosen_name_reaches_a_handler(start_replica, open_raw, 
 
 
 @pytest.mark.parametrize("packet", ['1{"token":"x"}', "17", '0{"token":"x"}', '3["late"]', "3"])
-async def test_lifecycle_packet_with_unexpected_parts_gets_invalid_parameters(start_replica, open_raw, packet):
+async def test_lifecycle_packet_with_unexpected_parts_gets_invalid_parameters(
+        start_replica: StartReplica, open_raw: OpenRaw, packet: str) -> None:
     replica = await start_replica()
     raw = await joined(open_raw, replica)
 
@@ -89,7 +93,8 @@ async def test_lifecycle_packet_with_unexpected_parts_gets_invalid_parameters(st
 # --- 2: binary attachments ------------------------------------------------------------
 
 
-async def test_header_announcing_too_many_attachments_is_answered_then_closed(start_replica, make_client, open_raw):
+async def test_header_announcing_too_many_attachments_is_answered_then_closed(
+        start_replica: StartReplica, make_client: MakeClient, open_raw: OpenRaw) -> None:
     replica = await start_replica()
     alice = await connected(make_client, replica, "alice")
     raw = await joined(open_raw, replica)
@@ -105,7 +110,8 @@ async def test_header_announcing_too_many_attachments_is_answered_then_closed(st
 
 
 @TRANSPORTS
-async def test_attachments_over_the_payload_limit_get_payload_too_large_once(start_replica, open_raw, transport):
+async def test_attachments_over_the_payload_limit_get_payload_too_large_once(
+        start_replica: StartReplica, open_raw: OpenRaw, transport: str) -> None:
     replica = await start_replica(max_payload_bytes=1024)
     raw = await joined(open_raw, replica, transport=transport)
 
@@ -119,7 +125,8 @@ async def test_attachments_over_the_payload_limit_get_payload_too_large_once(sta
     assert not raw.closed
 
 
-async def test_attachments_past_the_hard_cap_close_the_connection(start_replica, open_raw):
+async def test_attachments_past_the_hard_cap_close_the_connection(start_replica: StartReplica,
+                                                                  open_raw: OpenRaw) -> None:
     replica = await start_replica(max_payload_bytes=1024)
     raw = await joined(open_raw, replica)
     frame = b"x" * 1024
@@ -138,8 +145,8 @@ async def test_attachments_past_the_hard_cap_close_the_connection(start_replica,
     pytest.param('51-["ping",{"_placeholder":true}]', id="num-missing"),
     pytest.param('51-["ping",{"_placeholder":true,"num":0,"extra":1}]', id="extra-key"),
 ])
-async def test_malformed_placeholder_gets_invalid_parameters_and_the_socket_is_not_stuck(start_replica, open_raw,
-                                                                                         header):
+async def test_malformed_placeholder_gets_invalid_parameters_and_the_socket_is_not_stuck(
+        start_replica: StartReplica, open_raw: OpenRaw, header: str) -> None:
     replica = await start_replica()
     raw = await joined(open_raw, replica)
 
@@ -150,7 +157,8 @@ async def test_malformed_placeholder_gets_invalid_parameters_and_the_socket_is_n
     assert codes(raw) == ["INVALID_PARAMETERS"]
 
 
-async def test_text_packet_where_an_attachment_was_announced_is_still_handled(start_replica, open_raw):
+async def test_text_packet_where_an_attachment_was_announced_is_still_handled(
+        start_replica: StartReplica, open_raw: OpenRaw) -> None:
     replica = await start_replica()
     raw = await joined(open_raw, replica)
 
@@ -160,7 +168,8 @@ async def test_text_packet_where_an_attachment_was_announced_is_still_handled(st
     assert codes(raw) == ["UNKNOWN_EVENT", "INVALID_PARAMETERS"]
 
 
-async def test_binary_frame_that_no_packet_announced_gets_invalid_parameters(start_replica, open_raw):
+async def test_binary_frame_that_no_packet_announced_gets_invalid_parameters(
+        start_replica: StartReplica, open_raw: OpenRaw) -> None:
     replica = await start_replica()
     raw = await joined(open_raw, replica)
 
@@ -170,7 +179,7 @@ async def test_binary_frame_that_no_packet_announced_gets_invalid_parameters(sta
     assert codes(raw) == ["INVALID_PARAMETERS"]
 
 
-async def test_ping_with_binary_data_is_refused_cleanly(start_replica, make_client):
+async def test_ping_with_binary_data_is_refused_cleanly(start_replica: StartReplica, make_client: MakeClient) -> None:
     replica = await start_replica()
     alice = await connected(make_client, replica, "alice")
 
@@ -187,8 +196,8 @@ async def test_ping_with_binary_data_is_refused_cleanly(start_replica, make_clie
 
 
 @TRANSPORTS
-async def test_flood_beyond_the_burst_is_dropped_and_answered_rate_limited_not_per_packet(start_replica, open_raw,
-                                                                                          transport):
+async def test_flood_beyond_the_burst_is_dropped_and_answered_rate_limited_not_per_packet(
+        start_replica: StartReplica, open_raw: OpenRaw, transport: str) -> None:
     replica = await start_replica(rate_limit_events_per_second=0.1, rate_limit_burst=6)
     raw = await joined(open_raw, replica, transport=transport)  # the CONNECT took one token
 
@@ -201,7 +210,8 @@ async def test_flood_beyond_the_burst_is_dropped_and_answered_rate_limited_not_p
     assert_error_payload(raw.errors()[0], "RATE_LIMITED")
 
 
-async def test_socket_over_its_limit_for_consecutive_seconds_is_disconnected(start_replica, make_client):
+async def test_socket_over_its_limit_for_consecutive_seconds_is_disconnected(
+        start_replica: StartReplica, make_client: MakeClient) -> None:
     replica = await start_replica(rate_limit_events_per_second=0.1, rate_limit_burst=2, rate_limit_strikes=2)
     bob = await connected(make_client, replica, "bob")
     alice = await connected(make_client, replica, "alice")
@@ -220,7 +230,8 @@ async def test_socket_over_its_limit_for_consecutive_seconds_is_disconnected(sta
     await bob.wait_for("pong")
 
 
-async def test_flooding_websocket_is_closed_even_when_its_client_keeps_it_open(start_replica, open_raw):
+async def test_flooding_websocket_is_closed_even_when_its_client_keeps_it_open(
+        start_replica: StartReplica, open_raw: OpenRaw) -> None:
     replica = await start_replica(rate_limit_events_per_second=0.1, rate_limit_burst=2, rate_limit_strikes=1)
     raw = await joined(open_raw, replica)
 
@@ -231,7 +242,8 @@ async def test_flooding_websocket_is_closed_even_when_its_client_keeps_it_open(s
     assert raw.packets[-1].startswith("1")  # Socket.IO DISCONNECT: do not reconnect at once
 
 
-async def test_handshake_retries_on_one_session_are_rate_limited(start_replica, open_raw):
+async def test_handshake_retries_on_one_session_are_rate_limited(start_replica: StartReplica,
+                                                                 open_raw: OpenRaw) -> None:
     replica = await start_replica(rate_limit_events_per_second=0.1, rate_limit_burst=3)
     raw = await open_raw(replica.url)
 
@@ -242,7 +254,8 @@ async def test_handshake_retries_on_one_session_are_rate_limited(start_replica, 
     assert_error_payload(json.loads(answer[1:])["data"], "RATE_LIMITED")
 
 
-async def test_new_sessions_from_one_address_beyond_the_burst_get_429_rate_limited(start_replica, open_raw):
+async def test_new_sessions_from_one_address_beyond_the_burst_get_429_rate_limited(
+        start_replica: StartReplica, open_raw: OpenRaw) -> None:
     replica = await start_replica(handshake_rate_per_second=0.1, handshake_burst=2,
                                   handshake_client_ip_header="X-Real-IP")
     for _ in range(2):
@@ -263,8 +276,8 @@ async def test_new_sessions_from_one_address_beyond_the_burst_get_429_rate_limit
 
 
 @TRANSPORTS
-async def test_session_that_never_joins_is_closed_after_the_connect_timeout(start_replica, make_client, open_raw,
-                                                                            transport):
+async def test_session_that_never_joins_is_closed_after_the_connect_timeout(
+        start_replica: StartReplica, make_client: MakeClient, open_raw: OpenRaw, transport: str) -> None:
     replica = await start_replica(connect_timeout=1)
     alice = await connected(make_client, replica, "alice")
     idle = await open_raw(replica.url, transport=transport)
@@ -277,7 +290,8 @@ async def test_session_that_never_joins_is_closed_after_the_connect_timeout(star
     assert alice.disconnects == []
 
 
-async def test_session_that_leaves_the_namespace_must_join_again_in_time(start_replica, open_raw):
+async def test_session_that_leaves_the_namespace_must_join_again_in_time(
+        start_replica: StartReplica, open_raw: OpenRaw) -> None:
     replica = await start_replica(connect_timeout=1)
     raw = await joined(open_raw, replica)
 
@@ -286,8 +300,8 @@ async def test_session_that_leaves_the_namespace_must_join_again_in_time(start_r
     await raw.wait_closed(timeout=10)
 
 
-async def test_handshake_past_max_connections_gets_server_full_in_the_error_schema(start_replica, make_client,
-                                                                                   open_raw):
+async def test_handshake_past_max_connections_gets_server_full_in_the_error_schema(
+        start_replica: StartReplica, make_client: MakeClient, open_raw: OpenRaw) -> None:
     replica = await start_replica(max_connections=2)
     await connected(make_client, replica, "alice")
     await open_raw(replica.url)
@@ -306,7 +320,8 @@ async def test_handshake_past_max_connections_gets_server_full_in_the_error_sche
 
 
 @TRANSPORTS
-async def test_connected_follows_the_connect_reply(start_replica, open_raw, transport):
+async def test_connected_follows_the_connect_reply(start_replica: StartReplica, open_raw: OpenRaw,
+                                                   transport: str) -> None:
     replica = await start_replica()
     raw = await joined(open_raw, replica, transport=transport)
 
@@ -316,7 +331,7 @@ async def test_connected_follows_the_connect_reply(start_replica, open_raw, tran
     assert raw.packets[1].startswith('2["connected"')
 
 
-async def test_client_can_emit_from_its_connected_handler(start_replica, make_client):
+async def test_client_can_emit_from_its_connected_handler(start_replica: StartReplica, make_client: MakeClient) -> None:
     replica = await start_replica()
     alice: RecordingClient = make_client()
     failures: list[Exception] = []
@@ -337,7 +352,8 @@ async def test_client_can_emit_from_its_connected_handler(start_replica, make_cl
 # --- 13: namespaces and Engine.IO's own refusals -----------------------------------------
 
 
-async def test_connect_to_another_namespace_gets_connect_error_with_an_error_payload(start_replica, make_client):
+async def test_connect_to_another_namespace_gets_connect_error_with_an_error_payload(
+        start_replica: StartReplica, make_client: MakeClient) -> None:
     replica = await start_replica()
     client = make_client()
     errors: list[Any] = []
@@ -358,7 +374,8 @@ async def test_connect_to_another_namespace_gets_connect_error_with_an_error_pay
     pytest.param("GET", "EIO=3&transport=polling", "unsupported version", id="old-protocol"),
     pytest.param("POST", "EIO=4&transport=polling&sid=nope", "Invalid session", id="unknown-session"),
 ])
-async def test_engineio_refusals_use_the_error_schema_and_keep_cors_headers(start_replica, method, query, message):
+async def test_engineio_refusals_use_the_error_schema_and_keep_cors_headers(
+        start_replica: StartReplica, method: str, query: str, message: str) -> None:
     replica = await start_replica(cors_allowed_origins=("https://app.example",))
 
     async with aiohttp.ClientSession() as http:
@@ -375,8 +392,8 @@ async def test_engineio_refusals_use_the_error_schema_and_keep_cors_headers(star
 # Over long-polling the session is gone before the client polls again: it sees only the close.
 @pytest.mark.parametrize(("transport", "answers"), [("websocket", ["INVALID_PARAMETERS"]), ("polling", [])])
 @pytest.mark.parametrize("packet", ["4abc", "9", "2x["])
-async def test_junk_before_the_handshake_is_answered_then_the_session_closed(start_replica, open_raw, transport,
-                                                                             answers, packet):
+async def test_junk_before_the_handshake_is_answered_then_the_session_closed(
+        start_replica: StartReplica, open_raw: OpenRaw, transport: str, answers: list[str], packet: str) -> None:
     """As Node's server: a client that does not speak Socket.IO before connecting is dropped."""
     replica = await start_replica()
     raw = await open_raw(replica.url, transport=transport)

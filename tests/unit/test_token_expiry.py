@@ -13,7 +13,8 @@ import jwt
 import pytest
 
 from server.app_keys import GATEWAY, SIO
-from tests.helpers.clients import TEST_SECRET, connected, make_token
+from tests.helpers.clients import TEST_SECRET, MakeClient, connected, make_token
+from tests.helpers.in_process import StartReplica
 from tests.helpers.raw_engineio import RECORD_SEPARATOR, engineio_url, open_polling_session, poll
 from tests.helpers.waiting import eventually
 
@@ -28,7 +29,8 @@ async def after(moment: float) -> None:
     await eventually(lambda: time.time() > moment, timeout=10, what="the old token's expiry")
 
 
-async def test_a_socket_is_told_token_expired_and_disconnected_when_its_token_expires(start_replica, make_client):
+async def test_a_socket_is_told_token_expired_and_disconnected_when_its_token_expires(
+        start_replica: StartReplica, make_client: MakeClient) -> None:
     replica = await start_replica()
     token, _ = expiring_token("alice", 2.0)
     client = await connected(make_client, replica, auth={"token": token})
@@ -40,7 +42,7 @@ async def test_a_socket_is_told_token_expired_and_disconnected_when_its_token_ex
 
 
 async def test_a_fresh_token_for_the_same_user_keeps_the_socket_open_past_the_old_expiry(
-        start_replica, make_client):
+        start_replica: StartReplica, make_client: MakeClient) -> None:
     replica = await start_replica()
     token, old_exp = expiring_token("alice", 3.0)
     client = await connected(make_client, replica, auth={"token": token})
@@ -64,7 +66,8 @@ async def test_a_fresh_token_for_the_same_user_keeps_the_socket_open_past_the_ol
     ("just-a-string", "INVALID_PARAMETERS"),
     ({"token": make_token("alice"), "extra": 1}, "INVALID_PARAMETERS"),
 ])
-async def test_a_refused_refresh_gets_an_error_and_an_error_ack(start_replica, make_client, payload: Any, code: str):
+async def test_a_refused_refresh_gets_an_error_and_an_error_ack(start_replica: StartReplica, make_client: MakeClient,
+                                                                payload: Any, code: str) -> None:
     replica = await start_replica()
     client = await connected(make_client, replica, "alice")
 
@@ -74,7 +77,8 @@ async def test_a_refused_refresh_gets_an_error_and_an_error_ack(start_replica, m
     assert client.received("token_refreshed") == [] and client.disconnects == []
 
 
-async def test_after_a_refused_refresh_the_old_expiry_still_applies(start_replica, make_client):
+async def test_after_a_refused_refresh_the_old_expiry_still_applies(start_replica: StartReplica,
+                                                                    make_client: MakeClient) -> None:
     replica = await start_replica()
     token, _ = expiring_token("alice", 3.0)
     client = await connected(make_client, replica, auth={"token": token})
@@ -85,7 +89,7 @@ async def test_after_a_refused_refresh_the_old_expiry_still_applies(start_replic
     await client.wait_for_disconnect()
 
 
-async def test_a_closed_socket_leaves_no_timer_behind(start_replica, make_client):
+async def test_a_closed_socket_leaves_no_timer_behind(start_replica: StartReplica, make_client: MakeClient) -> None:
     replica = await start_replica()
     client = await connected(make_client, replica, "alice")
     expiry = replica.app[GATEWAY].token_expiry
@@ -97,8 +101,8 @@ async def test_a_closed_socket_leaves_no_timer_behind(start_replica, make_client
 
 
 @pytest.mark.parametrize("presence_slow", [True, False], ids=["while-presence-is-updated", "after-the-socket-went"])
-async def test_a_refresh_racing_the_close_of_its_socket_leaves_no_timer_behind(start_replica, monkeypatch,
-                                                                               presence_slow: bool):
+async def test_a_refresh_racing_the_close_of_its_socket_leaves_no_timer_behind(
+        start_replica: StartReplica, monkeypatch: pytest.MonkeyPatch, presence_slow: bool) -> None:
     replica = await start_replica()
     sio, gateway = replica.app[SIO], replica.app[GATEWAY]
     expiry = gateway.token_expiry
@@ -139,7 +143,8 @@ async def test_a_refresh_racing_the_close_of_its_socket_leaves_no_timer_behind(s
     assert len(expiry) == 0 and raised == []
 
 
-async def test_a_user_id_claimed_in_dev_mode_has_no_expiry(start_replica, make_client):
+async def test_a_user_id_claimed_in_dev_mode_has_no_expiry(start_replica: StartReplica,
+                                                           make_client: MakeClient) -> None:
     replica = await start_replica(auth_mode="dev")
     client = make_client()
     await client.connect(replica.url, auth={"user_id": "alice"})

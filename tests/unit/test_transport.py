@@ -13,8 +13,8 @@ from engineio import packet as eio_packet
 
 from server.app_keys import PRESENCE, SIO
 from server.transport import GuardedSocket, GuardedWebSocket, OutgoingQueue, packet_size
-from tests.helpers.clients import connected, make_token
-from tests.helpers.in_process import sample
+from tests.helpers.clients import MakeClient, connected, make_token
+from tests.helpers.in_process import StartReplica, sample
 from tests.helpers.raw_engineio import RECORD_SEPARATOR, engineio_url, open_polling_session, poll
 from tests.helpers.waiting import eventually
 
@@ -43,7 +43,8 @@ async def test_outgoing_queue_counts_the_bytes_it_holds_and_discard_frees_them()
     await queue.join()  # discarded packets count as done
 
 
-async def test_every_socket_is_guarded_and_every_websocket_checked(start_replica, make_client):
+async def test_every_socket_is_guarded_and_every_websocket_checked(start_replica: StartReplica,
+                                                                   make_client: MakeClient) -> None:
     """Trips when a python-engineio upgrade changes how sockets, queues or WebSockets are made."""
     replica = await start_replica(queue=False)
     await connected(make_client, replica, "alice")
@@ -56,8 +57,8 @@ async def test_every_socket_is_guarded_and_every_websocket_checked(start_replica
     assert eio._async["websocket"] is GuardedWebSocket
 
 
-async def test_a_slow_consumer_is_disconnected_its_buffer_freed_and_counted_once(start_replica, make_client,
-                                                                                 monkeypatch):
+async def test_a_slow_consumer_is_disconnected_its_buffer_freed_and_counted_once(
+        start_replica: StartReplica, make_client: MakeClient, monkeypatch: pytest.MonkeyPatch) -> None:
     replica = await start_replica(queue=False, max_outgoing_buffer_bytes=65536)
     client = await connected(make_client, replica, "alice")
     eio = replica.app[SIO].eio
@@ -100,7 +101,8 @@ class FullTransport:
         self.aborted = True
 
 
-async def test_what_the_transport_has_not_sent_counts_toward_the_limit(start_replica, make_client):
+async def test_what_the_transport_has_not_sent_counts_toward_the_limit(
+        start_replica: StartReplica, make_client: MakeClient) -> None:
     replica = await start_replica(queue=False, max_outgoing_buffer_bytes=65536)
     await connected(make_client, replica, "alice")
     [socket] = replica.app[SIO].eio.sockets.values()
@@ -116,7 +118,7 @@ async def test_what_the_transport_has_not_sent_counts_toward_the_limit(start_rep
 
 
 async def test_a_client_gone_silent_past_its_ping_timeout_has_its_buffer_freed_and_tcp_aborted(
-        start_replica, make_client):
+        start_replica: StartReplica, make_client: MakeClient) -> None:
     replica = await start_replica(queue=False)
     client = await connected(make_client, replica, "alice")
     [socket] = replica.app[SIO].eio.sockets.values()
@@ -129,7 +131,8 @@ async def test_a_client_gone_silent_past_its_ping_timeout_has_its_buffer_freed_a
     assert await client.wait_for_disconnect() is not None
 
 
-async def test_a_server_disconnect_waits_at_most_a_ping_timeout_for_a_client_that_never_polls(start_replica):
+async def test_a_server_disconnect_waits_at_most_a_ping_timeout_for_a_client_that_never_polls(
+        start_replica: StartReplica) -> None:
     replica = await start_replica(queue=False)
     eio = replica.app[SIO].eio
     eio.ping_timeout = 0.2
@@ -143,7 +146,8 @@ async def test_a_server_disconnect_waits_at_most_a_ping_timeout_for_a_client_tha
     assert sid not in eio.sockets
 
 
-async def test_an_oversized_long_poll_body_is_refused_at_once_and_its_session_freed(start_replica):
+async def test_an_oversized_long_poll_body_is_refused_at_once_and_its_session_freed(
+        start_replica: StartReplica) -> None:
     replica = await start_replica(queue=False)
     limit = replica.app[SIO].eio.max_http_buffer_size
     async with aiohttp.ClientSession() as session:
@@ -167,7 +171,7 @@ async def waiting_poll(session: aiohttp.ClientSession, replica: Any, sid: str) -
     return waiting
 
 
-async def test_a_second_long_poll_while_one_waits_closes_the_session(start_replica):
+async def test_a_second_long_poll_while_one_waits_closes_the_session(start_replica: StartReplica) -> None:
     """Engine.IO 4: each waiting poll holds a request, so a second is a protocol violation."""
     replica = await start_replica(queue=False)
     async with aiohttp.ClientSession() as session:
@@ -184,7 +188,7 @@ async def test_a_second_long_poll_while_one_waits_closes_the_session(start_repli
     assert sample(replica, "kindmap_protocol_violations_total", cause="duplicate_poll") == 1
 
 
-async def test_a_waiting_poll_answers_at_once_when_the_client_closes_the_session(start_replica):
+async def test_a_waiting_poll_answers_at_once_when_the_client_closes_the_session(start_replica: StartReplica) -> None:
     replica = await start_replica(queue=False)
     async with aiohttp.ClientSession() as session:
         sid = await open_polling_session(session, replica.url)
@@ -197,7 +201,7 @@ async def test_a_waiting_poll_answers_at_once_when_the_client_closes_the_session
         assert (await poll(session, replica.url, sid))[0] == 400
 
 
-async def test_a_request_without_a_transport_is_refused_in_the_error_schema(start_replica):
+async def test_a_request_without_a_transport_is_refused_in_the_error_schema(start_replica: StartReplica) -> None:
     replica = await start_replica(queue=False)
     async with aiohttp.ClientSession() as session, session.get(f"{replica.url}/socket.io/?EIO=4") as response:
         status, body = response.status, await response.json()
@@ -206,7 +210,7 @@ async def test_a_request_without_a_transport_is_refused_in_the_error_schema(star
     assert body["code"] == "INVALID_PARAMETERS" and "transport" in body["message"]
 
 
-async def test_an_oversized_chunked_long_poll_body_is_refused_too(start_replica):
+async def test_an_oversized_chunked_long_poll_body_is_refused_too(start_replica: StartReplica) -> None:
     replica = await start_replica(queue=False)
     limit = replica.app[SIO].eio.max_http_buffer_size
 
@@ -222,7 +226,7 @@ async def test_an_oversized_chunked_long_poll_body_is_refused_too(start_replica)
     assert sample(replica, "kindmap_engineio_sessions") == 0
 
 
-async def test_a_long_poll_body_under_the_limit_is_read_whole(start_replica):
+async def test_a_long_poll_body_under_the_limit_is_read_whole(start_replica: StartReplica) -> None:
     """The library read one ``read()`` worth (~130 KiB on loopback) and dropped the rest."""
     replica = await start_replica(queue=False, max_payload_bytes=256 * 1024)
     marker = "m" * (200 * 1024)
@@ -253,7 +257,8 @@ async def test_a_long_poll_body_under_the_limit_is_read_whole(start_replica):
     pytest.param(b"\xff\xfe", id="not-utf8"),
     pytest.param(b"4" + b"[" * 5000, id="nested-too-deep"),
 ])
-async def test_a_malformed_long_poll_body_is_refused_and_its_session_closed(start_replica, body):
+async def test_a_malformed_long_poll_body_is_refused_and_its_session_closed(
+        start_replica: StartReplica, body: bytes) -> None:
     replica = await start_replica(queue=False)
     async with aiohttp.ClientSession() as session:
         sid = await open_polling_session(session, replica.url)
@@ -273,7 +278,8 @@ async def test_a_malformed_long_poll_body_is_refused_and_its_session_closed(star
     pytest.param("0", "bad_packet", id="open-from-client"),
     pytest.param("4" + "[" * 5000, "bad_packet", id="nested-too-deep"),
 ])
-async def test_a_malformed_websocket_frame_closes_the_websocket_as_a_protocol_error(start_replica, frame, cause):
+async def test_a_malformed_websocket_frame_closes_the_websocket_as_a_protocol_error(
+        start_replica: StartReplica, frame: str, cause: str) -> None:
     replica = await start_replica(queue=False)
     async with aiohttp.ClientSession() as session, session.ws_connect(
             engineio_url(replica.url, transport="websocket")) as ws:
@@ -289,7 +295,7 @@ async def test_a_malformed_websocket_frame_closes_the_websocket_as_a_protocol_er
     await eventually(lambda: sample(replica, "kindmap_engineio_sessions") == 0)
 
 
-async def test_a_malformed_upgrade_probe_ends_the_long_polling_session_too(start_replica):
+async def test_a_malformed_upgrade_probe_ends_the_long_polling_session_too(start_replica: StartReplica) -> None:
     replica = await start_replica(queue=False)
     async with aiohttp.ClientSession() as session:
         sid = await open_polling_session(session, replica.url)
@@ -315,7 +321,8 @@ async def connect_polling(session: aiohttp.ClientSession, base_url: str, user: s
 
 
 @pytest.mark.parametrize("body", [pytest.param(b"\x1e", id="malformed"), pytest.param(None, id="oversized")])
-async def test_a_refused_long_poll_body_withdraws_its_user_from_presence(start_replica, body):
+async def test_a_refused_long_poll_body_withdraws_its_user_from_presence(
+        start_replica: StartReplica, body: bytes | None) -> None:
     """The socket is closed while its session still exists, so the disconnect handler runs:
     a message to that user is refused (USER_NOT_CONNECTED), not accepted for nobody."""
     replica = await start_replica()
@@ -331,7 +338,7 @@ async def test_a_refused_long_poll_body_withdraws_its_user_from_presence(start_r
     assert sample(replica, "kindmap_connections") == 0
 
 
-async def test_a_body_for_no_session_is_refused_without_waiting_for_it(start_replica):
+async def test_a_body_for_no_session_is_refused_without_waiting_for_it(start_replica: StartReplica) -> None:
     """Announced but never sent: before, the replica held the request (and what had arrived)."""
     replica = await start_replica(queue=False)
     host, port = replica.url.removeprefix("http://").split(":")
@@ -344,7 +351,7 @@ async def test_a_body_for_no_session_is_refused_without_waiting_for_it(start_rep
     assert status_line.startswith(b"HTTP/1.1 400")
 
 
-async def test_a_long_poll_body_that_trickles_past_the_ping_timeout_is_refused(start_replica):
+async def test_a_long_poll_body_that_trickles_past_the_ping_timeout_is_refused(start_replica: StartReplica) -> None:
     replica = await start_replica(queue=False)
     replica.app[SIO].eio.ping_timeout = 0.5
     host, port = replica.url.removeprefix("http://").split(":")
@@ -361,7 +368,8 @@ async def test_a_long_poll_body_that_trickles_past_the_ping_timeout_is_refused(s
     assert sample(replica, "kindmap_protocol_violations_total", cause="slow_body") == 1
 
 
-async def test_answers_to_earlier_polls_still_unsent_count_toward_the_outgoing_limit(start_replica):
+async def test_answers_to_earlier_polls_still_unsent_count_toward_the_outgoing_limit(
+        start_replica: StartReplica) -> None:
     """Each new long-poll takes the queue; the answers a client never read still cost memory."""
     replica = await start_replica(queue=False)
     async with aiohttp.ClientSession() as session:
