@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import pytest
 from redis import asyncio as aioredis
@@ -15,10 +17,10 @@ from redis import asyncio as aioredis
 from server.emitter import Emitter
 from server.errors import ConfigError
 from server.queue.keys import instance_key, presence_key, signing_key_name
-from tests.helpers.clients import connected
-from tests.helpers.cluster import API_KEY, replica_env, unique_user
+from tests.helpers.clients import MakeClient, Served, connected
+from tests.helpers.cluster import API_KEY, Cluster, replica_env, unique_user
 from tests.helpers.http import metric, post_emit
-from tests.helpers.processes import Replica
+from tests.helpers.processes import RedisServer, Replica
 from tests.helpers.waiting import eventually
 
 SIGNING_KEY = "integration-queue-signing-key-0123456789"
@@ -29,13 +31,14 @@ OFFLINE_DEADLINE = 15.0
 
 
 @pytest.fixture
-async def neighbour(redis_server):
+async def neighbour(redis_server: RedisServer) -> AsyncIterator[aioredis.Redis]:
     client = aioredis.Redis.from_url(redis_server.url)
     yield client
     await client.aclose()
 
 
-async def record_a_kick(cluster, make_client, neighbour: aioredis.Redis, emitter: Emitter, user: str) -> bytes:
+async def record_a_kick(cluster: Cluster, make_client: MakeClient, neighbour: aioredis.Redis, emitter: Emitter,
+                        user: str) -> bytes:
     """Connect ``user`` to the first replica, disconnect them through ``emitter``, and return the
     signed ``disconnect_room`` envelope a neighbour recorded off the channel meanwhile."""
     first = await connected(make_client, cluster.replicas[0], user)
@@ -44,7 +47,7 @@ async def record_a_kick(cluster, make_client, neighbour: aioredis.Redis, emitter
     return recorded
 
 
-async def record_next(neighbour: aioredis.Redis, channel: str, action) -> bytes:
+async def record_next(neighbour: aioredis.Redis, channel: str, action: Callable[[], Awaitable[object]]) -> bytes:
     """Run ``action`` and return the first envelope published on ``channel`` meanwhile."""
     pubsub = neighbour.pubsub()
     await pubsub.subscribe(channel)
@@ -57,16 +60,16 @@ async def record_next(neighbour: aioredis.Redis, channel: str, action) -> bytes:
                 return bytes(message["data"])
         raise AssertionError("nothing was published")
     finally:
-        await pubsub.aclose()
+        await pubsub.aclose()  # type: ignore[no-untyped-call]
 
 
-async def dropped(cluster, reason: str) -> float:
+async def dropped(cluster: Cluster, reason: str) -> float:
     return sum([await metric(r.url, "kindmap_messages_dropped_total", {"reason": reason}) for r in cluster.replicas])
 
 
 @pytest.mark.parametrize("later", [False, True], ids=["at-once-as-a-repeat", "after-the-window-as-stale"])
 async def test_a_recorded_signed_disconnect_replayed_does_not_kick_the_users_new_socket(
-        start_cluster, make_client, neighbour, later):
+        start_cluster: Callable[..., Cluster], make_client: MakeClient, neighbour: aioredis.Redis, later: bool) -> None:
     # "At once" must stay within the window on a loaded machine: the default 30 s then.
     window = {"QUEUE_REPLAY_WINDOW_SECONDS": str(REPLAY_WINDOW)} if later else {}
     cluster = start_cluster(2, QUEUE_SIGNING_KEY=SIGNING_KEY, **window)
@@ -88,7 +91,8 @@ async def test_a_recorded_signed_disconnect_replayed_does_not_kick_the_users_new
 
 
 async def test_a_recorded_signed_disconnect_replayed_to_a_replica_started_since_is_dropped_as_stale(
-        start_cluster, make_client, neighbour, tmp_path):
+        start_cluster: Callable[..., Cluster], make_client: MakeClient, neighbour: aioredis.Redis,
+        tmp_path: Path) -> None:
     cluster = start_cluster(1, QUEUE_SIGNING_KEY=SIGNING_KEY)
     user = unique_user()
     async with Emitter(cluster.redis_url, channel=cluster.channel, signing_key=SIGNING_KEY) as emitter:
@@ -108,17 +112,18 @@ async def test_a_recorded_signed_disconnect_replayed_to_a_replica_started_since_
     assert await metric(fresh.url, "kindmap_messages_dropped_total", {"reason": "stale"}) == 1
 
 
-async def emit_status(replica, user: str) -> int:
+async def emit_status(replica: Served, user: str) -> int:
     status, _ = await post_emit(replica.url, API_KEY, {"user_id": user, "event": "probe", "data": {}})
     return status
 
 
 async def test_a_forged_presence_entry_does_not_make_an_unknown_user_look_connected(
-        start_cluster, make_client, neighbour):
+        start_cluster: Callable[..., Cluster], make_client: MakeClient, neighbour: aioredis.Redis) -> None:
     cluster = start_cluster(2, QUEUE_SIGNING_KEY=SIGNING_KEY)
     real = unique_user()
     client = await connected(make_client, cluster.replicas[0], real)
     entry = await neighbour.hget(presence_key(cluster.channel, real), client.sio.get_sid())
+    assert isinstance(entry, bytes)  # the neighbour's client does not decode responses
     process = entry.decode().split("#")[0]
     assert await neighbour.exists(instance_key(cluster.channel, process)) == 1
     ghost = unique_user("ghost")
@@ -131,7 +136,8 @@ async def test_a_forged_presence_entry_does_not_make_an_unknown_user_look_connec
     assert await emit_status(cluster.replicas[1], real) == 202
 
 
-async def test_a_deleted_presence_key_is_written_again_by_the_next_heartbeat(start_cluster, make_client, neighbour):
+async def test_a_deleted_presence_key_is_written_again_by_the_next_heartbeat(
+        start_cluster: Callable[..., Cluster], make_client: MakeClient, neighbour: aioredis.Redis) -> None:
     cluster = start_cluster(2, QUEUE_SIGNING_KEY=SIGNING_KEY)
     user = unique_user()
     await connected(make_client, cluster.replicas[0], user)
@@ -142,7 +148,8 @@ async def test_a_deleted_presence_key_is_written_again_by_the_next_heartbeat(sta
     assert await emit_status(cluster.replicas[1], user) == 202
 
 
-async def test_users_of_a_killed_replica_count_as_offline_within_the_instance_ttl(start_cluster, make_client):
+async def test_users_of_a_killed_replica_count_as_offline_within_the_instance_ttl(
+        start_cluster: Callable[..., Cluster], make_client: MakeClient) -> None:
     cluster = start_cluster(2)
     doomed, survivor = cluster.replicas
     user = unique_user()
@@ -155,12 +162,12 @@ async def test_users_of_a_killed_replica_count_as_offline_within_the_instance_tt
                      what="USER_NOT_CONNECTED after SIGKILL")
 
 
-async def emit_status_is(replica, user: str, expected: int) -> bool:
+async def emit_status_is(replica: Served, user: str, expected: int) -> bool:
     return await emit_status(replica, user) == expected
 
 
 async def test_an_emitter_with_the_right_key_starts_although_the_fingerprint_was_rewritten(
-        start_cluster, make_client, neighbour):
+        start_cluster: Callable[..., Cluster], make_client: MakeClient, neighbour: aioredis.Redis) -> None:
     cluster = start_cluster(2, QUEUE_SIGNING_KEY=SIGNING_KEY)
     user = unique_user()
     client = await connected(make_client, cluster.replicas[0], user)
