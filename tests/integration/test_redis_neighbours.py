@@ -12,9 +12,9 @@ import time
 import pytest
 from redis import asyncio as aioredis
 
+from server.backends.redis.keys import instance_key, presence_key, signing_key_name
 from server.emitter import Emitter
 from server.errors import ConfigError
-from server.queue.keys import instance_key, presence_key, signing_key_name
 from tests.helpers.clients import make_token
 from tests.helpers.cluster import API_KEY, replica_env, unique_user
 from tests.helpers.http import metric, post_emit

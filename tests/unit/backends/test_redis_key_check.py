@@ -1,6 +1,6 @@
-"""server/queue/signing.py: the key fingerprint replicas and emitters compare."""
+"""server/backends/redis/key_check.py: the key fingerprint replicas and emitters compare."""
 
-from server.queue.signing import UNSIGNED, fingerprint
+from server.backends.redis.key_check import UNSIGNED, fingerprint
 
 KEY = b"queue-signing-key-for-unit-tests-0123456789"
 
