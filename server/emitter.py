@@ -12,8 +12,6 @@ import warnings
 from types import TracebackType
 from typing import Any
 
-from redis.exceptions import RedisError
-
 from .backends import Backend, open_backend
 from .config import DEFAULT_CHANNEL, DEFAULT_MAX_QUEUE_MESSAGE_BYTES, check_queue_message_bytes
 from .delivery import check_data, check_event, check_user_id, send_to_user
@@ -69,9 +67,6 @@ class Emitter:
         try:
             await self._manager.start()
             await self._backend.key_check.check()
-        except (RedisError, OSError) as exc:
-            await self._manager.close()
-            raise QueueUnavailableError(f"Redis unreachable: {exc}") from exc
         except (ConfigError, QueueUnavailableError):
             await self._manager.close()
             raise

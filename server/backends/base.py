@@ -101,7 +101,8 @@ class KeyCheck(ABC):
 
     @abstractmethod
     async def check(self) -> None:
-        """Emitter, before it sends: raise ``ConfigError`` if the replicas would drop its envelopes."""
+        """Emitter, before it sends: raise ``ConfigError`` if the replicas would drop its envelopes,
+        ``QueueUnavailableError`` if it cannot tell."""
 
 
 class NoKeyCheck(KeyCheck):

@@ -35,8 +35,9 @@ import os
 import time
 
 from redis import asyncio as aioredis
+from redis.exceptions import RedisError
 
-from ...errors import ConfigError
+from ...errors import ConfigError, QueueUnavailableError
 from ...queue import envelope
 from ..base import KeyCheck
 from .keys import probe_key, signing_key_name
@@ -83,7 +84,16 @@ class RedisKeyCheck(KeyCheck):
                                    px=PROBE_ANSWER_TTL_MS)
 
     async def check(self) -> None:
-        """Raise ``ConfigError`` when the replicas on the channel would drop this key's envelopes."""
+        """Raise ``ConfigError`` when the replicas on the channel would drop this key's envelopes,
+        ``QueueUnavailableError`` when Redis does not answer."""
+        try:
+            await self._check()
+        except (RedisError, OSError) as exc:
+            if isinstance(exc, QueueUnavailableError):
+                raise
+            raise QueueUnavailableError(f"Redis unreachable: {exc}") from exc
+
+    async def _check(self) -> None:
         channel, key = self._channel, self._key
         announced = await self._client.get(signing_key_name(channel))
         if announced == fingerprint(key) or (announced is None and key is None):
