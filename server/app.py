@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import AsyncIterator
 
@@ -12,6 +13,8 @@ from socketio.async_manager import AsyncManager
 
 from .app_keys import AUTHENTICATOR, CONNECTIONS, GATEWAY, MANAGER, METRICS, PRESENCE, SETTINGS, SIO
 from .auth import Authenticator
+from .backends import Backend, Presence, open_backend
+from .backends.local import LocalPresence
 from .config import Settings
 from .connections import OpenConnections
 from .demo_page import demo_routes
@@ -21,11 +24,6 @@ from .gateway import Gateway
 from .http_api import ErrorMiddleware, routes
 from .metrics import Metrics
 from .packet_guard import HARD_CAP_FACTOR, drop_transport
-from .presence import LocalPresence, MemoryPresence, Presence, RedisPresence
-from .queue import signing
-from .queue.backends.base import QueueBackend
-from .queue.backends.memory import MemoryBackend
-from .queue.backends.redis import RedisBackend
 from .queue.manager import LocalManager, QueueManager
 from .transport import SocketServer
 
@@ -34,12 +32,13 @@ __all__ = ["create_app"]
 logger = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings, *, backend: QueueBackend | None = None,
+def create_app(settings: Settings, *, backend: Backend | None = None,
                client_manager: AsyncManager | None = None) -> web.Application:
     """Build a replica. With ``REDIS_URL`` (or an explicit ``backend``) it shares
     users with other replicas; without, it runs alone on the in-memory manager.
 
-    :param backend: the queue transport to use instead of one built from ``REDIS_URL``.
+    :param backend: the backend to use instead of one opened from ``REDIS_URL``
+        (the unit tests pass an in-memory one).
     :param client_manager: a python-socketio client manager to run on, as it is,
         instead of ours: the benchmarks pass the stock ``AsyncRedisManager`` to
         measure what our manager costs. Such a replica knows only its own sockets
@@ -50,23 +49,20 @@ def create_app(settings: Settings, *, backend: QueueBackend | None = None,
         raise ValueError("client_manager excludes backend and DUPLICATE_CONNECTION_POLICY=replace")
     metrics = Metrics()
     if backend is None and settings.redis_url is not None and client_manager is None:
-        backend = RedisBackend(settings.redis_url)
+        backend = open_backend(settings.redis_url, channel=settings.channel, signing_key=settings.signing_key,
+                               instance_id=settings.instance_id, clock_skew=settings.queue_replay_window)
     manager: AsyncManager
-    if client_manager is not None:
-        manager = client_manager
-    elif backend is not None:
-        manager = QueueManager(backend, channel=settings.channel, metrics=metrics, signing_key=settings.signing_key,
-                               max_message_bytes=settings.max_queue_message_bytes,
-                               replay_window=settings.queue_replay_window)
-    else:
-        manager = LocalManager()
     presence: Presence
-    if isinstance(backend, RedisBackend):
-        presence = RedisPresence(backend.client, channel=settings.channel, instance_id=settings.instance_id,
-                                 signing_key=settings.signing_key, clock_skew=settings.queue_replay_window)
-    elif isinstance(backend, MemoryBackend):
-        presence = MemoryPresence(backend.broker.presence)
+    if backend is not None:
+        manager = QueueManager(backend.transport, channel=settings.channel, metrics=metrics,
+                               signing_key=settings.signing_key, max_message_bytes=settings.max_queue_message_bytes,
+                               replay_window=settings.queue_replay_window)
+        presence = backend.presence
+        manager.on_subscribed(backend.key_check.announce)
+        manager.on_subscribed(presence.heartbeat)
+        manager.on_key_probe(backend.key_check.answer)
     else:
+        manager = client_manager or LocalManager()
         presence = LocalPresence(manager)
 
     sio = SocketServer(
@@ -103,38 +99,49 @@ def create_app(settings: Settings, *, backend: QueueBackend | None = None,
     if settings.dev_mode:
         app.add_routes(dev_routes)
     app.add_routes(demo_routes())
-    app.cleanup_ctx.append(_queue_ctx)
+    # Started in this order, closed in reverse: each resource on its own, so one
+    # that fails to close leaves the others to close all the same.
+    app.cleanup_ctx.extend([_socketio_ctx, _queue_ctx, _presence_ctx])
+    app.on_startup.append(functools.partial(_log_started, mode=backend.name if backend else "single-replica"))
     app.on_shutdown.append(_drain)
     return app
 
 
+async def _socketio_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Closed last: python-socketio's own background tasks."""
+    yield
+    await app[SIO].shutdown()
+
+
 async def _queue_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Subscribe before the first client arrives; on exit unsubscribe and close."""
-    manager, presence, settings = app[MANAGER], app[PRESENCE], app[SETTINGS]
-    if isinstance(manager, QueueManager):
-        if isinstance(manager.backend, RedisBackend):
-            client = manager.backend.client
-            manager.on_subscribed(lambda: signing.announce(client, settings.channel, settings.signing_key))
-            key = settings.signing_key
-            if key is not None:
-                manager.on_key_probe(lambda nonce: signing.answer(client, settings.channel, key, nonce))
-        if isinstance(presence, RedisPresence):
-            manager.on_subscribed(presence.heartbeat)
-        await manager.start()
+    """Subscribe before the first client arrives; on exit unsubscribe and close the transport."""
+    manager = app[MANAGER]
+    if not isinstance(manager, QueueManager):
+        yield
+        return
+    await manager.start()
+    yield
+    await manager.close()
+
+
+async def _presence_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Presence upkeep; closed first, while the connection it writes through is still open."""
+    presence = app[PRESENCE]
     await presence.start()
+    yield
+    await presence.close()
+
+
+async def _log_started(app: web.Application, *, mode: str) -> None:
+    settings = app[SETTINGS]
     base = settings.public_url
     logger.info("replica started: demo page at %s/, emit API at %s/api/v1/emit, health at %s/healthz",
                 base, base, base, extra={
         "instance_id": settings.instance_id,
-        "mode": "redis" if isinstance(manager, QueueManager) else "single-replica",
+        "mode": mode,
         "auth_mode": settings.auth_mode,
         "signed_queue": settings.signing_key is not None,
     })
-    yield
-    await presence.close()
-    if isinstance(manager, QueueManager):
-        await manager.close()
-    await app[SIO].shutdown()
 
 
 async def _drain(app: web.Application) -> None:

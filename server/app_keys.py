@@ -7,11 +7,11 @@ from aiohttp import web
 from socketio.async_manager import AsyncManager
 
 from .auth import Authenticator
+from .backends import Presence
 from .config import Settings
 from .connections import OpenConnections
 from .gateway import Gateway
 from .metrics import Metrics
-from .presence import Presence
 from .queue.manager import LocalManager, QueueManager
 
 __all__ = ["AUTHENTICATOR", "CONNECTIONS", "GATEWAY", "MANAGER", "METRICS", "PRESENCE", "SETTINGS", "SIO"]

@@ -9,9 +9,9 @@ from typing import Any
 from socketio.async_manager import AsyncManager
 
 from .auth import validate_user_id
+from .backends import Presence
 from .errors import RequestError, UserNotConnectedError
 from .metrics import Metrics
-from .presence import Presence
 from .queue.keys import user_room
 
 __all__ = ["MAX_DATA_DEPTH", "RESERVED_EVENTS", "check_data", "check_event", "check_user_id", "send_to_user"]

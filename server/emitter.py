@@ -1,7 +1,8 @@
 """Emitting from backend services (route engine, alerts) without being a client.
 
-``Emitter`` wraps a write-only ``QueueManager``: the same envelope, the same
-backend code, and the same presence rule as the replicas' HTTP emit API. Every
+``Emitter`` wraps a write-only ``QueueManager`` on a backend from the same
+factory as the replicas' (``server.backends``): the same envelope, the same
+transport, and the same presence rule as the replicas' HTTP emit API. Every
 failure raises; nothing is dropped silently.
 """
 
@@ -11,15 +12,11 @@ import warnings
 from types import TracebackType
 from typing import Any
 
-from redis.exceptions import RedisError
-
+from .backends import Backend, open_backend
 from .config import DEFAULT_CHANNEL, DEFAULT_MAX_QUEUE_MESSAGE_BYTES, check_queue_message_bytes
 from .delivery import check_data, check_event, check_user_id, send_to_user
 from .errors import ConfigError, QueueUnavailableError
 from .metrics import Metrics
-from .presence import RedisPresence
-from .queue import signing
-from .queue.backends.redis import RedisBackend
 from .queue.keys import user_room
 from .queue.manager import QueueManager
 
@@ -31,7 +28,7 @@ class Emitter:
 
     :param redis_url: the Redis the replicas use.
     :param channel: the replicas' ``SOCKETIO_CHANNEL``.
-    :param backend: a ready ``RedisBackend`` instead of a URL (e.g. a shared client).
+    :param backend: a ready ``Backend`` instead of a URL (the unit tests pass an in-memory one).
     :param signing_key: the replicas' ``QUEUE_SIGNING_KEY``, if they use one.
     :param max_message_bytes: the replicas' ``MAX_QUEUE_MESSAGE_BYTES``: a larger message
         raises ``PayloadTooLargeError`` instead of reaching Redis, which would cut every
@@ -39,19 +36,19 @@ class Emitter:
     """
 
     def __init__(self, redis_url: str | None = None, *, channel: str = DEFAULT_CHANNEL,
-                 backend: RedisBackend | None = None, signing_key: str | None = None,
+                 backend: Backend | None = None, signing_key: str | None = None,
                  max_message_bytes: int = DEFAULT_MAX_QUEUE_MESSAGE_BYTES) -> None:
         self._open = False
         check_queue_message_bytes("max_message_bytes", max_message_bytes)
-        self._backend = backend or RedisBackend(redis_url)
+        key = None if signing_key is None else signing_key.encode()
+        if backend is None:
+            if redis_url is None:
+                raise ValueError("pass redis_url or backend")
+            backend = open_backend(redis_url, channel=channel, signing_key=key)
+        self._backend = backend
         self.metrics = Metrics()
-        self._channel = channel
-        self._signing_key = None if signing_key is None else signing_key.encode()
-        self._manager = QueueManager(self._backend, channel=channel, write_only=True, metrics=self.metrics,
-                                     signing_key=self._signing_key, max_message_bytes=max_message_bytes)
-        # An emitter asks about presence; it never announces any, so the instance id is unused.
-        self._presence = RedisPresence(self._backend.client, channel=channel, instance_id="emitter",
-                                       signing_key=self._signing_key)
+        self._manager = QueueManager(backend.transport, channel=channel, write_only=True, metrics=self.metrics,
+                                     signing_key=key, max_message_bytes=max_message_bytes)
 
     async def __aenter__(self) -> Emitter:
         await self.connect()
@@ -69,10 +66,7 @@ class Emitter:
         """
         try:
             await self._manager.start()
-            await signing.check(self._backend, self._channel, self._signing_key)
-        except (RedisError, OSError) as exc:
-            await self._manager.close()
-            raise QueueUnavailableError(f"Redis unreachable: {exc}") from exc
+            await self._backend.key_check.check()
         except (ConfigError, QueueUnavailableError):
             await self._manager.close()
             raise
@@ -92,7 +86,7 @@ class Emitter:
         ``max_message_bytes``, and ``RequestError`` for a bad user id, event name or
         data (not strict JSON, or nested too deep).
         """
-        await send_to_user(self._manager, self._presence, self.metrics, user_id, event, data)
+        await send_to_user(self._manager, self._backend.presence, self.metrics, user_id, event, data)
 
     async def broadcast(self, event: str, data: Any = None) -> None:
         """Deliver ``event`` to every connected socket on every replica."""

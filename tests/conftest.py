@@ -1,4 +1,5 @@
-"""Suite markers, and fixtures shared by the suites that run real processes (integration and e2e)."""
+"""Suite markers, the in-memory broker of the unit tests, and fixtures shared by the suites
+that run real processes (integration and e2e)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from tests.fakes.memory_backend import MemoryBroker
 from tests.helpers.clients import MakeClient, RecordingClient
 from tests.helpers.cluster import Cluster
 from tests.helpers.processes import REPO_ROOT, RedisServer
@@ -22,6 +24,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         suite = item.path.relative_to(REPO_ROOT / "tests").parts[0]
         if suite in _MARKED_SUITES:
             item.add_marker(getattr(pytest.mark, suite))
+
+
+@pytest.fixture
+def broker() -> MemoryBroker:
+    """The in-memory "Redis" shared by the in-process replicas of one test."""
+    return MemoryBroker()
 
 
 @pytest.fixture(scope="session")

@@ -57,7 +57,7 @@ METHODS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
         "skip_sid": ((str, _NONE), False),
         "notice": ((dict, _NONE), False),
     },
-    # An emitter asking the replicas to prove they hold its signing key (queue/signing.py).
+    # An emitter asking the replicas to prove they hold its signing key (backends/redis/key_check.py).
     "key_probe": {"nonce": ((str,), True)},
 }
 

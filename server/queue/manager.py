@@ -1,7 +1,7 @@
 """The client manager: python-socketio's pub/sub manager, hardened.
 
 ``QueueManager`` fills the ``_publish`` / listener hooks of
-``socketio.AsyncPubSubManager`` through a ``QueueBackend`` and adds what the
+``socketio.AsyncPubSubManager`` through a ``QueueTransport`` and adds what the
 stock Redis manager lacks:
 
 - it subscribes when the app starts (stock waits for the first client) and
@@ -33,12 +33,12 @@ from socketio.async_manager import AsyncManager
 from socketio.async_pubsub_manager import AsyncPubSubManager
 from socketio.packet import Packet
 
+from ..backends.base import QueueTransport
 from ..config import DEFAULT_CHANNEL, DEFAULT_MAX_QUEUE_MESSAGE_BYTES
 from ..errors import InvalidEnvelopeError, PayloadTooLargeError, PublishError, QueueUnavailableError
 from ..logs import LogThrottle
 from ..metrics import Metrics
 from . import envelope
-from .backends.base import QueueBackend
 from .replay import ReplayGuard
 
 __all__ = ["LocalManager", "QueueManager"]
@@ -50,9 +50,9 @@ RETRY_MAX = 0.5
 
 
 class QueueManager(AsyncPubSubManager):  # type: ignore[misc]
-    """Shares sockets, rooms and events between replicas through a ``QueueBackend``.
+    """Shares sockets, rooms and events between replicas through a ``QueueTransport``.
 
-    :param backend: the transport (Redis in production, memory in unit tests).
+    :param transport: the backend's transport (Redis in production, memory in unit tests).
     :param channel: the channel every replica and emitter uses.
     :param write_only: ``True`` for emitters: publish only, never listen.
     :param metrics: where to count; a private ``Metrics`` when not given.
@@ -71,7 +71,7 @@ class QueueManager(AsyncPubSubManager):  # type: ignore[misc]
 
     def __init__(
         self,
-        backend: QueueBackend,
+        transport: QueueTransport,
         *,
         channel: str = DEFAULT_CHANNEL,
         write_only: bool = False,
@@ -82,7 +82,7 @@ class QueueManager(AsyncPubSubManager):  # type: ignore[misc]
         replay_window: float = 30.0,
     ) -> None:
         super().__init__(channel=channel, write_only=write_only, logger=logger)
-        self.backend = backend
+        self.transport = transport
         self.metrics = metrics or Metrics()
         self.retry_max = retry_max
         self._signing_key = signing_key
@@ -106,7 +106,7 @@ class QueueManager(AsyncPubSubManager):  # type: ignore[misc]
         self._on_subscribed.append(callback)
 
     def on_key_probe(self, callback: Callable[[str], Awaitable[None]]) -> None:
-        """Answer an emitter's ``key_probe`` (its nonce) with ``callback``; see ``signing.check``."""
+        """Answer an emitter's ``key_probe`` (its nonce) with ``callback``; see ``KeyCheck``."""
         self._on_key_probe = callback
 
     async def start(self) -> None:
@@ -120,7 +120,7 @@ class QueueManager(AsyncPubSubManager):  # type: ignore[misc]
             return  # already started
         self._closing = False
         if self.write_only:
-            await self.backend.connect()
+            await self.transport.connect()
             return
         try:
             await self._subscribe()
@@ -129,7 +129,7 @@ class QueueManager(AsyncPubSubManager):  # type: ignore[misc]
         self._listener = asyncio.create_task(self._listen_forever(), name="queue-listener")
 
     async def close(self) -> None:
-        """Stop listening, unsubscribe and release the backend's connections."""
+        """Stop listening, unsubscribe and release the transport's connections."""
         if self._listener is not None:
             self._closing = True
             self._listener.cancel()
@@ -139,13 +139,13 @@ class QueueManager(AsyncPubSubManager):  # type: ignore[misc]
                 pass
             self._listener = None
         if self.subscribed:
-            await self.backend.unsubscribe(self.channel)
+            await self.transport.unsubscribe(self.channel)
             self._set_subscribed(False)
-        await self.backend.close()
+        await self.transport.close()
 
     async def is_ready(self) -> bool:
         """Subscribed, and the queue answers a ping now."""
-        return self.subscribed and await self.backend.ping()
+        return self.subscribed and await self.transport.ping()
 
     # --- sending ---------------------------------------------------------
 
@@ -204,7 +204,7 @@ class QueueManager(AsyncPubSubManager):  # type: ignore[misc]
             raise PayloadTooLargeError(f"the message is {len(encoded)} bytes, over the queue's limit of "
                                        f"{self.max_message_bytes} (MAX_QUEUE_MESSAGE_BYTES); nothing was sent")
         try:
-            receivers = await self.backend.publish(self.channel, encoded)
+            receivers = await self.transport.publish(self.channel, encoded)
             if receivers == 0:
                 raise PublishError("no replica is subscribed to the channel; nobody received the message")
         except PublishError as exc:
@@ -220,7 +220,7 @@ class QueueManager(AsyncPubSubManager):  # type: ignore[misc]
     # --- receiving -------------------------------------------------------
 
     async def _subscribe(self) -> None:
-        await self.backend.subscribe(self.channel)
+        await self.transport.subscribe(self.channel)
         self._set_subscribed(True)
         if self._ever_subscribed:
             self.metrics.queue_reconnects.inc()
@@ -244,7 +244,7 @@ class QueueManager(AsyncPubSubManager):  # type: ignore[misc]
                     await self._subscribe()
                 delay = RETRY_MIN
                 # aclosing: the iterator's clean-up (e.g. its keepalive task) runs now, not at GC.
-                async with contextlib.aclosing(self.backend.messages()) as messages:
+                async with contextlib.aclosing(self.transport.messages()) as messages:
                     async for _channel, data in messages:
                         await self._receive(data)
             except QueueUnavailableError as exc:

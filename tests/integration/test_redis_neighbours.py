@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from redis import asyncio as aioredis
 
+from server.backends.redis.keys import instance_key, presence_key, signing_key_name
 from server.emitter import Emitter
 from server.errors import ConfigError
-from server.queue.keys import instance_key, presence_key, signing_key_name
 from tests.helpers.clients import MakeClient, Served, connected
 from tests.helpers.cluster import API_KEY, Cluster, replica_env, unique_user
 from tests.helpers.http import metric, post_emit

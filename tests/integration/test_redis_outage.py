@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
+from server.backends.redis.transport import KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT
 from server.emitter import Emitter
 from server.errors import PublishError, QueueUnavailableError, RealtimeError
-from server.queue.backends.redis import KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT
 from tests.helpers.clients import MakeClient, RecordingClient, connected
 from tests.helpers.cluster import API_KEY, Cluster, replica_env, unique_user
 from tests.helpers.http import get_json, metric, post_emit

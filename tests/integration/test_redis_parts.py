@@ -1,4 +1,4 @@
-"""RedisBackend, RedisPresence and Emitter against a real redis-server."""
+"""RedisTransport, RedisPresence and Emitter against a real redis-server."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ import uuid
 import pytest
 from redis import asyncio as aioredis
 
+from server.backends.redis.keys import instance_key, presence_key
+from server.backends.redis.presence import RedisPresence
+from server.backends.redis.transport import MAX_CONNECTIONS, PoolExhaustedError, RedisTransport, connect_redis
 from server.emitter import Emitter
 from server.errors import PayloadTooLargeError, QueueBusyError, QueueUnavailableError, RequestError
-from server.presence import RedisPresence
-from server.queue.backends.redis import MAX_CONNECTIONS, PoolExhaustedError, RedisBackend, connect_redis
-from server.queue.keys import instance_key, presence_key
 
 
 @pytest.fixture
@@ -30,7 +30,7 @@ async def redis(redis_server):
 
 @pytest.fixture
 async def backend(redis_server):
-    made = RedisBackend(redis_server.url)
+    made = RedisTransport(redis_server.url)
     await made.connect()
     yield made
     await made.close()
@@ -76,7 +76,7 @@ async def test_a_connection_that_fails_is_not_mistaken_for_a_busy_pool():
 
 
 async def test_busy_redis_is_queue_busy_for_publish_and_presence(one_busy_connection, channel):
-    backend = RedisBackend(conn=one_busy_connection)
+    backend = RedisTransport(conn=one_busy_connection)
     presence = RedisPresence(one_busy_connection, channel=channel, instance_id="busy")
 
     with pytest.raises(QueueBusyError):
@@ -102,7 +102,7 @@ async def test_backend_reports_a_lost_connection_from_messages(backend, channel,
 
 
 async def test_backend_for_unreachable_redis_fails_fast_with_queue_unavailable():
-    unreachable = RedisBackend("redis://127.0.0.1:1/0")
+    unreachable = RedisTransport("redis://127.0.0.1:1/0")
     with pytest.raises(QueueUnavailableError):
         await unreachable.connect()
     assert await unreachable.ping() is False
@@ -113,7 +113,7 @@ async def test_backend_for_unreachable_redis_fails_fast_with_queue_unavailable()
 
 def test_backend_takes_exactly_one_of_url_and_conn():
     with pytest.raises(ValueError):
-        RedisBackend()
+        RedisTransport()
 
 
 async def test_presence_tracks_sockets_of_live_replicas_only(redis, channel):

@@ -12,7 +12,7 @@ from aiohttp.test_utils import TestServer
 
 from server.app import create_app
 from server.config import Settings
-from server.queue.backends.memory import MemoryBackend, MemoryBroker
+from tests.fakes.memory_backend import MemoryBroker, memory_backend
 from tests.helpers.clients import TEST_SECRET, RecordingClient
 
 
@@ -34,12 +34,6 @@ def make_settings() -> Callable[..., Settings]:
 
 
 @pytest.fixture
-def broker() -> MemoryBroker:
-    """The in-memory "Redis" shared by the replicas of one test."""
-    return MemoryBroker()
-
-
-@pytest.fixture
 async def start_replica(broker: MemoryBroker, make_settings: Callable[..., Settings]
                         ) -> AsyncIterator[Callable[..., Awaitable[Replica]]]:
     """Factory: start a replica in this process on a free loopback port.
@@ -51,7 +45,7 @@ async def start_replica(broker: MemoryBroker, make_settings: Callable[..., Setti
 
     async def start(*, queue: bool = True, **overrides: Any) -> Replica:
         overrides.setdefault("instance_id", f"unit-replica-{len(servers) + 1}")
-        app = create_app(make_settings(**overrides), backend=MemoryBackend(broker) if queue else None)
+        app = create_app(make_settings(**overrides), backend=memory_backend(broker) if queue else None)
         server = TestServer(app, host="127.0.0.1")
         await server.start_server()
         servers.append(server)

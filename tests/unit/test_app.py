@@ -12,11 +12,12 @@ from aiohttp.test_utils import TestServer
 
 from server.app import create_app
 from server.app_keys import GATEWAY, MANAGER, METRICS, PRESENCE, SETTINGS, SIO
+from server.backends.local import LocalPresence
+from server.backends.redis.presence import RedisPresence
+from server.backends.redis.transport import RedisTransport
 from server.gateway import Gateway
-from server.presence import LocalPresence, RedisPresence
-from server.queue.backends.memory import MemoryBackend
-from server.queue.backends.redis import RedisBackend
 from server.queue.manager import LocalManager, QueueManager
+from tests.fakes.memory_backend import MemoryBroker, memory_backend
 from tests.helpers.clients import make_token
 from tests.helpers.waiting import eventually
 
@@ -38,13 +39,14 @@ def test_without_redis_url_the_replica_runs_alone_on_the_in_memory_manager(make_
 
 
 def test_with_a_backend_the_replica_shares_the_queue_on_the_configured_channel(make_settings):
-    backend = MemoryBackend()
+    backend = memory_backend(MemoryBroker())
 
     app = create_app(make_settings(channel="kindmap_unit"), backend=backend)
 
     manager = app[MANAGER]
     assert isinstance(manager, QueueManager)
-    assert manager.backend is backend
+    assert manager.transport is backend.transport
+    assert app[PRESENCE] is backend.presence
     assert manager.channel == "kindmap_unit"
     assert manager.metrics is app[METRICS]
     assert app[SIO].manager is manager
@@ -57,10 +59,10 @@ async def test_with_redis_url_the_replica_uses_redis_for_queue_and_presence(make
     manager = app[MANAGER]
     try:
         assert isinstance(manager, QueueManager)
-        assert isinstance(manager.backend, RedisBackend)
+        assert isinstance(manager.transport, RedisTransport)
         assert isinstance(app[PRESENCE], RedisPresence)
     finally:
-        await manager.backend.close()
+        await manager.transport.close()
 
 
 def test_each_app_counts_on_its_own_metrics(make_settings):
@@ -77,12 +79,12 @@ async def test_started_replica_is_subscribed_before_any_client_arrives(start_rep
 
     manager = replica.app[MANAGER]
     assert manager.subscribed is True
-    assert manager.backend.channels == {replica.app[SETTINGS].channel}
+    assert manager.transport.channels == {replica.app[SETTINGS].channel}
     assert gauge(replica.app, "kindmap_queue_subscribed") == 1
 
 
 async def test_stopped_replica_has_unsubscribed_from_the_queue(make_settings, broker):
-    app = create_app(make_settings(), backend=MemoryBackend(broker))
+    app = create_app(make_settings(), backend=memory_backend(broker))
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
     assert app[MANAGER].subscribed
@@ -157,7 +159,7 @@ async def test_a_given_client_manager_is_used_as_it_is_and_serves_clients(make_s
 
 
 @pytest.mark.parametrize("overrides", [
-    pytest.param({"backend": MemoryBackend()}, id="with-a-backend"),
+    pytest.param({"backend": memory_backend(MemoryBroker())}, id="with-a-backend"),
     pytest.param({"settings": {"duplicate_connection_policy": "replace"}}, id="with-the-replace-policy"),
 ])
 def test_a_given_client_manager_refuses_what_needs_our_manager(make_settings, overrides):
@@ -175,3 +177,50 @@ async def test_start_up_says_where_the_demo_page_and_the_api_are(start_replica, 
     assert "demo page at http://127.0.0.1:8123/" in started
     assert "emit API at http://127.0.0.1:8123/api/v1/emit" in started
     assert replica.app[SETTINGS].public_url == "http://127.0.0.1:8123"
+
+
+def record_calls(monkeypatch: pytest.MonkeyPatch, target: Any, method: str, calls: list[str], label: str, *,
+                 error: Exception | None = None) -> None:
+    """Append ``label`` to ``calls`` when ``method`` of ``target`` runs, then run it (or raise ``error``)."""
+    original = getattr(target, method)
+
+    async def recorded() -> None:
+        calls.append(label)
+        if error is not None:
+            raise error
+        await original()
+    monkeypatch.setattr(target, method, recorded)
+
+
+async def test_stopping_closes_presence_then_queue_then_socketio(make_settings, broker, monkeypatch):
+    backend = memory_backend(broker)
+    app = create_app(make_settings(), backend=backend)
+    calls: list[str] = []
+    record_calls(monkeypatch, backend.presence, "close", calls, "presence")
+    record_calls(monkeypatch, app[MANAGER], "close", calls, "queue")
+    record_calls(monkeypatch, app[SIO], "shutdown", calls, "socketio")
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+
+    await server.close()
+
+    assert calls == ["presence", "queue", "socketio"]
+    assert app[MANAGER].subscribed is False
+
+
+async def test_a_part_that_fails_to_close_leaves_the_others_to_close(make_settings, broker, monkeypatch):
+    backend = memory_backend(broker)
+    app = create_app(make_settings(), backend=backend)
+    calls: list[str] = []
+    record_calls(monkeypatch, backend.presence, "close", calls, "presence",
+                 error=RuntimeError("presence would not close"))
+    record_calls(monkeypatch, app[SIO], "shutdown", calls, "socketio")
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+
+    with pytest.raises(RuntimeError, match="presence would not close"):
+        await server.close()
+
+    assert app[MANAGER].subscribed is False
+    assert broker.inject(app[SETTINGS].channel, b"{}") == 0  # the transport unsubscribed all the same
+    assert calls == ["presence", "socketio"]

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from server.backends import Presence
 from server.delivery import (
     MAX_DATA_DEPTH,
     MAX_EVENT_LENGTH,
@@ -18,7 +19,6 @@ from server.delivery import (
 )
 from server.errors import QueueUnavailableError, RequestError, UserNotConnectedError
 from server.metrics import Metrics
-from server.presence import Presence
 
 
 class RecordingManager:

@@ -13,7 +13,7 @@ from server.app_keys import AUTHENTICATOR, GATEWAY, PRESENCE, SETTINGS, SIO
 from server.delivery import MAX_DATA_DEPTH
 from server.errors import QueueBusyError
 from server.metrics import DROP_REASONS
-from server.queue.backends.memory import MemoryBroker
+from tests.fakes.memory_backend import MemoryBroker
 from tests.helpers.clients import MakeClient, RecordingClient, connected, make_token
 from tests.helpers.http import raw_request, request
 from tests.helpers.in_process import Replica, StartReplica, sample

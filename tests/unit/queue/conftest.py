@@ -17,8 +17,8 @@ import socketio
 from server.app_keys import MANAGER, METRICS, SIO
 from server.config import DEFAULT_CHANNEL
 from server.metrics import Metrics
-from server.queue.backends.memory import MemoryBackend, MemoryBroker
 from server.queue.manager import QueueManager
+from tests.fakes.memory_backend import MemoryBroker, MemoryTransport
 from tests.helpers.clients import RecordingClient, make_token
 
 CHANNEL = DEFAULT_CHANNEL  # the channel start_replica's replicas use
@@ -66,7 +66,7 @@ async def make_manager(broker: MemoryBroker) -> AsyncIterator[Callable[..., Queu
     def make(**options: Any) -> QueueManager:
         options.setdefault("channel", CHANNEL)
         options.setdefault("metrics", Metrics())
-        manager = QueueManager(MemoryBackend(broker), **options)
+        manager = QueueManager(MemoryTransport(broker), **options)
         managers.append(manager)
         return manager
 

@@ -1,4 +1,4 @@
-"""QueueManager: python-socketio's pub/sub manager on a QueueBackend, hardened.
+"""QueueManager: python-socketio's pub/sub manager on a QueueTransport, hardened.
 
 Managers talk through the test's ``MemoryBroker`` (the unit tests' "Redis").
 Where sockets matter, real replicas (aiohttp + python-socketio) and real
@@ -23,8 +23,8 @@ from server.config import Settings
 from server.errors import ErrorCode, PayloadTooLargeError, PublishError, QueueUnavailableError, error_payload
 from server.metrics import Metrics
 from server.queue import envelope
-from server.queue.backends.memory import MemoryBackend, MemoryBroker
 from server.queue.manager import QueueManager
+from tests.fakes.memory_backend import MemoryBroker, MemoryTransport, memory_backend
 from tests.helpers.clients import RecordingClient, make_token
 from tests.helpers.waiting import eventually
 
@@ -87,7 +87,7 @@ async def test_start_with_queue_down_logs_error_keeps_retrying_and_subscribes_wh
         make_manager: MakeManager, broker: MemoryBroker, monkeypatch: pytest.MonkeyPatch,
         caplog: pytest.LogCaptureFixture) -> None:
     manager = make_manager(retry_max=0.1)
-    attempts = count_calls(monkeypatch, manager.backend, "subscribe")
+    attempts = count_calls(monkeypatch, manager.transport, "subscribe")
     broker.go_down()
     await manager.start()  # does not raise
     assert manager.subscribed is False
@@ -124,7 +124,7 @@ async def test_write_only_start_neither_subscribes_nor_listens(make_manager: Mak
     manager = make_manager(write_only=True)
     await manager.start()
     assert manager.subscribed is False
-    assert manager.backend.channels == set()
+    assert manager.transport.channels == set()
     assert listener_tasks() == []
     assert broker.inject(CHANNEL, b"{}") == 0
 
@@ -507,7 +507,7 @@ async def test_outage_unsubscribes_then_resubscribes_within_retry_max(
     manager.on_subscribed(on_subscribed)
     await manager.start()
     assert subscriptions == [None]
-    attempts = count_calls(monkeypatch, manager.backend, "subscribe")
+    attempts = count_calls(monkeypatch, manager.transport, "subscribe")
     broker.go_down()
     await eventually(lambda: not manager.subscribed, what="the outage to be noticed")
     assert subscribed_gauge(manager.metrics) == 0
@@ -569,7 +569,7 @@ async def test_close_unsubscribes_and_clears_subscribed(make_manager: MakeManage
     await manager.close()
     assert manager.subscribed is False
     assert subscribed_gauge(manager.metrics) == 0
-    assert manager.backend.channels == set()
+    assert manager.transport.channels == set()
     assert broker.inject(CHANNEL, raw(emit_envelope("e", [1]))) == 0
 
 
@@ -578,7 +578,7 @@ async def test_close_closes_the_backend(make_manager: MakeManager, monkeypatch: 
                                         write_only: bool) -> None:
     manager = make_manager(write_only=write_only)
     await manager.start()
-    closes = count_calls(monkeypatch, manager.backend, "close")
+    closes = count_calls(monkeypatch, manager.transport, "close")
     await manager.close()
     assert len(closes) == 1
 
@@ -595,7 +595,7 @@ async def test_close_twice_is_safe(make_manager: MakeManager, broker: MemoryBrok
 async def test_close_without_start_is_safe_and_closes_the_backend(make_manager: MakeManager,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     manager = make_manager()
-    closes = count_calls(monkeypatch, manager.backend, "close")
+    closes = count_calls(monkeypatch, manager.transport, "close")
     await manager.close()
     assert len(closes) == 1
     assert manager.subscribed is False
@@ -625,7 +625,7 @@ async def test_manager_started_again_after_close_is_not_deaf_while_reporting_rea
 
 async def test_replica_shutdown_closes_its_manager(broker: MemoryBroker,
                                                   make_settings: Callable[..., Settings]) -> None:
-    app = create_app(make_settings(instance_id="short-lived"), backend=MemoryBackend(broker))
+    app = create_app(make_settings(instance_id="short-lived"), backend=memory_backend(broker))
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
     manager = app[MANAGER]
@@ -649,8 +649,8 @@ async def test_managers_built_per_test_have_separate_metrics_registries(make_man
 
 
 async def test_manager_without_metrics_gets_its_own_registry(broker: MemoryBroker) -> None:
-    first = QueueManager(MemoryBackend(broker), channel=CHANNEL)
-    second = QueueManager(MemoryBackend(broker), channel=CHANNEL)
+    first = QueueManager(MemoryTransport(broker), channel=CHANNEL)
+    second = QueueManager(MemoryTransport(broker), channel=CHANNEL)
     await second.start()
     await first.emit("e", 1, room="r")
     assert first.metrics is not second.metrics
@@ -683,8 +683,8 @@ async def test_two_replicas_in_one_test_share_the_broker_but_not_their_state(sta
     assert first.app[METRICS] is not second.app[METRICS]
     assert first.app[MANAGER] is not second.app[MANAGER]
     assert first.app[MANAGER].host_id != second.app[MANAGER].host_id
-    assert first.app[MANAGER].backend is not second.app[MANAGER].backend
-    assert first.app[MANAGER].backend.broker is second.app[MANAGER].backend.broker
+    assert first.app[MANAGER].transport is not second.app[MANAGER].transport
+    assert first.app[MANAGER].transport.broker is second.app[MANAGER].transport.broker
 
 
 # --- edge cases -------------------------------------------------------------------------------

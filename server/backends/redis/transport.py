@@ -1,4 +1,4 @@
-"""Plain Redis pub/sub (PUBLISH / SUBSCRIBE) as a queue backend."""
+"""Plain Redis pub/sub (PUBLISH / SUBSCRIBE) as the queue transport."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from ...errors import PublishError, QueueBusyError, QueueUnavailableError
-from .base import QueueBackend
+from ..base import QueueTransport
 
-__all__ = ["PoolExhaustedError", "RedisBackend", "connect_redis"]
+__all__ = ["PoolExhaustedError", "RedisTransport", "connect_redis"]
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ def _without_retries(client: aioredis.Redis) -> aioredis.Redis:
     return aioredis.Redis(connection_pool=aioredis.ConnectionPool(connection_class=pool.connection_class, **kwargs))
 
 
-class RedisBackend(QueueBackend):
+class RedisTransport(QueueTransport):
     """Publishes with a command client; listens on a dedicated pub/sub connection.
 
     The pub/sub connection has no automatic retry: when Redis goes away the
@@ -93,6 +93,9 @@ class RedisBackend(QueueBackend):
     closing (a dropped NAT entry, a partition) is caught by a keepalive: it is
     PINGed every ``KEEPALIVE_INTERVAL`` and dropped after ``KEEPALIVE_TIMEOUT``
     without a word from Redis.
+
+    It owns the command client (``client``), which the presence and key check
+    of the same backend share.
     """
 
     def __init__(self, url: str | None = None, *, conn: aioredis.Redis | None = None) -> None:

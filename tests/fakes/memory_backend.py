@@ -1,7 +1,9 @@
-"""An in-process queue backend: several managers share one ``MemoryBroker``.
+"""An in-process backend for the unit tests: several replicas share one ``MemoryBroker``.
 
 It lets unit tests run "replicas" in one event loop without Redis, and lets a
 test take the broker down to see how the manager copes with an outage.
+Production never uses it: a replica without ``REDIS_URL`` runs alone on
+``server.backends.local`` instead.
 """
 
 from __future__ import annotations
@@ -9,10 +11,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator
 
-from ...errors import PublishError, QueueUnavailableError
-from .base import QueueBackend
+from server.backends.base import Backend, NoKeyCheck, Presence, QueueTransport
+from server.errors import PublishError, QueueUnavailableError
 
-__all__ = ["MemoryBackend", "MemoryBroker"]
+__all__ = ["MemoryBroker", "MemoryPresence", "MemoryTransport", "memory_backend"]
 
 _OUTAGE = object()  # queued to a subscriber to end its messages() iterator
 
@@ -24,7 +26,7 @@ class MemoryBroker:
         self.available = True
         self.published: list[tuple[str, bytes]] = []
         self.presence: dict[str, set[str]] = {}  # user id -> sids, for MemoryPresence
-        self._subscribers: dict[str, set[MemoryBackend]] = {}
+        self._subscribers: dict[str, set[MemoryTransport]] = {}
 
     def go_down(self) -> None:
         """Simulate an outage: every listener's iterator fails, publishes fail."""
@@ -49,7 +51,7 @@ class MemoryBroker:
             raise error("memory broker is down")
 
 
-class MemoryBackend(QueueBackend):
+class MemoryTransport(QueueTransport):
     def __init__(self, broker: MemoryBroker | None = None) -> None:
         self.broker = broker or MemoryBroker()
         self.inbox: asyncio.Queue[object] = asyncio.Queue()
@@ -86,3 +88,25 @@ class MemoryBackend(QueueBackend):
 
     async def ping(self) -> bool:
         return self.broker.available
+
+
+class MemoryPresence(Presence):
+    """The replicas of one broker share its table of user id -> sids."""
+
+    def __init__(self, sockets: dict[str, set[str]]) -> None:
+        self._sockets = sockets
+
+    async def add(self, user_id: str, sid: str) -> None:
+        self._sockets.setdefault(user_id, set()).add(sid)
+
+    async def remove(self, user_id: str, sid: str) -> None:
+        self._sockets.get(user_id, set()).discard(sid)
+
+    async def is_online(self, user_id: str) -> bool:
+        return bool(self._sockets.get(user_id))
+
+
+def memory_backend(broker: MemoryBroker) -> Backend:
+    """One replica's (or emitter's) parts on ``broker``, as ``open_backend`` gives a Redis one's."""
+    return Backend(name="memory", transport=MemoryTransport(broker), presence=MemoryPresence(broker.presence),
+                   key_check=NoKeyCheck())

@@ -7,45 +7,45 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from server.backends.base import QueueTransport
 from server.errors import PublishError, QueueUnavailableError
-from server.queue.backends.base import QueueBackend
-from server.queue.backends.memory import MemoryBackend, MemoryBroker
+from tests.fakes.memory_backend import MemoryBroker, MemoryTransport
 
 CHANNEL = "events"
 
 
-async def next_message(backend: MemoryBackend, timeout: float = 2.0) -> tuple[str, bytes]:
+async def next_message(backend: MemoryTransport, timeout: float = 2.0) -> tuple[str, bytes]:
     iterator: AsyncIterator[tuple[str, bytes]] = backend.messages()
     return await asyncio.wait_for(anext(iterator), timeout)
 
 
-async def subscribed(broker: MemoryBroker, count: int, channel: str = CHANNEL) -> list[MemoryBackend]:
-    backends = [MemoryBackend(broker) for _ in range(count)]
+async def subscribed(broker: MemoryBroker, count: int, channel: str = CHANNEL) -> list[MemoryTransport]:
+    backends = [MemoryTransport(broker) for _ in range(count)]
     for backend in backends:
         await backend.subscribe(channel)
     return backends
 
 
 def test_memory_backend_implements_the_queue_backend_interface() -> None:
-    assert isinstance(MemoryBackend(), QueueBackend)
+    assert isinstance(MemoryTransport(), QueueTransport)
 
 
 @pytest.mark.parametrize("subscribers", [0, 1, 3])
 async def test_publish_returns_the_number_of_subscribers(broker: MemoryBroker, subscribers: int) -> None:
     await subscribed(broker, subscribers)
     await subscribed(broker, 2, channel="other-channel")
-    assert await MemoryBackend(broker).publish(CHANNEL, b"x") == subscribers
+    assert await MemoryTransport(broker).publish(CHANNEL, b"x") == subscribers
 
 
 async def test_publish_is_recorded_on_the_broker(broker: MemoryBroker) -> None:
-    await MemoryBackend(broker).publish(CHANNEL, b"one")
-    await MemoryBackend(broker).publish("other", b"two")
+    await MemoryTransport(broker).publish(CHANNEL, b"one")
+    await MemoryTransport(broker).publish("other", b"two")
     assert broker.published == [(CHANNEL, b"one"), ("other", b"two")]
 
 
 async def test_every_subscriber_receives_published_messages_in_order(broker: MemoryBroker) -> None:
     first, second = await subscribed(broker, 2)
-    publisher = MemoryBackend(broker)
+    publisher = MemoryTransport(broker)
     for i in range(3):
         await publisher.publish(CHANNEL, str(i).encode())
     for backend in (first, second):
@@ -56,7 +56,7 @@ async def test_every_subscriber_receives_published_messages_in_order(broker: Mem
 
 async def test_publish_does_not_reach_subscribers_of_other_channels(broker: MemoryBroker) -> None:
     (other,) = await subscribed(broker, 1, channel="other")
-    await MemoryBackend(broker).publish(CHANNEL, b"x")
+    await MemoryTransport(broker).publish(CHANNEL, b"x")
     assert other.inbox.empty()
 
 
@@ -72,7 +72,7 @@ async def test_go_down_ends_messages_with_queue_unavailable(broker: MemoryBroker
 
 async def test_go_down_delivers_messages_queued_before_the_outage_first(broker: MemoryBroker) -> None:
     (backend,) = await subscribed(broker, 1)
-    await MemoryBackend(broker).publish(CHANNEL, b"before")
+    await MemoryTransport(broker).publish(CHANNEL, b"before")
     broker.go_down()
     iterator = backend.messages()
     assert await asyncio.wait_for(anext(iterator), 2) == (CHANNEL, b"before")
@@ -83,14 +83,14 @@ async def test_go_down_delivers_messages_queued_before_the_outage_first(broker: 
 async def test_publish_raises_publish_error_while_down_and_records_nothing(broker: MemoryBroker) -> None:
     broker.go_down()
     with pytest.raises(PublishError):
-        await MemoryBackend(broker).publish(CHANNEL, b"lost")
+        await MemoryTransport(broker).publish(CHANNEL, b"lost")
     assert broker.published == []
 
 
 @pytest.mark.parametrize("operation", ["connect", "subscribe"])
 async def test_connect_and_subscribe_raise_queue_unavailable_while_down(broker: MemoryBroker,
                                                                         operation: str) -> None:
-    backend = MemoryBackend(broker)
+    backend = MemoryTransport(broker)
     broker.go_down()
     with pytest.raises(QueueUnavailableError):
         if operation == "connect":
@@ -100,7 +100,7 @@ async def test_connect_and_subscribe_raise_queue_unavailable_while_down(broker: 
 
 
 async def test_ping_follows_the_broker_state(broker: MemoryBroker) -> None:
-    backend = MemoryBackend(broker)
+    backend = MemoryTransport(broker)
     assert await backend.ping() is True
     broker.go_down()
     assert await backend.ping() is False
@@ -115,7 +115,7 @@ async def test_after_come_back_subscribe_and_publish_work_again(broker: MemoryBr
         await next_message(backend)
     broker.come_back()
     await backend.subscribe(CHANNEL)
-    assert await MemoryBackend(broker).publish(CHANNEL, b"again") == 1
+    assert await MemoryTransport(broker).publish(CHANNEL, b"again") == 1
     assert await next_message(backend) == (CHANNEL, b"again")
 
 
@@ -130,13 +130,13 @@ async def test_inject_delivers_raw_bytes_without_recording_a_publish(broker: Mem
 async def test_unsubscribe_stops_delivery(broker: MemoryBroker) -> None:
     (backend,) = await subscribed(broker, 1)
     await backend.unsubscribe(CHANNEL)
-    assert await MemoryBackend(broker).publish(CHANNEL, b"x") == 0
+    assert await MemoryTransport(broker).publish(CHANNEL, b"x") == 0
     assert backend.inbox.empty()
     assert backend.channels == set()
 
 
 async def test_close_unsubscribes_every_channel_and_is_safe_twice(broker: MemoryBroker) -> None:
-    backend = MemoryBackend(broker)
+    backend = MemoryTransport(broker)
     await backend.subscribe("a")
     await backend.subscribe("b")
     await backend.close()
@@ -147,7 +147,7 @@ async def test_close_unsubscribes_every_channel_and_is_safe_twice(broker: Memory
 
 
 async def test_backends_without_a_shared_broker_are_isolated() -> None:
-    listener, publisher = MemoryBackend(), MemoryBackend()
+    listener, publisher = MemoryTransport(), MemoryTransport()
     await listener.subscribe(CHANNEL)
     assert await publisher.publish(CHANNEL, b"x") == 0
     assert listener.inbox.empty()

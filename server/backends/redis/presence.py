@@ -1,10 +1,4 @@
-"""Which users have a socket somewhere, so a message for nobody is refused, not lost.
-
-A backend that sends "elevator out of service" to a user who is not connected
-must hear so (it may fall back to a push notification), rather than have the
-message vanish. ``LocalPresence`` answers for a single replica from its own
-rooms; ``RedisPresence`` answers for all replicas.
-"""
+"""Presence for all replicas: per-user Redis hashes, tied to live replicas by heartbeats."""
 
 from __future__ import annotations
 
@@ -14,18 +8,17 @@ import hmac
 import logging
 import time
 import uuid
-from abc import ABC, abstractmethod
 from collections.abc import Iterable
 
 from redis import asyncio as aioredis
 from redis.exceptions import RedisError
-from socketio.base_manager import BaseManager
 
-from .errors import QueueBusyError, QueueUnavailableError
-from .queue.backends.redis import PoolExhaustedError
-from .queue.keys import instance_key, presence_key, user_room
+from ...errors import QueueBusyError, QueueUnavailableError
+from ..base import Presence
+from .keys import instance_key, presence_key
+from .transport import PoolExhaustedError
 
-__all__ = ["LocalPresence", "MemoryPresence", "Presence", "RedisPresence"]
+__all__ = ["RedisPresence"]
 
 logger = logging.getLogger(__name__)
 
@@ -52,57 +45,6 @@ for i = 1, #entries, 2 do
 end
 return live
 """
-
-
-class Presence(ABC):
-    @abstractmethod
-    async def add(self, user_id: str, sid: str) -> None: ...
-
-    @abstractmethod
-    async def remove(self, user_id: str, sid: str) -> None: ...
-
-    @abstractmethod
-    async def is_online(self, user_id: str) -> bool:
-        """Raises ``QueueUnavailableError`` when it cannot tell."""
-
-    async def start(self) -> None:  # noqa: B027 - optional hook
-        """Begin any background upkeep."""
-
-    async def close(self) -> None:  # noqa: B027 - optional hook
-        """Stop upkeep and withdraw this replica's entries."""
-
-
-class LocalPresence(Presence):
-    """Single replica: a user is online when their room here is not empty."""
-
-    def __init__(self, manager: BaseManager, namespace: str = "/") -> None:
-        self._manager = manager
-        self._namespace = namespace
-
-    async def add(self, user_id: str, sid: str) -> None:
-        """Room membership already records it."""
-
-    async def remove(self, user_id: str, sid: str) -> None:
-        """Room membership already records it."""
-
-    async def is_online(self, user_id: str) -> bool:
-        return any(True for _ in self._manager.get_participants(self._namespace, user_room(user_id)))
-
-
-class MemoryPresence(Presence):
-    """Replicas in one process sharing a ``MemoryBroker`` (unit tests): a shared table."""
-
-    def __init__(self, sockets: dict[str, set[str]]) -> None:
-        self._sockets = sockets  # user id -> sids, shared by the replicas
-
-    async def add(self, user_id: str, sid: str) -> None:
-        self._sockets.setdefault(user_id, set()).add(sid)
-
-    async def remove(self, user_id: str, sid: str) -> None:
-        self._sockets.get(user_id, set()).discard(sid)
-
-    async def is_online(self, user_id: str) -> bool:
-        return bool(self._sockets.get(user_id))
 
 
 class RedisPresence(Presence):

@@ -1,12 +1,13 @@
-"""server/presence.py, LocalPresence: a user is online when their room here is not empty."""
+"""server/backends/local.py, LocalPresence: a user is online when their room here is not empty."""
 
 from __future__ import annotations
 
 import pytest
 
 from server.app_keys import PRESENCE
-from server.presence import LocalPresence, MemoryPresence
+from server.backends.local import LocalPresence
 from server.queue.manager import LocalManager
+from tests.fakes.memory_backend import MemoryPresence
 from tests.helpers.clients import make_token
 from tests.helpers.waiting import eventually
 

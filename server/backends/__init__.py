@@ -1,0 +1,35 @@
+"""The one place that picks the backend linking replicas, from its URL.
+
+``open_backend("redis://…", …)`` returns a matched ``Backend``: queue transport,
+presence and key check. The replica (``create_app``) and the emitter both build
+from here. Without a URL a replica runs alone (``backends.local``), and needs none.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from ..errors import ConfigError
+from .base import Backend, KeyCheck, Presence, QueueTransport
+from .redis import SCHEMES as REDIS_SCHEMES
+from .redis import open_redis_backend
+
+__all__ = ["Backend", "KeyCheck", "Presence", "QueueTransport", "open_backend"]
+
+# An emitter asks about presence; it never announces any, so its instance id is never written.
+EMITTER_INSTANCE_ID = "emitter"
+
+
+def open_backend(url: str, *, channel: str, signing_key: bytes | None = None,
+                 instance_id: str = EMITTER_INSTANCE_ID, clock_skew: float = 30.0) -> Backend:
+    """The backend ``url`` names, its parts set up for ``channel``.
+
+    :param signing_key: the queue signing key every replica and emitter on ``channel`` shares.
+    :param instance_id: names this replica's presence entries.
+    :param clock_skew: how far other hosts' clocks may be off, in seconds (signed presence entries).
+    """
+    scheme = urlsplit(url).scheme
+    if scheme in REDIS_SCHEMES:
+        return open_redis_backend(url, channel=channel, signing_key=signing_key, instance_id=instance_id,
+                                  clock_skew=clock_skew)
+    raise ConfigError(f"no backend for URL scheme {scheme or '(none)'!r}; use redis://, rediss:// or unix://")

@@ -1,0 +1,132 @@
+"""What a replica and an emitter need from the service that links replicas.
+
+A backend is a matched set of three parts, built together by one factory
+(``server.backends.open_backend``) because they share a connection and a
+key space: the *queue transport* that carries envelopes between replicas,
+the *presence* table that says whether a user has a socket anywhere, and the
+*key check* that keeps emitters on the replicas' signing key. A new kind of
+backend (per-user channels, Redis Cluster, a history store) implements these
+three interfaces in a package of its own beside ``redis/``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass
+
+__all__ = ["Backend", "KeyCheck", "NoKeyCheck", "Presence", "QueueTransport"]
+
+
+class QueueTransport(ABC):
+    """A pub/sub transport: publish bytes on a channel, read what was published.
+
+    Implementations raise ``PublishError`` when a publish fails and
+    ``QueueUnavailableError`` when subscribing or listening fails; the manager
+    decides what to log, count and retry.
+    """
+
+    @abstractmethod
+    async def connect(self) -> None:
+        """Open connections; raises ``QueueUnavailableError`` if unreachable."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Stop listening and release the transport's own connections; safe to call twice."""
+
+    @abstractmethod
+    async def publish(self, channel: str, data: bytes) -> int:
+        """Publish ``data``; returns how many subscribers received it."""
+
+    @abstractmethod
+    async def subscribe(self, channel: str) -> None:
+        """Start (or restart, after a failure) receiving ``channel``."""
+
+    @abstractmethod
+    async def unsubscribe(self, channel: str) -> None:
+        """Stop receiving ``channel``."""
+
+    @abstractmethod
+    def messages(self) -> AsyncGenerator[tuple[str, bytes], None]:
+        """Yield ``(channel, data)`` until the connection is lost, then raise."""
+
+    @abstractmethod
+    async def ping(self) -> bool:
+        """Whether the queue answers right now (never raises)."""
+
+
+class Presence(ABC):
+    """Which users have a socket somewhere, so a message for nobody is refused, not lost.
+
+    A backend that sends "elevator out of service" to a user who is not connected
+    must hear so (it may fall back to a push notification), rather than have the
+    message vanish.
+    """
+
+    @abstractmethod
+    async def add(self, user_id: str, sid: str) -> None: ...
+
+    @abstractmethod
+    async def remove(self, user_id: str, sid: str) -> None: ...
+
+    @abstractmethod
+    async def is_online(self, user_id: str) -> bool:
+        """Raises ``QueueUnavailableError`` when it cannot tell."""
+
+    async def start(self) -> None:  # noqa: B027 - optional hook
+        """Begin any background upkeep."""
+
+    async def heartbeat(self) -> None:  # noqa: B027 - optional hook
+        """Write this replica's entries again; run after every (re)subscription to the queue."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Stop upkeep and withdraw this replica's entries."""
+
+
+class KeyCheck(ABC):
+    """Keeps emitters and replicas on the same ``QUEUE_SIGNING_KEY``.
+
+    Replicas drop envelopes not signed with their key, so an emitter with another
+    key would lose every message without hearing of it: replicas ``announce`` their
+    key and ``answer`` probes, an emitter ``check``s before its first message.
+    """
+
+    @abstractmethod
+    async def announce(self) -> None:
+        """Replica, after every (re)subscription: say which key the replicas use."""
+
+    @abstractmethod
+    async def answer(self, nonce: str) -> None:
+        """Replica, for a ``key_probe`` whose signature it verified: prove it holds the key."""
+
+    @abstractmethod
+    async def check(self) -> None:
+        """Emitter, before it sends: raise ``ConfigError`` if the replicas would drop its envelopes,
+        ``QueueUnavailableError`` if it cannot tell."""
+
+
+class NoKeyCheck(KeyCheck):
+    """For a backend where every party is built with the same key, such as one process's."""
+
+    async def announce(self) -> None:
+        """Nobody needs telling."""
+
+    async def answer(self, nonce: str) -> None:
+        """Nobody asks."""
+
+    async def check(self) -> None:
+        """Always the same key."""
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One backend's matched parts, as ``open_backend`` built them.
+
+    The parts may share connections, which the transport owns: close the
+    presence before the transport (the app's clean-up does).
+    """
+
+    name: str
+    transport: QueueTransport
+    presence: Presence
+    key_check: KeyCheck
