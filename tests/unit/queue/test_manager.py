@@ -25,7 +25,8 @@ from server.metrics import Metrics
 from server.queue import envelope
 from server.queue.manager import QueueManager
 from tests.fakes.memory_backend import MemoryBroker, MemoryTransport, memory_backend
-from tests.helpers.clients import RecordingClient, make_token
+from tests.helpers.clients import RecordingClient, connected
+from tests.helpers.envelopes import emit_envelope
 from tests.helpers.waiting import eventually
 
 from .conftest import (
@@ -33,7 +34,6 @@ from .conftest import (
     MANAGER_LOGGER,
     Connected,
     dropped,
-    emit_envelope,
     metric,
     published,
     raw,
@@ -124,6 +124,7 @@ async def test_write_only_start_neither_subscribes_nor_listens(make_manager: Mak
     manager = make_manager(write_only=True)
     await manager.start()
     assert manager.subscribed is False
+    assert isinstance(manager.transport, MemoryTransport)
     assert manager.transport.channels == set()
     assert listener_tasks() == []
     assert broker.inject(CHANNEL, b"{}") == 0
@@ -333,8 +334,7 @@ async def test_managers_sharing_a_signing_key_deliver_and_drop_unsigned_forgerie
         make_client: Callable[..., RecordingClient]) -> None:
     key = "queue-signing-key-for-unit-tests-0123456789"
     replica = await start_replica(queue_signing_key=key)
-    alice = make_client()
-    await alice.connect(replica.url, auth={"token": make_token("alice")})
+    alice = await connected(make_client, replica, "alice")
     sender = make_manager(write_only=True, signing_key=key.encode())
     await sender.start()
 
@@ -569,6 +569,7 @@ async def test_close_unsubscribes_and_clears_subscribed(make_manager: MakeManage
     await manager.close()
     assert manager.subscribed is False
     assert subscribed_gauge(manager.metrics) == 0
+    assert isinstance(manager.transport, MemoryTransport)
     assert manager.transport.channels == set()
     assert broker.inject(CHANNEL, raw(emit_envelope("e", [1]))) == 0
 
@@ -779,13 +780,11 @@ async def test_a_recorded_signed_disconnect_room_published_again_is_dropped_as_a
     replica = await start_replica(queue_signing_key=key)
     sender = make_manager(write_only=True, signing_key=key.encode())
     await sender.start()
-    first = make_client()
-    await first.connect(replica.url, auth={"token": make_token("alice")})
+    first = await connected(make_client, replica, "alice")
     await sender.disconnect_room("user:alice")
     await first.wait_for_disconnect()
     recorded = broker.published[-1][1]
-    second = make_client()
-    await second.connect(replica.url, auth={"token": make_token("alice")})
+    second = await connected(make_client, replica, "alice")
 
     broker.inject(CHANNEL, recorded)
     await sender.emit("marker", {}, room="user:alice")
