@@ -11,13 +11,13 @@ import pytest
 from server.app_keys import SIO
 from tests.helpers.clients import MakeClient
 from tests.helpers.http import request
-from tests.helpers.in_process import StartReplica
+from tests.helpers.in_process import Replica, StartReplica
 from tests.helpers.payloads import assert_error_payload
 
 TOKEN_PATH = "/api/v1/dev/token"
 
 
-async def get_token(replica: Any, query: str = "?user_id=alice") -> tuple[int, dict[str, str], Any]:
+async def get_token(replica: Replica, query: str = "?user_id=alice") -> tuple[int, dict[str, str], Any]:
     async with aiohttp.ClientSession() as session, session.get(f"{replica.url}{TOKEN_PATH}{query}") as response:
         return response.status, dict(response.headers), await response.json()
 

@@ -26,7 +26,7 @@ from server.queue.keys import user_room
 from tests.fakes.memory_backend import MemoryBroker
 from tests.helpers.clients import MakeClient, RecordingClient, connected, make_token
 from tests.helpers.envelopes import emit_envelope
-from tests.helpers.in_process import StartReplica, sample
+from tests.helpers.in_process import Replica, StartReplica, sample
 from tests.helpers.payloads import assert_error_payload
 from tests.helpers.raw_client import OpenRaw
 from tests.helpers.waiting import eventually
@@ -38,11 +38,11 @@ FOREIGN_HOST = "a-replica-that-is-not-in-this-test"
 # --- helpers -----------------------------------------------------------------------
 
 
-def connections(replica: Any) -> float | None:
+def connections(replica: Replica) -> float | None:
     return sample(replica, "kindmap_connections")
 
 
-async def send(replica: Any, user_id: str, event: str, data: Any) -> None:
+async def send(replica: Replica, user_id: str, event: str, data: Any) -> None:
     """What a backend does through this replica: emit to every socket of the user."""
     await replica.app[SIO].emit(event, data, room=user_room(user_id))
 
@@ -57,11 +57,11 @@ async def refused(make_client: Callable[..., RecordingClient], url: str, **conne
     return payload
 
 
-def published(broker: Any) -> list[dict[str, Any]]:
+def published(broker: MemoryBroker) -> list[dict[str, Any]]:
     return [json.loads(data) for _channel, data in broker.published]
 
 
-def inject(broker: Any, replica: Any, message: dict[str, Any] | bytes) -> None:
+def inject(broker: MemoryBroker, replica: Replica, message: dict[str, Any] | bytes) -> None:
     raw = message if isinstance(message, bytes) else envelope.encode({"host_id": FOREIGN_HOST, **message})
     assert broker.inject(replica.app[SETTINGS].channel, raw) >= 1, "nobody is subscribed"
 

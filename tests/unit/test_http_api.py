@@ -25,7 +25,7 @@ API_KEY = "unit-test-api-key-0123456789"
 
 
 
-async def post_emit(replica: Any, body: Any = None, *, raw: bytes | None = None, key: str | None = API_KEY,
+async def post_emit(replica: Replica, body: Any = None, *, raw: bytes | None = None, key: str | None = API_KEY,
                     headers: dict[str, str] | None = None) -> tuple[int, Any]:
     headers = dict(headers or {})
     if key is not None:
@@ -42,7 +42,7 @@ async def connected_in_mode(make_client: MakeClient, replica: Replica, user_id: 
     return await connected(make_client, replica, user_id, auth=auth)
 
 
-async def assert_nothing_else_arrived(replica: Any, client: RecordingClient, *events: str) -> None:
+async def assert_nothing_else_arrived(replica: Replica, client: RecordingClient, *events: str) -> None:
     """Send a later marker to ``client`` and wait for it; none of ``events`` may have arrived before it."""
     await replica.app[SIO].emit("marker", None, to=client.sio.get_sid("/"))
     await client.wait_for("marker")
@@ -373,7 +373,7 @@ async def test_emit_api_answering_503_has_delivered_nothing(api_replica: Replica
 # --- POST /api/v1/emit in dev mode: the demo page, authorised by its dev token ------------
 
 
-def dev_token(replica: Any, user_id: str = "alice") -> str:
+def dev_token(replica: Replica, user_id: str = "alice") -> str:
     return str(replica.app[AUTHENTICATOR].issue_dev_token(user_id).token)
 
 

@@ -18,28 +18,29 @@ from server.app_keys import SIO
 from server.packet_guard import HARD_CAP_FACTOR, MAX_ATTACHMENTS
 from server.queue.keys import user_room
 from tests.helpers.clients import MakeClient, RecordingClient, connected, make_token
-from tests.helpers.in_process import StartReplica, sample
+from tests.helpers.in_process import Replica, StartReplica, sample
 from tests.helpers.payloads import assert_error_payload
-from tests.helpers.raw_client import OpenRaw
+from tests.helpers.raw_client import OpenRaw, RawClient
 from tests.helpers.waiting import eventually
 
 TRANSPORTS = pytest.mark.parametrize("transport", ["websocket", "polling"])
 
 
-async def joined(open_raw: Any, replica: Any, user_id: str = "mallory", *, transport: str = "websocket") -> Any:
+async def joined(open_raw: OpenRaw, replica: Replica, user_id: str = "mallory", *,
+                 transport: str = "websocket") -> RawClient:
     raw = await open_raw(replica.url, transport=transport)
     answer = await raw.connect({"token": make_token(user_id)})
     assert answer.startswith("0"), answer
     return raw
 
 
-async def pinged(raw: Any, count: int = 1) -> None:
+async def pinged(raw: RawClient, count: int = 1) -> None:
     """Send a ping and await its pong: the socket still works and has read all before it."""
     await raw.send('2["ping"]')
     await raw.wait_for(lambda: len(raw.events("pong")) >= count, what=f"pong #{count}")
 
 
-def codes(raw: Any) -> list[str]:
+def codes(raw: RawClient) -> list[str]:
     return [error["code"] for error in raw.errors()]
 
 

@@ -14,7 +14,7 @@ from engineio import packet as eio_packet
 from server.app_keys import PRESENCE, SIO
 from server.transport import GuardedSocket, GuardedWebSocket, OutgoingQueue, packet_size
 from tests.helpers.clients import MakeClient, connected, make_token
-from tests.helpers.in_process import StartReplica, sample
+from tests.helpers.in_process import Replica, StartReplica, sample
 from tests.helpers.raw_engineio import RECORD_SEPARATOR, engineio_url, open_polling_session, poll
 from tests.helpers.waiting import eventually
 
@@ -164,7 +164,8 @@ async def test_an_oversized_long_poll_body_is_refused_at_once_and_its_session_fr
     assert sample(replica, "kindmap_protocol_violations_total", cause="oversized_body") == 1
 
 
-async def waiting_poll(session: aiohttp.ClientSession, replica: Any, sid: str) -> asyncio.Task[tuple[int, list[str]]]:
+async def waiting_poll(session: aiohttp.ClientSession, replica: Replica,
+                       sid: str) -> asyncio.Task[tuple[int, list[str]]]:
     """A long-poll of session ``sid``, returned once the replica holds it waiting for packets."""
     waiting = asyncio.create_task(poll(session, replica.url, sid))
     await eventually(lambda: replica.app[SIO].eio.sockets[sid]._polling, what="the poll waiting")

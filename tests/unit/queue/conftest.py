@@ -19,7 +19,8 @@ from server.config import DEFAULT_CHANNEL
 from server.metrics import Metrics
 from server.queue.manager import QueueManager
 from tests.fakes.memory_backend import MemoryBroker, MemoryTransport
-from tests.helpers.clients import RecordingClient, connected
+from tests.helpers.clients import MakeClient, RecordingClient, connected
+from tests.helpers.in_process import Replica, StartReplica
 
 CHANNEL = DEFAULT_CHANNEL  # the channel start_replica's replicas use
 MANAGER_LOGGER = "server.queue.manager"
@@ -90,10 +91,9 @@ class Connected:
 
 
 @pytest.fixture
-def connect_user(start_replica: Callable[..., Awaitable[Any]], make_client: Callable[..., RecordingClient]
-                 ) -> Callable[..., Awaitable[Connected]]:
+def connect_user(start_replica: StartReplica, make_client: MakeClient) -> Callable[..., Awaitable[Connected]]:
     """Factory: connect ``user`` to ``replica`` (a new replica when not given)."""
-    async def connect(user: str = "alice", *, replica: Any = None) -> Connected:
+    async def connect(user: str = "alice", *, replica: Replica | None = None) -> Connected:
         replica = replica or await start_replica()
         client = await connected(make_client, replica, user)
         welcome = client.received("connected")[0]
