@@ -7,19 +7,16 @@ failure or Ctrl-C.
 
 from __future__ import annotations
 
-import asyncio
-import time
 from pathlib import Path
 from types import TracebackType
 
+from cluster import ReplicaSet
 from cluster.processes import RedisServer, Replica
 
 __all__ = ["CHANNEL", "SYSTEMS", "Cluster"]
 
 SYSTEMS = {"baseline": "bench.stock_replica", "ours": "server"}
 CHANNEL = "kindmap_bench"
-READY_TIMEOUT = 30.0
-READY_POLL = 0.05
 
 
 class Cluster:
@@ -41,32 +38,29 @@ class Cluster:
                # The load generator opens thousands of sessions from one address: the per-address
                # handshake limit and the session cap are lifted; per-session limits stay as shipped.
                "HANDSHAKE_RATE_PER_SECOND": "10000", "HANDSHAKE_BURST": "100000", "MAX_CONNECTIONS": "1000000"}
-        self.replicas = [Replica(instance_id=f"{system}-{i + 1}", env=env, log_dir=log_dir, module=SYSTEMS[system])
-                         for i in range(replicas)]
+        self.replica_set = ReplicaSet(replicas, env=env, log_dir=log_dir, module=SYSTEMS[system], name=system)
+
+    @property
+    def replicas(self) -> list[Replica]:
+        return self.replica_set.replicas
 
     @property
     def urls(self) -> list[str]:
-        return [replica.url for replica in self.replicas]
+        return self.replica_set.urls
 
     def pids(self) -> dict[str, int]:
         """Process ids by role: ``redis`` and ``replica-1`` .. ``replica-N``."""
-        return {"redis": self.redis.pid, **{f"replica-{i + 1}": r.pid for i, r in enumerate(self.replicas)}}
+        return {"redis": self.redis.pid, **{f"replica-{n}": pid for n, pid in enumerate(self.replica_set.pids, 1)}}
 
     async def __aenter__(self) -> Cluster:
-        """Start Redis, launch the replicas together, and wait until each is ready.
+        """Start Redis, then the replicas together (``ReplicaSet.start_async``).
 
         The wait yields to the event loop, so Ctrl-C or SIGTERM during a start-up
         cancels it at once, and everything launched so far is stopped.
         """
         try:
             self.redis.start()
-            for replica in self.replicas:
-                replica.launch()
-            deadline = time.monotonic() + READY_TIMEOUT
-            while not all(replica.is_ready() for replica in self.replicas):
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"{self.system} replicas not ready within {READY_TIMEOUT} s; see their logs")
-                await asyncio.sleep(READY_POLL)
+            await self.replica_set.start_async()
         except BaseException:
             self.stop()
             raise
@@ -77,8 +71,5 @@ class Cluster:
         self.stop()
 
     def stop(self) -> None:
-        for replica in self.replicas:
-            replica.request_stop()  # they drain at the same time
-        for replica in self.replicas:
-            replica.stop()
+        self.replica_set.stop()
         self.redis.stop()

@@ -23,10 +23,9 @@ from typing import Any
 import socketio
 
 from server.emitter import Emitter
-from server.queue.keys import user_room
 
 from . import control
-from .message import EVENT, payload
+from .message import EVENT, payload, user_room
 from .pacing import Schedule
 
 __all__ = ["BaselinePublisher", "OursPublisher", "Publisher", "make_publisher"]

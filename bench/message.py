@@ -12,13 +12,19 @@ import json
 import time
 from typing import Any
 
-__all__ = ["EVENT", "Delivery", "parse_delivery", "payload"]
+__all__ = ["EVENT", "Delivery", "parse_delivery", "payload", "user_room"]
 
 EVENT = "navigation_update"
 # A guidance message of a realistic size (~200 bytes on the wire), the same for both systems.
 _GUIDANCE = {"station": "City Hall", "line": 2, "instruction": "Take the elevator at exit 4 to platform 2",
              "accessible": True}
 _PREFIX = '42["' + EVENT + '",'  # a Socket.IO EVENT packet for EVENT, on the default namespace
+
+
+def user_room(user: str) -> str:
+    """The room a replica puts every socket of ``user`` in, as the README documents it for
+    publishers of their own: the baseline's stock manager addresses it by name."""
+    return f"user:{user}"
 
 
 def payload(step: int, seq: int) -> dict[str, Any]:

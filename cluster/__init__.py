@@ -5,5 +5,6 @@ loopback, started and stopped together. The integration tests run the same clust
 """
 
 from .local import LocalCluster
+from .replicas import ReplicaSet
 
-__all__ = ["LocalCluster"]
+__all__ = ["LocalCluster", "ReplicaSet"]

@@ -6,15 +6,15 @@ import shutil
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from types import TracebackType
 
 from .nginx import write_config
-from .processes import HOST, ChildProcess, NginxServer, RedisServer, Replica, free_port
+from .processes import HOST, ChildProcess, Lifecycle, NginxServer, RedisServer, Replica, free_port
+from .replicas import ReplicaSet
 
 __all__ = ["LocalCluster"]
 
 
-class LocalCluster:
+class LocalCluster(Lifecycle):
     """Starts a ``redis-server`` (unless ``redis_url`` is given), the replicas and Nginx.
 
     Use it as a context manager: leaving it stops every process it started, in the
@@ -37,8 +37,7 @@ class LocalCluster:
             # A development cluster on loopback: an unsigned queue is allowed unless env says otherwise.
             self.env = {**env, "ALLOW_UNSIGNED_QUEUE": env.get("ALLOW_UNSIGNED_QUEUE") or "true",
                         "REDIS_URL": redis_url}
-            self.replicas = [Replica(instance_id=f"replica-{n}", env=self.env, log_dir=self.work_dir)
-                             for n in range(1, replicas + 1)]
+            self.replica_set = ReplicaSet(replicas, env=self.env, log_dir=self.work_dir)
             nginx_dir = self.work_dir / "nginx"
             nginx_dir.mkdir()
             self.nginx = NginxServer(conf_dir=nginx_dir, port=nginx_port or free_port())
@@ -54,6 +53,10 @@ class LocalCluster:
         return self.nginx.url
 
     @property
+    def replicas(self) -> list[Replica]:
+        return self.replica_set.replicas
+
+    @property
     def processes(self) -> list[ChildProcess]:
         """Every process of the cluster, in the order they start."""
         return [*([self.redis] if self.redis else []), *self.replicas, self.nginx]
@@ -62,10 +65,7 @@ class LocalCluster:
         try:
             if self.redis is not None:
                 self.redis.start()
-            for replica in self.replicas:
-                replica.launch()
-            for replica in self.replicas:
-                replica.wait_ready()
+            self.replica_set.start()
             self.nginx.start()
         except BaseException:
             self.stop()
@@ -74,10 +74,7 @@ class LocalCluster:
     def stop(self) -> None:
         try:
             self.nginx.stop()
-            for replica in self.replicas:
-                replica.request_stop()  # they drain at the same time
-            for replica in self.replicas:
-                replica.stop()
+            self.replica_set.stop()
             if self.redis is not None:
                 self.redis.stop()
         finally:
@@ -90,11 +87,3 @@ class LocalCluster:
         lines += [f"  {replica.url:<32} {replica.instance_id}" for replica in self.replicas]
         lines += [f"  {self.redis_url:<32} Redis ({redis_origin})", f"  logs in {self.work_dir}"]
         return "\n".join(lines)
-
-    def __enter__(self) -> LocalCluster:
-        self.start()
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()

@@ -6,6 +6,7 @@ deadline (never a fixed sleep), and every class can stop what it started.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
@@ -16,11 +17,14 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from types import TracebackType
+from typing import Self
 
-__all__ = ["HOST", "REPO_ROOT", "ChildProcess", "NginxServer", "RedisServer", "Replica",
-           "free_port", "http_status", "nginx_binary", "port_open", "wait_until"]
+__all__ = ["HOST", "REPO_ROOT", "ChildProcess", "Lifecycle", "NginxServer", "RedisServer", "Replica",
+           "free_port", "http_status", "nginx_binary", "port_open", "wait_until", "wait_until_async"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"
@@ -32,12 +36,25 @@ def free_port(host: str = HOST) -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_until(predicate: Callable[[], bool], *, timeout: float, what: str, interval: float = 0.02) -> None:
+def _polls(predicate: Callable[[], bool], *, timeout: float, what: str) -> Iterator[None]:
+    """Yield while ``predicate`` does not hold, for the caller to pause its own way; raise past ``timeout``."""
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+        yield
+
+
+def wait_until(predicate: Callable[[], bool], *, timeout: float, what: str, interval: float = 0.02) -> None:
+    for _ in _polls(predicate, timeout=timeout, what=what):
         time.sleep(interval)
+
+
+async def wait_until_async(predicate: Callable[[], bool], *, timeout: float, what: str,
+                           interval: float = 0.02) -> None:
+    """``wait_until`` that yields to the event loop between polls, so that a cancellation ends it at once."""
+    for _ in _polls(predicate, timeout=timeout, what=what):
+        await asyncio.sleep(interval)
 
 
 def http_status(url: str, timeout: float = 1.0) -> int | None:
@@ -60,6 +77,24 @@ def port_open(port: int, host: str = HOST) -> bool:
 def nginx_binary() -> str | None:
     """Where ``nginx`` is installed; Debian puts it in /usr/sbin, outside a user's PATH."""
     return shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/usr/local/sbin")
+
+
+class Lifecycle(ABC):
+    """Something started and stopped as a whole: ``with`` starts it, and stops it on the way out."""
+
+    @abstractmethod
+    def start(self) -> None: ...
+
+    @abstractmethod
+    def stop(self) -> None: ...
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
 
 
 class ChildProcess:

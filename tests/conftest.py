@@ -3,6 +3,7 @@ that run real processes (integration and e2e)."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -47,15 +48,11 @@ def start_cluster(redis_server: RedisServer, tmp_path: Path) -> Iterator[Callabl
 
     ``start_cluster(2, redis=own_redis, DUPLICATE_CONNECTION_POLICY="replace")``
     """
-    started: list[Cluster] = []
+    with contextlib.ExitStack() as started:
+        def start(count: int = 3, *, redis: RedisServer | None = None, **env: str) -> Cluster:
+            return started.enter_context(Cluster((redis or redis_server).url, tmp_path, count, **env))
 
-    def start(count: int = 3, *, redis: RedisServer | None = None, **env: str) -> Cluster:
-        started.append(Cluster.start((redis or redis_server).url, tmp_path, count, **env))
-        return started[-1]
-
-    yield start
-    for one in started:
-        one.stop()
+        yield start
 
 
 @pytest.fixture

@@ -35,9 +35,8 @@ def _browser_installed() -> None:
 @pytest.fixture(scope="module")
 def dev_cluster(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """Two replicas in dev mode on one Redis, shared by the tests of a module."""
-    started = Cluster.start(redis_server.url, tmp_path_factory.mktemp("replicas"), 2, **DEV_MODE)
-    yield started
-    started.stop()
+    with Cluster(redis_server.url, tmp_path_factory.mktemp("replicas"), 2, **DEV_MODE) as started:
+        yield started
 
 
 @pytest.fixture

@@ -10,10 +10,9 @@ from typing import Any
 
 import pytest
 
-from cluster import LocalCluster
+from cluster import LocalCluster, ReplicaSet
 
 from .clients import TEST_SECRET
-from .processes import Replica
 
 API_KEY = "integration-api-key-0123456789"
 
@@ -52,29 +51,11 @@ def unique_user(prefix: str = "user") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
-class Cluster:
-    def __init__(self, redis_url: str, channel: str, replicas: list[Replica]) -> None:
+class Cluster(ReplicaSet):
+    """``count`` replicas on a Socket.IO channel of their own; ``with`` starts them (each ready
+    on ``/readyz``) and stops them. ``env`` adds to ``replica_env``."""
+
+    def __init__(self, redis_url: str, log_dir: Path, count: int, **env: str) -> None:
         self.redis_url = redis_url
-        self.channel = channel
-        self.replicas = replicas
-
-    @classmethod
-    def start(cls, redis_url: str, log_dir: Path, count: int, **env: str) -> Cluster:
-        """``count`` replicas on a channel of their own, each ready (``/readyz``) on return."""
-        channel = new_channel()
-        replicas = [Replica(instance_id=f"replica-{i + 1}", env=replica_env(redis_url, channel, **env),
-                            log_dir=log_dir) for i in range(count)]
-        cluster = cls(redis_url, channel, replicas)
-        try:
-            for replica in replicas:
-                replica.launch()
-            for replica in replicas:
-                replica.wait_ready()
-        except BaseException:
-            cluster.stop()
-            raise
-        return cluster
-
-    def stop(self) -> None:
-        for replica in self.replicas:
-            replica.stop()
+        self.channel = new_channel()
+        super().__init__(count, env=replica_env(redis_url, self.channel, **env), log_dir=log_dir)

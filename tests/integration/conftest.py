@@ -40,9 +40,8 @@ def own_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]
 @pytest.fixture(scope="module")
 def cluster(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """Three replicas shared by the tests of one module (each test uses its own user ids)."""
-    started = Cluster.start(redis_server.url, tmp_path_factory.mktemp("replicas"), 3)
-    yield started
-    started.stop()
+    with Cluster(redis_server.url, tmp_path_factory.mktemp("replicas"), 3) as started:
+        yield started
 
 
 @pytest.fixture(scope="module")
