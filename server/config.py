@@ -89,7 +89,7 @@ class Range:
         above = self.low < value if self.low_open else self.low <= value
         if not (above and value <= self.high and math.isfinite(value)):  # NaN fails every comparison
             bounds = (f"between {_number(self.low)} and {_number(self.high)}" if self.high < math.inf
-                      else f"finite and {self}")
+                      else f"finite and {self}" if math.isinf(value) else str(self))
             raise ConfigError(f"{name} must be {bounds}, got {_number(value)}")
 
 
