@@ -8,7 +8,7 @@ NODE_CLIENT := tests/integration/node
 DEMO := client_demo
 PROTOCOL_SUITES := tests/protocol/node
 
-.PHONY: dev cluster test lint install clean
+.PHONY: dev cluster test lint settings-docs install clean
 
 install: $(VENV)/.installed $(NODE_CLIENT)/node_modules/.installed $(PROTOCOL_SUITES)/node_modules/.installed \
 	$(DEMO)/node_modules/.installed
@@ -40,6 +40,11 @@ test: install lint
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check server cluster tests bench
 	$(VENV)/bin/mypy
+
+# The README's settings table and .env.example, rewritten from the declarations in server/config.py
+# (a unit test fails while either differs from them).
+settings-docs: $(VENV)/.installed
+	$(PYTHON) -m server.settings_doc --write
 
 clean:
 	rm -rf $(VENV) $(NODE_CLIENT)/node_modules $(PROTOCOL_SUITES)/node_modules $(DEMO)/node_modules .coverage .coverage.* .pytest_cache

@@ -3,17 +3,26 @@
 ``Settings.from_env`` is the only place that looks at environment variables;
 everything else receives a ``Settings`` object. A bad value raises
 ``ConfigError`` with a one-line message that names the variable.
+
+Each setting is declared once, as a field of ``Settings``: its type, its default and
+a ``Spec`` (variable, help text, allowed values). ``from_env`` parses and
+``__post_init__`` checks by these declarations, and ``server.settings_doc`` writes
+the README's settings table and ``.env.example`` from them.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import re
 import socket
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+import typing
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import Field, dataclass, field, fields
+from functools import cache
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
@@ -21,15 +30,12 @@ from redis.asyncio.connection import parse_url
 
 from .errors import ConfigError
 
-__all__ = ["Settings", "check_queue_message_bytes", "check_redis_url", "is_loopback_host", "load_environ"]
+__all__ = ["Range", "Settings", "Spec", "check_queue_message_bytes", "check_redis_url", "is_loopback_host",
+           "load_environ", "settings_specs"]
 
 DEFAULT_CHANNEL = "kindmap_events"
-AUTH_MODES = ("jwt", "dev")
-DUPLICATE_POLICIES = ("allow", "replace")
 # RFC 7518 section 3.2: an HMAC key at least as long as the hash output.
 JWT_ALGORITHMS = {"HS256": 32, "HS384": 48, "HS512": 64}
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
-MAX_JWT_LEEWAY = 300
 # The largest queue message. Redis cuts a subscriber whose output buffer passes
 # `client-output-buffer-limit pubsub` (docker-compose.prod.yml: 32 MB at once, or 8 MB
 # for 60 s), and every message in flight to a replica shares that buffer: one message of
@@ -40,18 +46,10 @@ MIN_QUEUE_MESSAGE_BYTES = 1024
 MAX_QUEUE_MESSAGE_BYTES = 512 * 1024 * 1024  # Redis's proto-max-bulk-len: no larger PUBLISH exists
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 _HOST_NAME = re.compile(r"[a-z0-9.-]+|\[[0-9a-f:.]+\]")
-# A socket's outgoing buffer: room for a burst of navigation messages, not for a backlog.
-MIN_OUTGOING_BUFFER = 64 * 1024
-MAX_OUTGOING_BUFFER = 256 * 1024 * 1024
 # Upper bounds of the flood limits: past them a limit is no limit.
 MAX_RATE = 10_000
 MAX_BURST = 100_000
-MAX_STRIKES = 60
-MAX_CONNECT_TIMEOUT = 600
-MAX_CONNECTIONS_BOUND = 1_000_000
-
-# Signed envelopes older or newer than this are dropped; bounds also the memory of seen ids.
-MIN_REPLAY_WINDOW, MAX_REPLAY_WINDOW = 1.0, 300.0
+_SPEC = "spec"  # the key of a field's Spec in its metadata
 
 
 def load_environ(env_file: str | Path = ".env", environ: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -75,234 +73,64 @@ def _default_instance_id() -> str:
 
 
 @dataclass(frozen=True)
-class Settings:
-    """Everything a replica needs to know, validated once at start-up."""
+class Range:
+    """Bounds of a number: ``low`` (exclusive if ``low_open``) to ``high``; never NaN or infinite."""
 
-    jwt_secret: str | None = None
-    host: str = "127.0.0.1"
-    port: int = 8000
-    redis_url: str | None = None
-    channel: str = DEFAULT_CHANNEL
-    jwt_algorithm: str = "HS256"
-    jwt_audience: str | None = None
-    jwt_issuer: str | None = None
-    jwt_leeway: float = 0.0
-    auth_mode: str = "jwt"
-    instance_id: str = field(default_factory=_default_instance_id)
-    cors_allowed_origins: tuple[str, ...] = ()
-    server_api_key: str | None = None
-    queue_signing_key: str | None = None
-    allow_unsigned_queue: bool = False
-    queue_replay_window: float = 30.0
-    duplicate_connection_policy: str = "allow"
-    max_payload_bytes: int = 64 * 1024
-    max_queue_message_bytes: int = DEFAULT_MAX_QUEUE_MESSAGE_BYTES
-    dev_allowed_hosts: tuple[str, ...] = ()
-    dev_allow_non_loopback: bool = False
-    max_outgoing_buffer_bytes: int = 1024 * 1024
-    rate_limit_events_per_second: float = 20.0
-    rate_limit_burst: int = 40
-    rate_limit_strikes: int = 3
-    handshake_rate_per_second: float = 10.0
-    handshake_burst: int = 100
-    handshake_client_ip_header: str | None = None
-    connect_timeout: float = 45.0
-    max_connections: int = 10_000
-    shutdown_timeout: float = 5.0
-    log_level: str = "INFO"
+    low: float
+    high: float = math.inf
+    low_open: bool = False
 
-    def __post_init__(self) -> None:
-        _check_choice("AUTH_MODE", self.auth_mode, AUTH_MODES)
-        _check_choice("JWT_ALGORITHM", self.jwt_algorithm, tuple(JWT_ALGORITHMS))
-        _check_choice("DUPLICATE_CONNECTION_POLICY", self.duplicate_connection_policy, DUPLICATE_POLICIES)
-        _check_choice("LOG_LEVEL", self.log_level, LOG_LEVELS)
-        if not 0 < self.port < 65536:
-            raise ConfigError(f"PORT must be between 1 and 65535, got {self.port}")
-        try:  # what getaddrinfo does with a name; it would fail there with a traceback
-            self.host.encode("idna")
-        except UnicodeError:
-            raise ConfigError(f"HOST must be an address or a host name (labels of 1-63 characters), "
-                              f"got {self.host!r}") from None
-        self._check_dev_mode()
-        if self.auth_mode == "jwt" and not self.jwt_secret:
-            raise ConfigError("JWT_SECRET is required when AUTH_MODE=jwt (set AUTH_MODE=dev only for local use)")
-        min_secret = JWT_ALGORITHMS[self.jwt_algorithm]
-        if self.jwt_secret is not None and len(self.jwt_secret.encode()) < min_secret:
-            raise ConfigError(f"JWT_SECRET must be at least {min_secret} bytes long for {self.jwt_algorithm}")
-        if self.server_api_key is not None and len(self.server_api_key) < 16:
-            raise ConfigError("SERVER_API_KEY must be at least 16 characters long")
-        if self.queue_signing_key is not None and len(self.queue_signing_key.encode()) < 32:
-            raise ConfigError("QUEUE_SIGNING_KEY must be at least 32 bytes long")
-        if self.redis_url is not None:
-            check_redis_url("REDIS_URL", self.redis_url)
-            if self.auth_mode == "jwt" and self.queue_signing_key is None and not self.allow_unsigned_queue:
-                raise ConfigError("QUEUE_SIGNING_KEY is required with REDIS_URL in jwt mode: anyone who can "
-                                  "publish to Redis could otherwise message or disconnect any user "
-                                  "(ALLOW_UNSIGNED_QUEUE=true opts out, for development only)")
-        if not MIN_REPLAY_WINDOW <= self.queue_replay_window <= MAX_REPLAY_WINDOW:
-            raise ConfigError(f"QUEUE_REPLAY_WINDOW_SECONDS must be between {MIN_REPLAY_WINDOW:g} "
-                              f"and {MAX_REPLAY_WINDOW:g}")
-        if not self.channel:
-            raise ConfigError("SOCKETIO_CHANNEL must not be empty")
-        if not self.instance_id:
-            raise ConfigError("INSTANCE_ID must not be empty")
-        if not self.instance_id.isprintable():  # it is written into logs, metrics and presence entries
-            raise ConfigError(f"INSTANCE_ID must not hold control characters, got {self.instance_id!r}")
-        if self.max_payload_bytes < 1024:
-            raise ConfigError("MAX_PAYLOAD_BYTES must be at least 1024")
-        check_queue_message_bytes("MAX_QUEUE_MESSAGE_BYTES", self.max_queue_message_bytes)
-        if not MIN_OUTGOING_BUFFER <= self.max_outgoing_buffer_bytes <= MAX_OUTGOING_BUFFER:
-            raise ConfigError(f"MAX_OUTGOING_BUFFER_BYTES must be between {MIN_OUTGOING_BUFFER} and "
-                              f"{MAX_OUTGOING_BUFFER}, got {self.max_outgoing_buffer_bytes}")
-        if not 0 <= self.jwt_leeway <= MAX_JWT_LEEWAY:
-            raise ConfigError(f"JWT_LEEWAY_SECONDS must be between 0 and {MAX_JWT_LEEWAY}")
-        if not 0 < self.shutdown_timeout < float("inf"):
-            raise ConfigError("SHUTDOWN_TIMEOUT must be positive")
-        _check_range("RATE_LIMIT_EVENTS_PER_SECOND", self.rate_limit_events_per_second, 0.1, MAX_RATE)
-        _check_range("RATE_LIMIT_BURST", self.rate_limit_burst, 1, MAX_BURST)
-        _check_range("RATE_LIMIT_STRIKES", self.rate_limit_strikes, 1, MAX_STRIKES)
-        _check_range("HANDSHAKE_RATE_PER_SECOND", self.handshake_rate_per_second, 0.1, MAX_RATE)
-        _check_range("HANDSHAKE_BURST", self.handshake_burst, 1, MAX_BURST)
-        _check_range("CONNECT_TIMEOUT_SECONDS", self.connect_timeout, 1, MAX_CONNECT_TIMEOUT)
-        _check_range("MAX_CONNECTIONS", self.max_connections, 1, MAX_CONNECTIONS_BOUND)
+    def __str__(self) -> str:
+        if self.high < math.inf:
+            return f"{_number(self.low)}–{_number(self.high)}"
+        return f"{'more than' if self.low_open else 'at least'} {_number(self.low)}"
 
-    def _check_dev_mode(self) -> None:
-        """Dev mode lets anyone claim any user id, so it must never start by accident in
-        production: not next to a production secret, not listening beyond loopback
-        unless ``DEV_ALLOW_NON_LOOPBACK`` says so on purpose (a container publishing
-        its port on 127.0.0.1 only)."""
-        if not self.dev_mode:
-            if self.dev_allowed_hosts or self.dev_allow_non_loopback:
-                raise ConfigError("DEV_ALLOWED_HOSTS and DEV_ALLOW_NON_LOOPBACK apply only with AUTH_MODE=dev")
-            return
-        if self.jwt_secret is not None:
-            raise ConfigError("AUTH_MODE=dev refuses to start with a JWT_SECRET set: a production secret means "
-                              "this is not a developer's machine (unset one of them)")
-        if not is_loopback_host(self.host) and not self.dev_allow_non_loopback:
-            raise ConfigError(f"AUTH_MODE=dev listens on loopback only, got HOST={self.host!r} "
-                              "(set DEV_ALLOW_NON_LOOPBACK=true if the port is reachable from this machine only)")
-
-    @property
-    def public_url(self) -> str:
-        """Where this replica answers, as a person would type it (a wildcard host as loopback)."""
-        host = {"0.0.0.0": "127.0.0.1", "::": "[::1]", "": "127.0.0.1"}.get(self.host, self.host)
-        if ":" in host and not host.startswith("["):
-            host = f"[{host}]"
-        return f"http://{host}:{self.port}"
-
-    @property
-    def dev_mode(self) -> bool:
-        return self.auth_mode == "dev"
-
-    @property
-    def signing_key(self) -> bytes | None:
-        """``QUEUE_SIGNING_KEY`` as the bytes HMAC wants, or ``None`` (unsigned envelopes)."""
-        return None if self.queue_signing_key is None else self.queue_signing_key.encode()
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str]) -> Settings:
-        """Build settings from variables such as ``os.environ``; unset means default."""
-        values: dict[str, object] = {}
-
-        def take(name: str, attr: str, cast: Callable[[str, str], object] = lambda _, v: v, *,
-                 secret: bool = False) -> None:
-            raw = environ.get(name)
-            if raw is None or raw == "":
-                return  # unset or empty: the default
-            if raw.strip() == "":
-                if secret:  # a key of spaces was meant as a key: unset it would silently disable its feature
-                    raise ConfigError(f"{name} is only whitespace: leave it empty to unset it, or give a real value")
-                return
-            values[attr] = cast(name, raw.strip())
-
-        take("JWT_SECRET", "jwt_secret", secret=True)
-        take("HOST", "host")
-        take("PORT", "port", _to_int)
-        take("REDIS_URL", "redis_url")
-        take("SOCKETIO_CHANNEL", "channel")
-        take("JWT_ALGORITHM", "jwt_algorithm")
-        take("JWT_AUDIENCE", "jwt_audience")
-        take("JWT_ISSUER", "jwt_issuer")
-        take("JWT_LEEWAY_SECONDS", "jwt_leeway", _to_float)
-        take("AUTH_MODE", "auth_mode", lambda _, v: v.lower())
-        take("INSTANCE_ID", "instance_id")
-        take("CORS_ALLOWED_ORIGINS", "cors_allowed_origins", _to_origins)
-        take("SERVER_API_KEY", "server_api_key", secret=True)
-        take("QUEUE_SIGNING_KEY", "queue_signing_key", secret=True)
-        take("ALLOW_UNSIGNED_QUEUE", "allow_unsigned_queue", _to_bool)
-        take("QUEUE_REPLAY_WINDOW_SECONDS", "queue_replay_window", _to_float)
-        take("DUPLICATE_CONNECTION_POLICY", "duplicate_connection_policy", lambda _, v: v.lower())
-        take("MAX_PAYLOAD_BYTES", "max_payload_bytes", _to_int)
-        take("MAX_QUEUE_MESSAGE_BYTES", "max_queue_message_bytes", _to_int)
-        take("DEV_ALLOWED_HOSTS", "dev_allowed_hosts", _to_host_names)
-        take("DEV_ALLOW_NON_LOOPBACK", "dev_allow_non_loopback", _to_bool)
-        take("MAX_OUTGOING_BUFFER_BYTES", "max_outgoing_buffer_bytes", _to_int)
-        take("SHUTDOWN_TIMEOUT", "shutdown_timeout", _to_float)
-        take("RATE_LIMIT_EVENTS_PER_SECOND", "rate_limit_events_per_second", _to_float)
-        take("RATE_LIMIT_BURST", "rate_limit_burst", _to_int)
-        take("RATE_LIMIT_STRIKES", "rate_limit_strikes", _to_int)
-        take("HANDSHAKE_RATE_PER_SECOND", "handshake_rate_per_second", _to_float)
-        take("HANDSHAKE_BURST", "handshake_burst", _to_int)
-        take("HANDSHAKE_CLIENT_IP_HEADER", "handshake_client_ip_header")
-        take("CONNECT_TIMEOUT_SECONDS", "connect_timeout", _to_float)
-        take("MAX_CONNECTIONS", "max_connections", _to_int)
-        take("LOG_LEVEL", "log_level", lambda _, v: v.upper())
-        return cls(**values)  # type: ignore[arg-type]
+    def check(self, name: str, value: float) -> None:
+        above = self.low < value if self.low_open else self.low <= value
+        if not (above and value <= self.high and math.isfinite(value)):  # NaN fails every comparison
+            bounds = (f"between {_number(self.low)} and {_number(self.high)}" if self.high < math.inf
+                      else f"finite and {self}" if math.isinf(value) else str(self))
+            raise ConfigError(f"{name} must be {bounds}, got {_number(value)}")
 
 
-def check_redis_url(name: str, url: str) -> None:
-    """Refuse at once a URL that redis-py would reject only on first use, or read
-    differently from what it says (``/abc`` as a database is silently database 0).
-
-    Messages never echo the URL: it may hold a password.
-    """
-    if not url.startswith(("redis://", "rediss://", "unix://")):
-        scheme = url.split("://", 1)[0] if "://" in url else "no scheme"
-        raise ConfigError(f"{name} must start with redis://, rediss:// or unix:// (got {scheme})")
-    try:
-        parts = urlsplit(url)
-        port = parts.port  # raises for a port that is not a number in 0-65535
-        kwargs = parse_url(url)
-    except ValueError as exc:
-        reason = "invalid port" if "port" in str(exc).lower() else "malformed"
-        raise ConfigError(f"{name} is not a valid Redis URL ({reason})") from None
-    if parts.scheme == "unix":
-        if not parts.path:
-            raise ConfigError(f"{name}: a unix:// URL needs a socket path")
-        return
-    if port == 0:
-        raise ConfigError(f"{name} is not a valid Redis URL (invalid port)")
-    database = parts.path.lstrip("/")
-    if database and "db" not in kwargs and not database.isdigit():
-        raise ConfigError(f"{name}: the path must be a database number such as /0, got /{database}")
+QUEUE_MESSAGE_BYTES = Range(MIN_QUEUE_MESSAGE_BYTES, MAX_QUEUE_MESSAGE_BYTES)
 
 
-def check_queue_message_bytes(name: str, value: int) -> None:
-    """The queue message limit, shared by the replicas, the emitter and its CLI."""
-    if not MIN_QUEUE_MESSAGE_BYTES <= value <= MAX_QUEUE_MESSAGE_BYTES:
-        raise ConfigError(f"{name} must be between {MIN_QUEUE_MESSAGE_BYTES} and {MAX_QUEUE_MESSAGE_BYTES}, "
-                          f"got {value}")
+@dataclass(frozen=True)
+class Spec:
+    """How a setting is read and documented, beside its field's type and default."""
+
+    env: str  # the variable
+    help: str  # Markdown: the README's table shows it as is, .env.example as plain text
+    parse: Callable[[str, str], Any] | None = None  # (variable, stripped text); None: by the field's type
+    choices: tuple[str, ...] = ()
+    bounds: Range | None = None
+    secret: bool = False  # a value of only spaces is refused: taken as unset it would turn its feature off
+    default_doc: str | None = None  # the default in words, where its value says nothing to a reader
+    section: str | None = None  # the heading of .env.example this setting opens
 
 
-def is_loopback_host(name: str) -> bool:
-    """``localhost`` (and ``*.localhost``, which browsers keep on loopback) or a loopback address."""
-    name = name.lower().rstrip(".").removeprefix("[").removesuffix("]")
-    if name == "localhost" or name.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
+def _setting(env: str, default: Any, help: str, *, factory: Callable[[], Any] | None = None,
+             parse: Callable[[str, str], Any] | None = None, choices: tuple[str, ...] = (),
+             bounds: Range | None = None, secret: bool = False, default_doc: str | None = None,
+             section: str | None = None) -> Any:
+    """A ``Settings`` field with its ``Spec``; ``factory`` makes its default at construction."""
+    spec = Spec(env, help, parse, choices, bounds, secret, default_doc, section)
+    if factory is not None:
+        return field(default_factory=factory, metadata={_SPEC: spec})
+    return field(default=default, metadata={_SPEC: spec})
 
 
-def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+def _lower(_: str, raw: str) -> str:
+    return raw.lower()
 
 
-def _check_range(name: str, value: float, low: float, high: float) -> None:
-    if not low <= value <= high:  # also refuses NaN
-        raise ConfigError(f"{name} must be between {low:g} and {high:g}, got {value:g}")
+def _upper(_: str, raw: str) -> str:
+    return raw.upper()
+
+
+def _to_text(_: str, raw: str) -> str:
+    return raw
 
 
 def _to_int(name: str, raw: str) -> int:
@@ -353,3 +181,288 @@ def _to_host_names(name: str, raw: str) -> tuple[str, ...]:
         if not _HOST_NAME.fullmatch(host):
             raise ConfigError(f"{name} entries are host names without scheme or port, got {host!r}")
     return hosts
+
+
+# The parser of a field without its own, by the field's type.
+_PARSERS: dict[object, Callable[[str, str], Any]] = {
+    int: _to_int, float: _to_float, bool: _to_bool, str: _to_text, str | None: _to_text,
+}
+
+
+def _number(value: float) -> str:
+    """A bound or value as people write it: 1000000, 0.1, nan."""
+    return str(value) if isinstance(value, int) else f"{value:g}"
+
+
+# How to make a key, as the help of JWT_SECRET and QUEUE_SIGNING_KEY says.
+_GENERATE = 'Generate one: `python3 -c "import secrets; print(secrets.token_urlsafe(48))"`'
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a replica needs to know, validated once at start-up."""
+
+    host: str = _setting(
+        "HOST", "127.0.0.1", "Address to listen on (`0.0.0.0` in containers).", section="Network")
+    port: int = _setting("PORT", 8000, "Port to listen on.", bounds=Range(1, 65535))
+    redis_url: str | None = _setting(
+        "REDIS_URL", None,
+        "`redis://`, `rediss://` or `unix://` URL; the port must be a number and the path a database number "
+        "(`/0`), not anything redis-py would silently read as database 0. Unset: single replica, in-memory "
+        "manager.")
+    channel: str = _setting(
+        "SOCKETIO_CHANNEL", DEFAULT_CHANNEL,
+        "Redis channel shared by replicas and emitters; also the prefix of presence keys.")
+    instance_id: str = _setting(
+        "INSTANCE_ID", None, "Name of this replica, in `connected`, logs and presence; printable characters only.",
+        factory=_default_instance_id, default_doc="host name and pid")
+
+    auth_mode: str = _setting(
+        "AUTH_MODE", "jwt",
+        "`jwt` in production; `dev` for local use only: clients may claim any user id, `GET /api/v1/dev/token` "
+        "hands out tokens that may also use `POST /api/v1/emit`. Dev mode refuses a `JWT_SECRET` and a `HOST` "
+        "beyond loopback, and answers only requests for loopback host names: see [Demo page](#demo-page).",
+        parse=_lower, choices=("jwt", "dev"), section="Authentication")
+    jwt_secret: str | None = _setting(
+        "JWT_SECRET", None,
+        f"HMAC secret of client tokens; required in `jwt` mode; at least 32 / 48 / 64 bytes for "
+        f"HS256 / HS384 / HS512. {_GENERATE}", secret=True)
+    jwt_algorithm: str = _setting(
+        "JWT_ALGORITHM", "HS256", "Algorithm of client tokens.", choices=tuple(JWT_ALGORITHMS))
+    jwt_audience: str | None = _setting("JWT_AUDIENCE", None, "When set, tokens must carry this `aud`.")
+    jwt_issuer: str | None = _setting("JWT_ISSUER", None, "When set, tokens must carry this `iss`.")
+    jwt_leeway: float = _setting(
+        "JWT_LEEWAY_SECONDS", 0.0, "Clock skew allowed on `exp` / `nbf` / `iat`, in seconds.", bounds=Range(0, 300))
+    cors_allowed_origins: tuple[str, ...] = _setting(
+        "CORS_ALLOWED_ORIGINS", (),
+        "Comma-separated origins allowed to connect from a browser (`scheme://host[:port]`, written as browsers "
+        "send them: a trailing `/` is dropped, upper case lowered, a path refused), or `*`.",
+        parse=_to_origins, default_doc="unset (same origin only)")
+    dev_allowed_hosts: tuple[str, ...] = _setting(
+        "DEV_ALLOWED_HOSTS", (),
+        "Dev mode only: comma-separated host names (no scheme, no port) that requests may be for, besides "
+        "loopback names, e.g. a laptop's LAN name.", parse=_to_host_names)
+    dev_allow_non_loopback: bool = _setting(
+        "DEV_ALLOW_NON_LOOPBACK", False,
+        "Dev mode only: `true` lets it listen on a `HOST` beyond loopback (a container whose port is published "
+        "on the host's 127.0.0.1). Anyone who reaches the port can connect as any user.")
+
+    server_api_key: str | None = _setting(
+        "SERVER_API_KEY", None,
+        "Enables `POST /api/v1/emit` (`Authorization: Bearer <key>`); at least 16 characters.",
+        secret=True, default_doc="unset (API disabled)", section="Backends")
+    queue_signing_key: str | None = _setting(
+        "QUEUE_SIGNING_KEY", None,
+        "At least 32 bytes; **required** when `REDIS_URL` is set in `jwt` mode. Replicas and emitters sign every "
+        "queue envelope (HMAC-SHA256) and drop unsigned, wrongly signed, stale or replayed ones, and presence "
+        "entries carry an HMAC too; see [Redis neighbours](#redis-neighbours-what-signing-protects). Every "
+        "replica and emitter on the channel needs the same key; an emitter with another key refuses to start. "
+        f"{_GENERATE}", secret=True, default_doc="unset (unsigned)")
+    allow_unsigned_queue: bool = _setting(
+        "ALLOW_UNSIGNED_QUEUE", False,
+        "`true` lets a `jwt`-mode replica (and the emit CLI) use Redis without `QUEUE_SIGNING_KEY`. Development "
+        "only: anyone who can publish to Redis can then message or disconnect any user.")
+    # Signed envelopes older or newer than this are dropped; bounds also the memory of seen ids.
+    queue_replay_window: float = _setting(
+        "QUEUE_REPLAY_WINDOW_SECONDS", 30.0,
+        "A signed envelope is accepted this many seconds either side of the receiver's clock, and only once; "
+        "also the clock skew allowed on signed presence entries. Keep hosts' clocks (NTP) well within it.",
+        bounds=Range(1.0, 300.0))
+
+    duplicate_connection_policy: str = _setting(
+        "DUPLICATE_CONNECTION_POLICY", "allow",
+        "`replace`: a new connection of a user disconnects the user's older sockets on every replica.",
+        parse=_lower, choices=("allow", "replace"), section="Behaviour")
+    max_payload_bytes: int = _setting(
+        "MAX_PAYLOAD_BYTES", 64 * 1024,
+        "Largest Socket.IO message from a client (a larger one gets `PAYLOAD_TOO_LARGE`; past 4× the connection "
+        "is closed) and largest HTTP request body, in bytes.", bounds=Range(1024))
+    max_queue_message_bytes: int = _setting(
+        "MAX_QUEUE_MESSAGE_BYTES", DEFAULT_MAX_QUEUE_MESSAGE_BYTES,
+        "Largest queue message (an emit as published to Redis), in bytes; a larger one is refused with "
+        "`PAYLOAD_TOO_LARGE` before Redis sees it. Redis cuts a subscriber whose output buffer passes "
+        "`client-output-buffer-limit pubsub` (`docker-compose.prod.yml`: 32 MB at once, or 8 MB for 60 s), and "
+        "every message in flight to a replica shares that buffer: one 40 MB message made Redis drop every "
+        "replica's subscription. Keep it well under the soft limit divided by the messages you expect in "
+        "flight; give emitters and the CLI the same value.", bounds=QUEUE_MESSAGE_BYTES)
+    # A socket's outgoing buffer: room for a burst of navigation messages, not for a backlog.
+    max_outgoing_buffer_bytes: int = _setting(
+        "MAX_OUTGOING_BUFFER_BYTES", 1024 * 1024,
+        "Bytes a socket may have waiting to be sent: packets queued for it plus what its TCP connection has not "
+        "yet sent. Past it the client is a slow consumer: disconnected with reason `SLOW_CONSUMER`, its buffer "
+        "freed and its TCP connection aborted. Keep it above your largest message.",
+        bounds=Range(64 * 1024, 256 * 1024 * 1024))
+    shutdown_timeout: float = _setting(
+        "SHUTDOWN_TIMEOUT", 5.0, "Seconds the server waits for requests to finish after SIGTERM.",
+        bounds=Range(0, low_open=True))
+    log_level: str = _setting(
+        "LOG_LEVEL", "INFO", "Logs are JSON lines on stderr.", parse=_upper,
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+
+    rate_limit_events_per_second: float = _setting(
+        "RATE_LIMIT_EVENTS_PER_SECOND", 20.0,
+        "Packets per second one client session may send (events, handshakes, binary frames). Over it packets "
+        "are dropped and answered `RATE_LIMITED` at most once a second.",
+        bounds=Range(0.1, MAX_RATE), section="Flood limits")
+    rate_limit_burst: int = _setting(
+        "RATE_LIMIT_BURST", 40, "Packets a session may send at once above that rate.", bounds=Range(1, MAX_BURST))
+    rate_limit_strikes: int = _setting(
+        "RATE_LIMIT_STRIKES", 3, "A session over its limit in this many consecutive seconds is disconnected.",
+        bounds=Range(1, 60))
+    handshake_rate_per_second: float = _setting(
+        "HANDSHAKE_RATE_PER_SECOND", 10.0,
+        "New sessions per second one client address may open; over it HTTP 429 `RATE_LIMITED`.",
+        bounds=Range(0.1, MAX_RATE))
+    handshake_burst: int = _setting(
+        "HANDSHAKE_BURST", 100, "New sessions one address may open at once above that rate.",
+        bounds=Range(1, MAX_BURST))
+    handshake_client_ip_header: str | None = _setting(
+        "HANDSHAKE_CLIENT_IP_HEADER", None,
+        "Header naming the client address, e.g. `X-Real-IP` behind the bundled Nginx (set in "
+        "`docker-compose.prod.yml`). Set it only when clients cannot reach the replicas directly, or they can "
+        "choose their own address.", default_doc="unset (the peer address)")
+    connect_timeout: float = _setting(
+        "CONNECT_TIMEOUT_SECONDS", 45.0,
+        "A session that has not joined namespace `/` this long after it opened is closed (as Node's "
+        "`connectTimeout`).", bounds=Range(1, 600))
+    max_connections: int = _setting(
+        "MAX_CONNECTIONS", 10_000,
+        "Sessions (authenticated or not) one replica holds; past it a handshake gets HTTP 503 `SERVER_FULL`.",
+        bounds=Range(1, 1_000_000))
+
+    def __post_init__(self) -> None:
+        for spec, value in ((spec, getattr(self, f.name)) for f, spec in settings_specs()):
+            if spec.choices and value not in spec.choices:
+                raise ConfigError(f"{spec.env} must be one of {', '.join(spec.choices)}, got {value!r}")
+            if spec.bounds is not None:
+                spec.bounds.check(spec.env, value)
+        try:  # what getaddrinfo does with a name; it would fail there with a traceback
+            self.host.encode("idna")
+        except UnicodeError:
+            raise ConfigError(f"HOST must be an address or a host name (labels of 1-63 characters), "
+                              f"got {self.host!r}") from None
+        self._check_dev_mode()
+        if self.auth_mode == "jwt" and not self.jwt_secret:
+            raise ConfigError("JWT_SECRET is required when AUTH_MODE=jwt (set AUTH_MODE=dev only for local use)")
+        min_secret = JWT_ALGORITHMS[self.jwt_algorithm]
+        if self.jwt_secret is not None and len(self.jwt_secret.encode()) < min_secret:
+            raise ConfigError(f"JWT_SECRET must be at least {min_secret} bytes long for {self.jwt_algorithm}")
+        if self.server_api_key is not None and len(self.server_api_key) < 16:
+            raise ConfigError("SERVER_API_KEY must be at least 16 characters long")
+        if self.queue_signing_key is not None and len(self.queue_signing_key.encode()) < 32:
+            raise ConfigError("QUEUE_SIGNING_KEY must be at least 32 bytes long")
+        if self.redis_url is not None:
+            check_redis_url("REDIS_URL", self.redis_url)
+            if self.auth_mode == "jwt" and self.queue_signing_key is None and not self.allow_unsigned_queue:
+                raise ConfigError("QUEUE_SIGNING_KEY is required with REDIS_URL in jwt mode: anyone who can "
+                                  "publish to Redis could otherwise message or disconnect any user "
+                                  "(ALLOW_UNSIGNED_QUEUE=true opts out, for development only)")
+        if not self.channel:
+            raise ConfigError("SOCKETIO_CHANNEL must not be empty")
+        if not self.instance_id:
+            raise ConfigError("INSTANCE_ID must not be empty")
+        if not self.instance_id.isprintable():  # it is written into logs, metrics and presence entries
+            raise ConfigError(f"INSTANCE_ID must not hold control characters, got {self.instance_id!r}")
+
+    def _check_dev_mode(self) -> None:
+        """Dev mode lets anyone claim any user id, so it must never start by accident in
+        production: not next to a production secret, not listening beyond loopback
+        unless ``DEV_ALLOW_NON_LOOPBACK`` says so on purpose (a container publishing
+        its port on 127.0.0.1 only)."""
+        if not self.dev_mode:
+            if self.dev_allowed_hosts or self.dev_allow_non_loopback:
+                raise ConfigError("DEV_ALLOWED_HOSTS and DEV_ALLOW_NON_LOOPBACK apply only with AUTH_MODE=dev")
+            return
+        if self.jwt_secret is not None:
+            raise ConfigError("AUTH_MODE=dev refuses to start with a JWT_SECRET set: a production secret means "
+                              "this is not a developer's machine (unset one of them)")
+        if not is_loopback_host(self.host) and not self.dev_allow_non_loopback:
+            raise ConfigError(f"AUTH_MODE=dev listens on loopback only, got HOST={self.host!r} "
+                              "(set DEV_ALLOW_NON_LOOPBACK=true if the port is reachable from this machine only)")
+
+    @property
+    def public_url(self) -> str:
+        """Where this replica answers, as a person would type it (a wildcard host as loopback)."""
+        host = {"0.0.0.0": "127.0.0.1", "::": "[::1]", "": "127.0.0.1"}.get(self.host, self.host)
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}"
+
+    @property
+    def dev_mode(self) -> bool:
+        return self.auth_mode == "dev"
+
+    @property
+    def signing_key(self) -> bytes | None:
+        """``QUEUE_SIGNING_KEY`` as the bytes HMAC wants, or ``None`` (unsigned envelopes)."""
+        return None if self.queue_signing_key is None else self.queue_signing_key.encode()
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Settings:
+        """Build settings from variables such as ``os.environ``; unset or blank means default."""
+        values: dict[str, object] = {}
+        for name, spec, parse in _parsers():
+            raw = environ.get(spec.env)
+            if raw is None or raw.strip() == "":
+                if raw and spec.secret:
+                    raise ConfigError(f"{spec.env} is only whitespace: leave it empty to unset it, "
+                                      "or give a real value")
+                continue
+            values[name] = parse(spec.env, raw.strip())
+        return cls(**values)  # type: ignore[arg-type]
+
+
+def settings_specs() -> Iterator[tuple[Field[Any], Spec]]:
+    """Every field of ``Settings`` with its ``Spec``, in declaration order."""
+    for f in fields(Settings):
+        yield f, f.metadata[_SPEC]
+
+
+@cache
+def _parsers() -> tuple[tuple[str, Spec, Callable[[str, str], Any]], ...]:
+    """Each field's name, spec and parser, resolved once (the annotations are strings until then)."""
+    types = typing.get_type_hints(Settings)
+    return tuple((f.name, spec, spec.parse or _PARSERS[types[f.name]]) for f, spec in settings_specs())
+
+
+def check_redis_url(name: str, url: str) -> None:
+    """Refuse at once a URL that redis-py would reject only on first use, or read
+    differently from what it says (``/abc`` as a database is silently database 0).
+
+    Messages never echo the URL: it may hold a password.
+    """
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        scheme = url.split("://", 1)[0] if "://" in url else "no scheme"
+        raise ConfigError(f"{name} must start with redis://, rediss:// or unix:// (got {scheme})")
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # raises for a port that is not a number in 0-65535
+        kwargs = parse_url(url)
+    except ValueError as exc:
+        reason = "invalid port" if "port" in str(exc).lower() else "malformed"
+        raise ConfigError(f"{name} is not a valid Redis URL ({reason})") from None
+    if parts.scheme == "unix":
+        if not parts.path:
+            raise ConfigError(f"{name}: a unix:// URL needs a socket path")
+        return
+    if port == 0:
+        raise ConfigError(f"{name} is not a valid Redis URL (invalid port)")
+    database = parts.path.lstrip("/")
+    if database and "db" not in kwargs and not database.isdigit():
+        raise ConfigError(f"{name}: the path must be a database number such as /0, got /{database}")
+
+
+def check_queue_message_bytes(name: str, value: int) -> None:
+    """The queue message limit, shared by the replicas, the emitter and its CLI."""
+    QUEUE_MESSAGE_BYTES.check(name, value)
+
+
+def is_loopback_host(name: str) -> bool:
+    """``localhost`` (and ``*.localhost``, which browsers keep on loopback) or a loopback address."""
+    name = name.lower().rstrip(".").removeprefix("[").removesuffix("]")
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False

@@ -12,7 +12,7 @@ from typing import Any
 from dotenv import dotenv_values
 
 from cluster.nginx import NGINX_DIR
-from server.config import Settings
+from server.config import Settings, settings_specs
 from tests.deploy.conftest import upstream_peers
 from tests.helpers.clients import TEST_SECRET
 from tests.helpers.processes import REPO_ROOT
@@ -126,7 +126,7 @@ def test_image_is_slim_runs_one_replica_and_not_as_root() -> None:
 
 def test_env_example_documents_every_setting_and_is_valid() -> None:
     example = dotenv_values(REPO_ROOT / ".env.example")
-    read_by_config = re.findall(r'take\("([A-Z_]+)"', (REPO_ROOT / "server" / "config.py").read_text())
+    read_by_config = [spec.env for _, spec in settings_specs()]
     prod_compose = (REPO_ROOT / "docker-compose.prod.yml").read_text()
 
     assert read_by_config and sorted(set(example) - COMPOSE_ONLY) == sorted(read_by_config)
