@@ -120,9 +120,19 @@ def test_queue_busy_is_caught_by_whoever_catches_either_queue_error() -> None:
     assert issubclass(QueueBusyError, PublishError) and issubclass(QueueBusyError, QueueUnavailableError)
 
 
-@pytest.mark.parametrize("code", list(ErrorCode))
-def test_every_code_is_in_the_readmes_error_table(code: ErrorCode) -> None:
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+ROOT = Path(__file__).resolve().parents[2]
 
-    assert re.search(rf"^\| `{code.value}`( / `[A-Z_]+`)? \|", readme, re.MULTILINE) or \
-        re.search(rf"^\| `[A-Z_]+` / `{code.value}` \|", readme, re.MULTILINE), code
+
+@pytest.mark.parametrize("code", list(ErrorCode))
+def test_every_code_is_in_the_protocol_guides_error_table(code: ErrorCode) -> None:
+    guide = (ROOT / "docs" / "protocol.md").read_text()
+
+    assert re.search(rf"^\| `{code.value}`( / `[A-Z_]+`)? \|", guide, re.MULTILINE) or \
+        re.search(rf"^\| `[A-Z_]+` / `{code.value}` \|", guide, re.MULTILINE), code
+
+
+def test_the_readme_lists_exactly_the_codes_there_are() -> None:
+    readme = (ROOT / "README.md").read_text()
+    listed = readme.split("\nCodes: ", 1)[1].split(". The [protocol guide]", 1)[0]
+
+    assert sorted(re.findall(r"`([A-Z_]+)`", listed)) == sorted(code.value for code in ErrorCode)
