@@ -4,15 +4,17 @@ that run real processes (integration and e2e)."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.fakes.memory_backend import MemoryBroker
+from tests.helpers.clients import MakeClient, RecordingClient
 from tests.helpers.cluster import Cluster
 from tests.helpers.processes import REPO_ROOT, RedisServer
-from tests.helpers.raw_client import RawClient
+from tests.helpers.raw_client import OpenRaw, RawClient
 
 _MARKED_SUITES = ("integration", "e2e")
 
@@ -54,7 +56,7 @@ def start_cluster(redis_server: RedisServer, tmp_path: Path) -> Iterator[Callabl
 
 
 @pytest.fixture
-async def open_raw() -> AsyncIterator[Callable[..., Awaitable[RawClient]]]:
+async def open_raw() -> AsyncIterator[OpenRaw]:
     """Factory: an open raw Engine.IO session (``await open_raw(url, transport="polling")``)."""
     clients: list[RawClient] = []
 
@@ -67,3 +69,18 @@ async def open_raw() -> AsyncIterator[Callable[..., Awaitable[RawClient]]]:
     yield open_
     for client in clients:
         await client.close()
+
+
+@pytest.fixture
+async def make_client() -> AsyncIterator[MakeClient]:
+    """Factory: a recording Socket.IO client (no reconnection unless asked), shut down after the test."""
+    clients: list[RecordingClient] = []
+
+    def make(**options: Any) -> RecordingClient:
+        options.setdefault("reconnection", False)
+        clients.append(RecordingClient(**options))
+        return clients[-1]
+
+    yield make
+    for client in clients:
+        await client.disconnect()

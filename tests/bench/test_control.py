@@ -20,7 +20,7 @@ async def emitter(tmp_path: Path) -> AsyncIterator[Worker]:
     await worker.stop()
 
 
-async def test_a_failed_command_raises_in_the_orchestrator_and_the_worker_keeps_serving(emitter):
+async def test_a_failed_command_raises_in_the_orchestrator_and_the_worker_keeps_serving(emitter: Worker) -> None:
     with pytest.raises(RuntimeError, match="emitter failed 'run': RuntimeError: open first"):
         await emitter.call("run", mode="targeted", rate=1, duration=1, step=1, users=["a"], senders=1, seed=0,
                            timeout=20)
@@ -28,12 +28,12 @@ async def test_a_failed_command_raises_in_the_orchestrator_and_the_worker_keeps_
     assert await emitter.call("close", timeout=20) == {}
 
 
-async def test_an_unknown_command_names_the_known_ones(emitter):
+async def test_an_unknown_command_names_the_known_ones(emitter: Worker) -> None:
     with pytest.raises(RuntimeError, match=r"unknown command; known: \['close', 'open', 'run'\]"):
         await emitter.call("fly", timeout=20)
 
 
-async def test_closing_stdin_stops_the_worker(tmp_path: Path):
+async def test_closing_stdin_stops_the_worker(tmp_path: Path) -> None:
     worker = Worker("emitter", "bench.emitter", tmp_path / "emitter.log")
     await worker.start()
     pid = worker.pid

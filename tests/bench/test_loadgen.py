@@ -16,7 +16,7 @@ def frame(data: object, event: str = EVENT) -> str:
     return "42" + json.dumps([event, data], separators=(",", ":"))
 
 
-def test_a_sent_payload_is_read_back_with_its_step_and_send_time():
+def test_a_sent_payload_is_read_back_with_its_step_and_send_time() -> None:
     data = payload(step=7, seq=3)
 
     delivery = parse_delivery(frame(data))
@@ -25,16 +25,16 @@ def test_a_sent_payload_is_read_back_with_its_step_and_send_time():
     assert (delivery.step, delivery.sent_at) == (7, data["t"])
 
 
-def test_the_baseline_publishes_to_the_room_a_replica_puts_the_user_in():
+def test_the_baseline_publishes_to_the_room_a_replica_puts_the_user_in() -> None:
     assert user_room("alice") == keys.user_room("alice")
 
 
 @pytest.mark.parametrize("text", ["2", "40{\"sid\":\"x\"}", frame({"user_id": "a"}, event="connected"), "3probe"])
-def test_other_frames_are_not_deliveries(text):
+def test_other_frames_are_not_deliveries(text: str) -> None:
     assert parse_delivery(text) is None
 
 
-def test_the_recorder_counts_per_user_and_keeps_latencies_of_the_current_step():
+def test_the_recorder_counts_per_user_and_keeps_latencies_of_the_current_step() -> None:
     recorder = Recorder()
     recorder.begin(step=2)
 
@@ -49,7 +49,7 @@ def test_the_recorder_counts_per_user_and_keeps_latencies_of_the_current_step():
     assert recorder.total() == 3
 
 
-def test_a_message_of_an_earlier_step_is_late_not_a_delivery():
+def test_a_message_of_an_earlier_step_is_late_not_a_delivery() -> None:
     recorder = Recorder()
     recorder.begin(step=3)
 
@@ -58,7 +58,7 @@ def test_a_message_of_an_earlier_step_is_late_not_a_delivery():
     assert (recorder.total(), recorder.report()["late"], recorder.report()["received"]) == (0, 1, {})
 
 
-def test_beginning_a_step_forgets_the_previous_one():
+def test_beginning_a_step_forgets_the_previous_one() -> None:
     recorder = Recorder()
     recorder.begin(step=1)
     recorder.record("alice", step=1, sent_at=1.0, now=1.5)

@@ -16,20 +16,20 @@ def take_all(schedule: Schedule, now: float) -> list[float]:
     return due
 
 
-def test_messages_are_due_one_interval_apart_from_the_start():
+def test_messages_are_due_one_interval_apart_from_the_start() -> None:
     schedule = Schedule(rate=4, duration=1, start=100.0)
 
     assert take_all(schedule, now=100.0) == [100.0, 100.25, 100.5, 100.75]
 
 
-def test_the_schedule_does_not_slow_down_for_a_sender_that_fell_behind():
+def test_the_schedule_does_not_slow_down_for_a_sender_that_fell_behind() -> None:
     schedule = Schedule(rate=10, duration=2, start=0.0)
 
     # A sender that wakes late still gets the overdue messages' original due times.
     assert [schedule.take(now=1.5) for _ in range(3)] == [0.0, 0.1, 0.2]
 
 
-def test_nothing_is_sent_after_the_end_even_if_messages_are_left():
+def test_nothing_is_sent_after_the_end_even_if_messages_are_left() -> None:
     schedule = Schedule(rate=10, duration=1, start=0.0)
     schedule.take(now=0.0)
 
@@ -37,7 +37,7 @@ def test_nothing_is_sent_after_the_end_even_if_messages_are_left():
     assert schedule.issued == 1
 
 
-def test_an_unbounded_rate_makes_every_message_due_at_once_until_the_end():
+def test_an_unbounded_rate_makes_every_message_due_at_once_until_the_end() -> None:
     schedule = Schedule(rate=math.inf, duration=1, start=5.0)
 
     assert [schedule.take(now=5.5) for _ in range(3)] == [5.0, 5.0, 5.0]
@@ -46,6 +46,6 @@ def test_an_unbounded_rate_makes_every_message_due_at_once_until_the_end():
 
 
 @pytest.mark.parametrize(("rate", "duration"), [(0, 1), (10, 0), (-1, 1)])
-def test_rate_and_duration_must_be_positive(rate, duration):
+def test_rate_and_duration_must_be_positive(rate: float, duration: float) -> None:
     with pytest.raises(ValueError):
         Schedule(rate=rate, duration=duration, start=0.0)

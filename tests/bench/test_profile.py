@@ -15,7 +15,7 @@ RAW = [
 ]
 
 
-def test_idle_samples_are_left_out_and_the_rest_shared_by_function():
+def test_idle_samples_are_left_out_and_the_rest_shared_by_function() -> None:
     summary = summarize_stacks(RAW)
 
     assert (summary.busy, summary.idle) == (40, 60)
@@ -26,7 +26,7 @@ def test_idle_samples_are_left_out_and_the_rest_shared_by_function():
     assert summary.own[0] == ("loads (json/__init__.py)", 30)
 
 
-def test_stages_share_the_busy_samples_and_the_rest_is_everything_else():
+def test_stages_share_the_busy_samples_and_the_rest_is_everything_else() -> None:
     stages = dict(summarize_stacks(RAW).stages())
 
     assert stages["Queue envelope decode and validation (every message)"] == 30
@@ -34,13 +34,13 @@ def test_stages_share_the_busy_samples_and_the_rest_is_everything_else():
     assert stages["everything else (event loop, timers, pings)"] == 10
 
 
-def test_event_loop_frames_are_not_listed_as_costs():
+def test_event_loop_frames_are_not_listed_as_costs() -> None:
     inclusive = dict(summarize_stacks(RAW).inclusive)
 
     assert not any("_run_once" in frame or "<module>" in frame or "Handle._run" in frame for frame in inclusive)
 
 
-def test_the_text_gives_shares_of_busy_samples():
+def test_the_text_gives_shares_of_busy_samples() -> None:
     text = summarize_stacks(RAW).text(top=2)
 
     assert "busy samples: 40, idle samples left out: 60" in text

@@ -19,7 +19,7 @@ QUICK_RUN_TIMEOUT = 240
 
 
 @pytest.mark.timeout(QUICK_RUN_TIMEOUT + 30)
-def test_quick_run_measures_both_systems_in_every_scenario_and_writes_its_files(tmp_path: Path):
+def test_quick_run_measures_both_systems_in_every_scenario_and_writes_its_files(tmp_path: Path) -> None:
     run = subprocess.run([sys.executable, "-m", "bench", "--quick", "--out", str(tmp_path)], cwd=REPO_ROOT,
                          capture_output=True, text=True, timeout=QUICK_RUN_TIMEOUT)
 

@@ -51,26 +51,26 @@ ROWS = [
 ]
 
 
-def test_a_rate_is_held_only_if_every_rate_below_it_held_too():
+def test_a_rate_is_held_only_if_every_rate_below_it_held_too() -> None:
     # baseline: 1,000 broke p99 < 50 ms, so 2,000 does not count although it passed.
     assert report.highest_rate_held(report.select(ROWS, scenario="targeted", system="baseline")) == 500
     # ours: 2,000 passed on latency but the emitter could not offer it.
     assert report.highest_rate_held(report.select(ROWS, scenario="targeted", system="ours")) == 1000
 
 
-def test_repeats_of_a_rate_hold_on_their_median_p99_but_any_loss_or_short_emitter_breaks_them():
+def test_repeats_of_a_rate_hold_on_their_median_p99_but_any_loss_or_short_emitter_breaks_them() -> None:
     noisy = [step("ours", 500, p99_ms=5.0), step("ours", 500, p99_ms=90.0), step("ours", 500, p99_ms=6.0),
              step("ours", 1000, p99_ms=5.0), step("ours", 1000, p99_ms=5.0, lost=3)]
 
     assert report.highest_rate_held(noisy) == 500
 
 
-def test_a_loss_or_a_failed_first_step_means_nothing_was_held():
+def test_a_loss_or_a_failed_first_step_means_nothing_was_held() -> None:
     assert report.highest_rate_held([step("ours", 500, lost=1)]) is None
     assert report.highest_rate_held([]) is None
 
 
-def test_the_summary_gives_both_systems_and_ours_over_baseline():
+def test_the_summary_gives_both_systems_and_ours_over_baseline() -> None:
     rows = {label: (b, o, ratio) for label, b, o, ratio, _ref in report.headline(ROWS)}
 
     assert rows["targeted, highest rate held with p99 < 50 ms, no loss (deflate off)"] == (
@@ -83,7 +83,7 @@ def test_the_summary_gives_both_systems_and_ours_over_baseline():
     assert rows["idle memory per connection (deflate on)"] == ("–", "–", "–")  # not measured in these rows
 
 
-def test_others_share_is_their_cpu_over_the_machine_capacity_during_the_steps():
+def test_others_share_is_their_cpu_over_the_machine_capacity_during_the_steps() -> None:
     rows = [step("ours", 500, wall_s=10.0, others_cpu_s=4.0), step("ours", 1000, wall_s=10.0, others_cpu_s=0.0),
             idle("ours", False, 1024)]
 
@@ -91,7 +91,7 @@ def test_others_share_is_their_cpu_over_the_machine_capacity_during_the_steps():
     assert report.others_share([], cores=2) == 0.0
 
 
-def test_the_markdown_has_the_machine_the_summary_and_a_table_per_scenario():
+def test_the_markdown_has_the_machine_the_summary_and_a_table_per_scenario() -> None:
     text = report.markdown(document(ROWS))
 
     assert "Machine: Test CPU, 2 cores" in text
@@ -102,7 +102,7 @@ def test_the_markdown_has_the_machine_the_summary_and_a_table_per_scenario():
 
 
 @pytest.mark.parametrize("rows", [pytest.param(ROWS, id="full"), pytest.param([], id="empty")])
-def test_every_file_is_written_even_for_a_run_with_few_results(tmp_path: Path, rows):
+def test_every_file_is_written_even_for_a_run_with_few_results(tmp_path: Path, rows: list[dict[str, Any]]) -> None:
     paths = report.write(document(rows), tmp_path)
 
     assert [p.name for p in paths] == ["results.json", "results.md", *report.PLOTS]

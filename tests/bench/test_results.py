@@ -29,7 +29,7 @@ def step(*, offered: float | None = 100.0, broadcast: bool = False, sent: dict[s
                        cpu=cpu or window(**{"replica-1": 0.3, "replica-2": 0.1, "emitter": 0.02, "loadgen": 1.9}))
 
 
-def test_targeted_messages_are_expected_by_the_user_they_were_sent_to():
+def test_targeted_messages_are_expected_by_the_user_they_were_sent_to() -> None:
     result = step(sent={"alice": 150, "bob": 50}, got=received({"alice": 150, "bob": 49}, [0.001] * 199))
 
     assert (result.sent, result.failed, result.expected, result.delivered, result.lost) == (200, 1, 200, 199, 1)
@@ -38,18 +38,18 @@ def test_targeted_messages_are_expected_by_the_user_they_were_sent_to():
     assert not result.emitter_short
 
 
-def test_a_broadcast_is_expected_once_by_every_user():
+def test_a_broadcast_is_expected_once_by_every_user() -> None:
     result = step(broadcast=True, sent={"*": 4}, got=received({"alice": 4, "bob": 4, "carol": 3}, [0.01] * 11))
 
     assert (result.expected, result.delivered, result.lost) == (12, 11, 1)
 
 
-def test_an_emitter_below_95_percent_of_the_offered_rate_marks_the_step():
+def test_an_emitter_below_95_percent_of_the_offered_rate_marks_the_step() -> None:
     assert step(offered=110.0, sent={"alice": 200}, got=received({"alice": 200}, [0.001] * 200)).emitter_short
     assert not step(offered=None, sent={"alice": 200}, got=received({"alice": 200}, [0.001] * 200)).emitter_short
 
 
-def test_cpu_per_message_counts_every_replica_against_delivered_messages_only():
+def test_cpu_per_message_counts_every_replica_against_delivered_messages_only() -> None:
     result = step(sent={"alice": 100, "bob": 100}, got=received({"alice": 100}, [0.001] * 100))
 
     assert result.server_cpu_s == pytest.approx(0.4)
@@ -59,14 +59,14 @@ def test_cpu_per_message_counts_every_replica_against_delivered_messages_only():
     assert result.saturated == ["loadgen"]  # 1.9 s of a 2 s window
 
 
-def test_deliveries_per_second_spread_over_the_arrival_span_when_it_outlasts_the_step():
+def test_deliveries_per_second_spread_over_the_arrival_span_when_it_outlasts_the_step() -> None:
     late_arrivals = received({"alice": 100}, [5.0] * 100, first=10.0, last=20.0)
 
     assert step(sent={"alice": 100}, got=late_arrivals).deliveries_per_s == pytest.approx(10.0)
     assert step(sent={"alice": 100}, got=received({"alice": 100}, [0.001] * 100)).deliveries_per_s == 50.0
 
 
-def test_a_step_where_nothing_arrived_has_no_latency_and_no_cpu_per_message():
+def test_a_step_where_nothing_arrived_has_no_latency_and_no_cpu_per_message() -> None:
     result = step(sent={"alice": 10}, got=received({}, [], first=None, last=None))
 
     assert (result.delivered, result.p99_ms, result.server_cpu_ms_per_msg, result.deliveries_per_s) == (0, None, None,
@@ -74,7 +74,7 @@ def test_a_step_where_nothing_arrived_has_no_latency_and_no_cpu_per_message():
     assert "p99=       -" in result.line()
 
 
-def test_idle_memory_per_connection_is_the_growth_divided_by_the_connections():
+def test_idle_memory_per_connection_is_the_growth_divided_by_the_connections() -> None:
     result = IdleResult(system="baseline", compression=True, connections=1000, rss_before_bytes=50_000_000,
                         rss_after_bytes=80_000_000, connect_s=3.0)
 
@@ -83,7 +83,7 @@ def test_idle_memory_per_connection_is_the_growth_divided_by_the_connections():
     assert "29.3 KiB each" in result.line()
 
 
-def test_connections_that_dropped_during_a_step_are_reported():
+def test_connections_that_dropped_during_a_step_are_reported() -> None:
     result = step(sent={"alice": 10}, got=received({"alice": 10}, [0.001] * 10, open_=2))
 
     assert result.connections_open == 2

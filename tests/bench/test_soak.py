@@ -11,20 +11,20 @@ from bench.hostile import ATTACKS
 from bench.soak import parse_args, write
 
 
-def test_defaults_are_ten_minutes_three_replicas_and_every_attack():
+def test_defaults_are_ten_minutes_three_replicas_and_every_attack() -> None:
     args = parse_args([])
     assert (args.minutes, args.replicas, args.users) == (10.0, 3, 3000)
     assert args.attacks == list(ATTACKS)
 
 
 @pytest.mark.parametrize("argv", [["--minutes", "0"], ["--users", "0"], ["--rate", "-1"], ["--attacks", "nope"]])
-def test_arguments_out_of_range_are_refused(argv, capsys):
+def test_arguments_out_of_range_are_refused(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
         parse_args(argv)
     assert exit_info.value.code == 2
 
 
-def test_write_gives_json_a_table_row_per_window_and_a_plot(tmp_path: Path):
+def test_write_gives_json_a_table_row_per_window_and_a_plot(tmp_path: Path) -> None:
     doc = {"args": {"minutes": 1}, "rss_start_mb": [50.0, 51.0],
            "samples": [{"window": 1, "elapsed_s": 30.0, "rss_mb": [60.0, 52.0], "sent": 100, "lost": 0,
                         "p50_ms": 2.0, "p99_ms": 9.5, "connections_open": 10, "attacks": {}},

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import signal
+from collections.abc import Callable
+from typing import NoReturn
 
 import pytest
 
@@ -15,7 +17,8 @@ from cluster import __main__ as cli
     (["--port", "70000"], "--port must be between 0 and 65535"),
     (["--replicas", "three"], "invalid int value"),
 ])
-def test_bad_arguments_exit_2_with_the_reason(args, message, capsys):
+def test_bad_arguments_exit_2_with_the_reason(args: list[str], message: str,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exited:
         cli.main(args)
 
@@ -23,8 +26,9 @@ def test_bad_arguments_exit_2_with_the_reason(args, message, capsys):
     assert message in capsys.readouterr().err
 
 
-def test_a_cluster_that_cannot_start_exits_1_with_the_reason(monkeypatch, capsys):
-    def refuse(**options):
+def test_a_cluster_that_cannot_start_exits_1_with_the_reason(monkeypatch: pytest.MonkeyPatch,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    def refuse(**options: object) -> NoReturn:
         raise RuntimeError("replica-1 exited with code 2")
 
     monkeypatch.setattr(cli, "LocalCluster", refuse)
@@ -61,7 +65,7 @@ class FakeCluster:
         self.exited = True
 
 
-def interrupted_after(rounds: int):
+def interrupted_after(rounds: int) -> Callable[[], None]:
     """A pause for the watch loop that raises KeyboardInterrupt (Ctrl-C) in round ``rounds``."""
     count = 0
 
@@ -74,7 +78,7 @@ def interrupted_after(rounds: int):
     return pause
 
 
-def test_a_process_that_ends_on_its_own_is_reported_once(capsys):
+def test_a_process_that_ends_on_its_own_is_reported_once(capsys: pytest.CaptureFixture[str]) -> None:
     cluster = FakeCluster([FakeProcess("replica-1", [None]), FakeProcess("replica-2", [None, -9])])
 
     with pytest.raises(KeyboardInterrupt):
@@ -87,7 +91,7 @@ def test_a_process_that_ends_on_its_own_is_reported_once(capsys):
     assert cluster.entered and cluster.exited
 
 
-def test_signal_handlers_are_restored_after_the_command(monkeypatch):
+def test_signal_handlers_are_restored_after_the_command(monkeypatch: pytest.MonkeyPatch) -> None:
     before = {sig: signal.getsignal(sig) for sig in cli.STOP_SIGNALS}
     monkeypatch.setattr(cli, "LocalCluster", lambda **options: FakeCluster([]))
     monkeypatch.setattr(cli, "_run", lambda cluster: signal.raise_signal(signal.SIGHUP))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
@@ -24,7 +25,7 @@ server {
 """
 
 
-def test_upstream_servers_become_the_given_addresses_with_the_first_line_parameters():
+def test_upstream_servers_become_the_given_addresses_with_the_first_line_parameters() -> None:
     site = render_site(SITE, upstreams=["127.0.0.1:9001", "127.0.0.1:9002", "127.0.0.1:9003"],
                        listen="127.0.0.1:8080")
 
@@ -34,14 +35,14 @@ def test_upstream_servers_become_the_given_addresses_with_the_first_line_paramet
     ).replace("listen 80;", "listen 127.0.0.1:8080;")
 
 
-def test_a_server_line_without_parameters_is_rendered_without_them():
+def test_a_server_line_without_parameters_is_rendered_without_them() -> None:
     site = render_site(SITE.replace(" max_fails=3 fail_timeout=10s", ""), upstreams=["127.0.0.1:9001"],
                        listen="127.0.0.1:8080")
 
     assert "    server 127.0.0.1:9001;\n    keepalive 8;" in site
 
 
-def test_the_production_site_renders_with_every_replica_and_nothing_else_changed():
+def test_the_production_site_renders_with_every_replica_and_nothing_else_changed() -> None:
     production = (NGINX_DIR / SITE_FILE).read_text()
     upstreams = [f"127.0.0.1:{9000 + n}" for n in range(6)]
 
@@ -59,12 +60,12 @@ def test_the_production_site_renders_with_every_replica_and_nothing_else_changed
     (SITE.replace("listen 80;", "listen 8080;"), "exactly one `listen 80;`"),
     (SITE + "server {\n    listen 80;\n}\n", "exactly one `listen 80;`"),
 ])
-def test_a_site_of_another_shape_is_refused(site, message):
+def test_a_site_of_another_shape_is_refused(site: str, message: str) -> None:
     with pytest.raises(ValueError, match=re.escape(message)):
         render_site(site, upstreams=["127.0.0.1:9001"], listen="127.0.0.1:8080")
 
 
-def test_write_config_writes_a_self_contained_directory(tmp_path):
+def test_write_config_writes_a_self_contained_directory(tmp_path: Path) -> None:
     main = write_config(tmp_path, upstreams=["127.0.0.1:9001"], listen="127.0.0.1:8080")
 
     assert main == tmp_path / "nginx.conf"

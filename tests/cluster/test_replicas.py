@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from cluster import ReplicaSet
-from cluster.processes import HOST, http_status, wait_until_async
+from cluster.processes import HOST, Replica, http_status, wait_until_async
 
 FAKE = "tests.cluster.fake_replica"
 
@@ -23,7 +24,7 @@ def record_launches(replicas: ReplicaSet, monkeypatch: pytest.MonkeyPatch) -> li
     """The pid of each replica, recorded as it is launched: whether it still runs can be asked after a failed start."""
     pids: list[int] = []
     for replica in replicas.replicas:
-        def launch(replica=replica, launch=replica.launch) -> None:
+        def launch(replica: Replica = replica, launch: Callable[[], None] = replica.launch) -> None:
             launch()
             pids.append(replica.pid)
 
@@ -43,7 +44,7 @@ def running(pids: list[int]) -> list[int]:
     return alive
 
 
-def test_start_returns_once_every_replica_is_ready_and_stop_ends_them_all(tmp_path):
+def test_start_returns_once_every_replica_is_ready_and_stop_ends_them_all(tmp_path: Path) -> None:
     replicas = ReplicaSet(3, env={}, log_dir=tmp_path, module=FAKE, name="fake")
 
     with replicas:
@@ -54,7 +55,8 @@ def test_start_returns_once_every_replica_is_ready_and_stop_ends_them_all(tmp_pa
     assert running(pids) == []
 
 
-def test_a_replica_that_exits_fails_the_start_with_its_code_and_the_others_are_stopped(tmp_path, monkeypatch):
+def test_a_replica_that_exits_fails_the_start_with_its_code_and_the_others_are_stopped(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     replicas = fakes(tmp_path, FAKE_EXIT="replica-2")
     launched = record_launches(replicas, monkeypatch)
 
@@ -65,7 +67,8 @@ def test_a_replica_that_exits_fails_the_start_with_its_code_and_the_others_are_s
     assert running(launched) == []
 
 
-def test_a_port_taken_fails_the_start_and_the_replica_launched_before_is_stopped(tmp_path, monkeypatch):
+def test_a_port_taken_fails_the_start_and_the_replica_launched_before_is_stopped(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     replicas = fakes(tmp_path)
     launched = record_launches(replicas, monkeypatch)
 
@@ -79,7 +82,8 @@ def test_a_port_taken_fails_the_start_and_the_replica_launched_before_is_stopped
     assert running(launched) == []
 
 
-def test_replicas_not_ready_by_the_deadline_fail_the_start_and_are_stopped(tmp_path, monkeypatch):
+def test_replicas_not_ready_by_the_deadline_fail_the_start_and_are_stopped(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     replicas = ReplicaSet(2, env={"FAKE_STATUS": "503"}, log_dir=tmp_path, module=FAKE, ready_timeout=1)
     launched = record_launches(replicas, monkeypatch)
 
@@ -89,7 +93,8 @@ def test_replicas_not_ready_by_the_deadline_fail_the_start_and_are_stopped(tmp_p
     assert running(launched) == []
 
 
-async def test_cancelling_an_async_start_stops_the_replicas_at_once(tmp_path, monkeypatch):
+async def test_cancelling_an_async_start_stops_the_replicas_at_once(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     replicas = fakes(tmp_path, 2, FAKE_STATUS="503")
     launched = record_launches(replicas, monkeypatch)
     starting = asyncio.create_task(replicas.start_async())

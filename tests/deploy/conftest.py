@@ -27,9 +27,11 @@ def without_comments(config: str) -> str:
 
 @pytest.fixture(scope="session")
 def prod_compose() -> dict[str, Any]:
-    return yaml.safe_load((REPO_ROOT / "docker-compose.prod.yml").read_text())
+    compose: dict[str, Any] = yaml.safe_load((REPO_ROOT / "docker-compose.prod.yml").read_text())
+    return compose
 
 
 @pytest.fixture(scope="session")
 def dev_compose() -> dict[str, Any]:
-    return yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())
+    compose: dict[str, Any] = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())
+    return compose

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import os
 import re
+from typing import Any
 
 from dotenv import dotenv_values
 
+from cluster.nginx import NGINX_DIR
 from server.config import Settings, settings_specs
-from tests.deploy.conftest import NGINX_DIR, upstream_peers
+from tests.deploy.conftest import upstream_peers
 from tests.helpers.clients import TEST_SECRET
 from tests.helpers.processes import REPO_ROOT
 
@@ -19,7 +21,7 @@ from tests.helpers.processes import REPO_ROOT
 COMPOSE_ONLY = {"REDIS_REPLICA_PASSWORD", "REDIS_EMITTER_PASSWORD"}
 
 
-def test_redis_is_version_7_keeps_nothing_and_limits_slow_subscribers(prod_compose):
+def test_redis_is_version_7_keeps_nothing_and_limits_slow_subscribers(prod_compose: dict[str, Any]) -> None:
     redis = prod_compose["services"]["redis"]
 
     assert redis["image"].startswith("redis:7")
@@ -29,7 +31,8 @@ def test_redis_is_version_7_keeps_nothing_and_limits_slow_subscribers(prod_compo
     assert "ports" not in redis
 
 
-def test_redis_disables_the_default_user_and_gives_replicas_and_emitters_passwords_from_env(prod_compose):
+def test_redis_disables_the_default_user_and_gives_replicas_and_emitters_passwords_from_env(
+        prod_compose: dict[str, Any]) -> None:
     redis = prod_compose["services"]["redis"]
     users = acl_users(redis["command"])
 
@@ -55,7 +58,7 @@ def acl_users(command: list[str]) -> dict[str, list[str]]:
     return users
 
 
-def test_app_runs_three_single_process_replicas_checked_on_readyz(prod_compose):
+def test_app_runs_three_single_process_replicas_checked_on_readyz(prod_compose: dict[str, Any]) -> None:
     app = prod_compose["services"]["app"]
 
     assert app["deploy"]["replicas"] == 3
@@ -68,7 +71,7 @@ def test_app_runs_three_single_process_replicas_checked_on_readyz(prod_compose):
     assert "ports" not in app, "replicas are reached through Nginx only"
 
 
-def test_every_service_restarts_and_only_nginx_publishes_port_80(prod_compose):
+def test_every_service_restarts_and_only_nginx_publishes_port_80(prod_compose: dict[str, Any]) -> None:
     services = prod_compose["services"]
 
     assert {name: s["restart"] for name, s in services.items()} == dict.fromkeys(services, "unless-stopped")
@@ -76,19 +79,19 @@ def test_every_service_restarts_and_only_nginx_publishes_port_80(prod_compose):
     assert services["nginx"]["depends_on"]["app"]["condition"] == "service_healthy"
 
 
-def test_nginx_peers_are_the_replica_containers_compose_names(prod_compose):
+def test_nginx_peers_are_the_replica_containers_compose_names(prod_compose: dict[str, Any]) -> None:
     app = prod_compose["services"]["app"]
     replica_names = [f"{prod_compose['name']}-app-{n}" for n in range(1, app["deploy"]["replicas"] + 1)]
 
     assert upstream_peers() == [(name, int(app["environment"]["PORT"])) for name in replica_names]
 
 
-def test_nginx_runs_in_utc_as_the_error_schema_promises(prod_compose):
+def test_nginx_runs_in_utc_as_the_error_schema_promises(prod_compose: dict[str, Any]) -> None:
     """Its own error bodies carry ``$time_iso8601``, written in Nginx's zone."""
     assert prod_compose["services"]["nginx"]["environment"]["TZ"] == "UTC"
 
 
-def test_nginx_mounts_the_repository_configuration_where_the_image_reads_it(prod_compose):
+def test_nginx_mounts_the_repository_configuration_where_the_image_reads_it(prod_compose: dict[str, Any]) -> None:
     mounts = dict(volume.removesuffix(":ro").split(":") for volume in prod_compose["services"]["nginx"]["volumes"])
 
     assert mounts["./nginx/nginx.conf"] == "/etc/nginx/nginx.conf"
@@ -100,7 +103,7 @@ def test_nginx_mounts_the_repository_configuration_where_the_image_reads_it(prod
     assert os.access(NGINX_DIR / "docker-entrypoint.d" / "90-reresolve-upstreams.sh", os.X_OK)
 
 
-def test_development_compose_runs_one_dev_replica_on_loopback(dev_compose):
+def test_development_compose_runs_one_dev_replica_on_loopback(dev_compose: dict[str, Any]) -> None:
     app = dev_compose["services"]["app"]
 
     assert "deploy" not in app
@@ -111,7 +114,7 @@ def test_development_compose_runs_one_dev_replica_on_loopback(dev_compose):
     assert Settings.from_env(app["environment"]).dev_mode is True
 
 
-def test_image_is_slim_runs_one_replica_and_not_as_root():
+def test_image_is_slim_runs_one_replica_and_not_as_root() -> None:
     dockerfile = (REPO_ROOT / "Dockerfile").read_text()
 
     assert re.search(r"^FROM python:3\.11-slim", dockerfile, re.M)
@@ -121,7 +124,7 @@ def test_image_is_slim_runs_one_replica_and_not_as_root():
     assert dockerfile.rstrip().endswith('CMD ["python", "-m", "server"]')
 
 
-def test_env_example_documents_every_setting_and_is_valid():
+def test_env_example_documents_every_setting_and_is_valid() -> None:
     example = dotenv_values(REPO_ROOT / ".env.example")
     read_by_config = [spec.env for _, spec in settings_specs()]
     prod_compose = (REPO_ROOT / "docker-compose.prod.yml").read_text()

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from cluster.nginx import MAIN_CONF
-from tests.deploy.conftest import NGINX_DIR, SITE, upstream_peers, without_comments
+from cluster.nginx import MAIN_CONF, NGINX_DIR
+from tests.deploy.conftest import SITE, upstream_peers, without_comments
 from tests.helpers.processes import nginx_binary, wait_until
 
 WATCHER = NGINX_DIR / "docker-entrypoint.d" / "90-reresolve-upstreams.sh"
@@ -35,7 +35,7 @@ def nginx_test(hosts_file: Path) -> subprocess.CompletedProcess[str]:
 
 
 @needs_root
-def test_nginx_accepts_the_production_configuration(tmp_path):
+def test_nginx_accepts_the_production_configuration(tmp_path: Path) -> None:
     hosts = tmp_path / "hosts"
     hosts.write_text("127.0.0.1 localhost " + " ".join(host for host, _ in upstream_peers()) + "\n")
 
@@ -46,7 +46,7 @@ def test_nginx_accepts_the_production_configuration(tmp_path):
 
 
 @needs_root
-def test_nginx_refuses_the_configuration_when_a_replica_name_does_not_resolve(tmp_path):
+def test_nginx_refuses_the_configuration_when_a_replica_name_does_not_resolve(tmp_path: Path) -> None:
     hosts = tmp_path / "hosts"
     hosts.write_text("127.0.0.1 localhost " + " ".join(host for host, _ in upstream_peers()[1:]) + "\n")
 
@@ -56,7 +56,7 @@ def test_nginx_refuses_the_configuration_when_a_replica_name_does_not_resolve(tm
     assert f'host not found in upstream "{upstream_peers()[0][0]}' in result.stderr
 
 
-def test_site_proxies_websockets_with_the_headers_and_timeouts_they_need():
+def test_site_proxies_websockets_with_the_headers_and_timeouts_they_need() -> None:
     site = without_comments(SITE.read_text())
 
     for directive in ("ip_hash;", "proxy_http_version 1.1;", "proxy_set_header Upgrade $http_upgrade;",
@@ -74,7 +74,7 @@ def test_site_proxies_websockets_with_the_headers_and_timeouts_they_need():
     assert servers and all(line.endswith(" max_fails=3 fail_timeout=10s;") for line in servers)
 
 
-def test_main_configuration_is_sized_for_tens_of_thousands_of_sockets():
+def test_main_configuration_is_sized_for_tens_of_thousands_of_sockets() -> None:
     main = without_comments((NGINX_DIR / "nginx.conf").read_text())
 
     assert "worker_connections 32768;" in main and "worker_rlimit_nofile 65536;" in main
@@ -85,7 +85,7 @@ def test_main_configuration_is_sized_for_tens_of_thousands_of_sockets():
     pytest.param((NGINX_DIR / "nginx.conf").read_text(), id="production"),
     pytest.param(MAIN_CONF, id="local-cluster"),
 ])
-def test_access_logs_never_write_query_strings_where_a_token_may_be(config):
+def test_access_logs_never_write_query_strings_where_a_token_may_be(config: str) -> None:
     """A client may connect to /socket.io/?token=<JWT>; the log keeps the path only."""
     formats = re.findall(r"log_format\s.*?;", without_comments(config), re.S)
 
@@ -100,7 +100,7 @@ def write_stub(path: Path, body: str) -> None:
     path.chmod(0o755)
 
 
-def test_watcher_reloads_nginx_once_a_replica_is_back_with_a_new_address(tmp_path):
+def test_watcher_reloads_nginx_once_a_replica_is_back_with_a_new_address(tmp_path: Path) -> None:
     """The re-resolve watcher of the Nginx container, with getent and nginx stubbed.
 
     kindmap-app-2 resolves to the address in ``address`` (nothing while it is empty), and
@@ -125,6 +125,7 @@ esac
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "KINDMAP_NGINX_SITE": str(SITE),
            "KINDMAP_RERESOLVE_SECONDS": "0.05", "KINDMAP_RERESOLVE_FOREGROUND": "1"}
     watcher = subprocess.Popen(["sh", str(WATCHER)], env=env, stderr=subprocess.PIPE, text=True)
+    assert watcher.stderr is not None
     try:
         assert "kindmap-app-2 172.18.0.4" in watcher.stderr.readline()
 

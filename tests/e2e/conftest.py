@@ -6,13 +6,13 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
-from playwright.async_api import Browser, async_playwright
+from playwright.async_api import Browser, ViewportSize, async_playwright
 
 from server.demo_page import DEMO_DIR
-from tests.helpers.browser import CHROMIUM, CHROMIUM_ARGS, LAPTOP, DemoPage
+from tests.helpers.browser import CHROMIUM, CHROMIUM_ARGS, LAPTOP, DemoPage, OpenPage
 from tests.helpers.cluster import Cluster
 from tests.helpers.processes import RedisServer
 
@@ -48,11 +48,11 @@ async def browser() -> AsyncIterator[Browser]:
 
 
 @pytest.fixture
-async def open_page(browser: Browser) -> AsyncIterator[Callable[..., Awaitable[DemoPage]]]:
+async def open_page(browser: Browser) -> AsyncIterator[OpenPage]:
     """Factory: the demo at ``url`` in a browser context of its own (like another window)."""
     contexts = []
 
-    async def open_(url: str, viewport: dict[str, int] = LAPTOP) -> DemoPage:
+    async def open_(url: str, viewport: ViewportSize = LAPTOP) -> DemoPage:
         context = await browser.new_context(viewport=viewport)
         contexts.append(context)
         page = DemoPage(await context.new_page())

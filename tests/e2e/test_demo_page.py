@@ -7,18 +7,20 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 
 from playwright.async_api import expect
 
-from tests.helpers.browser import PHONE, SLOW_MS
+from tests.helpers.browser import PHONE, SLOW_MS, OpenPage
 from tests.helpers.clients import make_token
-from tests.helpers.cluster import unique_user
+from tests.helpers.cluster import Cluster, unique_user
 
 # What Chromium logs for requests that fail while a replica is down or refuses: expected there.
 CONNECTION_REFUSED = "ERR_CONNECTION_REFUSED"
 
 
-async def test_a_message_sent_from_page_a_reaches_user_b_on_another_replica_and_not_a(dev_cluster, open_page):
+async def test_a_message_sent_from_page_a_reaches_user_b_on_another_replica_and_not_a(
+        dev_cluster: Cluster, open_page: OpenPage) -> None:
     first, second = dev_cluster.replicas
     alice, bob = unique_user("alice"), unique_user("bob")
     event, marker = "navigation_update", f"transfer-{uuid.uuid4().hex[:8]}"
@@ -46,7 +48,8 @@ async def test_a_message_sent_from_page_a_reaches_user_b_on_another_replica_and_
     assert page_b.unexpected_console_errors() == []
 
 
-async def test_invalid_json_in_the_send_form_shows_a_clear_error_and_sends_nothing(dev_cluster, open_page):
+async def test_invalid_json_in_the_send_form_shows_a_clear_error_and_sends_nothing(
+        dev_cluster: Cluster, open_page: OpenPage) -> None:
     alice = unique_user("alice")
     page = await open_page(f"{dev_cluster.replicas[0].url}/?user={alice}")
     await page.connect()
@@ -65,7 +68,8 @@ async def test_invalid_json_in_the_send_form_shows_a_clear_error_and_sends_nothi
     assert page.unexpected_console_errors() == []
 
 
-async def test_an_emit_the_server_refuses_shows_its_error_code_and_message(dev_cluster, open_page):
+async def test_an_emit_the_server_refuses_shows_its_error_code_and_message(
+        dev_cluster: Cluster, open_page: OpenPage) -> None:
     nobody = unique_user("nobody")
     page = await open_page(f"{dev_cluster.replicas[1].url}/?user={unique_user()}")
     await page.connect()
@@ -79,7 +83,8 @@ async def test_an_emit_the_server_refuses_shows_its_error_code_and_message(dev_c
     assert page.unexpected_console_errors("404 (Not Found)") == []
 
 
-async def test_reconnection_attempts_show_and_the_page_reconnects_to_its_restarted_replica(start_cluster, open_page):
+async def test_reconnection_attempts_show_and_the_page_reconnects_to_its_restarted_replica(
+        start_cluster: Callable[..., Cluster], open_page: OpenPage) -> None:
     """The restarted process holds a new dev key: the page fetches a fresh token to reconnect."""
     [replica] = start_cluster(1, AUTH_MODE="dev", JWT_SECRET="", SERVER_API_KEY="").replicas
     page = await open_page(f"{replica.url}/?user={unique_user()}")
@@ -98,7 +103,8 @@ async def test_reconnection_attempts_show_and_the_page_reconnects_to_its_restart
     assert page.unexpected_console_errors(CONNECTION_REFUSED) == []
 
 
-async def test_outside_dev_mode_the_page_asks_for_a_jwt_and_connects_with_one(start_cluster, open_page):
+async def test_outside_dev_mode_the_page_asks_for_a_jwt_and_connects_with_one(
+        start_cluster: Callable[..., Cluster], open_page: OpenPage) -> None:
     [replica] = start_cluster(1, SERVER_API_KEY="").replicas
     user = unique_user()
     page = await open_page(f"{replica.url}/?user={user}")

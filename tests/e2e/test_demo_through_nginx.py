@@ -4,25 +4,27 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Iterator
 
 import pytest
 from playwright.async_api import expect
 
 from cluster import LocalCluster
 from tests.e2e.conftest import DEV_MODE
-from tests.helpers.browser import SLOW_MS
+from tests.helpers.browser import SLOW_MS, OpenPage
 from tests.helpers.cluster import new_channel, unique_user
+from tests.helpers.processes import RedisServer
 
 
 @pytest.fixture
-def nginx_dev_cluster(redis_server):
+def nginx_dev_cluster(redis_server: RedisServer) -> Iterator[LocalCluster]:
     env = {**DEV_MODE, "SOCKETIO_CHANNEL": new_channel(), "LOG_LEVEL": "INFO"}
     with LocalCluster(replicas=2, env=env, redis_url=redis_server.url) as cluster:
         yield cluster
 
 
-async def test_page_through_nginx_connects_upgrades_and_sends_to_a_user_on_another_replica(nginx_dev_cluster,
-                                                                                          open_page):
+async def test_page_through_nginx_connects_upgrades_and_sends_to_a_user_on_another_replica(
+        nginx_dev_cluster: LocalCluster, open_page: OpenPage) -> None:
     alice, bob = unique_user("alice"), unique_user("bob")
     marker = f"exit-{uuid.uuid4().hex[:8]}"
     page_a = await open_page(f"{nginx_dev_cluster.url}/?user={alice}&to={bob}")

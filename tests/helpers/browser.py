@@ -7,9 +7,10 @@ Playwright expectation with a deadline, never a sleep.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from playwright.async_api import ConsoleMessage, Error, Locator, Page, expect
+from playwright.async_api import ConsoleMessage, Error, Locator, Page, ViewportSize, expect
 
 from .processes import REPO_ROOT
 
@@ -20,8 +21,8 @@ CHROMIUM_ARGS = [
     "--disable-component-update", "--disable-sync",
 ]
 SCREENSHOTS = REPO_ROOT / "test-artifacts" / "e2e"
-LAPTOP = {"width": 1280, "height": 900}
-PHONE = {"width": 390, "height": 844}
+LAPTOP: ViewportSize = {"width": 1280, "height": 900}
+PHONE: ViewportSize = {"width": 390, "height": 844}
 SLOW_MS = 15_000  # for what crosses processes: a message between replicas, a replica restarting
 
 
@@ -93,3 +94,7 @@ class DemoPage:
 
     def _on_page_error(self, error: Error) -> None:
         self.page_errors.append(str(error))
+
+
+OpenPage = Callable[..., Awaitable[DemoPage]]
+"""The ``open_page`` fixture (tests/e2e/conftest.py)."""

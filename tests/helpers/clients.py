@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import aiohttp
 import jwt
@@ -96,3 +97,23 @@ class RecordingClient:
 
     async def _on_disconnect(self, reason: Any = None) -> None:
         await self._record(self.disconnects, reason)
+
+
+MakeClient = Callable[..., RecordingClient]
+"""The ``make_client`` fixture (tests/conftest.py): a new client, shut down after the test."""
+
+
+class Served(Protocol):
+    """Anything serving Socket.IO at ``url``: a replica in this process or in its own, a cluster's Nginx."""
+
+    @property
+    def url(self) -> str: ...
+
+
+async def connected(make_client: MakeClient, replica: Served, user_id: str = "alice", *,
+                    auth: dict[str, Any] | None = None, **connect: Any) -> RecordingClient:
+    """A new client connected to ``replica`` as ``user_id`` (by a signed token unless ``auth`` is given),
+    its ``connected`` event received; ``connect`` goes to ``RecordingClient.connect``."""
+    client = make_client()
+    await client.connect(replica.url, auth={"token": make_token(user_id)} if auth is None else auth, **connect)
+    return client

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from tests.helpers.processes import REPO_ROOT
@@ -67,3 +68,7 @@ class NodeClient:
         if self._reader is not None:
             await self._reader
         self._process = None
+
+
+StartNodeClient = Callable[..., Awaitable[NodeClient]]
+"""The ``node_client`` fixture (tests/integration/conftest.py): ``await node_client(url, auth)``."""

@@ -12,6 +12,7 @@ import asyncio
 import base64
 import contextlib
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -157,3 +158,7 @@ class RawClient:
         async with self._changed:
             self.closed = True
             self._changed.notify_all()
+
+
+OpenRaw = Callable[..., Awaitable[RawClient]]
+"""The ``open_raw`` fixture (tests/conftest.py): ``await open_raw(url, transport="polling")``."""

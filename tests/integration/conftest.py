@@ -1,6 +1,6 @@
 """Fixtures for integration tests: real replica processes, python-socketio and Node clients.
 
-``redis_server`` and ``start_cluster`` come from tests/conftest.py. Every cluster
+``redis_server``, ``start_cluster`` and ``make_client`` come from tests/conftest.py. Every cluster
 gets its own Socket.IO channel, so replicas and messages of one test never meet
 those of another even on a shared Redis.
 """
@@ -8,15 +8,14 @@ those of another even on a shared Redis.
 from __future__ import annotations
 
 import shutil
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
 
 from cluster import LocalCluster
-from tests.helpers.clients import RecordingClient
 from tests.helpers.cluster import Cluster, local_cluster_east_of_utc, new_channel, replica_env
-from tests.helpers.node_client import NODE_DIR, NodeClient
+from tests.helpers.node_client import NODE_DIR, NodeClient, StartNodeClient
 from tests.helpers.processes import RedisServer, nginx_binary
 
 
@@ -55,21 +54,7 @@ def nginx_cluster(redis_server: RedisServer) -> Iterator[LocalCluster]:
 
 
 @pytest.fixture
-async def make_client() -> AsyncIterator[Callable[..., RecordingClient]]:
-    clients: list[RecordingClient] = []
-
-    def make(**options: Any) -> RecordingClient:
-        options.setdefault("reconnection", False)
-        clients.append(RecordingClient(**options))
-        return clients[-1]
-
-    yield make
-    for client in clients:
-        await client.disconnect()
-
-
-@pytest.fixture
-async def node_client() -> AsyncIterator[Callable[..., Any]]:
+async def node_client() -> AsyncIterator[StartNodeClient]:
     """Factory: start a Node socket.io-client v4 against a URL."""
     clients: list[NodeClient] = []
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.clients import TEST_SECRET, make_token
+from tests.helpers.clients import TEST_SECRET, MakeClient, make_token
 from tests.helpers.processes import REPO_ROOT, port_open
 
 CLUSTER_ENV = {"JWT_SECRET": TEST_SECRET, "AUTH_MODE": "jwt", "REDIS_URL": "", "LOG_LEVEL": "WARNING"}
@@ -28,6 +28,7 @@ async def start_cluster_command(*args: str, **env: str) -> asyncio.subprocess.Pr
 async def read_until(process: asyncio.subprocess.Process, last_line: str, timeout: float = 30) -> str:
     """What the command prints up to ``last_line``."""
     text = ""
+    assert process.stdout is not None and process.stderr is not None
     async with asyncio.timeout(timeout):
         while last_line not in text:
             line = await process.stdout.readline()
@@ -66,7 +67,8 @@ def leftovers(ports: list[int], work_dir: Path) -> list[object]:
 
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
-async def test_cluster_command_serves_through_nginx_until_a_signal_stops_everything(make_client, stop_signal):
+async def test_cluster_command_serves_through_nginx_until_a_signal_stops_everything(
+        make_client: MakeClient, stop_signal: signal.Signals) -> None:
     process = await start_cluster_command("--replicas", "2", "--port", "0")
     banner = await read_until(process, "Ctrl-C stops everything.")
 
@@ -83,12 +85,13 @@ async def test_cluster_command_serves_through_nginx_until_a_signal_stops_everyth
 
     process.send_signal(stop_signal)
     assert await asyncio.wait_for(process.wait(), 30) == 0
+    assert process.stdout is not None
     assert "KindMap cluster stopped." in (await process.stdout.read()).decode()
     nginx_port = int(nginx_url.rsplit(":", 1)[1])
     assert leftovers([nginx_port, *replica_ports, redis_port], work_dir) == []
 
 
-async def test_cluster_command_that_cannot_start_a_replica_exits_1_and_leaves_nothing():
+async def test_cluster_command_that_cannot_start_a_replica_exits_1_and_leaves_nothing() -> None:
     before = cluster_dirs()
     process = await start_cluster_command("--replicas", "2", "--port", "0", JWT_SECRET="")
 
@@ -102,7 +105,7 @@ async def test_cluster_command_that_cannot_start_a_replica_exits_1_and_leaves_no
     assert stray_processes(before) == []
 
 
-async def test_cluster_command_refuses_a_port_in_use_before_saying_it_is_up():
+async def test_cluster_command_refuses_a_port_in_use_before_saying_it_is_up() -> None:
     before = cluster_dirs()
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -119,7 +122,7 @@ async def test_cluster_command_refuses_a_port_in_use_before_saying_it_is_up():
     assert stray_processes(before) == []
 
 
-async def test_cluster_command_refuses_a_bad_replica_count():
+async def test_cluster_command_refuses_a_bad_replica_count() -> None:
     process = await start_cluster_command("--replicas", "0")
 
     _, stderr = await asyncio.wait_for(process.communicate(), 30)

@@ -7,32 +7,29 @@ import json
 import os
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 from redis import asyncio as aioredis
+from redis.asyncio.client import PubSub
 
 from server.emitter import Emitter
 from server.errors import ErrorCode, UserNotConnectedError
-from tests.helpers.clients import make_token
-from tests.helpers.cluster import API_KEY, unique_user
+from tests.helpers.clients import MakeClient, connected, make_token
+from tests.helpers.cluster import API_KEY, Cluster, unique_user
 from tests.helpers.http import metric, post_emit
+from tests.helpers.node_client import StartNodeClient
 from tests.helpers.processes import REPO_ROOT
 
 # The module's cluster runs an unsigned queue (tests.helpers.cluster.replica_env); so does the CLI.
 UNSIGNED_CLI_ENV = {**os.environ, "ALLOW_UNSIGNED_QUEUE": "true"}
 
 
-async def connect_user(make_client, replica, user_id):
-    client = make_client()
-    await client.connect(replica.url, auth={"token": make_token(user_id)})
-    return client
-
-
-async def read_channel_until(pubsub, event, timeout=5.0):
+async def read_channel_until(pubsub: PubSub, event: str, timeout: float = 5.0) -> list[dict[str, Any]]:
     """Every envelope on the channel up to and including the first ``event``."""
-    seen = []
+    seen: list[dict[str, Any]] = []
 
-    async def read():
+    async def read() -> None:
         while not seen or seen[-1].get("event") != event:
             message = await pubsub.get_message(timeout=1.0)
             if message is not None:
@@ -42,9 +39,9 @@ async def read_channel_until(pubsub, event, timeout=5.0):
     return seen
 
 
-async def test_backend_emit_reaches_a_user_on_each_replica(cluster, make_client):
+async def test_backend_emit_reaches_a_user_on_each_replica(cluster: Cluster, make_client: MakeClient) -> None:
     users = [unique_user() for _ in cluster.replicas]
-    clients = [await connect_user(make_client, r, u) for r, u in zip(cluster.replicas, users, strict=True)]
+    clients = [await connected(make_client, r, u) for r, u in zip(cluster.replicas, users, strict=True)]
     assert [c.received("connected")[0]["instance_id"] for c in clients] == ["replica-1", "replica-2", "replica-3"]
 
     async with Emitter(cluster.redis_url, channel=cluster.channel) as emitter:
@@ -55,7 +52,8 @@ async def test_backend_emit_reaches_a_user_on_each_replica(cluster, make_client)
         assert await client.wait_for("route_calculated") == {"for": user, "text": "환승 2호선"}
 
 
-async def test_node_client_on_one_replica_gets_emit_made_through_another(cluster, node_client):
+async def test_node_client_on_one_replica_gets_emit_made_through_another(
+        cluster: Cluster, node_client: StartNodeClient) -> None:
     user = unique_user()
     browser = await node_client(cluster.replicas[2].url, {"token": make_token(user)})
     connected = await browser.wait_for_event("connected")
@@ -68,9 +66,10 @@ async def test_node_client_on_one_replica_gets_emit_made_through_another(cluster
     assert await browser.wait_for_event("elevator_status") == {"out_of_service": True}
 
 
-async def test_user_with_sockets_on_two_replicas_gets_each_message_once_on_both(cluster, make_client, node_client):
+async def test_user_with_sockets_on_two_replicas_gets_each_message_once_on_both(
+        cluster: Cluster, make_client: MakeClient, node_client: StartNodeClient) -> None:
     user = unique_user()
-    phone = await connect_user(make_client, cluster.replicas[0], user)
+    phone = await connected(make_client, cluster.replicas[0], user)
     browser = await node_client(cluster.replicas[1].url, {"token": make_token(user)})
     await browser.wait_for_event("connected")
 
@@ -84,9 +83,10 @@ async def test_user_with_sockets_on_two_replicas_gets_each_message_once_on_both(
     assert browser.events("navigation_update") == [{"step": 1}]
 
 
-async def test_message_for_user_connected_nowhere_is_refused_counted_and_never_published(cluster, make_client):
+async def test_message_for_user_connected_nowhere_is_refused_counted_and_never_published(
+        cluster: Cluster, make_client: MakeClient) -> None:
     ghost, present = unique_user("ghost"), unique_user()
-    client = await connect_user(make_client, cluster.replicas[1], present)
+    client = await connected(make_client, cluster.replicas[1], present)
     redis = aioredis.Redis.from_url(cluster.redis_url)
     pubsub = redis.pubsub(ignore_subscribe_messages=True)
     await pubsub.subscribe(cluster.channel)
@@ -100,7 +100,7 @@ async def test_message_for_user_connected_nowhere_is_refused_counted_and_never_p
         await client.wait_for("marker")
         seen = await read_channel_until(pubsub, "marker")
     finally:
-        await pubsub.aclose()
+        await pubsub.aclose()  # type: ignore[no-untyped-call]
         await redis.aclose()
 
     assert (status, body["code"]) == (404, ErrorCode.USER_NOT_CONNECTED.value)
@@ -109,7 +109,7 @@ async def test_message_for_user_connected_nowhere_is_refused_counted_and_never_p
     assert [(m["event"], m["room"]) for m in seen] == [("marker", f"user:{present}")]
 
 
-def test_emit_cli_exits_zero_when_sent_and_three_for_a_user_connected_nowhere(cluster):
+def test_emit_cli_exits_zero_when_sent_and_three_for_a_user_connected_nowhere(cluster: Cluster) -> None:
     def cli(user: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "server.emit", "--user", user, "--event", "arrival", "--data", '{"station": "시청"}',
@@ -121,9 +121,9 @@ def test_emit_cli_exits_zero_when_sent_and_three_for_a_user_connected_nowhere(cl
     assert "not connected" in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
-async def test_emit_cli_delivers_to_a_connected_user(cluster, make_client):
+async def test_emit_cli_delivers_to_a_connected_user(cluster: Cluster, make_client: MakeClient) -> None:
     user = unique_user()
-    client = await connect_user(make_client, cluster.replicas[2], user)
+    client = await connected(make_client, cluster.replicas[2], user)
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "server.emit", "--user", user, "--event", "arrival", "--data", '{"station": "시청"}',
         "--redis-url", cluster.redis_url, "--channel", cluster.channel, cwd=REPO_ROOT, env=UNSIGNED_CLI_ENV)
@@ -131,18 +131,19 @@ async def test_emit_cli_delivers_to_a_connected_user(cluster, make_client):
     assert await client.wait_for("arrival") == {"station": "시청"}
 
 
-async def test_broadcast_reaches_every_replica(cluster, make_client):
-    clients = [await connect_user(make_client, r, unique_user()) for r in cluster.replicas]
+async def test_broadcast_reaches_every_replica(cluster: Cluster, make_client: MakeClient) -> None:
+    clients = [await connected(make_client, r, unique_user()) for r in cluster.replicas]
     async with Emitter(cluster.redis_url, channel=cluster.channel) as emitter:
         await emitter.broadcast("service_alert", {"line": 2})
     for client in clients:
         assert await client.wait_for("service_alert") == {"line": 2}
 
 
-async def test_emitter_disconnect_user_disconnects_their_sockets_on_every_replica(cluster, make_client):
+async def test_emitter_disconnect_user_disconnects_their_sockets_on_every_replica(
+        cluster: Cluster, make_client: MakeClient) -> None:
     user, bystander = unique_user(), unique_user()
-    sockets = [await connect_user(make_client, r, user) for r in cluster.replicas]
-    other = await connect_user(make_client, cluster.replicas[0], bystander)
+    sockets = [await connected(make_client, r, user) for r in cluster.replicas]
+    other = await connected(make_client, cluster.replicas[0], bystander)
 
     async with Emitter(cluster.redis_url, channel=cluster.channel) as emitter:
         await emitter.disconnect_user(user)
@@ -162,7 +163,8 @@ async def test_emitter_disconnect_user_disconnects_their_sockets_on_every_replic
     ({"token": make_token("late", expires_in=-10)}, "TOKEN_EXPIRED"),
     ({"user_id": "claimed"}, "AUTH_REQUIRED"),
 ])
-async def test_bad_handshake_is_refused_with_the_error_schema(cluster, node_client, auth, code):
+async def test_bad_handshake_is_refused_with_the_error_schema(cluster: Cluster, node_client: StartNodeClient,
+                                                              auth: dict[str, Any], code: str) -> None:
     browser = await node_client(cluster.replicas[0].url, auth)
     await browser.wait_for(lambda records: any(r["kind"] == "connect_error" for r in records), what="connect_error")
     error = next(r for r in browser.records if r["kind"] == "connect_error")
@@ -171,9 +173,10 @@ async def test_bad_handshake_is_refused_with_the_error_schema(cluster, node_clie
     assert not any(r["kind"] == "connect" for r in browser.records)
 
 
-async def test_forged_queue_messages_are_dropped_and_counted_by_every_replica(cluster, make_client):
+async def test_forged_queue_messages_are_dropped_and_counted_by_every_replica(
+        cluster: Cluster, make_client: MakeClient) -> None:
     user = unique_user()
-    client = await connect_user(make_client, cluster.replicas[1], user)
+    client = await connected(make_client, cluster.replicas[1], user)
     before = [await metric(r.url, "kindmap_messages_dropped_total", {"reason": "invalid_envelope"})
               for r in cluster.replicas]
     redis = aioredis.Redis.from_url(cluster.redis_url)
@@ -192,7 +195,8 @@ async def test_forged_queue_messages_are_dropped_and_counted_by_every_replica(cl
     assert client.received("fake") == []
 
 
-async def test_long_polling_client_connects_and_receives_cross_replica_messages(cluster, node_client):
+async def test_long_polling_client_connects_and_receives_cross_replica_messages(
+        cluster: Cluster, node_client: StartNodeClient) -> None:
     user = unique_user()
     browser = await node_client(cluster.replicas[0].url, {"token": make_token(user)}, transports=["polling"])
     await browser.wait_for_event("connected")

@@ -9,29 +9,26 @@ awaited first: anything forged before it would have arrived before it.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import pytest
 
 from server.emitter import Emitter
-from tests.helpers.clients import make_token
-from tests.helpers.cluster import unique_user
+from tests.helpers.clients import MakeClient, connected, make_token
+from tests.helpers.cluster import Cluster, unique_user
+from tests.helpers.node_client import StartNodeClient
 from tests.helpers.payloads import assert_error_payload
+from tests.helpers.raw_client import OpenRaw
 from tests.helpers.raw_engineio import NonReadingClient
 
 
-async def connect_user(make_client, replica, user_id):
-    client = make_client()
-    await client.connect(replica.url, auth={"token": make_token(user_id)})
-    return client
-
-
 @pytest.mark.parametrize("transport", ["websocket", "polling"])
-async def test_event_named_star_reaches_no_other_socket_on_any_replica(start_cluster, make_client, open_raw,
-                                                                       transport):
+async def test_event_named_star_reaches_no_other_socket_on_any_replica(
+        start_cluster: Callable[..., Cluster], make_client: MakeClient, open_raw: OpenRaw, transport: str) -> None:
     cluster = start_cluster(2)
     bob_id = unique_user("bob")
-    bob = await connect_user(make_client, cluster.replicas[1], bob_id)
-    carol = await connect_user(make_client, cluster.replicas[0], unique_user("carol"))
+    bob = await connected(make_client, cluster.replicas[1], bob_id)
+    carol = await connected(make_client, cluster.replicas[0], unique_user("carol"))
     attacker = await open_raw(cluster.replicas[0].url, transport=transport)
     assert (await attacker.connect({"token": make_token(unique_user("mallory"))})).startswith("0")
 
@@ -46,7 +43,8 @@ async def test_event_named_star_reaches_no_other_socket_on_any_replica(start_clu
     assert [e["code"] for e in attacker.errors()] == ["UNKNOWN_EVENT", "UNKNOWN_EVENT"]
 
 
-async def test_browser_client_sees_connect_before_connected(start_cluster, node_client):
+async def test_browser_client_sees_connect_before_connected(start_cluster: Callable[..., Cluster],
+                                                            node_client: StartNodeClient) -> None:
     cluster = start_cluster(1)
     browser = await node_client(cluster.replicas[0].url, {"token": make_token(unique_user())})
 
@@ -56,8 +54,8 @@ async def test_browser_client_sees_connect_before_connected(start_cluster, node_
     assert kinds.index("connect") < kinds.index("connected")
 
 
-async def test_browser_client_on_an_unknown_namespace_gets_connect_error_with_an_error_payload(start_cluster,
-                                                                                              node_client):
+async def test_browser_client_on_an_unknown_namespace_gets_connect_error_with_an_error_payload(
+        start_cluster: Callable[..., Cluster], node_client: StartNodeClient) -> None:
     cluster = start_cluster(1)
     browser = await node_client(f"{cluster.replicas[0].url}/admin", {"token": make_token(unique_user())})
 
@@ -68,7 +66,8 @@ async def test_browser_client_on_an_unknown_namespace_gets_connect_error_with_an
     assert "/admin" in error["data"]["message"]
 
 
-async def test_a_flooding_client_that_never_reads_is_cut_off_after_its_goodbye(start_cluster):
+async def test_a_flooding_client_that_never_reads_is_cut_off_after_its_goodbye(
+        start_cluster: Callable[..., Cluster]) -> None:
     """A closed abuser that does not answer the WebSocket close would otherwise keep its
     connection (and the replica reading its flood) until aiohttp's close timeout."""
     [replica] = start_cluster(1, RATE_LIMIT_EVENTS_PER_SECOND="0.1", RATE_LIMIT_BURST="2",

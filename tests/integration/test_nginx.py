@@ -8,33 +8,38 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import pytest
 import socketio
 
+from cluster import LocalCluster
 from server.emitter import Emitter
 from server.errors import ErrorCode
-from tests.helpers.clients import RecordingClient, make_token, session_from
+from tests.helpers.clients import MakeClient, RecordingClient, make_token, session_from
 from tests.helpers.cluster import API_KEY, local_cluster_east_of_utc, new_channel, replica_env, unique_user
 from tests.helpers.http import get_json, post_emit
+from tests.helpers.node_client import StartNodeClient
 from tests.helpers.payloads import assert_error_payload
-from tests.helpers.processes import http_status
+from tests.helpers.processes import RedisServer, http_status
 from tests.helpers.waiting import eventually
 
 NETWORKS = [f"127.0.{n}.1" for n in range(1, 13)]
-FAST_RECONNECT = {"reconnection": True, "reconnection_delay": 0.1, "reconnection_delay_max": 0.5}
+FAST_RECONNECT: dict[str, Any] = {"reconnection": True, "reconnection_delay": 0.1, "reconnection_delay_max": 0.5}
 
 
 @pytest.fixture
-def own_nginx_cluster(redis_server):
+def own_nginx_cluster(redis_server: RedisServer) -> Iterator[LocalCluster]:
     """A cluster of one test's own, which it may break."""
     with local_cluster_east_of_utc(replicas=3, env=replica_env(redis_server.url, new_channel()),
                                    redis_url=redis_server.url) as cluster:
         yield cluster
 
 
-async def connect_from(make_client, cluster, source, user=None, *, transports=("polling", "websocket"),
-                       headers=None, **options) -> RecordingClient:
+async def connect_from(make_client: MakeClient, cluster: LocalCluster, source: str, user: str | None = None, *,
+                       transports: Sequence[str] = ("polling", "websocket"), headers: dict[str, str] | None = None,
+                       **options: Any) -> RecordingClient:
     client = make_client(http_session=session_from(source), **options)
     await client.connect(cluster.url, auth={"token": make_token(user or unique_user())},
                          transports=list(transports), headers=headers)
@@ -42,10 +47,11 @@ async def connect_from(make_client, cluster, source, user=None, *, transports=("
 
 
 def instance_of(client: RecordingClient, connection: int = 1) -> str:
-    return client.received("connected")[connection - 1]["instance_id"]
+    instance_id: str = client.received("connected")[connection - 1]["instance_id"]
+    return instance_id
 
 
-async def place(make_client, cluster, sources) -> dict[str, str]:
+async def place(make_client: MakeClient, cluster: LocalCluster, sources: list[str]) -> dict[str, str]:
     """The replica Nginx gives each source address, learnt by connecting once from it."""
     placed = {}
     for source in sources:
@@ -55,7 +61,8 @@ async def place(make_client, cluster, sources) -> dict[str, str]:
     return placed
 
 
-async def test_clients_of_different_networks_spread_over_replicas_and_keep_theirs(nginx_cluster, make_client):
+async def test_clients_of_different_networks_spread_over_replicas_and_keep_theirs(
+        nginx_cluster: LocalCluster, make_client: MakeClient) -> None:
     placed = await place(make_client, nginx_cluster, NETWORKS)
     print("clients per replica:", dict(sorted(Counter(placed.values()).items())))
     assert len(set(placed.values())) > 1
@@ -67,7 +74,8 @@ async def test_clients_of_different_networks_spread_over_replicas_and_keep_their
         assert (instance_of(again), instance_of(neighbour)) == (replica, replica), source
 
 
-async def test_clients_reconnect_to_their_replica_after_nginx_restarts(own_nginx_cluster, make_client):
+async def test_clients_reconnect_to_their_replica_after_nginx_restarts(
+        own_nginx_cluster: LocalCluster, make_client: MakeClient) -> None:
     cluster = own_nginx_cluster
     clients = [await connect_from(make_client, cluster, source, **FAST_RECONNECT) for source in NETWORKS]
 
@@ -80,7 +88,8 @@ async def test_clients_reconnect_to_their_replica_after_nginx_restarts(own_nginx
         assert instance_of(client, 2) == instance_of(client, 1)
 
 
-async def test_long_polling_only_client_works_end_to_end_through_nginx(nginx_cluster, make_client):
+async def test_long_polling_only_client_works_end_to_end_through_nginx(
+        nginx_cluster: LocalCluster, make_client: MakeClient) -> None:
     user = unique_user()
     client = await connect_from(make_client, nginx_cluster, "127.0.4.1", user, transports=["polling"])
 
@@ -93,7 +102,8 @@ async def test_long_polling_only_client_works_end_to_end_through_nginx(nginx_clu
     assert client.sio.transport() == "polling"
 
 
-async def test_polling_client_upgrades_to_websocket_through_nginx(nginx_cluster, make_client):
+async def test_polling_client_upgrades_to_websocket_through_nginx(nginx_cluster: LocalCluster,
+                                                                  make_client: MakeClient) -> None:
     client = await connect_from(make_client, nginx_cluster, "127.0.5.1")
 
     await eventually(lambda: client.sio.transport() == "websocket", what="upgrade to websocket")
@@ -101,7 +111,8 @@ async def test_polling_client_upgrades_to_websocket_through_nginx(nginx_cluster,
     assert (await client.wait_for("pong"))["id"] == "after-upgrade"
 
 
-async def test_node_polling_client_works_through_nginx(nginx_cluster, node_client):
+async def test_node_polling_client_works_through_nginx(nginx_cluster: LocalCluster,
+                                                       node_client: StartNodeClient) -> None:
     user = unique_user()
     browser = await node_client(nginx_cluster.url, {"token": make_token(user)}, ["polling"])
     assert (await browser.wait_for_event("connected"))["user_id"] == user
@@ -113,7 +124,8 @@ async def test_node_polling_client_works_through_nginx(nginx_cluster, node_clien
     assert await browser.wait_for_event("arrival") == "Euljiro"
 
 
-async def test_backend_emit_reaches_users_on_every_replica_through_nginx(nginx_cluster, make_client):
+async def test_backend_emit_reaches_users_on_every_replica_through_nginx(
+        nginx_cluster: LocalCluster, make_client: MakeClient) -> None:
     users = [unique_user() for _ in NETWORKS]
     clients = [await connect_from(make_client, nginx_cluster, source, user)
                for source, user in zip(NETWORKS, users, strict=True)]
@@ -132,7 +144,8 @@ async def test_backend_emit_reaches_users_on_every_replica_through_nginx(nginx_c
         assert client.received("alert") == [user]
 
 
-async def test_forwarded_client_address_is_believed_only_from_a_trusted_proxy(nginx_cluster, make_client):
+async def test_forwarded_client_address_is_believed_only_from_a_trusted_proxy(
+        nginx_cluster: LocalCluster, make_client: MakeClient) -> None:
     proxy = "127.0.0.1"  # trusted in nginx/snippets/trusted_proxies.conf
     placed = await place(make_client, nginx_cluster, [proxy, *NETWORKS])
     # A forwarded address whose replica is not the proxy's own, and an untrusted client
@@ -148,7 +161,8 @@ async def test_forwarded_client_address_is_believed_only_from_a_trusted_proxy(ng
     assert instance_of(spoofing) == placed[untrusted]
 
 
-async def test_browser_origin_is_accepted_through_nginx_also_behind_a_tls_proxy(nginx_cluster, make_client):
+async def test_browser_origin_is_accepted_through_nginx_also_behind_a_tls_proxy(
+        nginx_cluster: LocalCluster, make_client: MakeClient) -> None:
     """The replicas compare Origin with Host and the scheme: Nginx must pass both on."""
     https_origin = nginx_cluster.url.replace("http://", "https://")
 
@@ -162,7 +176,8 @@ async def test_browser_origin_is_accepted_through_nginx_also_behind_a_tls_proxy(
         await connect_from(make_client, nginx_cluster, "127.0.6.1", headers={"Origin": "http://elsewhere.example"})
 
 
-async def test_request_bodies_larger_than_nginx_buffers_reach_the_replicas(nginx_cluster, make_client):
+async def test_request_bodies_larger_than_nginx_buffers_reach_the_replicas(
+        nginx_cluster: LocalCluster, make_client: MakeClient) -> None:
     user = unique_user()
     client = await connect_from(make_client, nginx_cluster, "127.0.7.1", user)
     data = "elevator out of service " * 1000  # 24 KB: over Nginx's 16 KB, it goes to a temporary file
@@ -173,7 +188,7 @@ async def test_request_bodies_larger_than_nginx_buffers_reach_the_replicas(nginx
     assert await client.wait_for("notice") == data
 
 
-async def test_nginx_routes_health_and_answers_metrics_with_an_error_payload(nginx_cluster):
+async def test_nginx_routes_health_and_answers_metrics_with_an_error_payload(nginx_cluster: LocalCluster) -> None:
     assert http_status(nginx_cluster.url + "/healthz") == 200
     assert http_status(nginx_cluster.url + "/readyz") == 200
     assert http_status(nginx_cluster.replicas[0].url + "/metrics") == 200
@@ -184,7 +199,8 @@ async def test_nginx_routes_health_and_answers_metrics_with_an_error_payload(ngi
     assert_error_payload(body, "NOT_FOUND")  # also: its timestamp is UTC
 
 
-async def test_clients_of_a_killed_replica_reconnect_through_nginx_to_a_survivor(own_nginx_cluster, make_client):
+async def test_clients_of_a_killed_replica_reconnect_through_nginx_to_a_survivor(
+        own_nginx_cluster: LocalCluster, make_client: MakeClient) -> None:
     cluster = own_nginx_cluster
     users = [unique_user() for _ in NETWORKS]
     clients = [await connect_from(make_client, cluster, source, user, **FAST_RECONNECT)
@@ -213,7 +229,8 @@ async def test_clients_of_a_killed_replica_reconnect_through_nginx_to_a_survivor
     assert_error_payload(body, ErrorCode.REPLICA_UNAVAILABLE)  # also: its timestamp is UTC
 
 
-async def test_a_token_sent_in_the_query_string_is_not_written_to_the_access_log(nginx_cluster, make_client):
+async def test_a_token_sent_in_the_query_string_is_not_written_to_the_access_log(
+        nginx_cluster: LocalCluster, make_client: MakeClient) -> None:
     token = make_token(unique_user())
     client = make_client()
     await client.connect(f"{nginx_cluster.url}/?token={token}", transports=["polling"])

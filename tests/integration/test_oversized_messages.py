@@ -6,35 +6,32 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
 from server.emitter import Emitter
 from server.errors import ErrorCode, PayloadTooLargeError
-from tests.helpers.clients import make_token
-from tests.helpers.cluster import API_KEY, unique_user
+from tests.helpers.clients import MakeClient, connected
+from tests.helpers.cluster import API_KEY, Cluster, unique_user
 from tests.helpers.http import metric, post_emit
 from tests.helpers.processes import REPO_ROOT
 
 FORTY_MB = 40 * 1024 * 1024
 
 
-async def connect_user(make_client, replica, user_id):
-    client = make_client()
-    await client.connect(replica.url, auth={"token": make_token(user_id)})
-    return client
-
-
-async def assert_every_replica_still_subscribed(cluster) -> None:
+async def assert_every_replica_still_subscribed(cluster: Cluster) -> None:
     for replica in cluster.replicas:
         assert await metric(replica.url, "kindmap_queue_subscribed") == 1
         assert await metric(replica.url, "kindmap_queue_reconnects_total") == 0
 
 
-async def test_a_40_mb_send_is_refused_and_every_replica_stays_subscribed_and_delivering(start_cluster, make_client):
+async def test_a_40_mb_send_is_refused_and_every_replica_stays_subscribed_and_delivering(
+        start_cluster: Callable[..., Cluster], make_client: MakeClient) -> None:
     cluster = start_cluster(2)
     user = unique_user()
-    client = await connect_user(make_client, cluster.replicas[1], user)
+    client = await connected(make_client, cluster.replicas[1], user)
 
     async with Emitter(cluster.redis_url, channel=cluster.channel) as emitter:
         with pytest.raises(PayloadTooLargeError) as refused:
@@ -51,10 +48,12 @@ async def test_a_40_mb_send_is_refused_and_every_replica_stays_subscribed_and_de
     pytest.param({"env": {"MAX_QUEUE_MESSAGE_BYTES": "1024"}, "args": []}, id="environment"),
     pytest.param({"env": {}, "args": ["--max-message-bytes", "1024"]}, id="flag"),
 ])
-async def test_emit_cli_refuses_a_message_over_the_limit_with_exit_2(start_cluster, make_client, limit):
+async def test_emit_cli_refuses_a_message_over_the_limit_with_exit_2(start_cluster: Callable[..., Cluster],
+                                                                     make_client: MakeClient,
+                                                                     limit: dict[str, Any]) -> None:
     cluster = start_cluster(2)
     user = unique_user()
-    client = await connect_user(make_client, cluster.replicas[1], user)
+    client = await connected(make_client, cluster.replicas[1], user)
 
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "server.emit", "--user", user, "--event", "route", "--data", '"' + "x" * 2048 + '"',
@@ -70,11 +69,11 @@ async def test_emit_cli_refuses_a_message_over_the_limit_with_exit_2(start_clust
     assert client.received("route") == []
 
 
-async def test_http_emit_over_the_replicas_queue_limit_gets_413_and_later_ones_are_delivered(start_cluster,
-                                                                                             make_client):
+async def test_http_emit_over_the_replicas_queue_limit_gets_413_and_later_ones_are_delivered(
+        start_cluster: Callable[..., Cluster], make_client: MakeClient) -> None:
     cluster = start_cluster(2, MAX_QUEUE_MESSAGE_BYTES="2048")
     user = unique_user()
-    client = await connect_user(make_client, cluster.replicas[1], user)
+    client = await connected(make_client, cluster.replicas[1], user)
 
     status, body = await post_emit(cluster.replicas[0].url, API_KEY, {"user_id": user, "event": "route",
                                                                       "data": "x" * 4096})

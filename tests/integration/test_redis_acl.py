@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import yaml
@@ -17,7 +19,7 @@ from redis import asyncio as aioredis
 from redis.exceptions import AuthenticationError, NoPermissionError, ResponseError
 
 from server.emitter import Emitter
-from tests.helpers.clients import make_token
+from tests.helpers.clients import MakeClient, connected
 from tests.helpers.cluster import API_KEY, replica_env, unique_user
 from tests.helpers.http import post_emit
 from tests.helpers.processes import HOST, REPO_ROOT, ChildProcess, Replica, free_port, port_open
@@ -35,7 +37,7 @@ def compose_redis_args() -> list[str]:
 
 
 @pytest.fixture
-def acl_redis(tmp_path):
+def acl_redis(tmp_path: Path) -> Iterator[str]:
     port = free_port()
     server = ChildProcess("redis-server", ["redis-server", *compose_redis_args(), "--port", str(port), "--bind", HOST,
                                            "--dir", str(tmp_path)], port=port, log_path=tmp_path / "redis.log")
@@ -50,7 +52,7 @@ def url(user: str, address: str) -> str:
 
 
 @pytest.fixture
-def acl_replica(acl_redis, tmp_path):
+def acl_replica(acl_redis: str, tmp_path: Path) -> Iterator[Replica]:
     env = replica_env(url("replica", acl_redis), CHANNEL, QUEUE_SIGNING_KEY=SIGNING_KEY, ALLOW_UNSIGNED_QUEUE="")
     replica = Replica(instance_id="acl-replica", env=env, log_dir=tmp_path)
     replica.start()
@@ -58,10 +60,10 @@ def acl_replica(acl_redis, tmp_path):
     replica.stop()
 
 
-async def test_replica_and_emitter_work_with_only_their_acl_permissions(acl_redis, acl_replica, make_client):
+async def test_replica_and_emitter_work_with_only_their_acl_permissions(
+        acl_redis: str, acl_replica: Replica, make_client: MakeClient) -> None:
     user = unique_user()
-    client = make_client()
-    await client.connect(acl_replica.url, auth={"token": make_token(user)})
+    client = await connected(make_client, acl_replica, user)
     replica_redis = aioredis.Redis.from_url(url("replica", acl_redis))
     try:
         # A rewritten fingerprint makes the emitter probe the replica: that path is exercised too.
@@ -89,16 +91,16 @@ async def test_replica_and_emitter_work_with_only_their_acl_permissions(acl_redi
     ("replica", ("CONFIG", "SET", "requirepass", "x")),
     ("replica", ("FLUSHALL",)),
 ])
-async def test_acl_users_are_refused_what_they_do_not_need(acl_redis, user, command):
+async def test_acl_users_are_refused_what_they_do_not_need(acl_redis: str, user: str, command: tuple[str, ...]) -> None:
     client = aioredis.Redis.from_url(url(user, acl_redis))
     try:
         with pytest.raises(NoPermissionError):
-            await client.execute_command(*command)
+            await client.execute_command(*command)  # type: ignore[no-untyped-call]
     finally:
         await client.aclose()
 
 
-async def test_the_default_user_is_off(acl_redis):
+async def test_the_default_user_is_off(acl_redis: str) -> None:
     client = aioredis.Redis.from_url(f"redis://{acl_redis}/0")
     try:
         with pytest.raises((AuthenticationError, ResponseError)):
@@ -107,7 +109,7 @@ async def test_the_default_user_is_off(acl_redis):
         await client.aclose()
 
 
-def test_the_compose_health_check_passes_with_the_replica_password_and_fails_without(acl_redis):
+def test_the_compose_health_check_passes_with_the_replica_password_and_fails_without(acl_redis: str) -> None:
     check = yaml.safe_load((REPO_ROOT / "docker-compose.prod.yml").read_text())["services"]["redis"]["healthcheck"]
     assert check["test"][0] == "CMD-SHELL"
     host, port = acl_redis.split(":")

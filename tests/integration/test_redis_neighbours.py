@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import pytest
 from redis import asyncio as aioredis
@@ -15,10 +17,10 @@ from redis import asyncio as aioredis
 from server.backends.redis.keys import instance_key, presence_key, signing_key_name
 from server.emitter import Emitter
 from server.errors import ConfigError
-from tests.helpers.clients import make_token
-from tests.helpers.cluster import API_KEY, replica_env, unique_user
+from tests.helpers.clients import MakeClient, Served, connected
+from tests.helpers.cluster import API_KEY, Cluster, replica_env, unique_user
 from tests.helpers.http import metric, post_emit
-from tests.helpers.processes import Replica
+from tests.helpers.processes import RedisServer, Replica
 from tests.helpers.waiting import eventually
 
 SIGNING_KEY = "integration-queue-signing-key-0123456789"
@@ -29,23 +31,23 @@ OFFLINE_DEADLINE = 15.0
 
 
 @pytest.fixture
-async def neighbour(redis_server):
+async def neighbour(redis_server: RedisServer) -> AsyncIterator[aioredis.Redis]:
     client = aioredis.Redis.from_url(redis_server.url)
     yield client
     await client.aclose()
 
 
-async def record_a_kick(cluster, make_client, neighbour: aioredis.Redis, emitter: Emitter, user: str) -> bytes:
+async def record_a_kick(cluster: Cluster, make_client: MakeClient, neighbour: aioredis.Redis, emitter: Emitter,
+                        user: str) -> bytes:
     """Connect ``user`` to the first replica, disconnect them through ``emitter``, and return the
     signed ``disconnect_room`` envelope a neighbour recorded off the channel meanwhile."""
-    first = make_client()
-    await first.connect(cluster.replicas[0].url, auth={"token": make_token(user)})
+    first = await connected(make_client, cluster.replicas[0], user)
     recorded = await record_next(neighbour, cluster.channel, lambda: emitter.disconnect_user(user))
     await first.wait_for_disconnect()
     return recorded
 
 
-async def record_next(neighbour: aioredis.Redis, channel: str, action) -> bytes:
+async def record_next(neighbour: aioredis.Redis, channel: str, action: Callable[[], Awaitable[object]]) -> bytes:
     """Run ``action`` and return the first envelope published on ``channel`` meanwhile."""
     pubsub = neighbour.pubsub()
     await pubsub.subscribe(channel)
@@ -58,24 +60,23 @@ async def record_next(neighbour: aioredis.Redis, channel: str, action) -> bytes:
                 return bytes(message["data"])
         raise AssertionError("nothing was published")
     finally:
-        await pubsub.aclose()
+        await pubsub.aclose()  # type: ignore[no-untyped-call]
 
 
-async def dropped(cluster, reason: str) -> float:
+async def dropped(cluster: Cluster, reason: str) -> float:
     return sum([await metric(r.url, "kindmap_messages_dropped_total", {"reason": reason}) for r in cluster.replicas])
 
 
 @pytest.mark.parametrize("later", [False, True], ids=["at-once-as-a-repeat", "after-the-window-as-stale"])
 async def test_a_recorded_signed_disconnect_replayed_does_not_kick_the_users_new_socket(
-        start_cluster, make_client, neighbour, later):
+        start_cluster: Callable[..., Cluster], make_client: MakeClient, neighbour: aioredis.Redis, later: bool) -> None:
     # "At once" must stay within the window on a loaded machine: the default 30 s then.
     window = {"QUEUE_REPLAY_WINDOW_SECONDS": str(REPLAY_WINDOW)} if later else {}
     cluster = start_cluster(2, QUEUE_SIGNING_KEY=SIGNING_KEY, **window)
     user = unique_user()
     async with Emitter(cluster.redis_url, channel=cluster.channel, signing_key=SIGNING_KEY) as emitter:
         recorded = await record_a_kick(cluster, make_client, neighbour, emitter, user)
-        second = make_client()
-        await second.connect(cluster.replicas[1].url, auth={"token": make_token(user)})
+        second = await connected(make_client, cluster.replicas[1], user)
         if later:
             sent_at = json.loads(recorded.partition(b".")[2])["ts"] / 1000
             await eventually(lambda: time.time() > sent_at + REPLAY_WINDOW + 0.1, timeout=5, what="window over")
@@ -90,7 +91,8 @@ async def test_a_recorded_signed_disconnect_replayed_does_not_kick_the_users_new
 
 
 async def test_a_recorded_signed_disconnect_replayed_to_a_replica_started_since_is_dropped_as_stale(
-        start_cluster, make_client, neighbour, tmp_path):
+        start_cluster: Callable[..., Cluster], make_client: MakeClient, neighbour: aioredis.Redis,
+        tmp_path: Path) -> None:
     cluster = start_cluster(1, QUEUE_SIGNING_KEY=SIGNING_KEY)
     user = unique_user()
     async with Emitter(cluster.redis_url, channel=cluster.channel, signing_key=SIGNING_KEY) as emitter:
@@ -99,8 +101,7 @@ async def test_a_recorded_signed_disconnect_replayed_to_a_replica_started_since_
                         env=replica_env(cluster.redis_url, cluster.channel, QUEUE_SIGNING_KEY=SIGNING_KEY))
         cluster.replicas.append(fresh)  # stopped with the cluster
         fresh.start()
-        second = make_client()
-        await second.connect(fresh.url, auth={"token": make_token(user)})
+        second = await connected(make_client, fresh, user)
 
         assert await neighbour.publish(cluster.channel, recorded) == 2
         await eventually(lambda: dropped(cluster, "stale"), what="replay dropped")
@@ -111,18 +112,18 @@ async def test_a_recorded_signed_disconnect_replayed_to_a_replica_started_since_
     assert await metric(fresh.url, "kindmap_messages_dropped_total", {"reason": "stale"}) == 1
 
 
-async def emit_status(replica, user: str) -> int:
+async def emit_status(replica: Served, user: str) -> int:
     status, _ = await post_emit(replica.url, API_KEY, {"user_id": user, "event": "probe", "data": {}})
     return status
 
 
 async def test_a_forged_presence_entry_does_not_make_an_unknown_user_look_connected(
-        start_cluster, make_client, neighbour):
+        start_cluster: Callable[..., Cluster], make_client: MakeClient, neighbour: aioredis.Redis) -> None:
     cluster = start_cluster(2, QUEUE_SIGNING_KEY=SIGNING_KEY)
     real = unique_user()
-    client = make_client()
-    await client.connect(cluster.replicas[0].url, auth={"token": make_token(real)})
+    client = await connected(make_client, cluster.replicas[0], real)
     entry = await neighbour.hget(presence_key(cluster.channel, real), client.sio.get_sid())
+    assert isinstance(entry, bytes)  # the neighbour's client does not decode responses
     process = entry.decode().split("#")[0]
     assert await neighbour.exists(instance_key(cluster.channel, process)) == 1
     ghost = unique_user("ghost")
@@ -135,11 +136,11 @@ async def test_a_forged_presence_entry_does_not_make_an_unknown_user_look_connec
     assert await emit_status(cluster.replicas[1], real) == 202
 
 
-async def test_a_deleted_presence_key_is_written_again_by_the_next_heartbeat(start_cluster, make_client, neighbour):
+async def test_a_deleted_presence_key_is_written_again_by_the_next_heartbeat(
+        start_cluster: Callable[..., Cluster], make_client: MakeClient, neighbour: aioredis.Redis) -> None:
     cluster = start_cluster(2, QUEUE_SIGNING_KEY=SIGNING_KEY)
     user = unique_user()
-    client = make_client()
-    await client.connect(cluster.replicas[0].url, auth={"token": make_token(user)})
+    await connected(make_client, cluster.replicas[0], user)
 
     await neighbour.delete(presence_key(cluster.channel, user))
 
@@ -147,12 +148,12 @@ async def test_a_deleted_presence_key_is_written_again_by_the_next_heartbeat(sta
     assert await emit_status(cluster.replicas[1], user) == 202
 
 
-async def test_users_of_a_killed_replica_count_as_offline_within_the_instance_ttl(start_cluster, make_client):
+async def test_users_of_a_killed_replica_count_as_offline_within_the_instance_ttl(
+        start_cluster: Callable[..., Cluster], make_client: MakeClient) -> None:
     cluster = start_cluster(2)
     doomed, survivor = cluster.replicas
     user = unique_user()
-    client = make_client()
-    await client.connect(doomed.url, auth={"token": make_token(user)})
+    await connected(make_client, doomed, user)
     assert await emit_status(survivor, user) == 202
 
     doomed.kill()  # SIGKILL: no withdrawal, only the heartbeat key's TTL tells
@@ -161,16 +162,15 @@ async def test_users_of_a_killed_replica_count_as_offline_within_the_instance_tt
                      what="USER_NOT_CONNECTED after SIGKILL")
 
 
-async def emit_status_is(replica, user: str, expected: int) -> bool:
+async def emit_status_is(replica: Served, user: str, expected: int) -> bool:
     return await emit_status(replica, user) == expected
 
 
 async def test_an_emitter_with_the_right_key_starts_although_the_fingerprint_was_rewritten(
-        start_cluster, make_client, neighbour):
+        start_cluster: Callable[..., Cluster], make_client: MakeClient, neighbour: aioredis.Redis) -> None:
     cluster = start_cluster(2, QUEUE_SIGNING_KEY=SIGNING_KEY)
     user = unique_user()
-    client = make_client()
-    await client.connect(cluster.replicas[0].url, auth={"token": make_token(user)})
+    client = await connected(make_client, cluster.replicas[0], user)
     for forged in (b"0" * 32, b"unsigned"):
         await neighbour.set(signing_key_name(cluster.channel), forged)
 

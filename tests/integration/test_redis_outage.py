@@ -5,22 +5,30 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from server.backends.redis.transport import KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT
 from server.emitter import Emitter
 from server.errors import PublishError, QueueUnavailableError, RealtimeError
-from tests.helpers.clients import make_token
-from tests.helpers.cluster import API_KEY, replica_env, unique_user
+from tests.helpers.clients import MakeClient, RecordingClient, connected
+from tests.helpers.cluster import API_KEY, Cluster, replica_env, unique_user
 from tests.helpers.http import get_json, metric, post_emit
-from tests.helpers.processes import Replica, http_status, wait_until
+from tests.helpers.processes import RedisServer, Replica, http_status, wait_until
 from tests.helpers.proxy import SilencingProxy
 
 RESUME_DEADLINE = 2.0  # the contract: delivery resumes within 2 s of Redis coming back
 
 
-async def send_until_delivered(cluster, user, client, deadline):
+def status_is(url: str, expected: int) -> bool:
+    return http_status(url) == expected
+
+
+async def send_until_delivered(cluster: Cluster, user: str, client: RecordingClient, deadline: float) -> Any:
     """Keep trying one send a little while Redis comes back; return when it arrives."""
     attempt = 0
     while time.monotonic() < deadline:
@@ -34,13 +42,12 @@ async def send_until_delivered(cluster, user, client, deadline):
     raise AssertionError(f"no delivery within {RESUME_DEADLINE}s of Redis restarting")
 
 
-async def test_redis_outage_is_survived_and_delivery_resumes_within_two_seconds(own_redis, start_cluster,
-                                                                                 make_client):
+async def test_redis_outage_is_survived_and_delivery_resumes_within_two_seconds(
+        own_redis: RedisServer, start_cluster: Callable[..., Cluster], make_client: MakeClient) -> None:
     cluster = start_cluster(2, redis=own_redis)
     first, second = cluster.replicas
     user = unique_user()
-    client = make_client()
-    await client.connect(second.url, auth={"token": make_token(user)})
+    client = await connected(make_client, second, user)
     emitter = Emitter(cluster.redis_url, channel=cluster.channel)
     await emitter.connect()
     try:
@@ -49,7 +56,7 @@ async def test_redis_outage_is_survived_and_delivery_resumes_within_two_seconds(
 
         own_redis.stop()
         for replica in cluster.replicas:
-            wait_until(lambda r=replica: http_status(r.url + "/readyz") == 503, timeout=5, what="readyz 503")
+            wait_until(partial(status_is, replica.url + "/readyz", 503), timeout=5, what="readyz 503")
         status, body = await get_json(first.url + "/readyz")
         assert body["code"] == "QUEUE_UNAVAILABLE"
         with pytest.raises((PublishError, QueueUnavailableError)):
@@ -73,8 +80,8 @@ async def test_redis_outage_is_survived_and_delivery_resumes_within_two_seconds(
         assert await metric(replica.url, "kindmap_queue_reconnects_total") == 1
 
 
-async def test_silently_dead_listening_connection_is_replaced_and_delivery_resumes(redis_server, tmp_path,
-                                                                                   make_client):
+async def test_silently_dead_listening_connection_is_replaced_and_delivery_resumes(
+        redis_server: RedisServer, tmp_path: Path, make_client: MakeClient) -> None:
     proxy = SilencingProxy(redis_server.port)
     proxy.start()
     channel = f"kindmap_it_{unique_user('silent')}"
@@ -82,8 +89,7 @@ async def test_silently_dead_listening_connection_is_replaced_and_delivery_resum
     try:
         replica.start()
         user = unique_user()
-        client = make_client()
-        await client.connect(replica.url, auth={"token": make_token(user)})
+        client = await connected(make_client, replica, user)
         async with Emitter(redis_server.url, channel=channel) as emitter:  # straight to Redis, not via the proxy
             await emitter.send_to_user(user, "before", 1)
             await client.wait_for("before")
@@ -114,7 +120,8 @@ LONG_OUTAGE = 4.0
 RESUBSCRIBE_DEADLINE = 1.5  # RETRY_MAX (0.5 s), and a margin for a loaded machine
 
 
-async def test_replica_resubscribes_promptly_after_a_long_outage(own_redis, start_cluster):
+async def test_replica_resubscribes_promptly_after_a_long_outage(own_redis: RedisServer,
+                                                                 start_cluster: Callable[..., Cluster]) -> None:
     cluster = start_cluster(1, redis=own_redis)
     replica = cluster.replicas[0]
     own_redis.stop()

@@ -5,15 +5,19 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
 
 import pytest
 from redis import asyncio as aioredis
+from redis.asyncio.client import PubSub
 
 from server.backends.redis.keys import instance_key, presence_key
 from server.backends.redis.presence import RedisPresence
 from server.backends.redis.transport import MAX_CONNECTIONS, PoolExhaustedError, RedisTransport, connect_redis
 from server.emitter import Emitter
 from server.errors import PayloadTooLargeError, QueueBusyError, QueueUnavailableError, RequestError
+from tests.helpers.processes import RedisServer
 
 
 @pytest.fixture
@@ -22,21 +26,21 @@ def channel() -> str:
 
 
 @pytest.fixture
-async def redis(redis_server):
+async def redis(redis_server: RedisServer) -> AsyncIterator[aioredis.Redis]:
     client = aioredis.Redis.from_url(redis_server.url)
     yield client
     await client.aclose()
 
 
 @pytest.fixture
-async def backend(redis_server):
+async def backend(redis_server: RedisServer) -> AsyncIterator[RedisTransport]:
     made = RedisTransport(redis_server.url)
     await made.connect()
     yield made
     await made.close()
 
 
-async def test_a_burst_of_commands_larger_than_the_pool_waits_for_connections(redis_server):
+async def test_a_burst_of_commands_larger_than_the_pool_waits_for_connections(redis_server: RedisServer) -> None:
     """A drain writes presence for every socket at once: none may fail for want of a connection."""
     client = connect_redis(redis_server.url)
     try:
@@ -49,23 +53,24 @@ async def test_a_burst_of_commands_larger_than_the_pool_waits_for_connections(re
 
 
 @pytest.fixture
-async def one_busy_connection(redis_server):
+async def one_busy_connection(redis_server: RedisServer) -> AsyncIterator[aioredis.Redis]:
     """A client whose only pooled connection is taken: every command waits, then gives up."""
     client = connect_redis(redis_server.url, max_connections=1, pool_timeout=0.2)
-    held = await client.connection_pool.get_connection()
+    held = await client.connection_pool.get_connection()  # type: ignore[no-untyped-call]
     yield client
     await client.connection_pool.release(held)
     await client.aclose()
 
 
-async def test_a_pool_that_stays_busy_raises_pool_exhausted_not_a_plain_connection_error(one_busy_connection):
+async def test_a_pool_that_stays_busy_raises_pool_exhausted_not_a_plain_connection_error(
+        one_busy_connection: aioredis.Redis) -> None:
     """redis-py raises one ConnectionError for a wait that timed out and for a failed
     connection, told apart only by its cause: this catches an upgrade that changes it."""
     with pytest.raises(PoolExhaustedError):
         await one_busy_connection.ping()
 
 
-async def test_a_connection_that_fails_is_not_mistaken_for_a_busy_pool():
+async def test_a_connection_that_fails_is_not_mistaken_for_a_busy_pool() -> None:
     client = connect_redis("redis://127.0.0.1:1/0", max_connections=1, pool_timeout=0.2)
     try:
         with pytest.raises(aioredis.ConnectionError) as caught:
@@ -75,7 +80,8 @@ async def test_a_connection_that_fails_is_not_mistaken_for_a_busy_pool():
         await client.aclose()
 
 
-async def test_busy_redis_is_queue_busy_for_publish_and_presence(one_busy_connection, channel):
+async def test_busy_redis_is_queue_busy_for_publish_and_presence(one_busy_connection: aioredis.Redis,
+                                                                 channel: str) -> None:
     backend = RedisTransport(conn=one_busy_connection)
     presence = RedisPresence(one_busy_connection, channel=channel, instance_id="busy")
 
@@ -85,7 +91,7 @@ async def test_busy_redis_is_queue_busy_for_publish_and_presence(one_busy_connec
         await presence.is_online("alice")
 
 
-async def test_published_bytes_arrive_on_the_subscribed_channel(backend, channel):
+async def test_published_bytes_arrive_on_the_subscribed_channel(backend: RedisTransport, channel: str) -> None:
     await backend.subscribe(channel)
     assert await backend.publish(channel, "환승 ✓".encode()) == 1
     messages = backend.messages()
@@ -93,15 +99,16 @@ async def test_published_bytes_arrive_on_the_subscribed_channel(backend, channel
     await messages.aclose()
 
 
-async def test_backend_reports_a_lost_connection_from_messages(backend, channel, redis):
+async def test_backend_reports_a_lost_connection_from_messages(backend: RedisTransport, channel: str,
+                                                               redis: aioredis.Redis) -> None:
     await backend.subscribe(channel)
     messages = backend.messages()
-    await redis.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
+    await redis.execute_command("CLIENT", "KILL", "TYPE", "pubsub")  # type: ignore[no-untyped-call]
     with pytest.raises(QueueUnavailableError):
         await anext(messages)
 
 
-async def test_backend_for_unreachable_redis_fails_fast_with_queue_unavailable():
+async def test_backend_for_unreachable_redis_fails_fast_with_queue_unavailable() -> None:
     unreachable = RedisTransport("redis://127.0.0.1:1/0")
     with pytest.raises(QueueUnavailableError):
         await unreachable.connect()
@@ -111,12 +118,12 @@ async def test_backend_for_unreachable_redis_fails_fast_with_queue_unavailable()
     await unreachable.close()
 
 
-def test_backend_takes_exactly_one_of_url_and_conn():
+def test_backend_takes_exactly_one_of_url_and_conn() -> None:
     with pytest.raises(ValueError):
         RedisTransport()
 
 
-async def test_presence_tracks_sockets_of_live_replicas_only(redis, channel):
+async def test_presence_tracks_sockets_of_live_replicas_only(redis: aioredis.Redis, channel: str) -> None:
     alive = RedisPresence(redis, channel=channel, instance_id="alive")
     await alive.heartbeat()
     await alive.add("ana", "sid-1")
@@ -130,7 +137,8 @@ async def test_presence_tracks_sockets_of_live_replicas_only(redis, channel):
     assert await redis.hlen(presence_key(channel, "bo")) == 0  # the stale entry was removed
 
 
-async def test_presence_heartbeat_announces_sockets_again_after_redis_lost_them(redis, channel):
+async def test_presence_heartbeat_announces_sockets_again_after_redis_lost_them(
+        redis: aioredis.Redis, channel: str) -> None:
     presence = RedisPresence(redis, channel=channel, instance_id="replica-x")
     await presence.heartbeat()
     await presence.add("ana", "sid-1")
@@ -142,7 +150,7 @@ async def test_presence_heartbeat_announces_sockets_again_after_redis_lost_them(
     assert await presence.is_online("ana") is True
 
 
-async def test_presence_heartbeat_rewrites_sockets_a_neighbour_deleted(redis, channel):
+async def test_presence_heartbeat_rewrites_sockets_a_neighbour_deleted(redis: aioredis.Redis, channel: str) -> None:
     presence = RedisPresence(redis, channel=channel, instance_id="replica-x")
     await presence.heartbeat()
     await presence.add("ana", "sid-1")
@@ -153,7 +161,8 @@ async def test_presence_heartbeat_rewrites_sockets_a_neighbour_deleted(redis, ch
     assert await presence.is_online("ana") is True
 
 
-async def test_presence_heartbeat_repairs_a_socket_whose_write_failed(redis, redis_server, channel):
+async def test_presence_heartbeat_repairs_a_socket_whose_write_failed(
+        redis: aioredis.Redis, redis_server: RedisServer, channel: str) -> None:
     user = f"presence-{uuid.uuid4().hex[:8]}"
     await redis.acl_setuser(user, enabled=True, passwords=["+pw"], keys=["*"], channels=["*"], commands=["+@all"])
     client = aioredis.Redis.from_url(redis_server.url.replace("redis://", f"redis://{user}:pw@"))
@@ -173,12 +182,15 @@ async def test_presence_heartbeat_repairs_a_socket_whose_write_failed(redis, red
         await redis.acl_deluser(user)
 
 
-async def test_signed_presence_ignores_forged_entries_and_counts_genuine_ones(redis, channel):
+async def test_signed_presence_ignores_forged_entries_and_counts_genuine_ones(
+        redis: aioredis.Redis, channel: str) -> None:
     key = b"presence-signing-key-0123456789abcdef"
     presence = RedisPresence(redis, channel=channel, instance_id="replica-x", signing_key=key)
     await presence.heartbeat()
     await presence.add("ana", "sid-1")
-    process = (await redis.hget(presence_key(channel, "ana"), "sid-1")).decode().split("#")[0]
+    entry = await redis.hget(presence_key(channel, "ana"), "sid-1")
+    assert isinstance(entry, bytes)  # the client does not decode responses
+    process = entry.decode().split("#")[0]
     now_ms = int(time.time() * 1000)
     for user, value in [("ghost-1", process), ("ghost-2", f"{process}#{now_ms}#{'0' * 32}")]:
         await redis.hset(presence_key(channel, user), "sid-forged", value)
@@ -191,7 +203,8 @@ async def test_signed_presence_ignores_forged_entries_and_counts_genuine_ones(re
     assert await unkeyed.is_online("ana") is False
 
 
-async def test_signed_presence_counts_the_sockets_of_a_replica_whose_instance_id_holds_a_hash(redis, channel):
+async def test_signed_presence_counts_the_sockets_of_a_replica_whose_instance_id_holds_a_hash(
+        redis: aioredis.Redis, channel: str) -> None:
     key = b"presence-signing-key-0123456789abcdef"
     presence = RedisPresence(redis, channel=channel, instance_id="replica#1", signing_key=key)
     await presence.heartbeat()
@@ -201,11 +214,12 @@ async def test_signed_presence_counts_the_sockets_of_a_replica_whose_instance_id
     assert await presence.is_online("ana") is True
 
 
-async def forget_channel(redis, channel):
+async def forget_channel(redis: aioredis.Redis, channel: str) -> None:
     await redis.delete(*[key async for key in redis.scan_iter(f"{channel}:*")])
 
 
-async def test_replica_restarted_under_the_same_instance_id_does_not_revive_dead_sockets(redis, channel):
+async def test_replica_restarted_under_the_same_instance_id_does_not_revive_dead_sockets(
+        redis: aioredis.Redis, channel: str) -> None:
     crashed = RedisPresence(redis, channel=channel, instance_id="replica-1")
     await crashed.heartbeat()
     await crashed.add("ana", "sid-of-crashed-process")
@@ -217,14 +231,15 @@ async def test_replica_restarted_under_the_same_instance_id_does_not_revive_dead
     assert await restarted.is_online("ana") is False
 
 
-async def test_socket_that_leaves_during_a_rewrite_is_not_brought_back(redis, channel, monkeypatch):
+async def test_socket_that_leaves_during_a_rewrite_is_not_brought_back(
+        redis: aioredis.Redis, channel: str, monkeypatch: pytest.MonkeyPatch) -> None:
     presence = RedisPresence(redis, channel=channel, instance_id="replica-x")
     await presence.heartbeat()
     await presence.add("ana", "sid-1")
     await forget_channel(redis, channel)
     write = presence._write
 
-    async def write_while_the_socket_leaves(entries):
+    async def write_while_the_socket_leaves(entries: Iterable[tuple[str, str]]) -> None:
         entries = list(entries)
         await presence.remove("ana", "sid-1")  # the disconnect lands before the rewrite does
         await write(entries)
@@ -235,7 +250,7 @@ async def test_socket_that_leaves_during_a_rewrite_is_not_brought_back(redis, ch
     assert await presence.is_online("ana") is False
 
 
-async def test_presence_close_withdraws_this_replica(redis, channel):
+async def test_presence_close_withdraws_this_replica(redis: aioredis.Redis, channel: str) -> None:
     presence = RedisPresence(redis, channel=channel, instance_id="closing", heartbeat_interval=0.05)
     await presence.start()
     await presence.add("ana", "sid-1")
@@ -244,7 +259,7 @@ async def test_presence_close_withdraws_this_replica(redis, channel):
     assert await presence.is_online("ana") is False
 
 
-async def test_presence_lookup_on_unreachable_redis_raises_queue_unavailable(channel):
+async def test_presence_lookup_on_unreachable_redis_raises_queue_unavailable(channel: str) -> None:
     client = aioredis.Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.5)
     presence = RedisPresence(client, channel=channel, instance_id="x")
     with pytest.raises(QueueUnavailableError):
@@ -253,7 +268,7 @@ async def test_presence_lookup_on_unreachable_redis_raises_queue_unavailable(cha
     await client.aclose()
 
 
-async def test_emitter_rejects_bad_user_ids_and_reserved_events(redis_server, channel):
+async def test_emitter_rejects_bad_user_ids_and_reserved_events(redis_server: RedisServer, channel: str) -> None:
     async with Emitter(redis_server.url, channel=channel) as emitter:
         with pytest.raises(RequestError):
             await emitter.send_to_user("has space", "event", {})
@@ -265,7 +280,7 @@ async def test_emitter_rejects_bad_user_ids_and_reserved_events(redis_server, ch
             await emitter.broadcast("disconnect", {})
 
 
-async def test_emitter_left_open_warns_when_collected(redis_server, channel):
+async def test_emitter_left_open_warns_when_collected(redis_server: RedisServer, channel: str) -> None:
     emitter = Emitter(redis_server.url, channel=channel)
     await emitter.connect()
     with pytest.warns(ResourceWarning):
@@ -273,7 +288,8 @@ async def test_emitter_left_open_warns_when_collected(redis_server, channel):
     await emitter.close()
 
 
-async def test_emitter_refuses_a_message_over_its_limit_before_redis_sees_it(redis_server, channel, redis):
+async def test_emitter_refuses_a_message_over_its_limit_before_redis_sees_it(
+        redis_server: RedisServer, channel: str, redis: aioredis.Redis) -> None:
     async with Emitter(redis_server.url, channel=channel, max_message_bytes=1024) as emitter:
         pubsub = redis.pubsub()
         await pubsub.subscribe(channel)
@@ -283,12 +299,12 @@ async def test_emitter_refuses_a_message_over_its_limit_before_redis_sees_it(red
             await emitter.broadcast("notice", "small")
             messages = [m async for m in _messages(pubsub, count=1)]
         finally:
-            await pubsub.aclose()
+            await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     assert [b'"small"' in m["data"] for m in messages] == [True]
 
 
-async def _messages(pubsub, *, count: int, timeout: float = 5.0):
+async def _messages(pubsub: PubSub, *, count: int, timeout: float = 5.0) -> AsyncIterator[dict[str, Any]]:
     """The next ``count`` published messages (subscribe confirmations skipped), within ``timeout``."""
     async with asyncio.timeout(timeout):
         async for message in pubsub.listen():
@@ -301,7 +317,7 @@ async def _messages(pubsub, *, count: int, timeout: float = 5.0):
 
 @pytest.mark.parametrize("data", [float("nan"), {"eta": float("inf")}, 10 ** 5000, {"stop": "\ud800"}],
                          ids=["nan", "infinity", "huge-int", "lone-surrogate"])
-async def test_emitter_refuses_data_the_http_api_refuses(redis_server, channel, data):
+async def test_emitter_refuses_data_the_http_api_refuses(redis_server: RedisServer, channel: str, data: object) -> None:
     async with Emitter(redis_server.url, channel=channel) as emitter:
         with pytest.raises(RequestError, match="data"):
             await emitter.broadcast("notice", data)
@@ -309,7 +325,8 @@ async def test_emitter_refuses_data_the_http_api_refuses(redis_server, channel, 
             await emitter.send_to_user("alice", "notice", data)
 
 
-async def test_emitter_with_a_key_starts_when_no_replica_listens_to_prove_or_refute_it(redis_server, redis, channel):
+async def test_emitter_with_a_key_starts_when_no_replica_listens_to_prove_or_refute_it(
+        redis_server: RedisServer, redis: aioredis.Redis, channel: str) -> None:
     await redis.set(f"{channel}:signing", b"0" * 32)  # a stale or forged fingerprint, nobody subscribed
     async with Emitter(redis_server.url, channel=channel, signing_key="k" * 32) as emitter:
         assert emitter is not None

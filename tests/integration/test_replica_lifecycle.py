@@ -6,6 +6,8 @@ import asyncio
 import json
 import os
 import sys
+from collections.abc import Callable
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -14,23 +16,23 @@ from redis import asyncio as aioredis
 from server.emitter import Emitter
 from server.errors import ConfigError, UserNotConnectedError
 from server.queue import envelope
-from tests.helpers.clients import make_token
-from tests.helpers.cluster import replica_env, unique_user
+from tests.helpers.clients import MakeClient, connected, make_token
+from tests.helpers.cluster import Cluster, replica_env, unique_user
 from tests.helpers.http import get_json, metric
-from tests.helpers.processes import REPO_ROOT, Replica
+from tests.helpers.node_client import StartNodeClient
+from tests.helpers.processes import REPO_ROOT, RedisServer, Replica
 
 
-async def test_replace_policy_disconnects_older_sockets_on_other_replicas(start_cluster, make_client, node_client):
+async def test_replace_policy_disconnects_older_sockets_on_other_replicas(
+        start_cluster: Callable[..., Cluster], make_client: MakeClient, node_client: StartNodeClient) -> None:
     cluster = start_cluster(3, DUPLICATE_CONNECTION_POLICY="replace")
     user = unique_user()
-    old_phone = make_client()
-    await old_phone.connect(cluster.replicas[0].url, auth={"token": make_token(user)})
+    old_phone = await connected(make_client, cluster.replicas[0], user)
     old_browser = await node_client(cluster.replicas[1].url, {"token": make_token(user)})
     await old_browser.wait_for_event("connected")
     await old_phone.wait_for("error")  # the browser replaced the phone
 
-    new = make_client()
-    await new.connect(cluster.replicas[2].url, auth={"token": make_token(user)})
+    new = await connected(make_client, cluster.replicas[2], user)
 
     notice = await old_browser.wait_for_event("error")
     assert notice["code"] == "DUPLICATE_CONNECTION"
@@ -44,12 +46,12 @@ async def test_replace_policy_disconnects_older_sockets_on_other_replicas(start_
     assert new.received("error") == []
 
 
-async def test_sigterm_drains_clients_withdraws_presence_and_exits_zero(start_cluster, make_client, node_client):
+async def test_sigterm_drains_clients_withdraws_presence_and_exits_zero(
+        start_cluster: Callable[..., Cluster], make_client: MakeClient, node_client: StartNodeClient) -> None:
     cluster = start_cluster(2)
     leaving, staying = cluster.replicas
     user = unique_user()
-    client = make_client()
-    await client.connect(leaving.url, auth={"token": make_token(user)})
+    client = await connected(make_client, leaving, user)
     browser = await node_client(leaving.url, {"token": make_token(user)})
     await browser.wait_for_event("connected")
 
@@ -68,7 +70,7 @@ async def test_sigterm_drains_clients_withdraws_presence_and_exits_zero(start_cl
     assert "replica draining" in leaving.log()
 
 
-async def test_sigterm_exits_at_once_while_a_websocket_is_in_mid_upgrade(start_cluster):
+async def test_sigterm_exits_at_once_while_a_websocket_is_in_mid_upgrade(start_cluster: Callable[..., Cluster]) -> None:
     """A browser that has had its ``3probe`` but not yet sent ``5`` (as happens when a
     page connects just before a restart) must not hold the replica up: without the
     drain's abort aiohttp waits SHUTDOWN_TIMEOUT for that handler, then as long again."""
@@ -88,7 +90,8 @@ async def test_sigterm_exits_at_once_while_a_websocket_is_in_mid_upgrade(start_c
     assert '"connections_aborted": 1' in replica.log()
 
 
-async def test_replica_started_while_redis_is_down_becomes_ready_when_it_comes_back(own_redis, tmp_path):
+async def test_replica_started_while_redis_is_down_becomes_ready_when_it_comes_back(
+        own_redis: RedisServer, tmp_path: Path) -> None:
     own_redis.stop()
     replica = Replica(instance_id="late-redis", env=replica_env(own_redis.url, "kindmap_late"), log_dir=tmp_path)
     replica.launch()
@@ -104,12 +107,11 @@ async def test_replica_started_while_redis_is_down_becomes_ready_when_it_comes_b
 
 
 async def test_signed_cluster_drops_unsigned_envelopes_and_emitters_without_the_key_refuse_to_start(
-        start_cluster, make_client):
+        start_cluster: Callable[..., Cluster], make_client: MakeClient) -> None:
     key = "integration-queue-signing-key-0123456789"
     cluster = start_cluster(2, QUEUE_SIGNING_KEY=key)
     user = unique_user()
-    client = make_client()
-    await client.connect(cluster.replicas[1].url, auth={"token": make_token(user)})
+    client = await connected(make_client, cluster.replicas[1], user)
     forged = {"method": "emit", "event": "forged", "data": [{}], "namespace": "/", "room": f"user:{user}",
               "host_id": "forger"}
 

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from server.emitter import Emitter
 from tests.helpers.clients import make_token
-from tests.helpers.cluster import unique_user
+from tests.helpers.cluster import Cluster, unique_user
+from tests.helpers.node_client import StartNodeClient
 from tests.helpers.waiting import eventually
 
 LIFETIME = 5  # seconds: long enough to start two Node clients and refresh on a loaded machine
 
 
-async def test_an_expired_socket_is_closed_for_good_and_a_refreshed_one_stays(start_cluster, node_client):
+async def test_an_expired_socket_is_closed_for_good_and_a_refreshed_one_stays(
+        start_cluster: Callable[..., Cluster], node_client: StartNodeClient) -> None:
     cluster = start_cluster(1)
     url = cluster.replicas[0].url
     expiring, refreshing = unique_user(), unique_user()

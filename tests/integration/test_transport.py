@@ -6,12 +6,14 @@ import asyncio
 import json
 import time
 from collections import Counter
+from collections.abc import Callable
 
 import aiohttp
 import pytest
 
-from tests.helpers.clients import make_token
-from tests.helpers.cluster import API_KEY, unique_user
+from cluster import LocalCluster
+from tests.helpers.clients import MakeClient, connected, make_token
+from tests.helpers.cluster import API_KEY, Cluster, unique_user
 from tests.helpers.http import metric, post_emit
 from tests.helpers.raw_engineio import NonReadingClient, engineio_url, open_polling_session, poll
 
@@ -20,11 +22,10 @@ OVERSIZED_BODY = b"4" + b"y" * (300 * 1024)
 
 
 async def test_a_client_that_stops_reading_is_dropped_as_slow_consumer_while_others_are_served(
-        start_cluster, make_client):
+        start_cluster: Callable[..., Cluster], make_client: MakeClient) -> None:
     replica = start_cluster(1, MAX_OUTGOING_BUFFER_BYTES="65536").replicas[0]
     slow_user, healthy_user = unique_user("slow"), unique_user("healthy")
-    healthy = make_client()
-    await healthy.connect(replica.url, auth={"token": make_token(healthy_user)})
+    healthy = await connected(make_client, replica, healthy_user)
     slow = NonReadingClient(replica.url)
     await asyncio.to_thread(slow.connect, {"token": make_token(slow_user)})
     navigation = "x" * 60_000
@@ -57,7 +58,8 @@ async def test_a_client_that_stops_reading_is_dropped_as_slow_consumer_while_oth
     assert healthy.sio.connected
 
 
-async def test_oversized_long_poll_posts_are_refused_at_once_and_leave_no_session(start_cluster):
+async def test_oversized_long_poll_posts_are_refused_at_once_and_leave_no_session(
+        start_cluster: Callable[..., Cluster]) -> None:
     replica = start_cluster(1).replicas[0]
     baseline = await metric(replica.url, "kindmap_engineio_sessions")
     statuses: Counter[int] = Counter()
@@ -79,7 +81,7 @@ async def test_oversized_long_poll_posts_are_refused_at_once_and_leave_no_sessio
     assert await metric(replica.url, "kindmap_protocol_violations_total", {"cause": "oversized_body"}) == 50
 
 
-async def test_through_nginx_an_oversized_long_poll_post_gets_the_replicas_413(nginx_cluster):
+async def test_through_nginx_an_oversized_long_poll_post_gets_the_replicas_413(nginx_cluster: LocalCluster) -> None:
     async with aiohttp.ClientSession() as session:
         sid = await open_polling_session(session, nginx_cluster.url)
         async with session.post(engineio_url(nginx_cluster.url, sid=sid), data=OVERSIZED_BODY,
@@ -91,7 +93,8 @@ async def test_through_nginx_an_oversized_long_poll_post_gets_the_replicas_413(n
     assert after[0] == 400
 
 
-async def test_replica_logs_only_json_and_each_flooded_cause_at_most_once_a_second(start_cluster):
+async def test_replica_logs_only_json_and_each_flooded_cause_at_most_once_a_second(
+        start_cluster: Callable[..., Cluster]) -> None:
     replica = start_cluster(1).replicas[0]
     started = time.monotonic()
     async with aiohttp.ClientSession() as session:

@@ -1,25 +1,21 @@
-"""Fixtures for unit tests: in-process replicas on loopback, the queue in memory."""
+"""Fixtures for unit tests: in-process replicas on loopback, the queue in memory.
+
+``broker`` and ``make_client`` come from tests/conftest.py.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
-from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from server.app import create_app
 from server.config import Settings
 from tests.fakes.memory_backend import MemoryBroker, memory_backend
-from tests.helpers.clients import TEST_SECRET, RecordingClient
-
-
-@dataclass
-class Replica:
-    app: web.Application
-    url: str
+from tests.helpers.clients import TEST_SECRET
+from tests.helpers.in_process import Replica, StartReplica
 
 
 @pytest.fixture
@@ -35,7 +31,7 @@ def make_settings() -> Callable[..., Settings]:
 
 @pytest.fixture
 async def start_replica(broker: MemoryBroker, make_settings: Callable[..., Settings]
-                        ) -> AsyncIterator[Callable[..., Awaitable[Replica]]]:
+                        ) -> AsyncIterator[StartReplica]:
     """Factory: start a replica in this process on a free loopback port.
 
     ``queue=True`` (default) joins the test's shared memory broker, like replicas
@@ -54,19 +50,3 @@ async def start_replica(broker: MemoryBroker, make_settings: Callable[..., Setti
     yield start
     for server in reversed(servers):
         await server.close()
-
-
-@pytest.fixture
-async def make_client() -> AsyncIterator[Callable[..., RecordingClient]]:
-    """Factory: a recording Socket.IO client, shut down after the test."""
-    clients: list[RecordingClient] = []
-
-    def make(**options: Any) -> RecordingClient:
-        options.setdefault("reconnection", False)
-        client = RecordingClient(**options)
-        clients.append(client)
-        return client
-
-    yield make
-    for client in clients:
-        await client.disconnect()

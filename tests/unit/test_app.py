@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
 import pytest
 import socketio
+from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from server.app import create_app
@@ -15,18 +17,21 @@ from server.app_keys import GATEWAY, MANAGER, METRICS, PRESENCE, SETTINGS, SIO
 from server.backends.local import LocalPresence
 from server.backends.redis.presence import RedisPresence
 from server.backends.redis.transport import RedisTransport
+from server.config import Settings
 from server.gateway import Gateway
 from server.queue.manager import LocalManager, QueueManager
-from tests.fakes.memory_backend import MemoryBroker, memory_backend
-from tests.helpers.clients import make_token
+from tests.fakes.memory_backend import MemoryBroker, MemoryTransport, memory_backend
+from tests.helpers.clients import MakeClient, connected, make_token
+from tests.helpers.in_process import StartReplica
 from tests.helpers.waiting import eventually
 
 
-def gauge(app: Any, name: str) -> float | None:
+def gauge(app: web.Application, name: str) -> float | None:
     return app[METRICS].registry.get_sample_value(name)
 
 
-def test_without_redis_url_the_replica_runs_alone_on_the_in_memory_manager(make_settings):
+def test_without_redis_url_the_replica_runs_alone_on_the_in_memory_manager(
+        make_settings: Callable[..., Settings]) -> None:
     settings = make_settings()
 
     app = create_app(settings)
@@ -38,7 +43,8 @@ def test_without_redis_url_the_replica_runs_alone_on_the_in_memory_manager(make_
     assert isinstance(app[GATEWAY], Gateway) and app[GATEWAY].sio is app[SIO]
 
 
-def test_with_a_backend_the_replica_shares_the_queue_on_the_configured_channel(make_settings):
+def test_with_a_backend_the_replica_shares_the_queue_on_the_configured_channel(
+        make_settings: Callable[..., Settings]) -> None:
     backend = memory_backend(MemoryBroker())
 
     app = create_app(make_settings(channel="kindmap_unit"), backend=backend)
@@ -52,7 +58,8 @@ def test_with_a_backend_the_replica_shares_the_queue_on_the_configured_channel(m
     assert app[SIO].manager is manager
 
 
-async def test_with_redis_url_the_replica_uses_redis_for_queue_and_presence(make_settings):
+async def test_with_redis_url_the_replica_uses_redis_for_queue_and_presence(
+        make_settings: Callable[..., Settings]) -> None:
     # Nothing listens there: nothing may connect yet.
     app = create_app(make_settings(redis_url="redis://127.0.0.1:1/0", allow_unsigned_queue=True))
 
@@ -65,7 +72,7 @@ async def test_with_redis_url_the_replica_uses_redis_for_queue_and_presence(make
         await manager.transport.close()
 
 
-def test_each_app_counts_on_its_own_metrics(make_settings):
+def test_each_app_counts_on_its_own_metrics(make_settings: Callable[..., Settings]) -> None:
     first, second = create_app(make_settings()), create_app(make_settings())
 
     first[METRICS].connections.inc()
@@ -74,16 +81,19 @@ def test_each_app_counts_on_its_own_metrics(make_settings):
     assert gauge(second, "kindmap_connections") == 0
 
 
-async def test_started_replica_is_subscribed_before_any_client_arrives(start_replica, broker):
+async def test_started_replica_is_subscribed_before_any_client_arrives(
+        start_replica: StartReplica, broker: MemoryBroker) -> None:
     replica = await start_replica()
 
     manager = replica.app[MANAGER]
     assert manager.subscribed is True
+    assert isinstance(manager.transport, MemoryTransport)
     assert manager.transport.channels == {replica.app[SETTINGS].channel}
     assert gauge(replica.app, "kindmap_queue_subscribed") == 1
 
 
-async def test_stopped_replica_has_unsubscribed_from_the_queue(make_settings, broker):
+async def test_stopped_replica_has_unsubscribed_from_the_queue(make_settings: Callable[..., Settings],
+                                                               broker: MemoryBroker) -> None:
     app = create_app(make_settings(), backend=memory_backend(broker))
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
@@ -96,7 +106,8 @@ async def test_stopped_replica_has_unsubscribed_from_the_queue(make_settings, br
     assert broker.inject(app[SETTINGS].channel, b"{}") == 0
 
 
-async def test_replica_started_while_the_broker_is_down_subscribes_once_it_is_back(start_replica, broker):
+async def test_replica_started_while_the_broker_is_down_subscribes_once_it_is_back(
+        start_replica: StartReplica, broker: MemoryBroker) -> None:
     broker.go_down()
     replica = await start_replica()
     assert replica.app[MANAGER].subscribed is False
@@ -106,10 +117,10 @@ async def test_replica_started_while_the_broker_is_down_subscribes_once_it_is_ba
     await eventually(lambda: replica.app[MANAGER].subscribed)
 
 
-async def test_shutdown_drops_clients_without_a_goodbye_and_refuses_new_ones(start_replica, make_client):
+async def test_shutdown_drops_clients_without_a_goodbye_and_refuses_new_ones(
+        start_replica: StartReplica, make_client: MakeClient) -> None:
     replica = await start_replica()
-    client = make_client()
-    await client.connect(replica.url, auth={"token": make_token("alice")})
+    client = await connected(make_client, replica, "alice")
 
     await replica.app.shutdown()
 
@@ -128,7 +139,8 @@ async def test_shutdown_drops_clients_without_a_goodbye_and_refuses_new_ones(sta
     pytest.param(("https://kindmap.example",), "https://evil.example", False, id="unlisted-origin"),
     pytest.param(("*",), "https://anywhere.example", True, id="wildcard"),
 ])
-async def test_cors_allowed_origins_decide_which_browsers_may_connect(start_replica, allowed, origin, accepted):
+async def test_cors_allowed_origins_decide_which_browsers_may_connect(
+        start_replica: StartReplica, allowed: tuple[str, ...], origin: str, accepted: bool) -> None:
     replica = await start_replica(cors_allowed_origins=allowed)
 
     async with aiohttp.ClientSession() as session, session.get(
@@ -140,7 +152,8 @@ async def test_cors_allowed_origins_decide_which_browsers_may_connect(start_repl
     assert (allow_origin == origin) is accepted
 
 
-async def test_a_given_client_manager_is_used_as_it_is_and_serves_clients(make_settings, make_client):
+async def test_a_given_client_manager_is_used_as_it_is_and_serves_clients(
+        make_settings: Callable[..., Settings], make_client: MakeClient) -> None:
     stock = socketio.AsyncManager()  # the benchmarks pass python-socketio's stock AsyncRedisManager
     app = create_app(make_settings(), client_manager=stock)
     server = TestServer(app, host="127.0.0.1")
@@ -162,14 +175,16 @@ async def test_a_given_client_manager_is_used_as_it_is_and_serves_clients(make_s
     pytest.param({"backend": memory_backend(MemoryBroker())}, id="with-a-backend"),
     pytest.param({"settings": {"duplicate_connection_policy": "replace"}}, id="with-the-replace-policy"),
 ])
-def test_a_given_client_manager_refuses_what_needs_our_manager(make_settings, overrides):
+def test_a_given_client_manager_refuses_what_needs_our_manager(make_settings: Callable[..., Settings],
+                                                               overrides: dict[str, Any]) -> None:
     settings = make_settings(**overrides.pop("settings", {}))
 
     with pytest.raises(ValueError, match="client_manager"):
         create_app(settings, client_manager=socketio.AsyncManager(), **overrides)
 
 
-async def test_start_up_says_where_the_demo_page_and_the_api_are(start_replica, caplog):
+async def test_start_up_says_where_the_demo_page_and_the_api_are(start_replica: StartReplica,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.INFO, logger="server.app"):
         replica = await start_replica(host="0.0.0.0", port=8123)
 
@@ -192,7 +207,9 @@ def record_calls(monkeypatch: pytest.MonkeyPatch, target: Any, method: str, call
     monkeypatch.setattr(target, method, recorded)
 
 
-async def test_stopping_closes_presence_then_queue_then_socketio(make_settings, broker, monkeypatch):
+async def test_stopping_closes_presence_then_queue_then_socketio(make_settings: Callable[..., Settings],
+                                                                 broker: MemoryBroker,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     backend = memory_backend(broker)
     app = create_app(make_settings(), backend=backend)
     calls: list[str] = []
@@ -208,7 +225,9 @@ async def test_stopping_closes_presence_then_queue_then_socketio(make_settings, 
     assert app[MANAGER].subscribed is False
 
 
-async def test_a_part_that_fails_to_close_leaves_the_others_to_close(make_settings, broker, monkeypatch):
+async def test_a_part_that_fails_to_close_leaves_the_others_to_close(make_settings: Callable[..., Settings],
+                                                                     broker: MemoryBroker,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     backend = memory_backend(broker)
     app = create_app(make_settings(), backend=backend)
     calls: list[str] = []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -14,6 +15,7 @@ from aiohttp.test_utils import TestServer
 from server.demo_page import DEMO_DIR, DEMO_FILES, demo_routes
 from server.http_api import ErrorMiddleware
 from tests.helpers.http import request
+from tests.helpers.in_process import StartReplica
 from tests.helpers.payloads import assert_error_payload
 
 ServeDemo = Callable[[Path], Awaitable[str]]
@@ -50,7 +52,7 @@ async def serve_demo() -> AsyncIterator[ServeDemo]:
         await server.close()
 
 
-async def test_root_serves_the_page_with_its_security_and_cache_headers(serve_demo, demo_root):
+async def test_root_serves_the_page_with_its_security_and_cache_headers(serve_demo: ServeDemo, demo_root: Path) -> None:
     url = await serve_demo(demo_root)
 
     async with aiohttp.ClientSession() as session, session.get(f"{url}/") as response:
@@ -69,7 +71,8 @@ async def test_root_serves_the_page_with_its_security_and_cache_headers(serve_de
 
 
 @pytest.mark.parametrize("name", sorted(DEMO_FILES))
-async def test_each_listed_file_is_served_with_its_content_type(serve_demo, demo_root, name):
+async def test_each_listed_file_is_served_with_its_content_type(serve_demo: ServeDemo, demo_root: Path,
+                                                                name: str) -> None:
     url = await serve_demo(demo_root)
     path, content_type = DEMO_FILES[name]
 
@@ -82,7 +85,7 @@ async def test_each_listed_file_is_served_with_its_content_type(serve_demo, demo
     assert response.headers["Cache-Control"] == "no-cache"
 
 
-async def test_an_unchanged_file_answers_304_to_a_conditional_get(serve_demo, demo_root):
+async def test_an_unchanged_file_answers_304_to_a_conditional_get(serve_demo: ServeDemo, demo_root: Path) -> None:
     url = await serve_demo(demo_root)
     async with aiohttp.ClientSession() as session:
         async with session.get(f"{url}/demo/main.js") as first:
@@ -104,7 +107,7 @@ async def test_an_unchanged_file_answers_304_to_a_conditional_get(serve_demo, de
     pytest.param("/package.json", id="root-file"),
     pytest.param("/client_demo/index.html", id="directory-name"),
 ])
-async def test_nothing_outside_the_allowlist_is_served(serve_demo, demo_root, path):
+async def test_nothing_outside_the_allowlist_is_served(serve_demo: ServeDemo, demo_root: Path, path: str) -> None:
     url = await serve_demo(demo_root)
 
     status, _type, body = await request("GET", f"{url}{path}")
@@ -113,7 +116,8 @@ async def test_nothing_outside_the_allowlist_is_served(serve_demo, demo_root, pa
     assert_error_payload(body, "NOT_FOUND")
 
 
-async def test_missing_files_are_named_in_a_warning_at_start_up(demo_root, caplog):
+async def test_missing_files_are_named_in_a_warning_at_start_up(demo_root: Path,
+                                                                caplog: pytest.LogCaptureFixture) -> None:
     (demo_root / DEMO_FILES["socket.io.esm.min.js"][0]).unlink()
 
     with caplog.at_level(logging.WARNING, logger="server.demo_page"):
@@ -121,10 +125,10 @@ async def test_missing_files_are_named_in_a_warning_at_start_up(demo_root, caplo
 
     [record] = caplog.records
     assert "npm ci" in record.getMessage()
-    assert record.missing == [str(DEMO_FILES["socket.io.esm.min.js"][0])]
+    assert vars(record)["missing"] == [str(DEMO_FILES["socket.io.esm.min.js"][0])]
 
 
-async def test_a_missing_file_is_404(serve_demo, demo_root):
+async def test_a_missing_file_is_404(serve_demo: ServeDemo, demo_root: Path) -> None:
     (demo_root / DEMO_FILES["socket.io.esm.min.js"][0]).unlink()
     url = await serve_demo(demo_root)
 
@@ -133,7 +137,7 @@ async def test_a_missing_file_is_404(serve_demo, demo_root):
     assert status == 404
 
 
-def test_client_demo_holds_every_listed_file_once_installed():
+def test_client_demo_holds_every_listed_file_once_installed() -> None:
     """``npm ci`` in client_demo/ (``make install``) provides the socket.io-client bundle."""
     missing = [str(path) for path, _type in DEMO_FILES.values() if not (DEMO_DIR / path).is_file()]
 
@@ -145,7 +149,7 @@ def test_client_demo_holds_every_listed_file_once_installed():
     pytest.param({}, id="jwt-mode"),
     pytest.param({"auth_mode": "dev", "jwt_secret": None}, id="dev-mode"),
 ])
-async def test_every_replica_serves_the_page_at_root(start_replica, settings):
+async def test_every_replica_serves_the_page_at_root(start_replica: StartReplica, settings: dict[str, Any]) -> None:
     replica = await start_replica(**settings)
 
     status, content_type, body = await request("GET", f"{replica.url}/")

@@ -9,18 +9,21 @@ import aiohttp
 import pytest
 
 from server.app_keys import SIO
+from tests.helpers.clients import MakeClient
 from tests.helpers.http import request
+from tests.helpers.in_process import Replica, StartReplica
 from tests.helpers.payloads import assert_error_payload
 
 TOKEN_PATH = "/api/v1/dev/token"
 
 
-async def get_token(replica: Any, query: str = "?user_id=alice") -> tuple[int, dict[str, str], Any]:
+async def get_token(replica: Replica, query: str = "?user_id=alice") -> tuple[int, dict[str, str], Any]:
     async with aiohttp.ClientSession() as session, session.get(f"{replica.url}{TOKEN_PATH}{query}") as response:
         return response.status, dict(response.headers), await response.json()
 
 
-async def test_dev_mode_issues_a_token_that_connects_as_the_user(start_replica, make_client):
+async def test_dev_mode_issues_a_token_that_connects_as_the_user(start_replica: StartReplica,
+                                                                 make_client: MakeClient) -> None:
     replica = await start_replica(auth_mode="dev", jwt_secret=None)
 
     status, headers, body = await get_token(replica, "?user_id=alice")
@@ -41,7 +44,8 @@ async def test_dev_mode_issues_a_token_that_connects_as_the_user(start_replica, 
     pytest.param({}, id="jwt-mode"),
     pytest.param({"server_api_key": "unit-test-api-key-0123456789"}, id="jwt-mode-with-api-key"),
 ])
-async def test_outside_dev_mode_the_token_endpoint_does_not_exist(start_replica, settings):
+async def test_outside_dev_mode_the_token_endpoint_does_not_exist(start_replica: StartReplica,
+                                                                  settings: dict[str, Any]) -> None:
     replica = await start_replica(**settings)
 
     status, _headers, body = await get_token(replica, "?user_id=alice")
@@ -57,7 +61,7 @@ async def test_outside_dev_mode_the_token_endpoint_does_not_exist(start_replica,
     pytest.param("?user_id=" + "a" * 129, id="too-long"),
     pytest.param("?user_id=a/b", id="slash"),
 ])
-async def test_a_bad_user_id_gets_400(start_replica, query):
+async def test_a_bad_user_id_gets_400(start_replica: StartReplica, query: str) -> None:
     replica = await start_replica(auth_mode="dev")
 
     status, _headers, body = await get_token(replica, query)
@@ -66,7 +70,7 @@ async def test_a_bad_user_id_gets_400(start_replica, query):
     assert_error_payload(body, "INVALID_PARAMETERS")
 
 
-async def test_the_token_endpoint_answers_get_only(start_replica):
+async def test_the_token_endpoint_answers_get_only(start_replica: StartReplica) -> None:
     replica = await start_replica(auth_mode="dev")
 
     status, _type, body = await request("POST", f"{replica.url}{TOKEN_PATH}?user_id=alice")
@@ -95,7 +99,8 @@ REBOUND_REQUESTS = [
 
 @pytest.mark.parametrize(("method", "path", "kwargs"), REBOUND_REQUESTS)
 @pytest.mark.parametrize("host", ["evil.example", "evil.example:8000", "127.0.0.1.evil.example", "localhost.evil"])
-async def test_dev_mode_refuses_a_request_for_another_host_name_with_403(start_replica, method, path, kwargs, host):
+async def test_dev_mode_refuses_a_request_for_another_host_name_with_403(
+        start_replica: StartReplica, method: str, path: str, kwargs: dict[str, Any], host: str) -> None:
     replica = await start_replica(auth_mode="dev")
 
     status, body = await status_with_host(f"{replica.url}{path}", host, method, **kwargs)
@@ -104,7 +109,7 @@ async def test_dev_mode_refuses_a_request_for_another_host_name_with_403(start_r
     assert_error_payload(body, "HOST_NOT_ALLOWED")
 
 
-async def test_a_rebound_page_cannot_open_a_websocket(start_replica):
+async def test_a_rebound_page_cannot_open_a_websocket(start_replica: StartReplica) -> None:
     replica = await start_replica(auth_mode="dev")
 
     async with aiohttp.ClientSession() as session:
@@ -118,7 +123,7 @@ async def test_a_rebound_page_cannot_open_a_websocket(start_replica):
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "localhost:8000", "LOCALHOST", "app.localhost:8000", "[::1]:8000",
                                   "127.8.9.10"])
-async def test_dev_mode_answers_loopback_host_names(start_replica, host):
+async def test_dev_mode_answers_loopback_host_names(start_replica: StartReplica, host: str) -> None:
     replica = await start_replica(auth_mode="dev")
 
     status, body = await status_with_host(f"{replica.url}{TOKEN_PATH}?user_id=alice", host)
@@ -127,14 +132,14 @@ async def test_dev_mode_answers_loopback_host_names(start_replica, host):
     assert body["user_id"] == "alice"
 
 
-async def test_dev_mode_answers_a_host_named_in_dev_allowed_hosts(start_replica):
+async def test_dev_mode_answers_a_host_named_in_dev_allowed_hosts(start_replica: StartReplica) -> None:
     replica = await start_replica(auth_mode="dev", dev_allowed_hosts=("laptop.lan",))
 
     assert (await status_with_host(f"{replica.url}{TOKEN_PATH}?user_id=alice", "Laptop.lan:8000"))[0] == 200
     assert (await status_with_host(f"{replica.url}{TOKEN_PATH}?user_id=alice", "other.lan"))[0] == 403
 
 
-async def test_outside_dev_mode_any_host_name_is_served(start_replica):
+async def test_outside_dev_mode_any_host_name_is_served(start_replica: StartReplica) -> None:
     replica = await start_replica()
 
     status, body = await status_with_host(f"{replica.url}/healthz", "realtime.kindmap.example")

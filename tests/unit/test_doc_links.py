@@ -30,14 +30,14 @@ def relative_links(path: Path) -> list[str]:
     return [target for target in LINK.findall(prose(path)) if not re.match(r"[a-z]+:", target)]
 
 
-def test_anchor_follows_githubs_rule():
+def test_anchor_follows_githubs_rule() -> None:
     assert anchor("Dev mode stays on the developer's machine") == "dev-mode-stays-on-the-developers-machine"
     assert anchor("Redis neighbours: what signing protects") == "redis-neighbours-what-signing-protects"
     assert anchor("Drain (SIGTERM)") == "drain-sigterm"
 
 
 @pytest.mark.parametrize("doc", DOCS, ids=lambda doc: str(doc.relative_to(REPO_ROOT)))
-def test_every_relative_link_reaches_its_file_and_heading(doc: Path):
+def test_every_relative_link_reaches_its_file_and_heading(doc: Path) -> None:
     assert relative_links(doc), "no links found: the pattern no longer matches"
     broken = []
     for target in relative_links(doc):

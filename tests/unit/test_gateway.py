@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -19,38 +19,30 @@ import pytest
 import socketio
 
 from server import __version__
-from server.app_keys import GATEWAY, MANAGER, METRICS, PRESENCE, SETTINGS, SIO
+from server.app_keys import GATEWAY, MANAGER, PRESENCE, SETTINGS, SIO
 from server.packet_guard import HARD_CAP_FACTOR
 from server.queue import envelope
 from server.queue.keys import user_room
-from tests.helpers.clients import RecordingClient, make_token
+from tests.fakes.memory_backend import MemoryBroker
+from tests.helpers.clients import MakeClient, RecordingClient, connected, make_token
+from tests.helpers.envelopes import emit_envelope
+from tests.helpers.in_process import Replica, StartReplica, sample
 from tests.helpers.payloads import assert_error_payload
+from tests.helpers.raw_client import OpenRaw
 from tests.helpers.waiting import eventually
 
 OTHER_SECRET = "a-different-secret-of-enough-length-0123456789"
 FOREIGN_HOST = "a-replica-that-is-not-in-this-test"
 
 
-# --- helpers (candidates for tests/helpers once other modules need them) -------------
+# --- helpers -----------------------------------------------------------------------
 
 
-
-
-def sample(replica: Any, name: str, labels: dict[str, str] | None = None) -> float | None:
-    return replica.app[METRICS].registry.get_sample_value(name, labels or {})
-
-
-def connections(replica: Any) -> float | None:
+def connections(replica: Replica) -> float | None:
     return sample(replica, "kindmap_connections")
 
 
-async def connected(make_client: Callable[..., RecordingClient], replica: Any, user_id: str) -> RecordingClient:
-    client = make_client()
-    await client.connect(replica.url, auth={"token": make_token(user_id)})
-    return client
-
-
-async def send(replica: Any, user_id: str, event: str, data: Any) -> None:
+async def send(replica: Replica, user_id: str, event: str, data: Any) -> None:
     """What a backend does through this replica: emit to every socket of the user."""
     await replica.app[SIO].emit(event, data, room=user_room(user_id))
 
@@ -61,26 +53,24 @@ async def refused(make_client: Callable[..., RecordingClient], url: str, **conne
     with pytest.raises(socketio.exceptions.ConnectionError):
         await client.connect(url, **connect)
     error = await client.wait_for_connect_error()
-    return error["data"]
+    payload: dict[str, Any] = error["data"]
+    return payload
 
 
-def published(broker: Any) -> list[dict[str, Any]]:
+def published(broker: MemoryBroker) -> list[dict[str, Any]]:
     return [json.loads(data) for _channel, data in broker.published]
 
 
-def inject(broker: Any, replica: Any, message: dict[str, Any] | bytes) -> None:
+def inject(broker: MemoryBroker, replica: Replica, message: dict[str, Any] | bytes) -> None:
     raw = message if isinstance(message, bytes) else envelope.encode({"host_id": FOREIGN_HOST, **message})
     assert broker.inject(replica.app[SETTINGS].channel, raw) >= 1, "nobody is subscribed"
-
-
-def emit_envelope(user_id: str, event: str, data: Any) -> dict[str, Any]:
-    return {"method": "emit", "event": event, "data": [data], "namespace": "/", "room": user_room(user_id)}
 
 
 # --- routing ------------------------------------------------------------------------
 
 
-async def test_emit_to_a_user_reaches_all_of_that_users_sockets_and_nobody_else(start_replica, make_client):
+async def test_emit_to_a_user_reaches_all_of_that_users_sockets_and_nobody_else(
+        start_replica: StartReplica, make_client: MakeClient) -> None:
     replica = await start_replica()
     phone, laptop = [await connected(make_client, replica, "alice") for _ in range(2)]
     bob = await connected(make_client, replica, "bob")
@@ -94,7 +84,8 @@ async def test_emit_to_a_user_reaches_all_of_that_users_sockets_and_nobody_else(
     assert bob.received("navigation_update") == []
 
 
-async def test_user_with_sockets_on_two_replicas_gets_it_on_both_once_each(start_replica, make_client):
+async def test_user_with_sockets_on_two_replicas_gets_it_on_both_once_each(
+        start_replica: StartReplica, make_client: MakeClient) -> None:
     first, second = await start_replica(), await start_replica()
     here = await connected(make_client, first, "alice")
     there = await connected(make_client, second, "alice")
@@ -107,7 +98,8 @@ async def test_user_with_sockets_on_two_replicas_gets_it_on_both_once_each(start
         assert client.received("navigation_update") == [{"step": 2}]
 
 
-async def test_user_only_on_another_replica_is_reached_through_the_queue(start_replica, make_client, broker):
+async def test_user_only_on_another_replica_is_reached_through_the_queue(
+        start_replica: StartReplica, make_client: MakeClient, broker: MemoryBroker) -> None:
     first, second = await start_replica(), await start_replica()
     alice = await connected(make_client, second, "alice")
 
@@ -124,7 +116,10 @@ async def test_user_only_on_another_replica_is_reached_through_the_queue(start_r
     pytest.param(lambda client: client.sio.emit("no_such_event", {}), "error", id="error"),
     pytest.param(None, "connected", id="connected"),
 ])
-async def test_reply_to_one_socket_stays_local(start_replica, make_client, broker, action, reply):
+async def test_reply_to_one_socket_stays_local(start_replica: StartReplica, make_client: MakeClient,
+                                               broker: MemoryBroker,
+                                               action: Callable[[RecordingClient], Awaitable[None]] | None,
+                                               reply: str) -> None:
     replica, _other = await start_replica(), await start_replica()
     client = await connected(make_client, replica, "alice")
 
@@ -135,7 +130,8 @@ async def test_reply_to_one_socket_stays_local(start_replica, make_client, broke
     assert broker.published == []
 
 
-async def test_message_received_from_the_queue_is_never_published_again(start_replica, make_client, broker):
+async def test_message_received_from_the_queue_is_never_published_again(
+        start_replica: StartReplica, make_client: MakeClient, broker: MemoryBroker) -> None:
     sender, receiver = await start_replica(), await start_replica()
     alice = await connected(make_client, receiver, "alice")
 
@@ -149,7 +145,8 @@ async def test_message_received_from_the_queue_is_never_published_again(start_re
     assert sample(receiver, "kindmap_messages_published_total") == 0
 
 
-async def test_single_replica_mode_delivers_without_any_queue(start_replica, make_client, broker):
+async def test_single_replica_mode_delivers_without_any_queue(start_replica: StartReplica, make_client: MakeClient,
+                                                              broker: MemoryBroker) -> None:
     replica = await start_replica(queue=False)
     phone, laptop = [await connected(make_client, replica, "alice") for _ in range(2)]
 
@@ -163,11 +160,12 @@ async def test_single_replica_mode_delivers_without_any_queue(start_replica, mak
 # --- receiving from the queue --------------------------------------------------------
 
 
-async def test_message_from_the_queue_is_delivered_to_the_users_socket(start_replica, make_client, broker):
+async def test_message_from_the_queue_is_delivered_to_the_users_socket(
+        start_replica: StartReplica, make_client: MakeClient, broker: MemoryBroker) -> None:
     replica = await start_replica()
     alice = await connected(make_client, replica, "alice")
 
-    inject(broker, replica, emit_envelope("alice", "route_calculated", {"minutes": 12}))
+    inject(broker, replica, emit_envelope("route_calculated", [{"minutes": 12}], room=user_room("alice")))
 
     assert await alice.wait_for("route_calculated") == {"minutes": 12}
     assert sample(replica, "kindmap_messages_received_total") == 1
@@ -178,27 +176,29 @@ async def test_message_from_the_queue_is_delivered_to_the_users_socket(start_rep
     pytest.param(b"{not json", "invalid_json", id="invalid-json"),
     pytest.param({"method": "emit", "event": "route_calculated"}, "invalid_envelope", id="missing-fields"),
     pytest.param({"method": "self_destruct"}, "unknown_method", id="unknown-method"),
-    pytest.param({**emit_envelope("alice", "route_calculated", None), "binary": True,
+    pytest.param({**emit_envelope("route_calculated", [None], room=user_room("alice")), "binary": True,
                   "data": [{"_placeholder": True, "num": 0}, "%%% not base64 %%%"]},
                  "handler_error", id="handler-fails"),
 ])
 async def test_bad_queue_message_is_dropped_and_counted_and_later_ones_still_arrive(
-        start_replica, make_client, broker, message, reason):
+        start_replica: StartReplica, make_client: MakeClient, broker: MemoryBroker, message: dict[str, Any] | bytes,
+        reason: str) -> None:
     replica = await start_replica()
     alice = await connected(make_client, replica, "alice")
 
     inject(broker, replica, message)
-    inject(broker, replica, emit_envelope("alice", "marker", "after"))
+    inject(broker, replica, emit_envelope("marker", ["after"], room=user_room("alice")))
 
     assert await alice.wait_for("marker") == "after"
     assert alice.received("route_calculated") == []
-    assert sample(replica, "kindmap_messages_dropped_total", {"reason": reason}) == 1
+    assert sample(replica, "kindmap_messages_dropped_total", reason=reason) == 1
 
 
 # --- connections ---------------------------------------------------------------------
 
 
-async def test_connect_joins_room_of_the_user_and_emits_connected(start_replica, make_client):
+async def test_connect_joins_room_of_the_user_and_emits_connected(start_replica: StartReplica,
+                                                                  make_client: MakeClient) -> None:
     replica = await start_replica(instance_id="replica-seoul-1")
 
     alice = await connected(make_client, replica, "alice")
@@ -209,7 +209,7 @@ async def test_connect_joins_room_of_the_user_and_emits_connected(start_replica,
     assert user_room("alice") in replica.app[SIO].rooms(sid)
 
 
-async def test_disconnect_leaves_the_user_room(start_replica, make_client):
+async def test_disconnect_leaves_the_user_room(start_replica: StartReplica, make_client: MakeClient) -> None:
     replica = await start_replica()
     alice = await connected(make_client, replica, "alice")
     manager = replica.app[MANAGER]
@@ -219,7 +219,7 @@ async def test_disconnect_leaves_the_user_room(start_replica, make_client):
     await eventually(lambda: not list(manager.get_participants("/", user_room("alice"))))
 
 
-async def test_connections_gauge_goes_up_and_down(start_replica, make_client):
+async def test_connections_gauge_goes_up_and_down(start_replica: StartReplica, make_client: MakeClient) -> None:
     replica = await start_replica()
     assert connections(replica) == 0
 
@@ -234,19 +234,21 @@ async def test_connections_gauge_goes_up_and_down(start_replica, make_client):
     await eventually(lambda: connections(replica) == 0)
 
 
-async def test_refused_handshake_is_counted_by_code_and_not_as_a_connection(start_replica, make_client):
+async def test_refused_handshake_is_counted_by_code_and_not_as_a_connection(
+        start_replica: StartReplica, make_client: MakeClient) -> None:
     replica = await start_replica()
 
     await refused(make_client, replica.url, auth={})
 
-    assert sample(replica, "kindmap_connects_rejected_total", {"code": "AUTH_REQUIRED"}) == 1
+    assert sample(replica, "kindmap_connects_rejected_total", code="AUTH_REQUIRED") == 1
     assert connections(replica) == 0
 
 
 # --- errors --------------------------------------------------------------------------
 
 
-async def test_error_event_has_the_documented_schema_and_a_utc_timestamp(start_replica, make_client):
+async def test_error_event_has_the_documented_schema_and_a_utc_timestamp(
+        start_replica: StartReplica, make_client: MakeClient) -> None:
     replica = await start_replica()
     alice = await connected(make_client, replica, "alice")
 
@@ -261,13 +263,14 @@ async def test_error_event_has_the_documented_schema_and_a_utc_timestamp(start_r
     pytest.param({"token": make_token("alice", secret=OTHER_SECRET)}, "INVALID_TOKEN", id="wrong-signature"),
     pytest.param({"token": make_token("alice", expires_in=-30)}, "TOKEN_EXPIRED", id="expired"),
 ])
-async def test_refused_handshake_gets_connect_error_with_an_error_payload(start_replica, make_client, auth, code):
+async def test_refused_handshake_gets_connect_error_with_an_error_payload(
+        start_replica: StartReplica, make_client: MakeClient, auth: dict[str, Any], code: str) -> None:
     replica = await start_replica()
 
     assert_error_payload(await refused(make_client, replica.url, auth=auth), code)
 
 
-async def test_token_in_query_parameter_is_accepted(start_replica, make_client):
+async def test_token_in_query_parameter_is_accepted(start_replica: StartReplica, make_client: MakeClient) -> None:
     replica = await start_replica()
     client = make_client()
 
@@ -276,7 +279,7 @@ async def test_token_in_query_parameter_is_accepted(start_replica, make_client):
     assert client.received("connected")[0]["user_id"] == "alice"
 
 
-async def test_bearer_header_is_accepted(start_replica, make_client):
+async def test_bearer_header_is_accepted(start_replica: StartReplica, make_client: MakeClient) -> None:
     replica = await start_replica()
     client = make_client()
 
@@ -285,7 +288,7 @@ async def test_bearer_header_is_accepted(start_replica, make_client):
     assert client.received("connected")[0]["user_id"] == "alice"
 
 
-async def test_dev_mode_connects_as_the_user_id_in_auth(start_replica, make_client):
+async def test_dev_mode_connects_as_the_user_id_in_auth(start_replica: StartReplica, make_client: MakeClient) -> None:
     replica = await start_replica(auth_mode="dev", jwt_secret=None)
     client = make_client()
 
@@ -294,7 +297,7 @@ async def test_dev_mode_connects_as_the_user_id_in_auth(start_replica, make_clie
     assert client.received("connected")[0]["user_id"] == "temp_guest"
 
 
-async def test_dev_mode_is_off_by_default(start_replica, make_client):
+async def test_dev_mode_is_off_by_default(start_replica: StartReplica, make_client: MakeClient) -> None:
     replica = await start_replica()
     assert replica.app[SETTINGS].auth_mode == "jwt"
 
@@ -307,7 +310,8 @@ async def test_dev_mode_is_off_by_default(start_replica, make_client):
     pytest.param({"auth_mode": "dev"}, {"user_id": 42}, "INVALID_PARAMETERS", id="dev-number"),
     pytest.param({}, {"token": make_token("alice/../bob")}, "INVALID_TOKEN", id="token-sub-with-slash"),
 ])
-async def test_bad_user_id_is_refused(start_replica, make_client, settings, auth, code):
+async def test_bad_user_id_is_refused(start_replica: StartReplica, make_client: MakeClient, settings: dict[str, Any],
+                                      auth: dict[str, Any], code: str) -> None:
     replica = await start_replica(**settings)
 
     assert_error_payload(await refused(make_client, replica.url, auth=auth), code)
@@ -319,7 +323,7 @@ async def test_bad_user_id_is_refused(start_replica, make_client, settings, auth
 
 @pytest.mark.parametrize("layout", ["same-replica", "other-replica", "single-replica-mode", "queue-down"])
 async def test_replace_policy_disconnects_the_older_socket_and_keeps_the_new_one(
-        start_replica, make_client, broker, layout):
+        start_replica: StartReplica, make_client: MakeClient, broker: MemoryBroker, layout: str) -> None:
     old_home = await start_replica(duplicate_connection_policy="replace", queue=layout != "single-replica-mode")
     new_home = await start_replica(duplicate_connection_policy="replace") if layout == "other-replica" else old_home
     older = await connected(make_client, old_home, "alice")
@@ -337,7 +341,7 @@ async def test_replace_policy_disconnects_the_older_socket_and_keeps_the_new_one
     await eventually(lambda: connections(old_home) == (0 if layout == "other-replica" else 1))
 
 
-async def test_allow_policy_keeps_both_sockets(start_replica, make_client):
+async def test_allow_policy_keeps_both_sockets(start_replica: StartReplica, make_client: MakeClient) -> None:
     first, second = await start_replica(), await start_replica()
     assert first.app[SETTINGS].duplicate_connection_policy == "allow"
     older = await connected(make_client, first, "alice")
@@ -351,7 +355,8 @@ async def test_allow_policy_keeps_both_sockets(start_replica, make_client):
 
 
 @pytest.mark.parametrize("event", ["start_navigation", "message", "connected", "경로"])
-async def test_unknown_event_gets_unknown_event_error(start_replica, make_client, event):
+async def test_unknown_event_gets_unknown_event_error(start_replica: StartReplica, make_client: MakeClient,
+                                                      event: str) -> None:
     replica = await start_replica()
     alice = await connected(make_client, replica, "alice")
 
@@ -366,8 +371,8 @@ async def test_unknown_event_gets_unknown_event_error(start_replica, make_client
     pytest.param("disconnect", ("client said so",), id="disconnect"),
     pytest.param("connect", ({"QUERY_STRING": ""}, {"token": make_token("bob")}), id="connect"),
 ])
-async def test_client_event_named_like_a_lifecycle_handler_is_an_unknown_event(start_replica, make_client,
-                                                                               event, args):
+async def test_client_event_named_like_a_lifecycle_handler_is_an_unknown_event(
+        start_replica: StartReplica, make_client: MakeClient, event: str, args: tuple[Any, ...]) -> None:
     replica = await start_replica()
     alice = await connected(make_client, replica, "alice")
     sid = alice.sio.get_sid("/")
@@ -388,7 +393,8 @@ async def test_client_event_named_like_a_lifecycle_handler_is_an_unknown_event(s
     pytest.param({"id": "req-7"}, "req-7", id="str-id"),
     pytest.param({"id": ["not", "echoed"]}, None, id="list-id-not-echoed"),
 ])
-async def test_ping_gets_pong_with_timestamp_and_echoed_id(start_replica, make_client, payload, expected_id):
+async def test_ping_gets_pong_with_timestamp_and_echoed_id(start_replica: StartReplica, make_client: MakeClient,
+                                                           payload: Any, expected_id: int | str | None) -> None:
     replica = await start_replica()
     alice = await connected(make_client, replica, "alice")
 
@@ -400,7 +406,7 @@ async def test_ping_gets_pong_with_timestamp_and_echoed_id(start_replica, make_c
     assert datetime.fromisoformat(pong["timestamp"]).utcoffset() == timedelta(0)
 
 
-async def test_ping_with_ack_returns_the_pong(start_replica, make_client):
+async def test_ping_with_ack_returns_the_pong(start_replica: StartReplica, make_client: MakeClient) -> None:
     replica = await start_replica()
     alice = await connected(make_client, replica, "alice")
 
@@ -411,11 +417,10 @@ async def test_ping_with_ack_returns_the_pong(start_replica, make_client):
 
 
 @pytest.mark.parametrize("transport", ["websocket", "polling"])
-async def test_oversized_message_gets_payload_too_large_and_changes_nothing_else(start_replica, make_client,
-                                                                                  transport):
+async def test_oversized_message_gets_payload_too_large_and_changes_nothing_else(
+        start_replica: StartReplica, make_client: MakeClient, transport: str) -> None:
     replica = await start_replica(max_payload_bytes=1024)
-    alice = make_client()
-    await alice.connect(replica.url, auth={"token": make_token("alice")}, transports=[transport])
+    alice = await connected(make_client, replica, "alice", transports=[transport])
 
     await alice.sio.emit("ping", {"id": "x" * 2000})
     error = await alice.wait_for("error")
@@ -427,7 +432,8 @@ async def test_oversized_message_gets_payload_too_large_and_changes_nothing_else
     assert alice.disconnects == []
 
 
-async def test_message_past_the_transport_hard_cap_closes_the_connection(start_replica, make_client):
+async def test_message_past_the_transport_hard_cap_closes_the_connection(
+        start_replica: StartReplica, make_client: MakeClient) -> None:
     replica = await start_replica(max_payload_bytes=1024)
     alice = await connected(make_client, replica, "alice")
 
@@ -437,13 +443,13 @@ async def test_message_past_the_transport_hard_cap_closes_the_connection(start_r
     assert alice.received("pong") == []
 
 
-async def test_client_that_leaves_during_the_handshake_leaves_no_ghost_behind(start_replica, make_client,
-                                                                              monkeypatch):
+async def test_client_that_leaves_during_the_handshake_leaves_no_ghost_behind(
+        start_replica: StartReplica, make_client: MakeClient, monkeypatch: pytest.MonkeyPatch) -> None:
     replica = await start_replica()
     sio, presence = replica.app[SIO], replica.app[PRESENCE]
     add = presence.add
 
-    async def add_while_the_client_leaves(user_id, sid):
+    async def add_while_the_client_leaves(user_id: str, sid: str) -> None:
         # The client's transport closes while the replica waits on Redis.
         await sio.eio.sockets[sio.manager.eio_sid_from_sid(sid, "/")].close(wait=False, abort=True)
         await add(user_id, sid)
@@ -466,8 +472,8 @@ async def test_client_that_leaves_during_the_handshake_leaves_no_ghost_behind(st
     pytest.param('2[unquoted]', id="not-json"),
     pytest.param('9', id="unknown-packet-type"),
 ])
-async def test_malformed_socketio_packet_gets_invalid_parameters_and_changes_nothing(start_replica, make_client,
-                                                                                      packet):
+async def test_malformed_socketio_packet_gets_invalid_parameters_and_changes_nothing(
+        start_replica: StartReplica, make_client: MakeClient, packet: str) -> None:
     replica = await start_replica()
     alice = await connected(make_client, replica, "alice")
 
@@ -495,7 +501,8 @@ def ping_of_size(size_in_bytes: int) -> str:
     return packet
 
 
-async def test_payload_limit_counts_utf8_bytes_not_characters(start_replica, make_client):
+async def test_payload_limit_counts_utf8_bytes_not_characters(start_replica: StartReplica,
+                                                              make_client: MakeClient) -> None:
     replica = await start_replica(max_payload_bytes=1024)
     alice = await connected(make_client, replica, "alice")
     packet = ping_packet("환" * 400)  # 420 characters, 1,220 bytes
@@ -507,7 +514,8 @@ async def test_payload_limit_counts_utf8_bytes_not_characters(start_replica, mak
     assert alice.received("pong") == []
 
 
-async def test_payload_exactly_at_the_limit_is_handled_and_one_byte_more_is_refused(start_replica, make_client):
+async def test_payload_exactly_at_the_limit_is_handled_and_one_byte_more_is_refused(
+        start_replica: StartReplica, make_client: MakeClient) -> None:
     replica = await start_replica(max_payload_bytes=1024)
     alice = await connected(make_client, replica, "alice")
 
@@ -527,7 +535,8 @@ async def test_payload_exactly_at_the_limit_is_handled_and_one_byte_more_is_refu
     pytest.param([1, 2], id="list"),
     pytest.param(({"id": 1}, {"id": 2}), id="two-arguments"),
 ])
-async def test_ping_with_a_non_object_payload_gets_invalid_parameters(start_replica, make_client, payload):
+async def test_ping_with_a_non_object_payload_gets_invalid_parameters(
+        start_replica: StartReplica, make_client: MakeClient, payload: Any) -> None:
     replica = await start_replica()
     alice = await connected(make_client, replica, "alice")
 
@@ -539,15 +548,15 @@ async def test_ping_with_a_non_object_payload_gets_invalid_parameters(start_repl
     assert len(alice.received("pong")) == 1
 
 
-async def test_draining_replica_refuses_new_connections_with_server_shutting_down(start_replica, make_client,
-                                                                                 monkeypatch):
+async def test_draining_replica_refuses_new_connections_with_server_shutting_down(
+        start_replica: StartReplica, make_client: MakeClient, monkeypatch: pytest.MonkeyPatch) -> None:
     replica = await start_replica()
     monkeypatch.setattr(replica.app[GATEWAY], "draining", True)
 
     error = await refused(make_client, replica.url, auth={"token": make_token("alice")})
 
     assert_error_payload(error, "SERVER_SHUTTING_DOWN")
-    assert sample(replica, "kindmap_connects_rejected_total", {"code": "SERVER_SHUTTING_DOWN"}) == 1
+    assert sample(replica, "kindmap_connects_rejected_total", code="SERVER_SHUTTING_DOWN") == 1
 
 
 # --- edge cases ----------------------------------------------------------------------
@@ -555,7 +564,8 @@ async def test_draining_replica_refuses_new_connections_with_server_shutting_dow
 
 @pytest.mark.parametrize("data", [None, {}, [], "", 0], ids=["none", "empty-object", "empty-list", "empty-string",
                                                             "zero"])
-async def test_none_and_empty_data_arrive_as_sent_across_replicas(start_replica, make_client, data):
+async def test_none_and_empty_data_arrive_as_sent_across_replicas(start_replica: StartReplica, make_client: MakeClient,
+                                                                  data: Any) -> None:
     first, second = await start_replica(), await start_replica()
     alice = await connected(make_client, second, "alice")
 
@@ -564,7 +574,8 @@ async def test_none_and_empty_data_arrive_as_sent_across_replicas(start_replica,
     assert await alice.wait_for("navigation_update") == data
 
 
-async def test_non_ascii_text_arrives_intact_across_replicas(start_replica, make_client):
+async def test_non_ascii_text_arrives_intact_across_replicas(start_replica: StartReplica,
+                                                             make_client: MakeClient) -> None:
     first, second = await start_replica(), await start_replica()
     alice = await connected(make_client, second, "alice")
     message = {"instruction": "강남역에서 2호선으로 환승하세요 🚇", "quote": "\"<&>\""}
@@ -574,7 +585,8 @@ async def test_non_ascii_text_arrives_intact_across_replicas(start_replica, make
     assert await alice.wait_for("navigation_update") == message
 
 
-async def test_concurrent_messages_all_arrive_exactly_once(start_replica, make_client):
+async def test_concurrent_messages_all_arrive_exactly_once(start_replica: StartReplica,
+                                                           make_client: MakeClient) -> None:
     first, second = await start_replica(), await start_replica()
     here = await connected(make_client, first, "alice")
     there = await connected(make_client, second, "alice")
@@ -586,8 +598,8 @@ async def test_concurrent_messages_all_arrive_exactly_once(start_replica, make_c
         assert sorted(client.received("location")) == list(range(60))
 
 
-async def test_socket_closed_mid_delivery_does_not_stop_delivery_to_the_others(start_replica, make_client,
-                                                                              monkeypatch):
+async def test_socket_closed_mid_delivery_does_not_stop_delivery_to_the_others(
+        start_replica: StartReplica, make_client: MakeClient, monkeypatch: pytest.MonkeyPatch) -> None:
     home, sender = await start_replica(), await start_replica()
     doomed = await connected(make_client, home, "alice")
     survivor = await connected(make_client, home, "alice")
@@ -610,12 +622,13 @@ async def test_socket_closed_mid_delivery_does_not_stop_delivery_to_the_others(s
     await doomed.wait_for_disconnect()
     assert doomed.received("navigation_update") == []
     await eventually(lambda: connections(home) == 1)
-    assert sample(home, "kindmap_messages_dropped_total", {"reason": "handler_error"}) == 0
+    assert sample(home, "kindmap_messages_dropped_total", reason="handler_error") == 0
     await send(sender, "alice", "navigation_update", {"step": 7})
     assert await survivor.wait_for("navigation_update", count=2) == {"step": 7}
 
 
-async def test_refused_handshakes_are_all_counted_but_logged_once_a_second(start_replica, open_raw, caplog):
+async def test_refused_handshakes_are_all_counted_but_logged_once_a_second(
+        start_replica: StartReplica, open_raw: OpenRaw, caplog: pytest.LogCaptureFixture) -> None:
     """One session can retry CONNECT many times a second: a log line each would be per-message INFO."""
     replica = await start_replica()
     raw = await open_raw(replica.url)
@@ -626,4 +639,4 @@ async def test_refused_handshakes_are_all_counted_but_logged_once_a_second(start
 
     lines = [r for r in caplog.records if r.getMessage() == "connection refused"]
     assert len(lines) == 1
-    assert sample(replica, "kindmap_connects_rejected_total", {"code": "INVALID_TOKEN"}) == 10
+    assert sample(replica, "kindmap_connects_rejected_total", code="INVALID_TOKEN") == 10

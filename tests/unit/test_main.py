@@ -112,10 +112,10 @@ def test_main_runs_the_app_its_builder_makes_from_the_settings(monkeypatch: pyte
         built.append(settings)
         return app
 
+    port = free_port()
     monkeypatch.setattr("server.__main__.load_environ", lambda: {"AUTH_MODE": "dev", "PORT": str(port)})
     monkeypatch.setattr("server.__main__.configure_logging", lambda level: None)  # leave the root logger alone
     listening: list[tuple[str, int]] = []
-    port = free_port()
 
     def run_app(application: web.Application, *, sock: list[socket.socket], **_options: object) -> None:
         ran.append(application)

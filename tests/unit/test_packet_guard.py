@@ -14,40 +14,33 @@ import aiohttp
 import pytest
 import socketio
 
-from server.app_keys import METRICS, SIO
+from server.app_keys import SIO
 from server.packet_guard import HARD_CAP_FACTOR, MAX_ATTACHMENTS
 from server.queue.keys import user_room
-from tests.helpers.clients import RecordingClient, make_token
+from tests.helpers.clients import MakeClient, RecordingClient, connected, make_token
+from tests.helpers.in_process import Replica, StartReplica, sample
 from tests.helpers.payloads import assert_error_payload
+from tests.helpers.raw_client import OpenRaw, RawClient
 from tests.helpers.waiting import eventually
 
 TRANSPORTS = pytest.mark.parametrize("transport", ["websocket", "polling"])
 
 
-def sample(replica: Any, name: str, **labels: str) -> float | None:
-    return replica.app[METRICS].registry.get_sample_value(name, labels)
-
-
-async def connected(make_client: Any, replica: Any, user_id: str) -> RecordingClient:
-    client: RecordingClient = make_client()
-    await client.connect(replica.url, auth={"token": make_token(user_id)})
-    return client
-
-
-async def joined(open_raw: Any, replica: Any, user_id: str = "mallory", *, transport: str = "websocket") -> Any:
+async def joined(open_raw: OpenRaw, replica: Replica, user_id: str = "mallory", *,
+                 transport: str = "websocket") -> RawClient:
     raw = await open_raw(replica.url, transport=transport)
     answer = await raw.connect({"token": make_token(user_id)})
     assert answer.startswith("0"), answer
     return raw
 
 
-async def pinged(raw: Any, count: int = 1) -> None:
+async def pinged(raw: RawClient, count: int = 1) -> None:
     """Send a ping and await its pong: the socket still works and has read all before it."""
     await raw.send('2["ping"]')
     await raw.wait_for(lambda: len(raw.events("pong")) >= count, what=f"pong #{count}")
 
 
-def codes(raw: Any) -> list[str]:
+def codes(raw: RawClient) -> list[str]:
     return [error["code"] for error in raw.errors()]
 
 
@@ -56,8 +49,9 @@ def codes(raw: Any) -> list[str]:
 
 @TRANSPORTS
 @pytest.mark.parametrize("target", ["user:bob", None])
-async def test_event_named_star_is_answered_to_the_sender_only(start_replica, make_client, open_raw, transport,
-                                                               target):
+async def test_event_named_star_is_answered_to_the_sender_only(start_replica: StartReplica, make_client: MakeClient,
+                                                               open_raw: OpenRaw, transport: str,
+                                                               target: str | None) -> None:
     replica = await start_replica()
     bob = await connected(make_client, replica, "bob")
     attacker = await joined(open_raw, replica, transport=transport)
@@ -73,7 +67,8 @@ async def test_event_named_star_is_answered_to_the_sender_only(start_replica, ma
 
 
 @pytest.mark.parametrize("event", ["*", "connect", "disconnect", "message", "__proto__"])
-async def test_no_client_chosen_name_reaches_a_handler(start_replica, open_raw, event):
+async def test_no_client_chosen_name_reaches_a_handler(start_replica: StartReplica, open_raw: OpenRaw,
+                                                       event: str) -> None:
     replica = await start_replica()
     attacker = await joined(open_raw, replica)
 
@@ -85,7 +80,8 @@ async def test_no_client_chosen_name_reaches_a_handler(start_replica, open_raw, 
 
 
 @pytest.mark.parametrize("packet", ['1{"token":"x"}', "17", '0{"token":"x"}', '3["late"]', "3"])
-async def test_lifecycle_packet_with_unexpected_parts_gets_invalid_parameters(start_replica, open_raw, packet):
+async def test_lifecycle_packet_with_unexpected_parts_gets_invalid_parameters(
+        start_replica: StartReplica, open_raw: OpenRaw, packet: str) -> None:
     replica = await start_replica()
     raw = await joined(open_raw, replica)
 
@@ -98,7 +94,8 @@ async def test_lifecycle_packet_with_unexpected_parts_gets_invalid_parameters(st
 # --- 2: binary attachments ------------------------------------------------------------
 
 
-async def test_header_announcing_too_many_attachments_is_answered_then_closed(start_replica, make_client, open_raw):
+async def test_header_announcing_too_many_attachments_is_answered_then_closed(
+        start_replica: StartReplica, make_client: MakeClient, open_raw: OpenRaw) -> None:
     replica = await start_replica()
     alice = await connected(make_client, replica, "alice")
     raw = await joined(open_raw, replica)
@@ -114,7 +111,8 @@ async def test_header_announcing_too_many_attachments_is_answered_then_closed(st
 
 
 @TRANSPORTS
-async def test_attachments_over_the_payload_limit_get_payload_too_large_once(start_replica, open_raw, transport):
+async def test_attachments_over_the_payload_limit_get_payload_too_large_once(
+        start_replica: StartReplica, open_raw: OpenRaw, transport: str) -> None:
     replica = await start_replica(max_payload_bytes=1024)
     raw = await joined(open_raw, replica, transport=transport)
 
@@ -128,7 +126,8 @@ async def test_attachments_over_the_payload_limit_get_payload_too_large_once(sta
     assert not raw.closed
 
 
-async def test_attachments_past_the_hard_cap_close_the_connection(start_replica, open_raw):
+async def test_attachments_past_the_hard_cap_close_the_connection(start_replica: StartReplica,
+                                                                  open_raw: OpenRaw) -> None:
     replica = await start_replica(max_payload_bytes=1024)
     raw = await joined(open_raw, replica)
     frame = b"x" * 1024
@@ -147,8 +146,8 @@ async def test_attachments_past_the_hard_cap_close_the_connection(start_replica,
     pytest.param('51-["ping",{"_placeholder":true}]', id="num-missing"),
     pytest.param('51-["ping",{"_placeholder":true,"num":0,"extra":1}]', id="extra-key"),
 ])
-async def test_malformed_placeholder_gets_invalid_parameters_and_the_socket_is_not_stuck(start_replica, open_raw,
-                                                                                         header):
+async def test_malformed_placeholder_gets_invalid_parameters_and_the_socket_is_not_stuck(
+        start_replica: StartReplica, open_raw: OpenRaw, header: str) -> None:
     replica = await start_replica()
     raw = await joined(open_raw, replica)
 
@@ -159,7 +158,8 @@ async def test_malformed_placeholder_gets_invalid_parameters_and_the_socket_is_n
     assert codes(raw) == ["INVALID_PARAMETERS"]
 
 
-async def test_text_packet_where_an_attachment_was_announced_is_still_handled(start_replica, open_raw):
+async def test_text_packet_where_an_attachment_was_announced_is_still_handled(
+        start_replica: StartReplica, open_raw: OpenRaw) -> None:
     replica = await start_replica()
     raw = await joined(open_raw, replica)
 
@@ -169,7 +169,8 @@ async def test_text_packet_where_an_attachment_was_announced_is_still_handled(st
     assert codes(raw) == ["UNKNOWN_EVENT", "INVALID_PARAMETERS"]
 
 
-async def test_binary_frame_that_no_packet_announced_gets_invalid_parameters(start_replica, open_raw):
+async def test_binary_frame_that_no_packet_announced_gets_invalid_parameters(
+        start_replica: StartReplica, open_raw: OpenRaw) -> None:
     replica = await start_replica()
     raw = await joined(open_raw, replica)
 
@@ -179,7 +180,7 @@ async def test_binary_frame_that_no_packet_announced_gets_invalid_parameters(sta
     assert codes(raw) == ["INVALID_PARAMETERS"]
 
 
-async def test_ping_with_binary_data_is_refused_cleanly(start_replica, make_client):
+async def test_ping_with_binary_data_is_refused_cleanly(start_replica: StartReplica, make_client: MakeClient) -> None:
     replica = await start_replica()
     alice = await connected(make_client, replica, "alice")
 
@@ -196,8 +197,8 @@ async def test_ping_with_binary_data_is_refused_cleanly(start_replica, make_clie
 
 
 @TRANSPORTS
-async def test_flood_beyond_the_burst_is_dropped_and_answered_rate_limited_not_per_packet(start_replica, open_raw,
-                                                                                          transport):
+async def test_flood_beyond_the_burst_is_dropped_and_answered_rate_limited_not_per_packet(
+        start_replica: StartReplica, open_raw: OpenRaw, transport: str) -> None:
     replica = await start_replica(rate_limit_events_per_second=0.1, rate_limit_burst=6)
     raw = await joined(open_raw, replica, transport=transport)  # the CONNECT took one token
 
@@ -210,7 +211,8 @@ async def test_flood_beyond_the_burst_is_dropped_and_answered_rate_limited_not_p
     assert_error_payload(raw.errors()[0], "RATE_LIMITED")
 
 
-async def test_socket_over_its_limit_for_consecutive_seconds_is_disconnected(start_replica, make_client):
+async def test_socket_over_its_limit_for_consecutive_seconds_is_disconnected(
+        start_replica: StartReplica, make_client: MakeClient) -> None:
     replica = await start_replica(rate_limit_events_per_second=0.1, rate_limit_burst=2, rate_limit_strikes=2)
     bob = await connected(make_client, replica, "bob")
     alice = await connected(make_client, replica, "alice")
@@ -229,7 +231,8 @@ async def test_socket_over_its_limit_for_consecutive_seconds_is_disconnected(sta
     await bob.wait_for("pong")
 
 
-async def test_flooding_websocket_is_closed_even_when_its_client_keeps_it_open(start_replica, open_raw):
+async def test_flooding_websocket_is_closed_even_when_its_client_keeps_it_open(
+        start_replica: StartReplica, open_raw: OpenRaw) -> None:
     replica = await start_replica(rate_limit_events_per_second=0.1, rate_limit_burst=2, rate_limit_strikes=1)
     raw = await joined(open_raw, replica)
 
@@ -240,7 +243,8 @@ async def test_flooding_websocket_is_closed_even_when_its_client_keeps_it_open(s
     assert raw.packets[-1].startswith("1")  # Socket.IO DISCONNECT: do not reconnect at once
 
 
-async def test_handshake_retries_on_one_session_are_rate_limited(start_replica, open_raw):
+async def test_handshake_retries_on_one_session_are_rate_limited(start_replica: StartReplica,
+                                                                 open_raw: OpenRaw) -> None:
     replica = await start_replica(rate_limit_events_per_second=0.1, rate_limit_burst=3)
     raw = await open_raw(replica.url)
 
@@ -251,7 +255,8 @@ async def test_handshake_retries_on_one_session_are_rate_limited(start_replica, 
     assert_error_payload(json.loads(answer[1:])["data"], "RATE_LIMITED")
 
 
-async def test_new_sessions_from_one_address_beyond_the_burst_get_429_rate_limited(start_replica, open_raw):
+async def test_new_sessions_from_one_address_beyond_the_burst_get_429_rate_limited(
+        start_replica: StartReplica, open_raw: OpenRaw) -> None:
     replica = await start_replica(handshake_rate_per_second=0.1, handshake_burst=2,
                                   handshake_client_ip_header="X-Real-IP")
     for _ in range(2):
@@ -272,8 +277,8 @@ async def test_new_sessions_from_one_address_beyond_the_burst_get_429_rate_limit
 
 
 @TRANSPORTS
-async def test_session_that_never_joins_is_closed_after_the_connect_timeout(start_replica, make_client, open_raw,
-                                                                            transport):
+async def test_session_that_never_joins_is_closed_after_the_connect_timeout(
+        start_replica: StartReplica, make_client: MakeClient, open_raw: OpenRaw, transport: str) -> None:
     replica = await start_replica(connect_timeout=1)
     alice = await connected(make_client, replica, "alice")
     idle = await open_raw(replica.url, transport=transport)
@@ -286,7 +291,8 @@ async def test_session_that_never_joins_is_closed_after_the_connect_timeout(star
     assert alice.disconnects == []
 
 
-async def test_session_that_leaves_the_namespace_must_join_again_in_time(start_replica, open_raw):
+async def test_session_that_leaves_the_namespace_must_join_again_in_time(
+        start_replica: StartReplica, open_raw: OpenRaw) -> None:
     replica = await start_replica(connect_timeout=1)
     raw = await joined(open_raw, replica)
 
@@ -295,8 +301,8 @@ async def test_session_that_leaves_the_namespace_must_join_again_in_time(start_r
     await raw.wait_closed(timeout=10)
 
 
-async def test_handshake_past_max_connections_gets_server_full_in_the_error_schema(start_replica, make_client,
-                                                                                   open_raw):
+async def test_handshake_past_max_connections_gets_server_full_in_the_error_schema(
+        start_replica: StartReplica, make_client: MakeClient, open_raw: OpenRaw) -> None:
     replica = await start_replica(max_connections=2)
     await connected(make_client, replica, "alice")
     await open_raw(replica.url)
@@ -315,7 +321,8 @@ async def test_handshake_past_max_connections_gets_server_full_in_the_error_sche
 
 
 @TRANSPORTS
-async def test_connected_follows_the_connect_reply(start_replica, open_raw, transport):
+async def test_connected_follows_the_connect_reply(start_replica: StartReplica, open_raw: OpenRaw,
+                                                   transport: str) -> None:
     replica = await start_replica()
     raw = await joined(open_raw, replica, transport=transport)
 
@@ -325,7 +332,7 @@ async def test_connected_follows_the_connect_reply(start_replica, open_raw, tran
     assert raw.packets[1].startswith('2["connected"')
 
 
-async def test_client_can_emit_from_its_connected_handler(start_replica, make_client):
+async def test_client_can_emit_from_its_connected_handler(start_replica: StartReplica, make_client: MakeClient) -> None:
     replica = await start_replica()
     alice: RecordingClient = make_client()
     failures: list[Exception] = []
@@ -346,7 +353,8 @@ async def test_client_can_emit_from_its_connected_handler(start_replica, make_cl
 # --- 13: namespaces and Engine.IO's own refusals -----------------------------------------
 
 
-async def test_connect_to_another_namespace_gets_connect_error_with_an_error_payload(start_replica, make_client):
+async def test_connect_to_another_namespace_gets_connect_error_with_an_error_payload(
+        start_replica: StartReplica, make_client: MakeClient) -> None:
     replica = await start_replica()
     client = make_client()
     errors: list[Any] = []
@@ -367,7 +375,8 @@ async def test_connect_to_another_namespace_gets_connect_error_with_an_error_pay
     pytest.param("GET", "EIO=3&transport=polling", "unsupported version", id="old-protocol"),
     pytest.param("POST", "EIO=4&transport=polling&sid=nope", "Invalid session", id="unknown-session"),
 ])
-async def test_engineio_refusals_use_the_error_schema_and_keep_cors_headers(start_replica, method, query, message):
+async def test_engineio_refusals_use_the_error_schema_and_keep_cors_headers(
+        start_replica: StartReplica, method: str, query: str, message: str) -> None:
     replica = await start_replica(cors_allowed_origins=("https://app.example",))
 
     async with aiohttp.ClientSession() as http:
@@ -384,8 +393,8 @@ async def test_engineio_refusals_use_the_error_schema_and_keep_cors_headers(star
 # Over long-polling the session is gone before the client polls again: it sees only the close.
 @pytest.mark.parametrize(("transport", "answers"), [("websocket", ["INVALID_PARAMETERS"]), ("polling", [])])
 @pytest.mark.parametrize("packet", ["4abc", "9", "2x["])
-async def test_junk_before_the_handshake_is_answered_then_the_session_closed(start_replica, open_raw, transport,
-                                                                             answers, packet):
+async def test_junk_before_the_handshake_is_answered_then_the_session_closed(
+        start_replica: StartReplica, open_raw: OpenRaw, transport: str, answers: list[str], packet: str) -> None:
     """As Node's server: a client that does not speak Socket.IO before connecting is dropped."""
     replica = await start_replica()
     raw = await open_raw(replica.url, transport=transport)

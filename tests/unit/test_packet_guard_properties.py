@@ -11,21 +11,21 @@ client on the same replica must keep getting its pongs and nothing else.
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from server.errors import ErrorCode
-from tests.helpers.clients import make_token
+from tests.helpers.clients import MakeClient, RecordingClient, connected, make_token
+from tests.helpers.in_process import Replica, StartReplica
 from tests.helpers.payloads import assert_error_payload
 from tests.helpers.raw_client import RawClient
 
 MAX_PAYLOAD = 1024
 CODES = {code.value for code in ErrorCode}
 
-_text = st.text(st.characters(blacklist_characters="\x1e", blacklist_categories=("Cs",)), max_size=12)
+_text = st.text(st.characters(blacklist_characters="\x1e", blacklist_categories=["Cs"]), max_size=12)
 _names = st.sampled_from(["ping", "*", "connect", "disconnect", "message", "error", "pong", "", "__proto__"]) | _text
 _placeholder = st.builds(lambda num, extra: {"_placeholder": True, "num": num, **extra},
                          st.integers(-2, 12) | st.just("0"), st.dictionaries(_text, st.integers(), max_size=1))
@@ -66,20 +66,19 @@ async def _answered(raw: RawClient, before: int) -> None:
 
 
 @pytest.fixture
-async def target(start_replica, make_client) -> Any:
+async def target(start_replica: StartReplica, make_client: MakeClient) -> tuple[Replica, RecordingClient]:
     # The healthy client pings once per example: limits that let it.
     replica = await start_replica(max_payload_bytes=MAX_PAYLOAD, handshake_burst=100_000,
                                   rate_limit_events_per_second=1000, rate_limit_burst=1000)
-    healthy = make_client()
-    await healthy.connect(replica.url, auth={"token": make_token("healthy")})
+    healthy = await connected(make_client, replica, "healthy")
     return replica, healthy
 
 
 @pytest.mark.parametrize("transport", ["websocket", "polling"])
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(packet=packets(), frames=st.lists(st.binary(max_size=MAX_PAYLOAD * 2), max_size=3))
-async def test_every_packet_is_answered_or_closed_and_a_healthy_client_keeps_working(target, transport, packet,
-                                                                                       frames):
+async def test_every_packet_is_answered_or_closed_and_a_healthy_client_keeps_working(
+        target: tuple[Replica, RecordingClient], transport: str, packet: str, frames: list[bytes]) -> None:
     replica, healthy = target
     raw = RawClient(replica.url, transport=transport)
     try:

@@ -20,7 +20,7 @@ def clock() -> Clock:
     return Clock()
 
 
-def test_bucket_lets_a_burst_through_then_the_rate(clock):
+def test_bucket_lets_a_burst_through_then_the_rate(clock: Clock) -> None:
     bucket = TokenBucket(rate=2, burst=3, clock=clock)
 
     assert [bucket.take() for _ in range(4)] == [True, True, True, False]
@@ -30,7 +30,7 @@ def test_bucket_lets_a_burst_through_then_the_rate(clock):
     assert [bucket.take() for _ in range(4)] == [True, True, True, False]  # refills only up to the burst
 
 
-def test_flood_guard_answers_once_a_second_and_drops_the_rest_silently(clock):
+def test_flood_guard_answers_once_a_second_and_drops_the_rest_silently(clock: Clock) -> None:
     guard = FloodGuard(rate=1, burst=2, strikes=3, clock=clock)
 
     assert [guard.check() for _ in range(5)] == [Verdict.PASS, Verdict.PASS, Verdict.NOTIFY, Verdict.DROP,
@@ -39,7 +39,7 @@ def test_flood_guard_answers_once_a_second_and_drops_the_rest_silently(clock):
     assert guard.check() is Verdict.DROP  # half a token: still over
 
 
-def test_flood_guard_closes_after_strikes_in_consecutive_seconds(clock):
+def test_flood_guard_closes_after_strikes_in_consecutive_seconds(clock: Clock) -> None:
     guard = FloodGuard(rate=1, burst=1, strikes=3, clock=clock)
     verdicts = []
     for _ in range(3):
@@ -50,7 +50,7 @@ def test_flood_guard_closes_after_strikes_in_consecutive_seconds(clock):
     assert verdicts == [P, N, D, P, N, D, P, C, D]
 
 
-def test_flood_guard_forgives_a_client_that_slows_down_when_told(clock):
+def test_flood_guard_forgives_a_client_that_slows_down_when_told(clock: Clock) -> None:
     guard = FloodGuard(rate=1, burst=1, strikes=2, clock=clock)
     for _ in range(5):
         assert guard.check() is Verdict.PASS
@@ -58,14 +58,14 @@ def test_flood_guard_forgives_a_client_that_slows_down_when_told(clock):
         clock.now += 3.0  # ... then quiet: the strike does not add up
 
 
-def test_keyed_buckets_limit_each_key_on_its_own(clock):
+def test_keyed_buckets_limit_each_key_on_its_own(clock: Clock) -> None:
     buckets = KeyedBuckets(rate=1, burst=2, clock=clock)
 
     assert [buckets.take("10.0.0.1") for _ in range(3)] == [True, True, False]
     assert buckets.take("10.0.0.2") is True
 
 
-def test_keyed_buckets_stay_bounded_when_keys_keep_changing(clock):
+def test_keyed_buckets_stay_bounded_when_keys_keep_changing(clock: Clock) -> None:
     buckets = KeyedBuckets(rate=1, burst=2, max_keys=100, clock=clock)
 
     for i in range(10_000):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -14,7 +13,8 @@ import jwt
 import pytest
 
 from server.app_keys import GATEWAY, SIO
-from tests.helpers.clients import TEST_SECRET, RecordingClient, make_token
+from tests.helpers.clients import TEST_SECRET, MakeClient, connected, make_token
+from tests.helpers.in_process import StartReplica
 from tests.helpers.raw_engineio import RECORD_SEPARATOR, engineio_url, open_polling_session, poll
 from tests.helpers.waiting import eventually
 
@@ -25,20 +25,15 @@ def expiring_token(user_id: str, seconds: float) -> tuple[str, float]:
     return jwt.encode({"sub": user_id, "exp": exp}, TEST_SECRET, algorithm="HS256"), exp
 
 
-async def connected(make_client: Callable[..., RecordingClient], url: str, token: str) -> RecordingClient:
-    client = make_client()
-    await client.connect(url, auth={"token": token})
-    return client
-
-
 async def after(moment: float) -> None:
     await eventually(lambda: time.time() > moment, timeout=10, what="the old token's expiry")
 
 
-async def test_a_socket_is_told_token_expired_and_disconnected_when_its_token_expires(start_replica, make_client):
+async def test_a_socket_is_told_token_expired_and_disconnected_when_its_token_expires(
+        start_replica: StartReplica, make_client: MakeClient) -> None:
     replica = await start_replica()
     token, _ = expiring_token("alice", 2.0)
-    client = await connected(make_client, replica.url, token)
+    client = await connected(make_client, replica, auth={"token": token})
 
     error = await client.wait_for("error")
     assert error["code"] == "TOKEN_EXPIRED"
@@ -47,10 +42,10 @@ async def test_a_socket_is_told_token_expired_and_disconnected_when_its_token_ex
 
 
 async def test_a_fresh_token_for_the_same_user_keeps_the_socket_open_past_the_old_expiry(
-        start_replica, make_client):
+        start_replica: StartReplica, make_client: MakeClient) -> None:
     replica = await start_replica()
     token, old_exp = expiring_token("alice", 3.0)
-    client = await connected(make_client, replica.url, token)
+    client = await connected(make_client, replica, auth={"token": token})
     fresh, fresh_exp = expiring_token("alice", 300.0)
 
     ack = await client.sio.call("refresh_token", {"token": fresh}, timeout=5)
@@ -71,9 +66,10 @@ async def test_a_fresh_token_for_the_same_user_keeps_the_socket_open_past_the_ol
     ("just-a-string", "INVALID_PARAMETERS"),
     ({"token": make_token("alice"), "extra": 1}, "INVALID_PARAMETERS"),
 ])
-async def test_a_refused_refresh_gets_an_error_and_an_error_ack(start_replica, make_client, payload: Any, code: str):
+async def test_a_refused_refresh_gets_an_error_and_an_error_ack(start_replica: StartReplica, make_client: MakeClient,
+                                                                payload: Any, code: str) -> None:
     replica = await start_replica()
-    client = await connected(make_client, replica.url, make_token("alice"))
+    client = await connected(make_client, replica, "alice")
 
     ack = await client.sio.call("refresh_token", payload, timeout=5)
 
@@ -81,10 +77,11 @@ async def test_a_refused_refresh_gets_an_error_and_an_error_ack(start_replica, m
     assert client.received("token_refreshed") == [] and client.disconnects == []
 
 
-async def test_after_a_refused_refresh_the_old_expiry_still_applies(start_replica, make_client):
+async def test_after_a_refused_refresh_the_old_expiry_still_applies(start_replica: StartReplica,
+                                                                    make_client: MakeClient) -> None:
     replica = await start_replica()
     token, _ = expiring_token("alice", 3.0)
-    client = await connected(make_client, replica.url, token)
+    client = await connected(make_client, replica, auth={"token": token})
 
     await client.sio.call("refresh_token", {"token": make_token("mallory")}, timeout=5)
 
@@ -92,9 +89,9 @@ async def test_after_a_refused_refresh_the_old_expiry_still_applies(start_replic
     await client.wait_for_disconnect()
 
 
-async def test_a_closed_socket_leaves_no_timer_behind(start_replica, make_client):
+async def test_a_closed_socket_leaves_no_timer_behind(start_replica: StartReplica, make_client: MakeClient) -> None:
     replica = await start_replica()
-    client = await connected(make_client, replica.url, make_token("alice"))
+    client = await connected(make_client, replica, "alice")
     expiry = replica.app[GATEWAY].token_expiry
     assert len(expiry) == 1
 
@@ -104,8 +101,8 @@ async def test_a_closed_socket_leaves_no_timer_behind(start_replica, make_client
 
 
 @pytest.mark.parametrize("presence_slow", [True, False], ids=["while-presence-is-updated", "after-the-socket-went"])
-async def test_a_refresh_racing_the_close_of_its_socket_leaves_no_timer_behind(start_replica, monkeypatch,
-                                                                               presence_slow: bool):
+async def test_a_refresh_racing_the_close_of_its_socket_leaves_no_timer_behind(
+        start_replica: StartReplica, monkeypatch: pytest.MonkeyPatch, presence_slow: bool) -> None:
     replica = await start_replica()
     sio, gateway = replica.app[SIO], replica.app[GATEWAY]
     expiry = gateway.token_expiry
@@ -146,7 +143,8 @@ async def test_a_refresh_racing_the_close_of_its_socket_leaves_no_timer_behind(s
     assert len(expiry) == 0 and raised == []
 
 
-async def test_a_user_id_claimed_in_dev_mode_has_no_expiry(start_replica, make_client):
+async def test_a_user_id_claimed_in_dev_mode_has_no_expiry(start_replica: StartReplica,
+                                                           make_client: MakeClient) -> None:
     replica = await start_replica(auth_mode="dev")
     client = make_client()
     await client.connect(replica.url, auth={"user_id": "alice"})

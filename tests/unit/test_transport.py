@@ -11,15 +11,12 @@ import aiohttp
 import pytest
 from engineio import packet as eio_packet
 
-from server.app_keys import METRICS, PRESENCE, SIO
+from server.app_keys import PRESENCE, SIO
 from server.transport import GuardedSocket, GuardedWebSocket, OutgoingQueue, packet_size
-from tests.helpers.clients import make_token
+from tests.helpers.clients import MakeClient, connected, make_token
+from tests.helpers.in_process import Replica, StartReplica, sample
 from tests.helpers.raw_engineio import RECORD_SEPARATOR, engineio_url, open_polling_session, poll
 from tests.helpers.waiting import eventually
-
-
-def sample(app: Any, name: str, **labels: str) -> float | None:
-    return app[METRICS].registry.get_sample_value(name, labels)
 
 
 def test_packet_size_is_what_the_packet_takes_on_the_wire() -> None:
@@ -46,11 +43,11 @@ async def test_outgoing_queue_counts_the_bytes_it_holds_and_discard_frees_them()
     await queue.join()  # discarded packets count as done
 
 
-async def test_every_socket_is_guarded_and_every_websocket_checked(start_replica, make_client):
+async def test_every_socket_is_guarded_and_every_websocket_checked(start_replica: StartReplica,
+                                                                   make_client: MakeClient) -> None:
     """Trips when a python-engineio upgrade changes how sockets, queues or WebSockets are made."""
     replica = await start_replica(queue=False)
-    client = make_client()
-    await client.connect(replica.url, auth={"token": make_token("alice")})
+    await connected(make_client, replica, "alice")
 
     eio = replica.app[SIO].eio
     [socket] = eio.sockets.values()
@@ -60,11 +57,10 @@ async def test_every_socket_is_guarded_and_every_websocket_checked(start_replica
     assert eio._async["websocket"] is GuardedWebSocket
 
 
-async def test_a_slow_consumer_is_disconnected_its_buffer_freed_and_counted_once(start_replica, make_client,
-                                                                                 monkeypatch):
+async def test_a_slow_consumer_is_disconnected_its_buffer_freed_and_counted_once(
+        start_replica: StartReplica, make_client: MakeClient, monkeypatch: pytest.MonkeyPatch) -> None:
     replica = await start_replica(queue=False, max_outgoing_buffer_bytes=65536)
-    client = make_client()
-    await client.connect(replica.url, auth={"token": make_token("alice")})
+    client = await connected(make_client, replica, "alice")
     eio = replica.app[SIO].eio
     [socket] = eio.sockets.values()
     on_disconnect = eio.handlers["disconnect"]
@@ -82,10 +78,10 @@ async def test_a_slow_consumer_is_disconnected_its_buffer_freed_and_counted_once
 
     assert socket.closed
     assert socket.queue.nbytes == 0
-    assert sample(replica.app, "kindmap_slow_consumer_disconnects_total") == 1
+    assert sample(replica, "kindmap_slow_consumer_disconnects_total") == 1
     assert await client.wait_for_disconnect() is not None  # its TCP connection was aborted
-    await eventually(lambda: sample(replica.app, "kindmap_connections") == 0)
-    await eventually(lambda: sample(replica.app, "kindmap_engineio_sessions") == 0)
+    await eventually(lambda: sample(replica, "kindmap_connections") == 0)
+    await eventually(lambda: sample(replica, "kindmap_engineio_sessions") == 0)
 
 
 class FullTransport:
@@ -105,10 +101,10 @@ class FullTransport:
         self.aborted = True
 
 
-async def test_what_the_transport_has_not_sent_counts_toward_the_limit(start_replica, make_client):
+async def test_what_the_transport_has_not_sent_counts_toward_the_limit(
+        start_replica: StartReplica, make_client: MakeClient) -> None:
     replica = await start_replica(queue=False, max_outgoing_buffer_bytes=65536)
-    client = make_client()
-    await client.connect(replica.url, auth={"token": make_token("alice")})
+    await connected(make_client, replica, "alice")
     [socket] = replica.app[SIO].eio.sockets.values()
     real, socket.transport = socket.transport, FullTransport(60_000)
     try:
@@ -122,10 +118,9 @@ async def test_what_the_transport_has_not_sent_counts_toward_the_limit(start_rep
 
 
 async def test_a_client_gone_silent_past_its_ping_timeout_has_its_buffer_freed_and_tcp_aborted(
-        start_replica, make_client):
+        start_replica: StartReplica, make_client: MakeClient) -> None:
     replica = await start_replica(queue=False)
-    client = make_client()
-    await client.connect(replica.url, auth={"token": make_token("alice")})
+    client = await connected(make_client, replica, "alice")
     [socket] = replica.app[SIO].eio.sockets.values()
     socket.last_ping = time.time() - 3600  # a ping went unanswered long ago
 
@@ -136,7 +131,8 @@ async def test_a_client_gone_silent_past_its_ping_timeout_has_its_buffer_freed_a
     assert await client.wait_for_disconnect() is not None
 
 
-async def test_a_server_disconnect_waits_at_most_a_ping_timeout_for_a_client_that_never_polls(start_replica):
+async def test_a_server_disconnect_waits_at_most_a_ping_timeout_for_a_client_that_never_polls(
+        start_replica: StartReplica) -> None:
     replica = await start_replica(queue=False)
     eio = replica.app[SIO].eio
     eio.ping_timeout = 0.2
@@ -150,7 +146,8 @@ async def test_a_server_disconnect_waits_at_most_a_ping_timeout_for_a_client_tha
     assert sid not in eio.sockets
 
 
-async def test_an_oversized_long_poll_body_is_refused_at_once_and_its_session_freed(start_replica):
+async def test_an_oversized_long_poll_body_is_refused_at_once_and_its_session_freed(
+        start_replica: StartReplica) -> None:
     replica = await start_replica(queue=False)
     limit = replica.app[SIO].eio.max_http_buffer_size
     async with aiohttp.ClientSession() as session:
@@ -163,18 +160,19 @@ async def test_an_oversized_long_poll_body_is_refused_at_once_and_its_session_fr
     assert status == 413
     assert body["code"] == "PAYLOAD_TOO_LARGE" and set(body) == {"type", "code", "message", "timestamp"}
     assert after[0] == 400  # the session is gone
-    assert sample(replica.app, "kindmap_engineio_sessions") == 0
-    assert sample(replica.app, "kindmap_protocol_violations_total", cause="oversized_body") == 1
+    assert sample(replica, "kindmap_engineio_sessions") == 0
+    assert sample(replica, "kindmap_protocol_violations_total", cause="oversized_body") == 1
 
 
-async def waiting_poll(session: aiohttp.ClientSession, replica: Any, sid: str) -> asyncio.Task[tuple[int, list[str]]]:
+async def waiting_poll(session: aiohttp.ClientSession, replica: Replica,
+                       sid: str) -> asyncio.Task[tuple[int, list[str]]]:
     """A long-poll of session ``sid``, returned once the replica holds it waiting for packets."""
     waiting = asyncio.create_task(poll(session, replica.url, sid))
     await eventually(lambda: replica.app[SIO].eio.sockets[sid]._polling, what="the poll waiting")
     return waiting
 
 
-async def test_a_second_long_poll_while_one_waits_closes_the_session(start_replica):
+async def test_a_second_long_poll_while_one_waits_closes_the_session(start_replica: StartReplica) -> None:
     """Engine.IO 4: each waiting poll holds a request, so a second is a protocol violation."""
     replica = await start_replica(queue=False)
     async with aiohttp.ClientSession() as session:
@@ -188,10 +186,10 @@ async def test_a_second_long_poll_while_one_waits_closes_the_session(start_repli
     assert second[0] == 400
     assert first == (200, ["1"])  # the waiting poll is told the session closed
     assert after[0] == 400
-    assert sample(replica.app, "kindmap_protocol_violations_total", cause="duplicate_poll") == 1
+    assert sample(replica, "kindmap_protocol_violations_total", cause="duplicate_poll") == 1
 
 
-async def test_a_waiting_poll_answers_at_once_when_the_client_closes_the_session(start_replica):
+async def test_a_waiting_poll_answers_at_once_when_the_client_closes_the_session(start_replica: StartReplica) -> None:
     replica = await start_replica(queue=False)
     async with aiohttp.ClientSession() as session:
         sid = await open_polling_session(session, replica.url)
@@ -204,7 +202,7 @@ async def test_a_waiting_poll_answers_at_once_when_the_client_closes_the_session
         assert (await poll(session, replica.url, sid))[0] == 400
 
 
-async def test_a_request_without_a_transport_is_refused_in_the_error_schema(start_replica):
+async def test_a_request_without_a_transport_is_refused_in_the_error_schema(start_replica: StartReplica) -> None:
     replica = await start_replica(queue=False)
     async with aiohttp.ClientSession() as session, session.get(f"{replica.url}/socket.io/?EIO=4") as response:
         status, body = response.status, await response.json()
@@ -213,7 +211,7 @@ async def test_a_request_without_a_transport_is_refused_in_the_error_schema(star
     assert body["code"] == "INVALID_PARAMETERS" and "transport" in body["message"]
 
 
-async def test_an_oversized_chunked_long_poll_body_is_refused_too(start_replica):
+async def test_an_oversized_chunked_long_poll_body_is_refused_too(start_replica: StartReplica) -> None:
     replica = await start_replica(queue=False)
     limit = replica.app[SIO].eio.max_http_buffer_size
 
@@ -226,10 +224,10 @@ async def test_an_oversized_chunked_long_poll_body_is_refused_too(start_replica)
         async with session.post(engineio_url(replica.url, sid=sid), data=chunks(),
                                 timeout=aiohttp.ClientTimeout(total=5)) as response:
             assert response.status == 413
-    assert sample(replica.app, "kindmap_engineio_sessions") == 0
+    assert sample(replica, "kindmap_engineio_sessions") == 0
 
 
-async def test_a_long_poll_body_under_the_limit_is_read_whole(start_replica):
+async def test_a_long_poll_body_under_the_limit_is_read_whole(start_replica: StartReplica) -> None:
     """The library read one ``read()`` worth (~130 KiB on loopback) and dropped the rest."""
     replica = await start_replica(queue=False, max_payload_bytes=256 * 1024)
     marker = "m" * (200 * 1024)
@@ -260,7 +258,8 @@ async def test_a_long_poll_body_under_the_limit_is_read_whole(start_replica):
     pytest.param(b"\xff\xfe", id="not-utf8"),
     pytest.param(b"4" + b"[" * 5000, id="nested-too-deep"),
 ])
-async def test_a_malformed_long_poll_body_is_refused_and_its_session_closed(start_replica, body):
+async def test_a_malformed_long_poll_body_is_refused_and_its_session_closed(
+        start_replica: StartReplica, body: bytes) -> None:
     replica = await start_replica(queue=False)
     async with aiohttp.ClientSession() as session:
         sid = await open_polling_session(session, replica.url)
@@ -270,7 +269,7 @@ async def test_a_malformed_long_poll_body_is_refused_and_its_session_closed(star
 
     assert (status, payload["code"]) == (400, "INVALID_PARAMETERS")
     assert after[0] == 400
-    assert sample(replica.app, "kindmap_protocol_violations_total", cause="bad_polling_body") == 1
+    assert sample(replica, "kindmap_protocol_violations_total", cause="bad_polling_body") == 1
 
 
 @pytest.mark.parametrize(("frame", "cause"), [
@@ -280,7 +279,8 @@ async def test_a_malformed_long_poll_body_is_refused_and_its_session_closed(star
     pytest.param("0", "bad_packet", id="open-from-client"),
     pytest.param("4" + "[" * 5000, "bad_packet", id="nested-too-deep"),
 ])
-async def test_a_malformed_websocket_frame_closes_the_websocket_as_a_protocol_error(start_replica, frame, cause):
+async def test_a_malformed_websocket_frame_closes_the_websocket_as_a_protocol_error(
+        start_replica: StartReplica, frame: str, cause: str) -> None:
     replica = await start_replica(queue=False)
     async with aiohttp.ClientSession() as session, session.ws_connect(
             engineio_url(replica.url, transport="websocket")) as ws:
@@ -292,11 +292,11 @@ async def test_a_malformed_websocket_frame_closes_the_websocket_as_a_protocol_er
     assert opened.data.startswith("0{")
     assert (closing.type, closing.data) == (aiohttp.WSMsgType.CLOSE, aiohttp.WSCloseCode.PROTOCOL_ERROR)
     assert rest.type == aiohttp.WSMsgType.CLOSED
-    assert sample(replica.app, "kindmap_protocol_violations_total", cause=cause) == 1
-    await eventually(lambda: sample(replica.app, "kindmap_engineio_sessions") == 0)
+    assert sample(replica, "kindmap_protocol_violations_total", cause=cause) == 1
+    await eventually(lambda: sample(replica, "kindmap_engineio_sessions") == 0)
 
 
-async def test_a_malformed_upgrade_probe_ends_the_long_polling_session_too(start_replica):
+async def test_a_malformed_upgrade_probe_ends_the_long_polling_session_too(start_replica: StartReplica) -> None:
     replica = await start_replica(queue=False)
     async with aiohttp.ClientSession() as session:
         sid = await open_polling_session(session, replica.url)
@@ -307,7 +307,7 @@ async def test_a_malformed_upgrade_probe_ends_the_long_polling_session_too(start
 
     assert closing.data == aiohttp.WSCloseCode.PROTOCOL_ERROR
     assert after[0] == 400  # python-engineio left the session "upgrading", answering every poll with a NOOP
-    await eventually(lambda: sample(replica.app, "kindmap_engineio_sessions") == 0)
+    await eventually(lambda: sample(replica, "kindmap_engineio_sessions") == 0)
 
 
 async def connect_polling(session: aiohttp.ClientSession, base_url: str, user: str) -> str:
@@ -322,7 +322,8 @@ async def connect_polling(session: aiohttp.ClientSession, base_url: str, user: s
 
 
 @pytest.mark.parametrize("body", [pytest.param(b"\x1e", id="malformed"), pytest.param(None, id="oversized")])
-async def test_a_refused_long_poll_body_withdraws_its_user_from_presence(start_replica, body):
+async def test_a_refused_long_poll_body_withdraws_its_user_from_presence(
+        start_replica: StartReplica, body: bytes | None) -> None:
     """The socket is closed while its session still exists, so the disconnect handler runs:
     a message to that user is refused (USER_NOT_CONNECTED), not accepted for nobody."""
     replica = await start_replica()
@@ -335,10 +336,10 @@ async def test_a_refused_long_poll_body_withdraws_its_user_from_presence(start_r
             assert response.status in (400, 413)
 
     assert not await replica.app[PRESENCE].is_online("leaver")
-    assert sample(replica.app, "kindmap_connections") == 0
+    assert sample(replica, "kindmap_connections") == 0
 
 
-async def test_a_body_for_no_session_is_refused_without_waiting_for_it(start_replica):
+async def test_a_body_for_no_session_is_refused_without_waiting_for_it(start_replica: StartReplica) -> None:
     """Announced but never sent: before, the replica held the request (and what had arrived)."""
     replica = await start_replica(queue=False)
     host, port = replica.url.removeprefix("http://").split(":")
@@ -351,7 +352,7 @@ async def test_a_body_for_no_session_is_refused_without_waiting_for_it(start_rep
     assert status_line.startswith(b"HTTP/1.1 400")
 
 
-async def test_a_long_poll_body_that_trickles_past_the_ping_timeout_is_refused(start_replica):
+async def test_a_long_poll_body_that_trickles_past_the_ping_timeout_is_refused(start_replica: StartReplica) -> None:
     replica = await start_replica(queue=False)
     replica.app[SIO].eio.ping_timeout = 0.5
     host, port = replica.url.removeprefix("http://").split(":")
@@ -365,10 +366,11 @@ async def test_a_long_poll_body_that_trickles_past_the_ping_timeout_is_refused(s
 
     assert status_line.startswith(b"HTTP/1.1 400")
     assert sid not in replica.app[SIO].eio.sockets
-    assert sample(replica.app, "kindmap_protocol_violations_total", cause="slow_body") == 1
+    assert sample(replica, "kindmap_protocol_violations_total", cause="slow_body") == 1
 
 
-async def test_answers_to_earlier_polls_still_unsent_count_toward_the_outgoing_limit(start_replica):
+async def test_answers_to_earlier_polls_still_unsent_count_toward_the_outgoing_limit(
+        start_replica: StartReplica) -> None:
     """Each new long-poll takes the queue; the answers a client never read still cost memory."""
     replica = await start_replica(queue=False)
     async with aiohttp.ClientSession() as session:

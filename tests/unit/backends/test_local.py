@@ -8,7 +8,8 @@ from server.app_keys import PRESENCE
 from server.backends.local import LocalPresence
 from server.queue.manager import LocalManager
 from tests.fakes.memory_backend import MemoryPresence
-from tests.helpers.clients import make_token
+from tests.helpers.clients import MakeClient, make_token
+from tests.helpers.in_process import StartReplica
 from tests.helpers.waiting import eventually
 
 
@@ -77,8 +78,8 @@ async def test_start_and_close_leave_the_answer_unchanged(manager: LocalManager)
 
 @pytest.mark.parametrize(("queue", "kind"), [(False, LocalPresence), (True, MemoryPresence)],
                          ids=["single-replica", "with-queue"])
-async def test_replica_sees_a_client_online_while_connected_and_offline_after(start_replica, make_client,
-                                                                              queue: bool, kind: type) -> None:
+async def test_replica_sees_a_client_online_while_connected_and_offline_after(
+        start_replica: StartReplica, make_client: MakeClient, queue: bool, kind: type) -> None:
     replica = await start_replica(queue=queue)
     presence = replica.app[PRESENCE]
     assert isinstance(presence, kind)

@@ -19,7 +19,8 @@ from server.config import DEFAULT_CHANNEL
 from server.metrics import Metrics
 from server.queue.manager import QueueManager
 from tests.fakes.memory_backend import MemoryBroker, MemoryTransport
-from tests.helpers.clients import RecordingClient, make_token
+from tests.helpers.clients import MakeClient, RecordingClient, connected
+from tests.helpers.in_process import Replica, StartReplica
 
 CHANNEL = DEFAULT_CHANNEL  # the channel start_replica's replicas use
 MANAGER_LOGGER = "server.queue.manager"
@@ -43,15 +44,6 @@ def published(metrics: Metrics) -> float:
 
 def received(metrics: Metrics) -> float:
     return metric(metrics, "kindmap_messages_received_total")
-
-
-def emit_envelope(event: str, data: list[Any], *, room: Any = None, host_id: str = "forged-host",
-                  namespace: str = "/", **fields: Any) -> dict[str, Any]:
-    """A stock python-socketio ``emit`` envelope, as another replica would publish it."""
-    message = {"method": "emit", "event": event, "data": data, "binary": False, "namespace": namespace,
-               "room": room, "skip_sid": None, "callback": None, "host_id": host_id}
-    message.update(fields)
-    return message
 
 
 def raw(message: dict[str, Any]) -> bytes:
@@ -99,16 +91,14 @@ class Connected:
 
 
 @pytest.fixture
-def connect_user(start_replica: Callable[..., Awaitable[Any]], make_client: Callable[..., RecordingClient]
-                 ) -> Callable[..., Awaitable[Connected]]:
+def connect_user(start_replica: StartReplica, make_client: MakeClient) -> Callable[..., Awaitable[Connected]]:
     """Factory: connect ``user`` to ``replica`` (a new replica when not given)."""
-    async def connect(user: str = "alice", *, replica: Any = None) -> Connected:
+    async def connect(user: str = "alice", *, replica: Replica | None = None) -> Connected:
         replica = replica or await start_replica()
-        client = make_client()
-        await client.connect(replica.url, auth={"token": make_token(user)})
-        connected = client.received("connected")[0]
+        client = await connected(make_client, replica, user)
+        welcome = client.received("connected")[0]
         manager = replica.app[MANAGER]
         assert isinstance(manager, QueueManager)
-        return Connected(client=client, sid=connected["sid"], manager=manager, metrics=replica.app[METRICS],
+        return Connected(client=client, sid=welcome["sid"], manager=manager, metrics=replica.app[METRICS],
                          sio=replica.app[SIO])
     return connect

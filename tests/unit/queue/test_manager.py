@@ -25,7 +25,9 @@ from server.metrics import Metrics
 from server.queue import envelope
 from server.queue.manager import QueueManager
 from tests.fakes.memory_backend import MemoryBroker, MemoryTransport, memory_backend
-from tests.helpers.clients import RecordingClient, make_token
+from tests.helpers.clients import RecordingClient, connected
+from tests.helpers.envelopes import emit_envelope
+from tests.helpers.in_process import StartReplica
 from tests.helpers.waiting import eventually
 
 from .conftest import (
@@ -33,7 +35,6 @@ from .conftest import (
     MANAGER_LOGGER,
     Connected,
     dropped,
-    emit_envelope,
     metric,
     published,
     raw,
@@ -73,7 +74,7 @@ def count_calls(monkeypatch: pytest.MonkeyPatch, obj: Any, name: str) -> list[An
 # --- initialisation --------------------------------------------------------------------------
 
 
-async def test_replica_subscribes_at_start_before_any_client(start_replica: Any, broker: MemoryBroker) -> None:
+async def test_replica_subscribes_at_start_before_any_client(start_replica: StartReplica, broker: MemoryBroker) -> None:
     replica = await start_replica()
     manager = replica.app[MANAGER]
     assert manager.subscribed is True
@@ -124,6 +125,7 @@ async def test_write_only_start_neither_subscribes_nor_listens(make_manager: Mak
     manager = make_manager(write_only=True)
     await manager.start()
     assert manager.subscribed is False
+    assert isinstance(manager.transport, MemoryTransport)
     assert manager.transport.channels == set()
     assert listener_tasks() == []
     assert broker.inject(CHANNEL, b"{}") == 0
@@ -171,7 +173,7 @@ async def test_publish_sends_the_stock_envelope_as_compact_utf8_json(make_manage
 
 
 async def test_emit_to_a_room_reaches_the_broker_and_a_socket_on_another_replica(
-        start_replica: Any, connect_user: ConnectUser, broker: MemoryBroker) -> None:
+        start_replica: StartReplica, connect_user: ConnectUser, broker: MemoryBroker) -> None:
     sender = await start_replica()
     alice = await connect_user("alice")  # on a second replica
     await sender.app[MANAGER].server.emit("route_update", {"eta": 7}, room="user:alice")
@@ -225,7 +227,7 @@ async def test_disconnect_room_disconnects_local_sockets_even_when_publish_fails
 
 
 async def test_emit_to_a_socket_id_of_another_replica_goes_through_the_queue(
-        start_replica: Any, connect_user: ConnectUser, broker: MemoryBroker) -> None:
+        start_replica: StartReplica, connect_user: ConnectUser, broker: MemoryBroker) -> None:
     sender = await start_replica()
     alice = await connect_user("alice")
     await sender.app[MANAGER].server.emit("direct", {"n": 2}, to=alice.sid)
@@ -329,12 +331,11 @@ async def test_listener_delivers_emits_from_another_manager(make_manager: MakeMa
 
 
 async def test_managers_sharing_a_signing_key_deliver_and_drop_unsigned_forgeries(
-        make_manager: MakeManager, broker: MemoryBroker, start_replica: Any,
+        make_manager: MakeManager, broker: MemoryBroker, start_replica: StartReplica,
         make_client: Callable[..., RecordingClient]) -> None:
     key = "queue-signing-key-for-unit-tests-0123456789"
     replica = await start_replica(queue_signing_key=key)
-    alice = make_client()
-    await alice.connect(replica.url, auth={"token": make_token("alice")})
+    alice = await connected(make_client, replica, "alice")
     sender = make_manager(write_only=True, signing_key=key.encode())
     await sender.start()
 
@@ -429,7 +430,7 @@ async def test_handler_that_raises_is_counted_as_handler_error_and_listener_surv
 
 
 async def test_disconnect_room_message_disconnects_the_room_on_another_replica_except_skip_sid(
-        start_replica: Any, connect_user: ConnectUser, make_manager: MakeManager) -> None:
+        start_replica: StartReplica, connect_user: ConnectUser, make_manager: MakeManager) -> None:
     replica = await start_replica()
     old = await connect_user("alice", replica=replica)
     new = await connect_user("alice", replica=replica)
@@ -448,7 +449,7 @@ async def test_disconnect_room_message_disconnects_the_room_on_another_replica_e
 
 
 async def test_disconnect_room_disconnects_local_sockets_and_tells_other_replicas(
-        start_replica: Any, connect_user: ConnectUser) -> None:
+        start_replica: StartReplica, connect_user: ConnectUser) -> None:
     here, there = await start_replica(), await start_replica()
     local = await connect_user("alice", replica=here)
     remote = await connect_user("alice", replica=there)
@@ -458,7 +459,7 @@ async def test_disconnect_room_disconnects_local_sockets_and_tells_other_replica
     assert local.client.received("error") == [] and remote.client.received("error") == []
 
 
-async def test_ack_callback_crosses_replicas_and_runs_on_the_sender(start_replica: Any,
+async def test_ack_callback_crosses_replicas_and_runs_on_the_sender(start_replica: StartReplica,
                                                                     connect_user: ConnectUser) -> None:
     sender = await start_replica()
     alice = await connect_user("alice")
@@ -569,6 +570,7 @@ async def test_close_unsubscribes_and_clears_subscribed(make_manager: MakeManage
     await manager.close()
     assert manager.subscribed is False
     assert subscribed_gauge(manager.metrics) == 0
+    assert isinstance(manager.transport, MemoryTransport)
     assert manager.transport.channels == set()
     assert broker.inject(CHANNEL, raw(emit_envelope("e", [1]))) == 0
 
@@ -678,13 +680,15 @@ async def test_log_throttling_is_per_manager(make_server_manager: Any, broker: M
     assert len(records(caplog, logging.WARNING, "dropped invalid queue message")) == 2
 
 
-async def test_two_replicas_in_one_test_share_the_broker_but_not_their_state(start_replica: Any) -> None:
+async def test_two_replicas_in_one_test_share_the_broker_but_not_their_state(start_replica: StartReplica) -> None:
     first, second = await start_replica(), await start_replica()
     assert first.app[METRICS] is not second.app[METRICS]
     assert first.app[MANAGER] is not second.app[MANAGER]
     assert first.app[MANAGER].host_id != second.app[MANAGER].host_id
-    assert first.app[MANAGER].transport is not second.app[MANAGER].transport
-    assert first.app[MANAGER].transport.broker is second.app[MANAGER].transport.broker
+    one, other = first.app[MANAGER].transport, second.app[MANAGER].transport
+    assert isinstance(one, MemoryTransport) and isinstance(other, MemoryTransport)
+    assert one is not other
+    assert one.broker is other.broker
 
 
 # --- edge cases -------------------------------------------------------------------------------
@@ -773,19 +777,17 @@ async def test_queue_limit_counts_utf8_bytes_not_characters(make_manager: MakeMa
 
 
 async def test_a_recorded_signed_disconnect_room_published_again_is_dropped_as_a_replay(
-        make_manager: MakeManager, broker: MemoryBroker, start_replica: Any,
+        make_manager: MakeManager, broker: MemoryBroker, start_replica: StartReplica,
         make_client: Callable[..., RecordingClient]) -> None:
     key = "queue-signing-key-for-unit-tests-0123456789"
     replica = await start_replica(queue_signing_key=key)
     sender = make_manager(write_only=True, signing_key=key.encode())
     await sender.start()
-    first = make_client()
-    await first.connect(replica.url, auth={"token": make_token("alice")})
+    first = await connected(make_client, replica, "alice")
     await sender.disconnect_room("user:alice")
     await first.wait_for_disconnect()
     recorded = broker.published[-1][1]
-    second = make_client()
-    await second.connect(replica.url, auth={"token": make_token("alice")})
+    second = await connected(make_client, replica, "alice")
 
     broker.inject(CHANNEL, recorded)
     await sender.emit("marker", {}, room="user:alice")
