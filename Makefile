@@ -38,13 +38,13 @@ test: install lint
 	$(PYTHON) -m pytest --cov --cov-branch --cov-report=term-missing:skip-covered --cov-fail-under=90 $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check server cluster tests bench
+	$(VENV)/bin/ruff check server cluster tools tests bench
 	$(VENV)/bin/mypy
 
 # The README's settings table and .env.example, rewritten from the declarations in server/config.py
 # (a unit test fails while either differs from them).
 settings-docs: $(VENV)/.installed
-	$(PYTHON) -m server.settings_doc --write
+	$(PYTHON) -m tools.settings_doc --write
 
 clean:
 	rm -rf $(VENV) $(NODE_CLIENT)/node_modules $(PROTOCOL_SUITES)/node_modules $(DEMO)/node_modules .coverage .coverage.* .pytest_cache

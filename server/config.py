@@ -6,7 +6,7 @@ everything else receives a ``Settings`` object. A bad value raises
 
 Each setting is declared once, as a field of ``Settings``: its type, its default and
 a ``Spec`` (variable, help text, allowed values). ``from_env`` parses and
-``__post_init__`` checks by these declarations, and ``server.settings_doc`` writes
+``__post_init__`` checks by these declarations, and ``tools.settings_doc`` writes
 the README's settings table and ``.env.example`` from them.
 """
 

@@ -1,4 +1,4 @@
-"""server/settings_doc.py: the README's settings table and .env.example are what the declarations say."""
+"""tools/settings_doc.py: the README's settings table and .env.example are what the declarations say."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from server import settings_doc
 from server.config import settings_specs
-from server.settings_doc import ENV_EXAMPLE, README, TABLE_END, TABLE_START, env_example, markdown_table, replace_table
+from tools import settings_doc
+from tools.settings_doc import ENV_EXAMPLE, README, TABLE_END, TABLE_START, env_example, markdown_table, replace_table
 
 ROOT = Path(__file__).resolve().parents[2]
 STALE = "differs from the declarations in server/config.py: run `make settings-docs`"

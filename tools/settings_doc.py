@@ -1,7 +1,7 @@
 """The README's settings table and ``.env.example``, written from the declarations in
 ``server.config`` so that neither can drift from what the server reads.
 
-``python -m server.settings_doc --write`` (``make settings-docs``) rewrites both;
+``python -m tools.settings_doc --write`` (``make settings-docs``) rewrites both;
 ``--markdown`` and ``--env-example`` print one of them instead.
 """
 
@@ -15,7 +15,7 @@ from dataclasses import MISSING, Field
 from pathlib import Path
 from typing import Any
 
-from .config import Spec, settings_specs
+from server.config import Spec, settings_specs
 
 __all__ = ["ENV_EXAMPLE", "README", "TABLE_END", "TABLE_START", "env_example", "markdown_table", "replace_table",
            "write"]
@@ -113,7 +113,7 @@ def _plain(markdown: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m server.settings_doc", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m tools.settings_doc", description=__doc__.splitlines()[0])
     action = parser.add_mutually_exclusive_group(required=True)
     action.add_argument("--write", action="store_true", help=f"rewrite {README}'s settings table and {ENV_EXAMPLE}")
     action.add_argument("--markdown", action="store_true", help="print the settings table")
