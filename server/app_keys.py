@@ -7,7 +7,7 @@ from aiohttp import web
 from socketio.async_manager import AsyncManager
 
 from .auth import Authenticator
-from .backends import Presence
+from .backends.base import Presence
 from .config import Settings
 from .connections import OpenConnections
 from .gateway import Gateway

@@ -9,10 +9,10 @@ from typing import Any
 from socketio.async_manager import AsyncManager
 
 from .auth import validate_user_id
-from .backends import Presence
+from .backends.base import Presence
 from .errors import RequestError, UserNotConnectedError
 from .metrics import Metrics
-from .queue.keys import user_room
+from .queue.rooms import user_room
 
 __all__ = ["MAX_DATA_DEPTH", "RESERVED_EVENTS", "check_data", "check_event", "check_user_id", "send_to_user"]
 

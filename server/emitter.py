@@ -17,10 +17,13 @@ from .config import DEFAULT_CHANNEL, DEFAULT_MAX_QUEUE_MESSAGE_BYTES, check_queu
 from .delivery import check_data, check_event, check_user_id, send_to_user
 from .errors import ConfigError, QueueUnavailableError
 from .metrics import Metrics
-from .queue.keys import user_room
 from .queue.manager import QueueManager
+from .queue.rooms import user_room
 
 __all__ = ["Emitter"]
+
+# An emitter asks about presence; it never announces any, so this name is never written.
+EMITTER_INSTANCE_ID = "emitter"
 
 
 class Emitter:
@@ -28,7 +31,8 @@ class Emitter:
 
     :param redis_url: the Redis the replicas use.
     :param channel: the replicas' ``SOCKETIO_CHANNEL``.
-    :param backend: a ready ``Backend`` instead of a URL (the unit tests pass an in-memory one).
+    :param backend: a ready ``Backend`` instead of a URL (the unit tests pass an in-memory one),
+        built for the same ``channel`` and ``signing_key``.
     :param signing_key: the replicas' ``QUEUE_SIGNING_KEY``, if they use one.
     :param max_message_bytes: the replicas' ``MAX_QUEUE_MESSAGE_BYTES``: a larger message
         raises ``PayloadTooLargeError`` instead of reaching Redis, which would cut every
@@ -44,7 +48,7 @@ class Emitter:
         if backend is None:
             if redis_url is None:
                 raise ValueError("pass redis_url or backend")
-            backend = open_backend(redis_url, channel=channel, signing_key=key)
+            backend = open_backend(redis_url, channel=channel, instance_id=EMITTER_INSTANCE_ID, signing_key=key)
         self._backend = backend
         self.metrics = Metrics()
         self._manager = QueueManager(backend.transport, channel=channel, write_only=True, metrics=self.metrics,

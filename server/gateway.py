@@ -9,13 +9,13 @@ import socketio
 
 from . import __version__
 from .auth import Authenticator, AuthError
-from .backends import Presence
+from .backends.base import Presence
 from .config import Settings
 from .errors import ErrorCode, PublishError, error_payload, utc_now_iso
 from .logs import LogThrottle
 from .metrics import Metrics
 from .packet_guard import PacketGuard
-from .queue.keys import user_room
+from .queue.rooms import user_room
 from .token_expiry import TokenExpiry
 
 __all__ = ["Gateway"]

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
+from cluster.processes import REPO_ROOT, RedisServer
 from tests.fakes.memory_backend import MemoryBroker
 from tests.helpers.clients import MakeClient, RecordingClient
 from tests.helpers.cluster import Cluster
-from tests.helpers.processes import REPO_ROOT, RedisServer
 from tests.helpers.raw_client import OpenRaw, RawClient
 
 _MARKED_SUITES = ("integration", "e2e")

@@ -16,20 +16,17 @@ from .redis import open_redis_backend
 
 __all__ = ["Backend", "KeyCheck", "Presence", "QueueTransport", "open_backend"]
 
-# An emitter asks about presence; it never announces any, so its instance id is never written.
-EMITTER_INSTANCE_ID = "emitter"
-
-
-def open_backend(url: str, *, channel: str, signing_key: bytes | None = None,
-                 instance_id: str = EMITTER_INSTANCE_ID, clock_skew: float = 30.0) -> Backend:
+def open_backend(url: str, *, channel: str, instance_id: str, signing_key: bytes | None = None,
+                 clock_skew: float = 30.0) -> Backend:
     """The backend ``url`` names, its parts set up for ``channel``.
 
     :param signing_key: the queue signing key every replica and emitter on ``channel`` shares.
-    :param instance_id: names this replica's presence entries.
+    :param instance_id: names this replica's presence entries (an emitter writes none).
     :param clock_skew: how far other hosts' clocks may be off, in seconds (signed presence entries).
     """
     scheme = urlsplit(url).scheme
     if scheme in REDIS_SCHEMES:
         return open_redis_backend(url, channel=channel, signing_key=signing_key, instance_id=instance_id,
                                   clock_skew=clock_skew)
-    raise ConfigError(f"no backend for URL scheme {scheme or '(none)'!r}; use redis://, rediss:// or unix://")
+    known = ", ".join(f"{name}://" for name in REDIS_SCHEMES)
+    raise ConfigError(f"no backend for URL scheme {scheme or '(none)'!r}; use one of {known}")

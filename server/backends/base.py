@@ -1,5 +1,8 @@
 """What a replica and an emitter need from the service that links replicas.
 
+("Backend" here is that service, Redis in production; the backend *services* that send
+to users -- route engine, alerts -- are the emitter's callers.)
+
 A backend is a matched set of three parts, built together by one factory
 (``server.backends.open_backend``) because they share a connection and a
 key space: the *queue transport* that carries envelopes between replicas,
@@ -15,7 +18,7 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
-__all__ = ["Backend", "KeyCheck", "NoKeyCheck", "Presence", "QueueTransport"]
+__all__ = ["Backend", "KeyCheck", "Presence", "QueueTransport"]
 
 
 class QueueTransport(ABC):
@@ -105,25 +108,13 @@ class KeyCheck(ABC):
         ``QueueUnavailableError`` if it cannot tell."""
 
 
-class NoKeyCheck(KeyCheck):
-    """For a backend where every party is built with the same key, such as one process's."""
-
-    async def announce(self) -> None:
-        """Nobody needs telling."""
-
-    async def answer(self, nonce: str) -> None:
-        """Nobody asks."""
-
-    async def check(self) -> None:
-        """Always the same key."""
-
-
 @dataclass(frozen=True)
 class Backend:
     """One backend's matched parts, as ``open_backend`` built them.
 
-    The parts may share connections, which the transport owns: close the
-    presence before the transport (the app's clean-up does).
+    The parts were built for one channel and signing key: give the manager that
+    uses them the same. They may share connections, which the transport owns:
+    close the presence before the transport (the app's clean-up does).
     """
 
     name: str

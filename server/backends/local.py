@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from socketio.base_manager import BaseManager
 
-from ..queue.keys import user_room
+from ..queue.rooms import user_room
 from .base import Presence
 
 __all__ = ["LocalPresence"]

@@ -8,7 +8,7 @@ import pytest
 
 from bench.loadgen import Recorder
 from bench.message import EVENT, parse_delivery, payload, user_room
-from server.queue import keys
+from server.queue import rooms
 
 
 def frame(data: object, event: str = EVENT) -> str:
@@ -26,7 +26,7 @@ def test_a_sent_payload_is_read_back_with_its_step_and_send_time() -> None:
 
 
 def test_the_baseline_publishes_to_the_room_a_replica_puts_the_user_in() -> None:
-    assert user_room("alice") == keys.user_room("alice")
+    assert user_room("alice") == rooms.user_room("alice")
 
 
 @pytest.mark.parametrize("text", ["2", "40{\"sid\":\"x\"}", frame({"user_id": "a"}, event="connected"), "3probe"])

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.processes import REPO_ROOT
+from cluster.processes import REPO_ROOT
 
 QUICK_RUN_TIMEOUT = 240
 

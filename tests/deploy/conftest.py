@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from cluster.nginx import NGINX_DIR, SITE_FILE, upstream_servers
-from tests.helpers.processes import REPO_ROOT
+from cluster.processes import REPO_ROOT
 
 SITE = NGINX_DIR / SITE_FILE
 

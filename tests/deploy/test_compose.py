@@ -12,10 +12,10 @@ from typing import Any
 from dotenv import dotenv_values
 
 from cluster.nginx import NGINX_DIR
+from cluster.processes import REPO_ROOT
 from server.config import Settings, settings_specs
 from tests.deploy.conftest import upstream_peers
 from tests.helpers.clients import TEST_SECRET
-from tests.helpers.processes import REPO_ROOT
 
 # Variables of .env that only docker-compose.prod.yml reads (the Redis ACL users' passwords).
 COMPOSE_ONLY = {"REDIS_REPLICA_PASSWORD", "REDIS_EMITTER_PASSWORD"}

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from cluster.nginx import MAIN_CONF, NGINX_DIR
+from cluster.processes import nginx_binary, wait_until
 from tests.deploy.conftest import SITE, upstream_peers, without_comments
-from tests.helpers.processes import nginx_binary, wait_until
 
 WATCHER = NGINX_DIR / "docker-entrypoint.d" / "90-reresolve-upstreams.sh"
 

@@ -11,10 +11,10 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 from playwright.async_api import Browser, ViewportSize, async_playwright
 
+from cluster.processes import RedisServer
 from server.demo_page import DEMO_DIR
 from tests.helpers.browser import CHROMIUM, CHROMIUM_ARGS, LAPTOP, DemoPage, OpenPage
 from tests.helpers.cluster import Cluster
-from tests.helpers.processes import RedisServer
 
 # Dev mode as `make dev` runs it: no JWT secret, no API key; the page's dev token does it all.
 DEV_MODE = {"AUTH_MODE": "dev", "JWT_SECRET": "", "SERVER_API_KEY": ""}

@@ -10,10 +10,10 @@ import pytest
 from playwright.async_api import expect
 
 from cluster import LocalCluster
+from cluster.processes import RedisServer
 from tests.e2e.conftest import DEV_MODE
 from tests.helpers.browser import SLOW_MS, OpenPage
 from tests.helpers.cluster import new_channel, unique_user
-from tests.helpers.processes import RedisServer
 
 
 @pytest.fixture

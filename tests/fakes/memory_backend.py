@@ -11,10 +11,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator
 
-from server.backends.base import Backend, NoKeyCheck, Presence, QueueTransport
+from server.backends.base import Backend, KeyCheck, Presence, QueueTransport
 from server.errors import PublishError, QueueUnavailableError
 
-__all__ = ["MemoryBroker", "MemoryPresence", "MemoryTransport", "memory_backend"]
+__all__ = ["MemoryBroker", "MemoryPresence", "MemoryTransport", "NoKeyCheck", "memory_backend"]
 
 _OUTAGE = object()  # queued to a subscriber to end its messages() iterator
 
@@ -104,6 +104,19 @@ class MemoryPresence(Presence):
 
     async def is_online(self, user_id: str) -> bool:
         return bool(self._sockets.get(user_id))
+
+
+class NoKeyCheck(KeyCheck):
+    """Every replica and emitter of one test is built with the same key."""
+
+    async def announce(self) -> None:
+        """Nobody needs telling."""
+
+    async def answer(self, nonce: str) -> None:
+        """Nobody asks."""
+
+    async def check(self) -> None:
+        """Always the same key."""
 
 
 def memory_backend(broker: MemoryBroker) -> Backend:

@@ -1,4 +1,4 @@
-"""The in-memory queue backend the unit tests run the manager on."""
+"""The in-memory queue transport and broker the unit tests run the manager on."""
 
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from playwright.async_api import ConsoleMessage, Error, Locator, Page, ViewportSize, expect
 
-from .processes import REPO_ROOT
+from cluster.processes import REPO_ROOT
 
 CHROMIUM = Path("/usr/bin/chromium")
 # Playwright adds --headless. The rest keep Chromium off the network, which is closed here.

@@ -7,7 +7,7 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from tests.helpers.processes import REPO_ROOT
+from cluster.processes import REPO_ROOT
 
 NODE_DIR = REPO_ROOT / "tests" / "integration" / "node"
 

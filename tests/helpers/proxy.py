@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import threading
 
-from tests.helpers.processes import HOST, free_port
+from cluster.processes import HOST, free_port
 
 
 class SilencingProxy:

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 
 from cluster import LocalCluster
+from cluster.processes import RedisServer, nginx_binary
 from tests.helpers.cluster import Cluster, local_cluster_east_of_utc, new_channel, replica_env
 from tests.helpers.node_client import NODE_DIR, NodeClient, StartNodeClient
-from tests.helpers.processes import RedisServer, nginx_binary
 
 
 @pytest.fixture(scope="session", autouse=True)

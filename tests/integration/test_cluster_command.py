@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from cluster.processes import REPO_ROOT, port_open
 from tests.helpers.clients import TEST_SECRET, MakeClient, make_token
-from tests.helpers.processes import REPO_ROOT, port_open
 
 CLUSTER_ENV = {"JWT_SECRET": TEST_SECRET, "AUTH_MODE": "jwt", "REDIS_URL": "", "LOG_LEVEL": "WARNING"}
 

@@ -13,13 +13,13 @@ import pytest
 from redis import asyncio as aioredis
 from redis.asyncio.client import PubSub
 
+from cluster.processes import REPO_ROOT
 from server.emitter import Emitter
 from server.errors import ErrorCode, UserNotConnectedError
 from tests.helpers.clients import MakeClient, connected, make_token
 from tests.helpers.cluster import API_KEY, Cluster, unique_user
 from tests.helpers.http import metric, post_emit
 from tests.helpers.node_client import StartNodeClient
-from tests.helpers.processes import REPO_ROOT
 
 # The module's cluster runs an unsigned queue (tests.helpers.cluster.replica_env); so does the CLI.
 UNSIGNED_CLI_ENV = {**os.environ, "ALLOW_UNSIGNED_QUEUE": "true"}

@@ -15,6 +15,7 @@ import pytest
 import socketio
 
 from cluster import LocalCluster
+from cluster.processes import RedisServer, http_status
 from server.emitter import Emitter
 from server.errors import ErrorCode
 from tests.helpers.clients import MakeClient, RecordingClient, make_token, session_from
@@ -22,7 +23,6 @@ from tests.helpers.cluster import API_KEY, local_cluster_east_of_utc, new_channe
 from tests.helpers.http import get_json, post_emit
 from tests.helpers.node_client import StartNodeClient
 from tests.helpers.payloads import assert_error_payload
-from tests.helpers.processes import RedisServer, http_status
 from tests.helpers.waiting import eventually
 
 NETWORKS = [f"127.0.{n}.1" for n in range(1, 13)]

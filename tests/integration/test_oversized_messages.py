@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 
+from cluster.processes import REPO_ROOT
 from server.emitter import Emitter
 from server.errors import ErrorCode, PayloadTooLargeError
 from tests.helpers.clients import MakeClient, connected
 from tests.helpers.cluster import API_KEY, Cluster, unique_user
 from tests.helpers.http import metric, post_emit
-from tests.helpers.processes import REPO_ROOT
 
 FORTY_MB = 40 * 1024 * 1024
 

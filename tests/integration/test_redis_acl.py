@@ -18,11 +18,11 @@ import yaml
 from redis import asyncio as aioredis
 from redis.exceptions import AuthenticationError, NoPermissionError, ResponseError
 
+from cluster.processes import HOST, REPO_ROOT, ChildProcess, Replica, free_port, port_open
 from server.emitter import Emitter
 from tests.helpers.clients import MakeClient, connected
 from tests.helpers.cluster import API_KEY, replica_env, unique_user
 from tests.helpers.http import post_emit
-from tests.helpers.processes import HOST, REPO_ROOT, ChildProcess, Replica, free_port, port_open
 
 CHANNEL = "kindmap_events"  # the channel the Compose file's ACL names
 PASSWORDS = {"REDIS_REPLICA_PASSWORD": "replica-pw-0123456789", "REDIS_EMITTER_PASSWORD": "emitter-pw-0123456789"}

@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 from redis import asyncio as aioredis
 
+from cluster.processes import RedisServer, Replica
 from server.backends.redis.keys import instance_key, presence_key, signing_key_name
 from server.emitter import Emitter
 from server.errors import ConfigError
 from tests.helpers.clients import MakeClient, Served, connected
 from tests.helpers.cluster import API_KEY, Cluster, replica_env, unique_user
 from tests.helpers.http import metric, post_emit
-from tests.helpers.processes import RedisServer, Replica
 from tests.helpers.waiting import eventually
 
 SIGNING_KEY = "integration-queue-signing-key-0123456789"

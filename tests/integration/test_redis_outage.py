@@ -12,13 +12,13 @@ from typing import Any
 
 import pytest
 
+from cluster.processes import RedisServer, Replica, http_status, wait_until
 from server.backends.redis.transport import KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT
 from server.emitter import Emitter
 from server.errors import PublishError, QueueUnavailableError, RealtimeError
 from tests.helpers.clients import MakeClient, RecordingClient, connected
 from tests.helpers.cluster import API_KEY, Cluster, replica_env, unique_user
 from tests.helpers.http import get_json, metric, post_emit
-from tests.helpers.processes import RedisServer, Replica, http_status, wait_until
 from tests.helpers.proxy import SilencingProxy
 
 RESUME_DEADLINE = 2.0  # the contract: delivery resumes within 2 s of Redis coming back

@@ -12,12 +12,12 @@ import pytest
 from redis import asyncio as aioredis
 from redis.asyncio.client import PubSub
 
+from cluster.processes import RedisServer
 from server.backends.redis.keys import instance_key, presence_key
 from server.backends.redis.presence import RedisPresence
 from server.backends.redis.transport import MAX_CONNECTIONS, PoolExhaustedError, RedisTransport, connect_redis
 from server.emitter import Emitter
 from server.errors import PayloadTooLargeError, QueueBusyError, QueueUnavailableError, RequestError
-from tests.helpers.processes import RedisServer
 
 
 @pytest.fixture
@@ -33,7 +33,7 @@ async def redis(redis_server: RedisServer) -> AsyncIterator[aioredis.Redis]:
 
 
 @pytest.fixture
-async def backend(redis_server: RedisServer) -> AsyncIterator[RedisTransport]:
+async def transport(redis_server: RedisServer) -> AsyncIterator[RedisTransport]:
     made = RedisTransport(redis_server.url)
     await made.connect()
     yield made
@@ -53,21 +53,21 @@ async def test_a_burst_of_commands_larger_than_the_pool_waits_for_connections(re
 
 
 @pytest.fixture
-async def one_busy_connection(redis_server: RedisServer) -> AsyncIterator[aioredis.Redis]:
-    """A client whose only pooled connection is taken: every command waits, then gives up."""
-    client = connect_redis(redis_server.url, max_connections=1, pool_timeout=0.2)
-    held = await client.connection_pool.get_connection()  # type: ignore[no-untyped-call]
-    yield client
-    await client.connection_pool.release(held)
-    await client.aclose()
+async def busy_transport(redis_server: RedisServer) -> AsyncIterator[RedisTransport]:
+    """A transport whose only pooled connection is taken: every command waits, then gives up."""
+    transport = RedisTransport(redis_server.url, max_connections=1, pool_timeout=0.2)
+    held = await transport.client.connection_pool.get_connection()  # type: ignore[no-untyped-call]
+    yield transport
+    await transport.client.connection_pool.release(held)
+    await transport.close()
 
 
 async def test_a_pool_that_stays_busy_raises_pool_exhausted_not_a_plain_connection_error(
-        one_busy_connection: aioredis.Redis) -> None:
+        busy_transport: RedisTransport) -> None:
     """redis-py raises one ConnectionError for a wait that timed out and for a failed
     connection, told apart only by its cause: this catches an upgrade that changes it."""
     with pytest.raises(PoolExhaustedError):
-        await one_busy_connection.ping()
+        await busy_transport.client.ping()
 
 
 async def test_a_connection_that_fails_is_not_mistaken_for_a_busy_pool() -> None:
@@ -80,35 +80,34 @@ async def test_a_connection_that_fails_is_not_mistaken_for_a_busy_pool() -> None
         await client.aclose()
 
 
-async def test_busy_redis_is_queue_busy_for_publish_and_presence(one_busy_connection: aioredis.Redis,
+async def test_busy_redis_is_queue_busy_for_publish_and_presence(busy_transport: RedisTransport,
                                                                  channel: str) -> None:
-    backend = RedisTransport(conn=one_busy_connection)
-    presence = RedisPresence(one_busy_connection, channel=channel, instance_id="busy")
+    presence = RedisPresence(busy_transport.client, channel=channel, instance_id="busy")
 
     with pytest.raises(QueueBusyError):
-        await backend.publish(channel, b"{}")
+        await busy_transport.publish(channel, b"{}")
     with pytest.raises(QueueBusyError):
         await presence.is_online("alice")
 
 
-async def test_published_bytes_arrive_on_the_subscribed_channel(backend: RedisTransport, channel: str) -> None:
-    await backend.subscribe(channel)
-    assert await backend.publish(channel, "환승 ✓".encode()) == 1
-    messages = backend.messages()
+async def test_published_bytes_arrive_on_the_subscribed_channel(transport: RedisTransport, channel: str) -> None:
+    await transport.subscribe(channel)
+    assert await transport.publish(channel, "환승 ✓".encode()) == 1
+    messages = transport.messages()
     assert await anext(messages) == (channel, "환승 ✓".encode())
     await messages.aclose()
 
 
-async def test_backend_reports_a_lost_connection_from_messages(backend: RedisTransport, channel: str,
+async def test_transport_reports_a_lost_connection_from_messages(transport: RedisTransport, channel: str,
                                                                redis: aioredis.Redis) -> None:
-    await backend.subscribe(channel)
-    messages = backend.messages()
+    await transport.subscribe(channel)
+    messages = transport.messages()
     await redis.execute_command("CLIENT", "KILL", "TYPE", "pubsub")  # type: ignore[no-untyped-call]
     with pytest.raises(QueueUnavailableError):
         await anext(messages)
 
 
-async def test_backend_for_unreachable_redis_fails_fast_with_queue_unavailable() -> None:
+async def test_transport_for_unreachable_redis_fails_fast_with_queue_unavailable() -> None:
     unreachable = RedisTransport("redis://127.0.0.1:1/0")
     with pytest.raises(QueueUnavailableError):
         await unreachable.connect()
@@ -117,10 +116,6 @@ async def test_backend_for_unreachable_redis_fails_fast_with_queue_unavailable()
         await unreachable.subscribe("anything")
     await unreachable.close()
 
-
-def test_backend_takes_exactly_one_of_url_and_conn() -> None:
-    with pytest.raises(ValueError):
-        RedisTransport()
 
 
 async def test_presence_tracks_sockets_of_live_replicas_only(redis: aioredis.Redis, channel: str) -> None:

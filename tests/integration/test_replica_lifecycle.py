@@ -13,6 +13,7 @@ import aiohttp
 import pytest
 from redis import asyncio as aioredis
 
+from cluster.processes import REPO_ROOT, RedisServer, Replica
 from server.emitter import Emitter
 from server.errors import ConfigError, UserNotConnectedError
 from server.queue import envelope
@@ -20,7 +21,6 @@ from tests.helpers.clients import MakeClient, connected, make_token
 from tests.helpers.cluster import Cluster, replica_env, unique_user
 from tests.helpers.http import get_json, metric
 from tests.helpers.node_client import StartNodeClient
-from tests.helpers.processes import REPO_ROOT, RedisServer, Replica
 
 
 async def test_replace_policy_disconnects_older_sockets_on_other_replicas(

@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from tests.helpers.processes import REPO_ROOT
+from cluster.processes import REPO_ROOT
 
 SUITES_DIR = REPO_ROOT / "tests" / "protocol" / "node"
 

@@ -22,7 +22,7 @@ from server import __version__
 from server.app_keys import GATEWAY, MANAGER, PRESENCE, SETTINGS, SIO
 from server.packet_guard import HARD_CAP_FACTOR
 from server.queue import envelope
-from server.queue.keys import user_room
+from server.queue.rooms import user_room
 from tests.fakes.memory_backend import MemoryBroker
 from tests.helpers.clients import MakeClient, RecordingClient, connected, make_token
 from tests.helpers.envelopes import emit_envelope

@@ -16,7 +16,7 @@ import socketio
 
 from server.app_keys import SIO
 from server.packet_guard import HARD_CAP_FACTOR, MAX_ATTACHMENTS
-from server.queue.keys import user_room
+from server.queue.rooms import user_room
 from tests.helpers.clients import MakeClient, RecordingClient, connected, make_token
 from tests.helpers.in_process import Replica, StartReplica, sample
 from tests.helpers.payloads import assert_error_payload

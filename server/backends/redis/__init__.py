@@ -18,7 +18,8 @@ SCHEMES = ("redis", "rediss", "unix")
 def open_redis_backend(url: str, *, channel: str, signing_key: bytes | None, instance_id: str,
                        clock_skew: float) -> Backend:
     transport = RedisTransport(url)
-    presence = RedisPresence(transport.client, channel=channel, instance_id=instance_id,
-                             signing_key=signing_key, clock_skew=clock_skew)
-    key_check = RedisKeyCheck(transport, channel=channel, key=signing_key)
+    client = transport.client
+    presence = RedisPresence(client, channel=channel, instance_id=instance_id, signing_key=signing_key,
+                             clock_skew=clock_skew)
+    key_check = RedisKeyCheck(client, transport, channel=channel, key=signing_key)
     return Backend(name="redis", transport=transport, presence=presence, key_check=key_check)

@@ -67,9 +67,10 @@ def _proof(key: bytes, nonce: str) -> bytes:
 class RedisKeyCheck(KeyCheck):
     """The rule of the module docstring, for the replicas and emitters on ``channel``."""
 
-    def __init__(self, transport: RedisTransport, *, channel: str, key: bytes | None) -> None:
-        self._transport = transport
-        self._client: aioredis.Redis = transport.client
+    def __init__(self, client: aioredis.Redis, transport: RedisTransport, *, channel: str,
+                 key: bytes | None) -> None:
+        self._client = client
+        self._transport = transport  # publishes the probe
         self._channel = channel
         self._key = key
 

@@ -6,7 +6,8 @@ __all__ = ["instance_key", "presence_key", "probe_key", "signing_key_name"]
 
 
 def presence_key(channel: str, user_id: str) -> str:
-    """Redis hash of a user's live sockets: field = sid, value = instance id."""
+    """Redis hash of a user's live sockets: field = sid, value = the replica process
+    (``<INSTANCE_ID>:<random>``), with ``#<ms>#<HMAC>`` when the queue is signed."""
     return f"{channel}:presence:{user_id}"
 
 

@@ -98,11 +98,9 @@ class RedisTransport(QueueTransport):
     of the same backend share.
     """
 
-    def __init__(self, url: str | None = None, *, conn: aioredis.Redis | None = None) -> None:
-        if (url is None) == (conn is None):
-            raise ValueError("pass exactly one of url or conn")
-        self.client = conn if conn is not None else connect_redis(url)  # type: ignore[arg-type]
-        self._owns_client = conn is None
+    def __init__(self, url: str, *, max_connections: int = MAX_CONNECTIONS,
+                 pool_timeout: float = COMMAND_TIMEOUT) -> None:
+        self.client = connect_redis(url, max_connections=max_connections, pool_timeout=pool_timeout)
         self._sub_client = _without_retries(self.client)
         self._pubsub: aioredis.client.PubSub | None = None
         self._last_heard = 0.0
@@ -116,8 +114,7 @@ class RedisTransport(QueueTransport):
     async def close(self) -> None:
         await self._drop_pubsub()
         await self._sub_client.aclose(close_connection_pool=True)
-        if self._owns_client:
-            await self.client.aclose()
+        await self.client.aclose()
 
     async def publish(self, channel: str, data: bytes) -> int:
         try:

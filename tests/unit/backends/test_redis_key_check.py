@@ -24,7 +24,7 @@ def test_fingerprint_does_not_reveal_the_key() -> None:
 
 
 async def test_check_says_queue_unavailable_when_redis_does_not_answer() -> None:
-    backend = open_backend("redis://127.0.0.1:1/0", channel="kindmap_unit", signing_key=KEY)
+    backend = open_backend("redis://127.0.0.1:1/0", channel="kindmap_unit", instance_id="emitter", signing_key=KEY)
     try:
         with pytest.raises(QueueUnavailableError, match="Redis unreachable"):
             await backend.key_check.check()

@@ -576,7 +576,7 @@ async def test_close_unsubscribes_and_clears_subscribed(make_manager: MakeManage
 
 
 @pytest.mark.parametrize("write_only", [False, True], ids=["listening", "write-only"])
-async def test_close_closes_the_backend(make_manager: MakeManager, monkeypatch: pytest.MonkeyPatch,
+async def test_close_closes_the_transport(make_manager: MakeManager, monkeypatch: pytest.MonkeyPatch,
                                         write_only: bool) -> None:
     manager = make_manager(write_only=write_only)
     await manager.start()
@@ -594,7 +594,7 @@ async def test_close_twice_is_safe(make_manager: MakeManager, broker: MemoryBrok
     assert listener_tasks() == []
 
 
-async def test_close_without_start_is_safe_and_closes_the_backend(make_manager: MakeManager,
+async def test_close_without_start_is_safe_and_closes_the_transport(make_manager: MakeManager,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     manager = make_manager()
     closes = count_calls(monkeypatch, manager.transport, "close")
