@@ -1,6 +1,7 @@
 """Typed settings, read once from the environment (and an optional ``.env``).
 
-``Settings.from_env`` is the only place that looks at environment variables;
+``Settings.from_env`` is the only place that reads environment variables (and
+``read_setting``, which parses one of them the same way, for the emit CLI);
 everything else receives a ``Settings`` object. A bad value raises
 ``ConfigError`` with a one-line message that names the variable.
 
@@ -26,12 +27,20 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
-from redis.asyncio.connection import parse_url
 
+from .backends import check_backend_url
 from .errors import ConfigError
 
-__all__ = ["Range", "Settings", "Spec", "check_queue_message_bytes", "check_redis_url", "is_loopback_host",
-           "load_environ", "settings_specs"]
+__all__ = [
+    "Range",
+    "Settings",
+    "Spec",
+    "check_queue_message_bytes",
+    "is_loopback_host",
+    "load_environ",
+    "read_setting",
+    "settings_specs",
+]
 
 DEFAULT_CHANNEL = "kindmap_events"
 # RFC 7518 section 3.2: an HMAC key at least as long as the hash output.
@@ -352,7 +361,7 @@ class Settings:
         if self.queue_signing_key is not None and len(self.queue_signing_key.encode()) < 32:
             raise ConfigError("QUEUE_SIGNING_KEY must be at least 32 bytes long")
         if self.redis_url is not None:
-            check_redis_url("REDIS_URL", self.redis_url)
+            check_backend_url("REDIS_URL", self.redis_url)
             if self.auth_mode == "jwt" and self.queue_signing_key is None and not self.allow_unsigned_queue:
                 raise ConfigError("QUEUE_SIGNING_KEY is required with REDIS_URL in jwt mode: anyone who can "
                                   "publish to Redis could otherwise message or disconnect any user "
@@ -400,16 +409,26 @@ class Settings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
         """Build settings from variables such as ``os.environ``; unset or blank means default."""
-        values: dict[str, object] = {}
-        for name, spec, parse in _parsers():
-            raw = environ.get(spec.env)
-            if raw is None or raw.strip() == "":
-                if raw and spec.secret:
-                    raise ConfigError(f"{spec.env} is only whitespace: leave it empty to unset it, "
-                                      "or give a real value")
-                continue
-            values[name] = parse(spec.env, raw.strip())
-        return cls(**values)  # type: ignore[arg-type]
+        values = {name: _read(environ, spec, parse) for name, spec, parse in _parsers()}
+        return cls(**{name: value for name, value in values.items() if value is not None})
+
+
+def read_setting(environ: Mapping[str, str], env: str) -> Any:
+    """One setting parsed as ``Settings.from_env`` parses it, ``None`` when unset or blank,
+    for a tool (the emit CLI) that needs a few settings and not a replica's whole set."""
+    for _name, spec, parse in _parsers():
+        if spec.env == env:
+            return _read(environ, spec, parse)
+    raise KeyError(f"no setting is named {env}")
+
+
+def _read(environ: Mapping[str, str], spec: Spec, parse: Callable[[str, str], Any]) -> Any:
+    raw = environ.get(spec.env)
+    if raw is None or raw.strip() == "":
+        if raw and spec.secret:
+            raise ConfigError(f"{spec.env} is only whitespace: leave it empty to unset it, or give a real value")
+        return None
+    return parse(spec.env, raw.strip())
 
 
 def settings_specs() -> Iterator[tuple[Field[Any], Spec]]:
@@ -423,33 +442,6 @@ def _parsers() -> tuple[tuple[str, Spec, Callable[[str, str], Any]], ...]:
     """Each field's name, spec and parser, resolved once (the annotations are strings until then)."""
     types = typing.get_type_hints(Settings)
     return tuple((f.name, spec, spec.parse or _PARSERS[types[f.name]]) for f, spec in settings_specs())
-
-
-def check_redis_url(name: str, url: str) -> None:
-    """Refuse at once a URL that redis-py would reject only on first use, or read
-    differently from what it says (``/abc`` as a database is silently database 0).
-
-    Messages never echo the URL: it may hold a password.
-    """
-    if not url.startswith(("redis://", "rediss://", "unix://")):
-        scheme = url.split("://", 1)[0] if "://" in url else "no scheme"
-        raise ConfigError(f"{name} must start with redis://, rediss:// or unix:// (got {scheme})")
-    try:
-        parts = urlsplit(url)
-        port = parts.port  # raises for a port that is not a number in 0-65535
-        kwargs = parse_url(url)
-    except ValueError as exc:
-        reason = "invalid port" if "port" in str(exc).lower() else "malformed"
-        raise ConfigError(f"{name} is not a valid Redis URL ({reason})") from None
-    if parts.scheme == "unix":
-        if not parts.path:
-            raise ConfigError(f"{name}: a unix:// URL needs a socket path")
-        return
-    if port == 0:
-        raise ConfigError(f"{name} is not a valid Redis URL (invalid port)")
-    database = parts.path.lstrip("/")
-    if database and "db" not in kwargs and not database.isdigit():
-        raise ConfigError(f"{name}: the path must be a database number such as /0, got /{database}")
 
 
 def check_queue_message_bytes(name: str, value: int) -> None:

@@ -15,12 +15,13 @@ import json
 import sys
 from typing import Any
 
+from .backends import check_backend_url
 from .config import (
     DEFAULT_CHANNEL,
     DEFAULT_MAX_QUEUE_MESSAGE_BYTES,
     check_queue_message_bytes,
-    check_redis_url,
     load_environ,
+    read_setting,
 )
 from .delivery import check_data, check_event
 from .emitter import Emitter
@@ -37,15 +38,15 @@ def parse_args(argv: list[str] | None, environ: dict[str, str]) -> argparse.Name
     parser.add_argument("--event", required=True, help="event name")
     parser.add_argument("--data", default="null", help="JSON payload (default: null)")
     parser.add_argument("--redis-url", default=environ.get("REDIS_URL"), help="default: $REDIS_URL")
-    parser.add_argument("--channel", default=environ.get("SOCKETIO_CHANNEL") or DEFAULT_CHANNEL,
+    parser.add_argument("--channel", default=read_setting(environ, "SOCKETIO_CHANNEL") or DEFAULT_CHANNEL,
                         help="default: $SOCKETIO_CHANNEL or %(default)s")
     parser.add_argument("--max-message-bytes", default=environ.get("MAX_QUEUE_MESSAGE_BYTES") or None,
                         help=f"largest queue message (default: $MAX_QUEUE_MESSAGE_BYTES or "
                              f"{DEFAULT_MAX_QUEUE_MESSAGE_BYTES})")
     args = parser.parse_args(argv)
-    args.signing_key = environ.get("QUEUE_SIGNING_KEY") or None  # never on the command line
-    args.unsigned_allowed = (environ.get("ALLOW_UNSIGNED_QUEUE", "").strip().lower() in ("true", "1", "yes")
-                             or environ.get("AUTH_MODE", "").strip().lower() == "dev")
+    args.signing_key = read_setting(environ, "QUEUE_SIGNING_KEY")  # never on the command line
+    args.unsigned_allowed = bool(read_setting(environ, "ALLOW_UNSIGNED_QUEUE")) or \
+        read_setting(environ, "AUTH_MODE") == "dev"
     return args
 
 
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         print("error: no Redis URL: pass --redis-url or set REDIS_URL", file=sys.stderr)
         return EXIT_USAGE
     try:
-        check_redis_url("--redis-url", args.redis_url)
+        check_backend_url("--redis-url", args.redis_url)
         args.max_message_bytes = _message_limit(args.max_message_bytes)
         check_event(args.event)
         data = check_data(json.loads(args.data))

@@ -7,14 +7,24 @@ from here. Without a URL a replica runs alone (``backends.local``), and needs no
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
-
 from ..errors import ConfigError
 from .base import Backend, KeyCheck, Presence, QueueTransport
 from .redis import SCHEMES as REDIS_SCHEMES
+from .redis import check_url as check_redis_url
 from .redis import open_redis_backend
 
-__all__ = ["Backend", "KeyCheck", "Presence", "QueueTransport", "open_backend"]
+__all__ = ["Backend", "KeyCheck", "Presence", "QueueTransport", "check_backend_url", "open_backend"]
+
+_KNOWN = ", ".join(f"{scheme}://" for scheme in REDIS_SCHEMES[:-1]) + f" or {REDIS_SCHEMES[-1]}://"
+
+
+def check_backend_url(name: str, url: str) -> None:
+    """Refuse, naming the setting ``name``, a URL no backend would open or its backend would misread."""
+    scheme = url.split("://", 1)[0] if "://" in url else "no scheme"
+    if scheme not in REDIS_SCHEMES:
+        raise ConfigError(f"{name} must start with {_KNOWN} (got {scheme})")
+    check_redis_url(name, url)
+
 
 def open_backend(url: str, *, channel: str, instance_id: str, signing_key: bytes | None = None,
                  clock_skew: float = 30.0) -> Backend:
@@ -24,9 +34,6 @@ def open_backend(url: str, *, channel: str, instance_id: str, signing_key: bytes
     :param instance_id: names this replica's presence entries (an emitter writes none).
     :param clock_skew: how far other hosts' clocks may be off, in seconds (signed presence entries).
     """
-    scheme = urlsplit(url).scheme
-    if scheme in REDIS_SCHEMES:
-        return open_redis_backend(url, channel=channel, signing_key=signing_key, instance_id=instance_id,
-                                  clock_skew=clock_skew)
-    known = ", ".join(f"{name}://" for name in REDIS_SCHEMES)
-    raise ConfigError(f"no backend for URL scheme {scheme or '(none)'!r}; use one of {known}")
+    check_backend_url("the backend URL", url)
+    return open_redis_backend(url, channel=channel, signing_key=signing_key, instance_id=instance_id,
+                              clock_skew=clock_skew)

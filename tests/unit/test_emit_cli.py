@@ -188,6 +188,24 @@ def test_without_a_signing_key_or_the_opt_out_it_exits_2_naming_both(clean_envir
     assert "QUEUE_SIGNING_KEY" in reason and "ALLOW_UNSIGNED_QUEUE" in reason
 
 
+@pytest.mark.parametrize("value", ["on", "TRUE", "1"])
+def test_the_opt_out_reads_as_a_replica_reads_it(value: str) -> None:
+    args = parse_args(["--user", "alice", "--event", "arrival"], {"ALLOW_UNSIGNED_QUEUE": value})
+
+    assert args.unsigned_allowed is True
+
+
+def test_a_signing_key_of_only_spaces_exits_2_as_it_stops_a_replica(clean_environment: Path, dead_redis_url: str,
+                                                                    monkeypatch: pytest.MonkeyPatch,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("QUEUE_SIGNING_KEY", "   ")
+
+    code = main(["--user", "alice", "--event", "arrival", "--redis-url", dead_redis_url])
+
+    assert code == EXIT_USAGE
+    assert "QUEUE_SIGNING_KEY is only whitespace" in one_line(capsys.readouterr().err)
+
+
 def test_malformed_redis_url_exits_2_with_a_one_line_reason(tmp_path: Path) -> None:
     # A subprocess: the half-built Emitter this currently leaves behind must not disturb this test run.
     result = subprocess.run(

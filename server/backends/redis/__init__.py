@@ -9,10 +9,9 @@ from ..base import Backend
 from .key_check import RedisKeyCheck
 from .presence import RedisPresence
 from .transport import RedisTransport
+from .url import SCHEMES, check_url
 
-__all__ = ["SCHEMES", "open_redis_backend"]
-
-SCHEMES = ("redis", "rediss", "unix")
+__all__ = ["SCHEMES", "check_url", "open_redis_backend"]
 
 
 def open_redis_backend(url: str, *, channel: str, signing_key: bytes | None, instance_id: str,
