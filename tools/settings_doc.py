@@ -108,12 +108,16 @@ def _heading(title: str) -> str:
 
 
 def _plain(markdown: str) -> str:
-    """Help text as a comment: links as their text, no emphasis, code unquoted but not broken across lines."""
-    return _CODE.sub(lambda code: code[1].replace(" ", _NBSP), _LINK.sub(r"\1", markdown).replace("**", ""))
+    """Help text as a comment: links name their README section, no emphasis, code unquoted
+    but not broken across lines."""
+    text = _LINK.sub(r"the README's \1", markdown).replace("**", "")
+    return _CODE.sub(lambda code: code[1].replace(" ", _NBSP), text)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tools.settings_doc", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m tools.settings_doc",
+        description="Write the README's settings table and .env.example from server/config.py.")
     action = parser.add_mutually_exclusive_group(required=True)
     action.add_argument("--write", action="store_true", help=f"rewrite {README}'s settings table and {ENV_EXAMPLE}")
     action.add_argument("--markdown", action="store_true", help="print the settings table")
