@@ -13,14 +13,14 @@ from types import TracebackType
 from cluster import ReplicaSet
 from cluster.processes import RedisServer, Replica
 
-__all__ = ["CHANNEL", "SYSTEMS", "Cluster"]
+__all__ = ["CHANNEL", "SYSTEMS", "SystemUnderTest"]
 
 SYSTEMS = {"baseline": "bench.stock_replica", "ours": "server"}
 CHANNEL = "kindmap_bench"
 
 
-class Cluster:
-    """``async with Cluster("ours", 3, log_dir) as cluster:`` starts Redis and the replicas, then stops them."""
+class SystemUnderTest:
+    """``async with SystemUnderTest("ours", 3, log_dir) as cluster:`` starts Redis and the replicas, then stops them."""
 
     def __init__(self, system: str, replicas: int, log_dir: Path) -> None:
         if system not in SYSTEMS:
@@ -52,7 +52,7 @@ class Cluster:
         """Process ids by role: ``redis`` and ``replica-1`` .. ``replica-N``."""
         return {"redis": self.redis.pid, **{f"replica-{n}": pid for n, pid in enumerate(self.replica_set.pids, 1)}}
 
-    async def __aenter__(self) -> Cluster:
+    async def __aenter__(self) -> SystemUnderTest:
         """Start Redis, then the replicas together (``ReplicaSet.start_async``).
 
         The wait yields to the event loop, so Ctrl-C or SIGTERM during a start-up

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from .cluster import CHANNEL, Cluster
+from .cluster import CHANNEL, SystemUnderTest
 from .control import Worker
 from .cpu import CpuMeter, rss_bytes
 from .results import IdleResult, StepResult, step_result
@@ -38,7 +38,7 @@ class Rig:
     def __init__(self, system: str, *, replicas: int, users: list[str], log_dir: Path) -> None:
         self.system = system
         self.users = users
-        self.cluster = Cluster(system, replicas, log_dir)
+        self.cluster = SystemUnderTest(system, replicas, log_dir)
         self.loadgen = Worker("loadgen", "bench.loadgen", log_dir / "loadgen.log")
         self.emitter = Worker("emitter", "bench.emitter", log_dir / "emitter.log")
         self.compression = False
