@@ -30,6 +30,7 @@ from dotenv import dotenv_values
 
 from .backends import check_backend_url
 from .errors import ConfigError
+from .queue.replay import DEFAULT_WINDOW
 
 __all__ = [
     "Range",
@@ -273,7 +274,7 @@ class Settings:
         "only: anyone who can publish to Redis can then message or disconnect any user.")
     # Signed envelopes older or newer than this are dropped; bounds also the memory of seen ids.
     queue_replay_window: float = _setting(
-        "QUEUE_REPLAY_WINDOW_SECONDS", 30.0,
+        "QUEUE_REPLAY_WINDOW_SECONDS", DEFAULT_WINDOW,
         "A signed envelope is accepted this many seconds either side of the receiver's clock, and only once; "
         "also the clock skew allowed on signed presence entries. Keep hosts' clocks (NTP) well within it.",
         bounds=Range(1.0, 300.0))

@@ -8,6 +8,7 @@ from here. Without a URL a replica runs alone (``backends.local``), and needs no
 from __future__ import annotations
 
 from ..errors import ConfigError
+from ..queue.replay import DEFAULT_WINDOW
 from .base import Backend, KeyCheck, Presence, QueueTransport
 from .redis import SCHEMES as REDIS_SCHEMES
 from .redis import check_url as check_redis_url
@@ -27,7 +28,7 @@ def check_backend_url(name: str, url: str) -> None:
 
 
 def open_backend(url: str, *, channel: str, instance_id: str, signing_key: bytes | None = None,
-                 clock_skew: float = 30.0) -> Backend:
+                 clock_skew: float = DEFAULT_WINDOW) -> Backend:
     """The backend ``url`` names, its parts set up for ``channel``.
 
     :param signing_key: the queue signing key every replica and emitter on ``channel`` shares.

@@ -39,7 +39,7 @@ from ..errors import InvalidEnvelopeError, PayloadTooLargeError, PublishError, Q
 from ..logs import LogThrottle
 from ..metrics import Metrics
 from . import envelope
-from .replay import ReplayGuard
+from .replay import DEFAULT_WINDOW, ReplayGuard
 
 __all__ = ["LocalManager", "QueueManager"]
 
@@ -79,7 +79,7 @@ class QueueManager(AsyncPubSubManager):  # type: ignore[misc]
         retry_max: float = RETRY_MAX,
         signing_key: bytes | None = None,
         max_message_bytes: int = DEFAULT_MAX_QUEUE_MESSAGE_BYTES,
-        replay_window: float = 30.0,
+        replay_window: float = DEFAULT_WINDOW,
     ) -> None:
         super().__init__(channel=channel, write_only=write_only, logger=logger)
         self.transport = transport

@@ -26,8 +26,10 @@ from typing import Any
 
 from ..errors import InvalidEnvelopeError
 
-__all__ = ["MAX_IDS", "ReplayGuard"]
+__all__ = ["DEFAULT_WINDOW", "MAX_IDS", "ReplayGuard"]
 
+# QUEUE_REPLAY_WINDOW_SECONDS by default: also the clock skew allowed on signed presence entries.
+DEFAULT_WINDOW = 30.0
 MAX_IDS = 100_000  # about 25 MB at most (measured: ~250 B per id)
 
 

@@ -14,6 +14,7 @@ from redis import asyncio as aioredis
 from redis.exceptions import RedisError
 
 from ...errors import QueueBusyError, QueueUnavailableError
+from ...queue.replay import DEFAULT_WINDOW
 from ..base import Presence
 from .keys import instance_key, presence_key
 from .transport import PoolExhaustedError
@@ -68,7 +69,7 @@ class RedisPresence(Presence):
 
     def __init__(self, client: aioredis.Redis, *, channel: str, instance_id: str,
                  heartbeat_interval: float = HEARTBEAT_INTERVAL, signing_key: bytes | None = None,
-                 clock_skew: float = 30.0) -> None:
+                 clock_skew: float = DEFAULT_WINDOW) -> None:
         self._redis = client
         self._channel = channel
         self._instance_id = f"{instance_id}:{uuid.uuid4().hex[:12]}"
