@@ -177,10 +177,12 @@ async def test_presence_heartbeat_repairs_a_socket_whose_write_failed(
         await redis.acl_deluser(user)
 
 
+PRESENCE_KEY = b"presence-signing-key-0123456789abcdef"
+
+
 async def test_signed_presence_ignores_forged_entries_and_counts_genuine_ones(
         redis: aioredis.Redis, channel: str) -> None:
-    key = b"presence-signing-key-0123456789abcdef"
-    presence = RedisPresence(redis, channel=channel, instance_id="replica-x", signing_key=key)
+    presence = RedisPresence(redis, channel=channel, instance_id="replica-x", signing_key=PRESENCE_KEY)
     await presence.heartbeat()
     await presence.add("ana", "sid-1")
     entry = await redis.hget(presence_key(channel, "ana"), "sid-1")
@@ -200,8 +202,7 @@ async def test_signed_presence_ignores_forged_entries_and_counts_genuine_ones(
 
 async def test_signed_presence_counts_the_sockets_of_a_replica_whose_instance_id_holds_a_hash(
         redis: aioredis.Redis, channel: str) -> None:
-    key = b"presence-signing-key-0123456789abcdef"
-    presence = RedisPresence(redis, channel=channel, instance_id="replica#1", signing_key=key)
+    presence = RedisPresence(redis, channel=channel, instance_id="replica#1", signing_key=PRESENCE_KEY)
     await presence.heartbeat()
 
     await presence.add("ana", "sid-1")
