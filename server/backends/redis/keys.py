@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["instance_key", "presence_key", "probe_key", "signing_key_name"]
+__all__ = ["inbox_key", "presence_key", "probe_key", "registry_key", "signing_key_name"]
 
 
 def presence_key(channel: str, user_id: str) -> str:
@@ -11,9 +11,15 @@ def presence_key(channel: str, user_id: str) -> str:
     return f"{channel}:presence:{user_id}"
 
 
-def instance_key(channel: str, instance_id: str) -> str:
-    """Redis key that exists while a replica is alive (refreshed by its heartbeat)."""
-    return f"{channel}:instance:{instance_id}"
+def registry_key(channel: str) -> str:
+    """Sorted set of the live replica processes, each scored with the time (Redis's clock,
+    ms) its last heartbeat stops vouching for it."""
+    return f"{channel}:replicas"
+
+
+def inbox_key(channel: str, process: str) -> str:
+    """Redis stream of the envelopes addressed to one replica process, which reads it in order."""
+    return f"{channel}:inbox:{process}"
 
 
 def signing_key_name(channel: str) -> str:

@@ -1,11 +1,21 @@
-"""Plain Redis pub/sub (PUBLISH / SUBSCRIBE) as the queue transport."""
+"""Per-replica inbox streams on one Redis: the queue transport.
+
+Each replica process reads its own Redis stream (its *inbox*) with ``XREAD``
+from the last entry it read. A sender appends an envelope only to the inboxes of
+the replicas that need it -- those the user's presence entries name -- in the
+same script that looks them up, so a replica never reads, let alone decodes, a
+message for users it does not hold. Reading from a position, not a live
+subscription, means a connection that froze, died silently or was cut by a Redis
+outage loses nothing: the replica reconnects and reads on from where it was.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable
+from typing import Any
 
 from redis import asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -15,17 +25,32 @@ from redis.exceptions import RedisError
 
 from ...errors import PublishError, QueueBusyError, QueueUnavailableError
 from ..base import QueueTransport
+from .entries import PresenceEntries
+from .keys import inbox_key, presence_key, registry_key
+from .scripts import SEND_TO_ALL, SEND_TO_USER
 
 __all__ = ["PoolExhaustedError", "RedisTransport", "connect_redis"]
+
+# XREAD's answer (RESP2): per stream, its name and its entries, each an id and its fields.
+_XReadReply = list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]]
 
 logger = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 1.0
 COMMAND_TIMEOUT = 2.0
 PING_TIMEOUT = 0.5
-# The listening connection is PINGed when idle; silent this long, it is presumed dead.
-KEEPALIVE_INTERVAL = 1.0
-KEEPALIVE_TIMEOUT = 3.0
+# A read waits this long for news; no answer within COMMAND_TIMEOUT means the
+# connection is dead (or frozen): it is replaced and reading resumes.
+READ_BLOCK_MS = 1000
+READ_BATCH = 500
+# The longest an inbox grows while its replica does not read (frozen, restarting):
+# about 40 MB of navigation-sized messages; older ones are dropped, and counted
+# when the replica reads again.
+INBOX_MAX_LEN = 100_000
+# How often a reader trims what it has read and keeps its inbox from expiring.
+TRIM_INTERVAL = 1.0
+# An inbox outlives its replica this long (longer than the registry vouches for it).
+INBOX_TTL_MS = 60_000
 # Commands in flight at once; more wait (up to COMMAND_TIMEOUT) for a free connection.
 # A drain or a reconnect storm sends presence writes for hundreds of sockets together.
 MAX_CONNECTIONS = 64
@@ -77,33 +102,40 @@ def connect_redis(url: str, *, max_connections: int = MAX_CONNECTIONS,
     return aioredis.Redis.from_pool(pool)
 
 
-def _without_retries(client: aioredis.Redis) -> aioredis.Redis:
-    """A client to the same server whose connections never retry on their own."""
+def _without_retries(client: aioredis.Redis, name: str) -> aioredis.Redis:
+    """A client to the same server whose connections never retry on their own,
+    named ``name`` in Redis's ``CLIENT LIST``."""
     pool = client.connection_pool
-    kwargs = {**pool.connection_kwargs, "retry": Retry(NoBackoff(), 0)}
+    kwargs = {**pool.connection_kwargs, "retry": Retry(NoBackoff(), 0), "client_name": name}
     return aioredis.Redis(connection_pool=aioredis.ConnectionPool(connection_class=pool.connection_class, **kwargs))
 
 
 class RedisTransport(QueueTransport):
-    """Publishes with a command client; listens on a dedicated pub/sub connection.
+    """Sends through routing scripts on a command client; reads the inbox on a connection of its own.
 
-    The pub/sub connection has no automatic retry: when Redis goes away the
+    The reading connection has no automatic retry: when Redis goes away the
     ``messages()`` iterator raises at once, so the manager knows it is deaf and
-    resubscribes on its own schedule. A connection that goes silent without
-    closing (a dropped NAT entry, a partition) is caught by a keepalive: it is
-    PINGed every ``KEEPALIVE_INTERVAL`` and dropped after ``KEEPALIVE_TIMEOUT``
-    without a word from Redis.
+    reconnects on its own schedule, then reads on from the last entry it read.
 
     It owns the command client (``client``), which the presence and key check
     of the same backend share.
+
+    :param process: this replica process's name in presence entries and the registry;
+        its inbox is named after it. An emitter, which never reads, passes ``""``.
+    :param entries: which presence entries to believe when a send reports whether a user is online.
     """
 
-    def __init__(self, url: str, *, max_connections: int = MAX_CONNECTIONS,
-                 pool_timeout: float = COMMAND_TIMEOUT) -> None:
+    def __init__(self, url: str, *, process: str, entries: PresenceEntries,
+                 max_connections: int = MAX_CONNECTIONS, pool_timeout: float = COMMAND_TIMEOUT) -> None:
         self.client = connect_redis(url, max_connections=max_connections, pool_timeout=pool_timeout)
-        self._sub_client = _without_retries(self.client)
-        self._pubsub: aioredis.client.PubSub | None = None
-        self._last_heard = 0.0
+        self.process = process
+        self._entries = entries
+        self._reader = _without_retries(self.client, f"kindmap-inbox:{process}")
+        self._send_to_user = self.client.register_script(SEND_TO_USER)
+        self._send_to_all = self.client.register_script(SEND_TO_ALL)
+        self._inbox: str | None = None
+        self._last_id = b"0-0"  # a new process's inbox is new: everything in it is for us
+        self._trimmed_at = 0.0
 
     async def connect(self) -> None:
         try:
@@ -112,68 +144,99 @@ class RedisTransport(QueueTransport):
             raise QueueUnavailableError(f"Redis unreachable: {exc}") from exc
 
     async def close(self) -> None:
-        await self._drop_pubsub()
-        await self._sub_client.aclose(close_connection_pool=True)
+        await self._reader.aclose(close_connection_pool=True)
         await self.client.aclose()
 
     async def publish(self, channel: str, data: bytes) -> int:
+        args = [*self._routing(channel), data]
+        return int(await self._run(self._send_to_all(args=args)))
+
+    async def publish_to_user(self, channel: str, user_id: str, data: bytes) -> bool:
+        args = [*self._routing(channel), data]
+        live = await self._run(self._send_to_user(keys=[presence_key(channel, user_id)], args=args))
+        return self._entries.any_genuine(user_id, live)
+
+    def _routing(self, channel: str) -> list[bytes | str | int]:
+        """The scripts' first arguments: where inboxes are, who sends, how long they grow, the registry."""
+        return [inbox_key(channel, ""), self.process, INBOX_MAX_LEN, registry_key(channel)]
+
+    async def _run(self, command: Awaitable[Any]) -> Any:
         try:
-            return int(await self.client.publish(channel, data))
+            return await command
         except PoolExhaustedError as exc:
             raise QueueBusyError(f"Redis is busy, retry shortly: {exc}") from exc
         except (RedisError, OSError) as exc:
             raise PublishError(f"Redis publish failed: {exc}") from exc
 
     async def subscribe(self, channel: str) -> None:
-        await self._drop_pubsub()
-        self._pubsub = self._sub_client.pubsub(ignore_subscribe_messages=True)
+        """Check the reading connection; after an outage, count what the inbox dropped meanwhile."""
+        inbox = inbox_key(channel, self.process)
         try:
-            await self._pubsub.subscribe(channel)
+            await self._reader.ping()
+            resumed = self._inbox == inbox
+            self._inbox = inbox
+            if resumed:
+                await self._report_overflow(inbox)
+            else:
+                await self._warn_of_older_replicas(channel)
         except (RedisError, OSError) as exc:
-            await self._drop_pubsub()
-            raise QueueUnavailableError(f"Redis subscribe failed: {exc}") from exc
+            raise QueueUnavailableError(f"Redis unreachable: {exc}") from exc
 
     async def unsubscribe(self, channel: str) -> None:
-        if self._pubsub is not None:
+        """Stop reading and delete the inbox: nothing more will be read from it."""
+        inbox, self._inbox = self._inbox, None
+        if inbox is not None:
             try:
-                await self._pubsub.unsubscribe(channel)
+                await self.client.delete(inbox)
             except (RedisError, OSError):
-                pass  # the connection is going away anyway
-            await self._drop_pubsub()
+                pass  # it expires by itself
 
-    async def messages(self) -> AsyncGenerator[tuple[str, bytes], None]:
-        pubsub = self._pubsub
-        if pubsub is None:
+    async def messages(self) -> AsyncGenerator[bytes, None]:
+        inbox = self._inbox
+        if inbox is None:
             raise QueueUnavailableError("not subscribed")
-        self._last_heard = time.monotonic()
-        keepalive = asyncio.create_task(self._keep_alive(pubsub), name="redis-keepalive")
-        try:
-            async for message in pubsub.listen():
-                self._last_heard = time.monotonic()
-                if message["type"] == "message":
-                    yield message["channel"].decode(), message["data"]
-        except (RedisError, OSError) as exc:
-            raise QueueUnavailableError(f"Redis connection lost: {exc}") from exc
-        finally:
-            keepalive.cancel()
-            await asyncio.gather(keepalive, return_exceptions=True)
-        raise QueueUnavailableError("Redis subscription ended")
-
-    async def _keep_alive(self, pubsub: aioredis.client.PubSub) -> None:
-        """PING the idle listening connection; cut it when Redis stays silent."""
         while True:
-            await asyncio.sleep(KEEPALIVE_INTERVAL)
-            silent_for = time.monotonic() - self._last_heard
-            if silent_for > KEEPALIVE_TIMEOUT or pubsub.connection is None:
-                logger.warning("Redis listening connection silent; dropping it", extra={"silent_s": silent_for})
-                if pubsub.connection is not None:
-                    await pubsub.connection.disconnect(nowait=True)
-                return
-            if silent_for >= KEEPALIVE_INTERVAL:
-                try:
-                    await pubsub.ping()
-                except (RedisError, OSError):
-                    return  # the listener sees the same failure
+            try:
+                reply: _XReadReply = await self._reader.xread(  # type: ignore[assignment]
+                    {inbox: self._last_id}, count=READ_BATCH, block=READ_BLOCK_MS)
+                if time.monotonic() - self._trimmed_at >= TRIM_INTERVAL:
+                    await self._trim(inbox)
+            except (RedisError, OSError) as exc:
+                raise QueueUnavailableError(f"Redis connection lost: {exc}") from exc
+            for _stream, entries in reply:
+                for entry_id, fields in entries:
+                    self._last_id = entry_id
+                    data = fields.get(b"m")
+                    if data is not None:
+                        yield data
+
+    async def _trim(self, inbox: str) -> None:
+        """Drop what was read; keep the inbox alive while this replica is."""
+        self._trimmed_at = time.monotonic()
+        async with self._reader.pipeline(transaction=False) as pipe:
+            pipe.xtrim(inbox, minid=self._last_id, approximate=False)
+            pipe.pexpire(inbox, INBOX_TTL_MS)
+            await pipe.execute()
+
+    async def _warn_of_older_replicas(self, channel: str) -> None:
+        """Replicas before directed delivery listened on ``channel`` with SUBSCRIBE: they and
+        this one cannot reach each other's users (README, "Upgrading to directed delivery")."""
+        ((_, listening),) = await self._reader.pubsub_numsub(channel)
+        if listening:
+            logger.warning("replicas of an older version listen on the channel; they and this replica cannot "
+                           "reach each other's users: replace them all", extra={"channel": channel,
+                                                                                "older_replicas": listening})
+
+    async def _report_overflow(self, inbox: str) -> None:
+        """Log an inbox that dropped unread entries (``INBOX_MAX_LEN``) while this replica could not read."""
+        try:
+            info = await self._reader.xinfo_stream(inbox)
+        except RedisError:
+            return  # no inbox: nothing was sent meanwhile, or Redis lost it with everything else
+        deleted = info.get("max-deleted-entry-id", b"0-0")
+        if _entry_id(deleted) > _entry_id(self._last_id):
+            logger.error("inbox overflowed while this replica could not read; messages were lost",
+                         extra={"inbox": inbox, "last_read": self._last_id.decode(), "dropped_up_to": deleted.decode()})
 
     async def ping(self) -> bool:
         try:
@@ -181,10 +244,7 @@ class RedisTransport(QueueTransport):
         except (TimeoutError, RedisError, OSError):
             return False
 
-    async def _drop_pubsub(self) -> None:
-        if self._pubsub is not None:
-            pubsub, self._pubsub = self._pubsub, None
-            try:
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
-            except (RedisError, OSError):
-                pass  # closing a dead connection can fail; it is gone either way
+
+def _entry_id(value: bytes) -> tuple[int, int]:
+    ms, _, seq = value.partition(b"-")
+    return int(ms), int(seq or 0)
