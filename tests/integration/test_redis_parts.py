@@ -14,10 +14,11 @@ from redis import asyncio as aioredis
 
 from cluster.processes import RedisServer
 from server.backends import Backend, open_backend
+from server.backends.redis.client import MAX_CONNECTIONS, PoolExhaustedError, connect_redis
 from server.backends.redis.entries import PresenceEntries
 from server.backends.redis.keys import inbox_key, presence_key, registry_key
 from server.backends.redis.presence import RedisPresence
-from server.backends.redis.transport import MAX_CONNECTIONS, PoolExhaustedError, RedisTransport, connect_redis
+from server.backends.redis.transport import RedisTransport
 from server.emitter import Emitter
 from server.errors import PayloadTooLargeError, QueueBusyError, QueueUnavailableError, RequestError
 
@@ -34,9 +35,23 @@ async def redis(redis_server: RedisServer) -> AsyncIterator[aioredis.Redis]:
     await client.aclose()
 
 
-def presence_for(client: aioredis.Redis, channel: str, process: str, key: bytes | None = None,
-                 **options: Any) -> RedisPresence:
-    return RedisPresence(client, channel=channel, process=process, entries=PresenceEntries(channel, key), **options)
+MakePresence = Callable[..., RedisPresence]
+
+
+@pytest.fixture
+async def make_presence(redis_server: RedisServer, channel: str) -> AsyncIterator[MakePresence]:
+    """Factory: a replica process's presence on its own transport (to ``url``, the test Redis by default)."""
+    transports: list[RedisTransport] = []
+
+    def make(process: str, key: bytes | None = None, *, url: str | None = None, **options: Any) -> RedisPresence:
+        entries = PresenceEntries(channel, key)
+        transport = RedisTransport(url or redis_server.url, process=process, entries=entries)
+        transports.append(transport)
+        return RedisPresence(transport, channel=channel, process=process, entries=entries, **options)
+
+    yield make
+    for transport in transports:
+        await transport.close()
 
 
 @pytest.fixture
@@ -88,13 +103,16 @@ async def test_a_burst_of_commands_larger_than_the_pool_waits_for_connections(re
 
 
 @pytest.fixture
-async def busy_transport(redis_server: RedisServer) -> AsyncIterator[RedisTransport]:
+async def busy_transport(redis_server: RedisServer, channel: str) -> AsyncIterator[RedisTransport]:
     """A transport whose only pooled connection is taken: every command waits, then gives up."""
-    transport = RedisTransport(redis_server.url, process="busy", entries=PresenceEntries("busy", None),
+    transport = RedisTransport(redis_server.url, process="busy", entries=PresenceEntries(channel, None),
                                max_connections=1, pool_timeout=0.2)
-    held = await transport.client.connection_pool.get_connection()  # type: ignore[no-untyped-call]
+    client = await transport.redis()
+    assert isinstance(client, aioredis.Redis)
+    pool = client.connection_pool
+    held = await pool.get_connection()  # type: ignore[no-untyped-call]
     yield transport
-    await transport.client.connection_pool.release(held)
+    await pool.release(held)
     await transport.close()
 
 
@@ -103,7 +121,7 @@ async def test_a_pool_that_stays_busy_raises_pool_exhausted_not_a_plain_connecti
     """redis-py raises one ConnectionError for a wait that timed out and for a failed
     connection, told apart only by its cause: this catches an upgrade that changes it."""
     with pytest.raises(PoolExhaustedError):
-        await busy_transport.client.ping()
+        await (await busy_transport.redis()).ping()
 
 
 async def test_a_connection_that_fails_is_not_mistaken_for_a_busy_pool() -> None:
@@ -118,7 +136,7 @@ async def test_a_connection_that_fails_is_not_mistaken_for_a_busy_pool() -> None
 
 async def test_busy_redis_is_queue_busy_for_publish_and_presence(busy_transport: RedisTransport,
                                                                  channel: str) -> None:
-    presence = presence_for(busy_transport.client, channel, "busy")
+    presence = RedisPresence(busy_transport, channel=channel, process="busy", entries=PresenceEntries(channel, None))
 
     with pytest.raises(QueueBusyError):
         await busy_transport.publish(channel, b"{}")
@@ -194,23 +212,24 @@ async def test_transport_for_unreachable_redis_fails_fast_with_queue_unavailable
 
 
 
-async def test_presence_tracks_sockets_of_live_replicas_only(redis: aioredis.Redis, channel: str) -> None:
-    alive = presence_for(redis, channel, "alive")
+async def test_presence_tracks_sockets_of_live_replicas_only(redis: aioredis.Redis, channel: str,
+        make_presence: MakePresence) -> None:
+    alive = make_presence("alive")
     await alive.heartbeat()
     await alive.add("ana", "sid-1")
     assert await alive.is_online("ana") is True
     await alive.remove("ana", "sid-1")
     assert await alive.is_online("ana") is False
 
-    dead = presence_for(redis, channel, "dead")
+    dead = make_presence("dead")
     await dead.add("bo", "sid-2")  # no heartbeat: its replica is not alive
     assert await alive.is_online("bo") is False
     assert await redis.hlen(presence_key(channel, "bo")) == 0  # the stale entry was removed
 
 
 async def test_presence_heartbeat_announces_sockets_again_after_redis_lost_them(
-        redis: aioredis.Redis, channel: str) -> None:
-    presence = presence_for(redis, channel, "replica-x")
+        redis: aioredis.Redis, channel: str, make_presence: MakePresence) -> None:
+    presence = make_presence("replica-x")
     await presence.heartbeat()
     await presence.add("ana", "sid-1")
     await forget_channel(redis, channel)  # as if Redis restarted empty
@@ -221,8 +240,9 @@ async def test_presence_heartbeat_announces_sockets_again_after_redis_lost_them(
     assert await presence.is_online("ana") is True
 
 
-async def test_presence_heartbeat_rewrites_sockets_a_neighbour_deleted(redis: aioredis.Redis, channel: str) -> None:
-    presence = presence_for(redis, channel, "replica-x")
+async def test_presence_heartbeat_rewrites_sockets_a_neighbour_deleted(redis: aioredis.Redis, channel: str,
+        make_presence: MakePresence) -> None:
+    presence = make_presence("replica-x")
     await presence.heartbeat()
     await presence.add("ana", "sid-1")
     await redis.delete(presence_key(channel, "ana"))  # the replica's own key is left alone
@@ -233,12 +253,11 @@ async def test_presence_heartbeat_rewrites_sockets_a_neighbour_deleted(redis: ai
 
 
 async def test_presence_heartbeat_repairs_a_socket_whose_write_failed(
-        redis: aioredis.Redis, redis_server: RedisServer, channel: str) -> None:
+        redis: aioredis.Redis, redis_server: RedisServer, channel: str, make_presence: MakePresence) -> None:
     user = f"presence-{uuid.uuid4().hex[:8]}"
     await redis.acl_setuser(user, enabled=True, passwords=["+pw"], keys=["*"], channels=["*"], commands=["+@all"])
-    client = aioredis.Redis.from_url(redis_server.url.replace("redis://", f"redis://{user}:pw@"))
     try:
-        presence = presence_for(client, channel, "replica-x")
+        presence = make_presence("replica-x", url=redis_server.url.replace("redis://", f"redis://{user}:pw@"))
         await presence.heartbeat()
         await redis.acl_setuser(user, commands=["-hset"])
         await presence.add("ana", "sid-1")  # refused by Redis: logged, left to the heartbeat
@@ -249,7 +268,6 @@ async def test_presence_heartbeat_repairs_a_socket_whose_write_failed(
 
         assert await presence.is_online("ana") is True
     finally:
-        await client.aclose()
         await redis.acl_deluser(user)
 
 
@@ -257,8 +275,8 @@ PRESENCE_KEY = b"presence-signing-key-0123456789abcdef"
 
 
 async def test_signed_presence_ignores_forged_entries_and_counts_genuine_ones(
-        redis: aioredis.Redis, channel: str) -> None:
-    presence = presence_for(redis, channel, "replica-x", PRESENCE_KEY)
+        redis: aioredis.Redis, channel: str, make_presence: MakePresence) -> None:
+    presence = make_presence("replica-x", PRESENCE_KEY)
     await presence.heartbeat()
     await presence.add("ana", "sid-1")
     entry = await redis.hget(presence_key(channel, "ana"), "sid-1")
@@ -272,13 +290,13 @@ async def test_signed_presence_ignores_forged_entries_and_counts_genuine_ones(
 
     assert await presence.is_online("ana") is True
     assert [await presence.is_online(f"ghost-{n}") for n in (1, 2, 3)] == [False, False, False]
-    unkeyed = presence_for(redis, channel, "reader", b"another-key-" * 3)
+    unkeyed = make_presence("reader", b"another-key-" * 3)
     assert await unkeyed.is_online("ana") is False
 
 
 async def test_signed_presence_counts_the_sockets_of_a_replica_whose_instance_id_holds_a_hash(
-        redis: aioredis.Redis, channel: str) -> None:
-    presence = presence_for(redis, channel, "replica#1", PRESENCE_KEY)
+        redis: aioredis.Redis, channel: str, make_presence: MakePresence) -> None:
+    presence = make_presence("replica#1", PRESENCE_KEY)
     await presence.heartbeat()
 
     await presence.add("ana", "sid-1")
@@ -291,21 +309,21 @@ async def forget_channel(redis: aioredis.Redis, channel: str) -> None:
 
 
 async def test_replica_restarted_under_the_same_instance_id_does_not_revive_dead_sockets(
-        redis: aioredis.Redis, channel: str) -> None:
-    crashed = presence_for(redis, channel, "replica-1:crashed")
+        redis: aioredis.Redis, channel: str, make_presence: MakePresence) -> None:
+    crashed = make_presence("replica-1:crashed")
     await crashed.heartbeat()
     await crashed.add("ana", "sid-of-crashed-process")
     await redis.delete(registry_key(channel))  # its heartbeat stopped vouching for it
 
-    restarted = presence_for(redis, channel, "replica-1:restarted")
+    restarted = make_presence("replica-1:restarted")
     await restarted.heartbeat()
 
     assert await restarted.is_online("ana") is False
 
 
 async def test_socket_that_leaves_during_a_rewrite_is_not_brought_back(
-        redis: aioredis.Redis, channel: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    presence = presence_for(redis, channel, "replica-x")
+        redis: aioredis.Redis, channel: str, monkeypatch: pytest.MonkeyPatch, make_presence: MakePresence) -> None:
+    presence = make_presence("replica-x")
     await presence.heartbeat()
     await presence.add("ana", "sid-1")
     await forget_channel(redis, channel)
@@ -322,8 +340,9 @@ async def test_socket_that_leaves_during_a_rewrite_is_not_brought_back(
     assert await presence.is_online("ana") is False
 
 
-async def test_presence_close_withdraws_this_replica(redis: aioredis.Redis, channel: str) -> None:
-    presence = presence_for(redis, channel, "closing", heartbeat_interval=0.05)
+async def test_presence_close_withdraws_this_replica(redis: aioredis.Redis, channel: str,
+        make_presence: MakePresence) -> None:
+    presence = make_presence("closing", heartbeat_interval=0.05)
     await presence.start()
     await presence.add("ana", "sid-1")
     await presence.close()
@@ -331,13 +350,11 @@ async def test_presence_close_withdraws_this_replica(redis: aioredis.Redis, chan
     assert await presence.is_online("ana") is False
 
 
-async def test_presence_lookup_on_unreachable_redis_raises_queue_unavailable(channel: str) -> None:
-    client = aioredis.Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.5)
-    presence = presence_for(client, channel, "x")
+async def test_presence_lookup_on_unreachable_redis_raises_queue_unavailable(make_presence: MakePresence) -> None:
+    presence = make_presence("x", url="redis://127.0.0.1:1/0")
     with pytest.raises(QueueUnavailableError):
         await presence.is_online("ana")
     await presence.add("ana", "sid-1")  # logged, not raised: the heartbeat repairs it later
-    await client.aclose()
 
 
 async def test_emitter_rejects_bad_user_ids_and_reserved_events(redis_server: RedisServer, channel: str) -> None:

@@ -1,5 +1,5 @@
-"""Redis as the backend: per-replica inbox streams addressed from presence hashes,
-the key fingerprint and probes.
+"""Redis as the backend: per-replica inbox streams addressed from presence hashes on one
+Redis, per-user sharded pub/sub on a Redis Cluster; the key fingerprint and probes.
 
 The three parts share one command client, owned by the transport, and one name
 for this replica process: its presence entries say where its inbox is.
@@ -25,6 +25,7 @@ def open_redis_backend(url: str, *, channel: str, signing_key: bytes | None, ins
     process = f"{instance_id}:{uuid.uuid4().hex[:12]}"
     entries = PresenceEntries(channel, signing_key, clock_skew)
     transport = RedisTransport(url, process=process, entries=entries)
-    presence = RedisPresence(transport.client, channel=channel, process=process, entries=entries)
-    key_check = RedisKeyCheck(transport.client, transport, channel=channel, key=signing_key)
+    presence = RedisPresence(transport, channel=channel, process=process, entries=entries)
+    key_check = RedisKeyCheck(transport, channel=channel, key=signing_key)
+    transport.on_shard_back(presence.heartbeat)
     return Backend(name="redis", transport=transport, presence=presence, key_check=key_check)

@@ -10,15 +10,14 @@ import asyncio
 import logging
 from collections.abc import Iterable
 
-from redis import asyncio as aioredis
 from redis.exceptions import RedisError
 
-from ...errors import QueueBusyError, QueueUnavailableError
+from ...errors import PublishError, QueueBusyError, QueueUnavailableError
 from ..base import Presence
 from .entries import INSTANCE_TTL_MS, PresenceEntries
 from .keys import presence_key, registry_key
-from .scripts import REGISTER, SEND_TO_USER
-from .transport import PoolExhaustedError
+from .scripts import REGISTER
+from .transport import RedisTransport
 
 __all__ = ["RedisPresence"]
 
@@ -43,49 +42,52 @@ class RedisPresence(Presence):
     Signed entries (``entries.PresenceEntries``) are re-signed on the way.
     """
 
-    def __init__(self, client: aioredis.Redis, *, channel: str, process: str, entries: PresenceEntries,
+    def __init__(self, transport: RedisTransport, *, channel: str, process: str, entries: PresenceEntries,
                  heartbeat_interval: float = HEARTBEAT_INTERVAL) -> None:
-        self._redis = client
+        self._transport = transport
         self._channel = channel
         self._process = process
         self._entries = entries
         self._heartbeat_interval = heartbeat_interval
         self._local: dict[str, str] = {}  # sid -> user id, the sockets of this replica
         self._stale: set[tuple[str, str]] = set()  # (user id, sid) whose removal failed
-        self._live_entries = client.register_script(SEND_TO_USER)
-        self._register = client.register_script(REGISTER)
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
 
     async def add(self, user_id: str, sid: str) -> None:
+        """Record a socket, once this replica receives the user's messages (``hold``)."""
+        try:
+            await self._transport.hold(user_id)
+        except QueueUnavailableError as exc:
+            logger.warning("presence: could not listen for a user", extra={"error": str(exc)})
         self._local[sid] = user_id
         await self._write([(user_id, sid)])
 
     async def remove(self, user_id: str, sid: str) -> None:
         self._local.pop(sid, None)
         try:
-            await self._redis.hdel(presence_key(self._channel, user_id), sid)
-        except (RedisError, OSError) as exc:
+            await self._transport.release(user_id)
+            await (await self._transport.redis()).hdel(presence_key(self._channel, user_id), sid)
+        except (RedisError, OSError, QueueUnavailableError) as exc:
             self._stale.add((user_id, sid))
             logger.warning("presence: could not remove a socket", extra={"error": str(exc)})
 
     async def is_online(self, user_id: str) -> bool:
         try:
-            # The routing script without an envelope: it only looks.
-            entries = await self._live_entries(keys=[presence_key(self._channel, user_id)],
-                                               args=["", self._process, 0, registry_key(self._channel)])
-        except PoolExhaustedError as exc:
-            raise QueueBusyError(f"Redis is busy, retry shortly: {exc}") from exc
-        except (RedisError, OSError) as exc:
+            return await self._transport.lookup(self._channel, user_id)
+        except QueueBusyError:
+            raise
+        except PublishError as exc:  # the lookup is the routing script sending nothing
             raise QueueUnavailableError(f"presence lookup failed: {exc}") from exc
-        return self._entries.any_genuine(user_id, entries)
 
     async def heartbeat(self) -> None:
         """Vouch for this replica in the registry and write every socket of this replica again."""
-        added = await self._register(keys=[registry_key(self._channel)], args=[self._process, INSTANCE_TTL_MS])
+        client = await self._transport.redis()
+        added = await client.register_script(REGISTER)(keys=[registry_key(self._channel)],
+                                                       args=[self._process, INSTANCE_TTL_MS])
         if self._stale:
             stale = set(self._stale)
-            async with self._redis.pipeline(transaction=False) as pipe:
+            async with client.pipeline(transaction=False) as pipe:
                 for user_id, sid in stale:
                     pipe.hdel(presence_key(self._channel, user_id), sid)
                 await pipe.execute()
@@ -113,12 +115,12 @@ class RedisPresence(Presence):
             except asyncio.CancelledError:
                 pass
         try:
-            async with self._redis.pipeline(transaction=False) as pipe:
+            async with (await self._transport.redis()).pipeline(transaction=False) as pipe:
                 for sid, user_id in self._local.items():
                     pipe.hdel(presence_key(self._channel, user_id), sid)
                 pipe.zrem(registry_key(self._channel), self._process)
                 await pipe.execute()
-        except (RedisError, OSError) as exc:
+        except (RedisError, OSError, QueueUnavailableError) as exc:
             logger.warning("presence: could not withdraw on close", extra={"error": str(exc)})
 
     async def _beat_forever(self) -> None:
@@ -127,7 +129,7 @@ class RedisPresence(Presence):
         while not self._stopping.is_set():
             try:
                 await self.heartbeat()
-            except (RedisError, OSError) as exc:
+            except (RedisError, OSError, QueueUnavailableError) as exc:
                 logger.debug("presence heartbeat failed: %s", exc)
             try:
                 await asyncio.wait_for(self._stopping.wait(), self._heartbeat_interval)
@@ -137,11 +139,11 @@ class RedisPresence(Presence):
     async def _write(self, entries: Iterable[tuple[str, str]]) -> None:
         """Record sockets; a failure is logged and left to the next heartbeat, which writes all again."""
         try:
-            async with self._redis.pipeline(transaction=False) as pipe:
+            async with (await self._transport.redis()).pipeline(transaction=False) as pipe:
                 for user_id, sid in entries:
                     key = presence_key(self._channel, user_id)
                     pipe.hset(key, sid, self._entries.value(user_id, sid, self._process))
                     pipe.expire(key, PRESENCE_TTL_S)
                 await pipe.execute()
-        except (RedisError, OSError) as exc:
+        except (RedisError, OSError, QueueUnavailableError) as exc:
             logger.warning("presence: could not record sockets", extra={"error": str(exc)})

@@ -10,7 +10,7 @@ all; Redis Cluster uses sharded pub/sub instead.
 
 from __future__ import annotations
 
-__all__ = ["REGISTER", "SEND_TO_ALL", "SEND_TO_USER"]
+__all__ = ["CLUSTER_SEND_TO_USER", "REGISTER", "SEND_TO_ALL", "SEND_TO_USER"]
 
 _NOW_MS = """
 local clock = redis.call('TIME')
@@ -69,4 +69,18 @@ redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 local added = redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
 redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]) * 6)
 return added
+"""
+
+# Redis Cluster. KEYS: presence hash of the user. ARGV: the user's shard channel, envelope
+# (absent: look only). Returns {replicas listening on the channel, entries (sid, value, ...)}
+# and publishes the envelope there: one slot, so one round trip to the shard that holds it.
+CLUSTER_SEND_TO_USER = """
+local entries = redis.call('HGETALL', KEYS[1])
+local listening
+if ARGV[2] then
+  listening = redis.call('SPUBLISH', ARGV[1], ARGV[2])
+else
+  listening = redis.call('PUBSUB', 'SHARDNUMSUB', ARGV[1])[2]
+end
+return {listening, entries}
 """

@@ -1,250 +1,135 @@
-"""Per-replica inbox streams on one Redis: the queue transport.
+"""The Redis queue transport: one Redis, or a Redis Cluster, told apart on first contact.
 
-Each replica process reads its own Redis stream (its *inbox*) with ``XREAD``
-from the last entry it read. A sender appends an envelope only to the inboxes of
-the replicas that need it -- those the user's presence entries name -- in the
-same script that looks them up, so a replica never reads, let alone decodes, a
-message for users it does not hold. Reading from a position, not a live
-subscription, means a connection that froze, died silently or was cut by a Redis
-outage loses nothing: the replica reconnects and reads on from where it was.
+``REDIS_URL`` may name a single Redis or any node of a Redis Cluster; nothing else
+says which. The first time the transport reaches Redis it asks (``INFO cluster``)
+and from then on works through the matching implementation: per-replica inbox
+streams on one Redis (``inboxes``), sharded pub/sub on a cluster (``sharded``).
+Deciding on first contact, not at start-up, keeps a replica started while Redis
+is down retrying like any other.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from collections.abc import AsyncGenerator, Awaitable
-from typing import Any
+from collections.abc import AsyncGenerator, Awaitable, Callable
 
 from redis import asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff, NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
-from ...errors import PublishError, QueueBusyError, QueueUnavailableError
+from ...errors import PublishError, QueueUnavailableError
 from ..base import QueueTransport
+from .client import COMMAND_TIMEOUT, MAX_CONNECTIONS, is_cluster
 from .entries import PresenceEntries
-from .keys import inbox_key, presence_key, registry_key
-from .scripts import SEND_TO_ALL, SEND_TO_USER
+from .inboxes import InboxTransport
+from .sharded import ShardedTransport
 
-__all__ = ["PoolExhaustedError", "RedisTransport", "connect_redis"]
-
-# XREAD's answer (RESP2): per stream, its name and its entries, each an id and its fields.
-_XReadReply = list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]]
+__all__ = ["RedisTransport"]
 
 logger = logging.getLogger(__name__)
 
-CONNECT_TIMEOUT = 1.0
-COMMAND_TIMEOUT = 2.0
-PING_TIMEOUT = 0.5
-# A read waits this long for news; no answer within COMMAND_TIMEOUT means the
-# connection is dead (or frozen): it is replaced and reading resumes.
-READ_BLOCK_MS = 1000
-READ_BATCH = 500
-# The longest an inbox grows while its replica does not read (frozen, restarting):
-# about 40 MB of navigation-sized messages; older ones are dropped, and counted
-# when the replica reads again.
-INBOX_MAX_LEN = 100_000
-# How often a reader trims what it has read and keeps its inbox from expiring.
-TRIM_INTERVAL = 1.0
-# An inbox outlives its replica this long (longer than the registry vouches for it).
-INBOX_TTL_MS = 60_000
-# Commands in flight at once; more wait (up to COMMAND_TIMEOUT) for a free connection.
-# A drain or a reconnect storm sends presence writes for hundreds of sockets together.
-MAX_CONNECTIONS = 64
-
-
-class PoolExhaustedError(RedisConnectionError):
-    """No pooled connection came free in time: Redis is busy, not down.
-
-    A ``ConnectionError`` still, so code that does not tell the two apart treats it as before.
-    """
-
-
-class _WaitingPool(aioredis.BlockingConnectionPool):
-    """redis-py's blocking pool, telling a wait that timed out from a connection that failed.
-
-    redis-py raises the same ``ConnectionError`` for both, and only the cause differs
-    (``asyncio.TimeoutError`` for the wait); ``test_redis_parts`` checks that it still does.
-    """
-
-    async def get_connection(self, *args: object, **kwargs: object) -> aioredis.connection.AbstractConnection:
-        try:
-            connection: aioredis.connection.AbstractConnection = await super().get_connection(  # type: ignore[no-untyped-call]
-                *args, **kwargs)
-        except RedisConnectionError as exc:
-            if isinstance(exc.__cause__, TimeoutError):
-                raise PoolExhaustedError(f"all {self.max_connections} Redis connections stayed busy") from exc
-            raise
-        return connection
-
-
-def connect_redis(url: str, *, max_connections: int = MAX_CONNECTIONS,
-                  pool_timeout: float = COMMAND_TIMEOUT) -> aioredis.Redis:
-    """A command client that fails fast: one quick retry, then the error surfaces.
-
-    redis-py's defaults retry with backoff for seconds, which would hide an
-    outage from the caller that needs to know its message was not sent. Its
-    default pool refuses the 101st concurrent command ("Too many connections");
-    this one makes a burst queue for a connection instead, up to ``pool_timeout``,
-    after which the command raises ``PoolExhaustedError`` (busy, not down).
-    """
-    pool = _WaitingPool.from_url(
-        url,
-        max_connections=max_connections,
-        timeout=pool_timeout,
-        socket_connect_timeout=CONNECT_TIMEOUT,
-        socket_timeout=COMMAND_TIMEOUT,
-        retry=Retry(ExponentialBackoff(cap=0.05, base=0.01), 1),
-    )
-    return aioredis.Redis.from_pool(pool)
-
-
-def _without_retries(client: aioredis.Redis, name: str) -> aioredis.Redis:
-    """A client to the same server whose connections never retry on their own,
-    named ``name`` in Redis's ``CLIENT LIST``."""
-    pool = client.connection_pool
-    kwargs = {**pool.connection_kwargs, "retry": Retry(NoBackoff(), 0), "client_name": name}
-    return aioredis.Redis(connection_pool=aioredis.ConnectionPool(connection_class=pool.connection_class, **kwargs))
-
 
 class RedisTransport(QueueTransport):
-    """Sends through routing scripts on a command client; reads the inbox on a connection of its own.
+    """Delegates to ``InboxTransport`` or ``ShardedTransport``, whichever ``url`` turns out to need.
 
-    The reading connection has no automatic retry: when Redis goes away the
-    ``messages()`` iterator raises at once, so the manager knows it is deaf and
-    reconnects on its own schedule, then reads on from the last entry it read.
-
-    It owns the command client (``client``), which the presence and key check
-    of the same backend share.
-
-    :param process: this replica process's name in presence entries and the registry;
-        its inbox is named after it. An emitter, which never reads, passes ``""``.
-    :param entries: which presence entries to believe when a send reports whether a user is online.
+    It also serves the presence of the same backend (``redis``, ``hold``,
+    ``release``, ``lookup``): the cluster's presence must subscribe to a user's
+    channel before it announces the user, and both share one command client.
     """
 
     def __init__(self, url: str, *, process: str, entries: PresenceEntries,
                  max_connections: int = MAX_CONNECTIONS, pool_timeout: float = COMMAND_TIMEOUT) -> None:
-        self.client = connect_redis(url, max_connections=max_connections, pool_timeout=pool_timeout)
+        self._url = url
         self.process = process
         self._entries = entries
-        self._reader = _without_retries(self.client, f"kindmap-inbox:{process}")
-        self._send_to_user = self.client.register_script(SEND_TO_USER)
-        self._send_to_all = self.client.register_script(SEND_TO_ALL)
-        self._inbox: str | None = None
-        self._last_id = b"0-0"  # a new process's inbox is new: everything in it is for us
-        self._trimmed_at = 0.0
+        self._max_connections = max_connections
+        self._pool_timeout = pool_timeout
+        self._chosen: InboxTransport | ShardedTransport | None = None
+        self._choosing: asyncio.Lock | None = None
+        self._on_shard_back: Callable[[], Awaitable[None]] | None = None
+
+    def on_shard_back(self, callback: Callable[[], Awaitable[None]]) -> None:
+        """On a Redis Cluster, run ``callback`` after a lost shard is listened to again."""
+        self._on_shard_back = callback
+
+    @property
+    def mode(self) -> str | None:
+        """``"redis"`` or ``"redis-cluster"`` once Redis was reached, else ``None``."""
+        if self._chosen is None:
+            return None
+        return "redis-cluster" if isinstance(self._chosen, ShardedTransport) else "redis"
+
+    async def chosen(self) -> InboxTransport | ShardedTransport:
+        """The implementation for this URL; asks Redis which the first time.
+
+        Raises ``QueueUnavailableError`` while Redis cannot be asked.
+        """
+        if self._chosen is None:
+            self._choosing = self._choosing or asyncio.Lock()
+            async with self._choosing:
+                if self._chosen is None:
+                    self._chosen = await self._choose()
+        return self._chosen
+
+    async def _choose(self) -> InboxTransport | ShardedTransport:
+        try:
+            cluster = await is_cluster(self._url)
+        except (RedisError, OSError) as exc:
+            raise QueueUnavailableError(f"Redis unreachable: {exc}") from exc
+        logger.info("Redis mode chosen", extra={"mode": "redis-cluster" if cluster else "redis"})
+        if cluster:
+            return ShardedTransport(self._url, process=self.process, entries=self._entries,
+                                    on_shard_back=self._on_shard_back, max_connections=self._max_connections)
+        return InboxTransport(self._url, process=self.process, entries=self._entries,
+                              max_connections=self._max_connections, pool_timeout=self._pool_timeout)
+
+    async def redis(self) -> aioredis.Redis | RedisCluster:
+        """The command client the presence and key check share."""
+        return (await self.chosen()).client
 
     async def connect(self) -> None:
-        try:
-            await self.client.ping()
-        except (RedisError, OSError) as exc:
-            raise QueueUnavailableError(f"Redis unreachable: {exc}") from exc
+        await (await self.chosen()).connect()
 
     async def close(self) -> None:
-        await self._reader.aclose(close_connection_pool=True)
-        await self.client.aclose()
+        if self._chosen is not None:
+            await self._chosen.close()
 
     async def publish(self, channel: str, data: bytes) -> int:
-        args = [*self._routing(channel), data]
-        return int(await self._run(self._send_to_all(args=args)))
+        return await (await self._for_sending()).publish(channel, data)
 
     async def publish_to_user(self, channel: str, user_id: str, data: bytes) -> bool:
-        args = [*self._routing(channel), data]
-        live = await self._run(self._send_to_user(keys=[presence_key(channel, user_id)], args=args))
-        return self._entries.any_genuine(user_id, live)
+        return await (await self._for_sending()).publish_to_user(channel, user_id, data)
 
-    def _routing(self, channel: str) -> list[bytes | str | int]:
-        """The scripts' first arguments: where inboxes are, who sends, how long they grow, the registry."""
-        return [inbox_key(channel, ""), self.process, INBOX_MAX_LEN, registry_key(channel)]
-
-    async def _run(self, command: Awaitable[Any]) -> Any:
+    async def _for_sending(self) -> InboxTransport | ShardedTransport:
         try:
-            return await command
-        except PoolExhaustedError as exc:
-            raise QueueBusyError(f"Redis is busy, retry shortly: {exc}") from exc
-        except (RedisError, OSError) as exc:
-            raise PublishError(f"Redis publish failed: {exc}") from exc
+            return await self.chosen()
+        except QueueUnavailableError as exc:
+            raise PublishError(str(exc)) from exc
+
+    async def lookup(self, channel: str, user_id: str) -> bool:
+        return await (await self.chosen()).lookup(channel, user_id)
+
+    async def hold(self, user_id: str) -> None:
+        await (await self.chosen()).hold(user_id)
+
+    async def release(self, user_id: str) -> None:
+        await (await self.chosen()).release(user_id)
 
     async def subscribe(self, channel: str) -> None:
-        """Check the reading connection; after an outage, count what the inbox dropped meanwhile."""
-        inbox = inbox_key(channel, self.process)
-        try:
-            await self._reader.ping()
-            resumed = self._inbox == inbox
-            self._inbox = inbox
-            if resumed:
-                await self._report_overflow(inbox)
-            else:
-                await self._warn_of_older_replicas(channel)
-        except (RedisError, OSError) as exc:
-            raise QueueUnavailableError(f"Redis unreachable: {exc}") from exc
+        await (await self.chosen()).subscribe(channel)
 
     async def unsubscribe(self, channel: str) -> None:
-        """Stop reading and delete the inbox: nothing more will be read from it."""
-        inbox, self._inbox = self._inbox, None
-        if inbox is not None:
-            try:
-                await self.client.delete(inbox)
-            except (RedisError, OSError):
-                pass  # it expires by itself
+        if self._chosen is not None:
+            await self._chosen.unsubscribe(channel)
 
     async def messages(self) -> AsyncGenerator[bytes, None]:
-        inbox = self._inbox
-        if inbox is None:
-            raise QueueUnavailableError("not subscribed")
-        while True:
-            try:
-                reply: _XReadReply = await self._reader.xread(  # type: ignore[assignment]
-                    {inbox: self._last_id}, count=READ_BATCH, block=READ_BLOCK_MS)
-                if time.monotonic() - self._trimmed_at >= TRIM_INTERVAL:
-                    await self._trim(inbox)
-            except (RedisError, OSError) as exc:
-                raise QueueUnavailableError(f"Redis connection lost: {exc}") from exc
-            for _stream, entries in reply:
-                for entry_id, fields in entries:
-                    self._last_id = entry_id
-                    data = fields.get(b"m")
-                    if data is not None:
-                        yield data
-
-    async def _trim(self, inbox: str) -> None:
-        """Drop what was read; keep the inbox alive while this replica is."""
-        self._trimmed_at = time.monotonic()
-        async with self._reader.pipeline(transaction=False) as pipe:
-            pipe.xtrim(inbox, minid=self._last_id, approximate=False)
-            pipe.pexpire(inbox, INBOX_TTL_MS)
-            await pipe.execute()
-
-    async def _warn_of_older_replicas(self, channel: str) -> None:
-        """Replicas before directed delivery listened on ``channel`` with SUBSCRIBE: they and
-        this one cannot reach each other's users (README, "Upgrading to directed delivery")."""
-        ((_, listening),) = await self._reader.pubsub_numsub(channel)
-        if listening:
-            logger.warning("replicas of an older version listen on the channel; they and this replica cannot "
-                           "reach each other's users: replace them all", extra={"channel": channel,
-                                                                                "older_replicas": listening})
-
-    async def _report_overflow(self, inbox: str) -> None:
-        """Log an inbox that dropped unread entries (``INBOX_MAX_LEN``) while this replica could not read."""
-        try:
-            info = await self._reader.xinfo_stream(inbox)
-        except RedisError:
-            return  # no inbox: nothing was sent meanwhile, or Redis lost it with everything else
-        deleted = info.get("max-deleted-entry-id", b"0-0")
-        if _entry_id(deleted) > _entry_id(self._last_id):
-            logger.error("inbox overflowed while this replica could not read; messages were lost",
-                         extra={"inbox": inbox, "last_read": self._last_id.decode(), "dropped_up_to": deleted.decode()})
+        async for data in (await self.chosen()).messages():
+            yield data
 
     async def ping(self) -> bool:
         try:
-            return bool(await asyncio.wait_for(self.client.ping(), PING_TIMEOUT))
-        except (TimeoutError, RedisError, OSError):
+            chosen = await self.chosen()
+        except QueueUnavailableError:
             return False
-
-
-def _entry_id(value: bytes) -> tuple[int, int]:
-    ms, _, seq = value.partition(b"-")
-    return int(ms), int(seq or 0)
+        return await chosen.ping()
