@@ -23,8 +23,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-__all__ = ["HOST", "REPO_ROOT", "ChildProcess", "Lifecycle", "NginxServer", "RedisServer", "Replica",
-           "free_port", "http_status", "nginx_binary", "port_open", "wait_until", "wait_until_async"]
+__all__ = ["HOST", "REPO_ROOT", "ChildProcess", "Lifecycle", "NginxServer", "RedisClusterServers", "RedisServer",
+           "Replica", "free_port", "http_status", "nginx_binary", "port_open", "wait_until", "wait_until_async"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"
@@ -181,14 +181,25 @@ class ChildProcess:
 
 
 class RedisServer(ChildProcess):
-    """A private ``redis-server`` that keeps nothing on disk; it can be stopped and restarted."""
+    """A private ``redis-server`` that keeps nothing on disk; it can be stopped and restarted.
 
-    def __init__(self, *, work_dir: Path) -> None:
+    With ``cluster_node``, it is a Redis Cluster node (see ``RedisClusterServers``) that
+    keeps only its cluster configuration (``nodes.conf``), so it restarts as the same node.
+    """
+
+    def __init__(self, *, work_dir: Path, cluster_node: bool = False) -> None:
         port = free_port()
         self.url = f"redis://{HOST}:{port}/0"
         # The pub/sub output buffer limit of docker-compose.prod.yml.
         argv = ["redis-server", "--port", str(port), "--bind", HOST, "--save", "", "--appendonly", "no",
                 "--dir", str(work_dir), "--client-output-buffer-limit", "pubsub", "32mb", "8mb", "60"]
+        if cluster_node:
+            # A master that is down takes only its own slots out of service (the others keep
+            # serving), and is judged down after 2 s.
+            # The cluster bus gets a free port of its own (its default, port + 10000, may not exist).
+            argv += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                     "--cluster-port", str(free_port()),
+                     "--cluster-node-timeout", "2000", "--cluster-require-full-coverage", "no"]
         super().__init__("redis-server", argv, port=port, log_path=work_dir / "redis.log")
 
     def start(self) -> None:
@@ -198,6 +209,41 @@ class RedisServer(ChildProcess):
     def stop(self) -> None:
         super().stop()
         wait_until(lambda: not port_open(self.port), timeout=5, what="redis-server to stop")
+
+
+class RedisClusterServers:
+    """A Redis Cluster of ``masters`` nodes (no replicas) on loopback, created with
+    ``redis-cli --cluster create``; ``url`` names its first node, as an application would."""
+
+    def __init__(self, *, work_dir: Path, masters: int = 3) -> None:
+        self.nodes = []
+        for index in range(masters):
+            node_dir = work_dir / f"node-{index}"
+            node_dir.mkdir(parents=True, exist_ok=True)
+            self.nodes.append(RedisServer(work_dir=node_dir, cluster_node=True))
+        self.url = self.nodes[0].url
+
+    def start(self) -> None:
+        for node in self.nodes:
+            node.start()
+        addresses = [f"{HOST}:{node.port}" for node in self.nodes]
+        subprocess.run(["redis-cli", "--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"],
+                       check=True, capture_output=True, timeout=60)
+        self.wait_healthy()
+
+    def wait_healthy(self, timeout: float = 20) -> None:
+        """Until every node says the cluster is ok (all slots served, the nodes agree)."""
+        wait_until(lambda: all(self._state_ok(node) for node in self.nodes), timeout=timeout, what="cluster_state:ok")
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+    @staticmethod
+    def _state_ok(node: RedisServer) -> bool:
+        info = subprocess.run(["redis-cli", "-h", HOST, "-p", str(node.port), "cluster", "info"],
+                              capture_output=True, text=True, timeout=5).stdout
+        return "cluster_state:ok" in info
 
 
 class Replica(ChildProcess):

@@ -222,7 +222,8 @@ class Settings:
         "manager.")
     channel: str = _setting(
         "SOCKETIO_CHANNEL", DEFAULT_CHANNEL,
-        "Redis channel shared by replicas and emitters; also the prefix of presence keys.")
+        "Name shared by replicas and emitters on one Redis: the prefix of every key they use (inboxes, presence, "
+        "the registry of replicas).")
     instance_id: str = _setting(
         "INSTANCE_ID", None, "Name of this replica, in `connected`, logs and presence; printable characters only.",
         factory=_default_instance_id, default_doc="host name and pid")

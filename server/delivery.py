@@ -12,6 +12,7 @@ from .auth import validate_user_id
 from .backends.base import Presence
 from .errors import RequestError, UserNotConnectedError
 from .metrics import Metrics
+from .queue.manager import QueueManager
 from .queue.rooms import user_room
 
 __all__ = ["MAX_DATA_DEPTH", "RESERVED_EVENTS", "check_data", "check_event", "check_user_id", "send_to_user"]
@@ -95,8 +96,13 @@ async def send_to_user(manager: AsyncManager, presence: Presence, metrics: Metri
     """
     checked_user, checked_event = check_user_id(user_id), check_event(event)
     check_data(data)
-    if not await presence.is_online(checked_user):
+    if isinstance(manager, QueueManager):
+        online = await manager.emit_to_user(checked_user, checked_event, data)  # presence and publish at once
+    else:  # one replica alone, or the benchmark's stock manager: presence is its rooms
+        online = await presence.is_online(checked_user)
+        if online:
+            await manager.emit(checked_event, data, namespace="/", room=user_room(checked_user))
+    if not online:
         metrics.dropped.labels(reason="user_not_connected").inc()
         logger.debug("not sent: user %s is not connected", checked_user)
         raise UserNotConnectedError(f"user {checked_user!r} is not connected to any replica")
-    await manager.emit(checked_event, data, namespace="/", room=user_room(checked_user))

@@ -22,7 +22,10 @@ __all__ = ["Backend", "KeyCheck", "Presence", "QueueTransport"]
 
 
 class QueueTransport(ABC):
-    """A pub/sub transport: publish bytes on a channel, read what was published.
+    """Carries envelopes between replicas: to all of them, or only to those holding a user.
+
+    A replica reads its own messages with ``subscribe`` and ``messages``; a sender
+    never gets back what it sent.
 
     Implementations raise ``PublishError`` when a publish fails and
     ``QueueUnavailableError`` when subscribing or listening fails; the manager
@@ -39,19 +42,32 @@ class QueueTransport(ABC):
 
     @abstractmethod
     async def publish(self, channel: str, data: bytes) -> int:
-        """Publish ``data``; returns how many subscribers received it."""
+        """Send ``data`` to every replica on ``channel`` but this one; returns how many it reached."""
+
+    @abstractmethod
+    async def publish_to_user(self, channel: str, user_id: str, data: bytes) -> bool:
+        """Send ``data`` only to the replicas holding a socket of ``user_id`` (but this one),
+        in the same round trip as the presence lookup that finds them.
+
+        Returns whether the user has a socket anywhere, this replica included, by
+        the presence rules of the backend (signed entries, live replicas).
+        """
 
     @abstractmethod
     async def subscribe(self, channel: str) -> None:
-        """Start (or restart, after a failure) receiving ``channel``."""
+        """Start (or restart, after a failure) receiving this replica's messages on ``channel``."""
 
     @abstractmethod
     async def unsubscribe(self, channel: str) -> None:
         """Stop receiving ``channel``."""
 
     @abstractmethod
-    def messages(self) -> AsyncGenerator[tuple[str, bytes], None]:
-        """Yield ``(channel, data)`` until the connection is lost, then raise."""
+    def messages(self) -> AsyncGenerator[bytes, None]:
+        """Yield envelopes until the connection is lost, then raise ``QueueUnavailableError``.
+
+        After ``subscribe`` again, a transport that can resume continues where this
+        stopped, so an outage delays messages rather than losing them.
+        """
 
     @abstractmethod
     async def ping(self) -> bool:

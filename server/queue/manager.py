@@ -40,10 +40,14 @@ from ..logs import LogThrottle
 from ..metrics import Metrics
 from . import envelope
 from .replay import DEFAULT_WINDOW, ReplayGuard
+from .rooms import user_of_room, user_room
 
-__all__ = ["LocalManager", "QueueManager"]
+__all__ = ["SESSION_CONNECTED_AT", "LocalManager", "QueueManager"]
 
 logger = logging.getLogger(__name__)
+
+# The key of a socket's Socket.IO session holding when it connected (Unix time; see ``Gateway``).
+SESSION_CONNECTED_AT = "connected_at"
 
 RETRY_MIN = 0.05
 RETRY_MAX = 0.5
@@ -153,6 +157,7 @@ class QueueManager(AsyncPubSubManager):  # type: ignore[misc]
                    skip_sid: Any = None, callback: Any = None, to: Any = None, **kwargs: Any) -> None:
         """Emit on every replica, like stock ``AsyncPubSubManager.emit``, but:
 
+        - a message for one user's room goes only to the replicas holding that user;
         - a message for one socket of this replica stays local (stock publishes it);
         - the message is published *before* it is delivered here, so when the
           publish raises nobody has it and the caller can retry without duplicates.
@@ -164,6 +169,25 @@ class QueueManager(AsyncPubSubManager):  # type: ignore[misc]
         if kwargs.get("ignore_queue") or (isinstance(room, str) and self.is_sid_room(namespace, room)):
             await AsyncManager.emit(self, event, data, namespace, room=room, skip_sid=skip_sid, callback=callback)
             return
+        message = self._emit_message(event, data, namespace, room, skip_sid, callback)
+        await self._publish(message)
+        await self._handle_emit(message)
+
+    async def emit_to_user(self, user_id: str, event: str, data: Any) -> bool:
+        """Emit to every socket of ``user_id``, on whichever replicas hold one.
+
+        The presence lookup and the publish are one round trip. Returns ``False``,
+        having delivered nothing, when the user has no socket anywhere.
+        """
+        message = self._emit_message(event, data, "/", user_room(user_id), None, None)
+        if not await self._publish(message):
+            return False
+        await self._handle_emit(message)
+        return True
+
+    def _emit_message(self, event: str, data: Any, namespace: str, room: Any, skip_sid: Any,
+                      callback: Any) -> dict[str, Any]:
+        """python-socketio's pub/sub ``emit`` message (binary attachments base64-encoded)."""
         if callback is not None:
             if self.server is None:
                 raise RuntimeError("callbacks can only be issued from the context of a server")
@@ -175,10 +199,8 @@ class QueueManager(AsyncPubSubManager):  # type: ignore[misc]
         if binary:
             args, attachments = Packet.deconstruct_binary(args)
             args = [args, *[base64.b64encode(a).decode() for a in attachments]]
-        message = {"method": "emit", "event": event, "data": args, "binary": binary, "namespace": namespace,
-                   "room": room, "skip_sid": skip_sid, "callback": callback, "host_id": self.host_id}
-        await self._publish(message)
-        await self._handle_emit(message)
+        return {"method": "emit", "event": event, "data": args, "binary": binary, "namespace": namespace,
+                "room": room, "skip_sid": skip_sid, "callback": callback, "host_id": self.host_id}
 
     async def disconnect_room(self, room: str, namespace: str = "/", *, skip_sid: str | None = None,
                               notice: dict[str, Any] | None = None) -> None:
@@ -196,17 +218,27 @@ class QueueManager(AsyncPubSubManager):  # type: ignore[misc]
             await self._handle_disconnect_room(message)
 
     async def _publish(self, data: dict[str, Any]) -> int:
-        """Hand ``data`` to the queue; raises ``PublishError`` if it fails or reaches no replica,
-        ``PayloadTooLargeError`` (before Redis sees it) if it is over ``max_message_bytes``."""
+        """Hand ``data`` to the queue: a message for one user's room to the replicas holding
+        that user, any other to every replica.
+
+        Returns how many replicas a message for all reached, and for one user whether
+        the user has a socket anywhere (1 or 0). Raises ``PublishError`` if the publish
+        fails, or a write-only manager's message for all reaches no replica;
+        ``PayloadTooLargeError`` (before Redis sees it) over ``max_message_bytes``.
+        """
         encoded = envelope.encode(data, self._signing_key)
         if len(encoded) > self.max_message_bytes:
             self.metrics.dropped.labels(reason="too_large").inc()
             raise PayloadTooLargeError(f"the message is {len(encoded)} bytes, over the queue's limit of "
                                        f"{self.max_message_bytes} (MAX_QUEUE_MESSAGE_BYTES); nothing was sent")
+        user_id = user_of_room(data.get("room"))
         try:
-            receivers = await self.transport.publish(self.channel, encoded)
-            if receivers == 0:
-                raise PublishError("no replica is subscribed to the channel; nobody received the message")
+            if user_id is not None:
+                reached = int(await self.transport.publish_to_user(self.channel, user_id, encoded))
+            else:
+                reached = await self.transport.publish(self.channel, encoded)
+                if reached == 0 and self.write_only:
+                    raise PublishError("no replica is listening on the channel; nobody received the message")
         except PublishError as exc:
             self.metrics.dropped.labels(reason="publish_failed").inc()
             held = self._throttle.allow("publish_failed")
@@ -215,7 +247,7 @@ class QueueManager(AsyncPubSubManager):  # type: ignore[misc]
                     "method": data.get("method"), "channel": self.channel, "error": str(exc), "suppressed": held})
             raise
         self.metrics.published.inc()
-        return receivers
+        return reached
 
     # --- receiving -------------------------------------------------------
 
@@ -245,7 +277,7 @@ class QueueManager(AsyncPubSubManager):  # type: ignore[misc]
                 delay = RETRY_MIN
                 # aclosing: the iterator's clean-up (e.g. its keepalive task) runs now, not at GC.
                 async with contextlib.aclosing(self.transport.messages()) as messages:
-                    async for _channel, data in messages:
+                    async for data in messages:
                         await self._receive(data)
             except QueueUnavailableError as exc:
                 if self.subscribed:
@@ -297,8 +329,12 @@ class QueueManager(AsyncPubSubManager):  # type: ignore[misc]
     async def _handle_disconnect_room(self, message: dict[str, Any]) -> None:
         if self.server is None:
             return  # a write-only manager has no sockets of its own
+        # Signed, it spares sockets newer than itself: each replica sees only the messages
+        # addressed to it, so a recorded kick replayed to the replica a user moved to
+        # would pass its replay guard, but finds no socket old enough to kick.
+        sent_at = message["ts"] / 1000 if isinstance(message.get("ts"), int) else None
         await _disconnect_local(self, message["room"], message["namespace"],
-                                message.get("skip_sid"), message.get("notice"))
+                                message.get("skip_sid"), message.get("notice"), connected_before=sent_at)
 
     async def _handle_key_probe(self, message: dict[str, Any]) -> None:
         # Reaching here, the probe passed the signature check: this replica shares the key.
@@ -326,10 +362,15 @@ class LocalManager(AsyncManager):  # type: ignore[misc]
 
 
 async def _disconnect_local(manager: AsyncManager, room: str, namespace: str, skip_sid: str | None,
-                            notice: dict[str, Any] | None) -> None:
-    """Disconnect this replica's sockets in ``room``, each told why by ``notice``."""
+                            notice: dict[str, Any] | None, *, connected_before: float | None = None) -> None:
+    """Disconnect this replica's sockets in ``room``, each told why by ``notice``;
+    with ``connected_before`` (a Unix time), only those connected before then."""
     targets = [sid for sid, _ in manager.get_participants(namespace, room) if sid != skip_sid]
     for sid in targets:
+        if connected_before is not None:
+            session = await manager.server.get_session(sid, namespace=namespace)
+            if session.get(SESSION_CONNECTED_AT, 0.0) > connected_before:
+                continue
         if notice:
             await manager.server.emit("error", notice, to=sid, namespace=namespace, ignore_queue=True)
         await manager.server.disconnect(sid, namespace=namespace, ignore_queue=True)

@@ -42,10 +42,11 @@ def test_redis_disables_the_default_user_and_gives_replicas_and_emitters_passwor
         if name != "default":
             variable = f"REDIS_{name.upper()}_PASSWORD"
             assert rules[:2] == ["on", f">${{{variable}:?set {variable} in .env}}"]
-            assert "-@all" in rules and "resetchannels" in rules and "&kindmap_events" in rules
+            assert "-@all" in rules and "resetchannels" in rules  # no channel: replicas read streams
             assert not any(rule in ("~*", "+@all", "allkeys", "allcommands", "+flushall", "+keys") for rule in rules)
     assert "+hset" in users["replica"] and "+hset" not in users["emitter"] and "+set" not in users["emitter"]
-    assert "+subscribe" not in users["emitter"]
+    assert "+xread" in users["replica"] and "+xread" not in users["emitter"]
+    assert "%W~kindmap_events:inbox:*" in users["emitter"]  # it appends to inboxes it cannot read
     assert "--user replica" in " ".join(redis["healthcheck"]["test"])
 
 

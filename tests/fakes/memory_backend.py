@@ -16,16 +16,17 @@ from server.errors import PublishError, QueueUnavailableError
 
 __all__ = ["MemoryBroker", "MemoryPresence", "MemoryTransport", "NoKeyCheck", "memory_backend"]
 
-_OUTAGE = object()  # queued to a subscriber to end its messages() iterator
+_OUTAGE = object()  # queued to a listener to end its messages() iterator
 
 
 class MemoryBroker:
-    """The shared "server": holds subscriptions and an up/down switch."""
+    """The shared "server": listeners, who holds which user, and an up/down switch."""
 
     def __init__(self) -> None:
         self.available = True
         self.published: list[tuple[str, bytes]] = []
-        self.presence: dict[str, set[str]] = {}  # user id -> sids, for MemoryPresence
+        # user id -> sid -> the transport of the replica holding that socket (MemoryPresence)
+        self.presence: dict[str, dict[str, MemoryTransport]] = {}
         self._subscribers: dict[str, set[MemoryTransport]] = {}
 
     def go_down(self) -> None:
@@ -40,11 +41,18 @@ class MemoryBroker:
         self.available = True
 
     def inject(self, channel: str, data: bytes) -> int:
-        """Deliver raw bytes as if any publisher had sent them (for forged input)."""
-        backends = self._subscribers.get(channel, set())
-        for backend in backends:
-            backend.inbox.put_nowait((channel, data))
-        return len(backends)
+        """Deliver raw bytes to every listener, as if any publisher had sent them (for forged input)."""
+        return self._deliver(channel, data, self._subscribers.get(channel, set()))
+
+    def waiting(self) -> int:
+        """Messages delivered to listeners and not yet read by them."""
+        return sum(backend.inbox.qsize() for backends in self._subscribers.values() for backend in backends)
+
+    def _deliver(self, channel: str, data: bytes, targets: set[MemoryTransport]) -> int:
+        listening = targets & self._subscribers.get(channel, set())
+        for backend in listening:
+            backend.inbox.put_nowait(data)
+        return len(listening)
 
     def _check(self, error: type[Exception]) -> None:
         if not self.available:
@@ -67,7 +75,14 @@ class MemoryTransport(QueueTransport):
     async def publish(self, channel: str, data: bytes) -> int:
         self.broker._check(PublishError)
         self.broker.published.append((channel, data))
-        return self.broker.inject(channel, data)
+        return self.broker._deliver(channel, data, self.broker._subscribers.get(channel, set()) - {self})
+
+    async def publish_to_user(self, channel: str, user_id: str, data: bytes) -> bool:
+        self.broker._check(PublishError)
+        self.broker.published.append((channel, data))
+        holders = set(self.broker.presence.get(user_id, {}).values())
+        self.broker._deliver(channel, data, holders - {self})
+        return bool(holders)
 
     async def subscribe(self, channel: str) -> None:
         self.broker._check(QueueUnavailableError)
@@ -78,7 +93,7 @@ class MemoryTransport(QueueTransport):
         self.channels.discard(channel)
         self.broker._subscribers.get(channel, set()).discard(self)
 
-    async def messages(self) -> AsyncGenerator[tuple[str, bytes], None]:
+    async def messages(self) -> AsyncGenerator[bytes, None]:
         while True:
             item = await self.inbox.get()
             if item is _OUTAGE:
@@ -91,16 +106,17 @@ class MemoryTransport(QueueTransport):
 
 
 class MemoryPresence(Presence):
-    """The replicas of one broker share its table of user id -> sids."""
+    """The replicas of one broker share its table of who holds which user's sockets."""
 
-    def __init__(self, sockets: dict[str, set[str]]) -> None:
-        self._sockets = sockets
+    def __init__(self, broker: MemoryBroker, transport: MemoryTransport) -> None:
+        self._sockets = broker.presence
+        self._transport = transport
 
     async def add(self, user_id: str, sid: str) -> None:
-        self._sockets.setdefault(user_id, set()).add(sid)
+        self._sockets.setdefault(user_id, {})[sid] = self._transport
 
     async def remove(self, user_id: str, sid: str) -> None:
-        self._sockets.get(user_id, set()).discard(sid)
+        self._sockets.get(user_id, {}).pop(sid, None)
 
     async def is_online(self, user_id: str) -> bool:
         return bool(self._sockets.get(user_id))
@@ -121,5 +137,6 @@ class NoKeyCheck(KeyCheck):
 
 def memory_backend(broker: MemoryBroker) -> Backend:
     """One replica's (or emitter's) parts on ``broker``, as ``open_backend`` gives a Redis one's."""
-    return Backend(name="memory", transport=MemoryTransport(broker), presence=MemoryPresence(broker.presence),
+    transport = MemoryTransport(broker)
+    return Backend(name="memory", transport=transport, presence=MemoryPresence(broker, transport),
                    key_check=NoKeyCheck())

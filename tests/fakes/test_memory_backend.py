@@ -9,13 +9,13 @@ import pytest
 
 from server.backends.base import QueueTransport
 from server.errors import PublishError, QueueUnavailableError
-from tests.fakes.memory_backend import MemoryBroker, MemoryTransport
+from tests.fakes.memory_backend import MemoryBroker, MemoryPresence, MemoryTransport
 
 CHANNEL = "events"
 
 
-async def next_message(backend: MemoryTransport, timeout: float = 2.0) -> tuple[str, bytes]:
-    iterator: AsyncIterator[tuple[str, bytes]] = backend.messages()
+async def next_message(backend: MemoryTransport, timeout: float = 2.0) -> bytes:
+    iterator: AsyncIterator[bytes] = backend.messages()
     return await asyncio.wait_for(anext(iterator), timeout)
 
 
@@ -51,7 +51,7 @@ async def test_every_subscriber_receives_published_messages_in_order(broker: Mem
     for backend in (first, second):
         iterator = backend.messages()
         got = [await asyncio.wait_for(anext(iterator), 2) for _ in range(3)]
-        assert got == [(CHANNEL, b"0"), (CHANNEL, b"1"), (CHANNEL, b"2")]
+        assert got == [b"0", b"1", b"2"]
 
 
 async def test_publish_does_not_reach_subscribers_of_other_channels(broker: MemoryBroker) -> None:
@@ -75,7 +75,7 @@ async def test_go_down_delivers_messages_queued_before_the_outage_first(broker: 
     await MemoryTransport(broker).publish(CHANNEL, b"before")
     broker.go_down()
     iterator = backend.messages()
-    assert await asyncio.wait_for(anext(iterator), 2) == (CHANNEL, b"before")
+    assert await asyncio.wait_for(anext(iterator), 2) == b"before"
     with pytest.raises(QueueUnavailableError):
         await asyncio.wait_for(anext(iterator), 2)
 
@@ -116,7 +116,7 @@ async def test_after_come_back_subscribe_and_publish_work_again(broker: MemoryBr
     broker.come_back()
     await backend.subscribe(CHANNEL)
     assert await MemoryTransport(broker).publish(CHANNEL, b"again") == 1
-    assert await next_message(backend) == (CHANNEL, b"again")
+    assert await next_message(backend) == b"again"
 
 
 async def test_inject_delivers_raw_bytes_without_recording_a_publish(broker: MemoryBroker) -> None:
@@ -124,7 +124,7 @@ async def test_inject_delivers_raw_bytes_without_recording_a_publish(broker: Mem
     assert broker.inject(CHANNEL, b"\x00forged") == 2
     assert broker.published == []
     for backend in (first, second):
-        assert await next_message(backend) == (CHANNEL, b"\x00forged")
+        assert await next_message(backend) == b"\x00forged"
 
 
 async def test_unsubscribe_stops_delivery(broker: MemoryBroker) -> None:
@@ -152,3 +152,27 @@ async def test_backends_without_a_shared_broker_are_isolated() -> None:
     assert await publisher.publish(CHANNEL, b"x") == 0
     assert listener.inbox.empty()
     assert listener.broker is not publisher.broker
+
+
+async def test_a_sender_never_gets_back_what_it_publishes(broker: MemoryBroker) -> None:
+    first, second = await subscribed(broker, 2)
+    assert await first.publish(CHANNEL, b"x") == 1
+    assert await next_message(second) == b"x"
+    assert first.inbox.empty()
+
+
+async def test_publish_to_user_reaches_only_the_replicas_holding_the_user(broker: MemoryBroker) -> None:
+    holder, other = await subscribed(broker, 2)
+    await MemoryPresence(broker, holder).add("ana", "sid-1")
+    assert await MemoryTransport(broker).publish_to_user(CHANNEL, "ana", b"for ana") is True
+    assert await next_message(holder) == b"for ana"
+    assert other.inbox.empty()
+
+
+async def test_publish_to_user_says_whether_the_user_is_online_also_when_only_the_sender_holds_them(
+        broker: MemoryBroker) -> None:
+    (holder,) = await subscribed(broker, 1)
+    await MemoryPresence(broker, holder).add("ana", "sid-1")
+    assert await holder.publish_to_user(CHANNEL, "ana", b"x") is True
+    assert await holder.publish_to_user(CHANNEL, "bo", b"x") is False
+    assert holder.inbox.empty()

@@ -55,7 +55,8 @@ class Cluster(ReplicaSet):
     """``count`` replicas on a Socket.IO channel of their own; ``with`` starts them (each ready
     on ``/readyz``) and stops them. ``env`` adds to ``replica_env``."""
 
-    def __init__(self, redis_url: str, log_dir: Path, count: int, **env: str) -> None:
+    def __init__(self, redis_url: str, log_dir: Path, count: int, *, redis_mode: str = "redis", **env: str) -> None:
         self.redis_url = redis_url
+        self.redis_mode = redis_mode  # "redis" or "redis-cluster": what REDIS_URL names
         self.channel = new_channel()
         super().__init__(count, env=replica_env(redis_url, self.channel, **env), log_dir=log_dir)

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from cluster import LocalCluster
-from cluster.processes import RedisServer, nginx_binary
+from cluster.processes import RedisClusterServers, RedisServer, nginx_binary
 from tests.helpers.cluster import Cluster, local_cluster_east_of_utc, new_channel, replica_env
 from tests.helpers.node_client import NODE_DIR, NodeClient, StartNodeClient
 
@@ -37,10 +37,23 @@ def own_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]
     server.stop()
 
 
-@pytest.fixture(scope="module")
-def cluster(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    """Three replicas shared by the tests of one module (each test uses its own user ids)."""
-    with Cluster(redis_server.url, tmp_path_factory.mktemp("replicas"), 3) as started:
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterServers]:
+    """A three-master Redis Cluster owned by the test session."""
+    servers = RedisClusterServers(work_dir=tmp_path_factory.mktemp("redis-cluster"))
+    try:
+        servers.start()
+        yield servers
+    finally:
+        servers.stop()
+
+
+@pytest.fixture(scope="module", params=["redis", "redis-cluster"])
+def cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """Three replicas shared by the tests of one module (each test uses its own user ids), on
+    one Redis and again on a Redis Cluster: the same tests hold in both modes."""
+    redis = request.getfixturevalue("redis_server" if request.param == "redis" else "redis_cluster")
+    with Cluster(redis.url, tmp_path_factory.mktemp("replicas"), 3, redis_mode=request.param) as started:
         yield started
 
 

@@ -83,8 +83,9 @@ async def test_replica_and_emitter_work_with_only_their_acl_permissions(
 @pytest.mark.parametrize(("user", "command"), [
     ("emitter", ("HSET", f"{CHANNEL}:presence:someone", "sid", "forged")),
     ("emitter", ("SET", f"{CHANNEL}:signing", "forged")),
-    ("emitter", ("SUBSCRIBE", CHANNEL)),
-    ("emitter", ("PUBLISH", "another_channel", "x")),
+    ("emitter", ("XREAD", "STREAMS", f"{CHANNEL}:inbox:some-replica", "0")),
+    ("emitter", ("ZADD", f"{CHANNEL}:replicas", "99999999999999", "fake-replica")),
+    ("emitter", ("PUBLISH", CHANNEL, "x")),
     ("emitter", ("FLUSHALL",)),
     ("replica", ("KEYS", "*")),
     ("replica", ("GET", "another_app:secret")),

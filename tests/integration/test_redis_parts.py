@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
 import pytest
 from redis import asyncio as aioredis
-from redis.asyncio.client import PubSub
 
 from cluster.processes import RedisServer
-from server.backends.redis.keys import instance_key, presence_key
+from server.backends import Backend, open_backend
+from server.backends.redis.client import MAX_CONNECTIONS, PoolExhaustedError, connect_redis
+from server.backends.redis.entries import PresenceEntries
+from server.backends.redis.keys import inbox_key, presence_key, registry_key
 from server.backends.redis.presence import RedisPresence
-from server.backends.redis.transport import MAX_CONNECTIONS, PoolExhaustedError, RedisTransport, connect_redis
+from server.backends.redis.transport import RedisTransport
 from server.emitter import Emitter
 from server.errors import PayloadTooLargeError, QueueBusyError, QueueUnavailableError, RequestError
 
@@ -32,12 +35,59 @@ async def redis(redis_server: RedisServer) -> AsyncIterator[aioredis.Redis]:
     await client.aclose()
 
 
+MakePresence = Callable[..., RedisPresence]
+
+
 @pytest.fixture
-async def transport(redis_server: RedisServer) -> AsyncIterator[RedisTransport]:
-    made = RedisTransport(redis_server.url)
-    await made.connect()
-    yield made
-    await made.close()
+async def make_presence(redis_server: RedisServer, channel: str) -> AsyncIterator[MakePresence]:
+    """Factory: a replica process's presence on its own transport (to ``url``, the test Redis by default)."""
+    transports: list[RedisTransport] = []
+
+    def make(process: str, key: bytes | None = None, *, url: str | None = None, **options: Any) -> RedisPresence:
+        entries = PresenceEntries(channel, key)
+        transport = RedisTransport(url or redis_server.url, process=process, entries=entries)
+        transports.append(transport)
+        return RedisPresence(transport, channel=channel, process=process, entries=entries, **options)
+
+    yield make
+    for transport in transports:
+        await transport.close()
+
+
+@pytest.fixture
+async def open_replica(redis_server: RedisServer, channel: str) -> AsyncIterator[Callable[..., Awaitable[Backend]]]:
+    """Opens a replica's backend: registered by a heartbeat and reading its inbox, as the app does."""
+    opened: list[Backend] = []
+
+    async def open_one(instance_id: str = "replica") -> Backend:
+        backend = open_backend(redis_server.url, channel=channel, instance_id=instance_id)
+        opened.append(backend)
+        await backend.transport.subscribe(channel)
+        await backend.presence.heartbeat()
+        return backend
+
+    yield open_one
+    for backend in opened:
+        await backend.presence.close()
+        await backend.transport.close()
+
+
+@pytest.fixture
+async def sender(redis_server: RedisServer, channel: str) -> AsyncIterator[Backend]:
+    """An emitter's backend: it sends, never reads."""
+    backend = open_backend(redis_server.url, channel=channel, instance_id="emitter")
+    yield backend
+    await backend.transport.close()
+
+
+async def next_envelopes(backend: Backend, count: int = 1, timeout: float = 5.0) -> list[bytes]:
+    got = []
+    async with asyncio.timeout(timeout), contextlib.aclosing(backend.transport.messages()) as messages:
+        async for data in messages:
+            got.append(data)
+            if len(got) == count:
+                return got
+    return got
 
 
 async def test_a_burst_of_commands_larger_than_the_pool_waits_for_connections(redis_server: RedisServer) -> None:
@@ -53,12 +103,16 @@ async def test_a_burst_of_commands_larger_than_the_pool_waits_for_connections(re
 
 
 @pytest.fixture
-async def busy_transport(redis_server: RedisServer) -> AsyncIterator[RedisTransport]:
+async def busy_transport(redis_server: RedisServer, channel: str) -> AsyncIterator[RedisTransport]:
     """A transport whose only pooled connection is taken: every command waits, then gives up."""
-    transport = RedisTransport(redis_server.url, max_connections=1, pool_timeout=0.2)
-    held = await transport.client.connection_pool.get_connection()  # type: ignore[no-untyped-call]
+    transport = RedisTransport(redis_server.url, process="busy", entries=PresenceEntries(channel, None),
+                               max_connections=1, pool_timeout=0.2)
+    client = await transport.redis()
+    assert isinstance(client, aioredis.Redis)
+    pool = client.connection_pool
+    held = await pool.get_connection()  # type: ignore[no-untyped-call]
     yield transport
-    await transport.client.connection_pool.release(held)
+    await pool.release(held)
     await transport.close()
 
 
@@ -67,7 +121,7 @@ async def test_a_pool_that_stays_busy_raises_pool_exhausted_not_a_plain_connecti
     """redis-py raises one ConnectionError for a wait that timed out and for a failed
     connection, told apart only by its cause: this catches an upgrade that changes it."""
     with pytest.raises(PoolExhaustedError):
-        await busy_transport.client.ping()
+        await (await busy_transport.redis()).ping()
 
 
 async def test_a_connection_that_fails_is_not_mistaken_for_a_busy_pool() -> None:
@@ -82,33 +136,73 @@ async def test_a_connection_that_fails_is_not_mistaken_for_a_busy_pool() -> None
 
 async def test_busy_redis_is_queue_busy_for_publish_and_presence(busy_transport: RedisTransport,
                                                                  channel: str) -> None:
-    presence = RedisPresence(busy_transport.client, channel=channel, instance_id="busy")
+    presence = RedisPresence(busy_transport, channel=channel, process="busy", entries=PresenceEntries(channel, None))
 
     with pytest.raises(QueueBusyError):
         await busy_transport.publish(channel, b"{}")
     with pytest.raises(QueueBusyError):
+        await busy_transport.publish_to_user(channel, "alice", b"{}")
+    with pytest.raises(QueueBusyError):
         await presence.is_online("alice")
 
 
-async def test_published_bytes_arrive_on_the_subscribed_channel(transport: RedisTransport, channel: str) -> None:
-    await transport.subscribe(channel)
-    assert await transport.publish(channel, "환승 ✓".encode()) == 1
-    messages = transport.messages()
-    assert await anext(messages) == (channel, "환승 ✓".encode())
-    await messages.aclose()
+async def test_a_message_for_all_reaches_every_other_replica_once(
+        open_replica: Callable[..., Awaitable[Backend]], sender: Backend, channel: str) -> None:
+    first, second = await open_replica("one"), await open_replica("two")
+
+    assert await sender.transport.publish(channel, "환승 ✓".encode()) == 2
+    assert await first.transport.publish(channel, b"from one") == 1  # never to itself
+
+    assert await next_envelopes(first) == ["환승 ✓".encode()]
+    assert await next_envelopes(second, 2) == ["환승 ✓".encode(), b"from one"]
 
 
-async def test_transport_reports_a_lost_connection_from_messages(transport: RedisTransport, channel: str,
-                                                               redis: aioredis.Redis) -> None:
-    await transport.subscribe(channel)
-    messages = transport.messages()
-    await redis.execute_command("CLIENT", "KILL", "TYPE", "pubsub")  # type: ignore[no-untyped-call]
+async def test_a_message_for_a_user_reaches_only_the_replicas_holding_the_user(
+        open_replica: Callable[..., Awaitable[Backend]], sender: Backend, channel: str, redis: aioredis.Redis) -> None:
+    holder, other = await open_replica("holder"), await open_replica("other")
+    await holder.presence.add("ana", "sid-1")
+
+    assert await sender.transport.publish_to_user(channel, "ana", b"for ana") is True
+    assert await sender.transport.publish_to_user(channel, "bo", b"for bo") is False
+    assert await holder.transport.publish_to_user(channel, "ana", b"from the holder") is True  # not to itself
+
+    assert await next_envelopes(holder) == [b"for ana"]
+    assert isinstance(other.transport, RedisTransport)
+    assert await redis.xlen(inbox_key(channel, other.transport.process)) == 0
+
+
+async def test_a_reader_whose_connection_is_cut_resumes_where_it_stopped(
+        open_replica: Callable[..., Awaitable[Backend]], sender: Backend, channel: str, redis: aioredis.Redis) -> None:
+    """A frozen or silently dead connection is replaced; what arrived meanwhile is read, not lost."""
+    replica = await open_replica()
+    await replica.presence.add("ana", "sid-1")
+    await sender.transport.publish_to_user(channel, "ana", b"before")
+    assert await next_envelopes(replica) == [b"before"]
+
+    messages = replica.transport.messages()
+    reading = asyncio.ensure_future(anext(messages))
+    await kill_reader(redis, replica)
     with pytest.raises(QueueUnavailableError):
-        await anext(messages)
+        await reading
+    for n in range(3):
+        await sender.transport.publish_to_user(channel, "ana", f"meanwhile {n}".encode())
+    await replica.transport.subscribe(channel)
+
+    assert await next_envelopes(replica, 3) == [b"meanwhile 0", b"meanwhile 1", b"meanwhile 2"]
+
+
+async def kill_reader(redis: aioredis.Redis, replica: Backend) -> None:
+    """Cut the connection reading ``replica``'s inbox, as a dead network would."""
+    assert isinstance(replica.transport, RedisTransport)
+    name = f"kindmap-inbox:{replica.transport.process}"
+    readers = [c["id"] for c in await redis.client_list() if c.get("name") == name]
+    assert readers, f"no connection named {name}"
+    for client_id in readers:
+        await redis.client_kill_filter(_id=client_id)
 
 
 async def test_transport_for_unreachable_redis_fails_fast_with_queue_unavailable() -> None:
-    unreachable = RedisTransport("redis://127.0.0.1:1/0")
+    unreachable = RedisTransport("redis://127.0.0.1:1/0", process="x", entries=PresenceEntries("x", None))
     with pytest.raises(QueueUnavailableError):
         await unreachable.connect()
     assert await unreachable.ping() is False
@@ -118,23 +212,24 @@ async def test_transport_for_unreachable_redis_fails_fast_with_queue_unavailable
 
 
 
-async def test_presence_tracks_sockets_of_live_replicas_only(redis: aioredis.Redis, channel: str) -> None:
-    alive = RedisPresence(redis, channel=channel, instance_id="alive")
+async def test_presence_tracks_sockets_of_live_replicas_only(redis: aioredis.Redis, channel: str,
+        make_presence: MakePresence) -> None:
+    alive = make_presence("alive")
     await alive.heartbeat()
     await alive.add("ana", "sid-1")
     assert await alive.is_online("ana") is True
     await alive.remove("ana", "sid-1")
     assert await alive.is_online("ana") is False
 
-    dead = RedisPresence(redis, channel=channel, instance_id="dead")
+    dead = make_presence("dead")
     await dead.add("bo", "sid-2")  # no heartbeat: its replica is not alive
     assert await alive.is_online("bo") is False
     assert await redis.hlen(presence_key(channel, "bo")) == 0  # the stale entry was removed
 
 
 async def test_presence_heartbeat_announces_sockets_again_after_redis_lost_them(
-        redis: aioredis.Redis, channel: str) -> None:
-    presence = RedisPresence(redis, channel=channel, instance_id="replica-x")
+        redis: aioredis.Redis, channel: str, make_presence: MakePresence) -> None:
+    presence = make_presence("replica-x")
     await presence.heartbeat()
     await presence.add("ana", "sid-1")
     await forget_channel(redis, channel)  # as if Redis restarted empty
@@ -145,8 +240,9 @@ async def test_presence_heartbeat_announces_sockets_again_after_redis_lost_them(
     assert await presence.is_online("ana") is True
 
 
-async def test_presence_heartbeat_rewrites_sockets_a_neighbour_deleted(redis: aioredis.Redis, channel: str) -> None:
-    presence = RedisPresence(redis, channel=channel, instance_id="replica-x")
+async def test_presence_heartbeat_rewrites_sockets_a_neighbour_deleted(redis: aioredis.Redis, channel: str,
+        make_presence: MakePresence) -> None:
+    presence = make_presence("replica-x")
     await presence.heartbeat()
     await presence.add("ana", "sid-1")
     await redis.delete(presence_key(channel, "ana"))  # the replica's own key is left alone
@@ -157,12 +253,11 @@ async def test_presence_heartbeat_rewrites_sockets_a_neighbour_deleted(redis: ai
 
 
 async def test_presence_heartbeat_repairs_a_socket_whose_write_failed(
-        redis: aioredis.Redis, redis_server: RedisServer, channel: str) -> None:
+        redis: aioredis.Redis, redis_server: RedisServer, channel: str, make_presence: MakePresence) -> None:
     user = f"presence-{uuid.uuid4().hex[:8]}"
     await redis.acl_setuser(user, enabled=True, passwords=["+pw"], keys=["*"], channels=["*"], commands=["+@all"])
-    client = aioredis.Redis.from_url(redis_server.url.replace("redis://", f"redis://{user}:pw@"))
     try:
-        presence = RedisPresence(client, channel=channel, instance_id="replica-x")
+        presence = make_presence("replica-x", url=redis_server.url.replace("redis://", f"redis://{user}:pw@"))
         await presence.heartbeat()
         await redis.acl_setuser(user, commands=["-hset"])
         await presence.add("ana", "sid-1")  # refused by Redis: logged, left to the heartbeat
@@ -173,7 +268,6 @@ async def test_presence_heartbeat_repairs_a_socket_whose_write_failed(
 
         assert await presence.is_online("ana") is True
     finally:
-        await client.aclose()
         await redis.acl_deluser(user)
 
 
@@ -181,8 +275,8 @@ PRESENCE_KEY = b"presence-signing-key-0123456789abcdef"
 
 
 async def test_signed_presence_ignores_forged_entries_and_counts_genuine_ones(
-        redis: aioredis.Redis, channel: str) -> None:
-    presence = RedisPresence(redis, channel=channel, instance_id="replica-x", signing_key=PRESENCE_KEY)
+        redis: aioredis.Redis, channel: str, make_presence: MakePresence) -> None:
+    presence = make_presence("replica-x", PRESENCE_KEY)
     await presence.heartbeat()
     await presence.add("ana", "sid-1")
     entry = await redis.hget(presence_key(channel, "ana"), "sid-1")
@@ -196,13 +290,13 @@ async def test_signed_presence_ignores_forged_entries_and_counts_genuine_ones(
 
     assert await presence.is_online("ana") is True
     assert [await presence.is_online(f"ghost-{n}") for n in (1, 2, 3)] == [False, False, False]
-    unkeyed = RedisPresence(redis, channel=channel, instance_id="reader", signing_key=b"another-key-" * 3)
+    unkeyed = make_presence("reader", b"another-key-" * 3)
     assert await unkeyed.is_online("ana") is False
 
 
 async def test_signed_presence_counts_the_sockets_of_a_replica_whose_instance_id_holds_a_hash(
-        redis: aioredis.Redis, channel: str) -> None:
-    presence = RedisPresence(redis, channel=channel, instance_id="replica#1", signing_key=PRESENCE_KEY)
+        redis: aioredis.Redis, channel: str, make_presence: MakePresence) -> None:
+    presence = make_presence("replica#1", PRESENCE_KEY)
     await presence.heartbeat()
 
     await presence.add("ana", "sid-1")
@@ -215,21 +309,21 @@ async def forget_channel(redis: aioredis.Redis, channel: str) -> None:
 
 
 async def test_replica_restarted_under_the_same_instance_id_does_not_revive_dead_sockets(
-        redis: aioredis.Redis, channel: str) -> None:
-    crashed = RedisPresence(redis, channel=channel, instance_id="replica-1")
+        redis: aioredis.Redis, channel: str, make_presence: MakePresence) -> None:
+    crashed = make_presence("replica-1:crashed")
     await crashed.heartbeat()
     await crashed.add("ana", "sid-of-crashed-process")
-    await redis.delete(*[key async for key in redis.scan_iter(instance_key(channel, "*"))])  # its TTL ran out
+    await redis.delete(registry_key(channel))  # its heartbeat stopped vouching for it
 
-    restarted = RedisPresence(redis, channel=channel, instance_id="replica-1")
+    restarted = make_presence("replica-1:restarted")
     await restarted.heartbeat()
 
     assert await restarted.is_online("ana") is False
 
 
 async def test_socket_that_leaves_during_a_rewrite_is_not_brought_back(
-        redis: aioredis.Redis, channel: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    presence = RedisPresence(redis, channel=channel, instance_id="replica-x")
+        redis: aioredis.Redis, channel: str, monkeypatch: pytest.MonkeyPatch, make_presence: MakePresence) -> None:
+    presence = make_presence("replica-x")
     await presence.heartbeat()
     await presence.add("ana", "sid-1")
     await forget_channel(redis, channel)
@@ -246,22 +340,21 @@ async def test_socket_that_leaves_during_a_rewrite_is_not_brought_back(
     assert await presence.is_online("ana") is False
 
 
-async def test_presence_close_withdraws_this_replica(redis: aioredis.Redis, channel: str) -> None:
-    presence = RedisPresence(redis, channel=channel, instance_id="closing", heartbeat_interval=0.05)
+async def test_presence_close_withdraws_this_replica(redis: aioredis.Redis, channel: str,
+        make_presence: MakePresence) -> None:
+    presence = make_presence("closing", heartbeat_interval=0.05)
     await presence.start()
     await presence.add("ana", "sid-1")
     await presence.close()
-    assert [key async for key in redis.scan_iter(instance_key(channel, "closing*"))] == []
+    assert await redis.zscore(registry_key(channel), "closing") is None
     assert await presence.is_online("ana") is False
 
 
-async def test_presence_lookup_on_unreachable_redis_raises_queue_unavailable(channel: str) -> None:
-    client = aioredis.Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.5)
-    presence = RedisPresence(client, channel=channel, instance_id="x")
+async def test_presence_lookup_on_unreachable_redis_raises_queue_unavailable(make_presence: MakePresence) -> None:
+    presence = make_presence("x", url="redis://127.0.0.1:1/0")
     with pytest.raises(QueueUnavailableError):
         await presence.is_online("ana")
     await presence.add("ana", "sid-1")  # logged, not raised: the heartbeat repairs it later
-    await client.aclose()
 
 
 async def test_emitter_rejects_bad_user_ids_and_reserved_events(redis_server: RedisServer, channel: str) -> None:
@@ -285,30 +378,14 @@ async def test_emitter_left_open_warns_when_collected(redis_server: RedisServer,
 
 
 async def test_emitter_refuses_a_message_over_its_limit_before_redis_sees_it(
-        redis_server: RedisServer, channel: str, redis: aioredis.Redis) -> None:
+        redis_server: RedisServer, channel: str, open_replica: Callable[..., Awaitable[Backend]]) -> None:
+    replica = await open_replica()
     async with Emitter(redis_server.url, channel=channel, max_message_bytes=1024) as emitter:
-        pubsub = redis.pubsub()
-        await pubsub.subscribe(channel)
-        try:
-            with pytest.raises(PayloadTooLargeError):
-                await emitter.broadcast("notice", "x" * 1024)
-            await emitter.broadcast("notice", "small")
-            messages = [m async for m in _messages(pubsub, count=1)]
-        finally:
-            await pubsub.aclose()  # type: ignore[no-untyped-call]
+        with pytest.raises(PayloadTooLargeError):
+            await emitter.broadcast("notice", "x" * 1024)
+        await emitter.broadcast("notice", "small")
 
-    assert [b'"small"' in m["data"] for m in messages] == [True]
-
-
-async def _messages(pubsub: PubSub, *, count: int, timeout: float = 5.0) -> AsyncIterator[dict[str, Any]]:
-    """The next ``count`` published messages (subscribe confirmations skipped), within ``timeout``."""
-    async with asyncio.timeout(timeout):
-        async for message in pubsub.listen():
-            if message["type"] == "message":
-                yield message
-                count -= 1
-                if count == 0:
-                    return
+    assert [b'"small"' in data for data in await next_envelopes(replica)] == [True]
 
 
 @pytest.mark.parametrize("data", [float("nan"), {"eta": float("inf")}, 10 ** 5000, {"stop": "\ud800"}],
@@ -326,3 +403,17 @@ async def test_emitter_with_a_key_starts_when_no_replica_listens_to_prove_or_ref
     await redis.set(f"{channel}:signing", b"0" * 32)  # a stale or forged fingerprint, nobody subscribed
     async with Emitter(redis_server.url, channel=channel, signing_key="k" * 32) as emitter:
         assert emitter is not None
+
+
+async def test_a_replica_warns_of_replicas_of_the_older_version_on_its_channel(
+        open_replica: Callable[..., Awaitable[Backend]], redis: aioredis.Redis, channel: str,
+        caplog: pytest.LogCaptureFixture) -> None:
+    older = redis.pubsub()
+    await older.subscribe(channel)  # what a replica before directed delivery listens to
+    try:
+        await open_replica()
+    finally:
+        await older.aclose()  # type: ignore[no-untyped-call]
+
+    warnings = [r for r in caplog.records if "older version" in r.getMessage()]
+    assert [(r.levelname, getattr(r, "older_replicas", None)) for r in warnings] == [("WARNING", 1)]

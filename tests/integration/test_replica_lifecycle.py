@@ -20,6 +20,7 @@ from server.queue import envelope
 from tests.helpers.clients import MakeClient, connected, make_token
 from tests.helpers.cluster import Cluster, replica_env, unique_user
 from tests.helpers.http import get_json, metric
+from tests.helpers.inboxes import inject
 from tests.helpers.node_client import StartNodeClient
 
 
@@ -125,7 +126,7 @@ async def test_signed_cluster_drops_unsigned_envelopes_and_emitters_without_the_
     assert cli.returncode == 2 and b"QUEUE_SIGNING_KEY" in stderr
     redis = aioredis.Redis.from_url(cluster.redis_url)
     try:
-        assert await redis.publish(cluster.channel, envelope.encode(forged)) == 2
+        assert await inject(redis, cluster.channel, envelope.encode(forged)) == 2
     finally:
         await redis.aclose()
     async with Emitter(cluster.redis_url, channel=cluster.channel, signing_key=key) as signed:

@@ -9,7 +9,7 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from server.app_keys import AUTHENTICATOR, GATEWAY, PRESENCE, SETTINGS, SIO
+from server.app_keys import AUTHENTICATOR, GATEWAY, MANAGER, SETTINGS, SIO
 from server.delivery import MAX_DATA_DEPTH
 from server.errors import QueueBusyError
 from server.metrics import DROP_REASONS
@@ -277,10 +277,10 @@ async def test_emit_api_answers_503_queue_busy_with_retry_after_when_redis_is_on
         api_replica: Replica, make_client: MakeClient, monkeypatch: pytest.MonkeyPatch) -> None:
     alice = await connected_in_mode(make_client, api_replica, "alice")
 
-    async def busy(user_id: str) -> bool:
+    async def busy(channel: str, user_id: str, data: bytes) -> bool:
         raise QueueBusyError("all 64 Redis connections stayed busy")
 
-    monkeypatch.setattr(api_replica.app[PRESENCE], "is_online", busy)
+    monkeypatch.setattr(api_replica.app[MANAGER].transport, "publish_to_user", busy)
     async with aiohttp.ClientSession() as session, session.post(
             f"{api_replica.url}/api/v1/emit", json={"user_id": "alice", "event": "arrival"},
             headers={"Authorization": f"Bearer {API_KEY}"}) as response:

@@ -1,11 +1,16 @@
-"""Redis as the backend: plain pub/sub, presence hashes, the key fingerprint and probes.
+"""Redis as the backend: per-replica inbox streams addressed from presence hashes on one
+Redis, per-user sharded pub/sub on a Redis Cluster; the key fingerprint and probes.
 
-The three parts share one command client, owned by the transport.
+The three parts share one command client, owned by the transport, and one name
+for this replica process: its presence entries say where its inbox is.
 """
 
 from __future__ import annotations
 
+import uuid
+
 from ..base import Backend
+from .entries import PresenceEntries
 from .key_check import RedisKeyCheck
 from .presence import RedisPresence
 from .transport import RedisTransport
@@ -16,9 +21,11 @@ __all__ = ["SCHEMES", "check_url", "open_redis_backend"]
 
 def open_redis_backend(url: str, *, channel: str, signing_key: bytes | None, instance_id: str,
                        clock_skew: float) -> Backend:
-    transport = RedisTransport(url)
-    client = transport.client
-    presence = RedisPresence(client, channel=channel, instance_id=instance_id, signing_key=signing_key,
-                             clock_skew=clock_skew)
-    key_check = RedisKeyCheck(client, transport, channel=channel, key=signing_key)
+    # A replacement started under the same INSTANCE_ID never revives a dead process's sockets.
+    process = f"{instance_id}:{uuid.uuid4().hex[:12]}"
+    entries = PresenceEntries(channel, signing_key, clock_skew)
+    transport = RedisTransport(url, process=process, entries=entries)
+    presence = RedisPresence(transport, channel=channel, process=process, entries=entries)
+    key_check = RedisKeyCheck(transport, channel=channel, key=signing_key)
+    transport.on_shard_back(presence.heartbeat)
     return Backend(name="redis", transport=transport, presence=presence, key_check=key_check)

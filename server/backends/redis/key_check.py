@@ -35,6 +35,7 @@ import os
 import time
 
 from redis import asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from ...errors import ConfigError, QueueUnavailableError
@@ -67,22 +68,20 @@ def _proof(key: bytes, nonce: str) -> bytes:
 class RedisKeyCheck(KeyCheck):
     """The rule of the module docstring, for the replicas and emitters on ``channel``."""
 
-    def __init__(self, client: aioredis.Redis, transport: RedisTransport, *, channel: str,
-                 key: bytes | None) -> None:
-        self._client = client
-        self._transport = transport  # publishes the probe
+    def __init__(self, transport: RedisTransport, *, channel: str, key: bytes | None) -> None:
+        self._transport = transport  # publishes the probe, and owns the command client
         self._channel = channel
         self._key = key
 
     async def announce(self) -> None:
         """Record the replicas' fingerprint; called by every replica on (re)subscription."""
-        await self._client.set(signing_key_name(self._channel), fingerprint(self._key))
+        await (await self._transport.redis()).set(signing_key_name(self._channel), fingerprint(self._key))
 
     async def answer(self, nonce: str) -> None:
         """A replica's answer to a ``key_probe`` it verified: proof that it holds the key."""
         if self._key is not None:
-            await self._client.set(probe_key(self._channel, nonce), _proof(self._key, nonce),
-                                   px=PROBE_ANSWER_TTL_MS)
+            await (await self._transport.redis()).set(probe_key(self._channel, nonce), _proof(self._key, nonce),
+                                                      px=PROBE_ANSWER_TTL_MS)
 
     async def check(self) -> None:
         """Raise ``ConfigError`` when the replicas on the channel would drop this key's envelopes,
@@ -96,12 +95,13 @@ class RedisKeyCheck(KeyCheck):
 
     async def _check(self) -> None:
         channel, key = self._channel, self._key
-        announced = await self._client.get(signing_key_name(channel))
+        client = await self._transport.redis()
+        announced = await client.get(signing_key_name(channel))
         if announced == fingerprint(key) or (announced is None and key is None):
             return
         if key is None:
             raise ConfigError(f"the replicas on channel {channel!r} sign their queue: set QUEUE_SIGNING_KEY")
-        if await self._replicas_share(key):
+        if await self._replicas_share(client, key):
             logger.warning("the signing fingerprint in Redis is not this key's, yet a replica proved it holds "
                            "the key: the fingerprint was rewritten by someone else; ignoring it",
                            extra={"channel": channel})
@@ -109,7 +109,7 @@ class RedisKeyCheck(KeyCheck):
         raise ConfigError(f"QUEUE_SIGNING_KEY differs from the one the replicas on channel {channel!r} use; "
                           "they would drop every message")
 
-    async def _replicas_share(self, key: bytes) -> bool:
+    async def _replicas_share(self, client: aioredis.Redis | RedisCluster, key: bytes) -> bool:
         """Whether a listening replica proves it holds ``key``; ``True`` when none listens."""
         nonce = os.urandom(16).hex()
         probe = {"method": "key_probe", "nonce": nonce, "host_id": f"emitter-{nonce[:8]}"}
@@ -118,7 +118,7 @@ class RedisKeyCheck(KeyCheck):
         deadline = time.monotonic() + PROBE_TIMEOUT
         expected = _proof(key, nonce)
         while time.monotonic() < deadline:
-            proof = await self._client.get(probe_key(self._channel, nonce))
+            proof = await client.get(probe_key(self._channel, nonce))
             if proof is not None:
                 return isinstance(proof, bytes) and hmac.compare_digest(proof, expected)
             await asyncio.sleep(_POLL_INTERVAL)

@@ -1,19 +1,41 @@
-"""Names of the Redis keys the backend writes, all under the Socket.IO channel's name."""
+"""Names of the Redis keys and shard channels the backend uses, all under the Socket.IO channel's name.
+
+A user's keys and channel carry the user id as a hash tag (``{ana}``): on a Redis
+Cluster they share one slot, so one script can look up a user's presence and
+publish to the user's channel (user ids never hold braces, see ``auth``).
+"""
 
 from __future__ import annotations
 
-__all__ = ["instance_key", "presence_key", "probe_key", "signing_key_name"]
+__all__ = ["all_channel", "inbox_key", "presence_key", "probe_key", "registry_key", "signing_key_name",
+           "user_channel"]
 
 
 def presence_key(channel: str, user_id: str) -> str:
     """Redis hash of a user's live sockets: field = sid, value = the replica process
     (``<INSTANCE_ID>:<random>``), with ``#<ms>#<HMAC>`` when the queue is signed."""
-    return f"{channel}:presence:{user_id}"
+    return f"{channel}:presence:{{{user_id}}}"
 
 
-def instance_key(channel: str, instance_id: str) -> str:
-    """Redis key that exists while a replica is alive (refreshed by its heartbeat)."""
-    return f"{channel}:instance:{instance_id}"
+def user_channel(channel: str, user_id: str) -> str:
+    """Redis Cluster: the shard channel of one user's messages, in the slot of their presence key."""
+    return f"{channel}:user:{{{user_id}}}"
+
+
+def all_channel(channel: str) -> str:
+    """Redis Cluster: the shard channel every replica listens to, for messages to everyone."""
+    return f"{channel}:all"
+
+
+def registry_key(channel: str) -> str:
+    """Sorted set of the live replica processes, each scored with the time (Redis's clock,
+    ms) its last heartbeat stops vouching for it."""
+    return f"{channel}:replicas"
+
+
+def inbox_key(channel: str, process: str) -> str:
+    """Redis stream of the envelopes addressed to one replica process, which reads it in order."""
+    return f"{channel}:inbox:{process}"
 
 
 def signing_key_name(channel: str) -> str:

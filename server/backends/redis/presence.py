@@ -1,121 +1,93 @@
-"""Presence for all replicas: per-user Redis hashes, tied to live replicas by heartbeats."""
+"""Presence for all replicas: per-user Redis hashes, tied to live replicas by heartbeats.
+
+The same entries route messages: a message for a user goes to the inboxes of the
+replica processes they name (``transport.RedisTransport.publish_to_user``).
+"""
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import logging
-import time
-import uuid
 from collections.abc import Iterable
 
-from redis import asyncio as aioredis
 from redis.exceptions import RedisError
 
-from ...errors import QueueBusyError, QueueUnavailableError
-from ...queue.replay import DEFAULT_WINDOW
+from ...errors import PublishError, QueueBusyError, QueueUnavailableError
 from ..base import Presence
-from .keys import instance_key, presence_key
-from .transport import PoolExhaustedError
+from .entries import INSTANCE_TTL_MS, PresenceEntries
+from .keys import presence_key, registry_key
+from .scripts import REGISTER
+from .transport import RedisTransport
 
 __all__ = ["RedisPresence"]
 
 logger = logging.getLogger(__name__)
 
 HEARTBEAT_INTERVAL = 3.0
-INSTANCE_TTL_MS = 10_000
 # Every heartbeat refreshes it; it only clears the hashes of users whose replicas all died.
 PRESENCE_TTL_S = 60
 
-# The entries (sid, value, ...) of sockets on replicas whose heartbeat key exists;
-# entries of dead replicas are removed on the way. A value is the replica process,
-# optionally followed by "#<ms>#<hex HMAC>" (see RedisPresence).
-_LIVE_ENTRIES = """
-local entries = redis.call('HGETALL', KEYS[1])
-local live = {}
-for i = 1, #entries, 2 do
-  local value = entries[i + 1]
-  local process = string.match(value, '^(.*)#%d+#%x+$') or value
-  if redis.call('EXISTS', ARGV[1] .. process) == 1 then
-    live[#live + 1] = entries[i]
-    live[#live + 1] = value
-  else
-    redis.call('HDEL', KEYS[1], entries[i])
-  end
-end
-return live
-"""
-
 
 class RedisPresence(Presence):
-    """Sockets in per-user Redis hashes, tied to replicas by a heartbeat key.
+    """Sockets in per-user Redis hashes, tied to replicas by a heartbeat.
 
-    A replica that dies stops its heartbeat; within ``INSTANCE_TTL_MS`` its
-    sockets stop counting. Entries name the replica *process* (its instance id
-    plus a random suffix), so a replacement started under the same
-    ``INSTANCE_ID`` never revives a dead process's sockets.
+    A replica that dies stops its heartbeat; within ``INSTANCE_TTL_MS`` it drops out
+    of the registry and its sockets stop counting. Entries name the replica
+    *process* (its instance id plus a random suffix), so a replacement started
+    under the same ``INSTANCE_ID`` never revives a dead process's sockets.
 
     Every heartbeat writes all of this replica's sockets again (one pipelined
     HSET + EXPIRE each), so whatever removed them -- Redis restarted empty, a
     write that failed, a neighbour deleting keys -- is repaired within one beat.
-
-    With a signing key, an entry is ``<process>#<ms>#<HMAC>``: the HMAC covers the
-    channel, user, sid, process and time, and only entries with a valid HMAC no
-    older than ``INSTANCE_TTL_MS`` plus ``clock_skew`` count. A neighbour who can
-    write to Redis cannot make an unknown user look connected; replaying a real
-    entry keeps a user who left "online" for that long at most.
+    Signed entries (``entries.PresenceEntries``) are re-signed on the way.
     """
 
-    def __init__(self, client: aioredis.Redis, *, channel: str, instance_id: str,
-                 heartbeat_interval: float = HEARTBEAT_INTERVAL, signing_key: bytes | None = None,
-                 clock_skew: float = DEFAULT_WINDOW) -> None:
-        self._redis = client
+    def __init__(self, transport: RedisTransport, *, channel: str, process: str, entries: PresenceEntries,
+                 heartbeat_interval: float = HEARTBEAT_INTERVAL) -> None:
+        self._transport = transport
         self._channel = channel
-        self._instance_id = f"{instance_id}:{uuid.uuid4().hex[:12]}"
+        self._process = process
+        self._entries = entries
         self._heartbeat_interval = heartbeat_interval
-        self._signing_key = signing_key
-        self._skew_ms = int(clock_skew * 1000)
         self._local: dict[str, str] = {}  # sid -> user id, the sockets of this replica
         self._stale: set[tuple[str, str]] = set()  # (user id, sid) whose removal failed
-        self._is_online = client.register_script(_LIVE_ENTRIES)
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
 
     async def add(self, user_id: str, sid: str) -> None:
+        """Record a socket, once this replica receives the user's messages (``hold``)."""
+        try:
+            await self._transport.hold(user_id)
+        except QueueUnavailableError as exc:
+            logger.warning("presence: could not listen for a user", extra={"error": str(exc)})
         self._local[sid] = user_id
         await self._write([(user_id, sid)])
 
     async def remove(self, user_id: str, sid: str) -> None:
         self._local.pop(sid, None)
         try:
-            await self._redis.hdel(presence_key(self._channel, user_id), sid)
-        except (RedisError, OSError) as exc:
+            await self._transport.release(user_id)
+            await (await self._transport.redis()).hdel(presence_key(self._channel, user_id), sid)
+        except (RedisError, OSError, QueueUnavailableError) as exc:
             self._stale.add((user_id, sid))
             logger.warning("presence: could not remove a socket", extra={"error": str(exc)})
 
     async def is_online(self, user_id: str) -> bool:
-        prefix = instance_key(self._channel, "")
         try:
-            entries = await self._is_online(keys=[presence_key(self._channel, user_id)], args=[prefix])
-        except PoolExhaustedError as exc:
-            raise QueueBusyError(f"Redis is busy, retry shortly: {exc}") from exc
-        except (RedisError, OSError) as exc:
+            return await self._transport.lookup(self._channel, user_id)
+        except QueueBusyError:
+            raise
+        except PublishError as exc:  # the lookup is the routing script sending nothing
             raise QueueUnavailableError(f"presence lookup failed: {exc}") from exc
-        key = self._signing_key
-        if key is None:
-            return bool(entries)
-        now_ms = int(time.time() * 1000)
-        pairs = zip(entries[::2], entries[1::2], strict=True)
-        return any(self._genuine(key, user_id, sid, value, now_ms) for sid, value in pairs)
 
     async def heartbeat(self) -> None:
-        """Refresh this replica's key and write every socket of this replica again."""
-        key = instance_key(self._channel, self._instance_id)
-        previous = await self._redis.set(key, b"1", px=INSTANCE_TTL_MS, get=True)
+        """Vouch for this replica in the registry and write every socket of this replica again."""
+        client = await self._transport.redis()
+        added = await client.register_script(REGISTER)(keys=[registry_key(self._channel)],
+                                                       args=[self._process, INSTANCE_TTL_MS])
         if self._stale:
             stale = set(self._stale)
-            async with self._redis.pipeline(transaction=False) as pipe:
+            async with client.pipeline(transaction=False) as pipe:
                 for user_id, sid in stale:
                     pipe.hdel(presence_key(self._channel, user_id), sid)
                 await pipe.execute()
@@ -128,7 +100,7 @@ class RedisPresence(Presence):
         for sid, user in snapshot:
             if sid not in self._local:
                 await self.remove(user, sid)
-        if previous is None:
+        if added:
             logger.info("presence: sockets announced again", extra={"sockets": len(self._local)})
 
     async def start(self) -> None:
@@ -143,12 +115,12 @@ class RedisPresence(Presence):
             except asyncio.CancelledError:
                 pass
         try:
-            async with self._redis.pipeline(transaction=False) as pipe:
+            async with (await self._transport.redis()).pipeline(transaction=False) as pipe:
                 for sid, user_id in self._local.items():
                     pipe.hdel(presence_key(self._channel, user_id), sid)
-                pipe.delete(instance_key(self._channel, self._instance_id))
+                pipe.zrem(registry_key(self._channel), self._process)
                 await pipe.execute()
-        except (RedisError, OSError) as exc:
+        except (RedisError, OSError, QueueUnavailableError) as exc:
             logger.warning("presence: could not withdraw on close", extra={"error": str(exc)})
 
     async def _beat_forever(self) -> None:
@@ -157,7 +129,7 @@ class RedisPresence(Presence):
         while not self._stopping.is_set():
             try:
                 await self.heartbeat()
-            except (RedisError, OSError) as exc:
+            except (RedisError, OSError, QueueUnavailableError) as exc:
                 logger.debug("presence heartbeat failed: %s", exc)
             try:
                 await asyncio.wait_for(self._stopping.wait(), self._heartbeat_interval)
@@ -166,35 +138,12 @@ class RedisPresence(Presence):
 
     async def _write(self, entries: Iterable[tuple[str, str]]) -> None:
         """Record sockets; a failure is logged and left to the next heartbeat, which writes all again."""
-        now_ms = int(time.time() * 1000)
         try:
-            async with self._redis.pipeline(transaction=False) as pipe:
+            async with (await self._transport.redis()).pipeline(transaction=False) as pipe:
                 for user_id, sid in entries:
                     key = presence_key(self._channel, user_id)
-                    pipe.hset(key, sid, self._entry(user_id, sid, now_ms))
+                    pipe.hset(key, sid, self._entries.value(user_id, sid, self._process))
                     pipe.expire(key, PRESENCE_TTL_S)
                 await pipe.execute()
-        except (RedisError, OSError) as exc:
+        except (RedisError, OSError, QueueUnavailableError) as exc:
             logger.warning("presence: could not record sockets", extra={"error": str(exc)})
-
-    def _entry(self, user_id: str, sid: str, now_ms: int) -> str:
-        if self._signing_key is None:
-            return self._instance_id
-        return f"{self._instance_id}#{now_ms}#{self._mac(self._signing_key, user_id, sid, self._instance_id, now_ms)}"
-
-    def _mac(self, key: bytes, user_id: str, sid: str, process: str, ts_ms: int) -> str:
-        text = f"{self._channel}\n{user_id}\n{sid}\n{process}\n{ts_ms}".encode()
-        return hmac.new(key, text, hashlib.sha256).hexdigest()[:32]
-
-    def _genuine(self, key: bytes, user_id: str, sid: bytes, value: bytes, now_ms: int) -> bool:
-        """An entry this replica's key signed, recently enough to be a live heartbeat's."""
-        # From the right, as the Lua script does: the process id (INSTANCE_ID) may hold a '#'.
-        parts = value.decode("utf-8", "replace").rsplit("#", 2)
-        if len(parts) != 3 or not parts[1].isdigit():
-            return False
-        process, ts_text, mac = parts
-        ts_ms = int(ts_text)
-        if not -self._skew_ms <= now_ms - ts_ms <= INSTANCE_TTL_MS + self._skew_ms:
-            return False
-        expected = self._mac(key, user_id, sid.decode("utf-8", "replace"), process, ts_ms)
-        return hmac.compare_digest(mac, expected)

@@ -15,15 +15,16 @@ UNREACHABLE = "redis://127.0.0.1:1/0"
 
 
 @pytest.mark.parametrize("url", [UNREACHABLE, "rediss://127.0.0.1:1/0", "unix:///tmp/nothing-here.sock"])
-async def test_a_redis_url_gives_redis_parts_sharing_one_client(url: str) -> None:
+async def test_a_redis_url_gives_redis_parts_sharing_one_transport(url: str) -> None:
     backend = open_backend(url, channel="kindmap_unit", signing_key=b"k" * 32, instance_id="replica-1")
     try:
         assert backend.name == "redis"
         assert isinstance(backend.transport, RedisTransport)
         assert isinstance(backend.presence, RedisPresence)
         assert isinstance(backend.key_check, RedisKeyCheck)
-        assert backend.presence._redis is backend.transport.client
-        assert backend.key_check._client is backend.transport.client
+        assert backend.presence._transport is backend.transport
+        assert backend.key_check._transport is backend.transport
+        assert backend.transport.mode is None  # one Redis or a cluster: decided on first contact
     finally:
         await backend.transport.close()
 

@@ -289,11 +289,11 @@ async def test_emit_to_an_empty_list_of_rooms_reaches_nobody_and_publishes_nothi
     assert published(manager.metrics) == 0
 
 
-async def test_publish_that_reaches_no_subscriber_is_a_publish_error(make_manager: MakeManager) -> None:
+async def test_broadcast_that_reaches_no_replica_is_a_publish_error(make_manager: MakeManager) -> None:
     sender = make_manager(write_only=True)
     await sender.start()
     with pytest.raises(PublishError, match="no replica"):
-        await sender.emit("e", 1, room="user:alice")
+        await sender.emit("e", 1)
     assert dropped(sender.metrics, "publish_failed") == 1
     assert published(sender.metrics) == 0
 
@@ -795,3 +795,44 @@ async def test_a_recorded_signed_disconnect_room_published_again_is_dropped_as_a
     await second.wait_for("marker")
     assert second.disconnects == []
     assert dropped(replica.app[METRICS], "replayed") == 1
+
+
+# --- directed delivery -----------------------------------------------------------------------
+
+
+async def test_a_message_for_a_user_reaches_only_the_replica_holding_them(
+        connect_user: ConnectUser, make_manager: MakeManager) -> None:
+    alice, bob = await connect_user("alice"), await connect_user("bob")
+    sender = make_manager(write_only=True)
+    await sender.start()
+
+    await sender.emit("for_alice", {"n": 1}, room="user:alice")
+    await sender.emit("for_bob", {"n": 2}, room="user:bob")
+
+    assert await alice.client.wait_for("for_alice") == {"n": 1}
+    assert await bob.client.wait_for("for_bob") == {"n": 2}
+    assert (received(alice.metrics), received(bob.metrics)) == (1, 1)  # neither read the other's
+
+
+async def test_emit_to_user_reports_a_user_connected_nowhere_and_delivers_nothing(
+        connect_user: ConnectUser, make_manager: MakeManager) -> None:
+    alice = await connect_user("alice")
+    sender = make_manager(write_only=True)
+    await sender.start()
+
+    assert await sender.emit_to_user("nobody", "lost", {}) is False
+    assert await sender.emit_to_user("alice", "marker", {}) is True
+
+    await alice.client.wait_for("marker")
+    assert received(alice.metrics) == 1
+    assert alice.client.received("lost") == []
+
+
+async def test_emit_to_a_user_held_only_by_this_replica_is_delivered_without_the_queue(
+        connect_user: ConnectUser, broker: MemoryBroker) -> None:
+    alice = await connect_user("alice")
+
+    assert await alice.manager.emit_to_user("alice", "local", {"n": 1}) is True
+
+    assert await alice.client.wait_for("local") == {"n": 1}
+    assert broker.waiting() == 0

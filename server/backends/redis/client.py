@@ -1,0 +1,92 @@
+"""Redis clients that fail fast: to one server, or to a Redis Cluster through any of its nodes."""
+
+from __future__ import annotations
+
+from redis import asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff, NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+__all__ = ["COMMAND_TIMEOUT", "CONNECT_TIMEOUT", "MAX_CONNECTIONS", "PoolExhaustedError", "connect_cluster",
+           "connect_redis", "is_cluster", "without_retries"]
+
+CONNECT_TIMEOUT = 1.0
+COMMAND_TIMEOUT = 2.0
+# Commands in flight at once; more wait (up to COMMAND_TIMEOUT) for a free connection.
+# A drain or a reconnect storm sends presence writes for hundreds of sockets together.
+MAX_CONNECTIONS = 64
+
+
+class PoolExhaustedError(RedisConnectionError):
+    """No pooled connection came free in time: Redis is busy, not down.
+
+    A ``ConnectionError`` still, so code that does not tell the two apart treats it as before.
+    """
+
+
+class _WaitingPool(aioredis.BlockingConnectionPool):
+    """redis-py's blocking pool, telling a wait that timed out from a connection that failed.
+
+    redis-py raises the same ``ConnectionError`` for both, and only the cause differs
+    (``asyncio.TimeoutError`` for the wait); ``test_redis_parts`` checks that it still does.
+    """
+
+    async def get_connection(self, *args: object, **kwargs: object) -> aioredis.connection.AbstractConnection:
+        try:
+            connection: aioredis.connection.AbstractConnection = await super().get_connection(  # type: ignore[no-untyped-call]
+                *args, **kwargs)
+        except RedisConnectionError as exc:
+            if isinstance(exc.__cause__, TimeoutError):
+                raise PoolExhaustedError(f"all {self.max_connections} Redis connections stayed busy") from exc
+            raise
+        return connection
+
+
+def connect_redis(url: str, *, max_connections: int = MAX_CONNECTIONS,
+                  pool_timeout: float = COMMAND_TIMEOUT) -> aioredis.Redis:
+    """A command client that fails fast: one quick retry, then the error surfaces.
+
+    redis-py's defaults retry with backoff for seconds, which would hide an
+    outage from the caller that needs to know its message was not sent. Its
+    default pool refuses the 101st concurrent command ("Too many connections");
+    this one makes a burst queue for a connection instead, up to ``pool_timeout``,
+    after which the command raises ``PoolExhaustedError`` (busy, not down).
+    """
+    pool = _WaitingPool.from_url(
+        url,
+        max_connections=max_connections,
+        timeout=pool_timeout,
+        socket_connect_timeout=CONNECT_TIMEOUT,
+        socket_timeout=COMMAND_TIMEOUT,
+        retry=Retry(ExponentialBackoff(cap=0.05, base=0.01), 1),
+    )
+    return aioredis.Redis.from_pool(pool)
+
+
+def without_retries(client: aioredis.Redis, name: str) -> aioredis.Redis:
+    """A client to the same server whose connections never retry on their own,
+    named ``name`` in Redis's ``CLIENT LIST``."""
+    pool = client.connection_pool
+    kwargs = {**pool.connection_kwargs, "retry": Retry(NoBackoff(), 0), "client_name": name}
+    return aioredis.Redis(connection_pool=aioredis.ConnectionPool(connection_class=pool.connection_class, **kwargs))
+
+
+
+
+def connect_cluster(url: str, *, max_connections: int = MAX_CONNECTIONS) -> RedisCluster:
+    """A Redis Cluster client from the URL of any node; like ``connect_redis``, it fails fast."""
+    return RedisCluster.from_url(url, max_connections=max_connections, socket_connect_timeout=CONNECT_TIMEOUT,
+                                 socket_timeout=COMMAND_TIMEOUT,
+                                 retry=Retry(ExponentialBackoff(cap=0.05, base=0.01), 1))
+
+
+async def is_cluster(url: str) -> bool:
+    """Whether ``url`` names a node of a Redis Cluster (``INFO cluster``); raises redis-py's errors."""
+    probe = aioredis.Redis.from_url(url, socket_connect_timeout=CONNECT_TIMEOUT, socket_timeout=COMMAND_TIMEOUT,
+                                    retry=Retry(NoBackoff(), 0))
+    try:
+        info = await probe.info("cluster")
+    finally:
+        await probe.aclose()
+    return bool(info.get("cluster_enabled"))

@@ -1,0 +1,199 @@
+"""Per-replica inbox streams on one Redis (not a Redis Cluster: ``sharded``).
+
+Each replica process reads its own Redis stream (its *inbox*) with ``XREAD``
+from the last entry it read. A sender appends an envelope only to the inboxes of
+the replicas that need it -- those the user's presence entries name -- in the
+same script that looks them up, so a replica never reads, let alone decodes, a
+message for users it does not hold. Reading from a position, not a live
+subscription, means a connection that froze, died silently or was cut by a Redis
+outage loses nothing: the replica reconnects and reads on from where it was.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncGenerator, Awaitable
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from ...errors import PublishError, QueueBusyError, QueueUnavailableError
+from ..base import QueueTransport
+from .client import COMMAND_TIMEOUT, MAX_CONNECTIONS, PoolExhaustedError, connect_redis, without_retries
+from .entries import PresenceEntries
+from .keys import inbox_key, presence_key, registry_key
+from .scripts import SEND_TO_ALL, SEND_TO_USER
+
+__all__ = ["INBOX_MAX_LEN", "InboxTransport"]
+
+# XREAD's answer (RESP2): per stream, its name and its entries, each an id and its fields.
+_XReadReply = list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]]
+
+logger = logging.getLogger(__name__)
+
+PING_TIMEOUT = 0.5
+# A read waits this long for news; no answer within COMMAND_TIMEOUT means the
+# connection is dead (or frozen): it is replaced and reading resumes.
+READ_BLOCK_MS = 1000
+READ_BATCH = 500
+# The longest an inbox grows while its replica does not read (frozen, restarting):
+# about 40 MB of navigation-sized messages; older ones are dropped, and counted
+# when the replica reads again.
+INBOX_MAX_LEN = 100_000
+# How often a reader trims what it has read and keeps its inbox from expiring.
+TRIM_INTERVAL = 1.0
+# An inbox outlives its replica this long (longer than the registry vouches for it).
+INBOX_TTL_MS = 60_000
+
+class InboxTransport(QueueTransport):
+    """Sends through routing scripts on a command client; reads the inbox on a connection of its own.
+
+    The reading connection has no automatic retry: when Redis goes away the
+    ``messages()`` iterator raises at once, so the manager knows it is deaf and
+    reconnects on its own schedule, then reads on from the last entry it read.
+
+    It owns the command client (``client``), which the presence and key check
+    of the same backend share.
+
+    :param process: this replica process's name in presence entries and the registry;
+        its inbox is named after it. An emitter, which never reads, passes ``""``.
+    :param entries: which presence entries to believe when a send reports whether a user is online.
+    """
+
+    def __init__(self, url: str, *, process: str, entries: PresenceEntries,
+                 max_connections: int = MAX_CONNECTIONS, pool_timeout: float = COMMAND_TIMEOUT) -> None:
+        self.client = connect_redis(url, max_connections=max_connections, pool_timeout=pool_timeout)
+        self.process = process
+        self._entries = entries
+        self._reader = without_retries(self.client, f"kindmap-inbox:{process}")
+        self._send_to_user = self.client.register_script(SEND_TO_USER)
+        self._send_to_all = self.client.register_script(SEND_TO_ALL)
+        self._inbox: str | None = None
+        self._last_id = b"0-0"  # a new process's inbox is new: everything in it is for us
+        self._trimmed_at = 0.0
+
+    async def connect(self) -> None:
+        try:
+            await self.client.ping()
+        except (RedisError, OSError) as exc:
+            raise QueueUnavailableError(f"Redis unreachable: {exc}") from exc
+
+    async def close(self) -> None:
+        await self._reader.aclose(close_connection_pool=True)
+        await self.client.aclose()
+
+    async def publish(self, channel: str, data: bytes) -> int:
+        args = [*self._routing(channel), data]
+        return int(await self._run(self._send_to_all(args=args)))
+
+    async def publish_to_user(self, channel: str, user_id: str, data: bytes) -> bool:
+        args = [*self._routing(channel), data]
+        live = await self._run(self._send_to_user(keys=[presence_key(channel, user_id)], args=args))
+        return self._entries.any_genuine(user_id, live)
+
+    async def lookup(self, channel: str, user_id: str) -> bool:
+        """Whether ``user_id`` has a socket anywhere: the routing script, sending nothing."""
+        live = await self._run(self._send_to_user(keys=[presence_key(channel, user_id)],
+                                                  args=self._routing(channel)))
+        return self._entries.any_genuine(user_id, live)
+
+    async def hold(self, user_id: str) -> None:
+        """Nothing to do: the presence entry itself routes the user's messages here."""
+
+    async def release(self, user_id: str) -> None:
+        """Nothing to do: without the presence entry no message is routed here."""
+
+    def _routing(self, channel: str) -> list[bytes | str | int]:
+        """The scripts' first arguments: where inboxes are, who sends, how long they grow, the registry."""
+        return [inbox_key(channel, ""), self.process, INBOX_MAX_LEN, registry_key(channel)]
+
+    async def _run(self, command: Awaitable[Any]) -> Any:
+        try:
+            return await command
+        except PoolExhaustedError as exc:
+            raise QueueBusyError(f"Redis is busy, retry shortly: {exc}") from exc
+        except (RedisError, OSError) as exc:
+            raise PublishError(f"Redis publish failed: {exc}") from exc
+
+    async def subscribe(self, channel: str) -> None:
+        """Check the reading connection; after an outage, count what the inbox dropped meanwhile."""
+        inbox = inbox_key(channel, self.process)
+        try:
+            await self._reader.ping()
+            resumed = self._inbox == inbox
+            self._inbox = inbox
+            if resumed:
+                await self._report_overflow(inbox)
+            else:
+                await self._warn_of_older_replicas(channel)
+        except (RedisError, OSError) as exc:
+            raise QueueUnavailableError(f"Redis unreachable: {exc}") from exc
+
+    async def unsubscribe(self, channel: str) -> None:
+        """Stop reading and delete the inbox: nothing more will be read from it."""
+        inbox, self._inbox = self._inbox, None
+        if inbox is not None:
+            try:
+                await self.client.delete(inbox)
+            except (RedisError, OSError):
+                pass  # it expires by itself
+
+    async def messages(self) -> AsyncGenerator[bytes, None]:
+        inbox = self._inbox
+        if inbox is None:
+            raise QueueUnavailableError("not subscribed")
+        while True:
+            try:
+                reply: _XReadReply = await self._reader.xread(  # type: ignore[assignment]
+                    {inbox: self._last_id}, count=READ_BATCH, block=READ_BLOCK_MS)
+                if time.monotonic() - self._trimmed_at >= TRIM_INTERVAL:
+                    await self._trim(inbox)
+            except (RedisError, OSError) as exc:
+                raise QueueUnavailableError(f"Redis connection lost: {exc}") from exc
+            for _stream, entries in reply:
+                for entry_id, fields in entries:
+                    self._last_id = entry_id
+                    data = fields.get(b"m")
+                    if data is not None:
+                        yield data
+
+    async def _trim(self, inbox: str) -> None:
+        """Drop what was read; keep the inbox alive while this replica is."""
+        self._trimmed_at = time.monotonic()
+        async with self._reader.pipeline(transaction=False) as pipe:
+            pipe.xtrim(inbox, minid=self._last_id, approximate=False)
+            pipe.pexpire(inbox, INBOX_TTL_MS)
+            await pipe.execute()
+
+    async def _warn_of_older_replicas(self, channel: str) -> None:
+        """Replicas before directed delivery listened on ``channel`` with SUBSCRIBE: they and
+        this one cannot reach each other's users (README, "Upgrading to directed delivery")."""
+        ((_, listening),) = await self._reader.pubsub_numsub(channel)
+        if listening:
+            logger.warning("replicas of an older version listen on the channel; they and this replica cannot "
+                           "reach each other's users: replace them all", extra={"channel": channel,
+                                                                                "older_replicas": listening})
+
+    async def _report_overflow(self, inbox: str) -> None:
+        """Log an inbox that dropped unread entries (``INBOX_MAX_LEN``) while this replica could not read."""
+        try:
+            info = await self._reader.xinfo_stream(inbox)
+        except RedisError:
+            return  # no inbox: nothing was sent meanwhile, or Redis lost it with everything else
+        deleted = info.get("max-deleted-entry-id", b"0-0")
+        if _entry_id(deleted) > _entry_id(self._last_id):
+            logger.error("inbox overflowed while this replica could not read; messages were lost",
+                         extra={"inbox": inbox, "last_read": self._last_id.decode(), "dropped_up_to": deleted.decode()})
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await asyncio.wait_for(self.client.ping(), PING_TIMEOUT))
+        except (TimeoutError, RedisError, OSError):
+            return False
+
+
+def _entry_id(value: bytes) -> tuple[int, int]:
+    ms, _, seq = value.partition(b"-")
+    return int(ms), int(seq or 0)
