@@ -26,10 +26,12 @@ from engineio.async_drivers import aiohttp as eio_aiohttp
 from engineio.async_socket import AsyncSocket
 
 from .errors import ErrorCode, error_payload
+from .json_codec import SocketIOJson
 from .logs import LogThrottle
 from .metrics import Metrics
 
-__all__ = ["EngineServer", "GuardedSocket", "GuardedWebSocket", "OutgoingQueue", "SocketServer", "packet_size"]
+__all__ = ["CodecPacket", "EngineServer", "GuardedSocket", "GuardedWebSocket", "OutgoingQueue", "SocketServer",
+           "packet_size"]
 
 logger = logging.getLogger(__name__)
 
@@ -356,8 +358,21 @@ def _refusal(status: int, code: ErrorCode, message: str) -> web.Response:
     return response
 
 
+class CodecPacket(socketio.packet.Packet):  # type: ignore[misc]
+    """python-socketio's packet, encoded and decoded through orjson (``json_codec``).
+
+    A subclass given as the server's ``serializer``: the library's ``json=`` option would set
+    ``json`` on its own ``Packet`` class, for every server and client of the process.
+    """
+
+    json = SocketIOJson
+
+
 class SocketServer(socketio.AsyncServer):  # type: ignore[misc]
-    """python-socketio's ``AsyncServer`` on ``EngineServer``; takes its options too."""
+    """python-socketio's ``AsyncServer`` on ``EngineServer`` with ``CodecPacket``; takes its options too."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**{"serializer": CodecPacket, **kwargs})
 
     def _engineio_server_class(self) -> type[EngineServer]:
         return EngineServer

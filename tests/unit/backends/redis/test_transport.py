@@ -6,7 +6,7 @@ too old for it; that parser costs two to five times the CPU per message received
 
 from __future__ import annotations
 
-from redis.asyncio.connection import _AsyncHiredisParser
+from redis._parsers import _AsyncHiredisParser
 
 from server.backends.redis.transport import connect_redis
 
@@ -14,7 +14,7 @@ from server.backends.redis.transport import connect_redis
 async def test_connections_of_the_command_client_parse_replies_with_hiredis() -> None:
     client = connect_redis("redis://127.0.0.1:1/0")  # never connected: the parser is chosen when built
     try:
-        connection = client.connection_pool.make_connection()
+        connection = client.connection_pool.make_connection()  # type: ignore[no-untyped-call]
         assert type(connection._parser) is _AsyncHiredisParser
     finally:
         await client.aclose()
