@@ -1,0 +1,199 @@
+"""``python -m bench.micro``: small, repeatable measurements of one replica's per-message costs.
+
+``json``: CPU per encode and decode of a navigation message, json against orjson:
+python-socketio's packet (``Packet`` against ``CodecPacket``) and the queue
+envelope's JSON (``json`` against ``server.json_codec``).
+
+``delivery``: one replica (``bench.micro_replica``, no Redis) emitting navigation
+messages to the rooms of N WebSocket clients (``bench.loadgen.Client``) at a fixed
+rate; reports the replica's CPU time per delivered message, read from ``/proc``, for
+each combination of event loop (asyncio, uvloop) and packet JSON (json, orjson).
+Configurations take turns run after run, so the noise of a shared machine spreads
+over all of them; the median of the runs is reported. ``--profile`` samples the last
+configuration's replica with py-spy during its last run.
+
+Process CPU time, not wall time: the clients and everything else on the machine
+share its cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import aiohttp
+from engineio import json as engineio_json
+from socketio import packet as sio_packet
+
+from cluster.processes import Replica, wait_until_async
+from server import json_codec
+from server.transport import CodecPacket
+
+from .cpu import cpu_seconds
+from .loadgen import Client, Recorder
+from .message import EVENT, payload
+from .profile import SAMPLE_RATE, summarize_stacks
+
+__all__ = ["main"]
+
+CONFIGS = ("asyncio+json", "uvloop+json", "asyncio+orjson", "uvloop+orjson")
+
+
+def per_call_us(function: Callable[[], object], *, calls: int, runs: int) -> float:
+    """Median over ``runs`` of the process CPU microseconds one call takes."""
+    samples = []
+    for _ in range(runs):
+        began = time.process_time()
+        for _ in range(calls):
+            function()
+        samples.append((time.process_time() - began) / calls * 1e6)
+    return statistics.median(samples)
+
+
+def json_costs(*, calls: int, runs: int) -> list[tuple[str, float, float]]:
+    """(what, json µs, orjson µs) per call, for each JSON step of a message's path."""
+    data = [EVENT, payload(step=1, seq=42)]
+    encoded = sio_packet.Packet(sio_packet.EVENT, data=data).encode()
+    stock = sio_packet.Packet
+    stock.json = engineio_json  # as python-socketio ships it
+
+    envelope = {"method": "emit", "event": EVENT, "data": data[1:], "binary": False, "namespace": "/",
+                "room": "user:u1234", "skip_sid": None, "callback": None, "host_id": "0123456789abcdef"}
+    body = json.dumps(envelope, separators=(",", ":"), ensure_ascii=False).encode()
+
+    def measure(what: str, with_json: Callable[[], object], with_orjson: Callable[[], object]) -> tuple[
+            str, float, float]:
+        return what, per_call_us(with_json, calls=calls, runs=runs), per_call_us(with_orjson, calls=calls, runs=runs)
+
+    return [
+        measure(f"Socket.IO packet encode ({len(encoded)} B)",
+                lambda: stock(sio_packet.EVENT, data=data).encode(),
+                lambda: CodecPacket(sio_packet.EVENT, data=data).encode()),
+        measure("Socket.IO packet decode", lambda: stock(encoded_packet=encoded),
+                lambda: CodecPacket(encoded_packet=encoded)),
+        measure(f"queue envelope JSON encode ({len(body)} B)",
+                lambda: json.dumps(envelope, separators=(",", ":"), ensure_ascii=False).encode(),
+                lambda: json_codec.dumps_utf8(envelope)),
+        measure("queue envelope JSON decode", lambda: json.loads(body), lambda: json_codec.loads(body)),
+    ]
+
+
+class Run:
+    """One replica of one configuration, its clients, and one measured step."""
+
+    def __init__(self, config: str, *, users: list[str], log_dir: Path) -> None:
+        loop, codec = config.split("+")
+        env = {"AUTH_MODE": "dev", "LOG_LEVEL": "WARNING", "REDIS_URL": "", "MICRO_LOOP": loop, "MICRO_CODEC": codec}
+        self.replica = Replica(instance_id=f"micro-{loop}-{codec}", env=env, log_dir=log_dir,
+                               module="bench.micro_replica")
+        self.users = users
+        self.recorder = Recorder()
+        self.clients: list[Client] = []
+
+    async def __aenter__(self) -> Run:
+        await asyncio.to_thread(self.replica.start)
+        self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+        gate = asyncio.Semaphore(50)
+
+        async def one(user: str) -> Client:
+            async with gate:
+                return await Client.connect(self.session, self.replica.url, user, compress=False,
+                                            recorder=self.recorder)
+
+        self.clients = list(await asyncio.gather(*(one(user) for user in self.users)))
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await asyncio.gather(*(client.close() for client in self.clients), return_exceptions=True)
+        await self.session.close()
+        await asyncio.to_thread(self.replica.stop)
+
+    async def step(self, step: int, *, rate: float, seconds: float) -> tuple[int, int, float]:
+        """Emit for ``seconds``; returns (messages sent, delivered, replica CPU seconds until the last arrived)."""
+        self.recorder.begin(step)
+        before = cpu_seconds(self.replica.pid)
+        async with self.session.post(f"{self.replica.url}/bench/emit", json={
+                "users": self.users, "rate": rate, "seconds": seconds, "step": step}) as response:
+            sent = (await response.json())["sent"]
+        with contextlib.suppress(TimeoutError):  # what was lost shows as delivered < sent
+            await wait_until_async(lambda: self.recorder.total() >= sent, timeout=10, what="the last deliveries",
+                                   interval=0.01)
+        return sent, self.recorder.total(), cpu_seconds(self.replica.pid) - before
+
+
+async def delivery(args: argparse.Namespace) -> dict[str, list[float]]:
+    users = [f"micro{i}" for i in range(args.clients)]
+    results: dict[str, list[float]] = {config: [] for config in args.configs}
+    with tempfile.TemporaryDirectory(prefix="bench-micro-") as tmp:
+        for run in range(args.runs):
+            for config in args.configs:
+                async with Run(config, users=users, log_dir=Path(tmp)) as one:
+                    await one.step(0, rate=args.rate, seconds=1.0)  # warm-up
+                    spy = _start_py_spy(one.replica.pid, args) if (
+                        args.profile and run == args.runs - 1 and config == args.configs[-1]) else None
+                    sent, delivered, cpu = await one.step(1, rate=args.rate, seconds=args.seconds)
+                    if spy is not None:
+                        await asyncio.to_thread(_write_profile, spy, Path(args.profile), config)
+                us = cpu / max(delivered, 1) * 1e6
+                results[config].append(us)
+                print(f"run {run + 1} {config:15} delivered {delivered}/{sent}  {us:6.1f} µs CPU per delivery",
+                      file=sys.stderr)
+    return results
+
+
+def _write_profile(spy: subprocess.Popen[bytes], path: Path, config: str) -> None:
+    spy.wait(timeout=30)
+    summary = summarize_stacks(path.with_suffix(".raw").read_text().splitlines())
+    path.write_text(f"{config}\n\n{summary.text(top=40)}")
+
+
+def _start_py_spy(pid: int, args: argparse.Namespace) -> subprocess.Popen[bytes]:
+    py_spy = shutil.which("py-spy", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    if py_spy is None:
+        raise RuntimeError("py-spy is not installed (pip install -r bench/requirements.txt)")
+    return subprocess.Popen([py_spy, "record", "--pid", str(pid), "--duration", str(int(args.seconds)),
+                             "--rate", str(SAMPLE_RATE), "--format", "raw",
+                             "--output", str(Path(args.profile).with_suffix(".raw"))],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.micro", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    json_parser = commands.add_parser("json", help="encode and decode CPU of a navigation message")
+    json_parser.add_argument("--calls", type=int, default=20_000)
+    json_parser.add_argument("--runs", type=int, default=7)
+    deliver = commands.add_parser("delivery", help="replica CPU per delivered message")
+    deliver.add_argument("--clients", type=int, default=200)
+    deliver.add_argument("--rate", type=float, default=2000, help="messages emitted per second")
+    deliver.add_argument("--seconds", type=float, default=5)
+    deliver.add_argument("--runs", type=int, default=3)
+    deliver.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=CONFIGS)
+    deliver.add_argument("--profile", metavar="PATH", help="py-spy summary of the last configuration's last run")
+    args = parser.parse_args(argv)
+    if args.command == "json":
+        print("| step | json µs | orjson µs |\n|---|---|---|")
+        for what, with_json, with_orjson in json_costs(calls=args.calls, runs=args.runs):
+            print(f"| {what} | {with_json:.2f} | {with_orjson:.2f} |")
+        return 0
+    results = asyncio.run(delivery(args))
+    print(f"{args.clients} clients, {args.rate:g} msg/s for {args.seconds:g} s, median of {args.runs} runs")
+    print("| loop + packet JSON | µs CPU per delivered message | runs |\n|---|---|---|")
+    for config, samples in results.items():
+        print(f"| {config} | {statistics.median(samples):.1f} | {', '.join(f'{s:.1f}' for s in samples)} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,59 @@
+"""``python -m bench.micro_replica``: a replica for ``bench.micro delivery``.
+
+Our replica (``python -m server``, in-memory manager, no Redis) plus one route,
+``POST /bench/emit``, that emits benchmark messages to user rooms from inside the
+process at a paced rate, as a backend's emits arrive at a replica. Two variables
+of the benchmark's own choose what is compared: ``MICRO_LOOP=asyncio`` hides uvloop
+(the replica then runs on asyncio's loop, as where uvloop is not installed), and
+``MICRO_CODEC=json`` puts python-socketio's packets back on its own JSON module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+
+from aiohttp import web
+from engineio import json as engineio_json
+
+from server.__main__ import main
+from server.app import create_app
+from server.app_keys import SIO
+from server.config import Settings
+from server.queue.rooms import user_room
+from server.transport import CodecPacket
+
+from .message import EVENT, payload
+from .pacing import Schedule
+
+__all__ = ["build"]
+
+async def emit(request: web.Request) -> web.Response:
+    """Emit ``rate`` messages a second for ``seconds``, user after user; answers how many."""
+    body = await request.json()
+    users: list[str] = body["users"]
+    sio = request.app[SIO]
+    loop = asyncio.get_running_loop()
+    schedule = Schedule(float(body["rate"]), float(body["seconds"]), loop.time())
+    sent = 0
+    while (due := schedule.take(loop.time())) is not None:
+        if due > loop.time():
+            await asyncio.sleep(due - loop.time())
+        await sio.emit(EVENT, payload(body["step"], sent), room=user_room(users[sent % len(users)]))
+        sent += 1
+    return web.json_response({"sent": sent})
+
+
+def build(settings: Settings) -> web.Application:
+    app = create_app(settings)
+    app.router.add_post("/bench/emit", emit)
+    return app
+
+
+if __name__ == "__main__":
+    if os.environ.get("MICRO_LOOP") == "asyncio":
+        sys.modules["uvloop"] = None  # type: ignore[assignment]  # ``import uvloop`` fails: asyncio's loop
+    if os.environ.get("MICRO_CODEC") == "json":
+        CodecPacket.json = engineio_json
+    sys.exit(main(build))
