@@ -4,6 +4,10 @@
 python-socketio's packet (``Packet`` against ``CodecPacket``) and the queue
 envelope's JSON (``json`` against ``server.json_codec``).
 
+``send``: CPU per recipient of the outgoing-buffer checks ``GuardedSocket.send`` and
+its queue make for one packet sent to a room of 100 sockets (Korean text travels as
+``\\u`` escapes, so its packet is ASCII too).
+
 ``delivery``: one replica (``bench.micro_replica``, no Redis) emitting navigation
 messages to the rooms of N WebSocket clients (``bench.loadgen.Client``) at a fixed
 rate; reports the replica's CPU time per delivered message, read from ``/proc``, for
@@ -34,11 +38,12 @@ from pathlib import Path
 
 import aiohttp
 from engineio import json as engineio_json
+from engineio import packet as eio_packet
 from socketio import packet as sio_packet
 
 from cluster.processes import Replica, wait_until_async
 from server import json_codec
-from server.transport import CodecPacket
+from server.transport import CodecPacket, GuardedSocket, OutgoingQueue, packet_size
 
 from .cpu import cpu_seconds
 from .loadgen import Client, Recorder
@@ -87,6 +92,38 @@ def json_costs(*, calls: int, runs: int) -> list[tuple[str, float, float]]:
                 lambda: json_codec.dumps_utf8(envelope)),
         measure("queue envelope JSON decode", lambda: json.loads(body), lambda: json_codec.loads(body)),
     ]
+
+
+class _Transport(asyncio.Transport):
+    """The two questions ``GuardedSocket.buffered`` asks of a connection."""
+
+    def is_closing(self) -> bool:
+        return False
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+
+def send_check_costs(*, calls: int, runs: int) -> list[tuple[str, float]]:
+    """(what, µs per recipient): ``buffered()`` and ``packet_size()`` as a send and its queue call them."""
+    sockets = []
+    for _ in range(100):
+        sock = GuardedSocket.__new__(GuardedSocket)  # no server: only the size checks run
+        sock.queue, sock.transport = OutgoingQueue(), _Transport()
+        sockets.append(sock)
+    results = []
+    for text, guidance in (("ASCII", "Take the elevator at exit 4 to platform 2"),
+                           ("Korean", "4번 출구 엘리베이터를 타고 2번 승강장으로 가세요")):
+        data = [EVENT, {**payload(step=1, seq=42), "instruction": guidance}]
+        encoded = CodecPacket(sio_packet.EVENT, data=data).encode()
+
+        def room(encoded: str = encoded) -> None:
+            pkt = eio_packet.Packet(eio_packet.MESSAGE, encoded)  # one packet for the whole room, as python-socketio
+            for sock in sockets:
+                sock.buffered() + packet_size(pkt) + packet_size(pkt)
+
+        results.append((f"{text} packet", per_call_us(room, calls=calls // 100, runs=runs) / len(sockets)))
+    return results
 
 
 class Run:
@@ -174,6 +211,9 @@ def main(argv: list[str] | None = None) -> int:
     json_parser = commands.add_parser("json", help="encode and decode CPU of a navigation message")
     json_parser.add_argument("--calls", type=int, default=20_000)
     json_parser.add_argument("--runs", type=int, default=7)
+    send_parser = commands.add_parser("send", help="outgoing-buffer checks per recipient")
+    send_parser.add_argument("--calls", type=int, default=200_000)
+    send_parser.add_argument("--runs", type=int, default=7)
     deliver = commands.add_parser("delivery", help="replica CPU per delivered message")
     deliver.add_argument("--clients", type=int, default=200)
     deliver.add_argument("--rate", type=float, default=2000, help="messages emitted per second")
@@ -186,6 +226,11 @@ def main(argv: list[str] | None = None) -> int:
         print("| step | json µs | orjson µs |\n|---|---|---|")
         for what, with_json, with_orjson in json_costs(calls=args.calls, runs=args.runs):
             print(f"| {what} | {with_json:.2f} | {with_orjson:.2f} |")
+        return 0
+    if args.command == "send":
+        print("| packet | µs per recipient |\n|---|---|")
+        for what, cost in send_check_costs(calls=args.calls, runs=args.runs):
+            print(f"| {what} | {cost:.2f} |")
         return 0
     results = asyncio.run(delivery(args))
     print(f"{args.clients} clients, {args.rate:g} msg/s for {args.seconds:g} s, median of {args.runs} runs")

@@ -26,7 +26,7 @@ from typing import Any
 import orjson
 from engineio import json as engineio_json
 
-__all__ = ["SocketIOJson", "dumps_utf8", "loads"]
+__all__ = ["SocketIOJson", "dumps_utf8", "is_json", "loads"]
 
 # Types orjson would serialise but json refuses: refused by orjson too, so json decides.
 _OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
@@ -57,6 +57,15 @@ def dumps_utf8(obj: Any) -> bytes:
         return orjson.dumps(obj, option=_OPTIONS)
     except TypeError:  # orjson.JSONEncodeError
         return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def is_json(obj: Any) -> bool:
+    """True when orjson writes ``obj``: then nothing in it is ``bytes``, ``bytearray`` or ``memoryview``."""
+    try:
+        orjson.dumps(obj, option=_OPTIONS)
+    except TypeError:  # orjson.JSONEncodeError
+        return False
+    return True
 
 
 class SocketIOJson:

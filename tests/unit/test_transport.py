@@ -29,6 +29,16 @@ def test_the_server_codes_packets_through_orjson_without_changing_python_socketi
     assert sio_packet.Packet.json is engineio_json  # other servers and clients of the process keep theirs
 
 
+@pytest.mark.parametrize("data", [
+    ["nav", {"station": "City Hall", "line": 2}], ["nav", b"\x00"], ["nav", {"map": [1, bytearray(b"x")]}],
+    ["nav", {"id": 2**70}], ["nav", {"id": 2**70, "blob": b"x"}], ["nav", (b"in a tuple",)], ["nav", {1: b"x"}],
+], ids=["json", "bytes", "nested-bytearray", "beyond-64-bits", "beyond-64-bits-and-bytes", "tuple", "int-key"])
+def test_packets_are_binary_exactly_when_python_socketios_own_say_so(data: list[Any]) -> None:
+    assert CodecPacket.data_is_binary(data) == sio_packet.Packet.data_is_binary(data)
+    assert CodecPacket(sio_packet.EVENT, data=data).packet_type == sio_packet.Packet(
+        sio_packet.EVENT, data=data).packet_type
+
+
 def test_packet_size_is_what_the_packet_takes_on_the_wire() -> None:
     for pkt in (eio_packet.Packet(eio_packet.MESSAGE, "42[\"nav\",\"x\"]"),
                 eio_packet.Packet(eio_packet.MESSAGE, "42[\"nav\",\"길\"]"),
