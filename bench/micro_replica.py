@@ -5,7 +5,7 @@ Our replica (``python -m server``, in-memory manager, no Redis) plus one route,
 process at a paced rate, as a backend's emits arrive at a replica. Two variables
 of the benchmark's own choose what is compared: ``MICRO_LOOP=asyncio`` hides uvloop
 (the replica then runs on asyncio's loop, as where uvloop is not installed), and
-``MICRO_CODEC=json`` puts python-socketio's packets back on its own JSON module.
+``MICRO_CODEC=json`` puts python-socketio's own packet class (and JSON module) back.
 """
 
 from __future__ import annotations
@@ -14,15 +14,15 @@ import asyncio
 import os
 import sys
 
+import socketio
 from aiohttp import web
-from engineio import json as engineio_json
 
+from server import transport
 from server.__main__ import main
 from server.app import create_app
 from server.app_keys import SIO
 from server.config import Settings
 from server.queue.rooms import user_room
-from server.transport import CodecPacket
 
 from .message import EVENT, payload
 from .pacing import Schedule
@@ -55,5 +55,5 @@ if __name__ == "__main__":
     if os.environ.get("MICRO_LOOP") == "asyncio":
         sys.modules["uvloop"] = None  # type: ignore[assignment]  # ``import uvloop`` fails: asyncio's loop
     if os.environ.get("MICRO_CODEC") == "json":
-        CodecPacket.json = engineio_json
+        transport.CodecPacket = socketio.packet.Packet  # python-socketio's own packets, as shipped
     sys.exit(main(build))
