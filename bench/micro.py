@@ -131,7 +131,11 @@ class Run:
 
     def __init__(self, config: str, *, users: list[str], log_dir: Path) -> None:
         loop, codec = config.split("+")
-        env = {"AUTH_MODE": "dev", "LOG_LEVEL": "WARNING", "REDIS_URL": "", "MICRO_LOOP": loop, "MICRO_CODEC": codec}
+        # As bench/cluster.py sets them: nothing from the caller's environment or a .env file counts,
+        # and the per-address handshake limits are lifted for clients that all come from one address.
+        env = {"AUTH_MODE": "dev", "JWT_SECRET": "", "LOG_LEVEL": "WARNING", "REDIS_URL": "",
+               "DUPLICATE_CONNECTION_POLICY": "allow", "MAX_PAYLOAD_BYTES": "", "HANDSHAKE_RATE_PER_SECOND": "10000",
+               "HANDSHAKE_BURST": "100000", "MAX_CONNECTIONS": "1000000", "MICRO_LOOP": loop, "MICRO_CODEC": codec}
         self.replica = Replica(instance_id=f"micro-{loop}-{codec}", env=env, log_dir=log_dir,
                                module="bench.micro_replica")
         self.users = users
@@ -139,16 +143,22 @@ class Run:
         self.clients: list[Client] = []
 
     async def __aenter__(self) -> Run:
-        await asyncio.to_thread(self.replica.start)
         self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
         gate = asyncio.Semaphore(50)
 
         async def one(user: str) -> Client:
             async with gate:
-                return await Client.connect(self.session, self.replica.url, user, compress=False,
-                                            recorder=self.recorder)
+                client = await Client.connect(self.session, self.replica.url, user, compress=False,
+                                              recorder=self.recorder)
+                self.clients.append(client)
+                return client
 
-        self.clients = list(await asyncio.gather(*(one(user) for user in self.users)))
+        try:
+            await asyncio.to_thread(self.replica.start)
+            await asyncio.gather(*(one(user) for user in self.users))
+        except BaseException:
+            await self.__aexit__()
+            raise
         return self
 
     async def __aexit__(self, *_exc: object) -> None:
