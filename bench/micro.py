@@ -8,10 +8,16 @@ envelope's JSON (``json`` against ``server.json_codec``).
 its queue make for one packet sent to a room of 100 sockets (Korean text travels as
 ``\\u`` escapes, so its packet is ASCII too).
 
+``emit``: CPU of python-socketio's ``AsyncManager.emit`` to a one-socket room (the
+targeted message), stock (a task per recipient, then ``asyncio.wait``) against the
+same packet awaited in place, on uvloop, with a send that does nothing: the cost of
+the task alone. The managers live in server/queue/.
+
 ``delivery``: one replica (``bench.micro_replica``, no Redis) emitting navigation
 messages to the rooms of N WebSocket clients (``bench.loadgen.Client``) at a fixed
 rate; reports the replica's CPU time per delivered message, read from ``/proc``, for
-each combination of event loop (asyncio, uvloop) and packet JSON (json, orjson).
+each combination of event loop (asyncio, uvloop) and packet JSON (json, orjson), and
+on request with the manager sending without a task per recipient (``+in-place``).
 Configurations take turns run after run, so the noise of a shared machine spreads
 over all of them; the median of the runs is reported. ``--profile`` samples the last
 configuration's replica with py-spy during its last run.
@@ -33,16 +39,18 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
 from engineio import json as engineio_json
 from engineio import packet as eio_packet
 from socketio import packet as sio_packet
+from socketio.async_manager import AsyncManager
 
 from cluster.processes import Replica, wait_until_async
 from server import json_codec
+from server.event_loop import new_event_loop
 from server.transport import CodecPacket, GuardedSocket, OutgoingQueue, packet_size
 
 from .cpu import cpu_seconds
@@ -52,7 +60,8 @@ from .profile import SAMPLE_RATE, summarize_stacks
 
 __all__ = ["main"]
 
-CONFIGS = ("asyncio+json", "uvloop+json", "asyncio+orjson", "uvloop+orjson")
+CONFIGS = ("asyncio+json", "uvloop+json", "asyncio+orjson", "uvloop+orjson", "uvloop+orjson+in-place")
+DEFAULT_CONFIGS = CONFIGS[:4]
 
 
 def per_call_us(function: Callable[[], object], *, calls: int, runs: int) -> float:
@@ -126,16 +135,60 @@ def send_check_costs(*, calls: int, runs: int) -> list[tuple[str, float]]:
     return results
 
 
+class _Server:
+    """What ``AsyncManager.emit`` uses of its server, sending nowhere."""
+
+    packet_class = CodecPacket
+
+    async def _send_eio_packet(self, eio_sid: str, pkt: eio_packet.Packet) -> None:
+        return None
+
+
+async def _emit_costs(calls: int, runs: int) -> list[tuple[str, float]]:
+    manager = AsyncManager()
+    manager.set_server(_Server())
+    manager.basic_enter_room("sid1", "/", None, eio_sid="eio1")
+    manager.basic_enter_room("sid1", "/", "user:u1")
+    data = payload(step=1, seq=42)
+
+    async def in_place() -> None:  # AsyncManager.emit's no-callback branch, without the task
+        pkt = CodecPacket(sio_packet.EVENT, namespace="/", data=[EVENT, data])
+        eio_pkt = eio_packet.Packet(eio_packet.MESSAGE, pkt.encode())
+        for _sid, eio_sid in manager.get_participants("/", "user:u1"):
+            await manager.server._send_eio_packet(eio_sid, eio_pkt)
+
+    async def per_call(emit: Callable[[], Awaitable[None]]) -> float:
+        samples = []
+        for _ in range(runs):
+            began = time.process_time()
+            for _ in range(calls):
+                await emit()
+            samples.append((time.process_time() - began) / calls * 1e6)
+        return statistics.median(samples)
+
+    return [("stock AsyncManager.emit", await per_call(lambda: manager.emit(EVENT, data, "/", room="user:u1"))),
+            ("the same, send awaited in place", await per_call(in_place))]
+
+
+def emit_costs(*, calls: int, runs: int) -> list[tuple[str, float]]:
+    loop = new_event_loop()
+    try:
+        return loop.run_until_complete(_emit_costs(calls, runs))
+    finally:
+        loop.close()
+
+
 class Run:
     """One replica of one configuration, its clients, and one measured step."""
 
     def __init__(self, config: str, *, users: list[str], log_dir: Path) -> None:
-        loop, codec = config.split("+")
+        loop, codec, *emit = config.split("+")
         # As bench/cluster.py sets them: nothing from the caller's environment or a .env file counts,
         # and the per-address handshake limits are lifted for clients that all come from one address.
         env = {"AUTH_MODE": "dev", "JWT_SECRET": "", "LOG_LEVEL": "WARNING", "REDIS_URL": "",
                "DUPLICATE_CONNECTION_POLICY": "allow", "MAX_PAYLOAD_BYTES": "", "HANDSHAKE_RATE_PER_SECOND": "10000",
-               "HANDSHAKE_BURST": "100000", "MAX_CONNECTIONS": "1000000", "MICRO_LOOP": loop, "MICRO_CODEC": codec}
+               "HANDSHAKE_BURST": "100000", "MAX_CONNECTIONS": "1000000", "MICRO_LOOP": loop, "MICRO_CODEC": codec,
+               "MICRO_EMIT": "".join(emit)}
         self.replica = Replica(instance_id=f"micro-{loop}-{codec}", env=env, log_dir=log_dir,
                                module="bench.micro_replica")
         self.users = users
@@ -224,12 +277,16 @@ def main(argv: list[str] | None = None) -> int:
     send_parser = commands.add_parser("send", help="outgoing-buffer checks per recipient")
     send_parser.add_argument("--calls", type=int, default=200_000)
     send_parser.add_argument("--runs", type=int, default=7)
+    emit_parser = commands.add_parser("emit", help="python-socketio's emit to one socket, with and without a task")
+    emit_parser.add_argument("--calls", type=int, default=20_000)
+    emit_parser.add_argument("--runs", type=int, default=7)
     deliver = commands.add_parser("delivery", help="replica CPU per delivered message")
     deliver.add_argument("--clients", type=int, default=200)
     deliver.add_argument("--rate", type=float, default=2000, help="messages emitted per second")
     deliver.add_argument("--seconds", type=float, default=5)
     deliver.add_argument("--runs", type=int, default=3)
-    deliver.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=CONFIGS)
+    deliver.add_argument("--configs", nargs="+", default=list(DEFAULT_CONFIGS), choices=CONFIGS,
+                         help="loop+packet JSON; +in-place: the manager awaits each send, no task per recipient")
     deliver.add_argument("--profile", metavar="PATH", help="py-spy summary of the last configuration's last run")
     args = parser.parse_args(argv)
     if args.command == "json":
@@ -240,6 +297,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "send":
         print("| packet | µs per recipient |\n|---|---|")
         for what, cost in send_check_costs(calls=args.calls, runs=args.runs):
+            print(f"| {what} | {cost:.2f} |")
+        return 0
+    if args.command == "emit":
+        print("| emit to a one-socket room | µs |\n|---|---|")
+        for what, cost in emit_costs(calls=args.calls, runs=args.runs):
             print(f"| {what} | {cost:.2f} |")
         return 0
     results = asyncio.run(delivery(args))
