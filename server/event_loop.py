@@ -1,7 +1,7 @@
 """The event loop a replica and the emit CLI run on: uvloop when it is installed.
 
 aiohttp recommends uvloop, and it pays here: a replica delivering targeted messages
-to WebSocket clients spends about a third less CPU per delivered message on it
+to WebSocket clients spends about 17 % less CPU per delivered message on it
 (``python -m bench.micro delivery``; bench/RESULTS.md). Where it is not installed
 (a platform without a wheel), asyncio's own loop runs the same code.
 """
