@@ -13,6 +13,10 @@ targeted message), stock (a task per recipient, then ``asyncio.wait``) against t
 same packet awaited in place, on uvloop, with a send that does nothing: the cost of
 the task alone. The managers live in server/queue/.
 
+``redis``: CPU per message redis-py spends reading 300-byte messages, with hiredis and with
+its pure-Python parser: pub/sub ``listen`` and ``XREAD`` batches of 1,000, from a private
+``redis-server`` filled beforehand (so only the reading is timed).
+
 ``delivery``: one replica (``bench.micro_replica``, no Redis) emitting navigation
 messages to the rooms of N WebSocket clients (``bench.loadgen.Client``) at a fixed
 rate; reports the replica's CPU time per delivered message, read from ``/proc``, for
@@ -41,14 +45,17 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 from engineio import json as engineio_json
 from engineio import packet as eio_packet
+from redis import asyncio as aioredis
+from redis._parsers import _AsyncHiredisParser, _AsyncRESP3Parser
 from socketio import packet as sio_packet
 from socketio.async_manager import AsyncManager
 
-from cluster.processes import Replica, wait_until_async
+from cluster.processes import RedisServer, Replica, wait_until_async
 from server import json_codec
 from server.event_loop import new_event_loop
 from server.transport import CodecPacket, GuardedSocket, OutgoingQueue, packet_size
@@ -178,6 +185,57 @@ def emit_costs(*, calls: int, runs: int) -> list[tuple[str, float]]:
         loop.close()
 
 
+async def _redis_costs(url: str, messages: int, runs: int) -> list[tuple[str, float, float]]:
+    body = b"x" * 300
+    results: dict[str, dict[str, list[float]]] = {"pub/sub listen": {}, "XREAD, batches of 1,000": {}}
+    for _ in range(runs):
+        for parser, parser_class in (("hiredis", _AsyncHiredisParser), ("python", _AsyncRESP3Parser)):
+            pool = aioredis.ConnectionPool.from_url(url, parser_class=parser_class)
+            client = aioredis.Redis.from_pool(pool)
+            try:
+                pubsub = client.pubsub(ignore_subscribe_messages=True)
+                await pubsub.subscribe("micro")
+                await pubsub.get_message(timeout=1)  # the subscribe confirmation
+                async with client.pipeline(transaction=False) as pipe:
+                    for _ in range(messages):
+                        pipe.publish("micro", body)
+                    await pipe.execute()
+                began, read = time.process_time(), 0
+                async for message in pubsub.listen():
+                    read += message["type"] == "message"
+                    if read == messages:
+                        break
+                results["pub/sub listen"].setdefault(parser, []).append((time.process_time() - began) / messages)
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+                await client.delete("micro-stream")
+                async with client.pipeline(transaction=False) as pipe:
+                    for _ in range(messages):
+                        pipe.xadd("micro-stream", {"m": body})
+                    await pipe.execute()
+                began, last, read = time.process_time(), "0", 0
+                while read < messages:
+                    reply: Any = await client.xread({"micro-stream": last}, count=1000)
+                    entries = reply[0][1]  # [(stream, [(id, fields), ...])]
+                    read, last = read + len(entries), entries[-1][0]
+                results["XREAD, batches of 1,000"].setdefault(parser, []).append(
+                    (time.process_time() - began) / messages)
+            finally:
+                await client.aclose(close_connection_pool=True)
+    return [(what, statistics.median(by["hiredis"]) * 1e6, statistics.median(by["python"]) * 1e6)
+            for what, by in results.items()]
+
+
+def redis_costs(*, messages: int, runs: int) -> list[tuple[str, float, float]]:
+    with tempfile.TemporaryDirectory(prefix="bench-micro-redis-") as tmp:
+        redis = RedisServer(work_dir=Path(tmp))
+        redis.start()
+        try:
+            return asyncio.run(_redis_costs(redis.url, messages, runs))
+        finally:
+            redis.stop()
+
+
 class Run:
     """One replica of one configuration, its clients, and one measured step."""
 
@@ -280,6 +338,9 @@ def main(argv: list[str] | None = None) -> int:
     emit_parser = commands.add_parser("emit", help="python-socketio's emit to one socket, with and without a task")
     emit_parser.add_argument("--calls", type=int, default=20_000)
     emit_parser.add_argument("--runs", type=int, default=7)
+    redis_parser = commands.add_parser("redis", help="redis-py's read CPU per message, hiredis or not")
+    redis_parser.add_argument("--messages", type=int, default=40_000)
+    redis_parser.add_argument("--runs", type=int, default=5)
     deliver = commands.add_parser("delivery", help="replica CPU per delivered message")
     deliver.add_argument("--clients", type=int, default=200)
     deliver.add_argument("--rate", type=float, default=2000, help="messages emitted per second")
@@ -303,6 +364,11 @@ def main(argv: list[str] | None = None) -> int:
         print("| emit to a one-socket room | µs |\n|---|---|")
         for what, cost in emit_costs(calls=args.calls, runs=args.runs):
             print(f"| {what} | {cost:.2f} |")
+        return 0
+    if args.command == "redis":
+        print("| read | hiredis µs per message | pure-Python parser µs |\n|---|---|---|")
+        for what, with_hiredis, with_python in redis_costs(messages=args.messages, runs=args.runs):
+            print(f"| {what} | {with_hiredis:.1f} | {with_python:.1f} |")
         return 0
     results = asyncio.run(delivery(args))
     print(f"{args.clients} clients, {args.rate:g} msg/s for {args.seconds:g} s, median of {args.runs} runs")
