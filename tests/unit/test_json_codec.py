@@ -53,8 +53,15 @@ def test_loads_reads_what_json_reads(value: Any) -> None:
         assert loads(text) == json.loads(text)
 
 
-@pytest.mark.parametrize("value", [NAVIGATION, KOREAN, BIG, {1: "integer key"}, {"lone": "\ud800"}],
-                         ids=["navigation", "korean", "beyond-64-bits", "integer-key", "lone-surrogate"])
+@given(st.lists(st.floats(min_value=-1e-3, max_value=1e-3), max_size=8))
+def test_socketio_dumps_writes_small_floats_as_json_does(value: list[float]) -> None:
+    assert SocketIOJson.dumps(value, separators=(",", ":")) == compact(value, ensure_ascii=True)
+
+
+@pytest.mark.parametrize("value", [NAVIGATION, KOREAN, BIG, {1: "integer key"}, {"lone": "\ud800"},
+                                   [1.5e-05, 1e-7, -2.5e-9]],
+                         ids=["navigation", "korean", "beyond-64-bits", "integer-key", "lone-surrogate",
+                              "floats-under-1e-4"])
 def test_socketio_dumps_matches_json_where_orjson_would_differ_or_refuse(value: Any) -> None:
     assert SocketIOJson.dumps(value, separators=(",", ":")) == compact(value, ensure_ascii=True)
 
