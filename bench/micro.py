@@ -19,7 +19,8 @@ its pure-Python parser: pub/sub ``listen`` and ``XREAD`` batches of 1,000, from 
 
 ``delivery``: one replica (``bench.micro_replica``, no Redis) emitting navigation
 messages to the rooms of N WebSocket clients (``bench.loadgen.Client``) at a fixed
-rate; reports the replica's CPU time per delivered message, read from ``/proc``, for
+rate; reports the replica's CPU time per delivered message, read from ``/proc`` (and the
+resident memory its clients' connections added, per connection), for
 each combination of event loop (asyncio, uvloop) and packet JSON (json, orjson), and
 on request with the manager sending without a task per recipient (``+in-place``).
 Configurations take turns run after run, so the noise of a shared machine spreads
@@ -60,7 +61,7 @@ from server import json_codec
 from server.event_loop import new_event_loop
 from server.transport import CodecPacket, GuardedSocket, OutgoingQueue, packet_size
 
-from .cpu import cpu_seconds
+from .cpu import cpu_seconds, rss_bytes
 from .loadgen import Client, Recorder
 from .message import EVENT, payload
 from .profile import SAMPLE_RATE, summarize_stacks
@@ -252,6 +253,7 @@ class Run:
         self.users = users
         self.recorder = Recorder()
         self.clients: list[Client] = []
+        self.bytes_per_connection = 0.0
 
     async def __aenter__(self) -> Run:
         self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
@@ -266,7 +268,9 @@ class Run:
 
         try:
             await asyncio.to_thread(self.replica.start)
+            idle = rss_bytes(self.replica.pid)
             await asyncio.gather(*(one(user) for user in self.users))
+            self.bytes_per_connection = (rss_bytes(self.replica.pid) - idle) / len(self.users)
         except BaseException:
             await self.__aexit__()
             raise
@@ -305,8 +309,8 @@ async def delivery(args: argparse.Namespace) -> dict[str, list[float]]:
                         await asyncio.to_thread(_write_profile, spy, Path(args.profile), config)
                 us = cpu / max(delivered, 1) * 1e6
                 results[config].append(us)
-                print(f"run {run + 1} {config:15} delivered {delivered}/{sent}  {us:6.1f} µs CPU per delivery",
-                      file=sys.stderr)
+                print(f"run {run + 1} {config:15} delivered {delivered}/{sent}  {us:6.1f} µs CPU per delivery, "
+                      f"{one.bytes_per_connection / 1024:.1f} KiB resident per connection", file=sys.stderr)
     return results
 
 
