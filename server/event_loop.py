@@ -2,7 +2,7 @@
 
 aiohttp recommends uvloop, and it pays here: a replica delivering targeted messages
 to WebSocket clients spends about 17 % less CPU per delivered message on it
-(``python -m bench.micro delivery``; bench/RESULTS.md). Where it is not installed
+(``python -m bench.micro delivery``; bench/MICRO.md). Where it is not installed
 (a platform without a wheel), asyncio's own loop runs the same code.
 """
 
