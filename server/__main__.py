@@ -12,6 +12,7 @@ from aiohttp import web
 from .app import create_app
 from .config import Settings, load_environ
 from .errors import ConfigError
+from .event_loop import loop_name, new_event_loop
 from .logs import configure_logging
 
 logger = logging.getLogger("server")
@@ -39,8 +40,11 @@ def main(build: Callable[[Settings], web.Application] = create_app) -> int:
         logger.warning("AUTH_MODE=dev: clients may connect as any user id; never use this in production")
     if settings.redis_url is None:
         logger.warning("REDIS_URL is not set: single replica with the in-memory manager")
+    loop = new_event_loop()
+    logger.info("event loop: %s", loop_name(loop), extra={"event_loop": loop_name(loop)})
     web.run_app(
         app,
+        loop=loop,
         sock=sockets,
         shutdown_timeout=settings.shutdown_timeout,
         access_log=None,

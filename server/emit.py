@@ -26,6 +26,7 @@ from .config import (
 from .delivery import check_data, check_event
 from .emitter import Emitter
 from .errors import ConfigError, RealtimeError, RequestError, UserNotConnectedError
+from .event_loop import new_event_loop
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOT_CONNECTED = 0, 1, 2, 3
 
@@ -84,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return EXIT_USAGE
     try:
-        asyncio.run(run(args, data))
+        with asyncio.Runner(loop_factory=new_event_loop) as runner:
+            runner.run(run(args, data))
     except UserNotConnectedError as exc:
         print(f"not sent: {exc.message}", file=sys.stderr)
         return EXIT_NOT_CONNECTED

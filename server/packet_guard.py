@@ -129,7 +129,7 @@ class PacketGuard:
             pending, session.attachments = session.attachments, None
             await self._refuse(eio_sid, sid, ErrorCode.INVALID_PARAMETERS,
                                f"{pending.expected - pending.received} announced binary attachments did not come")
-        size = len(data.encode())
+        size = len(data) if data.isascii() else len(data.encode())  # no copy for ASCII text
         limit = self.settings.max_payload_bytes
         if size > limit:
             await self._refuse(eio_sid, sid, ErrorCode.PAYLOAD_TOO_LARGE, f"message of {size} bytes exceeds {limit}")

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import os
 import re
 import time
 from typing import Any
 
+from .. import json_codec
 from ..errors import InvalidEnvelopeError
 
 __all__ = ["METHODS", "decode", "encode", "sample"]
@@ -77,7 +77,7 @@ def encode(message: dict[str, Any], signing_key: bytes | None = None) -> bytes:
 
 
 def _json(message: dict[str, Any]) -> bytes:
-    return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()
+    return json_codec.dumps_utf8(message)
 
 
 def decode(raw: bytes | str, signing_key: bytes | None = None) -> dict[str, Any]:
@@ -89,7 +89,7 @@ def decode(raw: bytes | str, signing_key: bytes | None = None) -> dict[str, Any]
     if signing_key is not None:
         raw = _verified_body(raw, signing_key)
     try:
-        message = json.loads(raw)
+        message = json_codec.loads(raw)
     except (ValueError, TypeError, RecursionError):  # RecursionError: absurdly nested input
         raise InvalidEnvelopeError("not JSON", reason="invalid_json") from None
     if not isinstance(message, dict):

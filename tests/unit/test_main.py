@@ -3,6 +3,7 @@ and runs the app its builder makes."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from cluster.processes import free_port
 from server.__main__ import main
 from server.config import Settings
 from server.errors import ConfigError
+from server.event_loop import loop_name
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "kindmap-test-secret-0123456789abcdef0123"
@@ -103,7 +105,7 @@ def test_environment_overrides_the_env_file(tmp_path: Path) -> None:
     assert "PORT" not in result.stderr
 
 
-def test_main_runs_the_app_its_builder_makes_from_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_main_runs_the_app_its_builder_makes_from_the_settings_on_uvloop(monkeypatch: pytest.MonkeyPatch) -> None:
     built: list[Settings] = []
     ran: list[web.Application] = []
     app = web.Application()
@@ -116,9 +118,13 @@ def test_main_runs_the_app_its_builder_makes_from_the_settings(monkeypatch: pyte
     monkeypatch.setattr("server.__main__.load_environ", lambda: {"AUTH_MODE": "dev", "PORT": str(port)})
     monkeypatch.setattr("server.__main__.configure_logging", lambda level: None)  # leave the root logger alone
     listening: list[tuple[str, int]] = []
+    loops: list[str] = []
 
-    def run_app(application: web.Application, *, sock: list[socket.socket], **_options: object) -> None:
+    def run_app(application: web.Application, *, sock: list[socket.socket], loop: asyncio.AbstractEventLoop,
+                **_options: object) -> None:
         ran.append(application)
+        loops.append(loop_name(loop))
+        loop.close()  # as run_app does when it returns
         for one in sock:
             listening.append(one.getsockname()[:2])
             one.close()
@@ -129,6 +135,7 @@ def test_main_runs_the_app_its_builder_makes_from_the_settings(monkeypatch: pyte
     assert [settings.port for settings in built] == [port]
     assert ran == [app]
     assert listening == [("127.0.0.1", port)]
+    assert loops == ["uvloop"]
 
 
 def test_a_builder_refusing_the_settings_exits_2_like_a_bad_setting(monkeypatch: pytest.MonkeyPatch,
@@ -151,7 +158,9 @@ def test_logging_is_configured_before_the_app_is_built(monkeypatch: pytest.Monke
         calls.append("build")
         return web.Application()
 
-    def run_app(application: web.Application, *, sock: list[socket.socket], **_options: object) -> None:
+    def run_app(application: web.Application, *, sock: list[socket.socket], loop: asyncio.AbstractEventLoop,
+                **_options: object) -> None:
+        loop.close()
         for one in sock:
             one.close()
 

@@ -9,14 +9,34 @@ from typing import Any
 
 import aiohttp
 import pytest
+from engineio import json as engineio_json
 from engineio import packet as eio_packet
+from socketio import packet as sio_packet
 
 from server.app_keys import PRESENCE, SIO
-from server.transport import GuardedSocket, GuardedWebSocket, OutgoingQueue, packet_size
+from server.json_codec import SocketIOJson
+from server.transport import CodecPacket, GuardedSocket, GuardedWebSocket, OutgoingQueue, SocketServer, packet_size
 from tests.helpers.clients import MakeClient, connected, make_token
 from tests.helpers.in_process import Replica, StartReplica, sample
 from tests.helpers.raw_engineio import RECORD_SEPARATOR, engineio_url, open_polling_session, poll
 from tests.helpers.waiting import eventually
+
+
+def test_the_server_codes_packets_through_orjson_without_changing_python_socketios_own_packet() -> None:
+    server = SocketServer(async_mode="aiohttp", max_outgoing_bytes=1024)
+    assert server.packet_class is CodecPacket
+    assert CodecPacket.json is SocketIOJson
+    assert sio_packet.Packet.json is engineio_json  # other servers and clients of the process keep theirs
+
+
+@pytest.mark.parametrize("data", [
+    ["nav", {"station": "City Hall", "line": 2}], ["nav", b"\x00"], ["nav", {"map": [1, bytearray(b"x")]}],
+    ["nav", {"id": 2**70}], ["nav", {"id": 2**70, "blob": b"x"}], ["nav", (b"in a tuple",)], ["nav", {1: b"x"}],
+], ids=["json", "bytes", "nested-bytearray", "beyond-64-bits", "beyond-64-bits-and-bytes", "tuple", "int-key"])
+def test_packets_are_binary_exactly_when_python_socketios_own_say_so(data: list[Any]) -> None:
+    assert CodecPacket.data_is_binary(data) == sio_packet.Packet.data_is_binary(data)
+    assert CodecPacket(sio_packet.EVENT, data=data).packet_type == sio_packet.Packet(
+        sio_packet.EVENT, data=data).packet_type
 
 
 def test_packet_size_is_what_the_packet_takes_on_the_wire() -> None:
