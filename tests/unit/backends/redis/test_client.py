@@ -1,4 +1,4 @@
-"""server/backends/redis/transport.py: Redis replies are parsed by hiredis.
+"""server/backends/redis/client.py: Redis replies are parsed by hiredis.
 
 redis-py falls back to its pure-Python parser, silently, when hiredis is missing or
 too old for it; that parser costs two to five times the CPU per message received.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from redis._parsers import _AsyncHiredisParser
 
-from server.backends.redis.transport import connect_redis
+from server.backends.redis.client import connect_redis
 
 
 async def test_connections_of_the_command_client_parse_replies_with_hiredis() -> None:
