@@ -11,7 +11,9 @@ as browsers do, and measures:
 - server CPU per delivered message: the replica's CPU time over a step of
   targeted messages (``bench/message.py``, ~200 bytes of JSON) at a fixed rate;
 - bytes on the wire per message: what the replica's TCP connections to the
-  clients sent during the step (``ss``), divided by the messages delivered.
+  clients sent during the step (``ss``), divided by the messages delivered;
+- and, in this process, what deflating the same messages costs by itself: the
+  replica's figure is the whole path of a message, of which deflate is a part.
 
 It prints a Markdown table. Every process it starts is stopped on the way out.
 """
@@ -23,6 +25,8 @@ import asyncio
 import json
 import sys
 import tempfile
+import time
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +38,7 @@ from .wire import bytes_sent
 __all__ = ["Measurement", "main", "table"]
 
 WARMUP_S = 2.0
+DEFLATE_SAMPLE = 20_000  # messages deflated to time deflate alone
 
 
 @dataclass(frozen=True)
@@ -65,18 +70,41 @@ async def measure(*, compression: bool, users_: list[str], rate: float, duration
         wire_bytes_per_msg=wire / step.delivered if step.delivered else None, p99_ms=step.p99_ms)
 
 
+def packet(seq: int) -> bytes:
+    """One benchmark message as the replica sends it: the text of an Engine.IO/Socket.IO packet."""
+    return ("42" + json.dumps([EVENT, payload(step=1, seq=seq)], separators=(",", ":"))).encode()
+
+
 def message_bytes() -> int:
-    """The Socket.IO packet of one benchmark message, as text on the wire without compression."""
-    return len(("42" + json.dumps([EVENT, payload(step=1, seq=1)], separators=(",", ":"))).encode())
+    return len(packet(1))
+
+
+def deflate_alone(per_connection: int, messages: int = DEFLATE_SAMPLE) -> tuple[float, float]:
+    """CPU µs and bytes per message of permessage-deflate by itself, timed in this process, as
+    aiohttp applies it: zlib level 1, one compressor per connection whose 15-bit window runs
+    from message to message, a sync flush after each (its 4-byte tail is not sent). The
+    messages go ``per_connection`` to a connection, as in the measured step."""
+    frames = [packet(seq) for seq in range(messages)]
+    size = 0
+    began = time.process_time()
+    for first in range(0, messages, per_connection):
+        compressor = zlib.compressobj(1, zlib.DEFLATED, -15)
+        for frame in frames[first:first + per_connection]:
+            size += len(compressor.compress(frame) + compressor.flush(zlib.Z_SYNC_FLUSH)) - 4
+    return (time.process_time() - began) / messages * 1e6, size / messages
 
 
 def table(rows: list[Measurement], *, rate: float, duration: float) -> str:
     def number(value: float | None, unit: str, digits: int = 0) -> str:
         return "-" if value is None else f"{value:,.{digits}f} {unit}"
 
+    per_connection = max(1, round(rate * duration / rows[0].connections))
+    cpu, size = deflate_alone(per_connection)
     lines = [
         f"{rows[0].connections} connections offering permessage-deflate; targeted messages at {rate:g}/s for "
-        f"{duration:g} s; one message is a {message_bytes()}-byte Socket.IO packet.",
+        f"{duration:g} s ({per_connection} per connection); one message is a {message_bytes()}-byte Socket.IO "
+        f"packet. Deflate alone (zlib as aiohttp calls it, in this process): {cpu:.1f} µs and {size:.0f} bytes "
+        "per message.",
         "",
         "| WEBSOCKET_COMPRESSION | idle memory per connection | server CPU per message | bytes on the wire per "
         "message | delivered | p99 |",
