@@ -1,8 +1,8 @@
 """A system under test on this machine: its own redis-server and N replicas.
 
 ``ours`` runs ``python -m server``; ``baseline`` runs ``python -m bench.stock_replica``.
-Both get identical settings; every process is stopped on the way out, also on
-failure or Ctrl-C.
+Both get identical settings (``compression`` sets ``WEBSOCKET_COMPRESSION``); every
+process is stopped on the way out, also on failure or Ctrl-C.
 """
 
 from __future__ import annotations
@@ -20,12 +20,19 @@ CHANNEL = "kindmap_bench"
 
 
 class SystemUnderTest:
-    """``async with SystemUnderTest("ours", 3, log_dir) as cluster:`` starts Redis and the replicas, then stops them."""
+    """``async with SystemUnderTest("ours", 3, log_dir) as cluster:`` starts Redis and the replicas, then stops them.
 
-    def __init__(self, system: str, replicas: int, log_dir: Path) -> None:
+    :param compression: whether the replicas accept permessage-deflate (``WEBSOCKET_COMPRESSION``).
+    :param module: another entry point for the replicas, with the same settings
+        (``bench.traced_replica``: ours under tracemalloc).
+    """
+
+    def __init__(self, system: str, replicas: int, log_dir: Path, *, compression: bool = False,
+                 module: str | None = None) -> None:
         if system not in SYSTEMS:
             raise ValueError(f"system must be one of {sorted(SYSTEMS)}, got {system!r}")
         self.system = system
+        self.compression = compression
         redis_dir = log_dir / f"redis-{system}"
         redis_dir.mkdir(parents=True, exist_ok=True)
         self.redis = RedisServer(work_dir=redis_dir)
@@ -37,8 +44,10 @@ class SystemUnderTest:
                "QUEUE_SIGNING_KEY": "", "DUPLICATE_CONNECTION_POLICY": "allow", "MAX_PAYLOAD_BYTES": "",
                # The load generator opens thousands of sessions from one address: the per-address
                # handshake limit and the session cap are lifted; per-session limits stay as shipped.
-               "HANDSHAKE_RATE_PER_SECOND": "10000", "HANDSHAKE_BURST": "100000", "MAX_CONNECTIONS": "1000000"}
-        self.replica_set = ReplicaSet(replicas, env=env, log_dir=log_dir, module=SYSTEMS[system], name=system)
+               "HANDSHAKE_RATE_PER_SECOND": "10000", "HANDSHAKE_BURST": "100000", "MAX_CONNECTIONS": "1000000",
+               "WEBSOCKET_COMPRESSION": "true" if compression else "false"}
+        self.replica_set = ReplicaSet(replicas, env=env, log_dir=log_dir, module=module or SYSTEMS[system],
+                                      name=system)
 
     @property
     def replicas(self) -> list[Replica]:

@@ -33,12 +33,16 @@ SETTLE_S = 2.0  # before reading a replica's memory, let connection set-up garba
 
 
 class Rig:
-    """``async with Rig("ours", replicas=3, users=[...], log_dir=...) as rig:``"""
+    """``async with Rig("ours", replicas=3, users=[...], log_dir=...) as rig:``
 
-    def __init__(self, system: str, *, replicas: int, users: list[str], log_dir: Path) -> None:
+    ``compression`` and ``module`` go to ``SystemUnderTest``.
+    """
+
+    def __init__(self, system: str, *, replicas: int, users: list[str], log_dir: Path, compression: bool = False,
+                 module: str | None = None) -> None:
         self.system = system
         self.users = users
-        self.cluster = SystemUnderTest(system, replicas, log_dir)
+        self.cluster = SystemUnderTest(system, replicas, log_dir, compression=compression, module=module)
         self.loadgen = Worker("loadgen", "bench.loadgen", log_dir / "loadgen.log")
         self.emitter = Worker("emitter", "bench.emitter", log_dir / "emitter.log")
         self.compression = False
@@ -62,8 +66,10 @@ class Rig:
 
     async def connect(self, *, compress: bool, users: list[str] | None = None, replica: int | None = None) -> float:
         """Connect the users (spread over every replica, or all on ``replica``); returns the seconds it took.
+        With ``compress`` they offer permessage-deflate, which the replicas accept if built with ``compression``.
 
-        Raises if any user could not connect: a step on a partial audience would mislead.
+        Raises if any user could not connect, or deflate was not negotiated as expected:
+        a step on a partial audience would mislead.
         """
         users = self.users if users is None else users
         urls = self.cluster.urls if replica is None else [self.cluster.urls[replica]]
@@ -71,9 +77,11 @@ class Rig:
                                         concurrency=CONNECT_CONCURRENCY, timeout=60 + len(users) / 10)
         if reply["connected"] != len(users):
             raise RuntimeError(f"only {reply['connected']} of {len(users)} users connected: {reply['failed']}")
-        if compress and reply["compressed"] != len(users):
-            raise RuntimeError(f"permessage-deflate negotiated on {reply['compressed']} of {len(users)} connections")
-        self.compression = compress
+        negotiated = compress and self.cluster.compression
+        if reply["compressed"] != (len(users) if negotiated else 0):
+            raise RuntimeError(f"permessage-deflate negotiated on {reply['compressed']} of {len(users)} connections, "
+                               f"expected {'all' if negotiated else 'none'}")
+        self.compression = negotiated
         return float(reply["seconds"])
 
     async def step(self, scenario: str, *, rate: float | None, duration: float, broadcast: bool = False,
@@ -101,7 +109,7 @@ class Rig:
         before = rss_bytes(pid)
         seconds = await self.connect(compress=compress, users=connections, replica=0)
         await asyncio.sleep(SETTLE_S)
-        return IdleResult(system=self.system, compression=compress, connections=len(connections),
+        return IdleResult(system=self.system, compression=self.compression, connections=len(connections),
                           rss_before_bytes=before, rss_after_bytes=rss_bytes(pid), connect_s=seconds)
 
     async def _drain(self, expected: int) -> None:

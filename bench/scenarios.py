@@ -58,7 +58,8 @@ async def load(plan: Plan, log_dir: Path, report: Report) -> None:
     the replicas' cost, not the emitter's.
     """
     for _repeat, compress, system in itertools.product(range(plan.repeats), (False, True), SYSTEM_ORDER):
-        async with Rig(system, replicas=plan.replicas, users=users(plan.users), log_dir=log_dir) as rig:
+        async with Rig(system, replicas=plan.replicas, users=users(plan.users), log_dir=log_dir,
+                       compression=compress) as rig:
             await rig.connect(compress=compress)
             await rig.step("warmup", rate=plan.warmup_rate, duration=plan.warmup_s)
             for rate in plan.targeted_rates:
@@ -71,7 +72,7 @@ async def load(plan: Plan, log_dir: Path, report: Report) -> None:
 async def idle(plan: Plan, log_dir: Path, report: Report) -> None:
     """Memory per idle connection: a fresh single replica per measurement."""
     for compress, system in itertools.product((False, True), SYSTEM_ORDER):
-        async with Rig(system, replicas=1, users=[], log_dir=log_dir) as rig:
+        async with Rig(system, replicas=1, users=[], log_dir=log_dir, compression=compress) as rig:
             report(await rig.idle_memory(connections=users(plan.idle_connections), compress=compress))
 
 

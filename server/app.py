@@ -71,6 +71,7 @@ def create_app(settings: Settings, *, backend: Backend | None = None,
         cors_allowed_origins=list(settings.cors_allowed_origins) or None,
         max_http_buffer_size=settings.max_payload_bytes * HARD_CAP_FACTOR,
         max_outgoing_bytes=settings.max_outgoing_buffer_bytes,
+        websocket_compression=settings.websocket_compression,
         metrics=metrics,
         # Loggers given, not True/False: the libraries then add no plain-text handler of their own.
         logger=logging.getLogger("socketio"),

@@ -303,6 +303,11 @@ class Settings:
         "yet sent. Past it the client is a slow consumer: disconnected with reason `SLOW_CONSUMER`, its buffer "
         "freed and its TCP connection aborted. Keep it above your largest message.",
         bounds=Range(64 * 1024, 256 * 1024 * 1024))
+    websocket_compression: bool = _setting(
+        "WEBSOCKET_COMPRESSION", False,
+        "`true` accepts the `permessage-deflate` extension that browsers offer on every WebSocket. Off by "
+        "default, as in Node's Socket.IO: for navigation-sized messages it costs more memory per connection "
+        "and CPU per message than the bytes it saves are worth; see [Compression](#websocket-compression).")
     shutdown_timeout: float = _setting(
         "SHUTDOWN_TIMEOUT", 5.0, "Seconds the server waits for requests to finish after SIGTERM.",
         bounds=Range(0, low_open=True))

@@ -55,7 +55,7 @@ _NAMESPACE = "/"
 Refusal = tuple[ErrorCode, str]
 
 
-@dataclass
+@dataclass(slots=True)
 class _Attachments:
     """Binary frames announced by a refused packet header: counted, then dropped."""
 
@@ -65,7 +65,7 @@ class _Attachments:
     answered: bool = False
 
 
-@dataclass
+@dataclass(slots=True)  # one per Engine.IO session: no __dict__
 class _Session:
     flood: FloodGuard
     timeout: asyncio.TimerHandle | None = None

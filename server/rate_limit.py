@@ -24,6 +24,8 @@ NOTICE_INTERVAL = 1.0
 class TokenBucket:
     """``burst`` tokens, refilled at ``rate`` per second; each packet takes one."""
 
+    __slots__ = ("_clock", "_stamp", "_tokens", "burst", "rate")  # one per session: no __dict__
+
     def __init__(self, rate: float, burst: int, *, clock: Clock = time.monotonic) -> None:
         self.rate = rate
         self.burst = burst
@@ -66,6 +68,8 @@ class FloodGuard:
     strikes in consecutive seconds add up, a quiet second starts over. At ``strikes``
     the socket is closed, so a client that slows down when told keeps its connection.
     """
+
+    __slots__ = ("_bucket", "_clock", "_max_strikes", "_noticed_at", "_strikes")  # one per session
 
     def __init__(self, rate: float, burst: int, strikes: int, *, clock: Clock = time.monotonic) -> None:
         self._bucket = TokenBucket(rate, burst, clock=clock)

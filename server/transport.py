@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
+import time
+from collections.abc import Awaitable
 from typing import Any
 
 import engineio
@@ -29,9 +30,9 @@ from .errors import ErrorCode, error_payload
 from .json_codec import SocketIOJson, is_json
 from .logs import LogThrottle
 from .metrics import Metrics
+from .outgoing import OutgoingQueue, packet_size
 
-__all__ = ["CodecPacket", "EngineServer", "GuardedSocket", "GuardedWebSocket", "OutgoingQueue", "SocketServer",
-           "packet_size"]
+__all__ = ["CodecPacket", "EngineServer", "GuardedSocket", "GuardedWebSocket", "SocketServer"]
 
 logger = logging.getLogger(__name__)
 
@@ -43,51 +44,6 @@ _POLLING_TYPES = _WEBSOCKET_TYPES - {eio_packet.PING}
 _HARD_REASONS = frozenset({ErrorCode.SLOW_CONSUMER.value, engineio.AsyncServer.reason.PING_TIMEOUT})
 # The packets of a long-poll POST body, once read whole (see EngineServer.handle_request).
 _POLLING_PACKETS = web.RequestKey("engineio_packets", list)
-
-
-def packet_size(pkt: eio_packet.Packet | None) -> int:
-    """Bytes ``pkt`` takes on the wire, without encoding a large text message twice."""
-    if pkt is None:
-        return 0
-    data = pkt.data
-    if isinstance(data, bytes):
-        return len(data)
-    if isinstance(data, str) and data.isascii():
-        return 1 + len(data)
-    encoded = pkt.encode()
-    return len(encoded) if isinstance(encoded, bytes) else len(encoded.encode())
-
-
-class OutgoingQueue(asyncio.Queue[eio_packet.Packet | None]):
-    """An Engine.IO socket's queue that knows how many bytes it holds.
-
-    The sizes are kept in the ``_put``/``_get`` hooks of ``asyncio.Queue`` (those
-    ``PriorityQueue`` uses), so every way in and out is counted.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.nbytes = 0
-        self._sizes: deque[int] = deque()
-
-    def _put(self, item: eio_packet.Packet | None) -> None:
-        size = packet_size(item)
-        self._sizes.append(size)
-        self.nbytes += size
-        super()._put(item)
-
-    def _get(self) -> eio_packet.Packet | None:
-        self.nbytes -= self._sizes.popleft()
-        return super()._get()
-
-    def discard(self) -> int:
-        """Drop every queued packet (marking each done, so ``join`` cannot hang); returns how many."""
-        count = 0
-        while not self.empty():
-            self.get_nowait()
-            self.task_done()
-            count += 1
-        return count
 
 
 class GuardedSocket(AsyncSocket):  # type: ignore[misc]
@@ -102,6 +58,7 @@ class GuardedSocket(AsyncSocket):  # type: ignore[misc]
     server: EngineServer
     queue: OutgoingQueue
     transport: asyncio.Transport | None = None
+    last_ping: float | None  # python-engineio's: when the last ping went out; None while none is due
     _polling = False  # a long-poll of this session is waiting for packets
     _unsent: frozenset[asyncio.Transport] = frozenset()  # earlier connections, see buffered()
     _last_words = eio_packet.NOOP  # what that poll answers if the session closes under it
@@ -115,6 +72,19 @@ class GuardedSocket(AsyncSocket):  # type: ignore[misc]
             return self.queue.nbytes + unsent
         self._unsent = frozenset(t for t in self._unsent if not t.is_closing() and t.get_write_buffer_size())
         return self.queue.nbytes + unsent + sum(t.get_write_buffer_size() for t in self._unsent if t is not current)
+
+    def schedule_ping(self) -> None:
+        """As python-engineio's, but the wait for the next ping is a timer: the library starts a
+        task per socket that sleeps ``ping_interval`` (a task, its coroutine and a future, for
+        every idle connection); here a task runs only to send the ping."""
+        if self.last_ping:
+            self.last_ping = None
+            asyncio.get_running_loop().call_later(self.server.ping_interval, self._ping_due)
+
+    def _ping_due(self) -> None:
+        if not self.closing and not self.closed:
+            self.last_ping = time.time()
+            self.server.start_background_task(self.send, eio_packet.Packet(eio_packet.PING))
 
     def _use_transport(self, transport: asyncio.Transport | None) -> None:
         """Serve the next request on ``transport``; the previous one stays counted while it holds unsent bytes."""
@@ -166,7 +136,7 @@ class GuardedSocket(AsyncSocket):  # type: ignore[misc]
                 transport.abort()
         self.queue.put_nowait(None)
 
-    async def handle_get_request(self, environ: dict[str, Any]) -> Any:
+    def handle_get_request(self, environ: dict[str, Any]) -> Awaitable[Any]:
         """A long-poll (or the WebSocket upgrade request), as Engine.IO 4 specifies it:
 
         - a second poll while one waits is a protocol violation (each would hold a
@@ -174,11 +144,17 @@ class GuardedSocket(AsyncSocket):  # type: ignore[misc]
           poll answers a CLOSE packet;
         - a poll waiting when the session closes under it (the client's own CLOSE
           packet, a drain) answers a NOOP at once, not after a ping timeout.
+
+        Not a coroutine itself: for a WebSocket it hands back the library's, which would
+        otherwise keep one of ours suspended as long as the connection lives.
         """
         request: web.Request = environ["aiohttp.request"]
         self._use_transport(request.transport)
         if request.query.get("transport") != "polling":
-            return await super().handle_get_request(environ)
+            return super().handle_get_request(environ)  # type: ignore[no-any-return]
+        return self._long_poll(environ)
+
+    async def _long_poll(self, environ: dict[str, Any]) -> Any:
         if self._polling:
             self._last_words = eio_packet.CLOSE
             self.server.protocol_violation("duplicate_poll")
@@ -198,7 +174,8 @@ class GuardedSocket(AsyncSocket):  # type: ignore[misc]
 
 
 class GuardedWebSocket(eio_aiohttp.WebSocket):  # type: ignore[misc]
-    """The aiohttp driver's WebSocket wrapper, closing on a frame that is not an Engine.IO packet.
+    """The aiohttp driver's WebSocket wrapper, closing on a frame that is not an Engine.IO packet,
+    and accepting ``permessage-deflate`` only when ``EngineServer.websocket_compression`` says so.
 
     python-engineio decodes frames outside any ``try`` (a bad one escapes as an
     exception into aiohttp, whose middleware answers HTTP 500 inside the upgraded
@@ -209,8 +186,23 @@ class GuardedWebSocket(eio_aiohttp.WebSocket):  # type: ignore[misc]
 
     server: EngineServer
 
+    async def __call__(self, environ: dict[str, Any]) -> web.WebSocketResponse:
+        # The library's own body, but for ``compress``: it builds the response with aiohttp's
+        # default, which accepts every client's offer of permessage-deflate, and has no option.
+        request: web.Request = environ["aiohttp.request"]
+        self._sock = web.WebSocketResponse(max_msg_size=self.server.max_http_buffer_size,
+                                           compress=self.server.websocket_compression)
+        await self._sock.prepare(request)
+        self.environ = environ
+        await self.handler(self)
+        return self._sock
+
     async def wait(self) -> Any:
-        data = await super().wait()
+        # The library's ``wait``, inlined: awaiting it from here would keep one more
+        # coroutine suspended for every idle connection.
+        data = (await self._sock.receive()).data
+        if not isinstance(data, str | bytes):
+            raise OSError()
         cause = _websocket_violation(data)
         if cause is not None:
             self.server.protocol_violation(cause)
@@ -250,12 +242,15 @@ class EngineServer(engineio.AsyncServer):  # type: ignore[misc]
     """python-engineio's server with ``GuardedSocket`` sockets and checked long-poll bodies.
 
     :param max_outgoing_bytes: a socket's outgoing buffer limit (``MAX_OUTGOING_BUFFER_BYTES``).
+    :param websocket_compression: accept ``permessage-deflate`` (``WEBSOCKET_COMPRESSION``).
     :param metrics: where slow consumers and protocol violations are counted.
     """
 
-    def __init__(self, *, max_outgoing_bytes: int, metrics: Metrics | None = None, **kwargs: Any) -> None:
+    def __init__(self, *, max_outgoing_bytes: int, websocket_compression: bool = False,
+                 metrics: Metrics | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.max_outgoing_bytes = max_outgoing_bytes
+        self.websocket_compression = websocket_compression
         self.metrics = metrics
         self.throttle = LogThrottle()
         # The driver table is shared by every server of the process: copy, then swap the

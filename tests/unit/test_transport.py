@@ -15,7 +15,8 @@ from socketio import packet as sio_packet
 
 from server.app_keys import PRESENCE, SIO
 from server.json_codec import SocketIOJson
-from server.transport import CodecPacket, GuardedSocket, GuardedWebSocket, OutgoingQueue, SocketServer, packet_size
+from server.outgoing import OutgoingQueue
+from server.transport import CodecPacket, GuardedSocket, GuardedWebSocket, SocketServer
 from tests.helpers.clients import MakeClient, connected, make_token
 from tests.helpers.in_process import Replica, StartReplica, sample
 from tests.helpers.raw_engineio import RECORD_SEPARATOR, engineio_url, open_polling_session, poll
@@ -39,30 +40,6 @@ def test_packets_are_binary_exactly_when_python_socketios_own_say_so(data: list[
         sio_packet.EVENT, data=data).packet_type
 
 
-def test_packet_size_is_what_the_packet_takes_on_the_wire() -> None:
-    for pkt in (eio_packet.Packet(eio_packet.MESSAGE, "42[\"nav\",\"x\"]"),
-                eio_packet.Packet(eio_packet.MESSAGE, "42[\"nav\",\"길\"]"),
-                eio_packet.Packet(eio_packet.MESSAGE, b"\x00\x01\x02"),
-                eio_packet.Packet(eio_packet.OPEN, {"sid": "abc", "pingInterval": 25000}),
-                eio_packet.Packet(eio_packet.PING)):
-        encoded = pkt.encode()
-        assert packet_size(pkt) == len(encoded if isinstance(encoded, bytes) else encoded.encode())
-
-
-async def test_outgoing_queue_counts_the_bytes_it_holds_and_discard_frees_them() -> None:
-    queue = OutgoingQueue()
-    for size in (10, 1000, 100):
-        await queue.put(eio_packet.Packet(eio_packet.MESSAGE, "x" * size))
-    assert queue.nbytes == 11 + 1001 + 101
-
-    queue.get_nowait()
-    queue.task_done()
-    assert queue.nbytes == 1001 + 101
-    assert queue.discard() == 2
-    assert (queue.nbytes, queue.empty()) == (0, True)
-    await queue.join()  # discarded packets count as done
-
-
 async def test_every_socket_is_guarded_and_every_websocket_checked(start_replica: StartReplica,
                                                                    make_client: MakeClient) -> None:
     """Trips when a python-engineio upgrade changes how sockets, queues or WebSockets are made."""
@@ -75,6 +52,42 @@ async def test_every_socket_is_guarded_and_every_websocket_checked(start_replica
     assert isinstance(socket.queue, OutgoingQueue)
     assert socket.transport is not None and not socket.transport.is_closing()
     assert eio._async["websocket"] is GuardedWebSocket
+
+
+async def _handshake_headers(url: str, *, compress: int) -> tuple[int, dict[str, str]]:
+    """A raw WebSocket Engine.IO session offering permessage-deflate as browsers do: the negotiated
+    window bits (0: none) and the headers of the server's 101 response, read by a trace hook."""
+    headers: dict[str, str] = {}
+
+    async def on_request_end(_: Any, __: Any, params: aiohttp.TraceRequestEndParams) -> None:
+        headers.update(params.response.headers)
+
+    trace = aiohttp.TraceConfig()
+    trace.on_request_end.append(on_request_end)
+    async with aiohttp.ClientSession(trace_configs=[trace]) as session, session.ws_connect(
+            engineio_url(url, transport="websocket"), compress=compress) as ws:
+        opened = await ws.receive_str(timeout=5)
+        assert opened.startswith("0{")
+        return ws.compress, headers
+
+
+async def test_permessage_deflate_is_declined_by_default(start_replica: StartReplica) -> None:
+    replica = await start_replica(queue=False)
+
+    negotiated, headers = await _handshake_headers(replica.url, compress=15)
+
+    assert negotiated == 0
+    assert "Upgrade" in headers and "Sec-WebSocket-Extensions" not in headers
+
+
+async def test_permessage_deflate_is_negotiated_when_websocket_compression_is_on(
+        start_replica: StartReplica) -> None:
+    replica = await start_replica(queue=False, websocket_compression=True)
+
+    negotiated, headers = await _handshake_headers(replica.url, compress=15)
+
+    assert negotiated == 15
+    assert headers["Sec-WebSocket-Extensions"].startswith("permessage-deflate")
 
 
 async def test_a_slow_consumer_is_disconnected_its_buffer_freed_and_counted_once(
@@ -417,3 +430,22 @@ async def test_answers_to_earlier_polls_still_unsent_count_toward_the_outgoing_l
     assert socket.buffered() == socket.queue.nbytes + 300_000
     earlier.unsent = 0
     assert socket.buffered() == socket.queue.nbytes
+
+
+async def test_a_client_answering_pings_is_pinged_again_and_one_that_does_not_is_closed(
+        start_replica: StartReplica) -> None:
+    """The ping timer of GuardedSocket.schedule_ping, with a ping interval shortened for the test."""
+    replica = await start_replica(queue=False)
+    eio = replica.app[SIO].eio
+    eio.ping_interval, eio.ping_timeout = 0.05, 0.2
+    async with aiohttp.ClientSession() as session, session.ws_connect(
+            engineio_url(replica.url, transport="websocket")) as ws:
+        assert (await ws.receive_str(timeout=5)).startswith("0{")
+        for _ in range(3):
+            assert await ws.receive_str(timeout=5) == "2"
+            await ws.send_str("3")
+        assert await ws.receive_str(timeout=5) == "2"  # and not answered: the server gives up
+        closing = await ws.receive(timeout=5)
+
+    assert closing.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+    await eventually(lambda: sample(replica, "kindmap_engineio_sessions") == 0)
