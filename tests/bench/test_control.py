@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from bench.control import Worker
+from bench.control import Worker, python_module
 
 
 @pytest.fixture
 async def emitter(tmp_path: Path) -> AsyncIterator[Worker]:
     """The emitter worker, not opened: no Redis is needed to talk to it."""
-    worker = Worker("emitter", "bench.emitter", tmp_path / "emitter.log")
+    worker = Worker("emitter", python_module("bench.emitter"), tmp_path / "emitter.log")
     await worker.start()
     yield worker
     await worker.stop()
@@ -34,7 +34,7 @@ async def test_an_unknown_command_names_the_known_ones(emitter: Worker) -> None:
 
 
 async def test_closing_stdin_stops_the_worker(tmp_path: Path) -> None:
-    worker = Worker("emitter", "bench.emitter", tmp_path / "emitter.log")
+    worker = Worker("emitter", python_module("bench.emitter"), tmp_path / "emitter.log")
     await worker.start()
     pid = worker.pid
 
