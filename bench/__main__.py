@@ -48,7 +48,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--only", nargs="+", choices=list(SCENARIOS), default=list(SCENARIOS), metavar="SCENARIO",
                         help=f"scenarios to run, of {', '.join(SCENARIOS)}")
     parser.add_argument("--systems", nargs="+", choices=list(SYSTEMS), metavar="SYSTEM",
-                        help=f"systems to measure, of {', '.join(SYSTEMS)} (default: all; --quick: one Node system)")
+                        help=f"systems to measure, of {', '.join(SYSTEMS)} (default: all; --quick: no Node system)")
     parser.add_argument("--users", type=_positive, help="users connected in the load and scaling scenarios")
     parser.add_argument("--replicas", type=_positive, help="replicas of each system in the load scenario")
     parser.add_argument("--rates", type=_positive, nargs="+", metavar="MSG_S", help="targeted rates offered")
