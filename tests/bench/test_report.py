@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from bench import report
+from bench import report, systems
 
 
 def step(system: str, rate: float | None, *, scenario: str = "targeted", compression: bool = False,
@@ -152,3 +152,8 @@ def test_every_file_is_written_even_for_a_run_with_few_results(tmp_path: Path, r
     assert [p.name for p in paths] == ["results.json", "results.md", *report.PLOTS]
     for png in paths[2:]:
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_report_has_a_short_name_for_every_system_the_suite_runs_in_the_suites_order() -> None:
+    assert list(report.SYSTEMS) == list(systems.SYSTEMS)
+    assert len(set(report.SYSTEMS.values())) == len(report.SYSTEMS)
