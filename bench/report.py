@@ -269,8 +269,8 @@ def _lines(ax: Any, rows: list[Row], scenario: str, x: str, y: str) -> None:
             points = sorted({r[x] for r in steps})
             medians = [statistics.median(r[y] for r in steps if r[x] == point) for point in points]
             style, color = _STYLE[system]
-            line = ax.plot(points, medians, marker="o" if compress else "s", linestyle=style,
-                           color=color, alpha=1.0 if compress else 0.6, label=f"{system}, {_mode(compress)}")[0]
+            line = ax.plot(points, medians, marker="s" if compress else "o", linestyle=style,
+                           color=color, alpha=0.55 if compress else 1.0, label=f"{system}, {_mode(compress)}")[0]
             ax.scatter([r[x] for r in steps], [r[y] for r in steps], color=line.get_color(), alpha=0.3, s=12)
             xs.update(points)
     if xs:
