@@ -1,17 +1,19 @@
 # The two commands of the README: `make dev` runs a replica, `make test` runs every test.
 # Both install what they need first (a virtualenv from PyPI; from npm, the Node test client,
-# the official protocol test suites and the browser client the demo page serves).
+# the official protocol test suites, the browser client the demo page serves and the
+# benchmark's Node Socket.IO reference systems).
 
 VENV ?= .venv
 PYTHON := $(VENV)/bin/python
 NODE_CLIENT := tests/integration/node
 DEMO := client_demo
 PROTOCOL_SUITES := tests/protocol/node
+BENCH_NODE := bench/node
 
 .PHONY: dev cluster test lint settings-docs install clean
 
 install: $(VENV)/.installed $(NODE_CLIENT)/node_modules/.installed $(PROTOCOL_SUITES)/node_modules/.installed \
-	$(DEMO)/node_modules/.installed
+	$(DEMO)/node_modules/.installed $(BENCH_NODE)/node_modules/.installed
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt bench/requirements.txt
 	python3 -m venv $(VENV)
@@ -47,4 +49,5 @@ settings-docs: $(VENV)/.installed
 	$(PYTHON) -m tools.settings_doc --write
 
 clean:
-	rm -rf $(VENV) $(NODE_CLIENT)/node_modules $(PROTOCOL_SUITES)/node_modules $(DEMO)/node_modules .coverage .coverage.* .pytest_cache
+	rm -rf $(VENV) $(NODE_CLIENT)/node_modules $(PROTOCOL_SUITES)/node_modules $(DEMO)/node_modules \
+		$(BENCH_NODE)/node_modules .coverage .coverage.* .pytest_cache

@@ -1,9 +1,13 @@
-"""``python -m bench``: ours and stock python-socketio side by side, on this machine.
+"""``python -m bench``: ours, stock python-socketio and Node Socket.IO side by side, on this machine.
 
-    python -m bench                    the full run (about 15 minutes), into bench/results/
+    python -m bench                    the full run (about 30 minutes), into bench/results/
     python -m bench --quick            a small run that proves the suite works (CI)
     python -m bench --only idle load   some scenarios only: load (targeted, broadcast,
                                        emitter), idle, scaling
+    python -m bench --systems ours node-classic
+                                       some systems only (default: the plan's)
+    python -m bench --only load --users 300 --replicas 3 --rates 1000
+                                       a smaller plan: users, replicas, targeted rates
     python -m bench --report FILE      render a saved results.json again
     python -m bench --profile          py-spy profile of one of our replicas under targeted load
 
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import resource
 import shutil
@@ -29,7 +34,8 @@ from . import report
 from .machine import describe, load_average
 from .profile import profile_replica
 from .results import IdleResult, StepResult
-from .scenarios import FULL, QUICK, SCENARIOS, run_scenarios, users
+from .scenarios import FULL, QUICK, SCENARIOS, Plan, run_scenarios, users
+from .systems import SYSTEMS, missing_tools
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 PROFILE_RATE = 1000.0
@@ -41,17 +47,42 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="a small run for CI; asserts nothing about speed")
     parser.add_argument("--only", nargs="+", choices=list(SCENARIOS), default=list(SCENARIOS), metavar="SCENARIO",
                         help=f"scenarios to run, of {', '.join(SCENARIOS)}")
+    parser.add_argument("--systems", nargs="+", choices=list(SYSTEMS), metavar="SYSTEM",
+                        help=f"systems to measure, of {', '.join(SYSTEMS)} (default: all; --quick: no Node system)")
+    parser.add_argument("--users", type=_positive, help="users connected in the load and scaling scenarios")
+    parser.add_argument("--replicas", type=_positive, help="replicas of each system in the load scenario")
+    parser.add_argument("--rates", type=_positive, nargs="+", metavar="MSG_S", help="targeted rates offered")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="where results go (default: bench/results)")
     parser.add_argument("--report", type=Path, metavar="FILE", help="render a saved results.json again and stop")
     parser.add_argument("--profile", action="store_true", help="profile one of our replicas and stop")
     return parser.parse_args(argv)
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive whole number, got {text}")
+    return value
+
+
+def plan_of(args: argparse.Namespace) -> Plan:
+    """The quick or full plan, with what the arguments change."""
+    changes = {name: value for name, value in (("systems", args.systems), ("users", args.users),
+                                                ("replicas", args.replicas), ("targeted_rates", args.rates))
+               if value is not None}
+    # Order as the plan runs them (baseline first), however they were named.
+    if "systems" in changes:
+        changes["systems"] = tuple(name for name in SYSTEMS if name in changes["systems"])
+    if "targeted_rates" in changes:
+        changes["targeted_rates"] = tuple(sorted(float(rate) for rate in changes["targeted_rates"]))
+    return dataclasses.replace(QUICK if args.quick else FULL, **changes)
+
+
 async def _run(args: argparse.Namespace) -> int:
     main_task = asyncio.current_task()
     if main_task is not None:  # SIGTERM unwinds like Ctrl-C: the run is cancelled and every process stopped
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main_task.cancel)
-    plan = QUICK if args.quick else FULL
+    plan = plan_of(args)
     log_dir = args.out / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     if args.profile:
@@ -86,6 +117,9 @@ def main(argv: list[str]) -> int:
         return 0
     if shutil.which("redis-server") is None:
         print("redis-server is not installed (apt-get install redis-server)", file=sys.stderr)
+        return 2
+    if not args.profile and (missing := missing_tools(plan_of(args).systems)) is not None:
+        print(missing, file=sys.stderr)
         return 2
     # Thousands of sockets in the replicas: children inherit the whole file descriptor allowance.
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)

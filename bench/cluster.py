@@ -1,8 +1,9 @@
 """A system under test on this machine: its own redis-server and N replicas.
 
-``ours`` runs ``python -m server``; ``baseline`` runs ``python -m bench.stock_replica``.
-Both get identical settings (``compression`` sets ``WEBSOCKET_COMPRESSION``); every
-process is stopped on the way out, also on failure or Ctrl-C.
+``ours`` runs ``python -m server``; ``baseline`` runs ``python -m bench.stock_replica``;
+the ``node-*`` systems run ``node bench/node/server.js`` (see ``bench.systems``). All
+get identical settings (``compression`` sets ``WEBSOCKET_COMPRESSION``); every process
+is stopped on the way out, also on failure or Ctrl-C.
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ from types import TracebackType
 from cluster import ReplicaSet
 from cluster.processes import RedisServer, Replica
 
-__all__ = ["CHANNEL", "SYSTEMS", "SystemUnderTest"]
+from .control import python_module
+from .systems import SYSTEMS
 
-SYSTEMS = {"baseline": "bench.stock_replica", "ours": "server"}
+__all__ = ["CHANNEL", "SystemUnderTest"]
+
 CHANNEL = "kindmap_bench"
 
 
@@ -45,9 +48,9 @@ class SystemUnderTest:
                # The load generator opens thousands of sessions from one address: the per-address
                # handshake limit and the session cap are lifted; per-session limits stay as shipped.
                "HANDSHAKE_RATE_PER_SECOND": "10000", "HANDSHAKE_BURST": "100000", "MAX_CONNECTIONS": "1000000",
-               "WEBSOCKET_COMPRESSION": "true" if compression else "false"}
-        self.replica_set = ReplicaSet(replicas, env=env, log_dir=log_dir, module=module or SYSTEMS[system],
-                                      name=system)
+               "WEBSOCKET_COMPRESSION": "true" if compression else "false", **SYSTEMS[system].env}
+        argv = python_module(module) if module else SYSTEMS[system].replica
+        self.replica_set = ReplicaSet(replicas, env=env, log_dir=log_dir, argv=argv, name=system)
 
     @property
     def replicas(self) -> list[Replica]:

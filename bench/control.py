@@ -12,13 +12,13 @@ import asyncio
 import json
 import logging
 import sys
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 from cluster.processes import REPO_ROOT
 
-__all__ = ["Handler", "Service", "Worker", "run_worker", "serve"]
+__all__ = ["Handler", "Service", "Worker", "python_module", "run_worker", "serve"]
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +27,11 @@ Handler = Callable[..., Awaitable[dict[str, Any]]]
 # A collect answer holds every latency of a step: up to a few MB of JSON on one line.
 LINE_LIMIT = 256 * 1024 * 1024
 STOP_TIMEOUT = 10.0
+
+
+def python_module(module: str) -> tuple[str, ...]:
+    """The command that runs ``python -m <module>`` with this interpreter."""
+    return (sys.executable, "-m", module)
 
 
 class Service(Protocol):
@@ -75,14 +80,15 @@ async def serve(handlers: Mapping[str, Handler]) -> None:
 
 
 class Worker:
-    """Orchestrator side: one worker process (``python -m <module>``) and its requests.
+    """Orchestrator side: one worker process (``argv``, e.g. ``python_module("bench.emitter")``)
+    and its requests.
 
     Its stderr goes to ``log_path``; ``stop()`` closes its stdin and waits, then kills.
     """
 
-    def __init__(self, name: str, module: str, log_path: Path) -> None:
+    def __init__(self, name: str, argv: Sequence[str], log_path: Path) -> None:
         self.name = name
-        self.module = module
+        self.argv = list(argv)
         self.log_path = log_path
         self._process: asyncio.subprocess.Process | None = None
 
@@ -93,7 +99,7 @@ class Worker:
     async def start(self) -> None:
         with self.log_path.open("ab") as log:
             self._process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", self.module, cwd=REPO_ROOT, stdin=asyncio.subprocess.PIPE,
+                *self.argv, cwd=REPO_ROOT, stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE, stderr=log, limit=LINE_LIMIT)
 
     async def call(self, cmd: str, *, timeout: float, **arguments: Any) -> dict[str, Any]:

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
+import shutil
 import subprocess
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-__all__ = ["describe", "load_average"]
+from .systems import NODE_DIR
+
+__all__ = ["describe", "load_average", "node_versions"]
 
 PACKAGES = ("python-socketio", "python-engineio", "aiohttp", "redis")
+NODE_PACKAGES = ("socket.io", "@socket.io/redis-adapter", "@socket.io/redis-emitter", "redis")
 
 
 def load_average() -> list[float]:
@@ -32,5 +37,19 @@ def describe() -> dict[str, Any]:
         "kernel": platform.release(),
         "python": platform.python_version(),
         "redis": next((part.split("=", 1)[1] for part in redis.split() if part.startswith("v=")), "unknown"),
-        "packages": {name: metadata.version(name) for name in PACKAGES},
+        "packages": {**{name: metadata.version(name) for name in PACKAGES}, **node_versions()},
     }
+
+
+def node_versions(node_dir: Path = NODE_DIR) -> dict[str, str]:
+    """Node and the Node systems' packages as installed in ``node_dir``, as far as they are."""
+    node = shutil.which("node")
+    if node is None:
+        return {}
+    version = subprocess.run([node, "--version"], capture_output=True, text=True, check=False).stdout
+    versions = {"node": version.strip().removeprefix("v")}
+    for name in NODE_PACKAGES:
+        manifest = node_dir / "node_modules" / name / "package.json"
+        if manifest.exists():
+            versions[f"{name} (npm)"] = json.loads(manifest.read_text())["version"]
+    return versions

@@ -59,7 +59,8 @@ from socketio.async_manager import AsyncManager
 from cluster.processes import RedisServer, Replica, wait_until_async
 from server import json_codec
 from server.event_loop import new_event_loop
-from server.transport import CodecPacket, GuardedSocket, OutgoingQueue, packet_size
+from server.outgoing import OutgoingQueue, packet_size
+from server.transport import CodecPacket, GuardedSocket
 
 from .cpu import cpu_seconds, rss_bytes
 from .loadgen import Client, Recorder

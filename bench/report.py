@@ -2,7 +2,9 @@
 
 Everything works from the JSON document, so a saved run can be rendered again
 (``python -m bench --report results.json``). Figures are medians of steps and
-ratios are ours / baseline, measured side by side in the same run.
+ratios are ours / each other system, measured side by side in the same run.
+Every table has a column (or a value per cell) for each system the run measured,
+in the order of ``SYSTEMS``.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import json
 import statistics
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +21,15 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display; chosen before pyplot is imported
 import matplotlib.pyplot as plt
 
-__all__ = ["HELD_P99_MS", "headline", "highest_rate_held", "markdown", "others_share", "plot", "write"]
+__all__ = ["HELD_P99_MS", "SYSTEMS", "Headline", "headline", "highest_rate_held", "markdown", "measured_systems",
+           "others_share", "plot", "write"]
 
 Row = dict[str, Any]
-SYSTEMS = ("baseline", "ours")
+# Each system, and its short name in the cells that hold a value per system.
+SYSTEMS = {"baseline": "b", "ours": "o", "node-classic": "nc", "node-sharded": "ns"}
+OURS = "ours"
+_STYLE = {"baseline": ("--", "#999999"), "ours": ("-", "#2a7ab0"), "node-classic": (":", "#3c9a48"),
+          "node-sharded": ("-.", "#d08a1f")}
 MODES = (False, True)
 HELD_P99_MS = 50.0
 # The issue's reference figures for stock python-socketio on this machine.
@@ -69,8 +77,19 @@ def _num(value: float | None, digits: int = 0, unit: str = "") -> str:
     return "–" if value is None else f"{value:,.{digits}f}{unit}"
 
 
-def _ratio(baseline: float | None, ours: float | None) -> str:
-    return "–" if baseline in (None, 0) or ours is None else f"{ours / baseline:.2f}×"
+def _ratio(other: float | None, ours: float | None) -> str:
+    return "–" if other in (None, 0) or ours is None else f"{ours / other:.2f}×"
+
+
+def measured_systems(rows: Iterable[Row]) -> list[str]:
+    """The systems the run measured, in the order of ``SYSTEMS``."""
+    seen = {r["system"] for r in rows}
+    return [system for system in SYSTEMS if system in seen]
+
+
+def _others(systems: list[str]) -> list[str]:
+    """The systems ours is compared with: every other one measured, if ours was."""
+    return [system for system in systems if system != OURS] if OURS in systems else []
 
 
 def _mode(compress: bool) -> str:
@@ -83,8 +102,19 @@ def _median_of(rows: list[Row], field: str, scale: float = 1.0, kind: str = "ste
     return _median(r[field] * scale for r in select(rows, kind, **match) if r[field] is not None)
 
 
-def headline(rows: list[Row]) -> list[tuple[str, str, str, str, str]]:
-    """The summary table: (figure, baseline, ours, ours / baseline, reference for stock).
+@dataclass(frozen=True)
+class Headline:
+    """One figure of the summary: its value for each system measured, ours over each other one,
+    and the issue's reference for stock python-socketio."""
+
+    label: str
+    values: dict[str, str]
+    ratios: dict[str, str]
+    reference: str
+
+
+def headline(rows: list[Row]) -> list[Headline]:
+    """The summary table, one ``Headline`` per figure and compression mode.
 
     CPU per message is taken at the lowest rate: at higher ones the 2-core machine
     saturates, and a busy event loop handles messages in batches, which lowers the
@@ -115,12 +145,14 @@ def headline(rows: list[Row]) -> list[tuple[str, str, str, str, str]]:
          lambda s, c: _median_of(rows, "emitter_cpu_us_per_msg", scenario="emitter", system=s, compression=c),
          0, " µs", REFERENCE["emitter_cpu"], (False,)),
     ]
+    systems = measured_systems(rows)
     table = []
     for label, value, digits, unit, reference, modes in figures:
         for compress in modes:
-            b, o = value("baseline", compress), value("ours", compress)
-            table.append((f"{label} ({_mode(compress)})", _num(b, digits, unit), _num(o, digits, unit),
-                          _ratio(b, o), reference))
+            got = {system: value(system, compress) for system in systems}
+            table.append(Headline(f"{label} ({_mode(compress)})",
+                                  {system: _num(got[system], digits, unit) for system in systems},
+                                  {other: _ratio(got[other], got[OURS]) for other in _others(systems)}, reference))
     return table
 
 
@@ -130,13 +162,27 @@ def _table(header: list[str], body: Iterable[Iterable[str]]) -> list[str]:
     return [*lines, ""]
 
 
-def _both(rows: list[Row], field: str, digits: int, scale: float = 1.0, **match: Any) -> str:
-    """``baseline / ours``: the median of ``field`` over the repeats of each."""
-    return " / ".join(_num(_median_of(rows, field, scale, system=system, **match), digits) for system in SYSTEMS)
+def _each(rows: list[Row], field: str, digits: int, scale: float = 1.0, **match: Any) -> str:
+    """``b / o / nc / ns``: the median of ``field`` over the repeats of each system measured."""
+    return " / ".join(_num(_median_of(rows, field, scale, system=system, **match), digits)
+                      for system in measured_systems(rows))
 
 
 def _ratio_of(rows: list[Row], field: str, **match: Any) -> str:
-    return _ratio(*(_median_of(rows, field, system=system, **match) for system in SYSTEMS))
+    """Ours over each other system measured, ``o/b / o/nc / o/ns``."""
+    ours = _median_of(rows, field, system=OURS, **match)
+    return " / ".join(_ratio(_median_of(rows, field, system=other, **match), ours)
+                      for other in _others(measured_systems(rows))) or "–"
+
+
+def _per_system(rows: list[Row], label: str) -> str:
+    """A column header for cells holding a value per system: ``p99 ms b / o / nc / ns``."""
+    return f"{label} {' / '.join(SYSTEMS[system] for system in measured_systems(rows))}"
+
+
+def _ratio_header(rows: list[Row], label: str) -> str:
+    others = _others(measured_systems(rows))
+    return f"{label} {' / '.join(f'o/{SYSTEMS[other]}' for other in others)}" if others else label
 
 
 def _short_mark(rows: list[Row], **match: Any) -> str:
@@ -151,23 +197,25 @@ def _step_tables(rows: list[Row], cores: int) -> list[str]:
         body = []
         for rate in sorted({r["offered_rate"] for r in select(rows, scenario="targeted", compression=compress)}):
             match = {"scenario": "targeted", "compression": compress, "offered_rate": rate}
-            body.append([f"{rate:,.0f}{_short_mark(rows, **match)}", _both(rows, "achieved_rate", 0, **match),
-                         _both(rows, "delivered_fraction", 2, 100, **match), _both(rows, "p50_ms", 1, **match),
-                         _both(rows, "p99_ms", 1, **match), _both(rows, "max_ms", 0, **match),
-                         _both(rows, "server_cpu_ms_per_msg", 3, **match),
+            body.append([f"{rate:,.0f}{_short_mark(rows, **match)}", _each(rows, "achieved_rate", 0, **match),
+                         _each(rows, "delivered_fraction", 2, 100, **match), _each(rows, "p50_ms", 1, **match),
+                         _each(rows, "p99_ms", 1, **match), _each(rows, "max_ms", 0, **match),
+                         _each(rows, "server_cpu_ms_per_msg", 3, **match),
                          _ratio_of(rows, "server_cpu_ms_per_msg", **match)])
-        out += _table(["offered msg/s", "achieved b / o", "delivered % b / o", "p50 ms b / o", "p99 ms b / o",
-                       "max ms b / o", "server CPU ms/msg b / o", "CPU ratio"], body)
+        out += _table(["offered msg/s", *(_per_system(rows, label) for label in (
+            "achieved", "delivered %", "p50 ms", "p99 ms", "max ms", "server CPU ms/msg")),
+            _ratio_header(rows, "CPU ratio")], body)
     out += ["### Scaling (targeted, fixed rate, deflate off)", ""]
     body = []
     for count in sorted({r["replicas"] for r in select(rows, scenario="scaling")}):
         match = {"scenario": "scaling", "replicas": count}
-        body.append([str(count), _both(rows, "achieved_rate", 0, **match),
-                     _both(rows, "server_cpu_ms_per_msg", 3, **match),
-                     _both(rows, "server_cpu_ms_per_msg", 3, 1 / count, **match),
-                     _ratio_of(rows, "server_cpu_ms_per_msg", **match), _both(rows, "p99_ms", 1, **match)])
-    out += _table(["replicas", "achieved msg/s b / o", "server CPU ms/msg b / o", "per replica b / o", "CPU ratio",
-                   "p99 ms b / o"], body)
+        body.append([str(count), _each(rows, "achieved_rate", 0, **match),
+                     _each(rows, "server_cpu_ms_per_msg", 3, **match),
+                     _each(rows, "server_cpu_ms_per_msg", 3, 1 / count, **match),
+                     _ratio_of(rows, "server_cpu_ms_per_msg", **match), _each(rows, "p99_ms", 1, **match)])
+    out += _table(["replicas", *(_per_system(rows, label) for label in (
+        "achieved msg/s", "server CPU ms/msg", "per replica")), _ratio_header(rows, "CPU ratio"),
+        _per_system(rows, "p99 ms")], body)
     out += ["### CPU seconds per step (who was busy)", "",
             "Each process's CPU seconds during the step, in the order the steps ran; `others` is what the rest of",
             "the machine used meanwhile; `machine busy` is all of it over the cores' capacity. A process near the",
@@ -195,10 +243,16 @@ def markdown(doc: dict[str, Any]) -> str:
         f"{machine['kernel']}, Python {machine['python']}, Redis {machine['redis']}; {packages}.",
         f"Load average before / after: {doc['load_before']} / {doc['load_after']}. "
         f"The rest of the machine used {doc['others_share']:.0%} of its CPU during the steps.", "",
-        "b / o = baseline (stock python-socketio) / ours; ratio = ours / baseline.", "",
-        "## Summary", "",
+        "Systems: b = baseline (stock python-socketio, `AsyncRedisManager`), o = ours, nc = Node Socket.IO 4 with",
+        "`@socket.io/redis-adapter` classic (`createAdapter`) and `@socket.io/redis-emitter`, ns = the same with",
+        "the sharded adapter (`createShardedAdapter`, one channel per room) and a server-side emit as the emitter.",
+        "A cell `x / y / …` holds one value per system measured, in that order; o/b, o/nc, o/ns = ours / that system.",
+        "", "## Summary", "",
     ]
-    lines += _table(["figure", "baseline", "ours", "ours / baseline", "reference, stock"], headline(rows))
+    systems, others = measured_systems(rows), _others(measured_systems(rows))
+    lines += _table(["figure", *systems, *(f"ours / {other}" for other in others), "reference, stock"],
+                    ([h.label, *(h.values[s] for s in systems), *(h.ratios[o] for o in others), h.reference]
+                     for h in headline(rows)))
     lines += _step_tables(rows, machine["cores"])
     return "\n".join(lines)
 
@@ -214,8 +268,9 @@ def _lines(ax: Any, rows: list[Row], scenario: str, x: str, y: str) -> None:
                 continue
             points = sorted({r[x] for r in steps})
             medians = [statistics.median(r[y] for r in steps if r[x] == point) for point in points]
-            line = ax.plot(points, medians, marker="o", linestyle="-" if system == "ours" else "--",
-                           label=f"{system}, {_mode(compress)}")[0]
+            style, color = _STYLE[system]
+            line = ax.plot(points, medians, marker="s" if compress else "o", linestyle=style,
+                           color=color, alpha=0.55 if compress else 1.0, label=f"{system}, {_mode(compress)}")[0]
             ax.scatter([r[x] for r in steps], [r[y] for r in steps], color=line.get_color(), alpha=0.3, s=12)
             xs.update(points)
     if xs:
@@ -260,9 +315,9 @@ def plot(doc: dict[str, Any], out_dir: Path) -> list[Path]:
             ("Idle memory per connection, KiB", "idle", "bytes_per_connection", 1 / 1024),
             ("Emitter top rate, msg/s", "emitter", "achieved_rate", 1.0),
             ("Emitter CPU per message, µs", "emitter", "emitter_cpu_us_per_msg", 1.0)]
-    fig, axes = plt.subplots(1, len(bars), figsize=(16, 4))
+    fig, axes = plt.subplots(1, len(bars), figsize=(18, 5))
     for ax, (title, scenario, field, scale) in zip(axes, bars, strict=True):
-        labels, values = [], []
+        labels, values, colors = [], [], []
         for compress in MODES:
             for system in SYSTEMS:
                 match: dict[str, Any] = {"system": system, "compression": compress}
@@ -271,9 +326,10 @@ def plot(doc: dict[str, Any], out_dir: Path) -> list[Path]:
                 if value is not None:
                     labels.append(f"{system}\n{_mode(compress)}")
                     values.append(value)
-        ax.bar(labels, values, color=["#999999" if label.startswith("baseline") else "#2a7ab0" for label in labels])
+                    colors.append(_STYLE[system][1])
+        ax.bar(labels, values, color=colors)
         ax.set_title(title, fontsize=10)
-        ax.tick_params(axis="x", labelsize=8)
+        ax.tick_params(axis="x", labelsize=7, labelrotation=60)
     _save(fig, [], paths[2])
     return paths
 

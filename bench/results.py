@@ -64,7 +64,7 @@ class StepResult:
         rate = "max" if self.offered_rate is None else f"{self.offered_rate:g}"
         p99 = "-" if self.p99_ms is None else f"{self.p99_ms:.1f}"
         cpu = "-" if self.server_cpu_ms_per_msg is None else f"{self.server_cpu_ms_per_msg:.3f}"
-        return (f"{self.scenario:9} {self.system:8} deflate={'on ' if self.compression else 'off'} "
+        return (f"{self.scenario:9} {self.system:12} deflate={'on ' if self.compression else 'off'} "
                 f"r={self.replicas} offered={rate:>5} achieved={self.achieved_rate:7.0f}/s "
                 f"delivered={self.delivered_fraction:7.2%} p99={p99:>8} ms server={cpu} ms/msg"
                 + (" EMITTER-SHORT" if self.emitter_short else "")
@@ -91,7 +91,7 @@ class IdleResult:
         return {"kind": "idle", **asdict(self), "bytes_per_connection": self.bytes_per_connection}
 
     def line(self) -> str:
-        return (f"idle      {self.system:8} deflate={'on ' if self.compression else 'off'} "
+        return (f"idle      {self.system:12} deflate={'on ' if self.compression else 'off'} "
                 f"{self.connections} connections: {self.bytes_per_connection / 1024:.1f} KiB each")
 
 

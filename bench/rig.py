@@ -16,9 +16,10 @@ from pathlib import Path
 from types import TracebackType
 
 from .cluster import CHANNEL, SystemUnderTest
-from .control import Worker
+from .control import Worker, python_module
 from .cpu import CpuMeter, rss_bytes
 from .results import IdleResult, StepResult, step_result
+from .systems import SYSTEMS
 
 __all__ = ["Rig"]
 
@@ -43,8 +44,8 @@ class Rig:
         self.system = system
         self.users = users
         self.cluster = SystemUnderTest(system, replicas, log_dir, compression=compression, module=module)
-        self.loadgen = Worker("loadgen", "bench.loadgen", log_dir / "loadgen.log")
-        self.emitter = Worker("emitter", "bench.emitter", log_dir / "emitter.log")
+        self.loadgen = Worker("loadgen", python_module("bench.loadgen"), log_dir / "loadgen.log")
+        self.emitter = Worker("emitter", SYSTEMS[system].emitter, log_dir / "emitter.log")
         self.compression = False
         self._steps = 0
         self._exit = contextlib.AsyncExitStack()

@@ -1,7 +1,8 @@
-"""The five scenarios, each measured on both systems side by side.
+"""The scenarios, each measured on every system of the plan side by side.
 
-The systems alternate inside each scenario (baseline, then ours, with the same
-users, rates and seeds), so slow drift in the machine's other load touches both.
+The systems alternate inside each scenario (baseline, ours, then the Node
+references, with the same users, rates and seeds), so slow drift in the
+machine's other load touches them all.
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ from pathlib import Path
 
 from .results import IdleResult, StepResult
 from .rig import Rig
+from .systems import SYSTEMS
 
 __all__ = ["FULL", "QUICK", "SCENARIOS", "SYSTEM_ORDER", "Plan", "run_scenarios"]
 
-SYSTEM_ORDER = ("baseline", "ours")
+SYSTEM_ORDER = tuple(SYSTEMS)  # baseline, ours, node-classic, node-sharded
 Result = StepResult | IdleResult
 Report = Callable[[Result], None]
 
@@ -37,14 +39,17 @@ class Plan:
     warmup_rate: float
     warmup_s: float
     repeats: int  # of the load and scaling scenarios: the report gives medians over them
+    systems: tuple[str, ...] = SYSTEM_ORDER  # measured in this order
 
 
 FULL = Plan(users=1500, replicas=3, targeted_rates=(500, 1000, 2000, 4000, 8000), step_s=8.0, broadcast_rate=20.0,
             idle_connections=3000, scaling_replicas=(1, 2, 3, 6), scaling_rate=500.0, emitter_s=5.0,
             warmup_rate=200.0, warmup_s=2.0, repeats=2)
+# Without the Node references: one of them took the quick run from 74 s to 104 s on the 2-core
+# machine (`--quick --systems ...` adds them; tests/bench/test_node.py runs a step on each).
 QUICK = Plan(users=40, replicas=2, targeted_rates=(50, 100), step_s=1.0, broadcast_rate=5.0, idle_connections=50,
              scaling_replicas=(1, 2), scaling_rate=50.0, emitter_s=1.0, warmup_rate=50.0, warmup_s=0.5,
-             repeats=1)
+             repeats=1, systems=("baseline", "ours"))
 
 
 def users(count: int) -> list[str]:
@@ -57,7 +62,7 @@ async def load(plan: Plan, log_dir: Path, report: Report) -> None:
     The emitter's top rate is measured without compression only: compression is
     the replicas' cost, not the emitter's.
     """
-    for _repeat, compress, system in itertools.product(range(plan.repeats), (False, True), SYSTEM_ORDER):
+    for _repeat, compress, system in itertools.product(range(plan.repeats), (False, True), plan.systems):
         async with Rig(system, replicas=plan.replicas, users=users(plan.users), log_dir=log_dir,
                        compression=compress) as rig:
             await rig.connect(compress=compress)
@@ -71,14 +76,14 @@ async def load(plan: Plan, log_dir: Path, report: Report) -> None:
 
 async def idle(plan: Plan, log_dir: Path, report: Report) -> None:
     """Memory per idle connection: a fresh single replica per measurement."""
-    for compress, system in itertools.product((False, True), SYSTEM_ORDER):
+    for compress, system in itertools.product((False, True), plan.systems):
         async with Rig(system, replicas=1, users=[], log_dir=log_dir, compression=compress) as rig:
             report(await rig.idle_memory(connections=users(plan.idle_connections), compress=compress))
 
 
 async def scaling(plan: Plan, log_dir: Path, report: Report) -> None:
     """The same targeted load on more and more replicas (no compression)."""
-    for _repeat, count, system in itertools.product(range(plan.repeats), plan.scaling_replicas, SYSTEM_ORDER):
+    for _repeat, count, system in itertools.product(range(plan.repeats), plan.scaling_replicas, plan.systems):
         async with Rig(system, replicas=count, users=users(plan.users), log_dir=log_dir) as rig:
             await rig.connect(compress=False)
             await rig.step("warmup", rate=plan.warmup_rate, duration=plan.warmup_s)

@@ -34,7 +34,7 @@ matplotlib.use("Agg")  # files only, no display; chosen before pyplot is importe
 import matplotlib.pyplot as plt
 
 from .cluster import CHANNEL
-from .control import Worker
+from .control import Worker, python_module
 from .cpu import rss_bytes
 from .hostile import ATTACKS
 from .rig import Rig
@@ -74,7 +74,7 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
         await rig.connect(compress=False)
         pids = [replica.pid for replica in rig.cluster.replicas]
         doc["rss_start_mb"] = [rss_bytes(pid) / MB for pid in pids]
-        hostile = Worker("hostile", "bench.hostile", log_dir / "hostile.log")
+        hostile = Worker("hostile", python_module("bench.hostile"), log_dir / "hostile.log")
         await hostile.start()
         try:
             await hostile.call("start", url=rig.cluster.urls[0], victim=healthy[0], redis_url=rig.cluster.redis.url,

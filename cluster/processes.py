@@ -18,7 +18,7 @@ import time
 import urllib.error
 import urllib.request
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -250,16 +250,18 @@ class Replica(ChildProcess):
     """``python -m server`` configured by environment only, on its own loopback port.
 
     ``module`` runs another entry point with the same settings (the benchmarks'
-    baseline replica is ``bench.stock_replica``).
+    baseline replica is ``bench.stock_replica``); ``argv``, a command that is not
+    Python at all (the benchmark's Node replica), configured the same way.
     """
 
-    def __init__(self, *, instance_id: str, env: Mapping[str, str], log_dir: Path, module: str = "server") -> None:
+    def __init__(self, *, instance_id: str, env: Mapping[str, str], log_dir: Path, module: str = "server",
+                 argv: Sequence[str] | None = None) -> None:
         self.instance_id = instance_id
         port = free_port()
         self.url = f"http://{HOST}:{port}"
         env = {**os.environ, **env, "HOST": HOST, "PORT": str(port), "INSTANCE_ID": instance_id}
-        super().__init__(instance_id, [sys.executable, "-m", module], port=port,
-                         log_path=log_dir / f"{instance_id}.log", env=env)
+        command = [sys.executable, "-m", module] if argv is None else list(argv)
+        super().__init__(instance_id, command, port=port, log_path=log_dir / f"{instance_id}.log", env=env)
 
     def is_ready(self, probe: str = "/readyz") -> bool:
         """Whether ``probe`` answers 200 now; raises, with the log, if the process has exited."""

@@ -4,7 +4,7 @@ and the benchmark share."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -18,7 +18,7 @@ READY_POLL = 0.05
 
 
 class ReplicaSet(Lifecycle):
-    """``count`` replicas of ``python -m <module>`` with the same settings, ``<name>-1`` .. ``<name>-N``.
+    """``count`` replicas of ``python -m <module>`` (or of ``argv``), same settings, ``<name>-1`` .. ``<name>-N``.
 
     Starting launches them all, then waits until each answers ``/readyz``, so they start
     in parallel; if one exits or the deadline passes, every replica launched is stopped.
@@ -28,8 +28,9 @@ class ReplicaSet(Lifecycle):
     """
 
     def __init__(self, count: int, *, env: Mapping[str, str], log_dir: Path, module: str = "server",
-                 name: str = "replica", ready_timeout: float = READY_TIMEOUT) -> None:
-        self.replicas = [Replica(instance_id=f"{name}-{n}", env=env, log_dir=log_dir, module=module)
+                 argv: Sequence[str] | None = None, name: str = "replica",
+                 ready_timeout: float = READY_TIMEOUT) -> None:
+        self.replicas = [Replica(instance_id=f"{name}-{n}", env=env, log_dir=log_dir, module=module, argv=argv)
                          for n in range(1, count + 1)]
         self.ready_timeout = ready_timeout
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from bench import report
+from bench import report, systems
 
 
 def step(system: str, rate: float | None, *, scenario: str = "targeted", compression: bool = False,
@@ -70,8 +70,8 @@ def test_a_loss_or_a_failed_first_step_means_nothing_was_held() -> None:
     assert report.highest_rate_held([]) is None
 
 
-def test_the_summary_gives_both_systems_and_ours_over_baseline() -> None:
-    rows = {label: (b, o, ratio) for label, b, o, ratio, _ref in report.headline(ROWS)}
+def test_the_summary_gives_each_system_measured_and_ours_over_each_other() -> None:
+    rows = {h.label: (h.values["baseline"], h.values["ours"], h.ratios["baseline"]) for h in report.headline(ROWS)}
 
     assert rows["targeted, highest rate held with p99 < 50 ms, no loss (deflate off)"] == (
         "500 msg/s", "1,000 msg/s", "2.00×")
@@ -81,6 +81,49 @@ def test_the_summary_gives_both_systems_and_ours_over_baseline() -> None:
     assert rows["idle memory per connection (deflate off)"] == ("30.0 KiB", "33.0 KiB", "1.10×")
     assert rows["emitter: CPU per message (deflate off)"] == ("200 µs", "400 µs", "2.00×")
     assert rows["idle memory per connection (deflate on)"] == ("–", "–", "–")  # not measured in these rows
+
+
+NODE_ROWS = [*ROWS, step("node-classic", 500, server_cpu_ms_per_msg=0.3, p99_ms=3.0),
+             step("node-sharded", 500, server_cpu_ms_per_msg=0.4, p99_ms=4.0),
+             step("node-sharded", 500, scenario="scaling", replicas=1, server_cpu_ms_per_msg=0.5),
+             idle("node-sharded", False, 10 * 1024)]
+
+
+def test_node_systems_get_their_values_in_the_summary_and_ours_is_compared_with_each() -> None:
+    rows = {h.label: h for h in report.headline(NODE_ROWS)}
+    cpu = rows["server CPU per delivered targeted message at the lowest rate offered (deflate off)"]
+    memory = rows["idle memory per connection (deflate off)"]
+
+    assert cpu.values == {"baseline": "1.000 ms", "ours": "1.200 ms", "node-classic": "0.300 ms",
+                          "node-sharded": "0.400 ms"}
+    assert cpu.ratios == {"baseline": "1.20×", "node-classic": "4.00×", "node-sharded": "3.00×"}
+    assert memory.values["node-classic"] == "–"  # measured for the sharded one only
+    assert memory.ratios["node-sharded"] == "3.30×"
+
+
+def test_every_table_has_a_value_per_system_measured_in_order_and_ratios_of_ours_to_each() -> None:
+    text = report.markdown(document(NODE_ROWS))
+
+    assert ("| figure | baseline | ours | node-classic | node-sharded | ours / baseline | ours / node-classic "
+            "| ours / node-sharded | reference, stock |") in text
+    assert ("| offered msg/s | achieved b / o / nc / ns | delivered % b / o / nc / ns | p50 ms b / o / nc / ns "
+            "| p99 ms b / o / nc / ns | max ms b / o / nc / ns | server CPU ms/msg b / o / nc / ns "
+            "| CPU ratio o/b / o/nc / o/ns |") in text
+    assert "| 500 | 500 / 500 / 500 / 500 | 100.00 / 100.00 / 100.00 / 100.00 | 2.0 / 2.0 / 2.0 / 2.0 " in text
+    assert ("| 5.0 / 5.0 / 3.0 / 4.0 | 20 / 20 / 20 / 20 | 1.000 / 1.200 / 0.300 / 0.400 "
+            "| 1.20× / 4.00× / 3.00× |") in text
+    # Scaling: node-classic measured no scaling step, so its cells are empty and ours has no ratio to it.
+    assert ("| 1 | 500 / 500 / – / 500 | 1.000 / 1.000 / – / 0.500 | 1.000 / 1.000 / – / 0.500 "
+            "| 1.00× / – / 2.00× |") in text
+
+
+def test_a_run_without_ours_shows_the_systems_it_measured_and_no_ratios() -> None:
+    rows = [step("node-classic", 500), step("node-sharded", 500)]
+
+    assert all(h.ratios == {} for h in report.headline(rows))
+    text = report.markdown(document(rows))
+    assert "| figure | node-classic | node-sharded | reference, stock |" in text
+    assert "| offered msg/s | achieved nc / ns |" in text and "| CPU ratio |" in text
 
 
 def test_others_share_is_their_cpu_over_the_machine_capacity_during_the_steps() -> None:
@@ -99,12 +142,18 @@ def test_the_markdown_has_the_machine_the_summary_and_a_table_per_scenario() -> 
         assert heading in text
     assert "| 2,000 (emitter short: ours) | 2,000 / 2,000 | 100.00 / 100.00 | 2.0 / 2.0 | 20.0 / 10.0 |" in text
     assert "| 1 | 500 / 500 | 1.000 / 1.000 | 1.000 / 1.000 | 1.00× | 10.0 / 10.0 |" in text
+    assert "| ours / baseline |" in text and "node" not in text.split("## Summary")[1]  # only what was measured
 
 
-@pytest.mark.parametrize("rows", [pytest.param(ROWS, id="full"), pytest.param([], id="empty")])
+@pytest.mark.parametrize("rows", [pytest.param(NODE_ROWS, id="full"), pytest.param([], id="empty")])
 def test_every_file_is_written_even_for_a_run_with_few_results(tmp_path: Path, rows: list[dict[str, Any]]) -> None:
     paths = report.write(document(rows), tmp_path)
 
     assert [p.name for p in paths] == ["results.json", "results.md", *report.PLOTS]
     for png in paths[2:]:
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_report_has_a_short_name_for_every_system_the_suite_runs_in_the_suites_order() -> None:
+    assert list(report.SYSTEMS) == list(systems.SYSTEMS)
+    assert len(set(report.SYSTEMS.values())) == len(report.SYSTEMS)

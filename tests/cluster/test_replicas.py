@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 
 from cluster import ReplicaSet
 from cluster.processes import HOST, Replica, http_status, wait_until_async
+from tests.cluster import fake_replica
 
 FAKE = "tests.cluster.fake_replica"
 
@@ -50,6 +52,18 @@ def test_start_returns_once_every_replica_is_ready_and_stop_ends_them_all(tmp_pa
     with replicas:
         assert [replica.instance_id for replica in replicas.replicas] == ["fake-1", "fake-2", "fake-3"]
         assert [http_status(url + "/readyz") for url in replicas.urls] == [200, 200, 200]
+        pids = replicas.pids
+
+    assert running(pids) == []
+
+
+def test_replicas_of_a_command_of_their_own_run_it_with_the_replica_settings(tmp_path: Path) -> None:
+    script = [sys.executable, str(Path(fake_replica.__file__))]  # not ``python -m``: any program will do
+    replicas = ReplicaSet(2, env={"FAKE_STATUS": "200"}, log_dir=tmp_path, argv=script, name="script")
+
+    with replicas:
+        assert [replica.argv for replica in replicas.replicas] == [script, script]
+        assert [http_status(url + "/readyz") for url in replicas.urls] == [200, 200]
         pids = replicas.pids
 
     assert running(pids) == []

@@ -1,0 +1,50 @@
+"""bench/systems.py: what runs each system, and what a run of the Node systems needs installed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bench import systems
+from bench.cluster import SystemUnderTest
+from bench.systems import SYSTEMS, missing_tools
+
+
+def test_the_node_systems_run_one_replica_script_with_their_adapter_and_one_emitter_script() -> None:
+    classic, sharded = SYSTEMS["node-classic"], SYSTEMS["node-sharded"]
+
+    assert classic.replica == sharded.replica == ("node", str(systems.NODE_DIR / "server.js"))
+    assert classic.emitter == sharded.emitter == ("node", str(systems.NODE_DIR / "emitter.js"))
+    assert (classic.env, sharded.env) == ({"SOCKETIO_ADAPTER": "classic"}, {"SOCKETIO_ADAPTER": "sharded"})
+    assert [name for name, system in SYSTEMS.items() if system.node] == ["node-classic", "node-sharded"]
+
+
+def test_a_system_under_test_starts_its_replicas_with_the_systems_command(tmp_path: Path) -> None:
+    system = SystemUnderTest("node-sharded", 2, tmp_path)
+
+    assert [replica.argv for replica in system.replicas] == [list(SYSTEMS["node-sharded"].replica)] * 2
+    assert [replica.name for replica in system.replicas] == ["node-sharded-1", "node-sharded-2"]
+
+
+def test_python_systems_need_nothing_more(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("bench.systems.shutil.which", lambda name: None)
+
+    assert missing_tools(["baseline", "ours"]) is None
+
+
+def test_node_systems_need_node(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("bench.systems.shutil.which", lambda name: None)
+
+    assert missing_tools(["ours", "node-sharded"]) == (
+        "node is not installed (apt-get install nodejs npm), needed by the node-* systems")
+
+
+def test_node_systems_need_their_packages_installed(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr("bench.systems.shutil.which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(systems, "NODE_DIR", tmp_path)
+
+    assert missing_tools(["node-classic"]) == (
+        f"the node-* systems' packages are not installed: make install (npm ci in {tmp_path})")
+    (tmp_path / "node_modules").mkdir()
+    assert missing_tools(["node-classic"]) is None
