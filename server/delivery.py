@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from socketio.async_manager import AsyncManager
 
 from .auth import validate_user_id
 from .backends.base import Presence
-from .errors import RequestError, UserNotConnectedError
+from .errors import RealtimeError, RequestError, UserNotConnectedError
 from .metrics import Metrics
 from .queue.manager import QueueManager
 from .queue.rooms import user_room
 
-__all__ = ["MAX_DATA_DEPTH", "RESERVED_EVENTS", "check_data", "check_event", "check_user_id", "send_to_user"]
+__all__ = ["MAX_DATA_DEPTH", "RESERVED_EVENTS", "Outcome", "check_data", "check_event", "check_user_id",
+           "send_many_to_users", "send_to_user"]
 
 logger = logging.getLogger(__name__)
 
@@ -106,3 +109,40 @@ async def send_to_user(manager: AsyncManager, presence: Presence, metrics: Metri
         metrics.dropped.labels(reason="user_not_connected").inc()
         logger.debug("not sent: user %s is not connected", checked_user)
         raise UserNotConnectedError(f"user {checked_user!r} is not connected to any replica")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one message of a batch: sent (``error`` is ``None``), or refused and why
+    (``RequestError``, ``UserNotConnectedError``, ``PayloadTooLargeError``, ``PublishError``)."""
+
+    user_id: object
+    event: object
+    error: RealtimeError | None = None
+
+    @property
+    def sent(self) -> bool:
+        return self.error is None
+
+
+async def send_many_to_users(manager: QueueManager, metrics: Metrics,
+                             messages: Iterable[tuple[object, object, Any]]) -> list[Outcome]:
+    """``send_to_user`` for each ``(user_id, event, data)``, in one round trip to the queue
+    where the backend can; one ``Outcome`` per message, in order. A message that fails
+    fails alone: nothing is raised for it."""
+    outcomes: list[Outcome] = []
+    checked: list[tuple[int, tuple[str, str, Any]]] = []
+    for user_id, event, data in messages:
+        try:
+            checked.append((len(outcomes), (check_user_id(user_id), check_event(event), check_data(data))))
+            outcomes.append(Outcome(user_id, event))
+        except RequestError as exc:
+            outcomes.append(Outcome(user_id, event, exc))
+    results = await manager.emit_many_to_user([message for _, message in checked])
+    for (index, (user_id, event, _)), result in zip(checked, results, strict=True):
+        if result is False:
+            metrics.dropped.labels(reason="user_not_connected").inc()
+            result = UserNotConnectedError(f"user {user_id!r} is not connected to any replica")
+        if isinstance(result, RealtimeError):
+            outcomes[index] = Outcome(user_id, event, result)
+    return outcomes

@@ -9,18 +9,19 @@ failure raises; nothing is dropped silently.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterable
 from types import TracebackType
 from typing import Any
 
 from .backends import Backend, open_backend
 from .config import DEFAULT_CHANNEL, DEFAULT_MAX_QUEUE_MESSAGE_BYTES, check_queue_message_bytes
-from .delivery import check_data, check_event, check_user_id, send_to_user
+from .delivery import Outcome, check_data, check_event, check_user_id, send_many_to_users, send_to_user
 from .errors import ConfigError, QueueUnavailableError
 from .metrics import Metrics
 from .queue.manager import QueueManager
 from .queue.rooms import user_room
 
-__all__ = ["Emitter"]
+__all__ = ["Emitter", "Outcome"]
 
 # An emitter asks about presence; it never announces any, so this name is never written.
 EMITTER_INSTANCE_ID = "emitter"
@@ -91,6 +92,13 @@ class Emitter:
         data (not strict JSON, or nested too deep).
         """
         await send_to_user(self._manager, self._backend.presence, self.metrics, user_id, event, data)
+
+    async def send_many(self, messages: Iterable[tuple[str, str, Any]]) -> list[Outcome]:
+        """Send each ``(user_id, event, data)`` as ``send_to_user`` would, in one round trip to
+        Redis (on a Redis Cluster, concurrently); one ``Outcome`` per message, in order, saying
+        whether it was sent or why not. Raises nothing for a single message's failure.
+        """
+        return await send_many_to_users(self._manager, self.metrics, messages)
 
     async def broadcast(self, event: str, data: Any = None) -> None:
         """Deliver ``event`` to every connected socket on every replica."""

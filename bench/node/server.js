@@ -41,9 +41,9 @@ const { adapter, subscribed } = adapterFactory(ADAPTERS, env.SOCKETIO_ADAPTER, p
 const io = new Server(httpServer, {
   adapter,
   serveClient: false,
-  // Accepted when a client offers it, as aiohttp does for ours; threshold 0 compresses every
-  // message as ours does (engine.io's default threshold, 1 KiB, would skip the 200-byte ones).
-  perMessageDeflate: { threshold: 0 },
+  // Accepted when a client offers it only with WEBSOCKET_COMPRESSION=true, as ours; threshold 0
+  // then compresses every message as ours does (engine.io's default, 1 KiB, skips 200-byte ones).
+  perMessageDeflate: env.WEBSOCKET_COMPRESSION === "true" ? { threshold: 0 } : false,
 });
 await subscribed();
 

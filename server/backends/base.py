@@ -14,9 +14,12 @@ three interfaces in a package of its own beside ``redis/``.
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
+
+from ..errors import PublishError
 
 __all__ = ["Backend", "KeyCheck", "Presence", "QueueTransport"]
 
@@ -52,6 +55,14 @@ class QueueTransport(ABC):
         Returns whether the user has a socket anywhere, this replica included, by
         the presence rules of the backend (signed entries, live replicas).
         """
+
+    async def publish_many_to_user(self, channel: str, messages: Sequence[tuple[str, bytes]]
+                                   ) -> list[bool | PublishError]:
+        """``publish_to_user`` for each ``(user_id, data)``, at once; for each, the result or the
+        ``PublishError`` it raised. A transport that can pipeline does it in one round trip."""
+        results = await asyncio.gather(*(self.publish_to_user(channel, user, data) for user, data in messages),
+                                       return_exceptions=True)
+        return [_result_or_publish_error(result) for result in results]
 
     @abstractmethod
     async def subscribe(self, channel: str) -> None:
@@ -137,3 +148,10 @@ class Backend:
     transport: QueueTransport
     presence: Presence
     key_check: KeyCheck
+
+
+def _result_or_publish_error(result: bool | BaseException) -> bool | PublishError:
+    """A gathered publish's result; anything but a ``PublishError`` it raised is raised again."""
+    if isinstance(result, PublishError) or isinstance(result, bool):
+        return result
+    raise result

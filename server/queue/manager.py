@@ -26,7 +26,7 @@ import asyncio
 import base64
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from socketio.async_manager import AsyncManager
@@ -35,10 +35,11 @@ from socketio.packet import Packet
 
 from ..backends.base import QueueTransport
 from ..config import DEFAULT_CHANNEL, DEFAULT_MAX_QUEUE_MESSAGE_BYTES
-from ..errors import InvalidEnvelopeError, PayloadTooLargeError, PublishError, QueueUnavailableError
+from ..errors import InvalidEnvelopeError, PayloadTooLargeError, PublishError, QueueUnavailableError, RealtimeError
 from ..logs import LogThrottle
 from ..metrics import Metrics
 from . import envelope
+from .local_delivery import LocalDelivery
 from .replay import DEFAULT_WINDOW, ReplayGuard
 from .rooms import user_of_room, user_room
 
@@ -53,7 +54,7 @@ RETRY_MIN = 0.05
 RETRY_MAX = 0.5
 
 
-class QueueManager(AsyncPubSubManager):  # type: ignore[misc]
+class QueueManager(AsyncPubSubManager, LocalDelivery):  # type: ignore[misc]
     """Shares sockets, rooms and events between replicas through a ``QueueTransport``.
 
     :param transport: the backend's transport (Redis in production, memory in unit tests).
@@ -167,27 +168,61 @@ class QueueManager(AsyncPubSubManager):  # type: ignore[misc]
         if isinstance(room, list) and not room:
             return  # a list of no rooms reaches nobody
         if kwargs.get("ignore_queue") or (isinstance(room, str) and self.is_sid_room(namespace, room)):
-            await AsyncManager.emit(self, event, data, namespace, room=room, skip_sid=skip_sid, callback=callback)
+            await LocalDelivery.emit(self, event, data, namespace, room=room, skip_sid=skip_sid, callback=callback)
             return
         message = self._emit_message(event, data, namespace, room, skip_sid, callback)
         await self._publish(message)
         await self._handle_emit(message)
 
     async def emit_to_user(self, user_id: str, event: str, data: Any) -> bool:
-        """Emit to every socket of ``user_id``, on whichever replicas hold one.
+        """Emit to every socket of ``user_id``, on whichever replicas hold one; ``data`` is
+        plain JSON (``delivery.check_data``).
 
         The presence lookup and the publish are one round trip. Returns ``False``,
         having delivered nothing, when the user has no socket anywhere.
         """
-        message = self._emit_message(event, data, "/", user_room(user_id), None, None)
+        message = self._emit_message(event, data, "/", user_room(user_id), None, None, binary=False)
         if not await self._publish(message):
             return False
         await self._handle_emit(message)
         return True
 
+    async def emit_many_to_user(self, messages: Sequence[tuple[str, str, Any]]) -> list[bool | RealtimeError]:
+        """``emit_to_user`` for each ``(user_id, event, data)`` (plain JSON), in one round trip where the
+        transport can; for each, whether the user was online, or why it was not sent
+        (``PayloadTooLargeError``, ``PublishError``). Nothing raises for one message."""
+        outcomes: list[bool | RealtimeError] = []
+        sendable: list[tuple[int, dict[str, Any], bytes]] = []
+        for index, (user_id, event, data) in enumerate(messages):
+            message = self._emit_message(event, data, "/", user_room(user_id), None, None, binary=False)
+            try:
+                sendable.append((index, message, self._encode(message)))
+                outcomes.append(False)
+            except PayloadTooLargeError as exc:
+                outcomes.append(exc)
+        if not sendable:
+            return outcomes
+        batch = [(user_of_room(message["room"]) or "", encoded) for _, message, encoded in sendable]
+        try:
+            results = await self.transport.publish_many_to_user(self.channel, batch)
+        except PublishError as exc:
+            results = [exc] * len(batch)
+        for (index, message, _), result in zip(sendable, results, strict=True):
+            outcomes[index] = result
+            if isinstance(result, PublishError):
+                self._count_failed_publish(message, result)
+            else:
+                self.metrics.published.inc()
+                if result and self.server is not None:
+                    await self._handle_emit(message)
+        return outcomes
+
     def _emit_message(self, event: str, data: Any, namespace: str, room: Any, skip_sid: Any,
-                      callback: Any) -> dict[str, Any]:
-        """python-socketio's pub/sub ``emit`` message (binary attachments base64-encoded)."""
+                      callback: Any, *, binary: bool | None = None) -> dict[str, Any]:
+        """python-socketio's pub/sub ``emit`` message (binary attachments base64-encoded).
+
+        ``binary=False`` skips the search for attachments: data already checked as JSON has none.
+        """
         if callback is not None:
             if self.server is None:
                 raise RuntimeError("callbacks can only be issued from the context of a server")
@@ -195,7 +230,8 @@ class QueueManager(AsyncPubSubManager):  # type: ignore[misc]
                 raise ValueError("cannot use a callback without a room")
             callback = (room, namespace, self._generate_ack_id(room, callback))
         args = list(data) if isinstance(data, tuple) else [data]
-        binary = Packet.data_is_binary(args)
+        if binary is None:
+            binary = Packet.data_is_binary(args)
         if binary:
             args, attachments = Packet.deconstruct_binary(args)
             args = [args, *[base64.b64encode(a).decode() for a in attachments]]
@@ -226,11 +262,7 @@ class QueueManager(AsyncPubSubManager):  # type: ignore[misc]
         fails, or a write-only manager's message for all reaches no replica;
         ``PayloadTooLargeError`` (before Redis sees it) over ``max_message_bytes``.
         """
-        encoded = envelope.encode(data, self._signing_key)
-        if len(encoded) > self.max_message_bytes:
-            self.metrics.dropped.labels(reason="too_large").inc()
-            raise PayloadTooLargeError(f"the message is {len(encoded)} bytes, over the queue's limit of "
-                                       f"{self.max_message_bytes} (MAX_QUEUE_MESSAGE_BYTES); nothing was sent")
+        encoded = self._encode(data)
         user_id = user_of_room(data.get("room"))
         try:
             if user_id is not None:
@@ -240,14 +272,26 @@ class QueueManager(AsyncPubSubManager):  # type: ignore[misc]
                 if reached == 0 and self.write_only:
                     raise PublishError("no replica is listening on the channel; nobody received the message")
         except PublishError as exc:
-            self.metrics.dropped.labels(reason="publish_failed").inc()
-            held = self._throttle.allow("publish_failed")
-            if held is not None:
-                logger.error("could not publish to the queue", extra={
-                    "method": data.get("method"), "channel": self.channel, "error": str(exc), "suppressed": held})
+            self._count_failed_publish(data, exc)
             raise
         self.metrics.published.inc()
         return reached
+
+    def _encode(self, data: dict[str, Any]) -> bytes:
+        """The envelope; ``PayloadTooLargeError`` (before Redis sees it) over ``max_message_bytes``."""
+        encoded = envelope.encode(data, self._signing_key)
+        if len(encoded) > self.max_message_bytes:
+            self.metrics.dropped.labels(reason="too_large").inc()
+            raise PayloadTooLargeError(f"the message is {len(encoded)} bytes, over the queue's limit of "
+                                       f"{self.max_message_bytes} (MAX_QUEUE_MESSAGE_BYTES); nothing was sent")
+        return encoded
+
+    def _count_failed_publish(self, data: dict[str, Any], exc: PublishError) -> None:
+        self.metrics.dropped.labels(reason="publish_failed").inc()
+        held = self._throttle.allow("publish_failed")
+        if held is not None:
+            logger.error("could not publish to the queue", extra={
+                "method": data.get("method"), "channel": self.channel, "error": str(exc), "suppressed": held})
 
     # --- receiving -------------------------------------------------------
 
@@ -348,7 +392,7 @@ class QueueManager(AsyncPubSubManager):  # type: ignore[misc]
                    if sid not in skip_sids)
 
 
-class LocalManager(AsyncManager):  # type: ignore[misc]
+class LocalManager(LocalDelivery):
     """python-socketio's in-memory manager, for a single replica without Redis,
     with the same ``disconnect_room`` as ``QueueManager``."""
 

@@ -169,7 +169,7 @@ async def test_the_node_replica_refuses_a_bad_user_id_with_an_error_payload(node
 async def test_a_node_system_under_load_delivers_every_message_and_is_measured_like_the_others(
         system: str, tmp_path: Path) -> None:
     users = [f"bench-{i:05d}" for i in range(20)]
-    async with Rig(system, replicas=2, users=users, log_dir=tmp_path) as rig:
+    async with Rig(system, replicas=2, users=users, log_dir=tmp_path, compression=True) as rig:
         await rig.connect(compress=True)  # raises unless every connection negotiated permessage-deflate
         targeted = await rig.step("targeted", rate=50, duration=1.0, seed=1)
         broadcast = await rig.step("broadcast", rate=5, duration=1.0, broadcast=True)

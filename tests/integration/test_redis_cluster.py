@@ -157,3 +157,17 @@ async def test_a_signed_queue_on_a_cluster_checks_the_key_and_delivers(
 
     assert await client.wait_for("signed") == {"ok": True}
     assert await client.wait_for("notice") == {"all": True}
+
+
+async def test_send_many_on_a_cluster_reports_each_message(
+        redis_cluster: RedisClusterServers, start_cluster: Callable[..., Cluster], make_client: MakeClient) -> None:
+    cluster = start_cluster(2, redis=redis_cluster.nodes[0])
+    users = [unique_user() for _ in range(6)]
+    clients = [await connected(make_client, cluster.replicas[i % 2], user) for i, user in enumerate(users)]
+
+    async with Emitter(redis_cluster.url, channel=cluster.channel) as emitter:
+        outcomes = await emitter.send_many([(user, "step", {"for": user}) for user in [*users, unique_user()]])
+
+    assert [o.sent for o in outcomes] == [True] * 6 + [False]
+    for user, client in zip(users, clients, strict=True):
+        assert await client.wait_for("step") == {"for": user}

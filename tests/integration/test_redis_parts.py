@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
@@ -417,3 +418,19 @@ async def test_a_replica_warns_of_replicas_of_the_older_version_on_its_channel(
 
     warnings = [r for r in caplog.records if "older version" in r.getMessage()]
     assert [(r.levelname, getattr(r, "older_replicas", None)) for r in warnings] == [("WARNING", 1)]
+
+
+async def test_send_many_delivers_a_batch_and_reports_each_message(
+        redis_server: RedisServer, channel: str, open_replica: Callable[..., Awaitable[Backend]]) -> None:
+    replica = await open_replica()
+    for user in ("ana", "bo"):
+        await replica.presence.add(user, f"sid-{user}")
+    batch = [("ana", "step", {"n": n}) for n in range(50)] + [("cy", "step", {}), ("bo", "step", {"n": 50})]
+
+    async with Emitter(redis_server.url, channel=channel) as emitter:
+        outcomes = await emitter.send_many(batch)
+
+    assert [o.sent for o in outcomes] == [True] * 50 + [False, True]
+    assert type(outcomes[50].error).__name__ == "UserNotConnectedError"
+    received = [json.loads(data)["data"] for data in await next_envelopes(replica, 51)]
+    assert received == [[{"n": n}] for n in range(51)]  # in order

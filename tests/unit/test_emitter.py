@@ -11,7 +11,7 @@ from server.app_keys import MANAGER
 from server.emitter import Emitter
 from server.errors import UserNotConnectedError
 from tests.fakes.memory_backend import MemoryBroker, memory_backend
-from tests.helpers.clients import RecordingClient, make_token
+from tests.helpers.clients import RecordingClient, connected, make_token
 
 
 async def test_emitter_on_the_replicas_backend_reaches_a_connected_user(
@@ -40,3 +40,30 @@ async def test_emitter_refuses_a_user_connected_nowhere(broker: MemoryBroker,
 def test_emitter_needs_a_url_or_a_backend() -> None:
     with pytest.raises(ValueError, match="redis_url or backend"):
         Emitter()
+
+
+async def test_send_many_reports_each_message_sent_or_refused_and_why(
+        broker: MemoryBroker, start_replica: Callable[..., Awaitable[Any]], make_client: Callable[..., Any]) -> None:
+    replica = await start_replica()
+    alice = await connected(make_client, replica, "alice")
+    bob = await connected(make_client, replica, "bob")
+
+    async with Emitter(backend=memory_backend(broker), max_message_bytes=1024) as emitter:
+        outcomes = await emitter.send_many([
+            ("alice", "step", {"n": 1}),
+            ("nobody", "step", {"n": 2}),
+            ("has space", "step", {}),
+            ("bob", "connect", {}),
+            ("bob", "step", "x" * 2000),
+            ("bob", "step", {"n": 3}),
+        ])
+        dropped = emitter.metrics.registry.get_sample_value("kindmap_messages_dropped_total",
+                                                            {"reason": "user_not_connected"})
+
+    assert [type(o.error).__name__ if o.error else "sent" for o in outcomes] == [
+        "sent", "UserNotConnectedError", "RequestError", "RequestError", "PayloadTooLargeError", "sent"]
+    assert (outcomes[0].user_id, outcomes[0].sent) == ("alice", True)
+    assert await alice.wait_for("step") == {"n": 1}
+    assert await bob.wait_for("step") == {"n": 3}
+    assert bob.received("step") == [{"n": 3}]
+    assert dropped == 1

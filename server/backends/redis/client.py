@@ -82,11 +82,13 @@ def connect_cluster(url: str, *, max_connections: int = MAX_CONNECTIONS) -> Redi
 
 
 async def is_cluster(url: str) -> bool:
-    """Whether ``url`` names a node of a Redis Cluster (``INFO cluster``); raises redis-py's errors."""
+    """Whether ``url`` names a node of a Redis Cluster (the ``mode`` ``HELLO`` reports, which
+    needs no more than ``+hello`` in an ACL); raises redis-py's errors."""
     probe = aioredis.Redis.from_url(url, socket_connect_timeout=CONNECT_TIMEOUT, socket_timeout=COMMAND_TIMEOUT,
                                     retry=Retry(NoBackoff(), 0))
     try:
-        info = await probe.info("cluster")
+        reply = await probe.execute_command("HELLO")  # type: ignore[no-untyped-call]
     finally:
         await probe.aclose()
-    return bool(info.get("cluster_enabled"))
+    fields = reply if isinstance(reply, dict) else dict(zip(reply[::2], reply[1::2], strict=True))
+    return fields.get(b"mode", fields.get("mode")) in (b"cluster", "cluster")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncGenerator, Awaitable
+from collections.abc import AsyncGenerator, Awaitable, Sequence
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -92,6 +92,24 @@ class InboxTransport(QueueTransport):
         args = [*self._routing(channel), data]
         live = await self._run(self._send_to_user(keys=[presence_key(channel, user_id)], args=args))
         return self._entries.any_genuine(user_id, live)
+
+    async def publish_many_to_user(self, channel: str, messages: Sequence[tuple[str, bytes]]
+                                   ) -> list[bool | PublishError]:
+        """All in one pipeline: one round trip for the batch."""
+        routing = self._routing(channel)
+        try:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for user_id, data in messages:
+                    await self._send_to_user(keys=[presence_key(channel, user_id)], args=[*routing, data],
+                                             client=pipe)
+                replies = await pipe.execute(raise_on_error=False)
+        except PoolExhaustedError as exc:
+            raise QueueBusyError(f"Redis is busy, retry shortly: {exc}") from exc
+        except (RedisError, OSError) as exc:
+            raise PublishError(f"Redis publish failed: {exc}") from exc
+        return [PublishError(f"Redis publish failed: {reply}") if isinstance(reply, Exception)
+                else self._entries.any_genuine(user_id, reply)
+                for (user_id, _), reply in zip(messages, replies, strict=True)]
 
     async def lookup(self, channel: str, user_id: str) -> bool:
         """Whether ``user_id`` has a socket anywhere: the routing script, sending nothing."""

@@ -1,7 +1,7 @@
 """The Redis queue transport: one Redis, or a Redis Cluster, told apart on first contact.
 
 ``REDIS_URL`` may name a single Redis or any node of a Redis Cluster; nothing else
-says which. The first time the transport reaches Redis it asks (``INFO cluster``)
+says which. The first time the transport reaches Redis it asks (``HELLO``)
 and from then on works through the matching implementation: per-replica inbox
 streams on one Redis (``inboxes``), sharded pub/sub on a cluster (``sharded``).
 Deciding on first contact, not at start-up, keeps a replica started while Redis
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 
 from redis import asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
@@ -100,6 +100,10 @@ class RedisTransport(QueueTransport):
 
     async def publish_to_user(self, channel: str, user_id: str, data: bytes) -> bool:
         return await (await self._for_sending()).publish_to_user(channel, user_id, data)
+
+    async def publish_many_to_user(self, channel: str, messages: Sequence[tuple[str, bytes]]
+                                   ) -> list[bool | PublishError]:
+        return await (await self._for_sending()).publish_many_to_user(channel, messages)
 
     async def _for_sending(self) -> InboxTransport | ShardedTransport:
         try:

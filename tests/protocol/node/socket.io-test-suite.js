@@ -76,11 +76,11 @@ async function initSocketIOConnection() {
   await waitFor(socket, "message"); // Engine.IO handshake
 
   // KindMap: our replica needs credentials (AUTH) and answers with our `connected` event where
-  // the reference server emits "auth".
+  // the reference server emits "auth". Both packets are awaited from before the CONNECT is
+  // sent: they may arrive in one read, and ws emits both before a later listener is added.
+  const handshake = waitForPackets(socket, 2); // Socket.IO handshake, then the "connected" packet
   socket.send(`40${JSON.stringify(AUTH)}`);
-
-  await waitFor(socket, "message"); // Socket.IO handshake
-  await waitFor(socket, "message"); // "connected" packet
+  await handshake;
 
   return socket;
 }
@@ -430,9 +430,10 @@ describe("Socket.IO protocol", () => {
 
       await waitFor(socket, "message"); // Engine.IO handshake
 
+      const replies = waitForPackets(socket, 2); // both awaited from before the CONNECT is sent
       socket.send(`40${JSON.stringify(AUTH)}`);
 
-      const { data } = await waitFor(socket, "message");
+      const [data, authPacketData] = await replies;
 
       expect(data).to.startsWith("40");
 
@@ -441,9 +442,7 @@ describe("Socket.IO protocol", () => {
       expect(handshake).to.have.all.keys("sid");
       expect(handshake.sid).to.be.a("string");
 
-      const authPacket = await waitFor(socket, "message");
-
-      const [name, connected] = eventOf(authPacket.data);
+      const [name, connected] = eventOf(authPacketData);
       expect(name).to.eql("connected");
       expect(connected).to.include({ user_id: AUTH.user_id, sid: handshake.sid });
     });
