@@ -22,7 +22,8 @@ messages to the rooms of N WebSocket clients (``bench.loadgen.Client``) at a fix
 rate; reports the replica's CPU time per delivered message, read from ``/proc`` (and the
 resident memory its clients' connections added, per connection), for
 each combination of event loop (asyncio, uvloop) and packet JSON (json, orjson), and
-on request with the manager sending without a task per recipient (``+in-place``).
+on request with python-socketio's own emit, a task per recipient (``+tasks``; ours,
+``server/queue/local_delivery.py``, awaits each send in turn).
 Configurations take turns run after run, so the noise of a shared machine spreads
 over all of them; the median of the runs is reported. ``--profile`` samples the last
 configuration's replica with py-spy during its last run.
@@ -60,6 +61,7 @@ from cluster.processes import RedisServer, Replica, wait_until_async
 from server import json_codec
 from server.event_loop import new_event_loop
 from server.outgoing import OutgoingQueue, packet_size
+from server.queue.local_delivery import LocalDelivery
 from server.transport import CodecPacket, GuardedSocket
 
 from .cpu import cpu_seconds, rss_bytes
@@ -69,7 +71,7 @@ from .profile import SAMPLE_RATE, summarize_stacks
 
 __all__ = ["main"]
 
-CONFIGS = ("asyncio+json", "uvloop+json", "asyncio+orjson", "uvloop+orjson", "uvloop+orjson+in-place")
+CONFIGS = ("asyncio+json", "uvloop+json", "asyncio+orjson", "uvloop+orjson", "uvloop+orjson+tasks")
 DEFAULT_CONFIGS = CONFIGS[:4]
 
 
@@ -154,17 +156,12 @@ class _Server:
 
 
 async def _emit_costs(calls: int, runs: int) -> list[tuple[str, float]]:
-    manager = AsyncManager()
-    manager.set_server(_Server())
-    manager.basic_enter_room("sid1", "/", None, eio_sid="eio1")
-    manager.basic_enter_room("sid1", "/", "user:u1")
+    stock, ours = AsyncManager(), LocalDelivery()
+    for manager in (stock, ours):
+        manager.set_server(_Server())
+        manager.basic_enter_room("sid1", "/", None, eio_sid="eio1")
+        manager.basic_enter_room("sid1", "/", "user:u1")
     data = payload(step=1, seq=42)
-
-    async def in_place() -> None:  # AsyncManager.emit's no-callback branch, without the task
-        pkt = CodecPacket(sio_packet.EVENT, namespace="/", data=[EVENT, data])
-        eio_pkt = eio_packet.Packet(eio_packet.MESSAGE, pkt.encode())
-        for _sid, eio_sid in manager.get_participants("/", "user:u1"):
-            await manager.server._send_eio_packet(eio_sid, eio_pkt)
 
     async def per_call(emit: Callable[[], Awaitable[None]]) -> float:
         samples = []
@@ -175,8 +172,9 @@ async def _emit_costs(calls: int, runs: int) -> list[tuple[str, float]]:
             samples.append((time.process_time() - began) / calls * 1e6)
         return statistics.median(samples)
 
-    return [("stock AsyncManager.emit", await per_call(lambda: manager.emit(EVENT, data, "/", room="user:u1"))),
-            ("the same, send awaited in place", await per_call(in_place))]
+    return [("stock AsyncManager.emit", await per_call(lambda: stock.emit(EVENT, data, "/", room="user:u1"))),
+            ("ours, each send awaited in turn (LocalDelivery)",
+             await per_call(lambda: ours.emit(EVENT, data, "/", room="user:u1")))]
 
 
 def emit_costs(*, calls: int, runs: int) -> list[tuple[str, float]]:
@@ -352,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
     deliver.add_argument("--seconds", type=float, default=5)
     deliver.add_argument("--runs", type=int, default=3)
     deliver.add_argument("--configs", nargs="+", default=list(DEFAULT_CONFIGS), choices=CONFIGS,
-                         help="loop+packet JSON; +in-place: the manager awaits each send, no task per recipient")
+                         help="loop+packet JSON; +tasks: python-socketio's emit, a task per recipient")
     deliver.add_argument("--profile", metavar="PATH", help="py-spy summary of the last configuration's last run")
     args = parser.parse_args(argv)
     if args.command == "json":

@@ -6,8 +6,8 @@ process at a paced rate, as a backend's emits arrive at a replica. Two variables
 of the benchmark's own choose what is compared: ``MICRO_LOOP=asyncio`` hides uvloop
 (the replica then runs on asyncio's loop, as where uvloop is not installed), and
 ``MICRO_CODEC=json`` puts python-socketio's own packet class (and JSON module) back;
-``MICRO_EMIT=in-place`` makes the in-memory manager await each send where python-socketio
-makes a task per recipient (a change that belongs in server/queue/, measured here first).
+``MICRO_EMIT=tasks`` puts python-socketio's own emit back, which makes a task per
+recipient where ours (``server/queue/local_delivery.py``) awaits each send in turn.
 """
 
 from __future__ import annotations
@@ -15,12 +15,9 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-from typing import Any
 
 import socketio
 from aiohttp import web
-from engineio import packet as eio_packet
-from socketio import packet as sio_packet
 from socketio.async_manager import AsyncManager
 
 from server import transport
@@ -52,26 +49,6 @@ async def emit(request: web.Request) -> web.Response:
     return web.json_response({"sent": sent})
 
 
-async def emit_in_place(self: LocalManager, event: str, data: Any, namespace: str, room: Any = None,
-                        skip_sid: Any = None, callback: Any = None, to: Any = None, **kwargs: Any) -> None:
-    """``AsyncManager.emit`` awaiting each recipient's send in turn, without a task each."""
-    if callback is not None:
-        await AsyncManager.emit(self, event, data, namespace, room=room, skip_sid=skip_sid, callback=callback,
-                                to=to, **kwargs)
-        return
-    room = to or room
-    if namespace not in self.rooms:
-        return
-    args = list(data) if isinstance(data, tuple) else [] if data is None else [data]
-    skip = skip_sid if isinstance(skip_sid, list) else [skip_sid]
-    encoded = self.server.packet_class(sio_packet.EVENT, namespace=namespace, data=[event, *args]).encode()
-    eio_pkts = [eio_packet.Packet(eio_packet.MESSAGE, p) for p in (encoded if isinstance(encoded, list) else [encoded])]
-    for sid, eio_sid in list(self.get_participants(namespace, room)):
-        if sid not in skip:
-            for pkt in eio_pkts:
-                await self.server._send_eio_packet(eio_sid, pkt)
-
-
 def build(settings: Settings) -> web.Application:
     app = create_app(settings)
     app.router.add_post("/bench/emit", emit)
@@ -83,6 +60,6 @@ if __name__ == "__main__":
         sys.modules["uvloop"] = None  # type: ignore[assignment]  # ``import uvloop`` fails: asyncio's loop
     if os.environ.get("MICRO_CODEC") == "json":
         setattr(transport, "CodecPacket", socketio.packet.Packet)  # noqa: B010  # python-socketio's own, as shipped
-    if os.environ.get("MICRO_EMIT") == "in-place":
-        setattr(LocalManager, "emit", emit_in_place)  # noqa: B010
+    if os.environ.get("MICRO_EMIT") == "tasks":
+        setattr(LocalManager, "emit", AsyncManager.emit)  # noqa: B010
     sys.exit(main(build))

@@ -7,8 +7,10 @@ those of another even on a shared Redis.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -37,15 +39,28 @@ def own_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]
     server.stop()
 
 
-@pytest.fixture(scope="session")
-def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterServers]:
-    """A three-master Redis Cluster owned by the test session."""
-    servers = RedisClusterServers(work_dir=tmp_path_factory.mktemp("redis-cluster"))
+@contextlib.contextmanager
+def _started_redis_cluster(work_dir: Path) -> Iterator[RedisClusterServers]:
+    servers = RedisClusterServers(work_dir=work_dir)
     try:
         servers.start()
         yield servers
     finally:
         servers.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterServers]:
+    """A three-master Redis Cluster owned by the test session."""
+    with _started_redis_cluster(tmp_path_factory.mktemp("redis-cluster")) as servers:
+        yield servers
+
+
+@pytest.fixture
+def own_redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterServers]:
+    """A Redis Cluster owned by one test, which may restart its masters."""
+    with _started_redis_cluster(tmp_path_factory.mktemp("own-redis-cluster")) as servers:
+        yield servers
 
 
 @pytest.fixture(scope="module", params=["redis", "redis-cluster"])

@@ -11,10 +11,9 @@ import asyncio
 import json
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 from redis import asyncio as aioredis
 from redis.crc import key_slot
 
@@ -27,17 +26,6 @@ from tests.helpers.cluster import Cluster, unique_user
 
 RESUME_DEADLINE = 2.0  # the contract: delivery resumes within 2 s of the master serving again
 SIGNING_KEY = "cluster-queue-signing-key-0123456789abcdef"
-
-
-@pytest.fixture
-def own_redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterServers]:
-    """A Redis Cluster owned by one test, which may restart its masters."""
-    servers = RedisClusterServers(work_dir=tmp_path_factory.mktemp("own-redis-cluster"))
-    try:
-        servers.start()
-        yield servers
-    finally:
-        servers.stop()
 
 
 def slot_owners(servers: RedisClusterServers) -> dict[int, RedisServer]:

@@ -2,20 +2,30 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable
+from typing import TypeVar
+
 from redis import asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 
-__all__ = ["COMMAND_TIMEOUT", "CONNECT_TIMEOUT", "MAX_CONNECTIONS", "PoolExhaustedError", "connect_cluster",
-           "connect_redis", "is_cluster", "without_retries"]
+from ...errors import PublishError, QueueBusyError
+
+__all__ = ["COMMAND_TIMEOUT", "CONNECT_TIMEOUT", "MAX_CONNECTIONS", "PoolExhaustedError", "answers", "connect_cluster",
+           "connect_redis", "is_cluster", "sending", "without_retries"]
 
 CONNECT_TIMEOUT = 1.0
 COMMAND_TIMEOUT = 2.0
 # Commands in flight at once; more wait (up to COMMAND_TIMEOUT) for a free connection.
 # A drain or a reconnect storm sends presence writes for hundreds of sockets together.
 MAX_CONNECTIONS = 64
+PING_TIMEOUT = 0.5
+
+T = TypeVar("T")
 
 
 class PoolExhaustedError(RedisConnectionError):
@@ -92,3 +102,22 @@ async def is_cluster(url: str) -> bool:
         await probe.aclose()
     fields = reply if isinstance(reply, dict) else dict(zip(reply[::2], reply[1::2], strict=True))
     return fields.get(b"mode", fields.get("mode")) in (b"cluster", "cluster")
+
+
+async def sending(command: Awaitable[T]) -> T:
+    """Await a command that sends, its failure as the transports report it: ``QueueBusyError``
+    when the pool stayed busy, ``PublishError`` when Redis failed."""
+    try:
+        return await command
+    except PoolExhaustedError as exc:
+        raise QueueBusyError(f"Redis is busy, retry shortly: {exc}") from exc
+    except (RedisError, OSError) as exc:
+        raise PublishError(f"Redis publish failed: {exc}") from exc
+
+
+async def answers(client: aioredis.Redis | RedisCluster) -> bool:
+    """Whether Redis answers a PING right now (never raises)."""
+    try:
+        return bool(await asyncio.wait_for(client.ping(), PING_TIMEOUT))
+    except (TimeoutError, RedisError, OSError):
+        return False

@@ -11,17 +11,23 @@ outage loses nothing: the replica reconnects and reads on from where it was.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from collections.abc import AsyncGenerator, Awaitable, Sequence
-from typing import Any
+from collections.abc import AsyncGenerator, Sequence
 
 from redis.exceptions import RedisError
 
 from ...errors import PublishError, QueueBusyError, QueueUnavailableError
 from ..base import QueueTransport
-from .client import COMMAND_TIMEOUT, MAX_CONNECTIONS, PoolExhaustedError, connect_redis, without_retries
+from .client import (
+    COMMAND_TIMEOUT,
+    MAX_CONNECTIONS,
+    PoolExhaustedError,
+    answers,
+    connect_redis,
+    sending,
+    without_retries,
+)
 from .entries import PresenceEntries
 from .keys import inbox_key, presence_key, registry_key
 from .scripts import SEND_TO_ALL, SEND_TO_USER
@@ -33,7 +39,6 @@ _XReadReply = list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]]
 
 logger = logging.getLogger(__name__)
 
-PING_TIMEOUT = 0.5
 # A read waits this long for news; no answer within COMMAND_TIMEOUT means the
 # connection is dead (or frozen): it is replaced and reading resumes.
 READ_BLOCK_MS = 1000
@@ -86,11 +91,11 @@ class InboxTransport(QueueTransport):
 
     async def publish(self, channel: str, data: bytes) -> int:
         args = [*self._routing(channel), data]
-        return int(await self._run(self._send_to_all(args=args)))
+        return int(await sending(self._send_to_all(args=args)))
 
     async def publish_to_user(self, channel: str, user_id: str, data: bytes) -> bool:
         args = [*self._routing(channel), data]
-        live = await self._run(self._send_to_user(keys=[presence_key(channel, user_id)], args=args))
+        live = await sending(self._send_to_user(keys=[presence_key(channel, user_id)], args=args))
         return self._entries.any_genuine(user_id, live)
 
     async def publish_many_to_user(self, channel: str, messages: Sequence[tuple[str, bytes]]
@@ -113,7 +118,7 @@ class InboxTransport(QueueTransport):
 
     async def lookup(self, channel: str, user_id: str) -> bool:
         """Whether ``user_id`` has a socket anywhere: the routing script, sending nothing."""
-        live = await self._run(self._send_to_user(keys=[presence_key(channel, user_id)],
+        live = await sending(self._send_to_user(keys=[presence_key(channel, user_id)],
                                                   args=self._routing(channel)))
         return self._entries.any_genuine(user_id, live)
 
@@ -126,14 +131,6 @@ class InboxTransport(QueueTransport):
     def _routing(self, channel: str) -> list[bytes | str | int]:
         """The scripts' first arguments: where inboxes are, who sends, how long they grow, the registry."""
         return [inbox_key(channel, ""), self.process, INBOX_MAX_LEN, registry_key(channel)]
-
-    async def _run(self, command: Awaitable[Any]) -> Any:
-        try:
-            return await command
-        except PoolExhaustedError as exc:
-            raise QueueBusyError(f"Redis is busy, retry shortly: {exc}") from exc
-        except (RedisError, OSError) as exc:
-            raise PublishError(f"Redis publish failed: {exc}") from exc
 
     async def subscribe(self, channel: str) -> None:
         """Check the reading connection; after an outage, count what the inbox dropped meanwhile."""
@@ -206,10 +203,7 @@ class InboxTransport(QueueTransport):
                          extra={"inbox": inbox, "last_read": self._last_id.decode(), "dropped_up_to": deleted.decode()})
 
     async def ping(self) -> bool:
-        try:
-            return bool(await asyncio.wait_for(self.client.ping(), PING_TIMEOUT))
-        except (TimeoutError, RedisError, OSError):
-            return False
+        return await answers(self.client)
 
 
 def _entry_id(value: bytes) -> tuple[int, int]:

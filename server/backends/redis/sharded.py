@@ -31,9 +31,9 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
-from ...errors import PublishError, QueueBusyError, QueueUnavailableError
+from ...errors import QueueUnavailableError
 from ..base import QueueTransport
-from .client import COMMAND_TIMEOUT, MAX_CONNECTIONS, PoolExhaustedError, connect_cluster
+from .client import COMMAND_TIMEOUT, MAX_CONNECTIONS, answers, connect_cluster, sending
 from .entries import PresenceEntries
 from .keys import all_channel, presence_key, user_channel
 from .scripts import CLUSTER_SEND_TO_USER
@@ -42,7 +42,6 @@ __all__ = ["ShardedTransport"]
 
 logger = logging.getLogger(__name__)
 
-PING_TIMEOUT = 0.5
 # A listening connection is PINGed when idle; silent this long, it is presumed dead.
 KEEPALIVE_INTERVAL = 1.0
 KEEPALIVE_TIMEOUT = 3.0
@@ -92,7 +91,7 @@ class ShardedTransport(QueueTransport):
         await self.client.aclose()
 
     async def publish(self, channel: str, data: bytes) -> int:
-        reached = int(await self._run(self.client.spublish(all_channel(channel), data)))
+        reached = int(await sending(self.client.spublish(all_channel(channel), data)))
         return reached - 1 if self._listening else reached  # never counting this replica
 
     async def publish_to_user(self, channel: str, user_id: str, data: bytes) -> bool:
@@ -104,16 +103,8 @@ class ShardedTransport(QueueTransport):
 
     async def _lookup(self, channel: str, user_id: str, data: bytes | None) -> bool:
         args = [user_channel(channel, user_id)] + ([data] if data is not None else [])
-        listening, entries = await self._run(self._send(keys=[presence_key(channel, user_id)], args=args))
+        listening, entries = await sending(self._send(keys=[presence_key(channel, user_id)], args=args))
         return int(listening) > 0 and self._entries.any_genuine(user_id, entries)
-
-    async def _run(self, command: Awaitable[Any]) -> Any:
-        try:
-            return await command
-        except PoolExhaustedError as exc:
-            raise QueueBusyError(f"Redis is busy, retry shortly: {exc}") from exc
-        except (RedisError, OSError) as exc:
-            raise PublishError(f"Redis publish failed: {exc}") from exc
 
     async def subscribe(self, channel: str) -> None:
         """Listen to every shard, from scratch."""
@@ -213,10 +204,7 @@ class ShardedTransport(QueueTransport):
             yield await received.get()
 
     async def ping(self) -> bool:
-        try:
-            return bool(await asyncio.wait_for(self.client.ping(), PING_TIMEOUT))
-        except (TimeoutError, RedisError, OSError):
-            return False
+        return await answers(self.client)
 
     async def _listen_to(self, channels: list[str]) -> None:
         by_node: dict[str, list[str]] = {}
