@@ -26,7 +26,7 @@ def test_send_and_emit_costs_are_measured_per_recipient_and_per_emit() -> None:
     assert [what for what, cost in send_check_costs(calls=200, runs=1) if cost > 0] == [
         "ASCII packet", "Korean packet"]
     assert [what for what, cost in emit_costs(calls=20, runs=1) if cost > 0] == [
-        "stock AsyncManager.emit", "the same, send awaited in place"]
+        "stock AsyncManager.emit", "ours, each send awaited in turn (LocalDelivery)"]
 
 
 def test_redis_costs_read_with_hiredis_and_with_the_python_parser() -> None:
