@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
 import socketio
@@ -16,7 +15,6 @@ from .errors import ErrorCode, PublishError, error_payload, utc_now_iso
 from .logs import LogThrottle
 from .metrics import Metrics
 from .packet_guard import PacketGuard
-from .queue.manager import SESSION_CONNECTED_AT
 from .queue.rooms import user_room
 from .token_expiry import TokenExpiry
 
@@ -70,7 +68,7 @@ class Gateway:
                                                          "suppressed": held})
             raise socketio.exceptions.ConnectionRefusedError(exc.message, exc.payload()) from None
         user_id = identity.user_id
-        await self.sio.save_session(sid, {"user_id": user_id, SESSION_CONNECTED_AT: time.time()})
+        await self.sio.save_session(sid, {"user_id": user_id})
         room = user_room(user_id)
         if self.settings.duplicate_connection_policy == "replace":
             await self._replace_older_sockets(room, sid)

@@ -26,6 +26,7 @@ import asyncio
 import base64
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -43,12 +44,9 @@ from .local_delivery import LocalDelivery
 from .replay import DEFAULT_WINDOW, ReplayGuard
 from .rooms import user_of_room, user_room
 
-__all__ = ["SESSION_CONNECTED_AT", "LocalManager", "QueueManager"]
+__all__ = ["LocalManager", "QueueManager"]
 
 logger = logging.getLogger(__name__)
-
-# The key of a socket's Socket.IO session holding when it connected (Unix time; see ``Gateway``).
-SESSION_CONNECTED_AT = "connected_at"
 
 RETRY_MIN = 0.05
 RETRY_MAX = 0.5
@@ -100,6 +98,7 @@ class QueueManager(AsyncPubSubManager, LocalDelivery):  # type: ignore[misc]
         self._on_subscribed: list[Callable[[], Awaitable[None]]] = []
         self._on_key_probe: Callable[[str], Awaitable[None]] | None = None
         self._throttle = LogThrottle()
+        self._connected_at: dict[str, float] = {}  # sid -> when its Socket.IO connect began (Unix time)
 
     # --- lifecycle -------------------------------------------------------
 
@@ -370,15 +369,27 @@ class QueueManager(AsyncPubSubManager, LocalDelivery):  # type: ignore[misc]
         await super()._handle_emit(message)
         self.metrics.delivered.inc(recipients)
 
+    async def pre_connect(self, eio_sid: str, namespace: str) -> str:
+        sid: str = await super().pre_connect(eio_sid, namespace)
+        self._connected_at[sid] = time.time()
+        return sid
+
+    def basic_disconnect(self, sid: str, namespace: str, **kwargs: Any) -> None:
+        self._connected_at.pop(sid, None)
+        super().basic_disconnect(sid, namespace, **kwargs)
+
     async def _handle_disconnect_room(self, message: dict[str, Any]) -> None:
         if self.server is None:
             return  # a write-only manager has no sockets of its own
-        # Signed, it spares sockets newer than itself: each replica sees only the messages
-        # addressed to it, so a recorded kick replayed to the replica a user moved to
-        # would pass its replay guard, but finds no socket old enough to kick.
-        sent_at = message["ts"] / 1000 if isinstance(message.get("ts"), int) else None
-        await _disconnect_local(self, message["room"], message["namespace"],
-                                message.get("skip_sid"), message.get("notice"), connected_before=sent_at)
+        skip = {message.get("skip_sid")}
+        if isinstance(message.get("ts"), int):
+            # Signed, it spares sockets newer than itself: each replica sees only the messages
+            # addressed to it, so a recorded kick replayed to the replica a user moved to
+            # would pass its replay guard, but finds no socket old enough to kick.
+            sent_at = message["ts"] / 1000
+            skip |= {sid for sid, _ in self.get_participants(message["namespace"], message["room"])
+                     if self._connected_at.get(sid, 0.0) > sent_at}
+        await _disconnect_local(self, message["room"], message["namespace"], skip, message.get("notice"))
 
     async def _handle_key_probe(self, message: dict[str, Any]) -> None:
         # Reaching here, the probe passed the signature check: this replica shares the key.
@@ -398,23 +409,18 @@ class LocalManager(LocalDelivery):
 
     async def disconnect_room(self, room: str, namespace: str = "/", *, skip_sid: str | None = None,
                               notice: dict[str, Any] | None = None) -> None:
-        await _disconnect_local(self, room, namespace, skip_sid, notice)
+        await _disconnect_local(self, room, namespace, {skip_sid}, notice)
 
     async def is_ready(self) -> bool:
         """A single replica needs nothing outside itself."""
         return True
 
 
-async def _disconnect_local(manager: AsyncManager, room: str, namespace: str, skip_sid: str | None,
-                            notice: dict[str, Any] | None, *, connected_before: float | None = None) -> None:
-    """Disconnect this replica's sockets in ``room``, each told why by ``notice``;
-    with ``connected_before`` (a Unix time), only those connected before then."""
-    targets = [sid for sid, _ in manager.get_participants(namespace, room) if sid != skip_sid]
+async def _disconnect_local(manager: AsyncManager, room: str, namespace: str, skip: set[str | None],
+                            notice: dict[str, Any] | None) -> None:
+    """Disconnect this replica's sockets in ``room`` but those in ``skip``, each told why by ``notice``."""
+    targets = [sid for sid, _ in manager.get_participants(namespace, room) if sid not in skip]
     for sid in targets:
-        if connected_before is not None:
-            session = await manager.server.get_session(sid, namespace=namespace)
-            if session.get(SESSION_CONNECTED_AT, 0.0) > connected_before:
-                continue
         if notice:
             await manager.server.emit("error", notice, to=sid, namespace=namespace, ignore_queue=True)
         await manager.server.disconnect(sid, namespace=namespace, ignore_queue=True)
