@@ -434,3 +434,17 @@ async def test_send_many_delivers_a_batch_and_reports_each_message(
     assert type(outcomes[50].error).__name__ == "UserNotConnectedError"
     received = [json.loads(data)["data"] for data in await next_envelopes(replica, 51)]
     assert received == [[{"n": n}] for n in range(51)]  # in order
+
+
+async def test_send_many_loads_the_routing_script_again_after_redis_forgot_it(
+        redis_server: RedisServer, channel: str, open_replica: Callable[..., Awaitable[Backend]],
+        redis: aioredis.Redis) -> None:
+    replica = await open_replica()
+    await replica.presence.add("ana", "sid-ana")
+    async with Emitter(redis_server.url, channel=channel) as emitter:
+        await redis.script_flush()  # as after a Redis restart
+
+        outcomes = await emitter.send_many([("ana", "step", {"n": 1}), ("ana", "step", {"n": 2})])
+
+    assert [o.sent for o in outcomes] == [True, True]
+    assert [json.loads(data)["data"] for data in await next_envelopes(replica, 2)] == [[{"n": 1}], [{"n": 2}]]
