@@ -94,9 +94,10 @@ class InboxTransport(QueueTransport):
         return int(await sending(self._send_to_all(args=args)))
 
     async def publish_to_user(self, channel: str, user_id: str, data: bytes) -> bool:
-        args = [*self._routing(channel), data]
-        live = await sending(self._send_to_user(keys=[presence_key(channel, user_id)], args=args))
-        return self._entries.any_genuine(user_id, live)
+        (result,) = await self.publish_many_to_user(channel, [(user_id, data)])
+        if isinstance(result, PublishError):
+            raise result
+        return result
 
     async def publish_many_to_user(self, channel: str, messages: Sequence[tuple[str, bytes]]
                                    ) -> list[bool | PublishError]:
