@@ -152,6 +152,6 @@ class Backend:
 
 def _result_or_publish_error(result: bool | BaseException) -> bool | PublishError:
     """A gathered publish's result; anything but a ``PublishError`` it raised is raised again."""
-    if isinstance(result, PublishError) or isinstance(result, bool):
+    if isinstance(result, bool | PublishError):
         return result
     raise result

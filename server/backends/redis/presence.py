@@ -10,6 +10,7 @@ import asyncio
 import logging
 from collections.abc import Iterable
 
+from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
 from ...errors import PublishError, QueueBusyError, QueueUnavailableError
@@ -51,6 +52,7 @@ class RedisPresence(Presence):
         self._heartbeat_interval = heartbeat_interval
         self._local: dict[str, str] = {}  # sid -> user id, the sockets of this replica
         self._stale: set[tuple[str, str]] = set()  # (user id, sid) whose removal failed
+        self._register: AsyncScript | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
 
@@ -83,8 +85,9 @@ class RedisPresence(Presence):
     async def heartbeat(self) -> None:
         """Vouch for this replica in the registry and write every socket of this replica again."""
         client = await self._transport.redis()
-        added = await client.register_script(REGISTER)(keys=[registry_key(self._channel)],
-                                                       args=[self._process, INSTANCE_TTL_MS])
+        if self._register is None:  # the client exists once Redis was first reached
+            self._register = client.register_script(REGISTER)
+        added = await self._register(keys=[registry_key(self._channel)], args=[self._process, INSTANCE_TTL_MS])
         if self._stale:
             stale = set(self._stale)
             async with client.pipeline(transaction=False) as pipe:

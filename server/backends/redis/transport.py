@@ -127,9 +127,11 @@ class RedisTransport(QueueTransport):
         if self._chosen is not None:
             await self._chosen.unsubscribe(channel)
 
-    async def messages(self) -> AsyncGenerator[bytes, None]:
-        async for data in (await self.chosen()).messages():
-            yield data
+    def messages(self) -> AsyncGenerator[bytes, None]:
+        """The chosen transport's own iterator: no extra step per message. ``subscribe`` came first."""
+        if self._chosen is None:
+            raise QueueUnavailableError("not subscribed")
+        return self._chosen.messages()
 
     async def ping(self) -> bool:
         try:
