@@ -4,7 +4,9 @@ It publishes at an offered rate (open loop, see ``bench.pacing``) through one of
 two publishers:
 
 - **ours**: ``server.emitter.Emitter`` (presence check, then a validated, hardened publish);
-- **baseline**: python-socketio's stock write-only ``AsyncRedisManager``, no hardening.
+  a sender that fell behind the schedule sends what is overdue in one ``send_many``;
+- **baseline**: python-socketio's stock write-only ``AsyncRedisManager``, no hardening and no
+  batch call: one emit per message.
 
 Commands (see ``bench.control``): ``open``, ``run``, ``close``.
 """
@@ -32,13 +34,19 @@ __all__ = ["BaselinePublisher", "OursPublisher", "Publisher", "make_publisher"]
 
 
 class Publisher(ABC):
-    """Sends the benchmark message to one user, or to everybody."""
+    """Sends the benchmark message to one user, to several at once, or to everybody."""
+
+    max_batch = 1  # messages ``to_users`` takes in one call; 1: the publisher has no batch call
 
     @abstractmethod
     async def open(self) -> None: ...
 
     @abstractmethod
     async def to_user(self, user: str, data: dict[str, Any]) -> None: ...
+
+    async def to_users(self, messages: list[tuple[str, dict[str, Any]]]) -> list[str | None]:
+        """Send each ``(user, data)``; returns, per message, ``None`` if sent, else its error's name."""
+        raise NotImplementedError("this publisher has no batch call")
 
     @abstractmethod
     async def to_all(self, data: dict[str, Any]) -> None: ...
@@ -48,6 +56,8 @@ class Publisher(ABC):
 
 
 class OursPublisher(Publisher):
+    max_batch = 500
+
     def __init__(self, redis_url: str, channel: str) -> None:
         self._emitter = Emitter(redis_url, channel=channel)
 
@@ -56,6 +66,10 @@ class OursPublisher(Publisher):
 
     async def to_user(self, user: str, data: dict[str, Any]) -> None:
         await self._emitter.send_to_user(user, EVENT, data)
+
+    async def to_users(self, messages: list[tuple[str, dict[str, Any]]]) -> list[str | None]:
+        outcomes = await self._emitter.send_many((user, EVENT, data) for user, data in messages)
+        return [None if outcome.error is None else type(outcome.error).__name__ for outcome in outcomes]
 
     async def to_all(self, data: dict[str, Any]) -> None:
         await self._emitter.broadcast(EVENT, data)
@@ -106,12 +120,15 @@ class EmitterWorker:
         return {}
 
     async def run(self, *, mode: str, rate: float | None, duration: float, step: int, users: list[str],
-                  senders: int, seed: int) -> dict[str, Any]:
+                  senders: int, seed: int, batch: int = 1) -> dict[str, Any]:
         """Publish ``mode`` ("targeted": each message to a random user; "broadcast":
         to all) at ``rate`` msg/s (``None``: as fast as possible) for ``duration`` s.
 
         ``senders`` coroutines share the schedule, so a slow publish does not hold
-        back the next one: up to ``senders`` publishes are in flight at once.
+        back the next one: up to ``senders`` publishes are in flight at once. A
+        targeted sender that wakes behind the schedule takes what else is overdue,
+        up to ``batch`` messages (capped by the publisher's batch call), and sends
+        them in one call: what a backend service with a queue of messages would do.
         """
         publisher = self._open()
         schedule = Schedule(math.inf if rate is None else rate, duration, time.monotonic())
@@ -119,21 +136,31 @@ class EmitterWorker:
         per_user: Counter[str] = Counter()
         failures: Counter[str] = Counter()
 
+        limit = min(batch, publisher.max_batch) - 1 if mode == "targeted" else 0
+
         async def sender() -> None:
             while (due := schedule.take(time.monotonic())) is not None:
-                seq = schedule.issued  # read before any await: unique per message
+                first = schedule.issued  # read before any await: unique per message
                 delay = due - time.monotonic()
                 if delay > 0:
                     await asyncio.sleep(delay)
-                data = payload(step, seq)
+                last = first + schedule.take_overdue(time.monotonic(), limit)
                 try:
                     if mode == "broadcast":
-                        await publisher.to_all(data)
+                        await publisher.to_all(payload(step, first))
                         per_user["*"] += 1
-                    else:
+                    elif last == first:
                         user = pick(users)
-                        await publisher.to_user(user, data)
+                        await publisher.to_user(user, payload(step, first))
                         per_user[user] += 1
+                    else:
+                        messages = [(pick(users), payload(step, seq)) for seq in range(first, last + 1)]
+                        errors = await publisher.to_users(messages)
+                        for (user, _), error in zip(messages, errors, strict=True):
+                            if error is None:
+                                per_user[user] += 1
+                            else:
+                                failures[error] += 1
                 except Exception as exc:
                     failures[type(exc).__name__] += 1
 

@@ -37,8 +37,21 @@ class Schedule:
         The step is over when the next message would be due at or after its end,
         or when ``now`` has passed the end (a sender that fell behind stops there).
         """
-        due = self.start if math.isinf(self.rate) else self.start + self.issued / self.rate
+        due = self._next_due()
         if due >= self.end or now >= self.end:
             return None
         self.issued += 1
         return due
+
+    def take_overdue(self, now: float, limit: int) -> int:
+        """Take up to ``limit`` more messages already due at ``now``, as ``take`` would hand
+        them out (a sender that fell behind sends them in one batch); returns how many. Their
+        sequence numbers are the last ones issued."""
+        taken = 0
+        while taken < limit and (due := self._next_due()) <= now and due < self.end and now < self.end:
+            self.issued += 1
+            taken += 1
+        return taken
+
+    def _next_due(self) -> float:
+        return self.start if math.isinf(self.rate) else self.start + self.issued / self.rate

@@ -144,6 +144,12 @@ def headline(rows: list[Row]) -> list[Headline]:
         ("emitter: CPU per message",
          lambda s, c: _median_of(rows, "emitter_cpu_us_per_msg", scenario="emitter", system=s, compression=c),
          0, " µs", REFERENCE["emitter_cpu"], (False,)),
+        ("emitter, one message per call: highest rate",
+         lambda s, c: _median_of(rows, "achieved_rate", scenario="emitter-single", system=s, compression=c),
+         0, " msg/s", "", (False,)),
+        ("emitter, one message per call: CPU per message",
+         lambda s, c: _median_of(rows, "emitter_cpu_us_per_msg", scenario="emitter-single", system=s, compression=c),
+         0, " µs", "", (False,)),
     ]
     systems = measured_systems(rows)
     table = []

@@ -86,8 +86,10 @@ class Rig:
         return float(reply["seconds"])
 
     async def step(self, scenario: str, *, rate: float | None, duration: float, broadcast: bool = False,
-                   seed: int = 0) -> StepResult:
-        """Offer ``rate`` msg/s (``None``: as fast as possible) for ``duration`` s and measure."""
+                   seed: int = 0, batch: int = 1) -> StepResult:
+        """Offer ``rate`` msg/s (``None``: as fast as possible) for ``duration`` s and measure.
+        An emitter behind the schedule sends up to ``batch`` overdue messages in one call, where
+        its system has a batch call (``bench.emitter``)."""
         self._steps += 1
         step = self._steps
         meter = CpuMeter({**self.cluster.pids(), "emitter": self.emitter.pid, "loadgen": self.loadgen.pid})
@@ -95,7 +97,7 @@ class Rig:
         meter.start()
         sent = await self.emitter.call("run", mode="broadcast" if broadcast else "targeted", rate=rate,
                                        duration=duration, step=step, users=self.users, senders=SENDERS,
-                                       seed=seed, timeout=duration * 3 + 30)
+                                       seed=seed, batch=batch, timeout=duration * 3 + 30)
         count = sum(sent["per_user"].values())
         await self._drain(count * len(self.users) if broadcast else count)
         cpu = meter.stop()

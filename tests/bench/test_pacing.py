@@ -49,3 +49,26 @@ def test_an_unbounded_rate_makes_every_message_due_at_once_until_the_end() -> No
 def test_rate_and_duration_must_be_positive(rate: float, duration: float) -> None:
     with pytest.raises(ValueError):
         Schedule(rate=rate, duration=duration, start=0.0)
+
+
+def test_a_late_sender_takes_the_overdue_messages_as_one_batch_up_to_its_limit() -> None:
+    schedule = Schedule(rate=10, duration=2, start=0.0)
+    schedule.take(now=0.55)
+
+    assert schedule.take_overdue(now=0.55, limit=100) == 5  # due at 0.1 .. 0.5
+    assert schedule.take(now=0.55) == 0.6  # the next one is not overdue yet
+    assert schedule.take_overdue(now=1.0, limit=2) == 2
+
+
+def test_no_overdue_message_is_taken_after_the_end_of_the_step() -> None:
+    schedule = Schedule(rate=10, duration=1, start=0.0)
+
+    assert schedule.take_overdue(now=5.0, limit=100) == 0
+    assert schedule.take_overdue(now=0.95, limit=100) == 10
+    assert schedule.take(now=0.95) is None
+
+
+def test_an_unbounded_rate_batches_up_to_the_limit() -> None:
+    schedule = Schedule(rate=math.inf, duration=1, start=0.0)
+
+    assert schedule.take_overdue(now=0.0, limit=500) == 500

@@ -32,7 +32,7 @@ def test_quick_run_measures_both_systems_in_every_scenario_and_writes_its_files(
         for compression in (False, True):
             assert {("targeted", system, compression), ("broadcast", system, compression),
                     ("idle", system, compression)} <= measured
-        assert {("emitter", system, False), ("scaling", system, False)} <= measured
+        assert {("emitter", system, False), ("emitter-single", system, False), ("scaling", system, False)} <= measured
     # Every targeted message reached its user and no client dropped: the load path works for both systems.
     steps = [r for r in doc["results"] if r["kind"] == "step"]
     assert all(r["lost"] == 0 for r in steps if r["scenario"] == "targeted")
