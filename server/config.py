@@ -37,6 +37,7 @@ __all__ = [
     "Settings",
     "Spec",
     "check_queue_message_bytes",
+    "check_queue_replay_window",
     "is_loopback_host",
     "load_environ",
     "read_setting",
@@ -104,6 +105,7 @@ class Range:
 
 
 QUEUE_MESSAGE_BYTES = Range(MIN_QUEUE_MESSAGE_BYTES, MAX_QUEUE_MESSAGE_BYTES)
+QUEUE_REPLAY_WINDOW = Range(1.0, 300.0)
 
 
 @dataclass(frozen=True)
@@ -278,7 +280,7 @@ class Settings:
         "QUEUE_REPLAY_WINDOW_SECONDS", DEFAULT_WINDOW,
         "A signed envelope is accepted this many seconds either side of the receiver's clock, and only once; "
         "also the clock skew allowed on signed presence entries. Keep hosts' clocks (NTP) well within it.",
-        bounds=Range(1.0, 300.0))
+        bounds=QUEUE_REPLAY_WINDOW)
 
     duplicate_connection_policy: str = _setting(
         "DUPLICATE_CONNECTION_POLICY", "allow",
@@ -454,6 +456,11 @@ def _parsers() -> tuple[tuple[str, Spec, Callable[[str, str], Any]], ...]:
 def check_queue_message_bytes(name: str, value: int) -> None:
     """The queue message limit, shared by the replicas, the emitter and its CLI."""
     QUEUE_MESSAGE_BYTES.check(name, value)
+
+
+def check_queue_replay_window(name: str, value: float) -> None:
+    """The replay window (and clock skew), shared by the replicas, the emitter and its CLI."""
+    QUEUE_REPLAY_WINDOW.check(name, value)
 
 
 def is_loopback_host(name: str) -> bool:

@@ -13,13 +13,15 @@ import argparse
 import asyncio
 import json
 import sys
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from .backends import check_backend_url
 from .config import (
     DEFAULT_CHANNEL,
     DEFAULT_MAX_QUEUE_MESSAGE_BYTES,
     check_queue_message_bytes,
+    check_queue_replay_window,
     load_environ,
     read_setting,
 )
@@ -27,6 +29,9 @@ from .delivery import check_data, check_event
 from .emitter import Emitter
 from .errors import ConfigError, RealtimeError, RequestError, UserNotConnectedError
 from .event_loop import new_event_loop
+from .queue.replay import DEFAULT_WINDOW
+
+T = TypeVar("T", int, float)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOT_CONNECTED = 0, 1, 2, 3
 
@@ -44,6 +49,9 @@ def parse_args(argv: list[str] | None, environ: dict[str, str]) -> argparse.Name
     parser.add_argument("--max-message-bytes", default=environ.get("MAX_QUEUE_MESSAGE_BYTES") or None,
                         help=f"largest queue message (default: $MAX_QUEUE_MESSAGE_BYTES or "
                              f"{DEFAULT_MAX_QUEUE_MESSAGE_BYTES})")
+    parser.add_argument("--replay-window", default=environ.get("QUEUE_REPLAY_WINDOW_SECONDS") or None,
+                        help=f"the replicas' clock skew allowance, seconds (default: $QUEUE_REPLAY_WINDOW_SECONDS "
+                             f"or {DEFAULT_WINDOW:g})")
     args = parser.parse_args(argv)
     args.signing_key = read_setting(environ, "QUEUE_SIGNING_KEY")  # never on the command line
     args.unsigned_allowed = bool(read_setting(environ, "ALLOW_UNSIGNED_QUEUE")) or \
@@ -53,7 +61,7 @@ def parse_args(argv: list[str] | None, environ: dict[str, str]) -> argparse.Name
 
 async def run(args: argparse.Namespace, data: Any) -> None:
     async with Emitter(args.redis_url, channel=args.channel, signing_key=args.signing_key,
-                       max_message_bytes=args.max_message_bytes) as emitter:
+                       max_message_bytes=args.max_message_bytes, replay_window=args.replay_window) as emitter:
         if args.broadcast:
             await emitter.broadcast(args.event, data)
         else:
@@ -71,7 +79,10 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         check_backend_url("--redis-url", args.redis_url)
-        args.max_message_bytes = _message_limit(args.max_message_bytes)
+        args.max_message_bytes = _number(args.max_message_bytes, "--max-message-bytes / MAX_QUEUE_MESSAGE_BYTES",
+                                         int, DEFAULT_MAX_QUEUE_MESSAGE_BYTES, check_queue_message_bytes)
+        args.replay_window = _number(args.replay_window, "--replay-window / QUEUE_REPLAY_WINDOW_SECONDS",
+                                     float, DEFAULT_WINDOW, check_queue_replay_window)
         check_event(args.event)
         data = check_data(json.loads(args.data))
     except (ConfigError, RequestError) as exc:
@@ -99,15 +110,17 @@ def main(argv: list[str] | None = None) -> int:
     return EXIT_OK
 
 
-def _message_limit(raw: str | None) -> int:
+def _number(raw: str | None, name: str, kind: Callable[[str], T], default: T,
+            check: Callable[[str, T], None]) -> T:
+    """An option's number, or its default when neither the option nor its variable is set."""
     if raw is None:
-        return DEFAULT_MAX_QUEUE_MESSAGE_BYTES
+        return default
     try:
-        limit = int(raw)
+        value = kind(raw)
     except ValueError:
-        raise ConfigError(f"--max-message-bytes / MAX_QUEUE_MESSAGE_BYTES must be an integer, got {raw!r}") from None
-    check_queue_message_bytes("--max-message-bytes / MAX_QUEUE_MESSAGE_BYTES", limit)
-    return limit
+        raise ConfigError(f"{name} must be a{'n integer' if kind is int else ' number'}, got {raw!r}") from None
+    check(name, value)
+    return value
 
 
 if __name__ == "__main__":

@@ -14,11 +14,17 @@ from types import TracebackType
 from typing import Any
 
 from .backends import Backend, open_backend
-from .config import DEFAULT_CHANNEL, DEFAULT_MAX_QUEUE_MESSAGE_BYTES, check_queue_message_bytes
+from .config import (
+    DEFAULT_CHANNEL,
+    DEFAULT_MAX_QUEUE_MESSAGE_BYTES,
+    check_queue_message_bytes,
+    check_queue_replay_window,
+)
 from .delivery import Outcome, check_data, check_event, check_user_id, send_many_to_users, send_to_user
 from .errors import ConfigError, QueueUnavailableError
 from .metrics import Metrics
 from .queue.manager import QueueManager
+from .queue.replay import DEFAULT_WINDOW
 from .queue.rooms import user_room
 
 __all__ = ["Emitter", "Outcome"]
@@ -38,18 +44,23 @@ class Emitter:
     :param max_message_bytes: the replicas' ``MAX_QUEUE_MESSAGE_BYTES``: a larger message
         raises ``PayloadTooLargeError`` instead of reaching Redis, which would cut every
         replica's subscription rather than deliver it.
+    :param replay_window: the replicas' ``QUEUE_REPLAY_WINDOW_SECONDS``: how far their clocks
+        may be off this host's when the emitter checks their signed presence entries.
     """
 
     def __init__(self, redis_url: str | None = None, *, channel: str = DEFAULT_CHANNEL,
                  backend: Backend | None = None, signing_key: str | None = None,
-                 max_message_bytes: int = DEFAULT_MAX_QUEUE_MESSAGE_BYTES) -> None:
+                 max_message_bytes: int = DEFAULT_MAX_QUEUE_MESSAGE_BYTES,
+                 replay_window: float = DEFAULT_WINDOW) -> None:
         self._open = False
         check_queue_message_bytes("max_message_bytes", max_message_bytes)
+        check_queue_replay_window("replay_window", replay_window)
         key = None if signing_key is None else signing_key.encode()
         if backend is None:
             if redis_url is None:
                 raise ValueError("pass redis_url or backend")
-            backend = open_backend(redis_url, channel=channel, instance_id=EMITTER_INSTANCE_ID, signing_key=key)
+            backend = open_backend(redis_url, channel=channel, instance_id=EMITTER_INSTANCE_ID, signing_key=key,
+                                   clock_skew=replay_window)
         self._backend = backend
         self.metrics = Metrics()
         self._manager = QueueManager(backend.transport, channel=channel, write_only=True, metrics=self.metrics,

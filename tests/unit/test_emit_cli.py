@@ -151,6 +151,21 @@ def test_bad_message_limit_exits_2(clean_environment: Path, dead_redis_url: str,
     assert "MAX_QUEUE_MESSAGE_BYTES" in one_line(capsys.readouterr().err)
 
 
+@pytest.mark.parametrize("window", ["0.5", "soon", "nan", "301"])
+def test_bad_replay_window_exits_2(clean_environment: Path, dead_redis_url: str, window: str,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["--user", "alice", "--event", "arrival", "--redis-url", dead_redis_url, "--replay-window", window])
+
+    assert code == EXIT_USAGE
+    assert "QUEUE_REPLAY_WINDOW_SECONDS" in one_line(capsys.readouterr().err)
+
+
+def test_replay_window_defaults_to_the_environment_setting() -> None:
+    args = parse_args(["--broadcast", "--event", "notice"], {"QUEUE_REPLAY_WINDOW_SECONDS": "90"})
+
+    assert args.replay_window == "90"
+
+
 def test_message_limit_defaults_to_the_environment_setting() -> None:
     args = parse_args(["--broadcast", "--event", "notice"], {"MAX_QUEUE_MESSAGE_BYTES": "2048"})
 

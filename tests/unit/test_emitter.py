@@ -9,7 +9,7 @@ import pytest
 
 from server.app_keys import MANAGER
 from server.emitter import Emitter
-from server.errors import UserNotConnectedError
+from server.errors import ConfigError, UserNotConnectedError
 from tests.fakes.memory_backend import MemoryBroker, memory_backend
 from tests.helpers.clients import RecordingClient, connected, make_token
 
@@ -67,3 +67,24 @@ async def test_send_many_reports_each_message_sent_or_refused_and_why(
     assert await bob.wait_for("step") == {"n": 3}
     assert bob.received("step") == [{"n": 3}]
     assert dropped == 1
+
+
+def test_emitter_checks_presence_with_the_replicas_replay_window_as_clock_skew(
+        broker: MemoryBroker, monkeypatch: pytest.MonkeyPatch) -> None:
+    opened: dict[str, Any] = {}
+
+    def open_backend(url: str, **options: Any) -> Any:
+        opened.update(options)
+        return memory_backend(broker)
+
+    monkeypatch.setattr("server.emitter.open_backend", open_backend)
+
+    Emitter("redis://127.0.0.1:6379/0", replay_window=90)
+
+    assert opened["clock_skew"] == 90
+
+
+@pytest.mark.parametrize("window", [0.5, 301, float("nan")])
+def test_emitter_refuses_a_replay_window_out_of_bounds(window: float) -> None:
+    with pytest.raises(ConfigError, match="replay_window"):
+        Emitter("redis://127.0.0.1:6379/0", replay_window=window)
