@@ -6,8 +6,8 @@
                                        emitter), idle, scaling
     python -m bench --systems ours node-classic
                                        some systems only (default: the plan's)
-    python -m bench --only load --users 300 --replicas 3 --rates 1000
-                                       a smaller plan: users, replicas, targeted rates
+    python -m bench --only load --users 300 --replicas 3 --rates 1000 --repeats 1
+                                       a smaller plan: users, replicas, targeted rates, repeats
     python -m bench --report FILE      render a saved results.json again
     python -m bench --profile          py-spy profile of one of our replicas under targeted load
 
@@ -52,6 +52,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--users", type=_positive, help="users connected in the load and scaling scenarios")
     parser.add_argument("--replicas", type=_positive, help="replicas of each system in the load scenario")
     parser.add_argument("--rates", type=_positive, nargs="+", metavar="MSG_S", help="targeted rates offered")
+    parser.add_argument("--repeats", type=_positive, help="runs of the load and scaling scenarios (medians over them)")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="where results go (default: bench/results)")
     parser.add_argument("--report", type=Path, metavar="FILE", help="render a saved results.json again and stop")
     parser.add_argument("--profile", action="store_true", help="profile one of our replicas and stop")
@@ -68,7 +69,8 @@ def _positive(text: str) -> int:
 def plan_of(args: argparse.Namespace) -> Plan:
     """The quick or full plan, with what the arguments change."""
     changes = {name: value for name, value in (("systems", args.systems), ("users", args.users),
-                                                ("replicas", args.replicas), ("targeted_rates", args.rates))
+                                                ("replicas", args.replicas), ("targeted_rates", args.rates),
+                                                ("repeats", args.repeats))
                if value is not None}
     # Order as the plan runs them (baseline first), however they were named.
     if "systems" in changes:

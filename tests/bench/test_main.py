@@ -21,14 +21,21 @@ def test_systems_run_in_the_plans_order_however_they_are_named() -> None:
     assert plan.systems == ("ours", "node-classic", "node-sharded")
 
 
-def test_users_replicas_and_rates_shrink_the_plan_and_leave_the_rest() -> None:
+def test_users_replicas_rates_and_repeats_shrink_the_plan_and_leave_the_rest() -> None:
+    plan = plan_of(parse_args(["--users", "300", "--replicas", "3", "--rates", "1000", "250", "--repeats", "1"]))
+
+    assert (plan.users, plan.replicas, plan.targeted_rates, plan.repeats) == (300, 3, (250.0, 1000.0), 1)
+    assert (plan.step_s, plan.systems, plan.scaling_replicas) == (FULL.step_s, FULL.systems, FULL.scaling_replicas)
+
+
+def test_quick_plan_shrinks_too() -> None:
     plan = plan_of(parse_args(["--quick", "--users", "300", "--replicas", "3", "--rates", "1000", "250"]))
 
     assert (plan.users, plan.replicas, plan.targeted_rates) == (300, 3, (250.0, 1000.0))
     assert (plan.step_s, plan.systems, plan.scaling_replicas) == (QUICK.step_s, QUICK.systems, QUICK.scaling_replicas)
 
 
-@pytest.mark.parametrize("argv", [["--users", "0"], ["--rates", "-5"], ["--replicas", "two"],
+@pytest.mark.parametrize("argv", [["--users", "0"], ["--rates", "-5"], ["--replicas", "two"], ["--repeats", "0"],
                                   ["--systems", "node"]])
 def test_a_bad_value_stops_with_a_usage_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as stopped:
