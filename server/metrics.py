@@ -22,6 +22,7 @@ DROP_REASONS = (
     "user_not_connected",
     "publish_failed",
     "too_large",
+    "user_left",
 )
 
 # Engine.IO input that closes the session (server/transport.py); pre-declared like DROP_REASONS.

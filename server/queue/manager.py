@@ -357,7 +357,8 @@ class QueueManager(AsyncPubSubManager, LocalDelivery):  # type: ignore[misc]
             return  # our own message, already handled here before publishing
         self.metrics.received.inc()
         logger.debug("queue message: %s", method)
-        handler: Callable[[dict[str, Any]], Awaitable[None]] = getattr(self, f"_handle_{method}")
+        handler: Callable[[dict[str, Any]], Awaitable[None]] = (
+            self._handle_queued_emit if method == "emit" else getattr(self, f"_handle_{method}"))
         try:
             await handler(message)
         except Exception:
@@ -365,9 +366,24 @@ class QueueManager(AsyncPubSubManager, LocalDelivery):  # type: ignore[misc]
             logger.exception("queue message handler failed", extra={"method": method})
 
     async def _handle_emit(self, message: dict[str, Any]) -> None:
+        await self._deliver(message)
+
+    async def _handle_queued_emit(self, message: dict[str, Any]) -> None:
+        """An emit from the queue. One for a user came here because this replica held a socket
+        of the user when it was sent; finding none, the user left while it was on its way."""
+        if await self._deliver(message) == 0 and user_of_room(message.get("room")) is not None:
+            self.metrics.dropped.labels(reason="user_left").inc()
+            held = self._throttle.allow("user_left")
+            if held is not None:
+                logger.info("a message for a user who had just left this replica reached no socket",
+                            extra={"reason": "user_left", "suppressed": held})
+
+    async def _deliver(self, message: dict[str, Any]) -> int:
+        """Deliver an emit to this replica's sockets; how many it reached."""
         recipients = self._count_recipients(message)
         await super()._handle_emit(message)
         self.metrics.delivered.inc(recipients)
+        return recipients
 
     async def pre_connect(self, eio_sid: str, namespace: str) -> str:
         sid: str = await super().pre_connect(eio_sid, namespace)

@@ -69,6 +69,10 @@ class RecordingClient:
         await self._wait(lambda: len(self.received(event)) >= count, timeout, f"{count} x {event!r}")
         return self.received(event)[count - 1]
 
+    async def wait_until(self, done: Callable[[], bool], what: str, *, timeout: float = 5.0) -> None:
+        """Wait until ``done()`` holds, checked after each event; fails the test after ``timeout``."""
+        await self._wait(done, timeout, what)
+
     async def wait_for_connect_error(self, *, timeout: float = 5.0) -> Any:
         await self._wait(lambda: bool(self.connect_errors), timeout, "connect_error")
         return self.connect_errors[-1]

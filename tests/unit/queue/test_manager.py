@@ -390,6 +390,31 @@ async def test_invalid_message_is_dropped_counted_logged_and_listener_keeps_runn
     assert record.sample == envelope.sample(bad)  # type: ignore[attr-defined]
 
 
+async def test_a_queued_message_for_a_user_who_left_this_replica_is_counted_and_logged_once_a_second(
+        connect_user: ConnectUser, broker: MemoryBroker, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="server.queue.manager")
+    alice = await connect_user("alice")
+    for _ in range(3):
+        broker.inject(CHANNEL, raw(emit_envelope("step", [1], room="user:bob")))
+    broker.inject(CHANNEL, raw(emit_envelope("for_a_room", [1], room="riders")))
+    broker.inject(CHANNEL, raw(emit_envelope("after", [1], room="user:alice")))
+
+    await alice.client.wait_for("after")
+    assert dropped(alice.metrics, "user_left") == 3  # not the room's: rooms reach every replica
+    assert len(records(caplog, logging.INFO, "a message for a user who had just left")) == 1
+
+
+async def test_an_emit_to_a_user_on_another_replica_is_not_counted_as_user_left_where_it_was_made(
+        connect_user: ConnectUser) -> None:
+    alice = await connect_user("alice")
+    bob = await connect_user("bob")
+
+    assert await alice.manager.emit_to_user("bob", "step", 1)
+
+    assert await bob.client.wait_for("step") == 1
+    assert dropped(alice.metrics, "user_left") == dropped(bob.metrics, "user_left") == 0
+
+
 async def test_log_sample_of_a_long_invalid_message_is_truncated(make_server_manager: Any,
                                                                  broker: MemoryBroker,
                                                                  caplog: pytest.LogCaptureFixture) -> None:
