@@ -401,10 +401,11 @@ class QueueManager(AsyncPubSubManager, LocalDelivery):  # type: ignore[misc]
         if isinstance(message.get("ts"), int):
             # Signed, it spares sockets newer than itself: each replica sees only the messages
             # addressed to it, so a recorded kick replayed to the replica a user moved to
-            # would pass its replay guard, but finds no socket old enough to kick.
-            sent_at = message["ts"] / 1000
+            # would pass its replay guard, but finds no socket old enough to kick. ``ts`` is
+            # whole ms: a socket connected in the same ms as the kick may be older, so it goes.
+            sent_by = (message["ts"] + 1) / 1000
             skip |= {sid for sid, _ in self.get_participants(message["namespace"], message["room"])
-                     if self._connected_at.get(sid, 0.0) > sent_at}
+                     if self._connected_at.get(sid, 0.0) >= sent_by}
         await _disconnect_local(self, message["room"], message["namespace"], skip, message.get("notice"))
 
     async def _handle_key_probe(self, message: dict[str, Any]) -> None:

@@ -11,6 +11,7 @@ import asyncio
 import base64
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -820,6 +821,22 @@ async def test_a_recorded_signed_disconnect_room_published_again_is_dropped_as_a
     await second.wait_for("marker")
     assert second.disconnects == []
     assert dropped(replica.app[METRICS], "replayed") == 1
+
+
+async def test_a_signed_disconnect_room_sent_in_the_millisecond_a_socket_connected_disconnects_it(
+        make_manager: MakeManager, start_replica: StartReplica, make_client: Callable[..., RecordingClient],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    key = "queue-signing-key-for-unit-tests-0123456789"
+    replica = await start_replica(queue_signing_key=key)
+    sender = make_manager(write_only=True, signing_key=key.encode())
+    await sender.start()
+    now = time.time() + 0.0005  # not a whole ms: the envelope's ts (whole ms) is earlier
+    monkeypatch.setattr(time, "time", lambda: now)  # the connect and the kick in the same instant
+    alice = await connected(make_client, replica, "alice")
+
+    await sender.disconnect_room("user:alice")
+
+    await alice.wait_for_disconnect()
 
 
 # --- directed delivery -----------------------------------------------------------------------
