@@ -141,23 +141,18 @@ def test_event_with_an_undecodable_byte_exits_2_before_connecting(clean_environm
     assert "event" in one_line(capsys.readouterr().err)
 
 
-@pytest.mark.parametrize("limit", ["1023", "lots", str(512 * 1024 * 1024 + 1)])
-def test_bad_message_limit_exits_2(clean_environment: Path, dead_redis_url: str, limit: str,
-                                   capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["--user", "alice", "--event", "arrival", "--redis-url", dead_redis_url,
-                 "--max-message-bytes", limit])
+@pytest.mark.parametrize(("option", "value", "variable"), [
+    *[("--max-message-bytes", limit, "MAX_QUEUE_MESSAGE_BYTES")
+      for limit in ["1023", "lots", str(512 * 1024 * 1024 + 1)]],
+    *[("--replay-window", window, "QUEUE_REPLAY_WINDOW_SECONDS") for window in ["0.5", "soon", "nan", "301"]],
+])
+def test_a_bad_number_option_exits_2_naming_its_variable(clean_environment: Path, dead_redis_url: str, option: str,
+                                                         value: str, variable: str,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["--user", "alice", "--event", "arrival", "--redis-url", dead_redis_url, option, value])
 
     assert code == EXIT_USAGE
-    assert "MAX_QUEUE_MESSAGE_BYTES" in one_line(capsys.readouterr().err)
-
-
-@pytest.mark.parametrize("window", ["0.5", "soon", "nan", "301"])
-def test_bad_replay_window_exits_2(clean_environment: Path, dead_redis_url: str, window: str,
-                                   capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["--user", "alice", "--event", "arrival", "--redis-url", dead_redis_url, "--replay-window", window])
-
-    assert code == EXIT_USAGE
-    assert "QUEUE_REPLAY_WINDOW_SECONDS" in one_line(capsys.readouterr().err)
+    assert variable in one_line(capsys.readouterr().err)
 
 
 def test_replay_window_defaults_to_the_environment_setting() -> None:
