@@ -105,7 +105,8 @@ class InboxTransport(QueueTransport):
     async def publish_many_to_user(self, channel: str, messages: Sequence[tuple[str, bytes]]
                                    ) -> list[bool | PublishError]:
         """All in one round trip, the commands packed here: redis-py's pipeline spends more CPU
-        packing each command and checking its scripts than Redis spends running them."""
+        packing each command and checking its scripts than Redis spends running them. They go out
+        on the auto-pipeline (``pipeline``), with what concurrent callers send in the same tick."""
         # EVALSHA <sha> 1 <presence key> <routing...> <envelope>: only the key and envelope vary.
         routing = self._routing(channel)
         start = b"*%d\r\n" % (5 + len(routing)) + _bulk(b"EVALSHA") + _bulk(self._send_to_user.sha) + _bulk(b"1")

@@ -5,6 +5,8 @@ running the command: the blocking pool's condition and timeouts, a write and a r
 wake-up per message. Like node-redis and ioredis, ``AutoPipeline`` instead queues
 what callers send during one tick of the event loop, writes it all at once, and one
 reader task hands the replies, which Redis sends in order, back to the callers in order.
+A single ``send_to_user`` went from about 1.3 times the CPU of python-socketio's stock
+write-only ``AsyncRedisManager.emit`` (one plain PUBLISH) to about half of it.
 """
 
 from __future__ import annotations
