@@ -63,6 +63,27 @@ async def test_concurrent_callers_share_one_connection_and_get_their_own_replies
     assert len({client_id for _, client_id, _ in results}) == 1
 
 
+async def test_what_callers_send_in_one_tick_goes_out_in_one_write(make_pipeline: MakePipeline,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    pipeline = make_pipeline()
+    await pipeline.execute([pack("PING")])  # connected
+    writer = pipeline._connection._writer
+    assert writer is not None
+    writes: list[bytes] = []
+    write = writer.write
+
+    def counted(data: bytes) -> None:
+        writes.append(data)
+        write(data)
+
+    monkeypatch.setattr(writer, "write", counted)
+
+    replies = await asyncio.gather(*(pipeline.execute([pack("ECHO", n)]) for n in range(50)))
+
+    assert replies == [[str(n).encode()] for n in range(50)]
+    assert writes == [b"".join(pack("ECHO", n) for n in range(50))]
+
+
 async def test_error_replies_are_returned_as_values_in_their_place(make_pipeline: MakePipeline, key: str) -> None:
     pipeline = make_pipeline()
 
