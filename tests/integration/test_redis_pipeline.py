@@ -127,6 +127,27 @@ async def test_a_connection_closed_while_idle_is_replaced_before_the_next_call(
     assert await pipeline.execute([pack("ECHO", "after")]) == [b"after"]
 
 
+async def test_callers_that_find_redis_down_share_one_attempt_to_connect(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not one connect timeout after another: with Redis unreachable, all fail at once."""
+    pool = connect_redis("redis://127.0.0.1:1/0").connection_pool
+    pipeline = AutoPipeline(pool.make_connection(), max_calls=64, wait_timeout=COMMAND_TIMEOUT)  # type: ignore[no-untyped-call]
+    attempts: list[object] = []
+    connect = pipeline._connection.connect
+
+    async def counted() -> None:
+        attempts.append(None)
+        await connect()  # type: ignore[no-untyped-call]
+
+    monkeypatch.setattr(pipeline._connection, "connect", counted)
+
+    outcomes = await asyncio.gather(*(sending(pipeline.execute([pack("PING")])) for _ in range(20)),
+                                    return_exceptions=True)
+
+    assert [type(outcome) for outcome in outcomes] == [PublishError] * 20
+    assert len(attempts) == 1
+    await pipeline.close()
+
+
 async def test_a_reply_that_does_not_come_in_time_fails_the_call_and_the_next_call_reconnects(
         make_pipeline: MakePipeline, redis: aioredis.Redis, key: str) -> None:
     pipeline = make_pipeline(socket_timeout=0.2)

@@ -51,7 +51,7 @@ class AutoPipeline:
         self._slots = asyncio.Semaphore(max_calls)
         self._max_calls = max_calls
         self._wait_timeout = wait_timeout
-        self._connecting = asyncio.Lock()
+        self._connecting: asyncio.Future[None] | None = None
         self._calls: deque[_Call] = deque()  # in the order their commands were queued
         self._unsent: list[bytes] = []
         self._flush_scheduled = False
@@ -64,9 +64,7 @@ class AutoPipeline:
         await self._take_slot()
         try:
             if not self._calls:  # the connection was idle: it may have been closed meanwhile
-                async with self._connecting:
-                    if not self._calls:  # else another caller checked it, and its replies may be arriving
-                        await self._connect()
+                await self._connected()
         except BaseException:
             self._slots.release()
             raise
@@ -83,15 +81,33 @@ class AutoPipeline:
 
     async def close(self) -> None:
         """Fail the calls in flight and close the connection."""
+        if self._connecting is not None:
+            self._connecting.cancel()
+            await asyncio.gather(self._connecting, return_exceptions=True)
         if self._reader is not None:
             self._reader.cancel()
             await asyncio.gather(self._reader, return_exceptions=True)
         self._fail(RedisConnectionError("the Redis connection was closed"))
         await self._connection.disconnect()
 
+    async def _connected(self) -> None:
+        """Join the attempt to connect of every caller that found the pipeline idle: while Redis
+        is down they fail together, not one connect timeout after another."""
+        if self._connecting is None:
+            if self._connection.is_connected and not await self._connection.can_read():
+                return  # up, and Redis did not close it meanwhile: the usual case, without a task
+            self._connecting = asyncio.ensure_future(self._connect())
+            self._connecting.add_done_callback(self._connect_done)
+        await asyncio.shield(self._connecting)
+
+    def _connect_done(self, _attempt: asyncio.Future[None]) -> None:
+        self._connecting = None
+
     async def _connect(self) -> None:
         """Connect, replacing a connection that Redis closed (or that has stray data) while idle."""
         connection = self._connection
+        if self._calls:  # callers of the attempt before got in first: the connection is in use
+            return
         if connection.is_connected and await connection.can_read():
             await connection.disconnect()
         await connection.connect()  # type: ignore[no-untyped-call]
