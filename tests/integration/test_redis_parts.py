@@ -17,11 +17,13 @@ from cluster.processes import RedisServer
 from server.backends import Backend, open_backend
 from server.backends.redis.client import MAX_CONNECTIONS, PoolExhaustedError, connect_redis
 from server.backends.redis.entries import PresenceEntries
+from server.backends.redis.inboxes import InboxTransport
 from server.backends.redis.keys import inbox_key, presence_key, registry_key
 from server.backends.redis.presence import RedisPresence
 from server.backends.redis.transport import RedisTransport
 from server.emitter import Emitter
 from server.errors import PayloadTooLargeError, QueueBusyError, QueueUnavailableError, RequestError
+from tests.helpers.pipeline import blocked_call
 
 
 @pytest.fixture
@@ -104,17 +106,22 @@ async def test_a_burst_of_commands_larger_than_the_pool_waits_for_connections(re
 
 
 @pytest.fixture
-async def busy_transport(redis_server: RedisServer, channel: str) -> AsyncIterator[RedisTransport]:
-    """A transport whose only pooled connection is taken: every command waits, then gives up."""
+async def busy_transport(redis_server: RedisServer, redis: aioredis.Redis,
+                         channel: str) -> AsyncIterator[RedisTransport]:
+    """A transport whose only pooled connection is taken, and whose pipeline's only call is
+    in flight: every command waits, then gives up."""
     transport = RedisTransport(redis_server.url, process="busy", entries=PresenceEntries(channel, None),
                                max_connections=1, pool_timeout=0.2)
-    client = await transport.redis()
-    assert isinstance(client, aioredis.Redis)
-    pool = client.connection_pool
+    inboxes = await transport.chosen()
+    assert isinstance(inboxes, InboxTransport)
+    pool = inboxes.client.connection_pool
     held = await pool.get_connection()  # type: ignore[no-untyped-call]
+    blocked = await blocked_call(inboxes._pipeline, redis, f"{channel}:never")
     yield transport
     await pool.release(held)
     await transport.close()
+    with pytest.raises(aioredis.ConnectionError):
+        await blocked
 
 
 async def test_a_pool_that_stays_busy_raises_pool_exhausted_not_a_plain_connection_error(

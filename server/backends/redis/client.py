@@ -29,7 +29,7 @@ T = TypeVar("T")
 
 
 class PoolExhaustedError(RedisConnectionError):
-    """No pooled connection came free in time: Redis is busy, not down.
+    """No pooled connection (or room in the auto-pipeline) came free in time: Redis is busy, not down.
 
     A ``ConnectionError`` still, so code that does not tell the two apart treats it as before.
     """

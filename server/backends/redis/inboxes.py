@@ -14,9 +14,8 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncGenerator, Sequence
-from typing import Any
 
-from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.exceptions import NoScriptError, RedisError
 
 from ...errors import PublishError, QueueUnavailableError
 from ..base import QueueTransport
@@ -30,6 +29,7 @@ from .client import (
 )
 from .entries import PresenceEntries
 from .keys import inbox_key, presence_key, registry_key
+from .pipeline import AutoPipeline
 from .scripts import SEND_TO_ALL, SEND_TO_USER
 
 __all__ = ["INBOX_MAX_LEN", "InboxTransport"]
@@ -73,6 +73,8 @@ class InboxTransport(QueueTransport):
         self.process = process
         self._entries = entries
         self._reader = without_retries(self.client, f"kindmap-inbox:{process}")
+        self._pipeline = AutoPipeline(self.client.connection_pool.make_connection(),  # type: ignore[no-untyped-call]
+                                      max_calls=max_connections, wait_timeout=pool_timeout)
         self._send_to_user = self.client.register_script(SEND_TO_USER)
         self._send_to_all = self.client.register_script(SEND_TO_ALL)
         self._inbox: str | None = None
@@ -86,6 +88,7 @@ class InboxTransport(QueueTransport):
             raise QueueUnavailableError(f"Redis unreachable: {exc}") from exc
 
     async def close(self) -> None:
+        await self._pipeline.close()
         await self._reader.aclose(close_connection_pool=True)
         await self.client.aclose()
 
@@ -102,42 +105,24 @@ class InboxTransport(QueueTransport):
     async def publish_many_to_user(self, channel: str, messages: Sequence[tuple[str, bytes]]
                                    ) -> list[bool | PublishError]:
         """All in one round trip, the commands packed here: redis-py's pipeline spends more CPU
-        packing each command and checking its scripts than Redis spends running them."""
+        packing each command and checking its scripts than Redis spends running them. They go out
+        on the auto-pipeline (``pipeline``), with what concurrent callers send in the same tick."""
         # EVALSHA <sha> 1 <presence key> <routing...> <envelope>: only the key and envelope vary.
         routing = self._routing(channel)
         start = b"*%d\r\n" % (5 + len(routing)) + _bulk(b"EVALSHA") + _bulk(self._send_to_user.sha) + _bulk(b"1")
         middle = b"".join(_bulk(arg) for arg in routing)
         commands = [b"".join((start, _bulk(presence_key(channel, user_id)), middle, _bulk(data)))
                     for user_id, data in messages]
-        replies = await sending(self._pipelined(commands))
+        replies = await sending(self._pipeline.execute(commands))
         unknown = [index for index, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
         if unknown:  # Redis restarted since the script was loaded: load it, send those again
             await sending(self.client.script_load(SEND_TO_USER))
-            for index, reply in zip(unknown, await sending(self._pipelined([commands[i] for i in unknown])),
+            for index, reply in zip(unknown, await sending(self._pipeline.execute([commands[i] for i in unknown])),
                                     strict=True):
                 replies[index] = reply
         return [PublishError(f"Redis publish failed: {reply}") if isinstance(reply, Exception)
                 else self._entries.any_genuine(user_id, reply)
                 for (user_id, _), reply in zip(messages, replies, strict=True)]
-
-    async def _pipelined(self, commands: list[bytes]) -> list[Any]:
-        """Send packed commands on one pooled connection and read every reply (errors as values)."""
-        pool = self.client.connection_pool
-        connection = await pool.get_connection()  # type: ignore[no-untyped-call]
-        try:
-            await connection.send_packed_command(b"".join(commands))
-            replies: list[Any] = []
-            for _ in commands:
-                try:
-                    replies.append(await connection.read_response())
-                except ResponseError as exc:
-                    replies.append(exc)
-            return replies
-        except BaseException:
-            await connection.disconnect()  # its replies are out of step now
-            raise
-        finally:
-            await pool.release(connection)
 
     async def lookup(self, channel: str, user_id: str) -> bool:
         """Whether ``user_id`` has a socket anywhere: the routing script, sending nothing."""
