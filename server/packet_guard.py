@@ -129,6 +129,9 @@ class PacketGuard:
             pending, session.attachments = session.attachments, None
             await self._refuse(eio_sid, sid, ErrorCode.INVALID_PARAMETERS,
                                f"{pending.expected - pending.received} announced binary attachments did not come")
+        if not isinstance(data, str):  # python-engineio decodes a long-poll message that is JSON ("4true")
+            await self._not_a_packet(eio_sid, sid)
+            return
         size = len(data) if data.isascii() else len(data.encode())  # no copy for ASCII text
         limit = self.settings.max_payload_bytes
         if size > limit:
@@ -137,9 +140,7 @@ class PacketGuard:
         try:
             pkt = self.sio.packet_class(encoded_packet=data)
         except (ValueError, TypeError, IndexError, RecursionError):
-            await self._refuse(eio_sid, sid, ErrorCode.INVALID_PARAMETERS, "not a valid Socket.IO packet")
-            if sid is None:  # before the handshake, as Node's server: answered, then closed
-                await self._close(eio_sid, None, "invalid_handshake")
+            await self._not_a_packet(eio_sid, sid)
             return
         namespace = pkt.namespace or _NAMESPACE
         refusal = self._refusal(pkt, namespace, sid, session)
@@ -156,6 +157,11 @@ class PacketGuard:
             await self._after_connect(eio_sid, session)
         elif pkt.packet_type == sio_packet.DISCONNECT:
             self._start_connect_timer(eio_sid, session)  # a session without a namespace must join again in time
+
+    async def _not_a_packet(self, eio_sid: str, sid: str | None) -> None:
+        await self._refuse(eio_sid, sid, ErrorCode.INVALID_PARAMETERS, "not a valid Socket.IO packet")
+        if sid is None:  # before the handshake, as Node's server: answered, then closed
+            await self._close(eio_sid, None, "invalid_handshake")
 
     def _refusal(self, pkt: Any, namespace: str, sid: str | None, session: _Session) -> Refusal | None:
         """Why a decoded packet must not reach python-socketio, or None to let it through."""

@@ -91,6 +91,20 @@ async def test_lifecycle_packet_with_unexpected_parts_gets_invalid_parameters(
     assert codes(raw) == ["INVALID_PARAMETERS"]
 
 
+@TRANSPORTS
+@pytest.mark.parametrize("packet", ["true", "null", "1.5", "[1]", '{"a": 1}'])
+async def test_a_message_that_is_json_rather_than_a_packet_gets_invalid_parameters(
+        start_replica: StartReplica, open_raw: OpenRaw, transport: str, packet: str) -> None:
+    """Over long-polling python-engineio hands such a message over decoded (``4true`` as ``True``)."""
+    replica = await start_replica()
+    raw = await joined(open_raw, replica, transport=transport)
+
+    await raw.send(packet)
+    await pinged(raw)
+
+    assert codes(raw) == ["INVALID_PARAMETERS"]
+
+
 # --- 2: binary attachments ------------------------------------------------------------
 
 
@@ -392,7 +406,7 @@ async def test_engineio_refusals_use_the_error_schema_and_keep_cors_headers(
 
 # Over long-polling the session is gone before the client polls again: it sees only the close.
 @pytest.mark.parametrize(("transport", "answers"), [("websocket", ["INVALID_PARAMETERS"]), ("polling", [])])
-@pytest.mark.parametrize("packet", ["4abc", "9", "2x["])
+@pytest.mark.parametrize("packet", ["4abc", "9", "2x[", "true"])
 async def test_junk_before_the_handshake_is_answered_then_the_session_closed(
         start_replica: StartReplica, open_raw: OpenRaw, transport: str, answers: list[str], packet: str) -> None:
     """As Node's server: a client that does not speak Socket.IO before connecting is dropped."""
