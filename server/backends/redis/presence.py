@@ -25,6 +25,9 @@ __all__ = ["RedisPresence"]
 logger = logging.getLogger(__name__)
 
 HEARTBEAT_INTERVAL = 3.0
+# Sockets a heartbeat writes per round trip. The event loop delivers messages between
+# round trips: writing 500 sockets in one pipeline held it for 6-18 ms at every beat.
+WRITE_CHUNK = 100
 # Every heartbeat refreshes it; it only clears the hashes of users whose replicas all died.
 PRESENCE_TTL_S = 60
 
@@ -38,9 +41,10 @@ class RedisPresence(Presence):
     under the same ``INSTANCE_ID`` never revives a dead process's sockets.
 
     Every heartbeat writes all of this replica's sockets again (one pipelined
-    HSET + EXPIRE each), so whatever removed them -- Redis restarted empty, a
-    write that failed, a neighbour deleting keys -- is repaired within one beat.
-    Signed entries (``entries.PresenceEntries``) are re-signed on the way.
+    HSET + EXPIRE each, ``WRITE_CHUNK`` sockets per round trip), so whatever
+    removed them -- Redis restarted empty, a write that failed, a neighbour
+    deleting keys -- is repaired within one beat. Signed entries
+    (``entries.PresenceEntries``) are re-signed on the way.
     """
 
     def __init__(self, transport: RedisTransport, *, channel: str, process: str, entries: PresenceEntries,
@@ -98,7 +102,8 @@ class RedisPresence(Presence):
         if not self._local:
             return
         snapshot = list(self._local.items())
-        await self._write([(user, sid) for sid, user in snapshot])
+        for start in range(0, len(snapshot), WRITE_CHUNK):
+            await self._write([(user, sid) for sid, user in snapshot[start:start + WRITE_CHUNK]])
         # A socket that left while the rewrite was in flight must not come back to life.
         for sid, user in snapshot:
             if sid not in self._local:
