@@ -188,6 +188,7 @@ class InboxTransport(QueueTransport):
         inbox = self._inbox
         if inbox is None:
             raise QueueUnavailableError("not subscribed")
+        read_from = _xread_prefix(inbox)
         pool = self._reader.connection_pool
         # No socket timeout: redis-py would start a task per write to enforce it.
         connection = pool.connection_class(**{**pool.connection_kwargs, "socket_timeout": None})
@@ -195,7 +196,7 @@ class InboxTransport(QueueTransport):
             while True:
                 try:
                     async with asyncio.timeout(READ_TIMEOUT):
-                        await connection.send_packed_command(_xread(inbox, self._last_id), check_health=False)
+                        await connection.send_packed_command(read_from + _bulk(self._last_id), check_health=False)
                         reply = await connection.read_response()
                     if time.monotonic() - self._trimmed_at >= TRIM_INTERVAL:
                         await self._trim(inbox)
@@ -249,10 +250,10 @@ def _bulk(value: bytes | str | int) -> bytes:
     return b"$%d\r\n%s\r\n" % (len(data), data)
 
 
-def _xread(inbox: str, last_id: bytes) -> bytes:
-    """``XREAD COUNT <READ_BATCH> BLOCK <READ_BLOCK_MS> STREAMS <inbox> <last_id>``, packed."""
-    args = (b"XREAD", b"COUNT", READ_BATCH, b"BLOCK", READ_BLOCK_MS, b"STREAMS", inbox, last_id)
-    return b"*%d\r\n" % len(args) + b"".join(_bulk(arg) for arg in args)
+def _xread_prefix(inbox: str) -> bytes:
+    """``XREAD COUNT <READ_BATCH> BLOCK <READ_BLOCK_MS> STREAMS <inbox>``, packed: add the id to read after."""
+    args = (b"XREAD", b"COUNT", READ_BATCH, b"BLOCK", READ_BLOCK_MS, b"STREAMS", inbox)
+    return b"*%d\r\n" % (len(args) + 1) + b"".join(_bulk(arg) for arg in args)
 
 
 def _entries(reply: Any) -> list[Any]:
