@@ -41,7 +41,6 @@ logger = logging.getLogger(__name__)
 # connection is dead (or frozen): it is replaced and reading resumes.
 READ_BLOCK_MS = 1000
 READ_BATCH = 500
-READ_TIMEOUT = COMMAND_TIMEOUT
 # The longest an inbox grows while its replica does not read (frozen, restarting):
 # about 40 MB of navigation-sized messages; older ones are dropped, and counted
 # when the replica reads again.
@@ -195,7 +194,7 @@ class InboxTransport(QueueTransport):
         try:
             while True:
                 try:
-                    async with asyncio.timeout(READ_TIMEOUT):
+                    async with asyncio.timeout(COMMAND_TIMEOUT):
                         await connection.send_packed_command(read_from + _bulk(self._last_id), check_health=False)
                         reply = await connection.read_response()
                     if time.monotonic() - self._trimmed_at >= TRIM_INTERVAL:
