@@ -30,8 +30,8 @@ LOOP_FRAMES = ("_run_module_as_main", "_run_code", "<module>", "main (", "run_ap
                "run_until_complete", "run_forever", "_run_once", "Handle._run")
 # The path of a message through a replica: the function heading each stage's subtree (they do not nest).
 STAGES = (
-    ("Redis pub/sub read: redis-py socket read and RESP parsing (every message, every replica)",
-     "PubSub.listen (redis/asyncio/client.py)"),
+    ("Redis inbox read: the XREAD round trips (messages for this replica's users only)",
+     "InboxTransport.messages (server/backends/redis/inboxes.py)"),
     ("WebSocket write: Engine.IO writer task, aiohttp frame, send() (delivered messages)",
      "AsyncSocket._websocket_handler.<locals>.writer (engineio/async_socket.py)"),
     ("Socket.IO emit: room lookup, packet encoding, per-socket queue",

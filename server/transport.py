@@ -197,6 +197,14 @@ class GuardedWebSocket(eio_aiohttp.WebSocket):  # type: ignore[misc]
         await self.handler(self)
         return self._sock
 
+    async def send(self, message: str | bytes) -> None:
+        # The library's ``send`` asks ``inspect.iscoroutinefunction`` of aiohttp's sender for
+        # every message (about 2% of a replica's CPU under targeted load); in aiohttp 3 both are.
+        if isinstance(message, bytes):
+            await self._sock.send_bytes(message)
+        else:
+            await self._sock.send_str(message)
+
     async def wait(self) -> Any:
         # The library's ``wait``, inlined: awaiting it from here would keep one more
         # coroutine suspended for every idle connection.

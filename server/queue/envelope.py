@@ -15,7 +15,6 @@ that a recorded envelope cannot be published again later (``replay.ReplayGuard``
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import os
 import re
@@ -124,7 +123,7 @@ def decode(raw: bytes | str, signing_key: bytes | None = None) -> dict[str, Any]
 
 
 def _signature(key: bytes, body: bytes) -> bytes:
-    return hmac.new(key, body, hashlib.sha256).hexdigest().encode()
+    return hmac.digest(key, body, "sha256").hex().encode()
 
 
 def _verified_body(raw: bytes | str, key: bytes) -> bytes:

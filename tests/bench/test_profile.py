@@ -30,7 +30,7 @@ def test_stages_share_the_busy_samples_and_the_rest_is_everything_else() -> None
     stages = dict(summarize_stacks(RAW).stages())
 
     assert stages["Queue envelope decode and validation (every message)"] == 30
-    assert stages["Redis pub/sub read: redis-py socket read and RESP parsing (every message, every replica)"] == 0
+    assert stages["Redis inbox read: the XREAD round trips (messages for this replica's users only)"] == 0
     assert stages["everything else (event loop, timers, pings)"] == 10
 
 

@@ -19,7 +19,7 @@ from server.backends.redis.client import MAX_CONNECTIONS, PoolExhaustedError, co
 from server.backends.redis.entries import PresenceEntries
 from server.backends.redis.inboxes import InboxTransport
 from server.backends.redis.keys import inbox_key, presence_key, registry_key
-from server.backends.redis.presence import RedisPresence
+from server.backends.redis.presence import WRITE_CHUNK, RedisPresence
 from server.backends.redis.transport import RedisTransport
 from server.emitter import Emitter
 from server.errors import PayloadTooLargeError, QueueBusyError, QueueUnavailableError, RequestError
@@ -258,6 +258,21 @@ async def test_presence_heartbeat_rewrites_sockets_a_neighbour_deleted(redis: ai
     await presence.heartbeat()
 
     assert await presence.is_online("ana") is True
+
+
+async def test_presence_heartbeat_rewrites_every_socket_when_they_span_several_round_trips(
+        redis: aioredis.Redis, channel: str, make_presence: MakePresence) -> None:
+    presence = make_presence("replica-x")
+    await presence.heartbeat()
+    users = [f"user-{n}" for n in range(WRITE_CHUNK * 2 + 1)]
+    for user in users:
+        await presence.add(user, f"sid-{user}")
+    await forget_channel(redis, channel)
+
+    await presence.heartbeat()
+
+    written = [await redis.hget(presence_key(channel, user), f"sid-{user}") for user in users]
+    assert written == [b"replica-x"] * len(users)
 
 
 async def test_presence_heartbeat_repairs_a_socket_whose_write_failed(

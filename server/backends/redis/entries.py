@@ -10,7 +10,6 @@ a user who left "online" for that long at most.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import time
 from collections.abc import Sequence
@@ -49,7 +48,7 @@ class PresenceEntries:
 
     def _mac(self, key: bytes, user_id: str, sid: str, process: str, ts_ms: int) -> str:
         text = f"{self._channel}\n{user_id}\n{sid}\n{process}\n{ts_ms}".encode()
-        return hmac.new(key, text, hashlib.sha256).hexdigest()[:32]
+        return hmac.digest(key, text, "sha256").hex()[:32]
 
     def _genuine(self, key: bytes, user_id: str, sid: bytes, value: bytes, now_ms: int) -> bool:
         """An entry this key signed, recently enough to be a live heartbeat's."""

@@ -10,7 +10,7 @@ all; Redis Cluster uses sharded pub/sub instead.
 
 from __future__ import annotations
 
-__all__ = ["CLUSTER_SEND_TO_USER", "REGISTER", "SEND_TO_ALL", "SEND_TO_USER"]
+__all__ = ["CLUSTER_SEND_TO_USER", "RECORD", "REGISTER", "SEND_TO_ALL", "SEND_TO_USER"]
 
 _NOW_MS = """
 local clock = redis.call('TIME')
@@ -69,6 +69,16 @@ redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 local added = redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
 redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]) * 6)
 return added
+"""
+
+# KEYS: presence hashes. ARGV: their TTL (s), then for each key a sid and its entry.
+# Records the sockets a heartbeat writes again, a chunk of them in one command.
+RECORD = """
+for i, key in ipairs(KEYS) do
+  redis.call('HSET', key, ARGV[2 * i], ARGV[2 * i + 1])
+  redis.call('EXPIRE', key, ARGV[1])
+end
+return #KEYS
 """
 
 # Redis Cluster. KEYS: presence hash of the user. ARGV: the user's shard channel, envelope
