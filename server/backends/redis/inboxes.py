@@ -15,6 +15,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncGenerator, Sequence
+from typing import Any
 
 from redis.exceptions import NoScriptError, RedisError
 
