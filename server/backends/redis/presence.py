@@ -74,8 +74,9 @@ class RedisPresence(Presence):
     async def remove(self, user_id: str, sid: str) -> None:
         self._local.pop(sid, None)
         try:
-            await self._transport.release(user_id)
+            # Unannounced first, then not listened to: what was sent before the entry went still arrives.
             await (await self._transport.redis()).hdel(presence_key(self._channel, user_id), sid)
+            await self._transport.release(user_id)
         except (RedisError, OSError, QueueUnavailableError) as exc:
             self._stale.add((user_id, sid))
             logger.warning("presence: could not remove a socket", extra={"error": str(exc)})

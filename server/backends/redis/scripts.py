@@ -83,11 +83,14 @@ return #KEYS
 
 # Redis Cluster. KEYS: presence hash of the user. ARGV: the user's shard channel, envelope
 # (absent: look only). Returns {replicas listening on the channel, entries (sid, value, ...)}
-# and publishes the envelope there: one slot, so one round trip to the shard that holds it.
+# and, when the user has entries, publishes the envelope there: one slot, so one round trip
+# to the shard that holds it. No entries: refused, so not published (0 listening).
 CLUSTER_SEND_TO_USER = """
 local entries = redis.call('HGETALL', KEYS[1])
-local listening
-if ARGV[2] then
+local listening = 0
+if #entries == 0 then
+  -- nobody announced: refused, so not published either
+elseif ARGV[2] then
   listening = redis.call('SPUBLISH', ARGV[1], ARGV[2])
 else
   listening = redis.call('PUBSUB', 'SHARDNUMSUB', ARGV[1])[2]

@@ -190,8 +190,9 @@ class ShardedTransport(QueueTransport):
         if listener is None:
             return
         if listener.channels == {name}:
-            # Its last channel: close it (a pub/sub connection without channels stops reading).
+            # Its last channel: close it once the channel's last messages are read.
             del self._listeners[node]
+            await listener.unsubscribe(name, last=True)
             await listener.close()
         else:
             await listener.unsubscribe(name)
@@ -243,7 +244,9 @@ class _ShardListener:
                                                      SSLConnection), **kwargs)
         self._pubsub = self._client.pubsub()
         self._out = out
-        self._confirmations: dict[bytes, asyncio.Future[None]] = {}
+        self._confirmations: dict[bytes, asyncio.Future[None]] = {}  # of SSUBSCRIBE
+        self._unsubscribed: dict[bytes, asyncio.Future[None]] = {}  # of SUNSUBSCRIBE
+        self._ending = False  # its last channel is being unsubscribed: the end of its reading is no loss
         self.channels: set[str] = set()
         self._tasks: list[asyncio.Task[None]] = []
         self._last_heard = time.monotonic()
@@ -261,18 +264,24 @@ class _ShardListener:
                            asyncio.create_task(self._keep_alive(), name="redis-keepalive")]
         await asyncio.wait_for(asyncio.gather(*waiting), COMMAND_TIMEOUT)
 
-    async def unsubscribe(self, channel: str) -> None:
+    async def unsubscribe(self, channel: str, *, last: bool = False) -> None:
+        """Stop listening to ``channel``, returning once Redis confirmed it: the messages Redis
+        sent on it before reach the replica (which counts those whose user left) rather than
+        being dropped with the connection. ``last``: no channel is left on this connection."""
+        done = self._unsubscribed.setdefault(channel.encode(), asyncio.get_running_loop().create_future())
         self.channels.discard(channel)
+        self._ending = last
         try:
             await self._pubsub.sunsubscribe(channel)
-        except (RedisError, OSError):
+            await asyncio.wait_for(asyncio.shield(done), COMMAND_TIMEOUT)
+        except (RedisError, OSError, TimeoutError):
             pass  # the connection is failing; the reader reports it
 
     async def close(self) -> None:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        for waiting in self._confirmations.values():
+        for waiting in (*self._confirmations.values(), *self._unsubscribed.values()):
             waiting.cancel()
         try:
             await self._pubsub.aclose()  # type: ignore[no-untyped-call]
@@ -287,14 +296,16 @@ class _ShardListener:
                 kind = message["type"]
                 if kind == "smessage":
                     self._out.put_nowait(message["data"])
-                elif kind == "ssubscribe":
-                    confirmed = self._confirmations.pop(message["channel"], None)
+                elif kind in ("ssubscribe", "sunsubscribe"):
+                    waiting = self._confirmations if kind == "ssubscribe" else self._unsubscribed
+                    confirmed = waiting.pop(message["channel"], None)
                     if confirmed is not None and not confirmed.done():
                         confirmed.set_result(None)
         except (RedisError, OSError) as exc:
             self._on_lost(self, exc)
         else:
-            self._on_lost(self, QueueUnavailableError("the subscription ended"))
+            if not self._ending:
+                self._on_lost(self, QueueUnavailableError("the subscription ended"))
 
     async def _keep_alive(self) -> None:
         """PING the idle listening connection; cut it when the shard stays silent."""
