@@ -6,8 +6,9 @@ long-poll body only partly, leaves an oversized POST unanswered with its session
 held, and lets a malformed WebSocket frame escape as an exception (the error
 middleware then writes an HTTP 500 into the WebSocket stream). ``SocketServer``
 is python-socketio's ``AsyncServer`` on an Engine.IO server of ours that fixes
-these through the library's hooks (``_engineio_server_class``, ``create_queue``,
-the async driver's WebSocket class) and a socket subclass.
+these through the library's hooks (``_engineio_server_class``, ``create_queue``)
+and a socket subclass, which also serves WebSockets and pings at a fraction of the
+library's memory per idle connection.
 """
 
 from __future__ import annotations
@@ -23,16 +24,16 @@ import socketio
 from aiohttp import WSCloseCode, web
 from engineio import packet as eio_packet
 from engineio import payload as eio_payload
-from engineio.async_drivers import aiohttp as eio_aiohttp
 from engineio.async_socket import AsyncSocket
 
+from .deadlines import Deadlines
 from .errors import ErrorCode, error_payload
 from .json_codec import SocketIOJson, is_json
 from .logs import LogThrottle
 from .metrics import Metrics
 from .outgoing import OutgoingQueue, packet_size
 
-__all__ = ["CodecPacket", "EngineServer", "GuardedSocket", "GuardedWebSocket", "SocketServer"]
+__all__ = ["CodecPacket", "EngineServer", "GuardedSocket", "SocketServer"]
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +60,13 @@ class GuardedSocket(AsyncSocket):  # type: ignore[misc]
     queue: OutgoingQueue
     transport: asyncio.Transport | None = None
     last_ping: float | None  # python-engineio's: when the last ping went out; None while none is due
+    connected: bool  # python-engineio's session state, set here too for a WebSocket session
+    upgrading: bool
+    upgraded: bool
     _polling = False  # a long-poll of this session is waiting for packets
+    _deadline = 0.0  # the ``when`` of this socket's live entry in ``server.deadlines``
+    _websocket: web.WebSocketResponse | None = None  # the session's WebSocket, once it serves packets
+    _writer: asyncio.Task[None] | None = None  # sending what the queue holds to the WebSocket
     _unsent: frozenset[asyncio.Transport] = frozenset()  # earlier connections, see buffered()
     _last_words = eio_packet.NOOP  # what that poll answers if the session closes under it
 
@@ -74,17 +81,24 @@ class GuardedSocket(AsyncSocket):  # type: ignore[misc]
         return self.queue.nbytes + unsent + sum(t.get_write_buffer_size() for t in self._unsent if t is not current)
 
     def schedule_ping(self) -> None:
-        """As python-engineio's, but the wait for the next ping is a timer: the library starts a
-        task per socket that sleeps ``ping_interval`` (a task, its coroutine and a future, for
-        every idle connection); here a task runs only to send the ping."""
+        """As python-engineio's (at the handshake, and on every PONG that answers a ping), but
+        the wait for the next ping is an entry in the server's ``deadlines``, not a task."""
         if self.last_ping:
             self.last_ping = None
-            asyncio.get_running_loop().call_later(self.server.ping_interval, self._ping_due)
+            self._deadline = self.server.deadlines.add(self.server.ping_interval, self)
 
-    def _ping_due(self) -> None:
-        if not self.closing and not self.closed:
+    def on_deadline(self, when: float) -> None:
+        """The ping is due, or (sent ``ping_timeout`` ago) still unanswered: the library's
+        WebSocket read timeout and service-task check, at the moment they are due."""
+        if when != self._deadline or self.closing or self.closed:
+            return  # answered since, or gone
+        if self.last_ping is None:
             self.last_ping = time.time()
+            self._deadline = self.server.deadlines.add(self.server.ping_timeout, self)
             self.server.start_background_task(self.send, eio_packet.Packet(eio_packet.PING))
+        else:
+            self.server.start_background_task(self.close, wait=False, abort=False,
+                                              reason=self.server.reason.PING_TIMEOUT)
 
     def _use_transport(self, transport: asyncio.Transport | None) -> None:
         """Serve the next request on ``transport``; the previous one stays counted while it holds unsent bytes."""
@@ -172,47 +186,125 @@ class GuardedSocket(AsyncSocket):  # type: ignore[misc]
         for pkt in environ["aiohttp.request"][_POLLING_PACKETS]:
             await self.receive(pkt)
 
+    def _upgrade_websocket(self, environ: dict[str, Any]) -> Awaitable[web.WebSocketResponse]:
+        if self.upgraded:
+            raise OSError("Socket has been upgraded already")  # as python-engineio's
+        return self._serve_websocket(environ["aiohttp.request"])
 
-class GuardedWebSocket(eio_aiohttp.WebSocket):  # type: ignore[misc]
-    """The aiohttp driver's WebSocket wrapper, closing on a frame that is not an Engine.IO packet,
-    and accepting ``permessage-deflate`` only when ``EngineServer.websocket_compression`` says so.
+    async def _serve_websocket(self, request: web.Request) -> web.WebSocketResponse:
+        """python-engineio's WebSocket session (its driver's ``WebSocket`` and the socket's
+        ``_websocket_handler``), in one coroutine and without a task of its own:
 
-    python-engineio decodes frames outside any ``try`` (a bad one escapes as an
-    exception into aiohttp, whose middleware answers HTTP 500 inside the upgraded
-    stream) and logs a traceback for a packet type it does not know. Here such a
-    frame closes the WebSocket with 1002 (protocol error) and ends the session, also
-    one still on long-polling that was upgrading (the library would keep it).
-    """
+        - frames are read here, in the request's task; the library reads each in a new task
+          under ``wait_for`` (a task, a future and a timer per idle connection), for a timeout
+          that ``on_deadline`` enforces instead: a client that answers pings is never silent
+          for ``ping_interval + ping_timeout``, and one that does not is closed then;
+        - packets are written by a task that runs only while the queue holds some (the
+          library's writer waits on the queue for as long as the connection lives);
+        - a frame that is not an Engine.IO packet closes the WebSocket with 1002 (protocol
+          error) and ends the session, also one on long-polling that was upgrading (the
+          library decodes frames outside any ``try``: the error middleware would answer
+          HTTP 500 inside the upgraded stream, and it logs a traceback for an unknown type);
+        - ``permessage-deflate`` is accepted only when ``EngineServer.websocket_compression``
+          says so (the library's driver takes aiohttp's default, which accepts every offer).
+        """
+        server = self.server
+        ws = web.WebSocketResponse(max_msg_size=server.max_http_buffer_size, compress=server.websocket_compression)
+        await ws.prepare(request)
+        if self.connected:
+            if not await self._take_upgrade(ws):
+                return ws
+        else:
+            self.connected = self.upgraded = True
+        self._websocket = ws
+        self.queue.on_put = self._wake_writer
+        self._wake_writer()
+        while (data := await self._next_frame(ws)) is not None:
+            try:
+                await self.receive(eio_packet.Packet(encoded_packet=data))
+            except engineio.exceptions.UnknownPacketError:
+                pass
+            except engineio.exceptions.SocketIsClosedError:
+                break
+            except Exception:
+                server.logger.exception("Unknown receive error")
+        self.queue.put_nowait(None)  # the writer closes the WebSocket after what is queued
+        try:
+            if self._writer is not None:
+                await asyncio.shield(self._writer)
+        except asyncio.CancelledError:
+            pass  # the connection was lost (aiohttp cancels the handler): the session ends all the same
+        await self.close(wait=False, abort=True, reason=server.reason.TRANSPORT_CLOSE)
+        return ws
 
-    server: EngineServer
+    async def _take_upgrade(self, ws: web.WebSocketResponse) -> bool:
+        """The probe exchange that moves a long-polling session to this WebSocket (python-engineio's)."""
+        self.upgrading = True  # the queue is held for the WebSocket; polls answer NOOP
+        probe = await self._next_frame(ws)
+        if probe is None:
+            return False
+        pkt = eio_packet.Packet(encoded_packet=probe)
+        if pkt.packet_type != eio_packet.PING or pkt.data != "probe":
+            self.upgrading = False
+            return False
+        await ws.send_str(eio_packet.Packet(eio_packet.PONG, data="probe").encode())
+        self.queue.put_nowait(eio_packet.Packet(eio_packet.NOOP))  # ends the waiting poll
+        upgrade = await self._next_frame(ws)
+        self.upgrading = False
+        if upgrade is None or eio_packet.Packet(encoded_packet=upgrade).packet_type != eio_packet.UPGRADE:
+            return False
+        self.upgraded = True
+        return True
 
-    async def __call__(self, environ: dict[str, Any]) -> web.WebSocketResponse:
-        # The library's own body, but for ``compress``: it builds the response with aiohttp's
-        # default, which accepts every client's offer of permessage-deflate, and has no option.
-        request: web.Request = environ["aiohttp.request"]
-        self._sock = web.WebSocketResponse(max_msg_size=self.server.max_http_buffer_size,
-                                           compress=self.server.websocket_compression)
-        await self._sock.prepare(request)
-        self.environ = environ
-        await self.handler(self)
-        return self._sock
-
-    async def wait(self) -> Any:
-        # The library's ``wait``, inlined: awaiting it from here would keep one more
-        # coroutine suspended for every idle connection.
-        data = (await self._sock.receive()).data
-        if not isinstance(data, str | bytes):
-            raise OSError()
+    async def _next_frame(self, ws: web.WebSocketResponse) -> str | bytes | None:
+        """The next frame's data; ``None`` once the WebSocket closed or broke the protocol."""
+        try:
+            data = (await ws.receive()).data
+        except (Exception, asyncio.CancelledError):
+            # Cancelled too, as the library's read: aiohttp cancels the handler when the
+            # connection is lost, and the session must still end and be forgotten.
+            return None
+        if not isinstance(data, str | bytes) or len(data) > self.server.max_http_buffer_size:
+            return None
         cause = _websocket_violation(data)
-        if cause is not None:
-            self.server.protocol_violation(cause)
-            # The library passes the socket's bound ``_websocket_handler`` as ``handler``.
-            socket = getattr(self.handler, "__self__", None)
-            if isinstance(socket, GuardedSocket):
-                await socket.close(wait=False, abort=True, reason=self.server.reason.TRANSPORT_ERROR)
-            await self._sock.close(code=WSCloseCode.PROTOCOL_ERROR, message=cause.encode())
-            raise OSError(f"protocol violation: {cause}")
-        return data
+        if cause is None:
+            return data
+        self.server.protocol_violation(cause)
+        await self.close(wait=False, abort=True, reason=self.server.reason.TRANSPORT_ERROR)
+        await ws.close(code=WSCloseCode.PROTOCOL_ERROR, message=cause.encode())
+        return None
+
+    def _wake_writer(self) -> None:
+        """The queue's ``on_put`` while a WebSocket serves this socket."""
+        if self._writer is None and not self.queue.empty():
+            self._writer = asyncio.get_running_loop().create_task(self._write())
+
+    async def _write(self) -> None:
+        ws = self._websocket
+        assert ws is not None  # set before the queue's on_put
+        try:
+            ended = await self._send_queued(ws)
+        finally:
+            self._writer = None
+        if ended:
+            self.queue.on_put = None  # nothing more is written: the library's writer task has ended
+            await ws.close()
+
+    async def _send_queued(self, ws: web.WebSocketResponse) -> bool:
+        """Send packets until the queue is empty (``False``: the next put wakes a writer again),
+        or it holds a ``None`` or a send fails (``True``: the WebSocket is to be closed)."""
+        queue = self.queue
+        while not queue.empty():
+            pkt = queue.get_nowait()
+            queue.task_done()
+            if pkt is None:
+                return True
+            encoded = pkt.encode()
+            try:
+                await (ws.send_bytes(encoded) if isinstance(encoded, bytes) else ws.send_str(encoded))
+            except Exception:
+                return True
+        return False
 
 
 def _websocket_violation(data: str | bytes) -> str | None:
@@ -253,9 +345,11 @@ class EngineServer(engineio.AsyncServer):  # type: ignore[misc]
         self.websocket_compression = websocket_compression
         self.metrics = metrics
         self.throttle = LogThrottle()
-        # The driver table is shared by every server of the process: copy, then swap the
-        # WebSocket class (python-engineio has no option for it).
-        self._async: dict[str, Any] = {**self._async, "websocket": GuardedWebSocket}
+        self.deadlines: Deadlines[GuardedSocket] = Deadlines(GuardedSocket.on_deadline)
+
+    async def shutdown(self) -> None:
+        await super().shutdown()
+        self.deadlines.close()
 
     def create_queue(self, *args: Any, **kwargs: Any) -> OutgoingQueue:
         """Every socket's queue (the library's hook; sockets are its only user)."""
