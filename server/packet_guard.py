@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -98,7 +98,7 @@ class PacketGuard:
         sio.eio.on("message", self.on_engine_message)
         sio.eio.on("disconnect", self.on_engine_disconnect)
 
-    async def on_engine_connect(self, eio_sid: str, environ: dict[str, Any]) -> Any:
+    async def on_engine_connect(self, eio_sid: str, environ: Mapping[str, Any]) -> Any:
         settings = self.settings
         session = _Session(FloodGuard(settings.rate_limit_events_per_second, settings.rate_limit_burst,
                                       settings.rate_limit_strikes))

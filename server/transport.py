@@ -6,9 +6,9 @@ long-poll body only partly, leaves an oversized POST unanswered with its session
 held, and lets a malformed WebSocket frame escape as an exception (the error
 middleware then writes an HTTP 500 into the WebSocket stream). ``SocketServer``
 is python-socketio's ``AsyncServer`` on an Engine.IO server of ours that fixes
-these through the library's hooks (``_engineio_server_class``, ``create_queue``)
-and a socket subclass, which also serves WebSockets and pings at a fraction of the
-library's memory per idle connection.
+these through the library's hooks (``_engineio_server_class``, ``create_queue``,
+the async driver's ``translate_request``) and a socket subclass, which also serves
+WebSockets and pings at a fraction of the library's memory per idle connection.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping
 from typing import Any
 
 import engineio
@@ -27,6 +27,7 @@ from engineio import payload as eio_payload
 from engineio.async_socket import AsyncSocket
 
 from .deadlines import Deadlines
+from .environ import RequestEnviron
 from .errors import ErrorCode, error_payload
 from .json_codec import SocketIOJson, is_json
 from .logs import LogThrottle
@@ -150,7 +151,7 @@ class GuardedSocket(AsyncSocket):  # type: ignore[misc]
                 transport.abort()
         self.queue.put_nowait(None)
 
-    def handle_get_request(self, environ: dict[str, Any]) -> Awaitable[Any]:
+    def handle_get_request(self, environ: Mapping[str, Any]) -> Awaitable[Any]:
         """A long-poll (or the WebSocket upgrade request), as Engine.IO 4 specifies it:
 
         - a second poll while one waits is a protocol violation (each would hold a
@@ -168,7 +169,7 @@ class GuardedSocket(AsyncSocket):  # type: ignore[misc]
             return super().handle_get_request(environ)  # type: ignore[no-any-return]
         return self._long_poll(environ)
 
-    async def _long_poll(self, environ: dict[str, Any]) -> Any:
+    async def _long_poll(self, environ: Mapping[str, Any]) -> Any:
         if self._polling:
             self._last_words = eio_packet.CLOSE
             self.server.protocol_violation("duplicate_poll")
@@ -181,12 +182,12 @@ class GuardedSocket(AsyncSocket):  # type: ignore[misc]
             self._polling = False
         return packets or [eio_packet.Packet(self._last_words)]
 
-    async def handle_post_request(self, environ: dict[str, Any]) -> None:
+    async def handle_post_request(self, environ: Mapping[str, Any]) -> None:
         """Handle the packets ``EngineServer.handle_request`` read and checked."""
         for pkt in environ["aiohttp.request"][_POLLING_PACKETS]:
             await self.receive(pkt)
 
-    def _upgrade_websocket(self, environ: dict[str, Any]) -> Awaitable[web.WebSocketResponse]:
+    def _upgrade_websocket(self, environ: Mapping[str, Any]) -> Awaitable[web.WebSocketResponse]:
         if self.upgraded:
             raise OSError("Socket has been upgraded already")  # as python-engineio's
         return self._serve_websocket(environ["aiohttp.request"])
@@ -346,6 +347,9 @@ class EngineServer(engineio.AsyncServer):  # type: ignore[misc]
         self.metrics = metrics
         self.throttle = LogThrottle()
         self.deadlines: Deadlines[GuardedSocket] = Deadlines(GuardedSocket.on_deadline)
+        # The driver table is shared by every server of the process: copy, then swap the
+        # environ builder for a view of the request (python-engineio has no option for it).
+        self._async: dict[str, Any] = {**self._async, "translate_request": RequestEnviron}
 
     async def shutdown(self) -> None:
         await super().shutdown()
@@ -423,7 +427,7 @@ class EngineServer(engineio.AsyncServer):  # type: ignore[misc]
             logger.log(level, message, extra={**fields, "suppressed": held})
 
 
-def adopt(socket: AsyncSocket, environ: dict[str, Any]) -> None:
+def adopt(socket: AsyncSocket, environ: Mapping[str, Any]) -> None:
     """Make a socket python-engineio just built a ``GuardedSocket`` (same state, more behaviour)."""
     socket.__class__ = GuardedSocket
     socket.transport = environ["aiohttp.request"].transport
