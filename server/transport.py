@@ -160,14 +160,18 @@ class GuardedSocket(AsyncSocket):  # type: ignore[misc]
         - a poll waiting when the session closes under it (the client's own CLOSE
           packet, a drain) answers a NOOP at once, not after a ping timeout.
 
-        Not a coroutine itself: for a WebSocket it hands back the library's, which would
-        otherwise keep one of ours suspended as long as the connection lives.
+        Not a coroutine itself, and a WebSocket upgrade goes straight to ``_serve_websocket``
+        (the library's test, inlined): a coroutine here or the library's would otherwise
+        stay suspended for as long as the connection lives.
         """
         request: web.Request = environ["aiohttp.request"]
         self._use_transport(request.transport)
-        if request.query.get("transport") != "polling":
-            return super().handle_get_request(environ)  # type: ignore[no-any-return]
-        return self._long_poll(environ)
+        if request.query.get("transport") == "polling":
+            return self._long_poll(environ)
+        connection = [token.strip() for token in environ.get("HTTP_CONNECTION", "").lower().split(",")]
+        if "upgrade" in connection and environ.get("HTTP_UPGRADE", "").lower() == "websocket":
+            return self._upgrade_websocket(environ)
+        return super().handle_get_request(environ)  # type: ignore[no-any-return]
 
     async def _long_poll(self, environ: Mapping[str, Any]) -> Any:
         if self._polling:
@@ -220,7 +224,13 @@ class GuardedSocket(AsyncSocket):  # type: ignore[misc]
         self._websocket = ws
         self.queue.on_put = self._wake_writer
         self._wake_writer()
-        while (data := await self._next_frame(ws)) is not None:
+        while True:
+            try:  # read here, not in _next_frame: its coroutine would wait under every idle connection
+                data = (await ws.receive()).data
+            except (Exception, asyncio.CancelledError):  # see _next_frame
+                break
+            if not await self._acceptable(ws, data):
+                break
             try:
                 await self.receive(eio_packet.Packet(encoded_packet=data))
             except engineio.exceptions.UnknownPacketError:
@@ -265,15 +275,20 @@ class GuardedSocket(AsyncSocket):  # type: ignore[misc]
             # Cancelled too, as the library's read: aiohttp cancels the handler when the
             # connection is lost, and the session must still end and be forgotten.
             return None
+        return data if await self._acceptable(ws, data) else None
+
+    async def _acceptable(self, ws: web.WebSocketResponse, data: Any) -> bool:
+        """Whether ``data`` is an Engine.IO packet's frame; not when the WebSocket closed (its
+        data is then no ``str`` or ``bytes``), nor after closing it for a protocol violation."""
         if not isinstance(data, str | bytes) or len(data) > self.server.max_http_buffer_size:
-            return None
+            return False
         cause = _websocket_violation(data)
         if cause is None:
-            return data
+            return True
         self.server.protocol_violation(cause)
         await self.close(wait=False, abort=True, reason=self.server.reason.TRANSPORT_ERROR)
         await ws.close(code=WSCloseCode.PROTOCOL_ERROR, message=cause.encode())
-        return None
+        return False
 
     def _wake_writer(self) -> None:
         """The queue's ``on_put`` while a WebSocket serves this socket."""
