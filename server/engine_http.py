@@ -20,6 +20,7 @@ from aiohttp.typedefs import Handler, Middleware
 
 from .config import Settings
 from .connections import OpenConnections
+from .environ import engineio_query
 from .errors import ErrorCode, error_payload
 from .metrics import Metrics
 from .rate_limit import KeyedBuckets
@@ -72,7 +73,7 @@ def engine_middleware(limiter: HandshakeLimiter, connections: OpenConnections) -
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         if not request.path.startswith(ENGINEIO_PATH):
             return await handler(request)
-        if request.method == "GET" and "sid" not in request.query:
+        if request.method == "GET" and "sid" not in engineio_query(request):  # a handshake, to python-engineio
             refusal = limiter.refusal(request)
             if refusal is not None:
                 return refusal

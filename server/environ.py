@@ -1,4 +1,11 @@
-"""The WSGI-style environ of a request, read from the aiohttp request instead of copied.
+"""A request as python-engineio sees it: its query parameters, and its WSGI-style environ,
+read from the aiohttp request instead of copied.
+
+python-engineio reads the query with ``urllib.parse.parse_qs``, which drops blank values:
+to it ``?sid=`` names no session (a handshake), where aiohttp's ``request.query`` holds
+``sid=''``. Whatever decides how python-engineio will treat a request reads it as
+python-engineio does (``engineio_query``); it also leaves aiohttp's parsed query uncached
+on a request that may last as long as its WebSocket.
 
 python-engineio's aiohttp driver (``translate_request``) builds a new dict for every
 request: twenty fixed keys and every header again under an ``HTTP_*`` name, 1.8 KB for
@@ -12,12 +19,13 @@ driver's rules, for the price of one small object.
 from __future__ import annotations
 
 import sys
+import urllib.parse
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from aiohttp import web
 
-__all__ = ["RequestEnviron"]
+__all__ = ["RequestEnviron", "engineio_query"]
 
 # The driver's fixed keys, in its order; wsgi.url_scheme, PATH_INFO and SCRIPT_NAME follow the headers.
 _BEFORE_HEADERS: dict[str, Callable[[web.Request], Any]] = {
@@ -45,6 +53,11 @@ _AFTER_HEADERS: dict[str, Callable[[web.Request], Any]] = {
     "SCRIPT_NAME": lambda r: "",
 }
 _UNPREFIXED = {"CONTENT-TYPE": "CONTENT_TYPE", "CONTENT-LENGTH": "CONTENT_LENGTH"}
+
+
+def engineio_query(request: web.Request) -> dict[str, list[str]]:
+    """The query parameters, parsed as python-engineio parses them (blank values dropped)."""
+    return urllib.parse.parse_qs(request.query_string)
 
 
 def _key(header: str) -> str:

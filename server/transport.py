@@ -27,7 +27,7 @@ from engineio import payload as eio_payload
 from engineio.async_socket import AsyncSocket
 
 from .deadlines import Deadlines
-from .environ import RequestEnviron
+from .environ import RequestEnviron, engineio_query
 from .errors import ErrorCode, error_payload
 from .json_codec import SocketIOJson, is_json
 from .logs import LogThrottle
@@ -166,7 +166,7 @@ class GuardedSocket(AsyncSocket):  # type: ignore[misc]
         """
         request: web.Request = environ["aiohttp.request"]
         self._use_transport(request.transport)
-        if request.query.get("transport") == "polling":
+        if engineio_query(request).get("transport", [""])[0] == "polling":
             return self._long_poll(environ)
         connection = [token.strip() for token in environ.get("HTTP_CONNECTION", "").lower().split(",")]
         if "upgrade" in connection and environ.get("HTTP_UPGRADE", "").lower() == "websocket":
@@ -393,11 +393,12 @@ class EngineServer(engineio.AsyncServer):  # type: ignore[misc]
         timeout is refused, so a body cannot hold memory without a session or for long.
         """
         request: web.Request = args[0]
-        if "transport" not in request.query:  # python-engineio would take it for polling
+        query = engineio_query(request)
+        if "transport" not in query:  # python-engineio would take it for polling
             return _refusal(400, ErrorCode.INVALID_PARAMETERS, "the transport query parameter is required")
         if request.method != "POST":
             return await super().handle_request(request)
-        sid = request.query.get("sid", "")
+        sid = query.get("sid", [""])[0]
         if sid not in self.sockets:
             return await super().handle_request(request)  # refused unread: no session to deliver to
         try:

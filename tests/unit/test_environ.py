@@ -7,7 +7,7 @@ from aiohttp.test_utils import make_mocked_request
 from engineio.async_drivers.aiohttp import translate_request
 from multidict import CIMultiDict
 
-from server.environ import RequestEnviron
+from server.environ import RequestEnviron, engineio_query
 
 HEADERS = [
     pytest.param([], id="none"),
@@ -39,3 +39,9 @@ def test_keys_it_lacks_behave_as_the_dicts_do() -> None:
     assert view.get("HTTP_UPGRADE") == "websocket" and "HTTP_UPGRADE" in view
     with pytest.raises(KeyError):
         view["HTTP_ORIGIN"]
+
+
+def test_the_query_is_read_as_python_engineio_reads_it_blank_values_dropped() -> None:
+    request = make_mocked_request("GET", "/socket.io/?EIO=4&transport=polling&transport=websocket&sid=")
+
+    assert engineio_query(request) == {"EIO": ["4"], "transport": ["polling", "websocket"]}
