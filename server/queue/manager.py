@@ -386,9 +386,11 @@ class QueueManager(AsyncPubSubManager, LocalDelivery):  # type: ignore[misc]
             # Signed, it spares sockets newer than itself: each replica sees only the messages
             # addressed to it, so a recorded kick replayed to the replica a user moved to
             # would pass its replay guard, but finds no socket old enough to kick.
-            sent_at = message["ts"] / 1000
+            # Compared in whole milliseconds, the stamp's own resolution: a socket that connected
+            # earlier in the millisecond the message was sent in is older than it, not newer.
+            sent_ms = message["ts"]
             skip |= {sid for sid, _ in self.get_participants(message["namespace"], message["room"])
-                     if self._connected_at.get(sid, 0.0) > sent_at}
+                     if int(self._connected_at.get(sid, 0.0) * 1000) > sent_ms}
         await _disconnect_local(self, message["room"], message["namespace"], skip, message.get("notice"))
 
     async def _handle_key_probe(self, message: dict[str, Any]) -> None:
