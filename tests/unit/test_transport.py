@@ -1,4 +1,4 @@
-"""server/transport.py: bounded outgoing buffers, whole long-poll bodies, protocol violations."""
+"""server/transport.py, server/engine_socket.py: bounded outgoing buffers, whole long-poll bodies, violations."""
 
 from __future__ import annotations
 
@@ -14,9 +14,10 @@ from engineio import packet as eio_packet
 from socketio import packet as sio_packet
 
 from server.app_keys import PRESENCE, SIO
+from server.engine_socket import GuardedSocket
 from server.json_codec import SocketIOJson
 from server.outgoing import OutgoingQueue
-from server.transport import CodecPacket, GuardedSocket, SocketServer
+from server.transport import CodecPacket, SocketServer
 from tests.helpers.clients import MakeClient, connected, make_token
 from tests.helpers.in_process import Replica, StartReplica, sample
 from tests.helpers.raw_engineio import RECORD_SEPARATOR, engineio_url, open_polling_session, poll
