@@ -1,4 +1,5 @@
-"""Many deadlines under one event-loop timer: the Engine.IO sockets' ping clocks.
+"""Many deadlines under one event-loop timer: the Engine.IO sockets' ping clocks, and
+the sockets' token expiries.
 
 Every socket is pinged every ``ping_interval`` and closed when a ping goes unanswered for
 ``ping_timeout``. python-engineio waits for both with a task per socket (a sleeping task for
@@ -54,6 +55,12 @@ class Deadlines(Generic[T]):
         if self._handle is None or when < self._armed_at:
             self._arm(loop)
         return when
+
+    def prune(self, live: Callable[[T, float], bool]) -> None:
+        """Drop the entries whose callback would ignore them (``live`` says which are not),
+        for a user whose deadlines are far off and often abandoned (token expiries)."""
+        self._heap = [entry for entry in self._heap if live(entry[2], entry[0])]
+        heapq.heapify(self._heap)
 
     def close(self) -> None:
         """Forget every deadline (the loop is stopping)."""

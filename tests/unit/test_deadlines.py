@@ -73,3 +73,17 @@ async def test_close_forgets_every_deadline() -> None:
     await asyncio.wait_for(recorder.done.wait(), 5)
 
     assert [item for item, _ in recorder.calls] == ["last"]
+
+
+async def test_prune_keeps_only_the_entries_still_wanted() -> None:
+    recorder = Recorder()
+    deadlines: Deadlines[str] = Deadlines(recorder)
+    for item in ("abandoned", "wanted", "abandoned too"):
+        deadlines.add(0.0 if item == "wanted" else 3600.0, item)
+
+    deadlines.prune(lambda item, _when: not item.startswith("abandoned"))
+
+    assert len(deadlines) == 1
+    deadlines.add(0.0, "last")
+    await asyncio.wait_for(recorder.done.wait(), 5)
+    assert [item for item, _ in recorder.calls] == ["wanted", "last"]
