@@ -99,12 +99,11 @@ class EngineServer(engineio.AsyncServer):  # type: ignore[misc]
         timeout is refused, so a body cannot hold memory without a session or for long.
         """
         request: web.Request = args[0]
-        query = engineio_query(request)
-        if "transport" not in query:  # python-engineio would take it for polling
+        has_transport, sid = _transport_and_sid(request)
+        if not has_transport:  # python-engineio would take it for polling
             return _refusal(400, ErrorCode.INVALID_PARAMETERS, "the transport query parameter is required")
         if request.method != "POST":
             return await super().handle_request(request)
-        sid = query.get("sid", [""])[0]
         if sid not in self.sockets:
             return await super().handle_request(request)  # refused unread: no session to deliver to
         try:
@@ -147,6 +146,13 @@ class EngineServer(engineio.AsyncServer):  # type: ignore[misc]
         held = self.throttle.allow(key)
         if held is not None:
             logger.log(level, message, extra={**fields, "suppressed": held})
+
+
+def _transport_and_sid(request: web.Request) -> tuple[bool, str]:
+    """Whether python-engineio finds a ``transport``, and the ``sid`` it finds ('' for none): the
+    parsed query itself is not kept in ``handle_request``, which waits under every WebSocket."""
+    query = engineio_query(request)
+    return "transport" in query, query.get("sid", [""])[0]
 
 
 async def _read_limited(request: web.Request, limit: int) -> bytes | None:
