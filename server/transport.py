@@ -88,7 +88,7 @@ class EngineServer(engineio.AsyncServer):  # type: ignore[misc]
             adopt(self.sockets[args[0]], args[1])
         return await super()._trigger_event(event, *args, **kwargs)
 
-    async def handle_request(self, *args: Any, **kwargs: Any) -> Any:
+    async def handle_request(self, request: web.Request) -> Any:
         """Read a long-poll POST body whole, or refuse it: 413 past ``max_http_buffer_size``,
         400 when it is not an Engine.IO payload; either way the session is closed and freed.
 
@@ -97,8 +97,10 @@ class EngineServer(engineio.AsyncServer):  # type: ignore[misc]
         takes a request without ``transport`` for polling; Engine.IO 4 answers it 400. A body
         for no session is not read at all, and one that trickles in for longer than a ping
         timeout is refused, so a body cannot hold memory without a session or for long.
+
+        The library's route takes the request alone: no ``*args``/``**kwargs`` to keep alive
+        under every WebSocket.
         """
-        request: web.Request = args[0]
         has_transport, sid = _transport_and_sid(request)
         if not has_transport:  # python-engineio would take it for polling
             return _refusal(400, ErrorCode.INVALID_PARAMETERS, "the transport query parameter is required")
