@@ -25,7 +25,7 @@ from .outgoing import OutgoingQueue, packet_size
 if TYPE_CHECKING:
     from .transport import EngineServer
 
-__all__ = ["POLLING_PACKETS", "WEBSOCKET_TYPES", "GuardedSocket", "adopt"]
+__all__ = ["POLLING_PACKETS", "WEBSOCKET_TYPES", "GuardedSocket", "OpenWebSocket", "adopt"]
 
 # Packets a client may send. A client never sends OPEN; PING only as the upgrade probe; NOOP never.
 WEBSOCKET_TYPES = frozenset({eio_packet.CLOSE, eio_packet.PING, eio_packet.PONG, eio_packet.MESSAGE,
@@ -148,7 +148,7 @@ class GuardedSocket(AsyncSocket):  # type: ignore[misc]
         - a poll waiting when the session closes under it (the client's own CLOSE
           packet, a drain) answers a NOOP at once, not after a ping timeout.
 
-        Not a coroutine itself, and a WebSocket upgrade goes straight to ``_serve_websocket``
+        Not a coroutine itself, and a WebSocket upgrade goes straight to ``_open_websocket``
         (the library's test, inlined): a coroutine here or the library's would otherwise
         stay suspended for as long as the connection lives.
         """
@@ -179,15 +179,32 @@ class GuardedSocket(AsyncSocket):  # type: ignore[misc]
         for pkt in environ["aiohttp.request"][POLLING_PACKETS]:
             await self.receive(pkt)
 
-    def _upgrade_websocket(self, environ: Mapping[str, Any]) -> Awaitable[web.WebSocketResponse]:
+    def _upgrade_websocket(self, environ: Mapping[str, Any]) -> Awaitable[web.WebSocketResponse | OpenWebSocket]:
         if self.upgraded:
             raise OSError("Socket has been upgraded already")  # as python-engineio's
-        return self._serve_websocket(environ["aiohttp.request"])
+        return self._open_websocket(environ["aiohttp.request"])
 
-    async def _serve_websocket(self, request: web.Request) -> web.WebSocketResponse:
+    async def _open_websocket(self, request: web.Request) -> web.WebSocketResponse | OpenWebSocket:
+        """The WebSocket for this session, prepared (and the upgrade probe answered): as an
+        ``OpenWebSocket`` for ``EngineServer.handle_request`` to serve, or, when the upgrade
+        failed, as the answer to close."""
+        server = self.server
+        ws = web.WebSocketResponse(max_msg_size=server.max_http_buffer_size, compress=server.websocket_compression)
+        await ws.prepare(request)
+        if self.connected:
+            if not await self._take_upgrade(ws):
+                return ws
+        else:
+            self.connected = self.upgraded = True
+        return OpenWebSocket(self, ws)
+
+    async def serve_websocket(self, ws: web.WebSocketResponse) -> None:
         """python-engineio's WebSocket session (its driver's ``WebSocket`` and the socket's
         ``_websocket_handler``), in one coroutine and without a task of its own:
 
+        - it runs once python-engineio's handler has returned (``OpenWebSocket``), so none of
+          the library's coroutines, nor what they hold (the handshake's query, environ and
+          OPEN packet), waits under the connection;
         - frames are read here, in the request's task; the library reads each in a new task
           under ``wait_for`` (a task, a future and a timer per idle connection), for a timeout
           that ``on_deadline`` enforces instead: a client that answers pings is never silent
@@ -202,13 +219,6 @@ class GuardedSocket(AsyncSocket):  # type: ignore[misc]
           says so (the library's driver takes aiohttp's default, which accepts every offer).
         """
         server = self.server
-        ws = web.WebSocketResponse(max_msg_size=server.max_http_buffer_size, compress=server.websocket_compression)
-        await ws.prepare(request)
-        if self.connected:
-            if not await self._take_upgrade(ws):
-                return ws
-        else:
-            self.connected = self.upgraded = True
         self._websocket = ws
         self.queue.on_put = self._wake_writer
         self._wake_writer()
@@ -234,7 +244,8 @@ class GuardedSocket(AsyncSocket):  # type: ignore[misc]
         except asyncio.CancelledError:
             pass  # the connection was lost (aiohttp cancels the handler): the session ends all the same
         await self.close(wait=False, abort=True, reason=server.reason.TRANSPORT_CLOSE)
-        return ws
+        if self.closed and server.sockets.get(self.sid) is self:
+            del server.sockets[self.sid]  # what python-engineio's handler does once its WebSocket ends
 
     async def _take_upgrade(self, ws: web.WebSocketResponse) -> bool:
         """The probe exchange that moves a long-polling session to this WebSocket (python-engineio's)."""
@@ -321,6 +332,18 @@ def _websocket_violation(data: str | bytes) -> str | None:
     except (ValueError, RecursionError):  # RecursionError: JSON nested thousands deep
         return "bad_packet"
     return None if pkt.packet_type in WEBSOCKET_TYPES else "bad_packet"
+
+
+class OpenWebSocket:
+    """A prepared WebSocket and its socket, passed up unchanged through python-engineio's
+    request handler (it hands any answer but a dict back as it is) to
+    ``EngineServer.handle_request``, which serves it with ``GuardedSocket.serve_websocket``."""
+
+    __slots__ = ("socket", "ws")
+
+    def __init__(self, socket: GuardedSocket, ws: web.WebSocketResponse) -> None:
+        self.socket = socket
+        self.ws = ws
 
 
 def adopt(socket: AsyncSocket, environ: Mapping[str, Any]) -> None:

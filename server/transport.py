@@ -25,7 +25,7 @@ from engineio import packet as eio_packet
 from engineio import payload as eio_payload
 
 from .deadlines import Deadlines
-from .engine_socket import POLLING_PACKETS, WEBSOCKET_TYPES, GuardedSocket, adopt
+from .engine_socket import POLLING_PACKETS, WEBSOCKET_TYPES, GuardedSocket, OpenWebSocket, adopt
 from .environ import RequestEnviron, engineio_query
 from .errors import ErrorCode, error_payload
 from .json_codec import SocketIOJson, is_json
@@ -105,7 +105,11 @@ class EngineServer(engineio.AsyncServer):  # type: ignore[misc]
         if not has_transport:  # python-engineio would take it for polling
             return _refusal(400, ErrorCode.INVALID_PARAMETERS, "the transport query parameter is required")
         if request.method != "POST":
-            return await super().handle_request(request)
+            answer = await super().handle_request(request)
+            if isinstance(answer, OpenWebSocket):  # served here, the library's handler done with it
+                socket, answer = answer.socket, answer.ws
+                await socket.serve_websocket(answer)
+            return answer
         if sid not in self.sockets:
             return await super().handle_request(request)  # refused unread: no session to deliver to
         try:

@@ -52,7 +52,7 @@ async def test_every_socket_is_guarded_and_every_websocket_checked(start_replica
     assert type(socket) is GuardedSocket
     assert isinstance(socket.queue, OutgoingQueue)
     assert socket.transport is not None and not socket.transport.is_closing()
-    assert socket._websocket is not None  # served by GuardedSocket._serve_websocket
+    assert socket._websocket is not None  # served by GuardedSocket.serve_websocket
 
 
 async def test_an_idle_websocket_keeps_no_writer_task_and_a_packet_wakes_one(
