@@ -313,7 +313,7 @@ async def drop_transport(eio_socket: Any, reason: Any) -> None:
     python-engineio's own ``disconnect`` marks the session closed but leaves the WebSocket
     open until the client closes it, reading (and handing us) every frame a flooding client
     had already sent. A ``None`` in the session's queue makes its writer close the socket
-    (python-engineio's ``AsyncSocket._websocket_handler``; for long-polling it ends the poll).
+    (``GuardedSocket.serve_websocket``'s; for long-polling it ends the poll).
     """
     await eio_socket.close(wait=False, abort=True, reason=reason)
     eio_socket.queue.put_nowait(None)
