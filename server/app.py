@@ -83,7 +83,7 @@ def create_app(settings: Settings, *, backend: Backend | None = None,
 
     connections = OpenConnections()
     limiter = HandshakeLimiter(sio, settings=settings, metrics=metrics)
-    middlewares: list[Middleware] = [ErrorMiddleware(), connections.middleware, engine_middleware(limiter)]
+    middlewares: list[Middleware] = [ErrorMiddleware(), engine_middleware(limiter, connections)]
     if settings.dev_mode:
         middlewares.insert(1, dev_host_middleware)
     app = web.Application(client_max_size=settings.max_payload_bytes, middlewares=middlewares)

@@ -12,16 +12,12 @@ from __future__ import annotations
 
 import asyncio
 
-from aiohttp import web
-from aiohttp.typedefs import Handler
-
-__all__ = ["SOCKETIO_PATH", "OpenConnections"]
-
-SOCKETIO_PATH = "/socket.io/"
+__all__ = ["OpenConnections"]
 
 
 class OpenConnections:
-    """Tracks the connections of Socket.IO requests in progress (long-polls and WebSockets)."""
+    """The connections of Socket.IO requests in progress (long-polls and WebSockets), added and
+    discarded around each by ``engine_http.engine_middleware``."""
 
     def __init__(self) -> None:
         self._transports: set[asyncio.Transport] = set()
@@ -29,16 +25,11 @@ class OpenConnections:
     def __len__(self) -> int:
         return len(self._transports)
 
-    @web.middleware
-    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        transport = request.transport
-        if transport is None or not request.path.startswith(SOCKETIO_PATH):
-            return await handler(request)
+    def add(self, transport: asyncio.Transport) -> None:
         self._transports.add(transport)
-        try:
-            return await handler(request)
-        finally:
-            self._transports.discard(transport)
+
+    def discard(self, transport: asyncio.Transport) -> None:
+        self._transports.discard(transport)
 
     def abort_all(self) -> int:
         """Abort the TCP connection of every request in progress; returns how many."""

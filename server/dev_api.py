@@ -4,6 +4,7 @@ check that keeps other web sites out. ``create_app`` adds them to no other app."
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -21,19 +22,22 @@ dev_routes = web.RouteTableDef()
 
 
 @web.middleware
-async def dev_host_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+def dev_host_middleware(request: web.Request, handler: Handler) -> Awaitable[web.StreamResponse]:
     """Refuse every request (HTTP API, demo page, Socket.IO handshake) whose ``Host`` is not
     a loopback name or one of ``DEV_ALLOWED_HOSTS``.
 
     DNS rebinding: a page of ``evil.example`` whose name is made to resolve to 127.0.0.1
     is same-origin with a developer's dev replica, so its scripts could fetch dev tokens,
     send to any user and connect as anyone. Its requests still carry ``Host: evil.example``.
+
+    Not a coroutine (aiohttp awaits what a middleware returns): it has nothing to do after
+    the handler, and its coroutine would stay suspended under every WebSocket.
     """
     name = _host_name(request.headers.get("Host", ""))
     if not (is_loopback_host(name) or name in request.app[SETTINGS].dev_allowed_hosts):
         raise HostNotAllowedError(f"dev mode answers only loopback host names and DEV_ALLOWED_HOSTS, "
                                   f"not {name[:64]!r}")
-    return await handler(request)
+    return handler(request)
 
 
 def _host_name(header: str) -> str:

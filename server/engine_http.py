@@ -19,6 +19,8 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from .config import Settings
+from .connections import OpenConnections
+from .environ import engineio_query
 from .errors import ErrorCode, error_payload
 from .metrics import Metrics
 from .rate_limit import KeyedBuckets
@@ -63,16 +65,26 @@ class HandshakeLimiter:
                                  headers={"Retry-After": str(retry_after)})
 
 
-def engine_middleware(limiter: HandshakeLimiter) -> Middleware:
+def engine_middleware(limiter: HandshakeLimiter, connections: OpenConnections) -> Middleware:
+    """Also keeps ``connections`` (one middleware, not two: each one's coroutine stays
+    suspended under every WebSocket for as long as it lasts)."""
+
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         if not request.path.startswith(ENGINEIO_PATH):
             return await handler(request)
-        if request.method == "GET" and "sid" not in request.query:
+        if request.method == "GET" and "sid" not in engineio_query(request):  # a handshake, to python-engineio
             refusal = limiter.refusal(request)
             if refusal is not None:
                 return refusal
-        return _in_error_schema(await handler(request))
+        transport = request.transport
+        if transport is None:
+            return _in_error_schema(await handler(request))
+        connections.add(transport)
+        try:
+            return _in_error_schema(await handler(request))
+        finally:
+            connections.discard(transport)
 
     return middleware
 

@@ -7,13 +7,15 @@ An ``asyncio.Queue`` holds three deques and an ``Event`` with a fourth, about
 3 KB per socket before a packet is queued, and ``wait_for`` wraps its ``get()``
 coroutine in a task of its own every time a socket waits for packets. This queue
 keeps its packets in a deque that exists only while it holds some, and its
-``get()`` returns a future, which ``wait_for`` awaits as it is.
+``get()`` returns a future, which ``wait_for`` awaits as it is. A WebSocket's
+writer does not wait on it at all: ``on_put`` starts one when packets arrive.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 from typing import TypeAlias
 
 from engineio import packet as eio_packet
@@ -47,10 +49,11 @@ class OutgoingQueue:
     versions only cancel that wait when the socket is closing anyway.
     """
 
-    __slots__ = ("_done", "_getters", "_items", "_sizes", "nbytes")
+    __slots__ = ("_done", "_getters", "_items", "_sizes", "nbytes", "on_put")
 
     def __init__(self) -> None:
         self.nbytes = 0
+        self.on_put: Callable[[], None] | None = None  # called after every put, once the item is queued
         # Each deque or list exists only while it holds something: an idle socket has none.
         self._items: deque[Item] | None = None
         self._sizes: deque[int] | None = None  # of the packets not yet done, oldest first
@@ -75,6 +78,8 @@ class OutgoingQueue:
             self._items = deque()
         self._items.append(item)
         self._hand_over()
+        if self.on_put is not None:
+            self.on_put()
 
     async def put(self, item: Item) -> None:
         self.put_nowait(item)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -98,7 +98,7 @@ class PacketGuard:
         sio.eio.on("message", self.on_engine_message)
         sio.eio.on("disconnect", self.on_engine_disconnect)
 
-    async def on_engine_connect(self, eio_sid: str, environ: dict[str, Any]) -> Any:
+    async def on_engine_connect(self, eio_sid: str, environ: Mapping[str, Any]) -> Any:
         settings = self.settings
         session = _Session(FloodGuard(settings.rate_limit_events_per_second, settings.rate_limit_burst,
                                       settings.rate_limit_strikes))
@@ -319,7 +319,7 @@ async def drop_transport(eio_socket: Any, reason: Any) -> None:
     python-engineio's own ``disconnect`` marks the session closed but leaves the WebSocket
     open until the client closes it, reading (and handing us) every frame a flooding client
     had already sent. A ``None`` in the session's queue makes its writer close the socket
-    (python-engineio's ``AsyncSocket._websocket_handler``; for long-polling it ends the poll).
+    (``GuardedSocket.serve_websocket``'s; for long-polling it ends the poll).
     """
     await eio_socket.close(wait=False, abort=True, reason=reason)
     eio_socket.queue.put_nowait(None)

@@ -61,25 +61,26 @@ class Verdict(Enum):
     CLOSE = "close"  # answer RATE_LIMITED and close the socket: over the limit for too long
 
 
-class FloodGuard:
+class FloodGuard(TokenBucket):
     """One socket's bucket, plus how long it has been over the limit.
 
     Every second (``NOTICE_INTERVAL``) in which packets are dropped is a strike;
     strikes in consecutive seconds add up, a quiet second starts over. At ``strikes``
     the socket is closed, so a client that slows down when told keeps its connection.
+
+    A bucket itself, not one holding a bucket: one object less for every connection.
     """
 
-    __slots__ = ("_bucket", "_clock", "_max_strikes", "_noticed_at", "_strikes")  # one per session
+    __slots__ = ("_max_strikes", "_noticed_at", "_strikes")  # one per session
 
     def __init__(self, rate: float, burst: int, strikes: int, *, clock: Clock = time.monotonic) -> None:
-        self._bucket = TokenBucket(rate, burst, clock=clock)
-        self._clock = clock
+        super().__init__(rate, burst, clock=clock)
         self._max_strikes = strikes
         self._strikes = 0
         self._noticed_at: float | None = None
 
     def check(self) -> Verdict:
-        if self._bucket.take():
+        if self.take():
             return Verdict.PASS
         now = self._clock()
         last = self._noticed_at

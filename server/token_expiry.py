@@ -2,8 +2,8 @@
 
 ``exp`` is checked at the handshake; without more, a socket would outlive its
 token for ever (a revoked rider account, a stolen token). Each socket with an
-expiring token has one ``loop.call_later`` timer -- no task per socket -- that
-sends ``error`` ``TOKEN_EXPIRED`` and disconnects. A client that emits
+expiring token has a deadline under one shared timer (``Deadlines``) -- no task
+or timer per socket -- that sends ``error`` ``TOKEN_EXPIRED`` and disconnects. A client that emits
 ``refresh_token {token}`` first, with a valid token for the same ``sub``, moves
 its deadline to the new token's expiry and gets ``token_refreshed``.
 """
@@ -19,25 +19,34 @@ from typing import Any
 import socketio
 
 from .auth import Authenticator, AuthError, Identity
+from .deadlines import Deadlines
 from .errors import ErrorCode, error_payload
 
 __all__ = ["TokenExpiry"]
 
 logger = logging.getLogger(__name__)
 
+# Forgotten deadlines the heap may hold beyond twice the live ones before it is pruned.
+_PRUNE_PAST = 1024
+
 
 class TokenExpiry:
-    """Per-socket expiry timers, and the ``refresh_token`` event that moves them."""
+    """Per-socket expiry deadlines, and the ``refresh_token`` event that moves them.
+
+    The deadlines share one event-loop timer (``Deadlines``): a ``call_later`` per socket
+    cost about half a kilobyte of every connection whose token expires.
+    """
 
     def __init__(self, sio: socketio.AsyncServer, authenticator: Authenticator) -> None:
         self._sio = sio
         self._authenticator = authenticator
-        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._expiries: dict[str, float] = {}  # sid -> its live deadline's ``when``
+        self._deadlines: Deadlines[str] = Deadlines(self._due)
         self._closing: set[asyncio.Task[None]] = set()
         sio.on("refresh_token", self.on_refresh_token)
 
     def __len__(self) -> int:
-        return len(self._timers)
+        return len(self._expiries)
 
     def watch(self, sid: str, identity: Identity) -> None:
         """Close ``sid`` when ``identity`` expires (replacing any earlier deadline)."""
@@ -45,13 +54,13 @@ class TokenExpiry:
         if identity.expires_at is None:
             return
         delay = max(0.0, identity.expires_at - time.time())
-        self._timers[sid] = asyncio.get_running_loop().call_later(delay, self._expire, sid)
+        self._expiries[sid] = self._deadlines.add(delay, sid)
 
     def forget(self, sid: str) -> None:
-        """The socket is gone: drop its timer."""
-        timer = self._timers.pop(sid, None)
-        if timer is not None:
-            timer.cancel()
+        """The socket is gone (or has a new deadline): its old deadline no longer counts."""
+        if self._expiries.pop(sid, None) is not None and len(self._deadlines) > _PRUNE_PAST + 2 * len(self._expiries):
+            # Forgotten deadlines wait in the heap until their time, hours for a long-lived token.
+            self._deadlines.prune(self._is_live)
 
     async def on_refresh_token(self, sid: str, *args: Any) -> dict[str, Any] | None:
         """``refresh_token {token}``: the answer is also the ack value.
@@ -91,8 +100,13 @@ class TokenExpiry:
         await self._sio.emit("error", payload, to=sid)
         return payload
 
-    def _expire(self, sid: str) -> None:
-        self._timers.pop(sid, None)
+    def _is_live(self, sid: str, when: float) -> bool:
+        return self._expiries.get(sid) == when
+
+    def _due(self, sid: str, when: float) -> None:
+        if not self._is_live(sid, when):
+            return  # forgotten or moved since
+        del self._expiries[sid]
         task = asyncio.create_task(self._close(sid), name="token-expired")
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)

@@ -7,232 +7,38 @@ held, and lets a malformed WebSocket frame escape as an exception (the error
 middleware then writes an HTTP 500 into the WebSocket stream). ``SocketServer``
 is python-socketio's ``AsyncServer`` on an Engine.IO server of ours that fixes
 these through the library's hooks (``_engineio_server_class``, ``create_queue``,
-the async driver's WebSocket class) and a socket subclass.
+the async driver's ``translate_request``) and a socket subclass (``engine_socket``),
+which also serves WebSockets and pings at a fraction of the library's memory per
+idle connection.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from collections.abc import Awaitable
 from typing import Any
 
 import engineio
 import socketio
-from aiohttp import WSCloseCode, web
+from aiohttp import web
 from engineio import packet as eio_packet
 from engineio import payload as eio_payload
-from engineio.async_drivers import aiohttp as eio_aiohttp
-from engineio.async_socket import AsyncSocket
 
+from .deadlines import Deadlines
+from .engine_socket import POLLING_PACKETS, WEBSOCKET_TYPES, GuardedSocket, OpenWebSocket, adopt
+from .environ import RequestEnviron, engineio_query
 from .errors import ErrorCode, error_payload
 from .json_codec import SocketIOJson, is_json
 from .logs import LogThrottle
 from .metrics import Metrics
-from .outgoing import OutgoingQueue, packet_size
+from .outgoing import OutgoingQueue
 
-__all__ = ["CodecPacket", "EngineServer", "GuardedSocket", "GuardedWebSocket", "SocketServer"]
+__all__ = ["CodecPacket", "EngineServer", "GuardedSocket", "SocketServer"]  # GuardedSocket: from engine_socket
 
 logger = logging.getLogger(__name__)
 
-# Packets a client may send. A client never sends OPEN; PING only as the upgrade probe; NOOP never.
-_WEBSOCKET_TYPES = frozenset({eio_packet.CLOSE, eio_packet.PING, eio_packet.PONG, eio_packet.MESSAGE,
-                              eio_packet.UPGRADE})
-_POLLING_TYPES = _WEBSOCKET_TYPES - {eio_packet.PING}
-# Closes after which the peer is not reading: its TCP connection is aborted, not drained.
-_HARD_REASONS = frozenset({ErrorCode.SLOW_CONSUMER.value, engineio.AsyncServer.reason.PING_TIMEOUT})
-# The packets of a long-poll POST body, once read whole (see EngineServer.handle_request).
-_POLLING_PACKETS = web.RequestKey("engineio_packets", list)
-
-
-class GuardedSocket(AsyncSocket):  # type: ignore[misc]
-    """An Engine.IO socket whose outgoing buffer is bounded and freed on every close.
-
-    The outgoing buffer is what the queue holds plus what sits unsent in the
-    transport's write buffer. Past ``EngineServer.max_outgoing_bytes`` the client is
-    a slow consumer: it is disconnected (reason ``SLOW_CONSUMER``) and its TCP
-    connection aborted, since a goodbye would wait behind everything it did not read.
-    """
-
-    server: EngineServer
-    queue: OutgoingQueue
-    transport: asyncio.Transport | None = None
-    last_ping: float | None  # python-engineio's: when the last ping went out; None while none is due
-    _polling = False  # a long-poll of this session is waiting for packets
-    _unsent: frozenset[asyncio.Transport] = frozenset()  # earlier connections, see buffered()
-    _last_words = eio_packet.NOOP  # what that poll answers if the session closes under it
-
-    def buffered(self) -> int:
-        """Bytes queued for this client and not yet taken by the kernel, on every
-        connection of the session: answers to earlier long-polls may still sit unsent."""
-        current = self.transport
-        unsent = 0 if current is None or current.is_closing() else current.get_write_buffer_size()
-        if not self._unsent:  # a WebSocket session's only connection: nothing to add or prune
-            return self.queue.nbytes + unsent
-        self._unsent = frozenset(t for t in self._unsent if not t.is_closing() and t.get_write_buffer_size())
-        return self.queue.nbytes + unsent + sum(t.get_write_buffer_size() for t in self._unsent if t is not current)
-
-    def schedule_ping(self) -> None:
-        """As python-engineio's, but the wait for the next ping is a timer: the library starts a
-        task per socket that sleeps ``ping_interval`` (a task, its coroutine and a future, for
-        every idle connection); here a task runs only to send the ping."""
-        if self.last_ping:
-            self.last_ping = None
-            asyncio.get_running_loop().call_later(self.server.ping_interval, self._ping_due)
-
-    def _ping_due(self) -> None:
-        if not self.closing and not self.closed:
-            self.last_ping = time.time()
-            self.server.start_background_task(self.send, eio_packet.Packet(eio_packet.PING))
-
-    def _use_transport(self, transport: asyncio.Transport | None) -> None:
-        """Serve the next request on ``transport``; the previous one stays counted while it holds unsent bytes."""
-        if self.transport is not None and self.transport is not transport:
-            self._unsent = self._unsent | {self.transport}
-        self.transport = transport
-
-    async def send(self, pkt: eio_packet.Packet) -> None:
-        if not self.closed and self.buffered() + packet_size(pkt) > self.server.max_outgoing_bytes:
-            if not self.closing:  # emits racing the close (its disconnect handler awaits Redis) go with it
-                await self._drop_slow_consumer()
-            return
-        await super().send(pkt)
-
-    async def _drop_slow_consumer(self) -> None:
-        buffered = self.buffered()
-        self.server.report("slow_consumer", logging.WARNING, "slow consumer disconnected",
-                           sid=self.sid, buffered_bytes=buffered, limit=self.server.max_outgoing_bytes)
-        if self.server.metrics is not None:
-            self.server.metrics.slow_consumers.inc()
-        await self.close(wait=False, abort=True, reason=ErrorCode.SLOW_CONSUMER.value)
-
-    async def close(self, wait: bool = True, abort: bool = False, reason: str | None = None) -> None:
-        """Close as python-engineio does, but never wait longer than a ping timeout for the
-        client to take its last packets, and free the queue whenever nothing more will be sent.
-
-        The library's ``wait`` joins the queue, which a client that never polls or reads
-        again leaves hanging forever (with the request or task that called it).
-        """
-        if self.closed or self.closing:
-            return
-        await super().close(wait=False, abort=abort, reason=reason)
-        hard = reason in _HARD_REASONS
-        if wait and not hard:
-            try:
-                await asyncio.wait_for(self.queue.join(), self.server.ping_timeout)
-            except TimeoutError:
-                hard = True
-        if abort or hard:
-            self.release(abort_transport=hard)
-
-    def release(self, *, abort_transport: bool) -> None:
-        """Wake the websocket writer or pending poll, so the connection ends after what is
-        queued (a closing Socket.IO DISCONNECT, say); with ``abort_transport`` nothing more
-        reaches the client, so the queue is freed and the TCP connection dropped at once."""
-        if abort_transport:
-            self.queue.discard()
-            for transport in self._unsent | ({self.transport} if self.transport is not None else set()):
-                transport.abort()
-        self.queue.put_nowait(None)
-
-    def handle_get_request(self, environ: dict[str, Any]) -> Awaitable[Any]:
-        """A long-poll (or the WebSocket upgrade request), as Engine.IO 4 specifies it:
-
-        - a second poll while one waits is a protocol violation (each would hold a
-          request, without limit): it gets 400, the session closes, and the waiting
-          poll answers a CLOSE packet;
-        - a poll waiting when the session closes under it (the client's own CLOSE
-          packet, a drain) answers a NOOP at once, not after a ping timeout.
-
-        Not a coroutine itself: for a WebSocket it hands back the library's, which would
-        otherwise keep one of ours suspended as long as the connection lives.
-        """
-        request: web.Request = environ["aiohttp.request"]
-        self._use_transport(request.transport)
-        if request.query.get("transport") != "polling":
-            return super().handle_get_request(environ)  # type: ignore[no-any-return]
-        return self._long_poll(environ)
-
-    async def _long_poll(self, environ: dict[str, Any]) -> Any:
-        if self._polling:
-            self._last_words = eio_packet.CLOSE
-            self.server.protocol_violation("duplicate_poll")
-            await self.close(wait=False, abort=True, reason=self.server.reason.TRANSPORT_ERROR)
-            raise engineio.exceptions.EngineIOError("a second long-poll while one waits")
-        self._polling = True
-        try:
-            packets = await super().handle_get_request(environ)
-        finally:
-            self._polling = False
-        return packets or [eio_packet.Packet(self._last_words)]
-
-    async def handle_post_request(self, environ: dict[str, Any]) -> None:
-        """Handle the packets ``EngineServer.handle_request`` read and checked."""
-        for pkt in environ["aiohttp.request"][_POLLING_PACKETS]:
-            await self.receive(pkt)
-
-
-class GuardedWebSocket(eio_aiohttp.WebSocket):  # type: ignore[misc]
-    """The aiohttp driver's WebSocket wrapper, closing on a frame that is not an Engine.IO packet,
-    and accepting ``permessage-deflate`` only when ``EngineServer.websocket_compression`` says so.
-
-    python-engineio decodes frames outside any ``try`` (a bad one escapes as an
-    exception into aiohttp, whose middleware answers HTTP 500 inside the upgraded
-    stream) and logs a traceback for a packet type it does not know. Here such a
-    frame closes the WebSocket with 1002 (protocol error) and ends the session, also
-    one still on long-polling that was upgrading (the library would keep it).
-    """
-
-    server: EngineServer
-
-    async def __call__(self, environ: dict[str, Any]) -> web.WebSocketResponse:
-        # The library's own body, but for ``compress``: it builds the response with aiohttp's
-        # default, which accepts every client's offer of permessage-deflate, and has no option.
-        request: web.Request = environ["aiohttp.request"]
-        self._sock = web.WebSocketResponse(max_msg_size=self.server.max_http_buffer_size,
-                                           compress=self.server.websocket_compression)
-        await self._sock.prepare(request)
-        self.environ = environ
-        await self.handler(self)
-        return self._sock
-
-    async def send(self, message: str | bytes) -> None:
-        # The library's ``send`` asks ``inspect.iscoroutinefunction`` of aiohttp's sender for
-        # every message (about 2% of a replica's CPU under targeted load); in aiohttp 3 both are.
-        if isinstance(message, bytes):
-            await self._sock.send_bytes(message)
-        else:
-            await self._sock.send_str(message)
-
-    async def wait(self) -> Any:
-        # The library's ``wait``, inlined: awaiting it from here would keep one more
-        # coroutine suspended for every idle connection.
-        data = (await self._sock.receive()).data
-        if not isinstance(data, str | bytes):
-            raise OSError()
-        cause = _websocket_violation(data)
-        if cause is not None:
-            self.server.protocol_violation(cause)
-            # The library passes the socket's bound ``_websocket_handler`` as ``handler``.
-            socket = getattr(self.handler, "__self__", None)
-            if isinstance(socket, GuardedSocket):
-                await socket.close(wait=False, abort=True, reason=self.server.reason.TRANSPORT_ERROR)
-            await self._sock.close(code=WSCloseCode.PROTOCOL_ERROR, message=cause.encode())
-            raise OSError(f"protocol violation: {cause}")
-        return data
-
-
-def _websocket_violation(data: str | bytes) -> str | None:
-    if isinstance(data, bytes):
-        return None  # a binary frame is always a MESSAGE
-    if not data:
-        return "empty_frame"
-    try:
-        pkt = eio_packet.Packet(encoded_packet=data)
-    except (ValueError, RecursionError):  # RecursionError: JSON nested thousands deep
-        return "bad_packet"
-    return None if pkt.packet_type in _WEBSOCKET_TYPES else "bad_packet"
+# Packets a client may send over long-polling: those of a WebSocket but PING (only an upgrade probe).
+_POLLING_TYPES = WEBSOCKET_TYPES - {eio_packet.PING}
 
 
 def _decode_polling_body(body: bytes) -> list[eio_packet.Packet] | None:
@@ -261,9 +67,14 @@ class EngineServer(engineio.AsyncServer):  # type: ignore[misc]
         self.websocket_compression = websocket_compression
         self.metrics = metrics
         self.throttle = LogThrottle()
+        self.deadlines: Deadlines[GuardedSocket] = Deadlines(GuardedSocket.on_deadline)
         # The driver table is shared by every server of the process: copy, then swap the
-        # WebSocket class (python-engineio has no option for it).
-        self._async: dict[str, Any] = {**self._async, "websocket": GuardedWebSocket}
+        # environ builder for a view of the request (python-engineio has no option for it).
+        self._async: dict[str, Any] = {**self._async, "translate_request": RequestEnviron}
+
+    async def shutdown(self) -> None:
+        await super().shutdown()
+        self.deadlines.close()
 
     def create_queue(self, *args: Any, **kwargs: Any) -> OutgoingQueue:
         """Every socket's queue (the library's hook; sockets are its only user)."""
@@ -277,7 +88,7 @@ class EngineServer(engineio.AsyncServer):  # type: ignore[misc]
             adopt(self.sockets[args[0]], args[1])
         return await super()._trigger_event(event, *args, **kwargs)
 
-    async def handle_request(self, *args: Any, **kwargs: Any) -> Any:
+    async def handle_request(self, request: web.Request) -> Any:
         """Read a long-poll POST body whole, or refuse it: 413 past ``max_http_buffer_size``,
         400 when it is not an Engine.IO payload; either way the session is closed and freed.
 
@@ -286,13 +97,19 @@ class EngineServer(engineio.AsyncServer):  # type: ignore[misc]
         takes a request without ``transport`` for polling; Engine.IO 4 answers it 400. A body
         for no session is not read at all, and one that trickles in for longer than a ping
         timeout is refused, so a body cannot hold memory without a session or for long.
+
+        The library's route takes the request alone: no ``*args``/``**kwargs`` to keep alive
+        under every WebSocket.
         """
-        request: web.Request = args[0]
-        if "transport" not in request.query:  # python-engineio would take it for polling
+        has_transport, sid = _transport_and_sid(request)
+        if not has_transport:  # python-engineio would take it for polling
             return _refusal(400, ErrorCode.INVALID_PARAMETERS, "the transport query parameter is required")
         if request.method != "POST":
-            return await super().handle_request(request)
-        sid = request.query.get("sid", "")
+            answer = await super().handle_request(request)
+            if isinstance(answer, OpenWebSocket):  # served here, the library's handler done with it
+                socket, answer = answer.socket, answer.ws
+                await socket.serve_websocket(answer)
+            return answer
         if sid not in self.sockets:
             return await super().handle_request(request)  # refused unread: no session to deliver to
         try:
@@ -312,7 +129,7 @@ class EngineServer(engineio.AsyncServer):  # type: ignore[misc]
             await self._drop(sid, self.reason.TRANSPORT_ERROR, request)
             self.protocol_violation("bad_polling_body")
             return _refusal(400, ErrorCode.INVALID_PARAMETERS, "the body is not a valid Engine.IO payload")
-        request[_POLLING_PACKETS] = packets
+        request[POLLING_PACKETS] = packets
         return await super().handle_request(request)
 
     async def _drop(self, sid: str, reason: str, request: web.Request) -> None:
@@ -337,10 +154,11 @@ class EngineServer(engineio.AsyncServer):  # type: ignore[misc]
             logger.log(level, message, extra={**fields, "suppressed": held})
 
 
-def adopt(socket: AsyncSocket, environ: dict[str, Any]) -> None:
-    """Make a socket python-engineio just built a ``GuardedSocket`` (same state, more behaviour)."""
-    socket.__class__ = GuardedSocket
-    socket.transport = environ["aiohttp.request"].transport
+def _transport_and_sid(request: web.Request) -> tuple[bool, str]:
+    """Whether python-engineio finds a ``transport``, and the ``sid`` it finds ('' for none): the
+    parsed query itself is not kept in ``handle_request``, which waits under every WebSocket."""
+    query = engineio_query(request)
+    return "transport" in query, query.get("sid", [""])[0]
 
 
 async def _read_limited(request: web.Request, limit: int) -> bytes | None:

@@ -315,14 +315,16 @@ async def test_session_that_leaves_the_namespace_must_join_again_in_time(
     await raw.wait_closed(timeout=10)
 
 
+@pytest.mark.parametrize("query", ["EIO=4&transport=polling", "EIO=4&transport=polling&sid="],
+                         ids=["handshake", "blank-sid"])  # python-engineio takes a blank sid for none
 async def test_handshake_past_max_connections_gets_server_full_in_the_error_schema(
-        start_replica: StartReplica, make_client: MakeClient, open_raw: OpenRaw) -> None:
+        start_replica: StartReplica, make_client: MakeClient, open_raw: OpenRaw, query: str) -> None:
     replica = await start_replica(max_connections=2)
     await connected(make_client, replica, "alice")
     await open_raw(replica.url)
 
     async with aiohttp.ClientSession() as http:
-        refused = await http.get(f"{replica.url}/socket.io/?EIO=4&transport=polling")
+        refused = await http.get(f"{replica.url}/socket.io/?{query}")
         status, body = refused.status, await refused.json()
 
     assert status == 503

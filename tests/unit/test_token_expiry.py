@@ -13,6 +13,8 @@ import jwt
 import pytest
 
 from server.app_keys import GATEWAY, SIO
+from server.auth import Identity
+from server.token_expiry import TokenExpiry
 from tests.helpers.clients import TEST_SECRET, MakeClient, connected, make_token
 from tests.helpers.in_process import StartReplica
 from tests.helpers.raw_engineio import RECORD_SEPARATOR, engineio_url, open_polling_session, poll
@@ -149,3 +151,19 @@ async def test_a_user_id_claimed_in_dev_mode_has_no_expiry(start_replica: StartR
     client = make_client()
     await client.connect(replica.url, auth={"user_id": "alice"})
     assert len(replica.app[GATEWAY].token_expiry) == 0
+
+
+async def test_deadlines_of_sockets_gone_do_not_pile_up_until_their_tokens_would_expire() -> None:
+    class Server:
+        def on(self, _event: str, _handler: Any) -> None:
+            pass
+
+    expiry = TokenExpiry(Server(), authenticator=None)  # type: ignore[arg-type]
+    kept = Identity(user_id="alice", expires_at=time.time() + 3600)
+    expiry.watch("kept", kept)
+    for n in range(5 * 1024):
+        expiry.watch(f"sid-{n}", kept)
+        expiry.forget(f"sid-{n}")
+
+    assert len(expiry) == 1
+    assert len(expiry._deadlines) <= 1024 + 2 * len(expiry)  # pruned as it went

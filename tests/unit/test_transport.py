@@ -1,4 +1,4 @@
-"""server/transport.py: bounded outgoing buffers, whole long-poll bodies, protocol violations."""
+"""server/transport.py, server/engine_socket.py: bounded outgoing buffers, whole long-poll bodies, violations."""
 
 from __future__ import annotations
 
@@ -14,9 +14,10 @@ from engineio import packet as eio_packet
 from socketio import packet as sio_packet
 
 from server.app_keys import PRESENCE, SIO
+from server.engine_socket import GuardedSocket
 from server.json_codec import SocketIOJson
 from server.outgoing import OutgoingQueue
-from server.transport import CodecPacket, GuardedSocket, GuardedWebSocket, SocketServer
+from server.transport import CodecPacket, SocketServer
 from tests.helpers.clients import MakeClient, connected, make_token
 from tests.helpers.in_process import Replica, StartReplica, sample
 from tests.helpers.raw_engineio import RECORD_SEPARATOR, engineio_url, open_polling_session, poll
@@ -51,7 +52,20 @@ async def test_every_socket_is_guarded_and_every_websocket_checked(start_replica
     assert type(socket) is GuardedSocket
     assert isinstance(socket.queue, OutgoingQueue)
     assert socket.transport is not None and not socket.transport.is_closing()
-    assert eio._async["websocket"] is GuardedWebSocket
+    assert socket._websocket is not None  # served by GuardedSocket.serve_websocket
+
+
+async def test_an_idle_websocket_keeps_no_writer_task_and_a_packet_wakes_one(
+        start_replica: StartReplica, make_client: MakeClient) -> None:
+    replica = await start_replica(queue=False)
+    client = await connected(make_client, replica, "alice")
+    [socket] = replica.app[SIO].eio.sockets.values()
+    await eventually(lambda: socket._writer is None, what="the writer done with the handshake's packets")
+
+    await replica.app[SIO].emit("pong", {"n": 1}, to=replica.app[SIO].manager.sid_from_eio_sid(socket.sid, "/"))
+
+    assert await client.wait_for("pong") == {"n": 1}
+    await eventually(lambda: socket._writer is None, what="the writer ended again")
 
 
 async def _handshake_headers(url: str, *, compress: int) -> tuple[int, dict[str, str]]:
