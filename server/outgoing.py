@@ -63,6 +63,11 @@ class OutgoingQueue:
     def empty(self) -> bool:
         return not self._items
 
+    def waiting(self) -> bool:
+        """Whether a reader awaits the next packet: nothing is queued, nor handed over and unsent."""
+        getters = self._getters
+        return getters is not None and not getters[-1].done()
+
     def put_nowait(self, item: Item) -> None:
         if self._done is not None:
             self._done.clear()

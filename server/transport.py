@@ -27,6 +27,7 @@ from engineio.async_drivers import aiohttp as eio_aiohttp
 from engineio.async_socket import AsyncSocket
 
 from .errors import ErrorCode, error_payload
+from .fanout import Frame
 from .json_codec import SocketIOJson, is_json
 from .logs import LogThrottle
 from .metrics import Metrics
@@ -58,6 +59,7 @@ class GuardedSocket(AsyncSocket):  # type: ignore[misc]
     server: EngineServer
     queue: OutgoingQueue
     transport: asyncio.Transport | None = None
+    websocket: web.WebSocketResponse | None = None  # the session's WebSocket while it lives, if uncompressed
     last_ping: float | None  # python-engineio's: when the last ping went out; None while none is due
     _polling = False  # a long-poll of this session is waiting for packets
     _unsent: frozenset[asyncio.Transport] = frozenset()  # earlier connections, see buffered()
@@ -98,6 +100,26 @@ class GuardedSocket(AsyncSocket):  # type: ignore[misc]
                 await self._drop_slow_consumer()
             return
         await super().send(pkt)
+
+    def write_frame(self, frame: Frame, now: float) -> bool:
+        """Write ``frame`` into the WebSocket connection at once, as the writer task would, when
+        that task awaits packets (so none is ahead of this one); ``now`` is ``time.time()``.
+
+        ``False``, having done nothing, when the packet must go through ``send``: no
+        uncompressed WebSocket, a busy writer, a closing socket, an overdue ping (``send``
+        closes the socket), or a full outgoing buffer (``send`` drops the slow consumer).
+        """
+        websocket, transport = self.websocket, self.transport
+        if (websocket is None or transport is None or not self.upgraded or not self.queue.waiting()
+                or self.closing or self.closed or websocket.closed or transport.is_closing()):
+            return False
+        last_ping = self.last_ping
+        if last_ping and now - last_ping > self.server.ping_timeout:
+            return False
+        if self.buffered() + frame.size > self.server.max_outgoing_bytes:
+            return False
+        transport.write(frame.data)
+        return True
 
     async def _drop_slow_consumer(self) -> None:
         buffered = self.buffered()
@@ -194,7 +216,16 @@ class GuardedWebSocket(eio_aiohttp.WebSocket):  # type: ignore[misc]
                                            compress=self.server.websocket_compression)
         await self._sock.prepare(request)
         self.environ = environ
-        await self.handler(self)
+        # Frames written as they are (GuardedSocket.write_frame) while the socket's handler runs.
+        socket = self._socket()
+        writable = socket if socket is not None and not self._sock.compress else None
+        if writable is not None:
+            writable.websocket = self._sock
+        try:
+            await self.handler(self)
+        finally:
+            if writable is not None:
+                writable.websocket = None
         return self._sock
 
     async def wait(self) -> Any:
@@ -206,13 +237,17 @@ class GuardedWebSocket(eio_aiohttp.WebSocket):  # type: ignore[misc]
         cause = _websocket_violation(data)
         if cause is not None:
             self.server.protocol_violation(cause)
-            # The library passes the socket's bound ``_websocket_handler`` as ``handler``.
-            socket = getattr(self.handler, "__self__", None)
-            if isinstance(socket, GuardedSocket):
+            socket = self._socket()
+            if socket is not None:
                 await socket.close(wait=False, abort=True, reason=self.server.reason.TRANSPORT_ERROR)
             await self._sock.close(code=WSCloseCode.PROTOCOL_ERROR, message=cause.encode())
             raise OSError(f"protocol violation: {cause}")
         return data
+
+    def _socket(self) -> GuardedSocket | None:
+        # The library passes the socket's bound ``_websocket_handler`` as ``handler``.
+        socket = getattr(self.handler, "__self__", None)
+        return socket if isinstance(socket, GuardedSocket) else None
 
 
 def _websocket_violation(data: str | bytes) -> str | None:
