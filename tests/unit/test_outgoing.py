@@ -76,6 +76,20 @@ async def test_a_get_that_timed_out_takes_nothing_from_later_puts() -> None:
     assert await asyncio.wait_for(queue.get(), 5) is pkt
 
 
+async def test_waiting_says_whether_a_get_awaits_the_next_packet() -> None:
+    queue = OutgoingQueue()
+    assert not queue.waiting()
+    waiting = queue.get()
+    assert queue.waiting()
+
+    queue.put_nowait(message(5))  # handed over: the reader has a packet to send
+    assert not queue.waiting()
+    await waiting
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(queue.get(), 0.01)
+    assert not queue.waiting()  # a get that gave up waits for nothing
+
+
 async def test_join_waits_until_every_packet_is_done() -> None:
     queue = OutgoingQueue()
     await queue.join()  # nothing put: at once
