@@ -4,7 +4,8 @@ python-engineio encodes a packet for every socket it goes to (``Packet.encode``,
 aiohttp's ``send_str`` encodes it to UTF-8, builds the frame header and joins the
 two), each in the socket's writer task. A broadcast to 500 sockets did that 500
 times; a ``Frame`` holds the bytes once, and ``GuardedSocket.write_frame`` hands
-them to a connection as they are.
+them to a connection as they are, or, where permessage-deflate was negotiated,
+its payload to the connection's compressor (each has its own deflate context).
 """
 
 from __future__ import annotations
@@ -19,17 +20,19 @@ _LEN64 = struct.Struct("!BBQ").pack
 
 
 class Frame:
-    """An unmasked, uncompressed WebSocket frame (what a server sends) and the size of its payload.
+    """A text message's ``payload`` and its unmasked, uncompressed WebSocket frame (what a
+    server sends), ``data``.
 
-    ``size`` is what the socket's outgoing buffer bound counts for the packet, as
-    ``outgoing.packet_size`` does for a queued one.
+    ``size``, the payload's length, is what the socket's outgoing buffer bound counts
+    for the packet, as ``outgoing.packet_size`` does for a queued one.
     """
 
-    __slots__ = ("data", "size")
+    __slots__ = ("data", "payload", "size")
 
-    def __init__(self, data: bytes, size: int) -> None:
+    def __init__(self, payload: bytes, data: bytes) -> None:
+        self.payload = payload
         self.data = data
-        self.size = size
+        self.size = len(payload)
 
 
 def text_frame(message: str) -> Frame:
@@ -42,4 +45,4 @@ def text_frame(message: str) -> Frame:
         header = _LEN16(_FIN_TEXT, 126, length)
     else:
         header = _LEN64(_FIN_TEXT, 127, length)
-    return Frame(header + payload, length)
+    return Frame(payload, header + payload)

@@ -20,7 +20,8 @@ from typing import Any
 
 import engineio
 import socketio
-from aiohttp import WSCloseCode, web
+from aiohttp import WSCloseCode, WSMsgType, web
+from aiohttp._websocket.writer import WEBSOCKET_MAX_SYNC_CHUNK_SIZE
 from engineio import packet as eio_packet
 from engineio import payload as eio_payload
 from engineio.async_drivers import aiohttp as eio_aiohttp
@@ -59,7 +60,7 @@ class GuardedSocket(AsyncSocket):  # type: ignore[misc]
     server: EngineServer
     queue: OutgoingQueue
     transport: asyncio.Transport | None = None
-    websocket: web.WebSocketResponse | None = None  # the session's WebSocket while it lives, if uncompressed
+    websocket: web.WebSocketResponse | None = None  # the session's WebSocket while its handler runs
     last_ping: float | None  # python-engineio's: when the last ping went out; None while none is due
     _polling = False  # a long-poll of this session is waiting for packets
     _unsent: frozenset[asyncio.Transport] = frozenset()  # earlier connections, see buffered()
@@ -106,8 +107,10 @@ class GuardedSocket(AsyncSocket):  # type: ignore[misc]
         that task awaits packets (so none is ahead of this one); ``now`` is ``time.time()``.
 
         ``False``, having done nothing, when the packet must go through ``send``: no
-        uncompressed WebSocket, a busy writer, a closing socket, an overdue ping (``send``
-        closes the socket), or a full outgoing buffer (``send`` drops the slow consumer).
+        WebSocket, a busy writer, a closing socket, an overdue ping (``send`` closes the
+        socket), or a full outgoing buffer (``send`` drops the slow consumer); with
+        permessage-deflate also a frame too large to compress in the event loop, or the
+        compressor busy with one that was.
         """
         websocket, transport = self.websocket, self.transport
         if (websocket is None or transport is None or not self.upgraded or not self.queue.waiting()
@@ -118,7 +121,14 @@ class GuardedSocket(AsyncSocket):  # type: ignore[misc]
             return False
         if self.buffered() + frame.size > self.server.max_outgoing_bytes:
             return False
-        transport.write(frame.data)
+        if not websocket.compress:
+            transport.write(frame.data)
+            return True
+        # What aiohttp's send_frame does for a small frame, under the lock it finds free.
+        writer = websocket._writer
+        if writer is None or writer._send_lock.locked() or frame.size > WEBSOCKET_MAX_SYNC_CHUNK_SIZE:
+            return False
+        writer._send_compressed_frame_sync(frame.payload, WSMsgType.TEXT, None)
         return True
 
     async def _drop_slow_consumer(self) -> None:
@@ -216,16 +226,14 @@ class GuardedWebSocket(eio_aiohttp.WebSocket):  # type: ignore[misc]
                                            compress=self.server.websocket_compression)
         await self._sock.prepare(request)
         self.environ = environ
-        # Frames written as they are (GuardedSocket.write_frame) while the socket's handler runs.
         socket = self._socket()
-        writable = socket if socket is not None and not self._sock.compress else None
-        if writable is not None:
-            writable.websocket = self._sock
+        if socket is not None:
+            socket.websocket = self._sock  # for GuardedSocket.write_frame
         try:
             await self.handler(self)
         finally:
-            if writable is not None:
-                writable.websocket = None
+            if socket is not None:
+                socket.websocket = None
         return self._sock
 
     async def wait(self) -> Any:

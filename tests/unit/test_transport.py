@@ -200,8 +200,9 @@ async def test_a_frame_is_left_to_send_for_a_closed_socket_or_one_whose_ping_wen
     assert not closed.write_frame(text_frame('2["news",1]'), time.time())
 
 
-async def test_frames_for_a_compressed_websocket_are_left_to_its_writer(start_replica: StartReplica) -> None:
-    """Each compressed connection has its own deflate context: a frame built once cannot serve it."""
+async def test_a_frame_for_a_compressed_websocket_is_compressed_in_its_own_deflate_context(
+        start_replica: StartReplica) -> None:
+    """Each compressed connection has its own deflate context: a frame built once cannot serve it as it is."""
     replica = await start_replica(queue=False, websocket_compression=True)
     async with aiohttp.ClientSession() as session, session.ws_connect(
             engineio_url(replica.url, transport="websocket"), compress=15) as ws:
@@ -209,8 +210,11 @@ async def test_frames_for_a_compressed_websocket_are_left_to_its_writer(start_re
         [socket] = replica.app[SIO].eio.sockets.values()
         await eventually(socket.queue.waiting)
 
-        assert socket.websocket is None
-        assert not socket.write_frame(text_frame('2["news",1]'), time.time())
+        for n in range(3):  # the context carries over from frame to frame
+            assert socket.write_frame(text_frame(f'2["news",{n}]'), time.time())
+        assert not socket.write_frame(text_frame('2["news","' + "x" * 20_000 + '"]'), time.time())  # too large
+
+        assert [await ws.receive_str(timeout=5) for _ in range(3)] == [f'42["news",{n}]' for n in range(3)]
 
 
 async def test_a_client_gone_silent_past_its_ping_timeout_has_its_buffer_freed_and_tcp_aborted(
