@@ -112,9 +112,14 @@ class GuardedSocket(AsyncSocket):  # type: ignore[misc]
         permessage-deflate also a frame too large to compress in the event loop, or the
         compressor busy with one that was.
         """
-        websocket, transport = self.websocket, self.transport
-        if (websocket is None or transport is None or not self.upgraded or not self.queue.waiting()
-                or self.closing or self.closed or websocket.closed or transport.is_closing()):
+        websocket = self.websocket
+        if websocket is None:
+            return False
+        # The WebSocket's own writer and connection: ``self.transport`` may be a long-poll's
+        # that arrived while the session was upgrading.
+        writer = websocket._writer
+        if (writer is None or not self.upgraded or not self.queue.waiting() or self.closing or self.closed
+                or websocket.closed or writer.transport.is_closing()):
             return False
         last_ping = self.last_ping
         if last_ping and now - last_ping > self.server.ping_timeout:
@@ -122,11 +127,10 @@ class GuardedSocket(AsyncSocket):  # type: ignore[misc]
         if self.buffered() + frame.size > self.server.max_outgoing_bytes:
             return False
         if not websocket.compress:
-            transport.write(frame.data)
+            writer.transport.write(frame.data)
             return True
         # What aiohttp's send_frame does for a small frame, under the lock it finds free.
-        writer = websocket._writer
-        if writer is None or writer._send_lock.locked() or frame.size > WEBSOCKET_MAX_SYNC_CHUNK_SIZE:
+        if writer._send_lock.locked() or frame.size > WEBSOCKET_MAX_SYNC_CHUNK_SIZE:
             return False
         writer._send_compressed_frame_sync(frame.payload, WSMsgType.TEXT, None)
         return True

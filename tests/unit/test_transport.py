@@ -166,6 +166,26 @@ async def test_a_frame_is_written_at_once_only_while_the_websocket_writer_awaits
     assert client.received("news") == [1, 2]
 
 
+async def test_a_frame_goes_to_the_websocket_even_after_a_long_poll_sent_during_the_upgrade(
+        start_replica: StartReplica) -> None:
+    """Such a poll becomes the socket's ``transport``, which is the wrong connection for frames."""
+    replica = await start_replica(queue=False)
+    async with aiohttp.ClientSession() as session:
+        sid = await open_polling_session(session, replica.url)
+        [socket] = replica.app[SIO].eio.sockets.values()
+        async with session.ws_connect(engineio_url(replica.url, transport="websocket", sid=sid)) as ws:
+            await ws.send_str("2probe")
+            assert await ws.receive_str(timeout=5) == "3probe"
+            assert await poll(session, replica.url, sid) == (200, ["6"])  # upgrading: a NOOP at once
+            await ws.send_str("5")
+            await eventually(lambda: socket.upgraded and socket.queue.waiting())
+
+            assert socket.write_frame(text_frame('2["news",1]'), time.time())
+
+            assert await ws.receive_str(timeout=5) == "6"  # the NOOP that would have ended a waiting poll
+            assert await ws.receive_str(timeout=5) == '42["news",1]'
+
+
 async def test_a_frame_for_a_full_buffer_is_left_to_send_which_drops_the_slow_consumer(
         start_replica: StartReplica, make_client: MakeClient) -> None:
     replica = await start_replica(queue=False, max_outgoing_buffer_bytes=65536)
