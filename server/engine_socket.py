@@ -14,12 +14,14 @@ from collections.abc import Awaitable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import engineio
-from aiohttp import WSCloseCode, web
+from aiohttp import WSCloseCode, WSMsgType, web
+from aiohttp._websocket.writer import WEBSOCKET_MAX_SYNC_CHUNK_SIZE
 from engineio import packet as eio_packet
 from engineio.async_socket import AsyncSocket
 
 from .environ import engineio_query
 from .errors import ErrorCode
+from .fanout import Frame
 from .outgoing import OutgoingQueue, packet_size
 
 if TYPE_CHECKING:
@@ -101,6 +103,43 @@ class GuardedSocket(AsyncSocket):  # type: ignore[misc]
                 await self._drop_slow_consumer()
             return
         await super().send(pkt)
+
+    def idle(self) -> bool:
+        """Whether a WebSocket serves this socket and nothing is queued for it or being sent."""
+        return self._websocket is not None and self._writer is None and self.queue.empty()
+
+    def write_frame(self, frame: Frame, now: float) -> bool:
+        """Write ``frame`` into the WebSocket connection at once, as the writer task would, when
+        the socket is idle (so no packet is ahead of this one); ``now`` is ``time.time()``.
+
+        ``False``, having done nothing, when the packet must go through ``send``: no
+        WebSocket, packets queued or being sent, a closing socket, an overdue ping, or a
+        full outgoing buffer (``send`` drops the slow consumer); with permessage-deflate
+        also a frame too large to compress in the event loop, or the compressor busy with
+        one that was.
+        """
+        if not self.idle() or self.closing or self.closed:
+            return False
+        websocket = self._websocket
+        assert websocket is not None  # idle
+        # The WebSocket's own writer and connection: ``self.transport`` may be a long-poll's
+        # that arrived while the session was upgrading.
+        writer = websocket._writer
+        if writer is None or websocket.closed or writer.transport.is_closing():
+            return False
+        last_ping = self.last_ping
+        if last_ping and now - last_ping > self.server.ping_timeout:
+            return False
+        if self.buffered() + frame.size > self.server.max_outgoing_bytes:
+            return False
+        if not websocket.compress:
+            writer.transport.write(frame.data)
+            return True
+        # What aiohttp's send_frame does for a small frame, under the lock it finds free.
+        if writer._send_lock.locked() or frame.size > WEBSOCKET_MAX_SYNC_CHUNK_SIZE:
+            return False
+        writer._send_compressed_frame_sync(frame.payload, WSMsgType.TEXT, None)
+        return True
 
     async def _drop_slow_consumer(self) -> None:
         buffered = self.buffered()

@@ -616,6 +616,8 @@ async def test_socket_closed_mid_delivery_does_not_stop_delivery_to_the_others(
         await send_packet(eio_sid, pkt)
 
     monkeypatch.setattr(eio, "send_packet", close_first_then_send)
+    # Its writer busy, as it were: the packet is not written at once but takes send_packet.
+    monkeypatch.setattr(eio.sockets[doomed_eio_sid], "write_frame", lambda frame, now: False)
 
     await send(sender, "alice", "navigation_update", {"step": 6})
 

@@ -15,6 +15,7 @@ from socketio import packet as sio_packet
 
 from server.app_keys import PRESENCE, SIO
 from server.engine_socket import GuardedSocket
+from server.fanout import text_frame
 from server.json_codec import SocketIOJson
 from server.outgoing import OutgoingQueue
 from server.transport import CodecPacket, SocketServer
@@ -162,6 +163,92 @@ async def test_what_the_transport_has_not_sent_counts_toward_the_limit(
         assert socket.closed and socket.transport.aborted
     finally:
         real.abort()
+
+
+async def test_a_frame_is_written_at_once_only_while_the_websocket_writer_awaits_packets(
+        start_replica: StartReplica, make_client: MakeClient) -> None:
+    replica = await start_replica(queue=False)
+    client = await connected(make_client, replica, "alice")
+    [socket] = replica.app[SIO].eio.sockets.values()
+    await eventually(socket.idle)
+
+    assert socket.write_frame(text_frame('2["news",1]'), time.time())
+    socket.queue.put_nowait(eio_packet.Packet(eio_packet.MESSAGE, '2["news",2]'))  # the writer has it in hand
+    assert not socket.write_frame(text_frame('2["news",3]'), time.time())  # it would overtake packet 2
+
+    await client.wait_for("news", count=2)
+    assert client.received("news") == [1, 2]
+
+
+async def test_a_frame_goes_to_the_websocket_even_after_a_long_poll_sent_during_the_upgrade(
+        start_replica: StartReplica) -> None:
+    """Such a poll becomes the socket's ``transport``, which is the wrong connection for frames."""
+    replica = await start_replica(queue=False)
+    async with aiohttp.ClientSession() as session:
+        sid = await open_polling_session(session, replica.url)
+        [socket] = replica.app[SIO].eio.sockets.values()
+        async with session.ws_connect(engineio_url(replica.url, transport="websocket", sid=sid)) as ws:
+            await ws.send_str("2probe")
+            assert await ws.receive_str(timeout=5) == "3probe"
+            assert await poll(session, replica.url, sid) == (200, ["6"])  # upgrading: a NOOP at once
+            await ws.send_str("5")
+            await eventually(lambda: socket.upgraded and socket.idle())
+
+            assert socket.write_frame(text_frame('2["news",1]'), time.time())
+
+            assert await ws.receive_str(timeout=5) == "6"  # the NOOP that would have ended a waiting poll
+            assert await ws.receive_str(timeout=5) == '42["news",1]'
+
+
+async def test_a_frame_for_a_full_buffer_is_left_to_send_which_drops_the_slow_consumer(
+        start_replica: StartReplica, make_client: MakeClient) -> None:
+    replica = await start_replica(queue=False, max_outgoing_buffer_bytes=65536)
+    client = await connected(make_client, replica, "alice")
+    sio = replica.app[SIO]
+    [socket] = sio.eio.sockets.values()
+    await eventually(socket.idle)
+    real, socket.transport = socket.transport, FullTransport(60_000)
+    try:
+        assert not socket.write_frame(text_frame('2["news","' + "x" * 6_000 + '"]'), time.time())
+        assert not socket.closed
+
+        await sio.emit("news", "x" * 6_000, to=client.sio.get_sid("/"))
+
+        assert socket.closed and socket.transport.aborted
+        assert sample(replica, "kindmap_slow_consumer_disconnects_total") == 1
+    finally:
+        real.abort()
+
+
+async def test_a_frame_is_left_to_send_for_a_closed_socket_or_one_whose_ping_went_unanswered(
+        start_replica: StartReplica, make_client: MakeClient) -> None:
+    replica = await start_replica(queue=False)
+    await connected(make_client, replica, "alice")
+    await connected(make_client, replica, "bob")
+    silent, closed = replica.app[SIO].eio.sockets.values()
+    await eventually(lambda: silent.idle() and closed.idle())
+    silent.last_ping = time.time() - 3600
+    await closed.close(wait=False, abort=True)
+
+    assert not silent.write_frame(text_frame('2["news",1]'), time.time())
+    assert not closed.write_frame(text_frame('2["news",1]'), time.time())
+
+
+async def test_a_frame_for_a_compressed_websocket_is_compressed_in_its_own_deflate_context(
+        start_replica: StartReplica) -> None:
+    """Each compressed connection has its own deflate context: a frame built once cannot serve it as it is."""
+    replica = await start_replica(queue=False, websocket_compression=True)
+    async with aiohttp.ClientSession() as session, session.ws_connect(
+            engineio_url(replica.url, transport="websocket"), compress=15) as ws:
+        assert (await ws.receive_str(timeout=5)).startswith("0{")
+        [socket] = replica.app[SIO].eio.sockets.values()
+        await eventually(socket.idle)
+
+        for n in range(3):  # the context carries over from frame to frame
+            assert socket.write_frame(text_frame(f'2["news",{n}]'), time.time())
+        assert not socket.write_frame(text_frame('2["news","' + "x" * 20_000 + '"]'), time.time())  # too large
+
+        assert [await ws.receive_str(timeout=5) for _ in range(3)] == [f'42["news",{n}]' for n in range(3)]
 
 
 async def test_a_client_gone_silent_past_its_ping_timeout_has_its_buffer_freed_and_tcp_aborted(
