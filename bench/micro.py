@@ -59,10 +59,11 @@ from socketio.async_manager import AsyncManager
 
 from cluster.processes import RedisServer, Replica, wait_until_async
 from server import json_codec
+from server.engine_socket import GuardedSocket
 from server.event_loop import new_event_loop
 from server.outgoing import OutgoingQueue, packet_size
 from server.queue.local_delivery import LocalDelivery
-from server.transport import CodecPacket, GuardedSocket
+from server.transport import CodecPacket
 
 from .cpu import cpu_seconds, rss_bytes
 from .loadgen import Client, Recorder

@@ -33,7 +33,7 @@ from .logs import LogThrottle
 from .metrics import Metrics
 from .outgoing import OutgoingQueue
 
-__all__ = ["CodecPacket", "EngineServer", "GuardedSocket", "SocketServer"]  # GuardedSocket: from engine_socket
+__all__ = ["CodecPacket", "EngineServer", "SocketServer"]
 
 logger = logging.getLogger(__name__)
 

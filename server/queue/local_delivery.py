@@ -25,8 +25,8 @@ from engineio.exceptions import EngineIOError
 from socketio import packet as sio_packet
 from socketio.async_manager import AsyncManager
 
+from ..engine_socket import GuardedSocket
 from ..fanout import Frame, text_frame
-from ..transport import GuardedSocket
 
 __all__ = ["LocalDelivery"]
 
