@@ -75,7 +75,8 @@ class SocketIOJson:
     with python-engineio's ``json`` (which refuses integers of over 100 digits); so do these,
     through orjson where the bytes come out the same: clients receive the very bytes they
     did before (error payloads included). Where they might not, json writes: text that is
-    not ASCII (orjson keeps it as UTF-8), and text holding ``e-`` or ``0.0000``, as orjson
+    not ASCII (orjson keeps it as UTF-8) or holds DEL (json escapes it as ``\u007f``, orjson
+    does not), and text holding ``e-`` or ``0.0000``, as orjson
     writes a float under 1e-4 (``1e-7`` or ``0.00001``, where json writes ``1e-07`` and
     ``1e-05``); every float formatted otherwise comes out the same from both.
     """
@@ -86,7 +87,7 @@ class SocketIOJson:
             text = orjson.dumps(obj, option=_OPTIONS).decode()
         except TypeError:  # orjson.JSONEncodeError
             return json.dumps(obj, **kwargs)
-        if text.isascii() and "e-" not in text and "0.0000" not in text:
+        if text.isascii() and "\x7f" not in text and "e-" not in text and "0.0000" not in text:
             return text
         return json.dumps(obj, **kwargs)
 

@@ -122,3 +122,8 @@ def test_an_error_event_packet_is_byte_for_byte_what_stock_python_socketio_sends
     data = ["error", error_payload(ErrorCode.UNKNOWN_EVENT, message)]
     ours = CodecPacket(sio_packet.EVENT, data=data).encode()
     assert ours == sio_packet.Packet(sio_packet.EVENT, data=data).encode()
+
+
+@pytest.mark.parametrize("value", ["\x7f", {"stop": "a\x7fb"}, ["\x1f", "\x7f"]])
+def test_socketio_dumps_escapes_del_as_json_does(value: Any) -> None:
+    assert SocketIOJson.dumps(value, separators=(",", ":")) == compact(value, ensure_ascii=True)
