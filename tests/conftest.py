@@ -4,11 +4,13 @@ that run real processes (integration and e2e)."""
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings
 
 from cluster.processes import REPO_ROOT, RedisServer
 from tests.fakes.memory_backend import MemoryBroker
@@ -17,6 +19,11 @@ from tests.helpers.cluster import Cluster
 from tests.helpers.raw_client import OpenRaw, RawClient
 
 _MARKED_SUITES = ("integration", "e2e")
+
+# CI judges a change on the same property-test examples every run (HYPOTHESIS_PROFILE=ci in
+# .ci/run); a developer's run draws new ones, which is how the guard and codec bugs were found.
+settings.register_profile("ci", derandomize=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
