@@ -341,18 +341,16 @@ def _start_py_spy(pid: int, args: argparse.Namespace) -> subprocess.Popen[bytes]
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.micro", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    json_parser = commands.add_parser("json", help="encode and decode CPU of a navigation message")
-    json_parser.add_argument("--calls", type=int, default=20_000)
-    json_parser.add_argument("--runs", type=int, default=7)
-    send_parser = commands.add_parser("send", help="outgoing-buffer checks per recipient")
-    send_parser.add_argument("--calls", type=int, default=200_000)
-    send_parser.add_argument("--runs", type=int, default=7)
-    emit_parser = commands.add_parser("emit", help="python-socketio's emit to one socket, with and without a task")
-    emit_parser.add_argument("--calls", type=int, default=20_000)
-    emit_parser.add_argument("--runs", type=int, default=7)
-    redis_parser = commands.add_parser("redis", help="redis-py's read CPU per message, hiredis or not")
-    redis_parser.add_argument("--messages", type=int, default=40_000)
-    redis_parser.add_argument("--runs", type=int, default=5)
+    # The one-cost commands: name, help, what is repeated and how often, runs.
+    for name, help_text, count, repeats, runs in [
+        ("json", "encode and decode CPU of a navigation message", "--calls", 20_000, 7),
+        ("send", "outgoing-buffer checks per recipient", "--calls", 200_000, 7),
+        ("emit", "python-socketio's emit to one socket, with and without a task", "--calls", 20_000, 7),
+        ("redis", "redis-py's read CPU per message, hiredis or not", "--messages", 40_000, 5),
+    ]:
+        command = commands.add_parser(name, help=help_text)
+        command.add_argument(count, type=int, default=repeats)
+        command.add_argument("--runs", type=int, default=runs)
     deliver = commands.add_parser("delivery", help="replica CPU per delivered message")
     deliver.add_argument("--clients", type=int, default=200)
     deliver.add_argument("--rate", type=float, default=2000, help="messages emitted per second")
