@@ -171,7 +171,7 @@ class QueueManager(AsyncPubSubManager, LocalDelivery):  # type: ignore[misc]
             return
         message = self._emit_message(event, data, namespace, room, skip_sid, callback)
         await self._publish(message)
-        await self._handle_emit(message)
+        await self._deliver(message)
 
     async def emit_to_user(self, user_id: str, event: str, data: Any) -> bool:
         """Emit to every socket of ``user_id``, on whichever replicas hold one; ``data`` is
@@ -183,7 +183,7 @@ class QueueManager(AsyncPubSubManager, LocalDelivery):  # type: ignore[misc]
         message = self._emit_message(event, data, "/", user_room(user_id), None, None, binary=False)
         if not await self._publish(message):
             return False
-        await self._handle_emit(message)
+        await self._deliver(message)
         return True
 
     async def emit_many_to_user(self, messages: Sequence[tuple[str, str, Any]]) -> list[bool | RealtimeError]:
@@ -213,7 +213,7 @@ class QueueManager(AsyncPubSubManager, LocalDelivery):  # type: ignore[misc]
             else:
                 self.metrics.published.inc()
                 if result and self.server is not None:
-                    await self._handle_emit(message)
+                    await self._deliver(message)
         return outcomes
 
     def _emit_message(self, event: str, data: Any, namespace: str, room: Any, skip_sid: Any,
@@ -357,8 +357,7 @@ class QueueManager(AsyncPubSubManager, LocalDelivery):  # type: ignore[misc]
             return  # our own message, already handled here before publishing
         self.metrics.received.inc()
         logger.debug("queue message: %s", method)
-        handler: Callable[[dict[str, Any]], Awaitable[None]] = (
-            self._handle_queued_emit if method == "emit" else getattr(self, f"_handle_{method}"))
+        handler: Callable[[dict[str, Any]], Awaitable[None]] = getattr(self, f"_handle_{method}")
         try:
             await handler(message)
         except Exception:
@@ -366,9 +365,6 @@ class QueueManager(AsyncPubSubManager, LocalDelivery):  # type: ignore[misc]
             logger.exception("queue message handler failed", extra={"method": method})
 
     async def _handle_emit(self, message: dict[str, Any]) -> None:
-        await self._deliver(message)
-
-    async def _handle_queued_emit(self, message: dict[str, Any]) -> None:
         """An emit from the queue. One for a user came here because this replica held a socket
         of the user when it was sent; finding none, the user left while it was on its way."""
         if await self._deliver(message) == 0 and user_of_room(message.get("room")) is not None:
@@ -379,7 +375,7 @@ class QueueManager(AsyncPubSubManager, LocalDelivery):  # type: ignore[misc]
                             extra={"reason": "user_left", "suppressed": held})
 
     async def _deliver(self, message: dict[str, Any]) -> int:
-        """Deliver an emit to this replica's sockets; how many it reached."""
+        """Deliver an emit (from the queue, or made here) to this replica's sockets; how many it reached."""
         recipients = self._count_recipients(message)
         await super()._handle_emit(message)
         self.metrics.delivered.inc(recipients)
