@@ -25,6 +25,7 @@ from .http_api import ErrorMiddleware, routes
 from .metrics import Metrics
 from .packet_guard import HARD_CAP_FACTOR, drop_transport
 from .queue.manager import LocalManager, QueueManager
+from .recovery import Recovery
 from .transport import SocketServer
 
 __all__ = ["create_app"]
@@ -50,7 +51,9 @@ def create_app(settings: Settings, *, backend: Backend | None = None,
     metrics = Metrics()
     if backend is None and settings.redis_url is not None and client_manager is None:
         backend = open_backend(settings.redis_url, channel=settings.channel, signing_key=settings.signing_key,
-                               instance_id=settings.instance_id, clock_skew=settings.queue_replay_window)
+                               instance_id=settings.instance_id, clock_skew=settings.queue_replay_window,
+                               recovery_window=settings.recovery_window,
+                               recovery_max_messages=settings.recovery_max_messages)
     manager: AsyncManager
     presence: Presence
     if backend is not None:
@@ -79,7 +82,15 @@ def create_app(settings: Settings, *, backend: Backend | None = None,
     )
     metrics.engineio_sessions.set_function(lambda: len(sio.eio.sockets))
     authenticator = Authenticator(settings)
-    gateway = Gateway(sio, settings=settings, authenticator=authenticator, presence=presence, metrics=metrics)
+    recovery = None
+    if isinstance(manager, QueueManager) and backend is not None and backend.sessions is not None \
+            and settings.recovery_window > 0:
+        recovery = Recovery(backend.sessions, metrics=metrics, open_envelope=manager.open_envelope,
+                            send=manager.send_event, kick=manager.disconnect_room)
+        manager.recovery = recovery
+        sio.session_id_of = recovery.pid_of
+    gateway = Gateway(sio, settings=settings, authenticator=authenticator, presence=presence, metrics=metrics,
+                      recovery=recovery)
 
     connections = OpenConnections()
     limiter = HandshakeLimiter(sio, settings=settings, metrics=metrics)

@@ -282,6 +282,18 @@ class Settings:
         "also the clock skew allowed on signed presence entries. Keep hosts' clocks (NTP) well within it.",
         bounds=QUEUE_REPLAY_WINDOW)
 
+    recovery_window: float = _setting(
+        "RECOVERY_WINDOW_SECONDS", 120.0,
+        "How long a socket whose connection was lost (not closed by its client) stays recoverable: a "
+        "socket.io-client (4.6 or newer) reconnecting within it, to any replica, gets its socket id back and every "
+        "message sent to its user meanwhile; sends to a user offline within it are stored (`\"stored\"`). "
+        "`0` turns connection state recovery off (no session ids, offsets or histories); see "
+        "[Connection state recovery](#connection-state-recovery).", bounds=Range(0.0, 3600.0), section="Recovery")
+    recovery_max_messages: int = _setting(
+        "RECOVERY_MAX_MESSAGES", 200,
+        "Most messages kept per user for recovery (the oldest are dropped first); a client that missed more "
+        "gets a new session (`recovered` false).", bounds=Range(1, 10_000))
+
     duplicate_connection_policy: str = _setting(
         "DUPLICATE_CONNECTION_POLICY", "allow",
         "`replace`: a new connection of a user disconnects the user's older sockets on every replica.",

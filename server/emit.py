@@ -3,7 +3,9 @@
 Exit codes: 0 sent; 1 Redis unavailable, busy, or publish failed; 2 bad arguments
 (also data that is not strict JSON, or a message over MAX_QUEUE_MESSAGE_BYTES), or a
 QUEUE_SIGNING_KEY (read from the environment) missing or other than the replicas';
-3 the user is not connected to any replica. Like a replica, it refuses to run
+3 the user is not connected to any replica; 4 stored: the user is offline, but a session
+of theirs is within its recovery window and gets the message when it reconnects. The
+status (sent, stored) is printed on standard output. Like a replica, it refuses to run
 without QUEUE_SIGNING_KEY unless ALLOW_UNSIGNED_QUEUE=true (or AUTH_MODE=dev).
 """
 
@@ -33,7 +35,7 @@ from .queue.replay import DEFAULT_WINDOW
 
 T = TypeVar("T", int, float)
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOT_CONNECTED = 0, 1, 2, 3
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOT_CONNECTED, EXIT_STORED = 0, 1, 2, 3, 4
 
 
 def parse_args(argv: list[str] | None, environ: dict[str, str]) -> argparse.Namespace:
@@ -43,6 +45,8 @@ def parse_args(argv: list[str] | None, environ: dict[str, str]) -> argparse.Name
     target.add_argument("--broadcast", action="store_true", help="send to every connected socket")
     parser.add_argument("--event", required=True, help="event name")
     parser.add_argument("--data", default="null", help="JSON payload (default: null)")
+    parser.add_argument("--volatile", action="store_true",
+                        help="never store the message for recovery (high-rate updates whose next one replaces it)")
     parser.add_argument("--redis-url", default=environ.get("REDIS_URL"), help="default: $REDIS_URL")
     parser.add_argument("--channel", default=read_setting(environ, "SOCKETIO_CHANNEL") or DEFAULT_CHANNEL,
                         help="default: $SOCKETIO_CHANNEL or %(default)s")
@@ -59,13 +63,14 @@ def parse_args(argv: list[str] | None, environ: dict[str, str]) -> argparse.Name
     return args
 
 
-async def run(args: argparse.Namespace, data: Any) -> None:
+async def run(args: argparse.Namespace, data: Any) -> str:
+    """Send; returns the status (``sent``, or ``stored`` for a user offline within a recovery window)."""
     async with Emitter(args.redis_url, channel=args.channel, signing_key=args.signing_key,
                        max_message_bytes=args.max_message_bytes, replay_window=args.replay_window) as emitter:
         if args.broadcast:
             await emitter.broadcast(args.event, data)
-        else:
-            await emitter.send_to_user(args.user, args.event, data)
+            return "sent"
+        return await emitter.send_to_user(args.user, args.event, data, volatile=args.volatile)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -97,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         with asyncio.Runner(loop_factory=new_event_loop) as runner:
-            runner.run(run(args, data))
+            status = runner.run(run(args, data))
     except UserNotConnectedError as exc:
         print(f"not sent: {exc.message}", file=sys.stderr)
         return EXIT_NOT_CONNECTED
@@ -107,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     except RealtimeError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return EXIT_FAILED
-    return EXIT_OK
+    print(status)
+    return EXIT_STORED if status == "stored" else EXIT_OK
 
 
 def _number(raw: str | None, name: str, kind: Callable[[str], T], default: T,

@@ -93,23 +93,28 @@ class Emitter:
             self._open = False
             await self._manager.close()
 
-    async def send_to_user(self, user_id: str, event: str, data: Any = None) -> None:
+    async def send_to_user(self, user_id: str, event: str, data: Any = None, *, volatile: bool = False) -> str:
         """Deliver ``event`` to every socket of ``user_id`` on every replica.
 
-        Raises ``UserNotConnectedError`` when the user has no socket anywhere,
+        Returns ``"sent"``, or ``"stored"`` when the user has no socket but a session of
+        theirs is within its recovery window: the message is replayed when it reconnects.
+        A ``volatile`` message (high-rate echoes: positions, countdowns) is never stored.
+        Raises ``UserNotConnectedError`` when the user has neither,
         ``PublishError`` / ``QueueUnavailableError`` when Redis fails (``QueueBusyError``,
         one of both, when it is only busy: retry), ``PayloadTooLargeError`` over
         ``max_message_bytes``, and ``RequestError`` for a bad user id, event name or
         data (not strict JSON, or nested too deep).
         """
-        await send_to_user(self._manager, self._backend.presence, self.metrics, user_id, event, data)
+        return await send_to_user(self._manager, self._backend.presence, self.metrics, user_id, event, data,
+                                  volatile=volatile)
 
-    async def send_many(self, messages: Iterable[tuple[str, str, Any]]) -> list[Outcome]:
+    async def send_many(self, messages: Iterable[tuple[str, str, Any]], *, volatile: bool = False) -> list[Outcome]:
         """Send each ``(user_id, event, data)`` as ``send_to_user`` would, in one round trip to
         Redis (on a Redis Cluster, concurrently); one ``Outcome`` per message, in order, saying
-        whether it was sent or why not. Raises nothing for a single message's failure.
+        whether it was sent or stored (``status``) or why not. Raises nothing for a single
+        message's failure.
         """
-        return await send_many_to_users(self._manager, self.metrics, messages)
+        return await send_many_to_users(self._manager, self.metrics, messages, volatile=volatile)
 
     async def broadcast(self, event: str, data: Any = None) -> None:
         """Deliver ``event`` to every connected socket on every replica."""

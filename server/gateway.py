@@ -17,6 +17,7 @@ from .logs import LogThrottle
 from .metrics import Metrics
 from .packet_guard import PacketGuard
 from .queue.rooms import user_room
+from .recovery import Recovery
 from .token_expiry import TokenExpiry
 
 __all__ = ["Gateway"]
@@ -32,16 +33,18 @@ class Gateway:
     Every authenticated socket joins ``user:<id>``; anything a client sends that
     is not a known event with a well-formed payload gets an ``error`` event and
     changes nothing else (the packet guard answers whatever no handler here takes,
-    before python-socketio sees it).
+    before python-socketio sees it). With ``recovery``, a socket has a recoverable
+    session: claimed before python-socketio sees the CONNECT, replayed after its reply.
     """
 
     def __init__(self, sio: socketio.AsyncServer, *, settings: Settings, authenticator: Authenticator,
-                 presence: Presence, metrics: Metrics) -> None:
+                 presence: Presence, metrics: Metrics, recovery: Recovery | None = None) -> None:
         self.sio = sio
         self.settings = settings
         self.authenticator = authenticator
         self.presence = presence
         self.metrics = metrics
+        self.recovery = recovery
         self.draining = False
         self._refusals = LogThrottle()
         self.token_expiry = TokenExpiry(sio, authenticator)
@@ -50,11 +53,24 @@ class Gateway:
         sio.on("ping", self.on_ping)
         self._welcomes: dict[str, dict[str, Any]] = {}
         self.guard = PacketGuard(sio, settings=settings, metrics=metrics,
-                                 events=frozenset(sio.handlers["/"]) - _LIFECYCLE_EVENTS, on_joined=self._welcome)
+                                 events=frozenset(sio.handlers["/"]) - _LIFECYCLE_EVENTS, on_joined=self._welcome,
+                                 before_connect=self._claim_session if recovery else None,
+                                 on_closed=recovery.abandon if recovery else None)
 
     def _transport_gone(self, sid: str) -> bool:
         eio_socket = self.sio.eio.sockets.get(self.sio.manager.eio_sid_from_sid(sid, "/"))
         return eio_socket is None or eio_socket.closed or eio_socket.closing
+
+    async def _claim_session(self, eio_sid: str, auth: Any) -> None:
+        """A CONNECT naming a session to recover (``pid``): claim it before python-socketio
+        gives the connection a socket id, which must be the session's."""
+        environ = self.sio.environ.get(eio_sid)
+        if self.recovery is None or self.draining or environ is None:
+            return
+        def identify(credentials: Mapping[str, Any]) -> str:
+            return self.authenticator.identify(credentials, environ).user_id
+
+        await self.recovery.before_connect(eio_sid, auth, identify)
 
     async def on_connect(self, sid: str, environ: Mapping[str, Any], auth: Any = None) -> None:
         try:
@@ -71,39 +87,55 @@ class Gateway:
         user_id = identity.user_id
         await self.sio.save_session(sid, {"user_id": user_id})
         room = user_room(user_id)
+        tracked = None
+        if self.recovery is not None:  # before the room: its live events are held until the replay
+            tracked = await self.recovery.start(sid, self.sio.manager.eio_sid_from_sid(sid, "/"), user_id, auth)
+        session = tracked.session if tracked else None
         if self.settings.duplicate_connection_policy == "replace":
             await self._replace_older_sockets(room, sid)
         await self.sio.enter_room(sid, room)
-        await self.presence.add(user_id, sid)
+        await self.presence.add(user_id, sid, session)
         if self._transport_gone(sid):
             # The client left while we awaited Redis; python-socketio would still finish
             # the handshake and never call on_disconnect, leaving a socket that is "online".
-            await self.presence.remove(user_id, sid)
+            if self.recovery is not None:
+                self.recovery.forget(sid)
+            await self.presence.remove(user_id, sid, session, keep=True)
             logger.info("client left during the handshake", extra={"user_id": user_id, "sid": sid})
             raise socketio.exceptions.ConnectionRefusedError("the transport closed during the handshake")
         self.token_expiry.watch(sid, identity)
         self.metrics.connections.inc()
-        logger.info("client connected", extra={"user_id": user_id, "sid": sid})
+        logger.info("client connected", extra={"user_id": user_id, "sid": sid,
+                                               "recovered": bool(tracked and tracked.recovered)})
         self._welcomes[sid] = {
             "user_id": user_id,
             "sid": sid,
             "instance_id": self.settings.instance_id,
             "server_version": __version__,
+            "recovered": bool(tracked and tracked.recovered),
         }
 
     async def _welcome(self, sid: str) -> None:
         """``connected``, sent once python-socketio has sent the connect reply: a client
-        that emits from its ``connected`` handler is then already connected."""
+        that emits from its ``connected`` handler is then already connected. A socket
+        with a session first gets what it missed; ``replayed`` says how many."""
         welcome = self._welcomes.pop(sid, None)
-        if welcome is not None:
-            await self.sio.emit("connected", welcome, to=sid)
+        if welcome is None:
+            return
+        if self.recovery is not None and sid in self.recovery.sockets:
+            welcome["replayed"] = await self.recovery.replay(sid)
+        await self.sio.emit("connected", welcome, to=sid)
 
     async def on_disconnect(self, sid: str, reason: Any = None) -> None:
         self.token_expiry.forget(sid)
         self._welcomes.pop(sid, None)
         session = await self.sio.get_session(sid)
         user_id = session["user_id"]
-        await self.presence.remove(user_id, sid)
+        tracked = self.recovery.forget(sid) if self.recovery is not None else None
+        # Kept for recovery unless the client left on purpose or the server closed it (kick, expiry).
+        keep = reason != self.sio.reason.SERVER_DISCONNECT and \
+            not self.guard.leaving(self.sio.manager.eio_sid_from_sid(sid, "/"))
+        await self.presence.remove(user_id, sid, tracked.session if tracked else None, keep=keep)
         self.metrics.connections.dec()
         logger.info("client disconnected", extra={"user_id": user_id, "sid": sid, "reason": str(reason)})
 

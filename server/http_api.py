@@ -124,8 +124,9 @@ async def metrics(request: web.Request) -> web.Response:
 
 @routes.post("/api/v1/emit")
 async def emit(request: web.Request) -> web.Response:
-    """``{"user_id", "event", "data"}`` from a backend holding ``SERVER_API_KEY``, or
-    from the demo page holding a dev token (dev mode only)."""
+    """``{"user_id", "event", "data", "volatile"}`` from a backend holding ``SERVER_API_KEY``, or
+    from the demo page holding a dev token (dev mode only). 202 with ``"status": "sent"``, or
+    ``"stored"`` for a user offline within a session's recovery window (``send_to_user``)."""
     sender = _emit_sender(request)
     limit = request.app[SETTINGS].max_payload_bytes
     if request.content_length is not None and request.content_length > limit:
@@ -135,14 +136,18 @@ async def emit(request: web.Request) -> web.Response:
         body = await request.json()
     except (ValueError, RecursionError):  # also an integer of over 4,300 digits, and deep nesting
         return error_response(400, ErrorCode.INVALID_PARAMETERS, "the body must be a JSON object")
-    if not isinstance(body, dict) or set(body) - {"user_id", "event", "data"}:
-        return error_response(400, ErrorCode.INVALID_PARAMETERS, 'expected {"user_id", "event", "data"} only')
+    if not isinstance(body, dict) or set(body) - {"user_id", "event", "data", "volatile"}:
+        return error_response(400, ErrorCode.INVALID_PARAMETERS,
+                              'expected {"user_id", "event", "data", "volatile"} only')
+    volatile = body.get("volatile", False)
+    if not isinstance(volatile, bool):
+        return error_response(400, ErrorCode.INVALID_PARAMETERS, "volatile must be true or false")
     app = request.app
-    await send_to_user(app[MANAGER], app[PRESENCE], app[METRICS], body.get("user_id"), body.get("event"),
-                       body.get("data"))
+    status = await send_to_user(app[MANAGER], app[PRESENCE], app[METRICS], body.get("user_id"), body.get("event"),
+                                body.get("data"), volatile=volatile)
     if sender is not None:
         logger.debug("demo emit", extra={"from_user": sender, "user_id": body["user_id"], "event": body["event"]})
-    return web.json_response({"status": "sent", "user_id": body["user_id"], "event": body["event"]}, status=202)
+    return web.json_response({"status": status, "user_id": body["user_id"], "event": body["event"]}, status=202)
 
 
 def _emit_sender(request: web.Request) -> str | None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
-__all__ = ["CLOSE_REASONS", "DROP_REASONS", "PROTOCOL_VIOLATIONS", "REFUSAL_CODES", "Metrics"]
+__all__ = ["CLOSE_REASONS", "DROP_REASONS", "PROTOCOL_VIOLATIONS", "RECOVERY_FAILURES", "REFUSAL_CODES", "Metrics"]
 
 # Why a message did not reach a socket; pre-declared so every series exists at 0.
 DROP_REASONS = (
@@ -31,6 +31,8 @@ PROTOCOL_VIOLATIONS = ("oversized_body", "bad_polling_body", "slow_body", "dupli
 # Why the server refused a client's packet (the code it answered), and why it closed a session.
 REFUSAL_CODES = ("UNKNOWN_EVENT", "INVALID_PARAMETERS", "NOT_FOUND", "PAYLOAD_TOO_LARGE", "RATE_LIMITED")
 CLOSE_REASONS = ("rate_limited", "connect_timeout", "invalid_handshake", "payload_hard_cap", "too_many_attachments")
+# Why a reconnecting client's session was not recovered (server/recovery.py).
+RECOVERY_FAILURES = ("unknown", "expired", "gone", "invalid_offset", "unavailable", "lost_during_replay")
 
 
 class Metrics:
@@ -87,6 +89,20 @@ class Metrics:
             "kindmap_engineio_sessions", "Engine.IO sessions this replica holds, connected to Socket.IO or not.",
             registry=self.registry,
         )
+        self.recoveries = Counter(
+            "kindmap_recoveries_total", "Sessions recovered by reconnecting clients (Socket.IO connection state "
+            "recovery).", registry=self.registry,
+        )
+        self.recoveries_failed = Counter(
+            "kindmap_recoveries_failed_total", "Reconnecting clients that got a new session instead, by reason "
+            "(lost_during_replay: recovered, but the history was cut short while it was replayed).", ["reason"],
+            registry=self.registry,
+        )
+        self.replayed = Counter(
+            "kindmap_messages_replayed_total", "Missed messages written to recovered sessions.", registry=self.registry,
+        )
+        for reason in RECOVERY_FAILURES:
+            self.recoveries_failed.labels(reason=reason)
         for reason in DROP_REASONS:
             self.dropped.labels(reason=reason)
         for cause in PROTOCOL_VIOLATIONS:

@@ -70,6 +70,7 @@ class _Session:
     flood: FloodGuard
     timeout: asyncio.TimerHandle | None = None
     attachments: _Attachments | None = None
+    leaving: bool = False  # its client sent a DISCONNECT now being handled: it left on purpose
 
 
 class PacketGuard:
@@ -79,15 +80,22 @@ class PacketGuard:
         answered with ``UNKNOWN_EVENT`` here.
     :param on_joined: awaited with the socket id once python-socketio has answered a
         successful CONNECT, so what we send a new socket follows the connect reply.
+    :param before_connect: awaited with the Engine.IO session id and the CONNECT packet's
+        data before python-socketio handles an accepted CONNECT (session recovery).
+    :param on_closed: called with the Engine.IO session id when the session ends.
     """
 
     def __init__(self, sio: socketio.AsyncServer, *, settings: Settings, metrics: Metrics,
-                 events: frozenset[str], on_joined: Callable[[str], Awaitable[None]]) -> None:
+                 events: frozenset[str], on_joined: Callable[[str], Awaitable[None]],
+                 before_connect: Callable[[str, Any], Awaitable[None]] | None = None,
+                 on_closed: Callable[[str], None] | None = None) -> None:
         self.sio = sio
         self.settings = settings
         self.metrics = metrics
         self.events = events
         self.on_joined = on_joined
+        self.before_connect = before_connect
+        self.on_closed = on_closed
         self._sessions: dict[str, _Session] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._log = LogThrottle(interval=10.0)
@@ -110,6 +118,8 @@ class PacketGuard:
         session = self._sessions.pop(eio_sid, None)
         if session is not None and session.timeout is not None:
             session.timeout.cancel()
+        if self.on_closed is not None:
+            self.on_closed(eio_sid)
         await self._disconnect(eio_sid, reason)
 
     async def on_engine_message(self, eio_sid: str, data: str | bytes) -> None:
@@ -152,11 +162,23 @@ class PacketGuard:
             elif sid is None and pkt.packet_type not in _CLIENT_TYPES:
                 await self._close(eio_sid, None, "invalid_handshake")
             return
-        await self._message(eio_sid, data)
+        if pkt.packet_type == sio_packet.CONNECT and self.before_connect is not None:
+            await self.before_connect(eio_sid, pkt.data)
+        session.leaving = pkt.packet_type == sio_packet.DISCONNECT
+        try:
+            await self._message(eio_sid, data)
+        finally:
+            session.leaving = False
         if pkt.packet_type == sio_packet.CONNECT:
             await self._after_connect(eio_sid, session)
         elif pkt.packet_type == sio_packet.DISCONNECT:
             self._start_connect_timer(eio_sid, session)  # a session without a namespace must join again in time
+
+    def leaving(self, eio_sid: str) -> bool:
+        """Whether the client of this Engine.IO session is leaving on purpose: its Socket.IO
+        DISCONNECT is being handled (an Engine.IO close or a lost transport is no such thing)."""
+        session = self._sessions.get(eio_sid)
+        return session is not None and session.leaving
 
     async def _not_a_packet(self, eio_sid: str, sid: str | None) -> None:
         await self._refuse(eio_sid, sid, ErrorCode.INVALID_PARAMETERS, "not a valid Socket.IO packet")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import engineio
@@ -68,6 +69,7 @@ class EngineServer(engineio.AsyncServer):  # type: ignore[misc]
         self.metrics = metrics
         self.throttle = LogThrottle()
         self.deadlines: Deadlines[GuardedSocket] = Deadlines(GuardedSocket.on_deadline)
+        self._next_id: str | None = None
         # The driver table is shared by every server of the process: copy, then swap the
         # environ builder for a view of the request (python-engineio has no option for it).
         self._async: dict[str, Any] = {**self._async, "translate_request": RequestEnviron}
@@ -75,6 +77,16 @@ class EngineServer(engineio.AsyncServer):  # type: ignore[misc]
     async def shutdown(self) -> None:
         await super().shutdown()
         self.deadlines.close()
+
+    def issue_next_id(self, sid: str) -> None:
+        """Make ``sid`` the next id this server generates. python-socketio asks Engine.IO for
+        every new Socket.IO socket id (``BaseManager.pre_connect``), with no way to pass one in;
+        a recovered session's connection must get its old id back (``LocalDelivery.pre_connect``)."""
+        self._next_id = sid
+
+    def generate_id(self) -> str:
+        sid, self._next_id = self._next_id, None
+        return sid or str(super().generate_id())
 
     def create_queue(self, *args: Any, **kwargs: Any) -> OutgoingQueue:
         """Every socket's queue (the library's hook; sockets are its only user)."""
@@ -201,10 +213,27 @@ class CodecPacket(socketio.packet.Packet):  # type: ignore[misc]
 
 
 class SocketServer(socketio.AsyncServer):  # type: ignore[misc]
-    """python-socketio's ``AsyncServer`` on ``EngineServer`` with ``CodecPacket``; takes its options too."""
+    """python-socketio's ``AsyncServer`` on ``EngineServer`` with ``CodecPacket``; takes its options too.
+
+    ``session_id_of`` (a socket id to its private session id, ``server.recovery``) adds the
+    ``pid`` to the CONNECT reply, as Node's server does: ``40{"sid":…,"pid":…}``.
+    python-socketio builds that reply in ``_handle_connect`` with no hook; every packet
+    leaves through ``_send_packet``, 5.18.1's (``requirements.txt`` pins it; the recovery
+    tests check the reply).
+    """
+
+    session_id_of: Callable[[str], str | None] | None = None
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**{"serializer": CodecPacket, **kwargs})
+
+    async def _send_packet(self, eio_sid: str, pkt: socketio.packet.Packet) -> None:
+        if pkt.packet_type == socketio.packet.CONNECT and self.session_id_of is not None \
+                and isinstance(pkt.data, dict) and isinstance(pkt.data.get("sid"), str):
+            pid = self.session_id_of(pkt.data["sid"])
+            if pid is not None:
+                pkt.data = {**pkt.data, "pid": pid}
+        await super()._send_packet(eio_sid, pkt)
 
     def _engineio_server_class(self) -> type[EngineServer]:
         return EngineServer

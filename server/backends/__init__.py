@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from ..errors import ConfigError
 from ..queue.replay import DEFAULT_WINDOW
-from .base import Backend, KeyCheck, Presence, QueueTransport
+from .base import Backend, KeyCheck, Presence, QueueTransport, SessionStore
 from .redis import SCHEMES as REDIS_SCHEMES
 from .redis import check_url as check_redis_url
 from .redis import open_redis_backend
 
-__all__ = ["Backend", "KeyCheck", "Presence", "QueueTransport", "check_backend_url", "open_backend"]
+__all__ = ["Backend", "KeyCheck", "Presence", "QueueTransport", "SessionStore", "check_backend_url", "open_backend"]
 
 _KNOWN = ", ".join(f"{scheme}://" for scheme in REDIS_SCHEMES[:-1]) + f" or {REDIS_SCHEMES[-1]}://"
 
@@ -28,13 +28,17 @@ def check_backend_url(name: str, url: str) -> None:
 
 
 def open_backend(url: str, *, channel: str, instance_id: str, signing_key: bytes | None = None,
-                 clock_skew: float = DEFAULT_WINDOW) -> Backend:
+                 clock_skew: float = DEFAULT_WINDOW, recovery_window: float = 0.0,
+                 recovery_max_messages: int = 0) -> Backend:
     """The backend ``url`` names, its parts set up for ``channel``.
 
     :param signing_key: the queue signing key every replica and emitter on ``channel`` shares.
     :param instance_id: names this replica's presence entries (an emitter writes none).
     :param clock_skew: how far other hosts' clocks may be off, in seconds (signed presence entries).
+    :param recovery_window: a replica's ``RECOVERY_WINDOW_SECONDS``; 0 (an emitter): no session store.
+    :param recovery_max_messages: a replica's ``RECOVERY_MAX_MESSAGES``.
     """
     check_backend_url("the backend URL", url)
     return open_redis_backend(url, channel=channel, signing_key=signing_key, instance_id=instance_id,
-                              clock_skew=clock_skew)
+                              clock_skew=clock_skew, recovery_window=recovery_window,
+                              recovery_max_messages=recovery_max_messages)

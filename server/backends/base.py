@@ -3,25 +3,65 @@
 ("Backend" here is that service, Redis in production; the backend *services* that send
 to users -- route engine, alerts -- are the emitter's callers.)
 
-A backend is a matched set of three parts, built together by one factory
+A backend is a matched set of parts, built together by one factory
 (``server.backends.open_backend``) because they share a connection and a
 key space: the *queue transport* that carries envelopes between replicas,
-the *presence* table that says whether a user has a socket anywhere, and the
-*key check* that keeps emitters on the replicas' signing key. A new kind of
-backend (per-user channels, Redis Cluster, a history store) implements these
-three interfaces in a package of its own beside ``redis/``.
+the *presence* table that says whether a user has a socket anywhere, the
+*key check* that keeps emitters on the replicas' signing key, and the
+*session store* that keeps what a reconnecting client needs to recover its
+session (Socket.IO's connection state recovery). A new kind of backend
+implements these interfaces in a package of its own beside ``redis/``.
 """
 
 from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass
 
 from ..errors import PublishError
 
-__all__ = ["Backend", "KeyCheck", "Presence", "QueueTransport"]
+__all__ = ["Backend", "Claim", "HistoryGone", "KeyCheck", "Presence", "QueueTransport", "Received", "Routed", "Session",
+           "SessionStore"]
+
+# An envelope read from the queue, and its offset when the sender stored it for recovery.
+Received = tuple[bytes, str | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Routed:
+    """What a send to one user did: ``online``, the user has a socket on a live replica, which
+    has it; ``offset``, it was stored in the user's history for recovery (else ``None``)."""
+
+    online: bool
+    offset: str | None = None
+
+    @property
+    def status(self) -> str | None:
+        """``"sent"``, ``"stored"`` (only for a session to recover: the user is offline) or ``None`` (refused)."""
+        if self.online:
+            return "sent"
+        return "stored" if self.offset is not None else None
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """A socket's recoverable session: its private id (``pid``, the client's secret), the
+    ``epoch`` of the connection holding it, and the offset its replay starts after."""
+
+    pid: str
+    epoch: str
+    start: str
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A session a reconnecting client took over: its socket id, and the process that held it."""
+
+    sid: str
+    session: Session
+    previous: str
 
 
 class QueueTransport(ABC):
@@ -48,20 +88,22 @@ class QueueTransport(ABC):
         """Send ``data`` to every replica on ``channel`` but this one; returns how many it reached."""
 
     @abstractmethod
-    async def publish_to_user(self, channel: str, user_id: str, data: bytes) -> bool:
+    async def publish_to_user(self, channel: str, user_id: str, data: bytes, *, volatile: bool = False) -> Routed:
         """Send ``data`` only to the replicas holding a socket of ``user_id`` (but this one),
         in the same round trip as the presence lookup that finds them.
 
+        Unless ``volatile``, and in the same step, ``data`` is stored in the user's history
+        when a session of theirs can still recover it (``SessionStore``).
         Returns whether the user has a socket anywhere, this replica included, by
-        the presence rules of the backend (signed entries, live replicas).
+        the presence rules of the backend (signed entries, live replicas), and the offset.
         """
 
-    async def publish_many_to_user(self, channel: str, messages: Sequence[tuple[str, bytes]]
-                                   ) -> list[bool | PublishError]:
+    async def publish_many_to_user(self, channel: str, messages: Sequence[tuple[str, bytes]], *,
+                                   volatile: bool = False) -> list[Routed | PublishError]:
         """``publish_to_user`` for each ``(user_id, data)``, at once; for each, the result or the
         ``PublishError`` it raised. A transport that can pipeline does it in one round trip."""
-        results = await asyncio.gather(*(self.publish_to_user(channel, user, data) for user, data in messages),
-                                       return_exceptions=True)
+        results = await asyncio.gather(*(self.publish_to_user(channel, user, data, volatile=volatile)
+                                         for user, data in messages), return_exceptions=True)
         return [_result_or_publish_error(result) for result in results]
 
     @abstractmethod
@@ -73,8 +115,9 @@ class QueueTransport(ABC):
         """Stop receiving ``channel``."""
 
     @abstractmethod
-    def messages(self) -> AsyncGenerator[bytes, None]:
-        """Yield envelopes until the connection is lost, then raise ``QueueUnavailableError``.
+    def messages(self) -> AsyncGenerator[Received, None]:
+        """Yield envelopes, each with its offset or ``None``, until the connection is lost,
+        then raise ``QueueUnavailableError``.
 
         After ``subscribe`` again, a transport that can resume continues where this
         stopped, so an outage delays messages rather than losing them.
@@ -94,10 +137,13 @@ class Presence(ABC):
     """
 
     @abstractmethod
-    async def add(self, user_id: str, sid: str) -> None: ...
+    async def add(self, user_id: str, sid: str, session: Session | None = None) -> None:
+        """Record a socket, and keep its ``session`` (if it has one) alive while the socket is."""
 
     @abstractmethod
-    async def remove(self, user_id: str, sid: str) -> None: ...
+    async def remove(self, user_id: str, sid: str, session: Session | None = None, *, keep: bool = False) -> None:
+        """Withdraw a socket, unless a recovered connection now holds its sid elsewhere. Its
+        ``session`` is kept for the recovery window when ``keep`` (a lost connection), else ended."""
 
     @abstractmethod
     async def is_online(self, user_id: str) -> bool:
@@ -135,6 +181,35 @@ class KeyCheck(ABC):
         ``QueueUnavailableError`` if it cannot tell."""
 
 
+class HistoryGone(Exception):
+    """The entry a replay starts from was trimmed (or lost) after its session was claimed."""
+
+
+class SessionStore(ABC):
+    """Where recoverable sessions and each user's history of messages are kept, for all replicas.
+
+    A session is opened when a socket connects, kept alive by the presence while the
+    socket is (``Presence.add``), and kept for the recovery window after its connection
+    is lost (``Presence.remove(keep=True)``): a crashed replica writes nothing, so the
+    window runs from its last heartbeat. Methods raise ``QueueUnavailableError`` when
+    the store cannot be reached.
+    """
+
+    @abstractmethod
+    async def open(self, user_id: str, sid: str) -> Session:
+        """A new session for socket ``sid``, whose replay starts after what the history holds now."""
+
+    @abstractmethod
+    async def claim(self, user_id: str, pid: str, offset: str | None) -> Claim | str:
+        """Take over session ``pid`` of ``user_id`` for a reconnecting client that last received
+        ``offset``, or say why it cannot be recovered (``unknown``, ``expired``, ``gone``)."""
+
+    @abstractmethod
+    def history(self, user_id: str, start: str) -> AsyncIterator[list[tuple[str, bytes]]]:
+        """The user's stored messages from ``start`` on, ``(offset, envelope)`` in order, a page at
+        a time; the first is ``start`` itself, unless it was trimmed meanwhile."""
+
+
 @dataclass(frozen=True)
 class Backend:
     """One backend's matched parts, as ``open_backend`` built them.
@@ -148,10 +223,11 @@ class Backend:
     transport: QueueTransport
     presence: Presence
     key_check: KeyCheck
+    sessions: SessionStore | None = None
 
 
-def _result_or_publish_error(result: bool | BaseException) -> bool | PublishError:
+def _result_or_publish_error(result: Routed | BaseException) -> Routed | PublishError:
     """A gathered publish's result; anything but a ``PublishError`` it raised is raised again."""
-    if isinstance(result, bool | PublishError):
+    if isinstance(result, Routed | PublishError):
         return result
     raise result

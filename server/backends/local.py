@@ -9,7 +9,7 @@ from __future__ import annotations
 from socketio.base_manager import BaseManager
 
 from ..queue.rooms import user_room
-from .base import Presence
+from .base import Presence, Session
 
 __all__ = ["LocalPresence"]
 
@@ -21,10 +21,10 @@ class LocalPresence(Presence):
         self._manager = manager
         self._namespace = namespace
 
-    async def add(self, user_id: str, sid: str) -> None:
+    async def add(self, user_id: str, sid: str, session: Session | None = None) -> None:
         """Room membership already records it."""
 
-    async def remove(self, user_id: str, sid: str) -> None:
+    async def remove(self, user_id: str, sid: str, session: Session | None = None, *, keep: bool = False) -> None:
         """Room membership already records it."""
 
     async def is_online(self, user_id: str) -> bool:

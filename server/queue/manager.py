@@ -34,11 +34,12 @@ from socketio.async_manager import AsyncManager
 from socketio.async_pubsub_manager import AsyncPubSubManager
 from socketio.packet import Packet
 
-from ..backends.base import QueueTransport
+from ..backends.base import QueueTransport, Routed
 from ..config import DEFAULT_CHANNEL, DEFAULT_MAX_QUEUE_MESSAGE_BYTES
 from ..errors import InvalidEnvelopeError, PayloadTooLargeError, PublishError, QueueUnavailableError, RealtimeError
 from ..logs import LogThrottle
 from ..metrics import Metrics
+from ..recovery import is_offset
 from . import envelope
 from .local_delivery import LocalDelivery
 from .replay import DEFAULT_WINDOW, ReplayGuard
@@ -170,40 +171,48 @@ class QueueManager(AsyncPubSubManager, LocalDelivery):  # type: ignore[misc]
             await LocalDelivery.emit(self, event, data, namespace, room=room, skip_sid=skip_sid, callback=callback)
             return
         message = self._emit_message(event, data, namespace, room, skip_sid, callback)
+        user_id = user_of_room(room)
+        if user_id is not None and namespace == "/" and callback is None:
+            routed = await self._publish_to_user(user_id, message, bool(kwargs.get("volatile")))
+            await self._deliver(message, routed.offset)
+            return
         await self._publish(message)
         await self._deliver(message)
 
-    async def emit_to_user(self, user_id: str, event: str, data: Any) -> bool:
+    async def emit_to_user(self, user_id: str, event: str, data: Any, *, volatile: bool = False) -> Routed:
         """Emit to every socket of ``user_id``, on whichever replicas hold one; ``data`` is
         plain JSON (``delivery.check_data``).
 
-        The presence lookup and the publish are one round trip. Returns ``False``,
-        having delivered nothing, when the user has no socket anywhere.
+        The presence lookup, the storing for recovery (unless ``volatile``) and the
+        publish are one round trip. Returns whether the user is online, and the offset
+        when the message was stored: ``Routed.status`` is ``None``, having delivered
+        nothing, when the user has no socket anywhere and no session to recover.
         """
         message = self._emit_message(event, data, "/", user_room(user_id), None, None, binary=False)
-        if not await self._publish(message):
-            return False
-        await self._deliver(message)
-        return True
+        routed = await self._publish_to_user(user_id, message, volatile)
+        if routed.online:
+            await self._deliver(message, routed.offset)
+        return routed
 
-    async def emit_many_to_user(self, messages: Sequence[tuple[str, str, Any]]) -> list[bool | RealtimeError]:
+    async def emit_many_to_user(self, messages: Sequence[tuple[str, str, Any]], *, volatile: bool = False
+                                ) -> list[Routed | RealtimeError]:
         """``emit_to_user`` for each ``(user_id, event, data)`` (plain JSON), in one round trip where the
-        transport can; for each, whether the user was online, or why it was not sent
-        (``PayloadTooLargeError``, ``PublishError``). Nothing raises for one message."""
-        outcomes: list[bool | RealtimeError] = []
+        transport can; for each, what it did, or why it was not sent (``PayloadTooLargeError``,
+        ``PublishError``). Nothing raises for one message."""
+        outcomes: list[Routed | RealtimeError] = []
         sendable: list[tuple[int, dict[str, Any], bytes]] = []
         for index, (user_id, event, data) in enumerate(messages):
             message = self._emit_message(event, data, "/", user_room(user_id), None, None, binary=False)
             try:
                 sendable.append((index, message, self._encode(message)))
-                outcomes.append(False)
+                outcomes.append(Routed(False))
             except PayloadTooLargeError as exc:
                 outcomes.append(exc)
         if not sendable:
             return outcomes
         batch = [(user_of_room(message["room"]) or "", encoded) for _, message, encoded in sendable]
         try:
-            results = await self.transport.publish_many_to_user(self.channel, batch)
+            results = await self.transport.publish_many_to_user(self.channel, batch, volatile=volatile)
         except PublishError as exc:
             results = [exc] * len(batch)
         for (index, message, _), result in zip(sendable, results, strict=True):
@@ -212,8 +221,8 @@ class QueueManager(AsyncPubSubManager, LocalDelivery):  # type: ignore[misc]
                 self._count_failed_publish(message, result)
             else:
                 self.metrics.published.inc()
-                if result and self.server is not None:
-                    await self._deliver(message)
+                if result.online and self.server is not None:
+                    await self._deliver(message, result.offset)
         return outcomes
 
     def _emit_message(self, event: str, data: Any, namespace: str, room: Any, skip_sid: Any,
@@ -253,28 +262,34 @@ class QueueManager(AsyncPubSubManager, LocalDelivery):  # type: ignore[misc]
             await self._handle_disconnect_room(message)
 
     async def _publish(self, data: dict[str, Any]) -> int:
-        """Hand ``data`` to the queue: a message for one user's room to the replicas holding
-        that user, any other to every replica.
+        """Hand ``data`` to every replica through the queue; returns how many it reached.
 
-        Returns how many replicas a message for all reached, and for one user whether
-        the user has a socket anywhere (1 or 0). Raises ``PublishError`` if the publish
-        fails, or a write-only manager's message for all reaches no replica;
-        ``PayloadTooLargeError`` (before Redis sees it) over ``max_message_bytes``.
+        Raises ``PublishError`` if the publish fails, or a write-only manager's message
+        reaches no replica; ``PayloadTooLargeError`` (before Redis sees it) over
+        ``max_message_bytes``.
         """
         encoded = self._encode(data)
-        user_id = user_of_room(data.get("room"))
         try:
-            if user_id is not None:
-                reached = int(await self.transport.publish_to_user(self.channel, user_id, encoded))
-            else:
-                reached = await self.transport.publish(self.channel, encoded)
-                if reached == 0 and self.write_only:
-                    raise PublishError("no replica is listening on the channel; nobody received the message")
+            reached = await self.transport.publish(self.channel, encoded)
+            if reached == 0 and self.write_only:
+                raise PublishError("no replica is listening on the channel; nobody received the message")
         except PublishError as exc:
             self._count_failed_publish(data, exc)
             raise
         self.metrics.published.inc()
         return reached
+
+    async def _publish_to_user(self, user_id: str, data: dict[str, Any], volatile: bool) -> Routed:
+        """Hand an emit for one user's room to the replicas holding that user, storing it for
+        recovery unless ``volatile``; raises as ``_publish``."""
+        encoded = self._encode(data)
+        try:
+            routed = await self.transport.publish_to_user(self.channel, user_id, encoded, volatile=volatile)
+        except PublishError as exc:
+            self._count_failed_publish(data, exc)
+            raise
+        self.metrics.published.inc()
+        return routed
 
     def _encode(self, data: dict[str, Any]) -> bytes:
         """The envelope; ``PayloadTooLargeError`` (before Redis sees it) over ``max_message_bytes``."""
@@ -320,8 +335,8 @@ class QueueManager(AsyncPubSubManager, LocalDelivery):  # type: ignore[misc]
                 delay = RETRY_MIN
                 # aclosing: the iterator's clean-up (e.g. its keepalive task) runs now, not at GC.
                 async with contextlib.aclosing(self.transport.messages()) as messages:
-                    async for data in messages:
-                        await self._receive(data)
+                    async for data, offset in messages:
+                        await self._receive(data, offset)
             except QueueUnavailableError as exc:
                 if self.subscribed:
                     logger.error("queue connection lost; resubscribing", extra={
@@ -339,8 +354,9 @@ class QueueManager(AsyncPubSubManager, LocalDelivery):  # type: ignore[misc]
         self.subscribed = value
         self.metrics.queue_subscribed.set(1 if value else 0)
 
-    async def _receive(self, raw: bytes) -> None:
-        """Validate one message from the channel and act on it; never raises."""
+    async def _receive(self, raw: bytes, offset: str | None = None) -> None:
+        """Validate one message from the channel (``offset``: where its user's history holds it)
+        and act on it; never raises."""
         try:
             message = envelope.decode(raw, self._signing_key)
             if self._replay is not None:
@@ -357,6 +373,8 @@ class QueueManager(AsyncPubSubManager, LocalDelivery):  # type: ignore[misc]
             return  # our own message, already handled here before publishing
         self.metrics.received.inc()
         logger.debug("queue message: %s", method)
+        if offset is not None and method == "emit" and is_offset(offset):
+            message["offset"] = offset
         handler: Callable[[dict[str, Any]], Awaitable[None]] = getattr(self, f"_handle_{method}")
         try:
             await handler(message)
@@ -367,23 +385,36 @@ class QueueManager(AsyncPubSubManager, LocalDelivery):  # type: ignore[misc]
     async def _handle_emit(self, message: dict[str, Any]) -> None:
         """An emit from the queue. One for a user came here because this replica held a socket
         of the user when it was sent; finding none, the user left while it was on its way."""
-        if await self._deliver(message) == 0 and user_of_room(message.get("room")) is not None:
+        if await self._deliver(message, message.get("offset")) == 0 and user_of_room(message.get("room")) is not None:
             self.metrics.dropped.labels(reason="user_left").inc()
             held = self._throttle.allow("user_left")
             if held is not None:
                 logger.info("a message for a user who had just left this replica reached no socket",
                             extra={"reason": "user_left", "suppressed": held})
 
-    async def _deliver(self, message: dict[str, Any]) -> int:
-        """Deliver an emit (from the queue, or made here) to this replica's sockets; how many it reached."""
+    async def _deliver(self, message: dict[str, Any], offset: str | None = None) -> int:
+        """Deliver an emit (from the queue, or made here) to this replica's sockets, with the
+        offset it was stored under, if any; how many it reached."""
         recipients = self._count_recipients(message)
-        await super()._handle_emit(message)
+        if message.get("callback") or message.get("binary"):
+            await super()._handle_emit(message)  # python-socketio's own way: acks, attachments
+        else:
+            data = message["data"]
+            await LocalDelivery.emit(self, message["event"], data[0] if len(data) == 1 else tuple(data),
+                                     message["namespace"], room=message.get("room"),
+                                     skip_sid=message.get("skip_sid"), offset=offset)
         self.metrics.delivered.inc(recipients)
         return recipients
 
-    async def pre_connect(self, eio_sid: str, namespace: str) -> str:
-        sid: str = await super().pre_connect(eio_sid, namespace)
-        self._connected_at[sid] = time.time()
+    def open_envelope(self, raw: bytes) -> dict[str, Any]:
+        """A stored envelope (a user's history), verified and decoded; not checked for freshness,
+        which a message kept for recovery has lost. Raises ``InvalidEnvelopeError``."""
+        return envelope.decode(raw, self._signing_key)
+
+    async def pre_connect(self, eio_sid: str, namespace: str) -> str | None:
+        sid: str | None = await super().pre_connect(eio_sid, namespace)
+        if sid is not None:
+            self._connected_at[sid] = time.time()
         return sid
 
     def basic_disconnect(self, sid: str, namespace: str, **kwargs: Any) -> None:

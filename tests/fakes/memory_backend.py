@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator
 
-from server.backends.base import Backend, KeyCheck, Presence, QueueTransport
+from server.backends.base import Backend, KeyCheck, Presence, QueueTransport, Received, Routed, Session
 from server.errors import PublishError, QueueUnavailableError
 
 __all__ = ["MemoryBroker", "MemoryPresence", "MemoryTransport", "NoKeyCheck", "memory_backend"]
@@ -77,12 +77,12 @@ class MemoryTransport(QueueTransport):
         self.broker.published.append((channel, data))
         return self.broker._deliver(channel, data, self.broker._subscribers.get(channel, set()) - {self})
 
-    async def publish_to_user(self, channel: str, user_id: str, data: bytes) -> bool:
+    async def publish_to_user(self, channel: str, user_id: str, data: bytes, *, volatile: bool = False) -> Routed:
         self.broker._check(PublishError)
         self.broker.published.append((channel, data))
         holders = set(self.broker.presence.get(user_id, {}).values())
         self.broker._deliver(channel, data, holders - {self})
-        return bool(holders)
+        return Routed(bool(holders))
 
     async def subscribe(self, channel: str) -> None:
         self.broker._check(QueueUnavailableError)
@@ -93,13 +93,13 @@ class MemoryTransport(QueueTransport):
         self.channels.discard(channel)
         self.broker._subscribers.get(channel, set()).discard(self)
 
-    async def messages(self) -> AsyncGenerator[bytes, None]:
+    async def messages(self) -> AsyncGenerator[Received, None]:
         while True:
             item = await self.inbox.get()
             if item is _OUTAGE:
                 self.channels.clear()
                 raise QueueUnavailableError("memory broker went down")
-            yield item  # type: ignore[misc]
+            yield item, None  # type: ignore[misc]
 
     async def ping(self) -> bool:
         return self.broker.available
@@ -112,10 +112,10 @@ class MemoryPresence(Presence):
         self._sockets = broker.presence
         self._transport = transport
 
-    async def add(self, user_id: str, sid: str) -> None:
+    async def add(self, user_id: str, sid: str, session: Session | None = None) -> None:
         self._sockets.setdefault(user_id, {})[sid] = self._transport
 
-    async def remove(self, user_id: str, sid: str) -> None:
+    async def remove(self, user_id: str, sid: str, session: Session | None = None, *, keep: bool = False) -> None:
         self._sockets.get(user_id, {}).pop(sid, None)
 
     async def is_online(self, user_id: str) -> bool:

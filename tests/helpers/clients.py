@@ -6,6 +6,7 @@ Tests await events (``await client.wait_for("connected")``) instead of sleeping.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -15,6 +16,7 @@ import jwt
 import socketio
 
 TEST_SECRET = "kindmap-test-secret-0123456789abcdef0123"
+_OFFSET = re.compile(r"\d+-\d+")
 
 
 def make_token(sub: Any = "alice", *, secret: str = TEST_SECRET, expires_in: int = 300,
@@ -34,11 +36,17 @@ def session_from(source_address: str) -> Any:
 
 
 class RecordingClient:
-    """Wraps ``socketio.AsyncClient``; every event lands in ``events`` in order."""
+    """Wraps ``socketio.AsyncClient``; every event lands in ``events`` in order.
+
+    Like socket.io-client, it takes an event's trailing string for the offset of connection
+    state recovery: offsets land in ``offsets`` (event name, offset), not in the data. It never
+    sends them back (python-socketio cannot): it does not recover sessions.
+    """
 
     def __init__(self, **client_options: Any) -> None:
         self.sio = socketio.AsyncClient(**client_options)
         self.events: list[tuple[str, Any]] = []
+        self.offsets: list[tuple[str, str]] = []
         self.connect_errors: list[Any] = []
         self.disconnects: list[Any] = []
         self._changed = asyncio.Condition()
@@ -94,6 +102,9 @@ class RecordingClient:
             self._changed.notify_all()
 
     async def _on_event(self, event: str, *args: Any) -> None:
+        if args and isinstance(args[-1], str) and _OFFSET.fullmatch(args[-1]):
+            self.offsets.append((event, args[-1]))
+            args = args[:-1]
         await self._record(self.events, (event, args[0] if len(args) == 1 else list(args) or None))
 
     async def _on_connect_error(self, data: Any) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from server.backends import Presence
+from server.backends.base import Session
 from server.delivery import (
     MAX_DATA_DEPTH,
     MAX_EVENT_LENGTH,
@@ -39,10 +40,10 @@ class FixedPresence(Presence):
         self.error = error
         self.asked: list[str] = []
 
-    async def add(self, user_id: str, sid: str) -> None:
+    async def add(self, user_id: str, sid: str, session: Session | None = None) -> None:
         raise AssertionError("delivery must not change presence")
 
-    async def remove(self, user_id: str, sid: str) -> None:
+    async def remove(self, user_id: str, sid: str, session: Session | None = None, *, keep: bool = False) -> None:
         raise AssertionError("delivery must not change presence")
 
     async def is_online(self, user_id: str) -> bool:

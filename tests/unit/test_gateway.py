@@ -20,6 +20,7 @@ import socketio
 
 from server import __version__
 from server.app_keys import GATEWAY, MANAGER, PRESENCE, SETTINGS, SIO
+from server.backends.base import Session
 from server.packet_guard import HARD_CAP_FACTOR
 from server.queue import envelope
 from server.queue.rooms import user_room
@@ -205,7 +206,8 @@ async def test_connect_joins_room_of_the_user_and_emits_connected(start_replica:
 
     sid = alice.sio.get_sid("/")
     assert alice.received("connected") == [
-        {"user_id": "alice", "sid": sid, "instance_id": "replica-seoul-1", "server_version": __version__}]
+        {"user_id": "alice", "sid": sid, "instance_id": "replica-seoul-1", "server_version": __version__,
+         "recovered": False}]
     assert user_room("alice") in replica.app[SIO].rooms(sid)
 
 
@@ -450,10 +452,10 @@ async def test_client_that_leaves_during_the_handshake_leaves_no_ghost_behind(
     sio, presence = replica.app[SIO], replica.app[PRESENCE]
     add = presence.add
 
-    async def add_while_the_client_leaves(user_id: str, sid: str) -> None:
+    async def add_while_the_client_leaves(user_id: str, sid: str, session: Session | None = None) -> None:
         # The client's transport closes while the replica waits on Redis.
         await sio.eio.sockets[sio.manager.eio_sid_from_sid(sid, "/")].close(wait=False, abort=True)
-        await add(user_id, sid)
+        await add(user_id, sid, session)
 
     monkeypatch.setattr(presence, "add", add_while_the_client_leaves)
     client = make_client()

@@ -10,6 +10,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from server.app_keys import AUTHENTICATOR, GATEWAY, MANAGER, SETTINGS, SIO
+from server.backends.base import Routed
 from server.delivery import MAX_DATA_DEPTH
 from server.errors import QueueBusyError
 from server.metrics import DROP_REASONS
@@ -277,7 +278,7 @@ async def test_emit_api_answers_503_queue_busy_with_retry_after_when_redis_is_on
         api_replica: Replica, make_client: MakeClient, monkeypatch: pytest.MonkeyPatch) -> None:
     alice = await connected_in_mode(make_client, api_replica, "alice")
 
-    async def busy(channel: str, user_id: str, data: bytes) -> bool:
+    async def busy(channel: str, user_id: str, data: bytes, *, volatile: bool = False) -> Routed:
         raise QueueBusyError("all 64 Redis connections stayed busy")
 
     monkeypatch.setattr(api_replica.app[MANAGER].transport, "publish_to_user", busy)

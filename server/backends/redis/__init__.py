@@ -1,7 +1,8 @@
 """Redis as the backend: per-replica inbox streams addressed from presence hashes on one
-Redis, per-user sharded pub/sub on a Redis Cluster; the key fingerprint and probes.
+Redis, per-user sharded pub/sub on a Redis Cluster; the key fingerprint and probes;
+recoverable sessions and per-user histories.
 
-The three parts share one command client, owned by the transport, and one name
+The parts share one command client, owned by the transport, and one name
 for this replica process: its presence entries say where its inbox is.
 """
 
@@ -13,6 +14,7 @@ from ..base import Backend
 from .entries import PresenceEntries
 from .key_check import RedisKeyCheck
 from .presence import RedisPresence
+from .sessions import RedisSessions
 from .transport import RedisTransport
 from .url import SCHEMES, check_url
 
@@ -20,12 +22,17 @@ __all__ = ["SCHEMES", "check_url", "open_redis_backend"]
 
 
 def open_redis_backend(url: str, *, channel: str, signing_key: bytes | None, instance_id: str,
-                       clock_skew: float) -> Backend:
+                       clock_skew: float, recovery_window: float = 0.0, recovery_max_messages: int = 0) -> Backend:
     # A replacement started under the same INSTANCE_ID never revives a dead process's sockets.
     process = f"{instance_id}:{uuid.uuid4().hex[:12]}"
     entries = PresenceEntries(channel, signing_key, clock_skew)
     transport = RedisTransport(url, process=process, entries=entries)
-    presence = RedisPresence(transport, channel=channel, process=process, entries=entries)
+    presence = RedisPresence(transport, channel=channel, process=process, entries=entries,
+                             recovery_window=recovery_window)
     key_check = RedisKeyCheck(transport, channel=channel, key=signing_key)
     transport.on_shard_back(presence.heartbeat)
-    return Backend(name="redis", transport=transport, presence=presence, key_check=key_check)
+    sessions = None
+    if recovery_window > 0:
+        sessions = RedisSessions(transport, channel=channel, process=process, window=recovery_window,
+                                 max_messages=recovery_max_messages)
+    return Backend(name="redis", transport=transport, presence=presence, key_check=key_check, sessions=sessions)

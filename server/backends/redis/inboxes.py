@@ -20,7 +20,7 @@ from typing import Any
 from redis.exceptions import NoScriptError, RedisError
 
 from ...errors import PublishError, QueueUnavailableError
-from ..base import QueueTransport
+from ..base import QueueTransport, Received, Routed
 from .client import (
     COMMAND_TIMEOUT,
     MAX_CONNECTIONS,
@@ -30,7 +30,7 @@ from .client import (
     without_retries,
 )
 from .entries import PresenceEntries
-from .keys import inbox_key, presence_key, registry_key
+from .keys import history_key, inbox_key, presence_key, registry_key, sessions_key
 from .pipeline import AutoPipeline
 from .scripts import SEND_TO_ALL, SEND_TO_USER
 
@@ -95,22 +95,23 @@ class InboxTransport(QueueTransport):
         args = [*self._routing(channel), data]
         return int(await sending(self._send_to_all(args=args)))
 
-    async def publish_to_user(self, channel: str, user_id: str, data: bytes) -> bool:
-        (result,) = await self.publish_many_to_user(channel, [(user_id, data)])
+    async def publish_to_user(self, channel: str, user_id: str, data: bytes, *, volatile: bool = False) -> Routed:
+        (result,) = await self.publish_many_to_user(channel, [(user_id, data)], volatile=volatile)
         if isinstance(result, PublishError):
             raise result
         return result
 
-    async def publish_many_to_user(self, channel: str, messages: Sequence[tuple[str, bytes]]
-                                   ) -> list[bool | PublishError]:
+    async def publish_many_to_user(self, channel: str, messages: Sequence[tuple[str, bytes]], *,
+                                   volatile: bool = False) -> list[Routed | PublishError]:
         """All in one round trip, the commands packed here: redis-py's pipeline spends more CPU
         packing each command and checking its scripts than Redis spends running them. They go out
         on the auto-pipeline (``pipeline``), with what concurrent callers send in the same tick."""
-        # EVALSHA <sha> 1 <presence key> <routing...> <envelope>: only the key and envelope vary.
+        # EVALSHA <sha> 3 <user's keys> <routing...> <envelope> <volatile>: only the keys and envelope vary.
         routing = self._routing(channel)
-        start = b"*%d\r\n" % (5 + len(routing)) + _bulk(b"EVALSHA") + _bulk(self._send_to_user.sha) + _bulk(b"1")
+        start = b"*%d\r\n" % (8 + len(routing)) + _bulk(b"EVALSHA") + _bulk(self._send_to_user.sha) + _bulk(b"3")
         middle = b"".join(_bulk(arg) for arg in routing)
-        commands = [b"".join((start, _bulk(presence_key(channel, user_id)), middle, _bulk(data)))
+        end = _bulk(b"1" if volatile else b"0")
+        commands = [b"".join((start, *(_bulk(key) for key in _user_keys(channel, user_id)), middle, _bulk(data), end))
                     for user_id, data in messages]
         replies = await sending(self._pipeline.execute(commands))
         unknown = [index for index, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
@@ -120,13 +121,12 @@ class InboxTransport(QueueTransport):
                                     strict=True):
                 replies[index] = reply
         return [PublishError(f"Redis publish failed: {reply}") if isinstance(reply, Exception)
-                else self._entries.any_genuine(user_id, reply)
+                else Routed(self._entries.any_genuine(user_id, reply[0]), _offset(reply[1]))
                 for (user_id, _), reply in zip(messages, replies, strict=True)]
 
     async def lookup(self, channel: str, user_id: str) -> bool:
         """Whether ``user_id`` has a socket anywhere: the routing script, sending nothing."""
-        live = await sending(self._send_to_user(keys=[presence_key(channel, user_id)],
-                                                  args=self._routing(channel)))
+        live, _ = await sending(self._send_to_user(keys=_user_keys(channel, user_id), args=self._routing(channel)))
         return self._entries.any_genuine(user_id, live)
 
     async def hold(self, user_id: str) -> None:
@@ -162,7 +162,7 @@ class InboxTransport(QueueTransport):
             except (RedisError, OSError):
                 pass  # it expires by itself
 
-    async def messages(self) -> AsyncGenerator[bytes, None]:
+    async def messages(self) -> AsyncGenerator[Received, None]:
         """Read the inbox with pre-packed ``XREAD``s on a connection of the iterator's own.
 
         Not through redis-py's commands: at a few hundred messages a second each
@@ -191,7 +191,7 @@ class InboxTransport(QueueTransport):
                     self._last_id = entry_id
                     data = _field(fields, b"m")
                     if data is not None:
-                        yield data
+                        yield data, _offset(_field(fields, b"o"))
         finally:
             await connection.disconnect()
             # The reader's other connection (trims) went the same way: the next subscribe starts afresh.
@@ -227,6 +227,16 @@ class InboxTransport(QueueTransport):
 
     async def ping(self) -> bool:
         return await answers(self.client)
+
+
+def _user_keys(channel: str, user_id: str) -> list[str]:
+    """The send script's keys: the user's presence, sessions and history."""
+    return [presence_key(channel, user_id), sessions_key(channel, user_id), history_key(channel, user_id)]
+
+
+def _offset(value: bytes | None) -> str | None:
+    """A stored message's offset as the scripts return it (empty: not stored)."""
+    return value.decode() if value else None
 
 
 def _bulk(value: bytes | str | int) -> bytes:

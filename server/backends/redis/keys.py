@@ -7,14 +7,26 @@ publish to the user's channel (user ids never hold braces, see ``auth``).
 
 from __future__ import annotations
 
-__all__ = ["all_channel", "inbox_key", "presence_key", "probe_key", "registry_key", "signing_key_name",
-           "user_channel"]
+__all__ = ["all_channel", "history_key", "inbox_key", "presence_key", "probe_key", "registry_key", "sessions_key",
+           "signing_key_name", "user_channel"]
 
 
 def presence_key(channel: str, user_id: str) -> str:
     """Redis hash of a user's live sockets: field = sid, value = the replica process
     (``<INSTANCE_ID>:<random>``), with ``#<ms>#<HMAC>`` when the queue is signed."""
     return f"{channel}:presence:{{{user_id}}}"
+
+
+def sessions_key(channel: str, user_id: str) -> str:
+    """Redis hash of a user's recoverable sessions: field = private session id (``pid``),
+    value = ``sessions.SessionEntry`` (deadline, owner, socket id, where its history starts)."""
+    return f"{channel}:sessions:{{{user_id}}}"
+
+
+def history_key(channel: str, user_id: str) -> str:
+    """Redis stream of the messages sent to a user, kept for their sessions' recovery; the
+    entry ids are the offsets clients hold."""
+    return f"{channel}:history:{{{user_id}}}"
 
 
 def user_channel(channel: str, user_id: str) -> str:

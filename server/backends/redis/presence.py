@@ -15,10 +15,10 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
 from ...errors import PublishError, QueueBusyError, QueueUnavailableError
-from ..base import Presence
+from ..base import Presence, Session
 from .entries import INSTANCE_TTL_MS, PresenceEntries
-from .keys import presence_key, registry_key
-from .scripts import RECORD, REGISTER
+from .keys import history_key, presence_key, registry_key, sessions_key
+from .scripts import LEAVE, RECORD, REGISTER
 from .transport import RedisTransport
 
 __all__ = ["RedisPresence"]
@@ -45,40 +45,48 @@ class RedisPresence(Presence):
     EXPIRE each, ``WRITE_CHUNK`` sockets per round trip), so whatever
     removed them -- Redis restarted empty, a write that failed, a neighbour
     deleting keys -- is repaired within one beat. Signed entries
-    (``entries.PresenceEntries``) are re-signed on the way.
+    (``entries.PresenceEntries``) are re-signed on the way. The same writes push
+    the deadlines of the sockets' recoverable sessions forward (``sessions``).
+
+    A recovered session keeps its socket id on whichever replica it lands: an entry
+    (or a session) that another process holds now is neither written again nor removed.
+
+    :param recovery_window: seconds a lost connection's session is kept (``RECOVERY_WINDOW_SECONDS``).
     """
 
     def __init__(self, transport: RedisTransport, *, channel: str, process: str, entries: PresenceEntries,
-                 heartbeat_interval: float = HEARTBEAT_INTERVAL) -> None:
+                 heartbeat_interval: float = HEARTBEAT_INTERVAL, recovery_window: float = 0.0) -> None:
         self._transport = transport
         self._channel = channel
         self._process = process
         self._entries = entries
         self._heartbeat_interval = heartbeat_interval
-        self._local: dict[str, str] = {}  # sid -> user id, the sockets of this replica
-        self._stale: set[tuple[str, str]] = set()  # (user id, sid) whose removal failed
+        self._window_ms = int(recovery_window * 1000)
+        self._local: dict[str, tuple[str, Session | None]] = {}  # sid -> its user and session, on this replica
+        self._stale: dict[str, tuple[str, Session | None, bool]] = {}  # sid -> remove() arguments, as it failed
         self._register: AsyncScript | None = None
         self._record: AsyncScript | None = None
+        self._leave: AsyncScript | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
 
-    async def add(self, user_id: str, sid: str) -> None:
+    async def add(self, user_id: str, sid: str, session: Session | None = None) -> None:
         """Record a socket, once this replica receives the user's messages (``hold``)."""
         try:
             await self._transport.hold(user_id)
         except QueueUnavailableError as exc:
             logger.warning("presence: could not listen for a user", extra={"error": str(exc)})
-        self._local[sid] = user_id
-        await self._write([(user_id, sid)])
+        self._local[sid] = (user_id, session)
+        await self._write([(sid, user_id, session)])
 
-    async def remove(self, user_id: str, sid: str) -> None:
+    async def remove(self, user_id: str, sid: str, session: Session | None = None, *, keep: bool = False) -> None:
         self._local.pop(sid, None)
         try:
             # Unannounced first, then not listened to: what was sent before the entry went still arrives.
-            await (await self._transport.redis()).hdel(presence_key(self._channel, user_id), sid)
+            await self._withdraw(user_id, sid, session, keep)
             await self._transport.release(user_id)
         except (RedisError, OSError, QueueUnavailableError) as exc:
-            self._stale.add((user_id, sid))
+            self._stale[sid] = (user_id, session, keep)
             logger.warning("presence: could not remove a socket", extra={"error": str(exc)})
 
     async def is_online(self, user_id: str) -> bool:
@@ -95,22 +103,18 @@ class RedisPresence(Presence):
         if self._register is None:  # the client exists once Redis was first reached
             self._register = client.register_script(REGISTER)
         added = await self._register(keys=[registry_key(self._channel)], args=[self._process, INSTANCE_TTL_MS])
-        if self._stale:
-            stale = set(self._stale)
-            async with client.pipeline(transaction=False) as pipe:
-                for user_id, sid in stale:
-                    pipe.hdel(presence_key(self._channel, user_id), sid)
-                await pipe.execute()
-            self._stale -= stale
+        for sid, (user_id, session, keep) in list(self._stale.items()):
+            await self._withdraw(user_id, sid, session, keep)
+            self._stale.pop(sid, None)
         if not self._local:
             return
         snapshot = list(self._local.items())
         for start in range(0, len(snapshot), WRITE_CHUNK):
-            await self._write([(user, sid) for sid, user in snapshot[start:start + WRITE_CHUNK]])
+            await self._write([(sid, user, session) for sid, (user, session) in snapshot[start:start + WRITE_CHUNK]])
         # A socket that left while the rewrite was in flight must not come back to life.
-        for sid, user in snapshot:
-            if sid not in self._local:
-                await self.remove(user, sid)
+        for sid, (user, session) in snapshot:
+            if sid not in self._local and sid not in self._stale:
+                await self.remove(user, sid, session, keep=True)
         if added:
             logger.info("presence: sockets announced again", extra={"sockets": len(self._local)})
 
@@ -126,11 +130,10 @@ class RedisPresence(Presence):
             except asyncio.CancelledError:
                 pass
         try:
-            async with (await self._transport.redis()).pipeline(transaction=False) as pipe:
-                for sid, user_id in self._local.items():
-                    pipe.hdel(presence_key(self._channel, user_id), sid)
-                pipe.zrem(registry_key(self._channel), self._process)
-                await pipe.execute()
+            # Sockets still here lost their connection with this replica: their sessions are kept.
+            await asyncio.gather(*(self._withdraw(user_id, sid, session, True)
+                                   for sid, (user_id, session) in self._local.items()))
+            await (await self._transport.redis()).zrem(registry_key(self._channel), self._process)
         except (RedisError, OSError, QueueUnavailableError) as exc:
             logger.warning("presence: could not withdraw on close", extra={"error": str(exc)})
 
@@ -147,25 +150,39 @@ class RedisPresence(Presence):
             except TimeoutError:
                 pass
 
-    async def _write(self, entries: Iterable[tuple[str, str]]) -> None:
-        """Record sockets; a failure is logged and left to the next heartbeat, which writes all again."""
+    async def _write(self, sockets: Iterable[tuple[str, str, Session | None]]) -> None:
+        """Record sockets (``(sid, user id, session)``) and push their sessions' deadlines forward;
+        a failure is logged and left to the next heartbeat, which writes all again."""
         try:
             client = await self._transport.redis()
-            values = [(presence_key(self._channel, user_id), sid, self._entries.value(user_id, sid, self._process))
-                      for user_id, sid in entries]
-            # One script call per chunk on one Redis: read reply by reply, a pipeline of 200 commands
-            # cost more CPU than the rest of a beat. A cluster's keys lie in many slots: its pipeline
-            # sends each to the node holding it.
-            if isinstance(client, RedisCluster):
-                async with client.pipeline(transaction=False) as pipe:
-                    for key, sid, value in values:
-                        pipe.hset(key, sid, value)
-                        pipe.expire(key, PRESENCE_TTL_S)
-                    await pipe.execute()
-                return
             if self._record is None:
                 self._record = client.register_script(RECORD)
-            await self._record(keys=[key for key, _, _ in values],
-                               args=[PRESENCE_TTL_S, *(part for _, sid, value in values for part in (sid, value))])
+            head: list[str | int] = [PRESENCE_TTL_S, self._process, INSTANCE_TTL_MS + self._window_ms]
+            calls: list[tuple[list[str], list[str | int]]] = [
+                (self._keys(user_id), [sid, self._entries.value(user_id, sid, self._process),
+                                       *((session.pid, session.epoch) if session else ("", ""))])
+                for sid, user_id, session in sockets]
+            # One script call per chunk on one Redis: read reply by reply, a pipeline of 200 commands
+            # cost more CPU than the rest of a beat. A cluster's keys lie in many slots: one call per
+            # socket, each sent to the node holding its user.
+            if isinstance(client, RedisCluster):
+                await asyncio.gather(*(self._record(keys=keys, args=[*head, *args]) for keys, args in calls))
+                return
+            await self._record(keys=[key for keys, _ in calls for key in keys],
+                               args=[*head, *(arg for _, args in calls for arg in args)])
         except (RedisError, OSError, QueueUnavailableError) as exc:
             logger.warning("presence: could not record sockets", extra={"error": str(exc)})
+
+    async def _withdraw(self, user_id: str, sid: str, session: Session | None, keep: bool) -> None:
+        """Remove a socket's entry, unless another process holds the sid now; end its session, or
+        keep it for the recovery window, unless another connection took it over."""
+        if self._leave is None:
+            self._leave = (await self._transport.redis()).register_script(LEAVE)
+        await self._leave(keys=self._keys(user_id)[:2], args=[
+            sid, self._process, session.pid if session else "", session.epoch if session else "",
+            "keep" if keep else "end", self._window_ms])
+
+    def _keys(self, user_id: str) -> list[str]:
+        """A user's presence, sessions and history, which the scripts write together."""
+        return [presence_key(self._channel, user_id), sessions_key(self._channel, user_id),
+                history_key(self._channel, user_id)]

@@ -32,10 +32,10 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from ...errors import QueueUnavailableError
-from ..base import QueueTransport
+from ..base import QueueTransport, Received, Routed
 from .client import COMMAND_TIMEOUT, MAX_CONNECTIONS, answers, connect_cluster, sending
 from .entries import PresenceEntries
-from .keys import all_channel, presence_key, user_channel
+from .keys import all_channel, history_key, presence_key, sessions_key, user_channel
 from .scripts import CLUSTER_SEND_TO_USER
 
 __all__ = ["ShardedTransport"]
@@ -94,17 +94,19 @@ class ShardedTransport(QueueTransport):
         reached = int(await sending(self.client.spublish(all_channel(channel), data)))
         return reached - 1 if self._listening else reached  # never counting this replica
 
-    async def publish_to_user(self, channel: str, user_id: str, data: bytes) -> bool:
-        return await self._lookup(channel, user_id, data)
+    async def publish_to_user(self, channel: str, user_id: str, data: bytes, *, volatile: bool = False) -> Routed:
+        return await self._send_or_look(channel, user_id, [data, b"1" if volatile else b"0"])
 
     async def lookup(self, channel: str, user_id: str) -> bool:
         """Whether ``user_id`` has a socket anywhere: listened for, with a genuine presence entry."""
-        return await self._lookup(channel, user_id, None)
+        return (await self._send_or_look(channel, user_id, [])).online
 
-    async def _lookup(self, channel: str, user_id: str, data: bytes | None) -> bool:
-        args = [user_channel(channel, user_id)] + ([data] if data is not None else [])
-        listening, entries = await sending(self._send(keys=[presence_key(channel, user_id)], args=args))
-        return int(listening) > 0 and self._entries.any_genuine(user_id, entries)
+    async def _send_or_look(self, channel: str, user_id: str, sending_args: list[bytes]) -> Routed:
+        keys = [presence_key(channel, user_id), sessions_key(channel, user_id), history_key(channel, user_id)]
+        listening, entries, offset = await sending(self._send(keys=keys,
+                                                              args=[user_channel(channel, user_id), *sending_args]))
+        return Routed(int(listening) > 0 and self._entries.any_genuine(user_id, entries),
+                      offset.decode() if offset else None)
 
     async def subscribe(self, channel: str) -> None:
         """Listen to every shard, from scratch."""
@@ -197,12 +199,18 @@ class ShardedTransport(QueueTransport):
         else:
             await listener.unsubscribe(name)
 
-    async def messages(self) -> AsyncGenerator[bytes, None]:
+    async def messages(self) -> AsyncGenerator[Received, None]:
         """What every shard's listener hears; a lost shard is repaired here, not reported
-        (the replica keeps hearing the others meanwhile)."""
+        (the replica keeps hearing the others meanwhile). A stored message comes as
+        ``@<offset> <envelope>``: an envelope starts with ``{`` or a hex signature."""
         received = self._received
         while True:
-            yield await received.get()
+            data = await received.get()
+            if data[:1] == b"@":
+                offset, _, data = data[1:].partition(b" ")
+                yield data, offset.decode()
+            else:
+                yield data, None
 
     async def ping(self) -> bool:
         return await answers(self.client)

@@ -19,7 +19,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from ...errors import PublishError, QueueUnavailableError
-from ..base import QueueTransport
+from ..base import QueueTransport, Received, Routed
 from .client import COMMAND_TIMEOUT, MAX_CONNECTIONS, is_cluster
 from .entries import PresenceEntries
 from .inboxes import InboxTransport
@@ -98,12 +98,12 @@ class RedisTransport(QueueTransport):
     async def publish(self, channel: str, data: bytes) -> int:
         return await (await self._for_sending()).publish(channel, data)
 
-    async def publish_to_user(self, channel: str, user_id: str, data: bytes) -> bool:
-        return await (await self._for_sending()).publish_to_user(channel, user_id, data)
+    async def publish_to_user(self, channel: str, user_id: str, data: bytes, *, volatile: bool = False) -> Routed:
+        return await (await self._for_sending()).publish_to_user(channel, user_id, data, volatile=volatile)
 
-    async def publish_many_to_user(self, channel: str, messages: Sequence[tuple[str, bytes]]
-                                   ) -> list[bool | PublishError]:
-        return await (await self._for_sending()).publish_many_to_user(channel, messages)
+    async def publish_many_to_user(self, channel: str, messages: Sequence[tuple[str, bytes]], *,
+                                   volatile: bool = False) -> list[Routed | PublishError]:
+        return await (await self._for_sending()).publish_many_to_user(channel, messages, volatile=volatile)
 
     async def _for_sending(self) -> InboxTransport | ShardedTransport:
         try:
@@ -127,7 +127,7 @@ class RedisTransport(QueueTransport):
         if self._chosen is not None:
             await self._chosen.unsubscribe(channel)
 
-    def messages(self) -> AsyncGenerator[bytes, None]:
+    def messages(self) -> AsyncGenerator[Received, None]:
         """The chosen transport's own iterator: no extra step per message. ``subscribe`` came first."""
         if self._chosen is None:
             raise QueueUnavailableError("not subscribed")

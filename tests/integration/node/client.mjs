@@ -1,7 +1,11 @@
 // A real socket.io-client v4, as browsers use it, driven by the Python tests.
 // Usage: node client.mjs URL AUTH_JSON [TRANSPORTS_JSON]
 // Prints one JSON line per thing that happens; reads JSON commands from stdin:
-// {"emit": "ping", "data": {...}} or {"close": true}. Exits when stdin closes.
+// {"emit": "ping", "data": {...}}, {"cut": true} (the transport closes, as when the signal is lost:
+// the client reconnects and recovers its session; "offline_ms" holds the reconnection back that long)
+// or {"close": true}. Exits when stdin closes. A connect record shows the client's private session id
+// and last offset (connection state recovery), which a test may hand to another client in its auth.
+// An event's trailing offset (connection state recovery) is printed apart from its data.
 import { io } from "socket.io-client";
 import { createInterface } from "node:readline";
 
@@ -15,17 +19,30 @@ const socket = io(url, {
   reconnectionDelayMax: 500,
 });
 
-socket.on("connect", () => print({ kind: "connect", id: socket.id }));
+socket.on("connect", () => print({
+  kind: "connect", id: socket.id, recovered: socket.recovered, pid: socket._pid ?? null,
+  offset: socket._lastOffset ?? null,
+}));
 socket.on("connect_error", (err) => print({ kind: "connect_error", message: err.message, data: err.data ?? null }));
 socket.on("disconnect", (reason) => print({ kind: "disconnect", reason }));
 socket.io.on("reconnect_attempt", (attempt) => print({ kind: "reconnect_attempt", attempt }));
-socket.onAny((event, ...args) => print({ kind: "event", event, data: args.length === 1 ? args[0] : args }));
+const OFFSET = /^\d+-\d+$/;
+socket.onAny((event, ...args) => {
+  const last = args[args.length - 1];
+  const offset = typeof last === "string" && OFFSET.test(last) ? args.pop() : null;
+  print({ kind: "event", event, data: args.length === 1 ? args[0] : args, offset });
+});
 
 const lines = createInterface({ input: process.stdin });
 lines.on("line", (line) => {
   const command = JSON.parse(line);
   if (command.close) {
     socket.close();
+  } else if (command.cut) {
+    if (command.offline_ms) {
+      socket.io.randomizationFactor(0).reconnectionDelay(command.offline_ms).reconnectionDelayMax(command.offline_ms);
+    }
+    socket.io.engine.close();
   } else if (command.emit) {
     socket.emit(command.emit, ...(command.data === undefined ? [] : [command.data]));
   }

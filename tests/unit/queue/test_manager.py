@@ -20,6 +20,7 @@ from aiohttp.test_utils import TestServer
 
 from server.app import create_app
 from server.app_keys import MANAGER, METRICS
+from server.backends.base import Routed
 from server.config import Settings
 from server.errors import ErrorCode, PayloadTooLargeError, PublishError, QueueUnavailableError, error_payload
 from server.metrics import Metrics
@@ -410,7 +411,7 @@ async def test_an_emit_to_a_user_on_another_replica_is_not_counted_as_user_left_
     alice = await connect_user("alice")
     bob = await connect_user("bob")
 
-    assert await alice.manager.emit_to_user("bob", "step", 1)
+    assert (await alice.manager.emit_to_user("bob", "step", 1)).online
 
     assert await bob.client.wait_for("step") == 1
     assert dropped(alice.metrics, "user_left") == dropped(bob.metrics, "user_left") == 0
@@ -862,8 +863,8 @@ async def test_emit_to_user_reports_a_user_connected_nowhere_and_delivers_nothin
     sender = make_manager(write_only=True)
     await sender.start()
 
-    assert await sender.emit_to_user("nobody", "lost", {}) is False
-    assert await sender.emit_to_user("alice", "marker", {}) is True
+    assert await sender.emit_to_user("nobody", "lost", {}) == Routed(False)
+    assert await sender.emit_to_user("alice", "marker", {}) == Routed(True)
 
     await alice.client.wait_for("marker")
     assert received(alice.metrics) == 1
@@ -874,7 +875,7 @@ async def test_emit_to_a_user_held_only_by_this_replica_is_delivered_without_the
         connect_user: ConnectUser, broker: MemoryBroker) -> None:
     alice = await connect_user("alice")
 
-    assert await alice.manager.emit_to_user("alice", "local", {"n": 1}) is True
+    assert await alice.manager.emit_to_user("alice", "local", {"n": 1}) == Routed(True)
 
     assert await alice.client.wait_for("local") == {"n": 1}
     assert broker.waiting() == 0

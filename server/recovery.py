@@ -1,0 +1,240 @@
+"""Socket.IO connection state recovery, on whichever replica a client comes back to.
+
+socket.io-client (4.6 and newer) keeps the private session id (``pid``) that the
+server sent in its CONNECT reply and the offset that came last with an event; after
+a lost connection it sends both in its CONNECT packet (next to its auth). When the
+session is still within ``RECOVERY_WINDOW_SECONDS`` the socket gets its id and user
+room back, then every message the user was sent after that offset, in order, before
+anything newer, and ``socket.recovered`` is ``true``. Otherwise the connection
+starts a new session and ``recovered`` is ``false``: the application resyncs.
+
+Sessions and histories live in the backend (``SessionStore``), so a client recovers
+on any replica, also after its own replica died. The steps, per connection:
+
+1. the packet guard hands the CONNECT packet here first (``before_connect``): a
+   session named by ``pid`` is claimed for this connection, its old socket kicked
+   wherever it still is, and its socket id is the one python-socketio gives out;
+2. ``on_connect`` (the gateway) tracks the socket before it joins its user's room:
+   live events for it are held from then on (``Tracked.held``);
+3. after the CONNECT reply (which carries the ``pid``), ``replay`` writes what the
+   history holds after the session's start, then the held events not already in it.
+
+A new session replays too: what was sent between its start and the moment its
+presence was written reaches it, rather than nobody.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .backends.base import Claim, HistoryGone, Session, SessionStore
+from .errors import InvalidEnvelopeError, QueueUnavailableError
+from .logs import LogThrottle
+from .metrics import Metrics
+from .queue.rooms import user_room
+
+__all__ = ["Held", "Recovery", "Tracked", "is_later", "is_offset", "wants_recovery"]
+
+logger = logging.getLogger(__name__)
+
+MAX_PID_LENGTH = 64
+_OFFSET = re.compile(r"(0|[1-9][0-9]{0,19})-(0|[1-9][0-9]{0,19})")
+
+# A live event held back during a replay: its offset (None: not stored), event and arguments.
+Held = tuple[str | None, str, list[Any]]
+
+
+def wants_recovery(auth: object) -> bool:
+    """Every client takes part but one that says ``{"recovery": false}`` in its auth: a client
+    whose handlers do not expect the offset that ends each stored event (python-socketio's)."""
+    return not (isinstance(auth, Mapping) and auth.get("recovery") is False)
+
+
+def is_offset(value: object) -> bool:
+    """Whether a client's ``offset`` can be a history entry id as the backend writes them
+    (no leading zeros: the Redis script compares them as text)."""
+    return isinstance(value, str) and _OFFSET.fullmatch(value) is not None
+
+
+def is_later(offset: str, than: str) -> bool:
+    """Whether stream entry id ``offset`` comes after ``than``."""
+    ms, _, seq = offset.partition("-")
+    than_ms, _, than_seq = than.partition("-")
+    return (int(ms), int(seq)) > (int(than_ms), int(than_seq))
+
+
+@dataclass(slots=True)
+class Tracked:
+    """A socket of this replica that has a session.
+
+    ``last_offset``: of the last stored event written to it (its session's start before any);
+    ``held``: live events waiting for the replay to finish, ``None`` once it has.
+    """
+
+    user_id: str
+    session: Session
+    recovered: bool
+    last_offset: str
+    held: list[Held] | None = field(default_factory=list)
+
+
+Identify = Callable[[Mapping[str, Any]], str]  # auth -> user id; raises on bad credentials
+Send = Callable[[str, str, list[Any], str | None], Awaitable[None]]  # sid, event, args, offset
+Kick = Callable[[str], Awaitable[None]]  # a socket id, wherever it is connected
+Open = Callable[[bytes], dict[str, Any]]  # a stored envelope, verified; raises InvalidEnvelopeError
+
+
+class Recovery:
+    """This replica's side of recovery: claims sessions, tracks its sockets', replays histories.
+
+    :param store: the backend's sessions and histories.
+    :param open_envelope: verifies and decodes a stored envelope (the manager's signing key).
+    :param send: writes one event to one socket, with its offset, bypassing the hold.
+    :param kick: disconnects a socket id on every replica (the old socket of a claimed session).
+    """
+
+    def __init__(self, store: SessionStore, *, metrics: Metrics, open_envelope: Open, send: Send,
+                 kick: Kick) -> None:
+        self.store = store
+        self.metrics = metrics
+        self._open_envelope = open_envelope
+        self._send = send
+        self._kick = kick
+        self.sockets: dict[str, Tracked] = {}  # sid -> its session; read for every event delivered
+        self._claims: dict[str, tuple[str, Claim]] = {}  # eio sid -> (user id, claim), from CONNECT to on_connect
+        self._throttle = LogThrottle()
+
+    # --- the handshake ---------------------------------------------------
+
+    async def before_connect(self, eio_sid: str, auth: Any, identify: Identify) -> None:
+        """A CONNECT packet, before python-socketio sees it: claim the session it names, if any."""
+        self._claims.pop(eio_sid, None)
+        if not isinstance(auth, Mapping) or not wants_recovery(auth) or "pid" not in auth:
+            return
+        pid, offset = auth["pid"], auth.get("offset")
+        if not isinstance(pid, str) or not 0 < len(pid) <= MAX_PID_LENGTH:
+            self._failed("unknown")
+            return
+        if offset is not None and not is_offset(offset):
+            self._failed("invalid_offset")
+            return
+        try:
+            user_id = identify(auth)
+        except Exception:  # refused again, and answered, by the connect handler
+            return
+        try:
+            claim = await self.store.claim(user_id, pid, offset)
+        except QueueUnavailableError as exc:
+            self._failed("unavailable", error=str(exc))
+            return
+        if isinstance(claim, str):
+            self._failed(claim)
+            return
+        self._claims[eio_sid] = (user_id, claim)
+        try:
+            await self._kick(claim.sid)
+        except Exception as exc:  # its replica is gone, or the queue is: the old socket closes by itself
+            logger.warning("could not disconnect the old socket of a recovered session", extra={"error": str(exc)})
+
+    def claimed_sid(self, eio_sid: str) -> str | None:
+        """The socket id python-socketio must give this connection: its recovered session's."""
+        claimed = self._claims.get(eio_sid)
+        return claimed[1].sid if claimed else None
+
+    async def start(self, sid: str, eio_sid: str, user_id: str, auth: Any) -> Tracked | None:
+        """In ``on_connect``, before the socket joins its room: its session (recovered, or new), from
+        which on its live events are held until ``replay``. ``None``: the socket goes without one."""
+        claimed = self._claims.pop(eio_sid, None)
+        if claimed is not None and claimed[0] == user_id and claimed[1].sid == sid:
+            session, recovered = claimed[1].session, True
+        elif not wants_recovery(auth):
+            return None
+        else:
+            try:
+                session = await self.store.open(user_id, sid)
+            except QueueUnavailableError as exc:
+                self._report("no_session", logging.WARNING, "no recoverable session for a new socket", error=str(exc))
+                return None
+            recovered = False
+        tracked = Tracked(user_id, session, recovered, session.start)
+        self.sockets[sid] = tracked
+        return tracked
+
+    def pid_of(self, sid: str) -> str | None:
+        """The private session id the CONNECT reply to ``sid`` carries."""
+        tracked = self.sockets.get(sid)
+        return tracked.session.pid if tracked else None
+
+    def forget(self, sid: str) -> Tracked | None:
+        return self.sockets.pop(sid, None)
+
+    def abandon(self, eio_sid: str) -> None:
+        """The Engine.IO session closed: drop a claim its CONNECT made and nothing used."""
+        self._claims.pop(eio_sid, None)
+
+    # --- the replay --------------------------------------------------------
+
+    async def replay(self, sid: str) -> int:
+        """Write what the user's history holds after the session's start, then the live events
+        held meanwhile that were not in it; returns how many came from the history."""
+        tracked = self.sockets.get(sid)
+        if tracked is None:
+            return 0
+        replayed, last = 0, tracked.session.start
+        try:
+            async for page in self.store.history(tracked.user_id, tracked.session.start):
+                for offset, envelope in page:
+                    if await self._replay_one(sid, tracked, offset, envelope):
+                        replayed += 1
+                    last = offset
+        except (HistoryGone, QueueUnavailableError) as exc:
+            self.metrics.recoveries_failed.labels(reason="lost_during_replay").inc()
+            self._report("lost_during_replay", logging.WARNING, "a replay was cut short; messages may be missing",
+                         user_id=tracked.user_id, error=str(exc))
+        finally:
+            await self._release(sid, tracked, last)
+        if tracked.recovered:
+            self.metrics.recoveries.inc()
+            self.metrics.replayed.inc(replayed)
+            logger.info("session recovered", extra={"user_id": tracked.user_id, "sid": sid, "replayed": replayed})
+        return replayed
+
+    async def _replay_one(self, sid: str, tracked: Tracked, offset: str, envelope: bytes) -> bool:
+        try:
+            message = self._open_envelope(envelope)
+        except InvalidEnvelopeError as exc:
+            self.metrics.dropped.labels(reason=exc.reason).inc()
+            self._report(exc.reason, logging.WARNING, "dropped an invalid message from a history", reason=exc.reason)
+            return False
+        if message["method"] != "emit" or message.get("room") != user_room(tracked.user_id) \
+                or message.get("binary") or message.get("callback"):
+            self.metrics.dropped.labels(reason="invalid_envelope").inc()
+            self._report("foreign", logging.WARNING, "dropped a message from a history that is not for its user")
+            return False
+        await self._send(sid, message["event"], list(message["data"]), offset)
+        return True
+
+    async def _release(self, sid: str, tracked: Tracked, last: str) -> None:
+        """Stop holding: write the held events that the replay did not (those after ``last``)."""
+        while tracked.held:
+            held, tracked.held = tracked.held, []
+            for offset, event, args in held:
+                if offset is None or is_later(offset, last):
+                    await self._send(sid, event, args, offset)
+        tracked.held = None
+
+    # --- reporting ---------------------------------------------------------
+
+    def _failed(self, reason: str, **fields: Any) -> None:
+        self.metrics.recoveries_failed.labels(reason=reason).inc()
+        self._report(reason, logging.INFO, "session not recovered; the client starts a new one",
+                     reason=reason, **fields)
+
+    def _report(self, key: str, level: int, message: str, **fields: Any) -> None:
+        held = self._throttle.allow(key)
+        if held is not None:
+            logger.log(level, message, extra={**fields, "suppressed": held})
