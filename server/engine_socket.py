@@ -60,6 +60,16 @@ class GuardedSocket(AsyncSocket):  # type: ignore[misc]
     _writer: asyncio.Task[None] | None = None  # sending what the queue holds to the WebSocket
     _unsent: frozenset[asyncio.Transport] = frozenset()  # earlier connections, see buffered()
     _last_words = eio_packet.NOOP  # what that poll answers if the session closes under it
+    leaving = False  # its client sent a Socket.IO DISCONNECT: whatever closes it next, it left on purpose
+
+    async def receive(self, pkt: eio_packet.Packet) -> None:
+        """python-engineio hands a MESSAGE to a task of its own and handles a close at once, so a
+        client's DISCONNECT followed by the close of its transport can reach the disconnect handler
+        as a lost transport: the DISCONNECT is noted here, before either (connection state recovery
+        keeps the session of a lost connection, not of one its client closed)."""
+        if pkt.packet_type == eio_packet.MESSAGE and isinstance(pkt.data, str) and pkt.data[:1] in ("0", "1"):
+            self.leaving = pkt.data[:1] == "1"  # a CONNECT again (the same session) undoes it
+        await super().receive(pkt)
 
     def buffered(self) -> int:
         """Bytes queued for this client and not yet taken by the kernel, on every

@@ -132,12 +132,19 @@ class Gateway:
         session = await self.sio.get_session(sid)
         user_id = session["user_id"]
         tracked = self.recovery.forget(sid) if self.recovery is not None else None
-        # Kept for recovery unless the client left on purpose or the server closed it (kick, expiry).
-        keep = reason != self.sio.reason.SERVER_DISCONNECT and \
-            not self.guard.leaving(self.sio.manager.eio_sid_from_sid(sid, "/"))
-        await self.presence.remove(user_id, sid, tracked.session if tracked else None, keep=keep)
+        await self.presence.remove(user_id, sid, tracked.session if tracked else None,
+                                   keep=self._connection_lost(sid, reason))
         self.metrics.connections.dec()
         logger.info("client disconnected", extra={"user_id": user_id, "sid": sid, "reason": str(reason)})
+
+    def _connection_lost(self, sid: str, reason: Any) -> bool:
+        """Whether the socket lost its connection, so its session is kept for recovery: not when its
+        client left on purpose (a DISCONNECT, an Engine.IO close) or the server closed it (a kick,
+        an expired token, a replaced connection)."""
+        if reason in (self.sio.reason.CLIENT_DISCONNECT, self.sio.reason.SERVER_DISCONNECT):
+            return False
+        eio_socket = self.sio.eio.sockets.get(self.sio.manager.eio_sid_from_sid(sid, "/"))
+        return not getattr(eio_socket, "leaving", False)
 
     async def on_ping(self, sid: str, *args: Any) -> dict[str, Any] | None:
         """Answer with ``pong``; also as the ack value for clients that ask for one."""

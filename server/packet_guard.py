@@ -70,7 +70,6 @@ class _Session:
     flood: FloodGuard
     timeout: asyncio.TimerHandle | None = None
     attachments: _Attachments | None = None
-    leaving: bool = False  # its client sent a DISCONNECT now being handled: it left on purpose
 
 
 class PacketGuard:
@@ -164,21 +163,11 @@ class PacketGuard:
             return
         if pkt.packet_type == sio_packet.CONNECT and self.before_connect is not None:
             await self.before_connect(eio_sid, pkt.data)
-        session.leaving = pkt.packet_type == sio_packet.DISCONNECT
-        try:
-            await self._message(eio_sid, data)
-        finally:
-            session.leaving = False
+        await self._message(eio_sid, data)
         if pkt.packet_type == sio_packet.CONNECT:
             await self._after_connect(eio_sid, session)
         elif pkt.packet_type == sio_packet.DISCONNECT:
             self._start_connect_timer(eio_sid, session)  # a session without a namespace must join again in time
-
-    def leaving(self, eio_sid: str) -> bool:
-        """Whether the client of this Engine.IO session is leaving on purpose: its Socket.IO
-        DISCONNECT is being handled (an Engine.IO close or a lost transport is no such thing)."""
-        session = self._sessions.get(eio_sid)
-        return session is not None and session.leaving
 
     async def _not_a_packet(self, eio_sid: str, sid: str | None) -> None:
         await self._refuse(eio_sid, sid, ErrorCode.INVALID_PARAMETERS, "not a valid Socket.IO packet")

@@ -25,6 +25,7 @@ presence was written reaches it, rather than nobody.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping
@@ -37,11 +38,13 @@ from .logs import LogThrottle
 from .metrics import Metrics
 from .queue.rooms import user_room
 
-__all__ = ["Held", "Recovery", "Tracked", "is_later", "is_offset", "wants_recovery"]
+__all__ = ["Held", "Recovery", "Tracked", "is_offset", "wants_recovery"]
 
 logger = logging.getLogger(__name__)
 
 MAX_PID_LENGTH = 64
+# How long a replayed offset is remembered: far longer than a message takes from Redis to a replica.
+REPLAYED_MEMORY_S = 10.0
 _OFFSET = re.compile(r"(0|[1-9][0-9]{0,19})-(0|[1-9][0-9]{0,19})")
 
 # A live event held back during a replay: its offset (None: not stored), event and arguments.
@@ -60,19 +63,14 @@ def is_offset(value: object) -> bool:
     return isinstance(value, str) and _OFFSET.fullmatch(value) is not None
 
 
-def is_later(offset: str, than: str) -> bool:
-    """Whether stream entry id ``offset`` comes after ``than``."""
-    ms, _, seq = offset.partition("-")
-    than_ms, _, than_seq = than.partition("-")
-    return (int(ms), int(seq)) > (int(than_ms), int(than_seq))
-
-
 @dataclass(slots=True)
 class Tracked:
     """A socket of this replica that has a session.
 
     ``last_offset``: of the last stored event written to it (its session's start before any);
-    ``held``: live events waiting for the replay to finish, ``None`` once it has.
+    ``held``: live events waiting for the replay to finish, ``None`` once it has;
+    ``replayed``: offsets the replay wrote, for a while after it: a message both in the history
+    and on its way to this replica when the replay read the history arrives again, live.
     """
 
     user_id: str
@@ -80,6 +78,7 @@ class Tracked:
     recovered: bool
     last_offset: str
     held: list[Held] | None = field(default_factory=list)
+    replayed: set[str] = field(default_factory=set)
 
 
 Identify = Callable[[Mapping[str, Any]], str]  # auth -> user id; raises on bad credentials
@@ -184,19 +183,18 @@ class Recovery:
         tracked = self.sockets.get(sid)
         if tracked is None:
             return 0
-        replayed, last = 0, tracked.session.start
+        replayed = 0
         try:
             async for page in self.store.history(tracked.user_id, tracked.session.start):
                 for offset, envelope in page:
                     if await self._replay_one(sid, tracked, offset, envelope):
                         replayed += 1
-                    last = offset
         except (HistoryGone, QueueUnavailableError) as exc:
             self.metrics.recoveries_failed.labels(reason="lost_during_replay").inc()
             self._report("lost_during_replay", logging.WARNING, "a replay was cut short; messages may be missing",
                          user_id=tracked.user_id, error=str(exc))
         finally:
-            await self._release(sid, tracked, last)
+            await self._release(sid, tracked)
         if tracked.recovered:
             self.metrics.recoveries.inc()
             self.metrics.replayed.inc(replayed)
@@ -216,16 +214,19 @@ class Recovery:
             self._report("foreign", logging.WARNING, "dropped a message from a history that is not for its user")
             return False
         await self._send(sid, message["event"], list(message["data"]), offset)
+        tracked.replayed.add(offset)
         return True
 
-    async def _release(self, sid: str, tracked: Tracked, last: str) -> None:
-        """Stop holding: write the held events that the replay did not (those after ``last``)."""
+    async def _release(self, sid: str, tracked: Tracked) -> None:
+        """Stop holding: write the held events that the replay did not."""
         while tracked.held:
             held, tracked.held = tracked.held, []
             for offset, event, args in held:
-                if offset is None or is_later(offset, last):
+                if offset not in tracked.replayed:
                     await self._send(sid, event, args, offset)
         tracked.held = None
+        if tracked.replayed:
+            asyncio.get_running_loop().call_later(REPLAYED_MEMORY_S, tracked.replayed.clear)
 
     # --- reporting ---------------------------------------------------------
 

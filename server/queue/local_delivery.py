@@ -68,6 +68,8 @@ class LocalDelivery(AsyncManager):  # type: ignore[misc]
                 await self._write(eio_sid, outgoing.plain(), now)
             elif session.held is not None:
                 session.held.append((offset, event, args))
+            elif offset in session.replayed:
+                session.replayed.discard(offset)  # replayed already; this one was on its way meanwhile
             else:
                 await self._write(eio_sid, outgoing.to(session), now)
 

@@ -262,12 +262,17 @@ class QueueManager(AsyncPubSubManager, LocalDelivery):  # type: ignore[misc]
             await self._handle_disconnect_room(message)
 
     async def _publish(self, data: dict[str, Any]) -> int:
-        """Hand ``data`` to every replica through the queue; returns how many it reached.
+        """Hand ``data`` to the queue: a message for one user's room to the replicas holding
+        that user (never stored for recovery: ``emit`` stores an emit), any other to every replica.
 
-        Raises ``PublishError`` if the publish fails, or a write-only manager's message
-        reaches no replica; ``PayloadTooLargeError`` (before Redis sees it) over
-        ``max_message_bytes``.
+        Returns how many replicas a message for all reached, and for one user whether
+        the user has a socket anywhere (1 or 0). Raises ``PublishError`` if the publish
+        fails, or a write-only manager's message for all reaches no replica;
+        ``PayloadTooLargeError`` (before Redis sees it) over ``max_message_bytes``.
         """
+        user_id = user_of_room(data.get("room"))
+        if user_id is not None:
+            return int((await self._publish_to_user(user_id, data, volatile=True)).online)
         encoded = self._encode(data)
         try:
             reached = await self.transport.publish(self.channel, encoded)

@@ -18,7 +18,7 @@ from cluster.processes import RedisServer, Replica
 from server.backends.redis.keys import presence_key, registry_key, signing_key_name
 from server.emitter import Emitter
 from server.errors import ConfigError
-from tests.helpers.clients import MakeClient, Served, connected
+from tests.helpers.clients import MakeClient, Served, connected, make_token
 from tests.helpers.cluster import API_KEY, Cluster, replica_env, unique_user
 from tests.helpers.http import metric, post_emit
 from tests.helpers.inboxes import inject, record_next
@@ -100,11 +100,6 @@ async def test_a_recorded_signed_disconnect_replayed_to_a_replica_started_since_
     assert await metric(fresh.url, "kindmap_messages_dropped_total", {"reason": "stale"}) == 1
 
 
-async def emit_status(replica: Served, user: str) -> int:
-    status, _ = await post_emit(replica.url, API_KEY, {"user_id": user, "event": "probe", "data": {}})
-    return status
-
-
 async def test_a_forged_presence_entry_does_not_make_an_unknown_user_look_connected(
         start_cluster: Callable[..., Cluster], make_client: MakeClient, neighbour: aioredis.Redis) -> None:
     cluster = start_cluster(2, QUEUE_SIGNING_KEY=SIGNING_KEY)
@@ -120,8 +115,8 @@ async def test_a_forged_presence_entry_does_not_make_an_unknown_user_look_connec
         "forged-1": process, "forged-2": f"{process}#{int(time.time() * 1000)}#{'ab' * 16}",
         client.sio.get_sid(): entry})
 
-    assert await emit_status(cluster.replicas[1], ghost) == 404
-    assert await emit_status(cluster.replicas[1], real) == 202
+    assert (await emit_outcome(cluster.replicas[1], ghost))[0] == 404
+    assert (await emit_outcome(cluster.replicas[1], real))[0] == 202
 
 
 async def test_a_deleted_presence_key_is_written_again_by_the_next_heartbeat(
@@ -133,25 +128,36 @@ async def test_a_deleted_presence_key_is_written_again_by_the_next_heartbeat(
     await neighbour.delete(presence_key(cluster.channel, user))
 
     await eventually(lambda: neighbour.exists(presence_key(cluster.channel, user)), timeout=10, what="rewritten")
-    assert await emit_status(cluster.replicas[1], user) == 202
+    assert (await emit_outcome(cluster.replicas[1], user))[0] == 202
 
 
 async def test_users_of_a_killed_replica_count_as_offline_within_the_instance_ttl(
         start_cluster: Callable[..., Cluster], make_client: MakeClient) -> None:
+    """Offline: a user without a session is refused; a rider whose session may still be
+    recovered (on any replica, within its window) has the message stored for it."""
     cluster = start_cluster(2)
     doomed, survivor = cluster.replicas
-    user = unique_user()
-    await connected(make_client, doomed, user)
-    assert await emit_status(survivor, user) == 202
+    user, rider = unique_user(), unique_user("rider")
+    await connected(make_client, doomed, user, auth={"token": make_token(user), "recovery": False})
+    await connected(make_client, doomed, rider)
+    assert await emit_outcome(survivor, user) == (202, "sent")
+    assert await emit_outcome(survivor, rider) == (202, "sent")
 
     doomed.kill()  # SIGKILL: no withdrawal, only the heartbeat key's TTL tells
 
-    await eventually(lambda: emit_status_is(survivor, user, 404), timeout=OFFLINE_DEADLINE,
+    await eventually(lambda: emit_outcome_is(survivor, user, (404, None)), timeout=OFFLINE_DEADLINE,
                      what="USER_NOT_CONNECTED after SIGKILL")
+    assert await emit_outcome(survivor, rider) == (202, "stored")
 
 
-async def emit_status_is(replica: Served, user: str, expected: int) -> bool:
-    return await emit_status(replica, user) == expected
+async def emit_outcome(replica: Served, user: str) -> tuple[int, str | None]:
+    """The emit API's status code, and for a 202 the body's status (sent or stored)."""
+    status, body = await post_emit(replica.url, API_KEY, {"user_id": user, "event": "probe", "data": {}})
+    return status, body["status"] if status == 202 else None
+
+
+async def emit_outcome_is(replica: Served, user: str, expected: tuple[int, str | None]) -> bool:
+    return await emit_outcome(replica, user) == expected
 
 
 async def test_an_emitter_with_the_right_key_starts_although_the_fingerprint_was_rewritten(
