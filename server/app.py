@@ -86,7 +86,8 @@ def create_app(settings: Settings, *, backend: Backend | None = None,
     if isinstance(manager, QueueManager) and backend is not None and backend.sessions is not None \
             and settings.recovery_window > 0:
         recovery = Recovery(backend.sessions, metrics=metrics, open_envelope=manager.open_envelope,
-                            send=manager.send_event, kick=manager.disconnect_room)
+                            send=manager.send_event, kick=manager.disconnect_room,
+                            max_age=backend.sessions.lifetime + settings.queue_replay_window)
         manager.recovery = recovery
         sio.session_id_of = recovery.pid_of
     gateway = Gateway(sio, settings=settings, authenticator=authenticator, presence=presence, metrics=metrics,

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -94,11 +95,15 @@ class Recovery:
     :param open_envelope: verifies and decodes a stored envelope (the manager's signing key).
     :param send: writes one event to one socket, with its offset, bypassing the hold.
     :param kick: disconnects a socket id on every replica (the old socket of a claimed session).
+    :param max_age: seconds a signed message can have been kept for recovery (a session's window
+        plus how long a crashed replica's sessions last, plus the clock skew allowed); an older
+        one in a history was put there by someone else, and is dropped as stale.
     """
 
     def __init__(self, store: SessionStore, *, metrics: Metrics, open_envelope: Open, send: Send,
-                 kick: Kick) -> None:
+                 kick: Kick, max_age: float) -> None:
         self.store = store
+        self.max_age = max_age
         self.metrics = metrics
         self._open_envelope = open_envelope
         self._send = send
@@ -212,6 +217,10 @@ class Recovery:
                 or message.get("binary") or message.get("callback"):
             self.metrics.dropped.labels(reason="invalid_envelope").inc()
             self._report("foreign", logging.WARNING, "dropped a message from a history that is not for its user")
+            return False
+        if isinstance(message.get("ts"), int) and message["ts"] / 1000 < time.time() - self.max_age:
+            self.metrics.dropped.labels(reason="stale").inc()
+            self._report("stale", logging.WARNING, "dropped a message from a history older than any session")
             return False
         await self._send(sid, message["event"], list(message["data"]), offset)
         tracked.replayed.add(offset)

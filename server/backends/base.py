@@ -195,6 +195,11 @@ class SessionStore(ABC):
     the store cannot be reached.
     """
 
+    @property
+    @abstractmethod
+    def lifetime(self) -> float:
+        """The longest a session lasts after the last sign of life of its socket, in seconds."""
+
     @abstractmethod
     async def open(self, user_id: str, sid: str) -> Session:
         """A new session for socket ``sid``, whose replay starts after what the history holds now."""

@@ -158,7 +158,9 @@ class QueueManager(AsyncPubSubManager, LocalDelivery):  # type: ignore[misc]
                    skip_sid: Any = None, callback: Any = None, to: Any = None, **kwargs: Any) -> None:
         """Emit on every replica, like stock ``AsyncPubSubManager.emit``, but:
 
-        - a message for one user's room goes only to the replicas holding that user;
+        - a message for one user's room goes only to the replicas holding that user; stored
+          for recovery, it reaches this replica's sockets through the queue too, so that each
+          replica writes a user's stored messages in the order of their offsets;
         - a message for one socket of this replica stays local (stock publishes it);
         - the message is published *before* it is delivered here, so when the
           publish raises nobody has it and the caller can retry without duplicates.
@@ -173,8 +175,10 @@ class QueueManager(AsyncPubSubManager, LocalDelivery):  # type: ignore[misc]
         message = self._emit_message(event, data, namespace, room, skip_sid, callback)
         user_id = user_of_room(room)
         if user_id is not None and namespace == "/" and callback is None:
-            routed = await self._publish_to_user(user_id, message, bool(kwargs.get("volatile")))
-            await self._deliver(message, routed.offset)
+            volatile = bool(kwargs.get("volatile") or message["binary"])  # attachments are never replayed
+            routed = await self._publish_to_user(user_id, message, volatile)
+            if routed.offset is None:
+                await self._deliver(message)
             return
         await self._publish(message)
         await self._deliver(message)
@@ -190,8 +194,8 @@ class QueueManager(AsyncPubSubManager, LocalDelivery):  # type: ignore[misc]
         """
         message = self._emit_message(event, data, "/", user_room(user_id), None, None, binary=False)
         routed = await self._publish_to_user(user_id, message, volatile)
-        if routed.online:
-            await self._deliver(message, routed.offset)
+        if routed.online and routed.offset is None:
+            await self._deliver(message)
         return routed
 
     async def emit_many_to_user(self, messages: Sequence[tuple[str, str, Any]], *, volatile: bool = False
@@ -221,8 +225,8 @@ class QueueManager(AsyncPubSubManager, LocalDelivery):  # type: ignore[misc]
                 self._count_failed_publish(message, result)
             else:
                 self.metrics.published.inc()
-                if result.online and self.server is not None:
-                    await self._deliver(message, result.offset)
+                if result.online and result.offset is None and self.server is not None:
+                    await self._deliver(message)
         return outcomes
 
     def _emit_message(self, event: str, data: Any, namespace: str, room: Any, skip_sid: Any,
@@ -374,7 +378,7 @@ class QueueManager(AsyncPubSubManager, LocalDelivery):  # type: ignore[misc]
                     "reason": exc.reason, "sample": envelope.sample(raw), "suppressed": held})
             return
         method = message["method"]
-        if method != "callback" and message["host_id"] == self.host_id:
+        if method != "callback" and message["host_id"] == self.host_id and offset is None:
             return  # our own message, already handled here before publishing
         self.metrics.received.inc()
         logger.debug("queue message: %s", method)

@@ -10,13 +10,17 @@ window, or with the history gone, it gets a new session and ``recovered`` is fal
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from redis.asyncio import Redis, RedisCluster
 
 from cluster import LocalCluster
-from cluster.processes import RedisServer
+from cluster.processes import REPO_ROOT, RedisServer
+from server.backends.redis.keys import presence_key
 from server.emitter import Emitter
 from server.errors import UserNotConnectedError
 from tests.helpers.clients import MakeClient, connected, make_token
@@ -24,6 +28,8 @@ from tests.helpers.cluster import Cluster, new_channel, replica_env, unique_user
 from tests.helpers.http import metric
 from tests.helpers.node_client import NodeClient, StartNodeClient
 from tests.helpers.waiting import eventually
+
+UNSIGNED_CLI_ENV = {**os.environ, "ALLOW_UNSIGNED_QUEUE": "true"}
 
 
 def connects(client: NodeClient) -> list[dict[str, Any]]:
@@ -50,12 +56,18 @@ async def lost_connection(client: NodeClient) -> None:
     await client.wait_for(lambda rs: any(r["kind"] == "disconnect" for r in rs), what="disconnect")
 
 
-async def left(replica_url: str) -> None:
-    """Until the replica has seen its only socket go (the client saw it first)."""
-    async def no_socket() -> bool:
-        return await metric(replica_url, "kindmap_connections") == 0
+async def left(cluster: Cluster, user: str) -> None:
+    """Until the user's replica has seen their socket go and withdrawn it (the client saw it first)."""
+    redis = RedisCluster.from_url(cluster.redis_url) if cluster.redis_mode == "redis-cluster" \
+        else Redis.from_url(cluster.redis_url)
 
-    await eventually(no_socket, what="the replica saw the socket go")
+    async def withdrawn() -> bool:
+        return await redis.hlen(presence_key(cluster.channel, user)) == 0
+
+    try:
+        await eventually(withdrawn, what="the replica saw the socket go")
+    finally:
+        await redis.aclose()
 
 
 @pytest.fixture(params=["redis", "redis-cluster"])
@@ -79,6 +91,7 @@ async def test_a_client_whose_replica_is_killed_recovers_every_missed_message_on
         assert await emitter.send_to_user(user, "step", {"n": 0}) == "sent"
         await client.wait_for_event("step")
         holder = next(r for r in nginx_cluster.replicas if r.instance_id == welcome["instance_id"])
+        await client.send({"offline_ms": 1500})  # its reconnection waits until the 20 are sent
 
         holder.kill()
         await lost_connection(client)
@@ -99,6 +112,8 @@ async def test_a_client_whose_replica_is_killed_recovers_every_missed_message_on
 async def test_a_transport_cut_on_a_live_replica_recovers_the_missed_messages_in_order_once(
         cluster: Cluster, node_client: StartNodeClient) -> None:
     user = unique_user("rider")
+    recoveries = await metric(cluster.replicas[0].url, "kindmap_recoveries_total")
+    replayed = await metric(cluster.replicas[0].url, "kindmap_messages_replayed_total")
     client = await node_client(cluster.replicas[0].url, {"token": make_token(user)})
     await client.wait_for_event("connected")
     async with Emitter(cluster.redis_url, channel=cluster.channel) as emitter:
@@ -106,7 +121,7 @@ async def test_a_transport_cut_on_a_live_replica_recovers_the_missed_messages_in
         await client.wait_for_event("step")
         await client.send({"cut": True, "offline_ms": 1000})
         await lost_connection(client)
-        await left(cluster.replicas[0].url)
+        await left(cluster, user)
         statuses = [await emitter.send_to_user(user, "step", {"n": n}) for n in range(1, 11)]
         again = await reconnected(client)
         await emitter.send_to_user(user, "step", {"n": 11})
@@ -115,8 +130,8 @@ async def test_a_transport_cut_on_a_live_replica_recovers_the_missed_messages_in
     assert statuses == ["stored"] * 10  # nobody is connected, a session is within its window
     assert again["id"] == connects(client)[0]["id"] and again["recovered"] is True
     assert numbers(client) == list(range(12))
-    assert (await metric(cluster.replicas[0].url, "kindmap_recoveries_total")) == 1
-    assert (await metric(cluster.replicas[0].url, "kindmap_messages_replayed_total")) == 10
+    assert await metric(cluster.replicas[0].url, "kindmap_recoveries_total") == recoveries + 1
+    assert await metric(cluster.replicas[0].url, "kindmap_messages_replayed_total") == replayed + 10
 
 
 async def test_messages_sent_while_a_session_is_replayed_arrive_once_and_in_order(
@@ -151,13 +166,14 @@ async def test_a_client_back_after_the_window_gets_a_new_session_and_sends_meanw
     client = await node_client(replica.url, {"token": make_token(user)})
     await client.wait_for_event("connected")
     async with Emitter(cluster.redis_url, channel=cluster.channel) as emitter:
-        await client.send({"cut": True, "offline_ms": 2500})
+        await client.send({"cut": True, "stay_offline": True})
         await lost_connection(client)
-        await left(replica.url)
+        await left(cluster, user)
         assert await emitter.send_to_user(user, "step", {"n": 1}) == "stored"
         await asyncio.sleep(1.2)  # the window itself is what is tested: 1 s of it passes
         with pytest.raises(UserNotConnectedError):
             await emitter.send_to_user(user, "step", {"n": 2})
+        await client.send({"reconnect": True})
         again = await reconnected(client)
         assert await emitter.send_to_user(user, "step", {"n": 3}) == "sent"
         await client.wait_for_event("step")
@@ -181,11 +197,12 @@ async def test_redis_restarted_while_a_client_is_offline_gives_a_new_session_and
     async with Emitter(cluster.redis_url, channel=cluster.channel) as emitter:
         await emitter.send_to_user(user, "step", {"n": 0})
         await client.wait_for_event("step")
-    await client.send({"cut": True, "offline_ms": 1500})
+    await client.send({"cut": True, "stay_offline": True})
     await lost_connection(client)
 
     own_redis.stop()
     own_redis.start()
+    await client.send({"reconnect": True})
 
     again = await reconnected(client)
     async with Emitter(cluster.redis_url, channel=cluster.channel) as emitter:
@@ -251,6 +268,7 @@ async def test_python_clients_that_opt_out_get_no_session_and_no_offsets(
         assert await emitter.send_to_user(user, "step", {"n": 1}) == "sent"
         await eventually(lambda: steps, what="the step event")
         await client.disconnect()
+        await left(cluster, user)
         with pytest.raises(UserNotConnectedError):  # no session: nothing kept for it
             await emitter.send_to_user(user, "step", {"n": 2})
 
@@ -267,7 +285,7 @@ async def test_volatile_messages_are_not_stored_nor_replayed(
         await client.wait_for_event("position")
         await client.send({"cut": True, "offline_ms": 1000})
         await lost_connection(client)
-        await left(cluster.replicas[0].url)
+        await left(cluster, user)
         with pytest.raises(UserNotConnectedError):
             await emitter.send_to_user(user, "position", "City Hall", volatile=True)
         assert await emitter.send_to_user(user, "step", {"n": 1}) == "stored"
@@ -279,4 +297,46 @@ async def test_volatile_messages_are_not_stored_nor_replayed(
     # must not take "Seoul Station" for one.
     [(data, offset)] = received(client, "position")
     assert data == "Seoul Station" and offset is not None
+    assert numbers(client) == [1]
+
+
+async def test_a_client_that_disconnects_on_purpose_ends_its_session(
+        cluster: Cluster, node_client: StartNodeClient) -> None:
+    """socket.disconnect() sends a DISCONNECT and closes the WebSocket at once: the replica may
+    see the close first, and must still not keep the session (sends are refused, not stored)."""
+    user = unique_user("rider")
+    client = await node_client(cluster.replicas[0].url, {"token": make_token(user)})
+    await client.wait_for_event("connected")
+    await client.send({"close": True})
+    await lost_connection(client)
+    await left(cluster, user)
+
+    async with Emitter(cluster.redis_url, channel=cluster.channel) as emitter:
+        with pytest.raises(UserNotConnectedError):
+            await emitter.send_to_user(user, "step", {"n": 1})
+    assert [r["reason"] for r in client.records if r["kind"] == "disconnect"] == ["io client disconnect"]
+
+
+async def test_the_cli_says_stored_with_exit_code_4_and_volatile_is_refused_for_a_rider_offline(
+        cluster: Cluster, node_client: StartNodeClient) -> None:
+    user = unique_user("rider")
+    client = await node_client(cluster.replicas[0].url, {"token": make_token(user)})
+    await client.wait_for_event("connected")
+    await client.send({"cut": True, "stay_offline": True})
+    await lost_connection(client)
+    await left(cluster, user)
+
+    async def cli(*extra: str) -> tuple[int, str]:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "server.emit", "--user", user, "--event", "step", "--data", '{"n": 1}',
+            "--redis-url", cluster.redis_url, "--channel", cluster.channel, *extra, cwd=REPO_ROOT,
+            env=UNSIGNED_CLI_ENV, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+        out, _ = await process.communicate()
+        return await process.wait(), out.decode().strip()
+
+    assert await cli("--volatile") == (3, "")
+    assert await cli() == (4, "stored")
+    await client.send({"reconnect": True})
+    await reconnected(client)
+    await client.wait_for_event("step")
     assert numbers(client) == [1]

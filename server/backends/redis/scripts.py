@@ -66,9 +66,11 @@ end
 # process, inbox MAXLEN, registry, envelope (absent: look only), "1" when volatile. Returns
 # {entries (sid, value, ...) of sockets on live replicas, offset or ''}. Unless volatile, the
 # envelope is first stored in the history while a session of the user can recover it (the entry
-# id is its offset); then it is appended, with its offset, to the inbox of each live replica
-# holding the user but the sender. Entries of dead replicas are removed on the way. A presence
-# value is the replica process, optionally followed by "#<ms>#<hex HMAC>" (see entries.py).
+# id is its offset); then it is appended to the inbox of each live replica holding the user but
+# the sender, and when stored, with its offset, to the sender's too: a replica then writes a
+# user's stored messages in the order of their offsets, which clients resume from. Entries of
+# dead replicas are removed on the way. A presence value is the replica process, optionally
+# followed by "#<ms>#<hex HMAC>" (see entries.py).
 SEND_TO_USER = _NOW_MS + _SESSIONS + """
 local entries = redis.call('HGETALL', KEYS[1])
 local live, targets = {}, {}
@@ -88,12 +90,10 @@ local offset = ''
 if ARGV[5] then
   if ARGV[6] ~= '1' then offset = store(KEYS[2], KEYS[3], ARGV[5]) end
   for process in pairs(targets) do
-    if process ~= ARGV[2] then
-      if offset == '' then
-        redis.call('XADD', ARGV[1] .. process, 'MAXLEN', '~', ARGV[3], '*', 'm', ARGV[5])
-      else
-        redis.call('XADD', ARGV[1] .. process, 'MAXLEN', '~', ARGV[3], '*', 'm', ARGV[5], 'o', offset)
-      end
+    if offset ~= '' then
+      redis.call('XADD', ARGV[1] .. process, 'MAXLEN', '~', ARGV[3], '*', 'm', ARGV[5], 'o', offset)
+    elseif process ~= ARGV[2] then
+      redis.call('XADD', ARGV[1] .. process, 'MAXLEN', '~', ARGV[3], '*', 'm', ARGV[5])
     end
   end
 end

@@ -50,6 +50,10 @@ class RedisSessions(SessionStore):
         self.unattended_ms = INSTANCE_TTL_MS + self.window_ms
         self._loaded: _Scripts | None = None
 
+    @property
+    def lifetime(self) -> float:
+        return self.unattended_ms / 1000
+
     async def open(self, user_id: str, sid: str) -> Session:
         pid, epoch = secrets.token_urlsafe(16), secrets.token_hex(8)
         base = await _reading((await self._scripts()).open(keys=self._keys(user_id), args=[

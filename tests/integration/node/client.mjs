@@ -2,7 +2,8 @@
 // Usage: node client.mjs URL AUTH_JSON [TRANSPORTS_JSON]
 // Prints one JSON line per thing that happens; reads JSON commands from stdin:
 // {"emit": "ping", "data": {...}}, {"cut": true} (the transport closes, as when the signal is lost:
-// the client reconnects and recovers its session; "offline_ms" holds the reconnection back that long)
+// the client reconnects and recovers its session; "offline_ms", also alone, holds every reconnection
+// back that long from then on; with "stay_offline" it does not reconnect until {"reconnect": true})
 // or {"close": true}. Exits when stdin closes. A connect record shows the client's private session id
 // and last offset (connection state recovery), which a test may hand to another client in its auth.
 // An event's trailing offset (connection state recovery) is printed apart from its data.
@@ -38,11 +39,15 @@ lines.on("line", (line) => {
   const command = JSON.parse(line);
   if (command.close) {
     socket.close();
-  } else if (command.cut) {
+  } else if (command.cut || command.offline_ms) {
     if (command.offline_ms) {
       socket.io.randomizationFactor(0).reconnectionDelay(command.offline_ms).reconnectionDelayMax(command.offline_ms);
     }
-    socket.io.engine.close();
+    socket.io.reconnection(!command.stay_offline);
+    if (command.cut) socket.io.engine.close();
+  } else if (command.reconnect) {
+    socket.io.reconnection(true);
+    socket.connect();
   } else if (command.emit) {
     socket.emit(command.emit, ...(command.data === undefined ? [] : [command.data]));
   }
