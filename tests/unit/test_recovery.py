@@ -354,6 +354,19 @@ async def test_a_replay_cut_short_is_counted_and_still_releases_the_held_events(
     assert failed(metrics, "lost_during_replay") == 1 and tracked.held is None
 
 
+async def test_a_replay_that_fails_unexpectedly_still_stops_holding_the_sockets_live_events(
+        recovery: Recovery, store: FakeStore, recorder: Recorder) -> None:
+    """Else the socket would get nothing live for the rest of its connection."""
+    tracked = await started(recovery, store)
+    store.pages = [RuntimeError("a bug")]
+    store.during_page = [hold(tracked, ("101-0", "step", [{"n": 1}]))]
+
+    with pytest.raises(RuntimeError):
+        await recovery.replay("sid-1")
+
+    assert recorder.events() == [("step", [{"n": 1}], "101-0")] and tracked.held is None
+
+
 @pytest.mark.parametrize(("entry", "reason"), [
     (stored("step", [{"n": 0}], key=b"another-key-" * 3), "bad_signature"),
     (stored("step", [{"n": 0}], user="bo"), "invalid_envelope"),
