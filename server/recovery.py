@@ -47,6 +47,7 @@ MAX_PID_LENGTH = 64
 # How long a replayed offset is remembered: far longer than a message takes from Redis to a replica.
 REPLAYED_MEMORY_S = 10.0
 _OFFSET = re.compile(r"(0|[1-9][0-9]{0,19})-(0|[1-9][0-9]{0,19})")
+_MAX_ID_PART = 2**64 - 1  # each part of a stream entry id is an unsigned 64-bit number
 
 # A live event held back during a replay: its offset (None: not stored), event and arguments.
 Held = tuple[str | None, str, list[Any]]
@@ -60,8 +61,10 @@ def wants_recovery(auth: object) -> bool:
 
 def is_offset(value: object) -> bool:
     """Whether a client's ``offset`` can be a history entry id as the backend writes them
-    (no leading zeros: the Redis script compares them as text)."""
-    return isinstance(value, str) and _OFFSET.fullmatch(value) is not None
+    (no leading zeros: the Redis script compares them as text; nothing past 64 bits, which
+    Redis refuses with an error)."""
+    match = _OFFSET.fullmatch(value) if isinstance(value, str) else None
+    return match is not None and all(int(part) <= _MAX_ID_PART for part in match.groups())
 
 
 @dataclass(slots=True)

@@ -211,8 +211,8 @@ class SessionStore(ABC):
 
     @abstractmethod
     def history(self, user_id: str, start: str) -> AsyncIterator[list[tuple[str, bytes]]]:
-        """The user's stored messages from ``start`` on, ``(offset, envelope)`` in order, a page at
-        a time; the first is ``start`` itself, unless it was trimmed meanwhile."""
+        """The user's stored messages after ``start``, ``(offset, envelope)`` in order, a page at
+        a time; raises ``HistoryGone`` when ``start`` is no longer there (trimmed, or lost)."""
 
 
 @dataclass(frozen=True)

@@ -550,3 +550,65 @@ async def test_a_client_answering_pings_is_pinged_again_and_one_that_does_not_is
 
     assert closing.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
     await eventually(lambda: sample(replica, "kindmap_engineio_sessions") == 0)
+
+
+class ConnectReplies:
+    """A ``SocketServer`` answering CONNECT packets through python-socketio's own ``_handle_connect``;
+    a socket whose auth asks for one gets a private session id from its connect handler, as
+    ``Gateway.on_connect`` starts a recoverable session there. Records each Engine.IO packet sent."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, *, recovery: bool = True) -> None:
+        self.server = SocketServer(async_mode="aiohttp", max_outgoing_bytes=1 << 20)
+        self.pids: dict[str, str] = {}
+        self.sent: list[str] = []
+        if recovery:
+            self.server.session_id_of = self.pids.get
+        self.server.on("connect", self._on_connect)
+        monkeypatch.setattr(self.server.eio, "send_packet", self._record)
+
+    async def reply_to(self, auth: dict[str, Any]) -> tuple[str, str | None]:
+        """The CONNECT reply as the client reads it, and the socket id the server gave."""
+        eio_sid = f"eio-{len(self.sent)}"
+        self.server.environ[eio_sid] = {}
+        await self.server._handle_connect(eio_sid, "/", auth)
+        [reply] = self.sent[-1:]
+        return reply, self.server.manager.sid_from_eio_sid(eio_sid, "/")
+
+    async def _on_connect(self, sid: str, environ: dict[str, Any], auth: dict[str, Any]) -> None:
+        if auth.get("refuse"):
+            raise ConnectionRefusedError("no")
+        if auth.get("session"):
+            self.pids[sid] = f"pid-of-{sid}"
+
+    async def _record(self, eio_sid: str, pkt: eio_packet.Packet) -> None:
+        encoded = pkt.encode()
+        assert isinstance(encoded, str)
+        self.sent.append(encoded)
+
+
+async def test_the_connect_reply_of_a_socket_with_a_session_carries_its_pid_as_nodes_does(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """socket.io-client sets ``recovered`` from this exact shape (Node's own test checks the bytes)."""
+    replies = ConnectReplies(monkeypatch)
+
+    reply, sid = await replies.reply_to({"session": True})
+
+    assert reply == f'40{{"sid":"{sid}","pid":"pid-of-{sid}"}}'
+
+
+@pytest.mark.parametrize("recovery", [True, False], ids=["socket-without-a-session", "recovery-off"])
+async def test_the_connect_reply_of_a_socket_without_a_session_has_no_pid(
+        monkeypatch: pytest.MonkeyPatch, recovery: bool) -> None:
+    replies = ConnectReplies(monkeypatch, recovery=recovery)
+
+    reply, sid = await replies.reply_to({"session": False})
+
+    assert reply == f'40{{"sid":"{sid}"}}'
+
+
+async def test_a_refused_connect_is_answered_without_a_pid(monkeypatch: pytest.MonkeyPatch) -> None:
+    replies = ConnectReplies(monkeypatch)
+
+    reply, _ = await replies.reply_to({"refuse": True, "session": True})
+
+    assert reply.startswith("44") and "pid" not in reply
