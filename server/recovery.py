@@ -73,7 +73,7 @@ class Tracked:
 
     ``last_offset``: of the last stored event written to it (its session's start before any);
     ``held``: live events waiting for the replay to finish, ``None`` once it has;
-    ``replayed``: offsets the replay wrote, for a while after it: a message both in the history
+    ``replayed``: offsets the replay passed, for a while after it: a message both in the history
     and on its way to this replica when the replay read the history arrives again, live.
     """
 
@@ -195,6 +195,8 @@ class Recovery:
         try:
             async for page in self.store.history(tracked.user_id, tracked.session.start):
                 for offset, envelope in page:
+                    # Passed, written or not: its live copy, if any, must not be written after newer ones.
+                    tracked.replayed.add(offset)
                     if await self._replay_one(sid, tracked, offset, envelope):
                         replayed += 1
         except (HistoryGone, QueueUnavailableError) as exc:
@@ -226,7 +228,6 @@ class Recovery:
             self._report("stale", logging.WARNING, "dropped a message from a history older than any session")
             return False
         await self._send(sid, message["event"], list(message["data"]), offset)
-        tracked.replayed.add(offset)
         return True
 
     async def _release(self, sid: str, tracked: Tracked) -> None:

@@ -25,6 +25,8 @@ USER = "ana"
 EIO = "eio-1"
 OLD = Session("pid-1", "epoch-old", "100-0")
 CLAIM = Claim("sid-1", Session("pid-1", "epoch-new", "100-0"), "replica-a:1")
+# Older signed messages in a history were not put there by a sender (see Recovery.max_age).
+MAX_AGE = 130.0
 
 
 class FakeStore(SessionStore):
@@ -38,6 +40,10 @@ class FakeStore(SessionStore):
         self.during_page: list[Any] = []
         self.claims: list[tuple[str, str, str | None]] = []
         self.opened: list[tuple[str, str]] = []
+
+    @property
+    def lifetime(self) -> float:
+        return 130.0
 
     async def open(self, user_id: str, sid: str) -> Session:
         if self.open_error is not None:
@@ -99,7 +105,7 @@ def metrics() -> Metrics:
 @pytest.fixture
 def recovery(store: FakeStore, recorder: Recorder, metrics: Metrics) -> Recovery:
     return Recovery(store, metrics=metrics, open_envelope=lambda raw: envelope.decode(raw, KEY), send=recorder.send,
-                    kick=recorder.kick)
+                    kick=recorder.kick, max_age=MAX_AGE)
 
 
 def identify(auth: Mapping[str, Any]) -> str:

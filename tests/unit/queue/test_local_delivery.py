@@ -30,6 +30,10 @@ ROOM = user_room("ana")
 class NewSessions(SessionStore):
     """Opens sessions that start at ``START`` with nothing stored after it."""
 
+    @property
+    def lifetime(self) -> float:
+        return 130.0
+
     async def open(self, user_id: str, sid: str) -> Session:
         return Session(f"pid-{sid}", "epoch", START)
 
@@ -48,7 +52,7 @@ class Replica:
         self.manager = LocalManager()
         self.server = SocketServer(async_mode="aiohttp", client_manager=self.manager, max_outgoing_bytes=1 << 20)
         self.recovery = Recovery(NewSessions(), metrics=Metrics(), open_envelope=decode,
-                                 send=self.manager.send_event, kick=self._never)
+                                 send=self.manager.send_event, kick=self._never, max_age=130.0)
         self.manager.recovery = self.recovery
         self.written: dict[str, list[Any]] = {}
         monkeypatch.setattr(self.server, "_send_eio_packet", self._record)
