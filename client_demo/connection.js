@@ -115,6 +115,15 @@ export class Connection {
       view.info(`reconnected after ${attempt} attempt${attempt === 1 ? "" : "s"}`);
     });
 
+    // The session id (connection state recovery) the server gave this socket in its CONNECT reply,
+    // if any. socket.io-client keeps its copy private (and minified), so the page reads it where
+    // the client does, in that reply: it reaches this listener before any event that follows it.
+    let sessionId = null;
+    manager.on("packet", (packet) => {
+      if (packet.type === CONNECT_PACKET && packet.nsp === socket.nsp) {
+        sessionId = packet.data?.pid ?? null;
+      }
+    });
     // Per socket: whether a connection came before this one, and whether this one was recovered.
     let connections = 0;
     let recovered = false;
@@ -159,21 +168,13 @@ export class Connection {
     });
     socket.on("connected", (info) => {
       view.replica(info);
-      view.session(connections === 1 ? { kind: "new", recoverable: "replayed" in info }
+      view.session(connections === 1 ? { kind: "new", recoverable: sessionId !== null }
         : recovered ? { kind: "recovered", replayed: info.replayed } : { kind: "resync" });
     });
     // A socket that holds a session id gets every stored event with its offset as an extra last
     // argument, and any other event whose last argument is a string with one too: socket.io-client
     // (4.8, socket.js emitEvent) takes a trailing string for the offset exactly when it holds a
-    // session id, and so does the page, which shows the offset apart from the data. The client
-    // keeps that id private (and minified), so the page reads it where the client does: in the
-    // server's CONNECT reply, which reaches this listener before any event that follows it.
-    let sessionId = null;
-    manager.on("packet", (packet) => {
-      if (packet.type === CONNECT_PACKET && packet.nsp === socket.nsp) {
-        sessionId = packet.data?.pid ?? null;
-      }
-    });
+    // session id, and so does the page, which shows the offset apart from the data.
     socket.onAny((event, ...args) => {
       const offset = sessionId !== null && typeof args.at(-1) === "string" ? args.pop() : null;
       view.event(event, args.length === 1 ? args[0] : args, offset);

@@ -150,3 +150,22 @@ async def test_a_page_back_after_the_recovery_window_shows_a_new_session_to_resy
     assert await page.payloads(EVENT) == [step(0), step(3)]  # what was stored for the old session is gone
     await page.screenshot("new-session-resync")
     assert page.unexpected_console_errors(*OFFLINE) == []
+
+
+async def test_with_recovery_off_the_page_says_so_and_keeps_a_trailing_string_as_data(
+        start_cluster: Callable[..., Cluster], open_page: OpenPage) -> None:
+    """No session id, no offsets: a trailing string that looks like one is data all the same."""
+    cluster = start_cluster(1, RECOVERY_WINDOW_SECONDS="0", **DEV_MODE)
+    [replica] = cluster.replicas
+    rider = unique_user("rider")
+    page = await open_page(f"{replica.url}/?user={rider}")
+    await page.connect()
+
+    await expect(page.readout("session")).to_have_text("New session (not recoverable)")
+    async with Emitter(cluster.redis_url, channel=cluster.channel) as emitter:
+        assert await emitter.send_to_user(rider, "platform", "12-3") == "sent"
+        await expect(page.received("platform")).to_have_count(1)
+
+    assert await page.payloads("platform") == ["12-3"]
+    assert await page.offsets("platform") == [None]
+    assert page.unexpected_console_errors() == []
