@@ -19,7 +19,7 @@ from cluster import LocalCluster
 from server.emitter import Emitter
 from server.errors import UserNotConnectedError
 from tests.e2e.conftest import DEV_MODE
-from tests.helpers.browser import SLOW_MS, OpenPage
+from tests.helpers.browser import PHONE, SLOW_MS, OpenPage
 from tests.helpers.cluster import Cluster, unique_user
 from tests.helpers.http import metric
 from tests.helpers.waiting import eventually
@@ -121,7 +121,7 @@ async def test_a_page_back_after_the_recovery_window_shows_a_new_session_to_resy
     cluster = start_cluster(1, RECOVERY_WINDOW_SECONDS="1", **DEV_MODE)
     [replica] = cluster.replicas
     rider = unique_user("rider")
-    page = await open_page(f"{replica.url}/?user={rider}")
+    page = await open_page(f"{replica.url}/?user={rider}", viewport=PHONE)
     await page.connect()
     await expect(page.readout("session")).to_have_text("New session")
     sid = await page.readout("sid").inner_text()
@@ -148,7 +148,8 @@ async def test_a_page_back_after_the_recovery_window_shows_a_new_session_to_resy
     await expect(page.log_entries("session")).to_have_text([
         re.compile(r"New session — resync: the previous session could not be restored")])
     assert await page.payloads(EVENT) == [step(0), step(3)]  # what was stored for the old session is gone
-    await page.screenshot("new-session-resync")
+    assert not await page.overflows_horizontally(), "the page scrolls sideways at phone width"
+    await page.screenshot("new-session-resync-phone")
     assert page.unexpected_console_errors(*OFFLINE) == []
 
 
