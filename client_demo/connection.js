@@ -1,12 +1,21 @@
 // One Socket.IO connection to the replica that served the page, and what happens to it.
 // It knows nothing of the page: it reports to a `view` with
-//   state(name, text), transport(text), replica(info), rtt(text), attempts(text), event(name, data),
-//   info(text, data?), failure(error)
+//   state(name, text), transport(text), replica(info), session(outcome), rtt(text), attempts(text),
+//   event(name, data, offset), info(text, data?), failure(error)
 // so main.js decides how things look.
+//
+// Connection state recovery: after a lost connection socket.io-client reconnects with the session
+// id and last offset it holds; the server then restores the socket (`socket.recovered`), writes
+// the messages missed meanwhile, and only then its `connected` welcome, whose `replayed` says how
+// many there were. `session(outcome)` reports, after each welcome, one of
+//   {kind: "new", recoverable}  the socket's first connection; recoverable: the server keeps a session
+//   {kind: "recovered", replayed}  a reconnection that got its session back
+//   {kind: "resync"}  a reconnection that got a new session: what was sent meanwhile is lost
 
 import { io } from "./socket.io.esm.min.js";
 
 const PING_TIMEOUT_MS = 5000;
+const CONNECT_PACKET = 0;  // socket.io-parser's PacketType.CONNECT, which the bundle does not export
 
 export class Connection {
   #socket = null;
@@ -106,7 +115,21 @@ export class Connection {
       view.info(`reconnected after ${attempt} attempt${attempt === 1 ? "" : "s"}`);
     });
 
+    // The session id (connection state recovery) the server gave this socket in its CONNECT reply,
+    // if any. socket.io-client keeps its copy private (and minified), so the page reads it where
+    // the client does, in that reply: it reaches this listener before any event that follows it.
+    let sessionId = null;
+    manager.on("packet", (packet) => {
+      if (packet.type === CONNECT_PACKET && packet.nsp === socket.nsp) {
+        sessionId = packet.data?.pid ?? null;
+      }
+    });
+    // Per socket: whether a connection came before this one, and whether this one was recovered.
+    let connections = 0;
+    let recovered = false;
     socket.on("connect", () => {
+      connections += 1;
+      recovered = socket.recovered === true;
       view.state("connected", "Connected");
       view.info(`connected (socket ${socket.id})`);
       this.ping();
@@ -119,6 +142,7 @@ export class Connection {
     });
     socket.on("disconnect", (reason) => {
       view.replica(null);
+      view.session(null);
       view.transport("—");
       view.info(`disconnected: ${reason}`);
       if (tokenExpired && reason === "io server disconnect" && this.#socket === socket) {
@@ -142,7 +166,18 @@ export class Connection {
       view.state("refused", "Refused");
       this.#forget();
     });
-    socket.on("connected", (info) => view.replica(info));
-    socket.onAny((event, ...args) => view.event(event, args.length === 1 ? args[0] : args));
+    socket.on("connected", (info) => {
+      view.replica(info);
+      view.session(connections === 1 ? { kind: "new", recoverable: sessionId !== null }
+        : recovered ? { kind: "recovered", replayed: info.replayed } : { kind: "resync" });
+    });
+    // A socket that holds a session id gets every stored event with its offset as an extra last
+    // argument, and any other event whose last argument is a string with one too: socket.io-client
+    // (4.8, socket.js emitEvent) takes a trailing string for the offset exactly when it holds a
+    // session id, and so does the page, which shows the offset apart from the data.
+    socket.onAny((event, ...args) => {
+      const offset = sessionId !== null && typeof args.at(-1) === "string" ? args.pop() : null;
+      view.event(event, args.length === 1 ? args[0] : args, offset);
+    });
   }
 }

@@ -1,6 +1,7 @@
 // The event log: timestamped entries, newest last, inside a role="log" live region.
-// Each entry carries data-kind (received, error, info, sent) and, for Socket.IO
-// events, data-event, so a reader (or a test) can tell them apart without colour.
+// Each entry carries data-kind (received, error, info, sent, session) and, for Socket.IO
+// events, data-event (and data-offset when the event came with one), so a reader (or a
+// test) can tell them apart without colour.
 
 const MAX_ENTRIES = 500;
 const STICK_TO_BOTTOM_PX = 40;
@@ -20,9 +21,10 @@ export class EventLog {
     this.list = list;
   }
 
-  // kind: received | error | info | sent; event: the Socket.IO event name, if any;
-  // text: one line for people; data: shown as JSON when given.
-  add({ kind, text, event = null, data = undefined }) {
+  // kind: received | error | info | sent | session; event: the Socket.IO event name, if any;
+  // text: one line for people; data: shown as JSON when given; offset: the connection state
+  // recovery offset an event came with, shown apart from its data.
+  add({ kind, text, event = null, data = undefined, offset = null }) {
     const atBottom = this.scroller.scrollHeight - this.scroller.scrollTop - this.scroller.clientHeight
       < STICK_TO_BOTTOM_PX;
     const now = new Date();
@@ -42,6 +44,13 @@ export class EventLog {
     summary.className = "text";
     summary.textContent = text;
     entry.append(time, " ", label, " ", summary);
+    if (offset !== null) {
+      entry.dataset.offset = offset;
+      const note = document.createElement("span");
+      note.className = "offset";
+      note.textContent = `offset ${offset}`;
+      entry.append(" ", note);
+    }
     if (data !== undefined) {
       const payload = document.createElement("pre");
       payload.className = "payload";

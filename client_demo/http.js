@@ -38,7 +38,9 @@ export async function fetchDevToken(userId) {
   }
 }
 
-// The backend path: the server checks the user is connected somewhere and publishes to every replica.
+// The backend path: the server checks the user is connected somewhere (or offline within a
+// session's recovery window) and publishes to the replicas that hold them.
+// {status: "sent" | "stored", user_id, event}.
 export function emitToUser(token, userId, event, data) {
   return call("/api/v1/emit", {
     method: "POST",

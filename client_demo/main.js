@@ -49,6 +49,20 @@ function checkFields(checks) {
   return wrong.length === 0;
 }
 
+const plural = (count, noun) => `${count} ${noun}${count === 1 ? "" : "s"}`;
+
+// What each session outcome (connection.js) reads as: [the status readout, the log entry or null].
+const SESSION_TEXT = {
+  new: ({ recoverable }) => [recoverable ? "New session" : "New session (not recoverable)", null],
+  recovered: ({ replayed }) => {
+    const text = `Recovered ${plural(replayed, "missed message")}`;
+    const where = replayed > 0 ? " (above, in order)" : "";
+    return [text, `${text}${where}: the session was restored, same socket id`];
+  },
+  resync: () => ["New session — resync", "New session — resync: the previous session could not be "
+    + "restored (offline too long, or its history is gone); messages sent meanwhile are missing"],
+};
+
 function sendOutcome(kind, text) {
   sendResult.dataset.kind = kind;
   sendResult.textContent = text;
@@ -71,17 +85,31 @@ const view = {
     byId("sid").textContent = info?.sid ?? "—";
     document.title = info ? `${info.user_id} @ ${info.instance_id} · ${PAGE_TITLE}` : PAGE_TITLE;
   },
+  session(outcome) {
+    const readout = byId("session");
+    if (outcome === null) {
+      readout.textContent = "—";
+      delete readout.dataset.outcome;
+      return;
+    }
+    const [status, entry] = SESSION_TEXT[outcome.kind](outcome);
+    readout.dataset.outcome = outcome.kind;
+    readout.textContent = status;
+    if (entry !== null) {
+      log.add({ kind: "session", text: entry });
+    }
+  },
   rtt(text) {
     byId("rtt").textContent = text;
   },
   attempts(text) {
     byId("attempts").textContent = text;
   },
-  event(name, data) {
+  event(name, data, offset) {
     if (name === "error" && isErrorPayload(data)) {
-      log.add({ kind: "error", event: name, text: `error event: ${describe(data)}`, data });
+      log.add({ kind: "error", event: name, text: `error event: ${describe(data)}`, data, offset });
     } else {
-      log.add({ kind: "received", event: name, text: name, data });
+      log.add({ kind: "received", event: name, text: name, data, offset });
     }
   },
   info(text) {
@@ -159,9 +187,11 @@ byId("send-form").addEventListener("submit", async (submit) => {
   }
   const [userId, event, data] = fields;
   try {
-    await emitToUser(connection.token, userId, event, data);
-    sendOutcome("ok", `Sent ${event} to ${userId}.`);
-    log.add({ kind: "sent", text: `POST /api/v1/emit: ${event} to ${userId}`, data });
+    const { status } = await emitToUser(connection.token, userId, event, data);
+    sendOutcome("ok", status === "stored"
+      ? `Stored ${event} for ${userId}: they are offline; it reaches them if they reconnect within the recovery window.`
+      : `Sent ${event} to ${userId}.`);
+    log.add({ kind: "sent", text: `POST /api/v1/emit: ${event} to ${userId} (${status})`, data });
   } catch (error) {
     sendOutcome("error", describe(error));
     log.add({ kind: "error", text: `emit failed: ${describe(error)}` });

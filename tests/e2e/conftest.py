@@ -11,10 +11,11 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 from playwright.async_api import Browser, ViewportSize, async_playwright
 
+from cluster import LocalCluster
 from cluster.processes import RedisServer
 from server.demo_page import DEMO_DIR
 from tests.helpers.browser import CHROMIUM, CHROMIUM_ARGS, LAPTOP, DemoPage, OpenPage
-from tests.helpers.cluster import Cluster
+from tests.helpers.cluster import Cluster, new_channel
 
 # Dev mode as `make dev` runs it: no JWT secret, no API key; the page's dev token does it all.
 DEV_MODE = {"AUTH_MODE": "dev", "JWT_SECRET": "", "SERVER_API_KEY": ""}
@@ -37,6 +38,14 @@ def dev_cluster(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFact
     """Two replicas in dev mode on one Redis, shared by the tests of a module."""
     with Cluster(redis_server.url, tmp_path_factory.mktemp("replicas"), 2, **DEV_MODE) as started:
         yield started
+
+
+@pytest.fixture
+def nginx_dev_cluster(redis_server: RedisServer) -> Iterator[LocalCluster]:
+    """A test's own two dev-mode replicas behind Nginx, as `make cluster` serves the page (it may kill one)."""
+    env = {**DEV_MODE, "SOCKETIO_CHANNEL": new_channel(), "LOG_LEVEL": "INFO"}
+    with LocalCluster(replicas=2, env=env, redis_url=redis_server.url) as cluster:
+        yield cluster
 
 
 @pytest.fixture

@@ -4,23 +4,12 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
 
-import pytest
 from playwright.async_api import expect
 
 from cluster import LocalCluster
-from cluster.processes import RedisServer
-from tests.e2e.conftest import DEV_MODE
 from tests.helpers.browser import SLOW_MS, OpenPage
-from tests.helpers.cluster import new_channel, unique_user
-
-
-@pytest.fixture
-def nginx_dev_cluster(redis_server: RedisServer) -> Iterator[LocalCluster]:
-    env = {**DEV_MODE, "SOCKETIO_CHANNEL": new_channel(), "LOG_LEVEL": "INFO"}
-    with LocalCluster(replicas=2, env=env, redis_url=redis_server.url) as cluster:
-        yield cluster
+from tests.helpers.cluster import unique_user
 
 
 async def test_page_through_nginx_connects_upgrades_and_sends_to_a_user_on_another_replica(

@@ -7,8 +7,10 @@ Playwright expectation with a deadline, never a sleep.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 from playwright.async_api import ConsoleMessage, Error, Locator, Page, ViewportSize, expect
 
@@ -56,6 +58,25 @@ class DemoPage:
 
     def log_entries(self, kind: str) -> Locator:
         return self.page.locator(f'#event-log .entry[data-kind="{kind}"]')
+
+    async def payloads(self, event: str) -> list[Any]:
+        """The data of each ``event`` this page received, as its log shows them, in order."""
+        return [json.loads(text) for text in await self.received(event).locator(".payload").all_inner_texts()]
+
+    async def offsets(self, event: str) -> list[str | None]:
+        """The recovery offset each ``event`` came with, as its log entry keeps it (``data-offset``)."""
+        return [await entry.get_attribute("data-offset") for entry in await self.received(event).all()]
+
+    async def log_order(self) -> list[str]:
+        """Every log entry, oldest first, as ``kind`` or ``kind:event``."""
+        order: list[str] = await self.page.locator("#event-log .entry").evaluate_all(
+            "entries => entries.map(e => e.dataset.event ? `${e.dataset.kind}:${e.dataset.event}` : e.dataset.kind)")
+        return order
+
+    async def set_offline(self, offline: bool) -> None:
+        """Cut the page off the network, as a tunnel does (its WebSocket closes at once and every
+        reconnection attempt fails), or give it back."""
+        await self.page.context.set_offline(offline)
 
     async def connect(self) -> None:
         await self.button("Connect").click()
