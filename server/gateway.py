@@ -98,8 +98,6 @@ class Gateway:
         if self._transport_gone(sid):
             # The client left while we awaited Redis; python-socketio would still finish
             # the handshake and never call on_disconnect, leaving a socket that is "online".
-            if self.recovery is not None:
-                self.recovery.forget(sid)
             await self.presence.remove(user_id, sid, session, keep=True)
             logger.info("client left during the handshake", extra={"user_id": user_id, "sid": sid})
             raise socketio.exceptions.ConnectionRefusedError("the transport closed during the handshake")
@@ -131,7 +129,9 @@ class Gateway:
         self._welcomes.pop(sid, None)
         session = await self.sio.get_session(sid)
         user_id = session["user_id"]
-        tracked = self.recovery.forget(sid) if self.recovery is not None else None
+        # Until python-socketio takes it out of its room, nothing more is written to it: a stored
+        # message would go without its offset, and come again with the replay on reconnecting.
+        tracked = self.recovery.silence(sid) if self.recovery is not None else None
         await self.presence.remove(user_id, sid, tracked.session if tracked else None,
                                    keep=self._connection_lost(sid, reason))
         self.metrics.connections.dec()

@@ -177,7 +177,16 @@ class Recovery:
         return tracked.session.pid if tracked else None
 
     def forget(self, sid: str) -> Tracked | None:
+        """The socket left its rooms (``LocalDelivery.basic_disconnect``)."""
         return self.sockets.pop(sid, None)
+
+    def silence(self, sid: str) -> Tracked | None:
+        """A socket leaving: it is written nothing from now on (what is stored for its session
+        reaches its client when it recovers) until the manager forgets it with its rooms."""
+        tracked = self.sockets.get(sid)
+        if tracked is not None:
+            tracked.held = []  # held, never released
+        return tracked
 
     def abandon(self, eio_sid: str) -> None:
         """The Engine.IO session closed: drop a claim its CONNECT made and nothing used."""

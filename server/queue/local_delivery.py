@@ -81,6 +81,11 @@ class LocalDelivery(AsyncManager):  # type: ignore[misc]
         result: str | None = await super().pre_connect(eio_sid, namespace)
         return result
 
+    def basic_disconnect(self, sid: str, namespace: str, **kwargs: Any) -> None:
+        if self.recovery is not None and namespace == "/":
+            self.recovery.forget(sid)
+        super().basic_disconnect(sid, namespace, **kwargs)
+
     async def send_event(self, sid: str, event: str, args: list[Any], offset: str | None) -> None:
         """One event to one socket of namespace ``/``, with ``offset``, held or not (replays)."""
         eio_sid = self.eio_sid_from_sid(sid, "/")
