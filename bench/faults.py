@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime
 import json
 import random
@@ -31,10 +32,13 @@ import shutil
 import signal
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Coroutine
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+import aiohttp
 
 from cluster import LocalCluster
 from server.emitter import Emitter
@@ -55,7 +59,8 @@ CONNECT_TIMEOUT_S = 60.0
 DRAIN_S = 30.0  # after the run (and the last rider's return from a tunnel): longest wait for stragglers
 SETTLE_S = 1.0  # once everything arrived: a late duplicate still gets counted
 POLL_S = 0.5
-ROLLING_PAUSE_S = 2.0  # between one replica ready and the next one's SIGTERM
+ROLLING_PAUSE_S = 2.0  # between one replica back and the next one's SIGTERM
+NGINX_GATE_S = 60.0  # longest wait for Nginx to route to a restarted replica again
 
 # Set here, so neither the caller's environment nor a .env file changes what is measured.
 # Dev mode (auth: {user_id}) refuses a JWT_SECRET, so one in the caller's environment is unset;
@@ -78,6 +83,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="tunnel: share of riders that lose signal once (default 0.5)")
     parser.add_argument("--offline", type=float, nargs=2, default=[5.0, 60.0], metavar=("MIN", "MAX"),
                         help="tunnel: seconds offline, drawn uniformly (default 5 60)")
+    parser.add_argument("--gate", choices=["nginx", "replica"], default="nginx",
+                        help="rolling: before the next replica, wait until Nginx routes to the restarted one "
+                             "again (default), or only until it answers /readyz")
     parser.add_argument("--seed", type=int, default=1, help="seeds the tunnel plan (default 1)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where results go")
     args = parser.parse_args(argv)
@@ -149,50 +157,100 @@ class Sender:
 
 # --- the faults ------------------------------------------------------------------
 
-Fault = Callable[[LocalCluster, Worker, argparse.Namespace, dict[str, int], Timeline], Coroutine[Any, Any, float]]
+@dataclass
+class Stage:
+    """What a fault works on: the cluster, the riders and where each was welcomed first."""
+
+    cluster: LocalCluster
+    riders: Worker
+    args: argparse.Namespace
+    welcomed_by: dict[str, str]  # user -> instance id
+    timeline: Timeline
+
+    @property
+    def per_replica(self) -> dict[str, int]:
+        return dict(Counter(self.welcomed_by.values()))
+
+    def source_address(self, instance_id: str) -> str | None:
+        """An address whose riders Nginx sent to ``instance_id`` at the start."""
+        for i, user in enumerate(rider_names(self.args.users)):
+            if self.welcomed_by.get(user) == instance_id:
+                return source_address(i, self.args.networks)
+        return None
 
 
-async def kill_mid_run(cluster: LocalCluster, riders: Worker, args: argparse.Namespace, per_replica: dict[str, int],
-                       timeline: Timeline) -> float:
+Fault = Callable[[Stage], Coroutine[Any, Any, float]]
+
+
+async def kill_mid_run(stage: Stage) -> float:
     """SIGKILL the replica holding the most riders, half-way through; it stays down.
     Returns when, into the run, the last rider may come back on its own (here: the run's end)."""
-    await timeline.until(args.duration / 2)
-    victim = max(cluster.replicas, key=lambda replica: per_replica.get(replica.instance_id, 0))
+    await stage.timeline.until(stage.args.duration / 2)
+    per_replica = stage.per_replica
+    victim = max(stage.cluster.replicas, key=lambda replica: per_replica.get(replica.instance_id, 0))
     await asyncio.to_thread(victim.kill)
-    timeline.note(f"SIGKILL {victim.instance_id} ({per_replica.get(victim.instance_id, 0)} riders)")
-    return float(args.duration)
+    stage.timeline.note(f"SIGKILL {victim.instance_id} ({per_replica.get(victim.instance_id, 0)} riders)")
+    return float(stage.args.duration)
 
 
-async def rolling_restart(cluster: LocalCluster, riders: Worker, args: argparse.Namespace,
-                          per_replica: dict[str, int], timeline: Timeline) -> float:
+async def rolling_restart(stage: Stage) -> float:
     """From a tenth into the run: each replica in turn SIGTERMed (it drains), started again on
-    its port, ready on ``/readyz``; a short pause, then the next."""
-    await timeline.until(args.duration / 10)
-    for replica in cluster.replicas:
-        timeline.note(f"SIGTERM {replica.instance_id}")
+    its port, ready on ``/readyz`` and, with ``--gate nginx``, routed to by Nginx again; a short
+    pause, then the next. Returns when, into the run, the last replica was back."""
+    await stage.timeline.until(stage.args.duration / 10)
+    for replica in stage.cluster.replicas:
+        stage.timeline.note(f"SIGTERM {replica.instance_id}")
         code = await asyncio.to_thread(replica.terminate)
-        timeline.note(f"{replica.instance_id} exited with code {code}; starting it again")
+        stage.timeline.note(f"{replica.instance_id} exited with code {code}; starting it again")
         await asyncio.to_thread(replica.start)
-        timeline.note(f"{replica.instance_id} ready")
+        stage.timeline.note(f"{replica.instance_id} ready")
+        address = stage.source_address(replica.instance_id)
+        if stage.args.gate == "nginx" and address is not None:
+            await routed_again(stage.cluster.url, address, replica.instance_id)
+            stage.timeline.note(f"Nginx routes {address} to {replica.instance_id} again")
         await asyncio.sleep(ROLLING_PAUSE_S)
-    return float(args.duration)
+    return time.monotonic() - stage.timeline.began
 
 
-async def tunnel(cluster: LocalCluster, riders: Worker, args: argparse.Namespace, per_replica: dict[str, int],
-                 timeline: Timeline) -> float:
+async def routed_again(nginx_url: str, address: str, instance_id: str) -> None:
+    """Until Nginx passes a request from ``address`` to ``instance_id`` (``/healthz`` names the replica).
+
+    A peer that failed ``max_fails`` times is left out for ``fail_timeout``, then let in again
+    only once a request it was given *completes*: a WebSocket completes when it closes, so a
+    short request must be the one that reopens it (see bench/FAULTS.md).
+    """
+    deadline = time.monotonic() + NGINX_GATE_S
+    connector = aiohttp.TCPConnector(local_addr=(address, 0), force_close=True)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        while time.monotonic() < deadline:
+            with contextlib.suppress(aiohttp.ClientError):
+                async with session.get(f"{nginx_url}/healthz") as response:
+                    if response.status == 200 and (await response.json()).get("instance_id") == instance_id:
+                        return
+            await asyncio.sleep(POLL_S)
+    raise TimeoutError(f"Nginx did not route {address} to {instance_id} within {NGINX_GATE_S} s")
+
+
+async def tunnel(stage: Stage) -> float:
     """A share of the riders each lose signal once, at a random moment of the run, for a random
     time (their transport cut, their reconnection held back); half-way, a replica is SIGKILLed."""
+    args = stage.args
     plan = tunnel_plan(rider_names(args.users), share=args.offline_share, duration=args.duration,
                        offline=(args.offline[0], args.offline[1]), seed=args.seed)
-    await riders.call("tunnel", plan=plan, timeout=10)
-    timeline.note(f"{len(plan)} riders will go offline for {args.offline[0]:g}-{args.offline[1]:g} s")
-    await kill_mid_run(cluster, riders, args, per_replica, timeline)
+    await stage.riders.call("tunnel", plan=plan, timeout=10)
+    stage.timeline.note(f"{len(plan)} riders will go offline for {args.offline[0]:g}-{args.offline[1]:g} s")
+    await kill_mid_run(stage)
     back = max((p["at_ms"] + p["offline_ms"] for p in plan), default=0) / 1000
     return max(float(args.duration), back)
 
 
 def rider_names(count: int) -> list[str]:
     return [f"rider-{i:04d}" for i in range(count)]
+
+
+def source_address(index: int, networks: int) -> str:
+    """Where rider ``index`` connects from (as ``bench/node/riders.mjs`` binds it)."""
+    return f"127.0.{1 + index % networks}.1"
 
 
 def tunnel_plan(users: list[str], *, share: float, duration: float, offline: tuple[float, float],
@@ -221,12 +279,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             await riders.start()
             started = await riders.call("start", url=cluster.url, users=users, networks=args.networks,
                                         timeout_ms=CONNECT_TIMEOUT_S * 1000, timeout=CONNECT_TIMEOUT_S + 10)
-            per_replica: dict[str, int] = started["per_replica"]
-            print(f"{args.scenario}: {len(users)} riders connected: {per_replica}", flush=True)
+            timeline = Timeline()
+            stage = Stage(cluster, riders, args, started["welcomed_by"], timeline)
+            print(f"{args.scenario}: {len(users)} riders connected: {stage.per_replica}", flush=True)
             async with Emitter(cluster.redis_url, channel=CHANNEL) as emitter:
                 sender = Sender(emitter, users)
-                timeline = Timeline()
-                fault = asyncio.create_task(SCENARIOS[args.scenario](cluster, riders, args, per_replica, timeline))
+                fault = asyncio.create_task(SCENARIOS[args.scenario](stage))
                 try:
                     await sender.run(rate=args.rate, duration=args.duration)
                     timeline.note(f"emitter done: {len(sender.statuses)} messages")
@@ -238,16 +296,20 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             await _drain(riders, expected=accepted, users=len(users), until_s=back_s + DRAIN_S, timeline=timeline)
             collected = (await riders.call("collect", timeout=60))["users"]
             await riders.call("close", timeout=10)
+            # The raw witnesses, for looking a lost or duplicated id up.
+            (log_dir / "riders.json").write_text(json.dumps(collected))
+            (log_dir / "statuses.json").write_text(json.dumps(sender.statuses))
         finally:
             await riders.stop()
             _keep_logs(cluster, log_dir)
     recipients = {n: sender.recipient(n) for n in sender.statuses}
     counts = account(sender.statuses, recipients, {u: r["ids"] for u, r in collected.items()},
-                     {u: r["connects"] for u, r in collected.items()})
+                     {u: r["connects"] for u, r in collected.items()},
+                     without_offset=sum(len(r["without_offset"]) for r in collected.values()))
     return {"scenario": args.scenario, "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
             "command": "python -m bench.faults " + " ".join(sys.argv[1:]),
             "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-            "achieved_rate": round(len(sender.statuses) / args.duration, 1), "per_replica": per_replica,
+            "achieved_rate": round(len(sender.statuses) / args.duration, 1), "per_replica": stage.per_replica,
             "timeline": timeline.entries, "counts": asdict(counts),
             "reconnected_to": _reconnected_to(collected)}
 
@@ -292,7 +354,8 @@ _ROWS = [("attempted", "messages the emitter tried"), ("sent", "status sent"), (
          ("refused", "refused: user not connected"), ("failed", "failed otherwise"),
          ("received", "received by riders, copies included"), ("delivered", "accepted and received"),
          ("lost", "**lost** (accepted, never received)"), ("duplicates", "duplicates"),
-         ("out_of_order", "out of order"), ("unexpected", "received but not accepted for that rider"),
+         ("out_of_order", "out of order"), ("without_offset", "received without an offset"),
+         ("unexpected", "received but not accepted for that rider"),
          ("reconnects", "reconnects"), ("recovered", "reconnects with `socket.recovered` true"),
          ("not_recovered", "reconnects with `socket.recovered` false")]
 

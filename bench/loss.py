@@ -37,6 +37,7 @@ class Counts:
     duplicates: int  # copies beyond the first
     out_of_order: int  # received after a later message of the same user
     unexpected: int  # received, but refused, failed, unknown or meant for another user
+    without_offset: int  # received with no offset: a client resumes from an earlier one, and gets it again
     reconnects: int
     recovered: int  # reconnects on which socket.recovered was true
     not_recovered: int
@@ -50,13 +51,14 @@ class Counts:
 
 
 def account(statuses: Mapping[int, str], recipients: Mapping[int, str], received: Mapping[str, Sequence[int]],
-            connects: Mapping[str, Sequence[Mapping[str, Any]]]) -> Counts:
+            connects: Mapping[str, Sequence[Mapping[str, Any]]], *, without_offset: int = 0) -> Counts:
     """Count a run.
 
     :param statuses: message id -> what the emitter was told.
     :param recipients: message id -> the user it was sent to.
     :param received: user -> the ids its rider received, in order.
     :param connects: user -> its rider's connections in order, each with ``recovered``.
+    :param without_offset: how many messages the riders received without an offset.
     """
     accepted = {n for n, status in statuses.items() if status in ACCEPTED}
     delivered: set[int] = set()
@@ -85,5 +87,6 @@ def account(statuses: Mapping[int, str], recipients: Mapping[int, str], received
         refused=by_status.count("refused"),
         failed=sum(1 for status in by_status if status not in ACCEPTED and status != "refused"),
         received=sum(len(ids) for ids in received.values()), delivered=len(delivered), lost=len(lost),
-        duplicates=duplicates, out_of_order=out_of_order, unexpected=unexpected, reconnects=len(reconnects),
+        duplicates=duplicates, out_of_order=out_of_order, unexpected=unexpected,
+        without_offset=without_offset, reconnects=len(reconnects),
         recovered=recovered, not_recovered=len(reconnects) - recovered, lost_ids=lost[:LOST_LISTED])

@@ -4,13 +4,13 @@
 // - `start {url, users, networks, timeout_ms}`: connect every user (dev mode: `auth: {user_id}`)
 //   through Nginx, rider i from local address 127.0.(1 + i % networks).1, so that Nginx's ip_hash
 //   (first three octets) spreads them over the replicas; answers once each was welcomed
-//   (the server's `connected` event), with how many each replica holds;
+//   (the server's `connected` event), with the replica that welcomed each;
 // - `tunnel {plan: [{user, at_ms, offline_ms}]}`: at `at_ms` from now, the rider loses its signal:
 //   its transport is cut (`socket.io.engine.close()`) and it reconnects no sooner than `offline_ms`
 //   later, then with the usual delays again;
 // - `progress`: distinct message ids received so far, riders connected, riders disconnected;
-// - `collect`: per user, every message id in the order received, and each connect
-//   (`socket.recovered`, the welcoming replica, how many messages it replayed);
+// - `collect`: per user, every message id in the order received (and those without an offset), each connect (`socket.recovered`,
+//   the welcoming replica, how many messages it replayed), each disconnect's reason, failed attempts;
 // - `close`: every socket closes.
 //
 // Every message of the run carries `{id}` and, stored for recovery, a trailing offset.
@@ -28,8 +28,11 @@ class Rider {
   constructor(url, user, localAddress) {
     this.user = user;
     this.ids = [];
+    this.plain = []; // ids that came without an offset: the client cannot resume after them
     this.connects = [];
     this.disconnects = [];
+    this.connectErrors = 0;
+    this.lastConnectError = null;
     this.welcomed = null;
     this.welcome = new Promise((resolve) => (this.welcomed = resolve));
     this.socket = io(url, {
@@ -48,7 +51,14 @@ class Rider {
       this.welcomed();
     });
     this.socket.on("disconnect", (reason) => this.disconnects.push(reason));
-    this.socket.on(EVENT, (data) => this.ids.push(data.id));
+    this.socket.on("connect_error", (err) => {
+      this.connectErrors += 1;
+      this.lastConnectError = err.message;
+    });
+    this.socket.on(EVENT, (data, offset) => {
+      this.ids.push(data.id);
+      if (typeof offset !== "string") this.plain.push(data.id);
+    });
     this.socket.io.on("reconnect", () => this.resetDelays());
   }
 
@@ -77,12 +87,7 @@ const handlers = {
     users.forEach((user, i) => riders.set(user, new Rider(url, user, `127.0.${1 + (i % networks)}.1`)));
     const all = [...riders.values()];
     await withTimeout(Promise.all(all.map((rider) => rider.welcome)), timeout_ms, "every rider welcomed");
-    const perReplica = {};
-    for (const rider of all) {
-      const where = rider.connects[0].instance_id;
-      perReplica[where] = (perReplica[where] ?? 0) + 1;
-    }
-    return { connected: all.length, per_replica: perReplica };
+    return { welcomed_by: Object.fromEntries(all.map((rider) => [rider.user, rider.connects[0].instance_id])) };
   },
 
   async tunnel({ plan }) {
@@ -109,7 +114,10 @@ const handlers = {
   async collect() {
     const users = {};
     for (const rider of riders.values()) {
-      users[rider.user] = { ids: rider.ids, connects: rider.connects, disconnects: rider.disconnects };
+      users[rider.user] = {
+        ids: rider.ids, without_offset: rider.plain, connects: rider.connects, disconnects: rider.disconnects,
+        connect_errors: rider.connectErrors, last_connect_error: rider.lastConnectError,
+      };
     }
     return { users };
   },
