@@ -1,7 +1,7 @@
 """``python -m bench.faults``: message loss when replicas die, restart, or riders lose signal.
 
     python -m bench.faults kill        300 riders over 3 replicas, 400 msg/s for 40 s, a replica SIGKILLed mid-run
-    python -m bench.faults rolling     the same load; every replica in turn SIGTERMed, restarted, ready, next
+    python -m bench.faults rolling     the same load; every replica in turn SIGTERMed, restarted, back in Nginx, next
     python -m bench.faults tunnel      half the riders offline 5-60 s at random, a replica SIGKILLed mid-run
     python -m bench.faults kill --users 12 --replicas 2 --duration 5 --rate 40      a short look
 
@@ -12,11 +12,11 @@ that Nginx's ip_hash spreads the riders over the replicas. The emitter (``server
 sends ``{"id": n}`` round-robin over the users at an open-loop rate, each user's messages one
 after the other, and records what each send was told: ``sent``, ``stored`` or refused. After
 the run it waits until every accepted message arrived, or a deadline, and counts what was
-lost, duplicated or out of order (``bench.loss``).
+lost, duplicated or out of order, and what came without an offset (``bench.loss``).
 
 Writes ``<scenario>.json`` and ``<scenario>.md`` into ``--out`` (default
 ``bench/results/faults``), and the cluster's logs into ``<out>/logs/<scenario>/``.
-Exits 1 if an accepted message was lost, duplicated or out of order.
+Exits 1 if an accepted message was lost, duplicated or out of order, or one arrived unexpected.
 """
 
 from __future__ import annotations

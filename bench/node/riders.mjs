@@ -8,9 +8,10 @@
 // - `tunnel {plan: [{user, at_ms, offline_ms}]}`: at `at_ms` from now, the rider loses its signal:
 //   its transport is cut (`socket.io.engine.close()`) and it reconnects no sooner than `offline_ms`
 //   later, then with the usual delays again;
-// - `progress`: distinct message ids received so far, riders connected, riders disconnected;
-// - `collect`: per user, every message id in the order received (and those without an offset), each connect (`socket.recovered`,
-//   the welcoming replica, how many messages it replayed), each disconnect's reason, failed attempts;
+// - `progress`: distinct message ids received so far, riders connected, cuts still to come;
+// - `collect`: per user, every message id in the order received with its offset (and the ids that
+//   came without one), each connect (`socket.recovered`, the welcoming replica, how many messages
+//   it replayed), each disconnect's reason, failed attempts;
 // - `close`: every socket closes.
 //
 // Every message of the run carries `{id}` and, stored for recovery, a trailing offset.
@@ -28,6 +29,7 @@ class Rider {
   constructor(url, user, localAddress) {
     this.user = user;
     this.ids = [];
+    this.offsets = []; // each message's offset, null without one
     this.plain = []; // ids that came without an offset: the client cannot resume after them
     this.connects = [];
     this.disconnects = [];
@@ -57,6 +59,7 @@ class Rider {
     });
     this.socket.on(EVENT, (data, offset) => {
       this.ids.push(data.id);
+      this.offsets.push(typeof offset === "string" ? offset : null);
       if (typeof offset !== "string") this.plain.push(data.id);
     });
     this.socket.io.on("reconnect", () => this.resetDelays());
@@ -115,7 +118,7 @@ const handlers = {
     const users = {};
     for (const rider of riders.values()) {
       users[rider.user] = {
-        ids: rider.ids, without_offset: rider.plain, connects: rider.connects, disconnects: rider.disconnects,
+        ids: rider.ids, offsets: rider.offsets, without_offset: rider.plain, connects: rider.connects, disconnects: rider.disconnects,
         connect_errors: rider.connectErrors, last_connect_error: rider.lastConnectError,
       };
     }
