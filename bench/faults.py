@@ -45,7 +45,7 @@ from server.emitter import Emitter
 from server.errors import RealtimeError, UserNotConnectedError
 
 from .control import Worker
-from .loss import Counts, account
+from .loss import ACCEPTED, Counts, account
 from .pacing import Schedule
 from .systems import NODE_DIR
 
@@ -292,7 +292,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 finally:
                     fault.cancel()
                     await asyncio.gather(fault, return_exceptions=True)
-            accepted = sum(1 for status in sender.statuses.values() if status in ("sent", "stored"))
+            accepted = sum(1 for status in sender.statuses.values() if status in ACCEPTED)
             await _drain(riders, expected=accepted, users=len(users), until_s=back_s + DRAIN_S, timeline=timeline)
             collected = (await riders.call("collect", timeout=60))["users"]
             await riders.call("close", timeout=10)
@@ -307,11 +307,22 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                      {u: r["connects"] for u, r in collected.items()},
                      without_offset=sum(len(r["without_offset"]) for r in collected.values()))
     return {"scenario": args.scenario, "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-            "command": "python -m bench.faults " + " ".join(sys.argv[1:]),
+            "command": command(args),
             "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
             "achieved_rate": round(len(sender.statuses) / args.duration, 1), "per_replica": stage.per_replica,
             "timeline": timeline.entries, "counts": asdict(counts),
             "reconnected_to": _reconnected_to(collected)}
+
+
+def command(args: argparse.Namespace) -> str:
+    """The command that repeats this run, every option spelled out."""
+    options = [args.scenario, "--users", args.users, "--replicas", args.replicas, "--rate", f"{args.rate:g}",
+               "--duration", f"{args.duration:g}", "--networks", args.networks, "--seed", args.seed]
+    if args.scenario == "rolling":
+        options += ["--gate", args.gate]
+    if args.scenario == "tunnel":
+        options += ["--offline-share", f"{args.offline_share:g}", "--offline", *(f"{s:g}" for s in args.offline)]
+    return "python -m bench.faults " + " ".join(map(str, options))
 
 
 async def _drain(riders: Worker, *, expected: int, users: int, until_s: float, timeline: Timeline) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.faults import parse_args, run, tunnel_plan, write
+from bench.faults import command, parse_args, run, tunnel_plan, write
 from bench.loss import Counts, account
 from bench.systems import NODE_DIR
 from cluster.processes import nginx_binary
@@ -63,6 +63,14 @@ def test_arguments_out_of_range_are_refused(argv: list[str], capsys: pytest.Capt
     with pytest.raises(SystemExit) as exit_info:
         parse_args(argv)
     assert exit_info.value.code == 2
+
+
+@pytest.mark.parametrize("argv", [["kill"], ["rolling", "--gate", "replica", "--rate", "12.5"],
+                                  ["tunnel", "--seed", "3", "--offline", "1", "2.5", "--users", "9"]])
+def test_the_reported_command_repeats_the_run(argv: list[str]) -> None:
+    args = parse_args(argv)
+
+    assert parse_args(command(args).split()[3:]) == args
 
 
 @pytest.mark.skipif(shutil.which("node") is None or nginx_binary() is None
