@@ -115,7 +115,8 @@ def create_app(settings: Settings, *, backend: Backend | None = None,
     # Started in this order, closed in reverse: each resource on its own, so one
     # that fails to close leaves the others to close all the same.
     app.cleanup_ctx.extend([_socketio_ctx, _queue_ctx, _presence_ctx])
-    app.on_startup.append(functools.partial(_log_started, mode=backend.name if backend else "single-replica"))
+    app.on_startup.append(functools.partial(_log_started, mode=backend.name if backend else "single-replica",
+                                            recovery=recovery is not None))
     app.on_shutdown.append(_drain)
     return app
 
@@ -145,7 +146,7 @@ async def _presence_ctx(app: web.Application) -> AsyncIterator[None]:
     await presence.close()
 
 
-async def _log_started(app: web.Application, *, mode: str) -> None:
+async def _log_started(app: web.Application, *, mode: str, recovery: bool) -> None:
     settings = app[SETTINGS]
     base = settings.public_url
     logger.info("replica started: demo page at %s/, emit API at %s/api/v1/emit, health at %s/healthz",
@@ -154,6 +155,7 @@ async def _log_started(app: web.Application, *, mode: str) -> None:
         "mode": mode,
         "auth_mode": settings.auth_mode,
         "signed_queue": settings.signing_key is not None,
+        "recovery_window_s": settings.recovery_window if recovery else 0,
     })
 
 
