@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -21,12 +22,15 @@ class NodeClient:
         self._reader: asyncio.Task[None] | None = None
         self._changed = asyncio.Condition()
 
-    async def start(self, url: str, auth: dict[str, Any], transports: list[str] | None = None) -> None:
+    async def start(self, url: str, auth: dict[str, Any], transports: list[str] | None = None, *,
+                    package: str = "socket.io-client") -> None:
+        """Run client.mjs; ``package``: which installed socket.io-client (package.json) it uses."""
         args = [str(NODE_DIR / "client.mjs"), url, json.dumps(auth)]
         if transports:
             args.append(json.dumps(transports))
         self._process = await asyncio.create_subprocess_exec(
-            "node", *args, cwd=NODE_DIR, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+            "node", *args, cwd=NODE_DIR, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            env={**os.environ, "SOCKET_IO_CLIENT": package})
         self._reader = asyncio.create_task(self._read())
 
     async def _read(self) -> None:

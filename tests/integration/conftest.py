@@ -86,10 +86,11 @@ async def node_client() -> AsyncIterator[StartNodeClient]:
     """Factory: start a Node socket.io-client v4 against a URL."""
     clients: list[NodeClient] = []
 
-    async def start(url: str, auth: dict[str, Any], transports: list[str] | None = None) -> NodeClient:
+    async def start(url: str, auth: dict[str, Any], transports: list[str] | None = None, *,
+                    package: str = "socket.io-client") -> NodeClient:
         client = NodeClient()
         clients.append(client)
-        await client.start(url, auth, transports)
+        await client.start(url, auth, transports, package=package)
         return client
 
     yield start

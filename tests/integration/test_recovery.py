@@ -340,3 +340,28 @@ async def test_the_cli_says_stored_with_exit_code_4_and_volatile_is_refused_for_
     await reconnected(client)
     await client.wait_for_event("step")
     assert numbers(client) == [1]
+
+
+async def test_an_older_socket_io_client_keeps_working_and_simply_does_not_recover(
+        cluster: Cluster, node_client: StartNodeClient) -> None:
+    """socket.io-client 4.5 (before recovery) ignores the pid; a stored event's offset reaches its
+    handlers as one more argument, which a ``(data) => …`` handler never sees."""
+    user = unique_user("old")
+    client = await node_client(cluster.replicas[1].url, {"token": make_token(user)}, package="socket.io-client-4-5")
+    await client.wait_for_event("connected")
+    async with Emitter(cluster.redis_url, channel=cluster.channel) as emitter:
+        assert await emitter.send_to_user(user, "step", {"n": 0}) == "sent"
+        await client.wait_for_event("step")
+        await client.send({"cut": True, "stay_offline": True})
+        await lost_connection(client)
+        await left(cluster, user)
+        assert await emitter.send_to_user(user, "step", {"n": 1}) == "stored"
+        await client.send({"reconnect": True})
+        await reconnected(client)
+        assert await emitter.send_to_user(user, "step", {"n": 2}) == "sent"
+        await client.wait_for_event("step", count=2)
+
+    first, again = connects(client)
+    assert first["pid"] is None and again["id"] != first["id"]  # it never asked to recover
+    assert client.events("connected")[1]["recovered"] is False
+    assert numbers(client) == [0, 2]

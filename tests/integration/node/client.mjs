@@ -7,8 +7,11 @@
 // or {"close": true}. Exits when stdin closes. A connect record shows the client's private session id
 // and last offset (connection state recovery), which a test may hand to another client in its auth.
 // An event's trailing offset (connection state recovery) is printed apart from its data.
-import { io } from "socket.io-client";
 import { createInterface } from "node:readline";
+
+// SOCKET_IO_CLIENT names another installed client package: "socket.io-client-4-5" (4.5.4, from
+// before connection state recovery) shows what older clients get.
+const { io } = await import(process.env.SOCKET_IO_CLIENT ?? "socket.io-client");
 
 const [url, authJson, transportsJson] = process.argv.slice(2);
 const print = (record) => process.stdout.write(JSON.stringify(record) + "\n");
