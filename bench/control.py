@@ -11,18 +11,21 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import resource
+import signal
 import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from cluster.processes import REPO_ROOT
 
-__all__ = ["Handler", "Service", "Worker", "python_module", "run_worker", "serve"]
+__all__ = ["Handler", "Service", "Worker", "python_module", "run_orchestrator", "run_worker", "serve"]
 
 logger = logging.getLogger(__name__)
 
 Handler = Callable[..., Awaitable[dict[str, Any]]]
+T = TypeVar("T")
 
 # A collect answer holds every latency of a step: up to a few MB of JSON on one line.
 LINE_LIMIT = 256 * 1024 * 1024
@@ -40,6 +43,26 @@ class Service(Protocol):
     def handlers(self) -> Mapping[str, Handler]: ...
 
     async def close(self) -> Any: ...
+
+
+def run_orchestrator(main: Callable[[], Awaitable[T]]) -> T | None:
+    """Run an orchestrator's ``main`` with as many files as the process may open (thousands of
+    sockets); SIGTERM unwinds it like Ctrl-C, so every process it started is stopped. ``None``
+    when it was interrupted (said on stderr)."""
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+    async def run() -> T:
+        task = asyncio.current_task()
+        if task is not None:
+            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+        return await main()
+
+    try:
+        return asyncio.run(run())
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        print("interrupted; every process it started was stopped", file=sys.stderr)
+        return None
 
 
 def run_worker(service: Callable[[], Service]) -> int:

@@ -27,9 +27,7 @@ import contextlib
 import datetime
 import json
 import random
-import resource
 import shutil
-import signal
 import sys
 import time
 from collections import Counter
@@ -44,7 +42,7 @@ from cluster import LocalCluster
 from server.emitter import Emitter
 from server.errors import RealtimeError, UserNotConnectedError
 
-from .control import Worker
+from .control import Worker, run_orchestrator
 from .loss import ACCEPTED, Counts, account
 from .pacing import Schedule
 from .systems import NODE_DIR
@@ -405,19 +403,8 @@ def main(argv: list[str]) -> int:
     if shutil.which("node") is None or not (NODE_DIR / "node_modules" / "socket.io-client").is_dir():
         print(f"needs node and socket.io-client: npm ci in {NODE_DIR}", file=sys.stderr)
         return 2
-    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-    async def scenario() -> dict[str, Any]:
-        task = asyncio.current_task()
-        if task is not None:  # SIGTERM unwinds like Ctrl-C: every process is stopped
-            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
-        return await run(args)
-
-    try:
-        doc = asyncio.run(scenario())
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        print("interrupted; every process it started was stopped", file=sys.stderr)
+    doc = run_orchestrator(lambda: run(args))
+    if doc is None:
         return 130
     for path in write(doc, args.out):
         print(f"written: {path}")

@@ -18,11 +18,8 @@ and ``soak.png`` into ``--out`` (default ``bench/results/soak``).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import math
-import resource
-import signal
 import sys
 import time
 from pathlib import Path
@@ -34,7 +31,7 @@ matplotlib.use("Agg")  # files only, no display; chosen before pyplot is importe
 import matplotlib.pyplot as plt
 
 from .cluster import CHANNEL
-from .control import Worker, python_module
+from .control import Worker, python_module, run_orchestrator
 from .cpu import rss_bytes
 from .hostile import ATTACKS
 from .rig import Rig
@@ -146,19 +143,8 @@ def _ms(value: float | None) -> str:
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-    async def run() -> dict[str, Any]:
-        task = asyncio.current_task()
-        if task is not None:  # SIGTERM unwinds like Ctrl-C: every process is stopped
-            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
-        return await soak(args)
-
-    try:
-        doc = asyncio.run(run())
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        print("interrupted; every process it started was stopped", file=sys.stderr)
+    doc = run_orchestrator(lambda: soak(args))
+    if doc is None:
         return 130
     for path in write(doc, args.out):
         print(f"written: {path}")

@@ -45,6 +45,14 @@ def numbers(client: NodeClient, event: str = "step") -> list[int]:
     return [data["n"] for data, _ in received(client, event)]
 
 
+async def rider(node_client: StartNodeClient, url: str, prefix: str = "rider", **start: str) -> tuple[str, NodeClient]:
+    """A new user's socket.io-client connected to ``url`` and welcomed."""
+    user = unique_user(prefix)
+    client = await node_client(url, {"token": make_token(user)}, **start)
+    await client.wait_for_event("connected")
+    return user, client
+
+
 async def reconnected(client: NodeClient, count: int = 2) -> dict[str, Any]:
     """The ``count``-th connect record, once the client has reconnected and been welcomed again."""
     await client.wait_for(lambda _: len(connects(client)) >= count, what=f"connect #{count}")
@@ -136,9 +144,7 @@ async def test_a_transport_cut_on_a_live_replica_recovers_the_missed_messages_in
 
 async def test_messages_sent_while_a_session_is_replayed_arrive_once_and_in_order(
         cluster: Cluster, node_client: StartNodeClient) -> None:
-    user = unique_user("rider")
-    client = await node_client(cluster.replicas[1].url, {"token": make_token(user)})
-    await client.wait_for_event("connected")
+    user, client = await rider(node_client, cluster.replicas[1].url, "rider")
     async with Emitter(cluster.redis_url, channel=cluster.channel) as emitter:
         async def steady(count: int) -> list[str]:
             statuses = []
@@ -162,9 +168,7 @@ async def test_a_client_back_after_the_window_gets_a_new_session_and_sends_meanw
         start_cluster: Callable[..., Cluster], node_client: StartNodeClient) -> None:
     cluster = start_cluster(1, RECOVERY_WINDOW_SECONDS="1")
     [replica] = cluster.replicas
-    user = unique_user("rider")
-    client = await node_client(replica.url, {"token": make_token(user)})
-    await client.wait_for_event("connected")
+    user, client = await rider(node_client, replica.url, "rider")
     async with Emitter(cluster.redis_url, channel=cluster.channel) as emitter:
         await client.send({"cut": True, "stay_offline": True})
         await lost_connection(client)
@@ -191,9 +195,7 @@ async def test_redis_restarted_while_a_client_is_offline_gives_a_new_session_and
         start_cluster: Callable[..., Cluster], own_redis: RedisServer, node_client: StartNodeClient) -> None:
     cluster = start_cluster(1, redis=own_redis)
     [replica] = cluster.replicas
-    user = unique_user("rider")
-    client = await node_client(replica.url, {"token": make_token(user)})
-    await client.wait_for_event("connected")
+    user, client = await rider(node_client, replica.url, "rider")
     async with Emitter(cluster.redis_url, channel=cluster.channel) as emitter:
         await emitter.send_to_user(user, "step", {"n": 0})
         await client.wait_for_event("step")
@@ -277,9 +279,7 @@ async def test_python_clients_that_opt_out_get_no_session_and_no_offsets(
 
 async def test_volatile_messages_are_not_stored_nor_replayed(
         cluster: Cluster, node_client: StartNodeClient) -> None:
-    user = unique_user("rider")
-    client = await node_client(cluster.replicas[0].url, {"token": make_token(user)})
-    await client.wait_for_event("connected")
+    user, client = await rider(node_client, cluster.replicas[0].url, "rider")
     async with Emitter(cluster.redis_url, channel=cluster.channel) as emitter:
         assert await emitter.send_to_user(user, "position", "Seoul Station", volatile=True) == "sent"
         await client.wait_for_event("position")
@@ -304,9 +304,7 @@ async def test_a_client_that_disconnects_on_purpose_ends_its_session(
         cluster: Cluster, node_client: StartNodeClient) -> None:
     """socket.disconnect() sends a DISCONNECT and closes the WebSocket at once: the replica may
     see the close first, and must still not keep the session (sends are refused, not stored)."""
-    user = unique_user("rider")
-    client = await node_client(cluster.replicas[0].url, {"token": make_token(user)})
-    await client.wait_for_event("connected")
+    user, client = await rider(node_client, cluster.replicas[0].url, "rider")
     await client.send({"close": True})
     await lost_connection(client)
     await left(cluster, user)
@@ -319,9 +317,7 @@ async def test_a_client_that_disconnects_on_purpose_ends_its_session(
 
 async def test_the_cli_says_stored_with_exit_code_4_and_volatile_is_refused_for_a_rider_offline(
         cluster: Cluster, node_client: StartNodeClient) -> None:
-    user = unique_user("rider")
-    client = await node_client(cluster.replicas[0].url, {"token": make_token(user)})
-    await client.wait_for_event("connected")
+    user, client = await rider(node_client, cluster.replicas[0].url, "rider")
     await client.send({"cut": True, "stay_offline": True})
     await lost_connection(client)
     await left(cluster, user)
@@ -346,9 +342,7 @@ async def test_an_older_socket_io_client_keeps_working_and_simply_does_not_recov
         cluster: Cluster, node_client: StartNodeClient) -> None:
     """socket.io-client 4.5 (before recovery) ignores the pid; a stored event's offset reaches its
     handlers as one more argument, which a ``(data) => …`` handler never sees."""
-    user = unique_user("old")
-    client = await node_client(cluster.replicas[1].url, {"token": make_token(user)}, package="socket.io-client-4-5")
-    await client.wait_for_event("connected")
+    user, client = await rider(node_client, cluster.replicas[1].url, "old", package="socket.io-client-4-5")
     async with Emitter(cluster.redis_url, channel=cluster.channel) as emitter:
         assert await emitter.send_to_user(user, "step", {"n": 0}) == "sent"
         await client.wait_for_event("step")

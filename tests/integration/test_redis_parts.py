@@ -14,7 +14,7 @@ import pytest
 from redis import asyncio as aioredis
 
 from cluster.processes import RedisServer
-from server.backends import Backend, open_backend
+from server.backends import Backend
 from server.backends.base import Routed, Session
 from server.backends.redis.client import MAX_CONNECTIONS, PoolExhaustedError, connect_redis
 from server.backends.redis.entries import PresenceEntries
@@ -24,6 +24,7 @@ from server.backends.redis.presence import WRITE_CHUNK, RedisPresence
 from server.backends.redis.transport import RedisTransport
 from server.emitter import Emitter
 from server.errors import PayloadTooLargeError, QueueBusyError, QueueUnavailableError, RequestError
+from tests.helpers.backends import OpenReplica, emitter_backend, replica_backends
 from tests.helpers.pipeline import blocked_call
 
 
@@ -59,29 +60,17 @@ async def make_presence(redis_server: RedisServer, channel: str) -> AsyncIterato
 
 
 @pytest.fixture
-async def open_replica(redis_server: RedisServer, channel: str) -> AsyncIterator[Callable[..., Awaitable[Backend]]]:
+async def open_replica(redis_server: RedisServer, channel: str) -> AsyncIterator[OpenReplica]:
     """Opens a replica's backend: registered by a heartbeat and reading its inbox, as the app does."""
-    opened: list[Backend] = []
-
-    async def open_one(instance_id: str = "replica") -> Backend:
-        backend = open_backend(redis_server.url, channel=channel, instance_id=instance_id)
-        opened.append(backend)
-        await backend.transport.subscribe(channel)
-        await backend.presence.heartbeat()
-        return backend
-
-    yield open_one
-    for backend in opened:
-        await backend.presence.close()
-        await backend.transport.close()
+    async with replica_backends(redis_server.url, channel) as open_one:
+        yield open_one
 
 
 @pytest.fixture
 async def sender(redis_server: RedisServer, channel: str) -> AsyncIterator[Backend]:
     """An emitter's backend: it sends, never reads."""
-    backend = open_backend(redis_server.url, channel=channel, instance_id="emitter")
-    yield backend
-    await backend.transport.close()
+    async with emitter_backend(redis_server.url, channel) as backend:
+        yield backend
 
 
 async def next_envelopes(backend: Backend, count: int = 1, timeout: float = 5.0) -> list[bytes]:

@@ -10,20 +10,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from redis import asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 
-from server.backends import Backend, open_backend
+from server.backends import Backend
 from server.backends.base import Claim, HistoryGone, Received, Routed, Session
 from server.backends.redis.entries import INSTANCE_TTL_MS
 from server.backends.redis.keys import history_key, inbox_key, presence_key, sessions_key
 from server.backends.redis.presence import RedisPresence
 from server.backends.redis.sessions import HISTORY_PAGE, RedisSessions
 from server.backends.redis.transport import RedisTransport
+from tests.helpers.backends import OpenReplica, emitter_backend, replica_backends
 
 WINDOW = 30.0  # seconds; no test waits for it unless it sets its own
 MAX_MESSAGES = 10
@@ -53,58 +54,31 @@ def user() -> str:
     return f"rider-{uuid.uuid4().hex[:8]}"
 
 
-OpenReplica = Callable[..., Awaitable[Backend]]
-
-
-@contextlib.asynccontextmanager
-async def _replicas(url: str, channel: str) -> AsyncIterator[OpenReplica]:
-    opened: list[Backend] = []
-
-    async def open_one(instance_id: str = "replica", *, window: float = WINDOW,
-                       max_messages: int = MAX_MESSAGES) -> Backend:
-        backend = open_backend(url, channel=channel, instance_id=instance_id, recovery_window=window,
-                               recovery_max_messages=max_messages)
-        opened.append(backend)
-        await backend.transport.subscribe(channel)
-        await backend.presence.heartbeat()
-        return backend
-
-    yield open_one
-    for backend in opened:
-        await backend.presence.close()
-        await backend.transport.close()
-
-
 @pytest.fixture
 async def open_replica(redis_url: str, channel: str) -> AsyncIterator[OpenReplica]:
     """Factory: a replica's backend with recovery on, registered and reading its messages."""
-    async with _replicas(redis_url, channel) as open_one:
+    async with replica_backends(redis_url, channel, recovery_window=WINDOW,
+                                recovery_max_messages=MAX_MESSAGES) as open_one:
         yield open_one
 
 
 @pytest.fixture
 async def open_single_replica(single_redis_url: str, channel: str) -> AsyncIterator[OpenReplica]:
-    async with _replicas(single_redis_url, channel) as open_one:
+    async with replica_backends(single_redis_url, channel, recovery_window=WINDOW,
+                                recovery_max_messages=MAX_MESSAGES) as open_one:
         yield open_one
-
-
-@contextlib.asynccontextmanager
-async def _sender(url: str, channel: str) -> AsyncIterator[Backend]:
-    backend = open_backend(url, channel=channel, instance_id="emitter")
-    yield backend
-    await backend.transport.close()
 
 
 @pytest.fixture
 async def sender(redis_url: str, channel: str) -> AsyncIterator[Backend]:
     """An emitter's backend (no session store of its own): what it sends is stored all the same."""
-    async with _sender(redis_url, channel) as backend:
+    async with emitter_backend(redis_url, channel) as backend:
         yield backend
 
 
 @pytest.fixture
 async def single_sender(single_redis_url: str, channel: str) -> AsyncIterator[Backend]:
-    async with _sender(single_redis_url, channel) as backend:
+    async with emitter_backend(single_redis_url, channel) as backend:
         yield backend
 
 
@@ -196,6 +170,14 @@ def claimed(result: Claim | str) -> Claim:
 # --- opening a session ---------------------------------------------------------------------
 
 
+async def live_session(open_replica: OpenReplica, user: str) -> tuple[Backend, Session]:
+    """A replica holding socket ``sid-1`` of ``user``, with a session that its presence keeps alive."""
+    replica = await open_replica()
+    session = await sessions_of(replica).open(user, "sid-1")
+    await presence_of(replica).add(user, "sid-1", session)
+    return replica, session
+
+
 async def test_a_session_opened_on_an_empty_history_starts_after_a_start_marker_it_adds(
         open_replica: OpenReplica, channel: str, user: str) -> None:
     replica = await open_replica()
@@ -263,7 +245,7 @@ async def test_claiming_a_session_past_its_deadline_says_expired_and_removes_it(
 
 async def test_claiming_a_session_whose_start_was_trimmed_says_gone_and_removes_it(
         open_replica: OpenReplica, sender: Backend, channel: str, user: str) -> None:
-    replica = await open_replica(max_messages=3)
+    replica = await open_replica(recovery_max_messages=3)
     session = await sessions_of(replica).open(user, "sid-1")
     await stored(sender, channel, user, 3)  # the start marker is trimmed to keep 3
 
@@ -371,7 +353,7 @@ async def test_a_claim_keeps_the_history_at_least_as_long_as_the_session(
 async def test_a_history_is_read_in_order_a_page_at_a_time_after_its_start(
         open_replica: OpenReplica, sender: Backend, channel: str, user: str) -> None:
     count = 2 * HISTORY_PAGE + 30
-    replica = await open_replica(max_messages=count + 1)
+    replica = await open_replica(recovery_max_messages=count + 1)
     session = await sessions_of(replica).open(user, "sid-1")
     offsets = await stored(sender, channel, user, count)
 
@@ -397,7 +379,7 @@ async def test_a_history_skips_entries_that_hold_no_message(
 
 async def test_a_history_whose_start_was_trimmed_since_the_claim_raises_history_gone(
         open_replica: OpenReplica, sender: Backend, channel: str, user: str) -> None:
-    replica = await open_replica(max_messages=3)
+    replica = await open_replica(recovery_max_messages=3)
     session = await sessions_of(replica).open(user, "sid-1")
     claim = claimed(await sessions_of(replica).claim(user, session.pid, None))
     await stored(sender, channel, user, 3)
@@ -408,7 +390,7 @@ async def test_a_history_whose_start_was_trimmed_since_the_claim_raises_history_
 
 async def test_a_history_holds_at_most_recovery_max_messages(
         open_replica: OpenReplica, sender: Backend, channel: str, user: str) -> None:
-    replica = await open_replica(max_messages=5)
+    replica = await open_replica(recovery_max_messages=5)
     await sessions_of(replica).open(user, "sid-1")
 
     offsets = await stored(sender, channel, user, 12)
@@ -534,7 +516,8 @@ async def test_a_session_of_a_crashed_replica_outlives_the_window_until_the_repl
     """No heartbeat after the socket was recorded, no disconnect: past the window, the session
     is still claimable; one whose connection was lost (and said so) is not."""
     window = 0.2
-    crashed, other = await open_replica("crashed", window=window), await open_replica("other", window=window)
+    crashed = await open_replica("crashed", recovery_window=window)
+    other = await open_replica("other", recovery_window=window)
     unattended, left = [await sessions_of(crashed).open(user, sid) for sid in ("sid-1", "sid-2")]
     await presence_of(crashed).add(user, "sid-1", unattended)
     await presence_of(crashed).add(user, "sid-2", left)
@@ -548,9 +531,7 @@ async def test_a_session_of_a_crashed_replica_outlives_the_window_until_the_repl
 
 async def test_a_lost_connection_keeps_its_session_for_the_window_from_now(
         open_replica: OpenReplica, channel: str, user: str) -> None:
-    replica = await open_replica()
-    session = await sessions_of(replica).open(user, "sid-1")
-    await presence_of(replica).add(user, "sid-1", session)
+    replica, session = await live_session(open_replica, user)
 
     await presence_of(replica).remove(user, "sid-1", session, keep=True)
 
@@ -562,9 +543,7 @@ async def test_a_lost_connection_keeps_its_session_for_the_window_from_now(
 
 async def test_a_connection_that_ends_on_purpose_ends_its_session(
         open_replica: OpenReplica, channel: str, user: str) -> None:
-    replica = await open_replica()
-    session = await sessions_of(replica).open(user, "sid-1")
-    await presence_of(replica).add(user, "sid-1", session)
+    replica, session = await live_session(open_replica, user)
 
     await presence_of(replica).remove(user, "sid-1", session, keep=False)
 
@@ -575,9 +554,7 @@ async def test_a_connection_that_ends_on_purpose_ends_its_session(
 
 async def test_leaving_with_a_stale_epoch_changes_nothing(
         open_replica: OpenReplica, channel: str, user: str) -> None:
-    replica = await open_replica()
-    session = await sessions_of(replica).open(user, "sid-1")
-    await presence_of(replica).add(user, "sid-1", session)
+    replica, session = await live_session(open_replica, user)
     client = await client_of(replica)
     before = await session_entry(client, channel, user, session.pid)
     stale = Session(session.pid, "0" * 16, session.start)
