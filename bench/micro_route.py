@@ -46,7 +46,7 @@ CHANNEL = "kindmap_micro"
 WINDOW_S = 120.0  # RECOVERY_WINDOW_SECONDS and RECOVERY_MAX_MESSAGES as shipped
 MAX_MESSAGES = 200
 SCRIPT = "evalsha"
-OURS = {"config|resetstat", "info"}  # this measurement's own commands, not the script's
+OWN_COMMANDS = {"config|resetstat", "info"}  # this measurement's own commands, not the script's
 LUA = "(the script's Lua and call: EVALSHA's time but its commands')"
 
 
@@ -66,7 +66,7 @@ class RouteCosts:
         self.messages += messages
         self.script_usec += stats[SCRIPT]["usec"]
         for name, stat in stats.items():
-            if name != SCRIPT and name not in OURS:
+            if name != SCRIPT and name not in OWN_COMMANDS:
                 totals = self.commands.setdefault(name, [0.0, 0.0])
                 totals[0] += stat["calls"]
                 totals[1] += stat["usec"]
