@@ -2,8 +2,8 @@
 
     python -m bench                    the full run (about 30 minutes), into bench/results/
     python -m bench --quick            a small run that proves the suite works (CI)
-    python -m bench --only idle load   some scenarios only: load (targeted, broadcast,
-                                       emitter), idle, scaling
+    python -m bench --only idle load   some scenarios only: load (targeted, for ours also
+                                       volatile, broadcast, emitter), idle, scaling
     python -m bench --systems ours node-classic
                                        some systems only (default: the plan's)
     python -m bench --only load --users 300 --replicas 3 --rates 1000 --repeats 1

@@ -4,9 +4,10 @@ It publishes at an offered rate (open loop, see ``bench.pacing``) through one of
 two publishers:
 
 - **ours**: ``server.emitter.Emitter`` (presence check, then a validated, hardened publish);
-  a sender that fell behind the schedule sends what is overdue in one ``send_many``;
-- **baseline**: python-socketio's stock write-only ``AsyncRedisManager``, no hardening and no
-  batch call: one emit per message.
+  a sender that fell behind the schedule sends what is overdue in one ``send_many``; a step
+  can send volatile, leaving the messages out of the users' histories for recovery;
+- **baseline**: python-socketio's stock write-only ``AsyncRedisManager``, no hardening, no
+  batch call (one emit per message) and no history, so no volatile send either.
 
 Commands (see ``bench.control``): ``open``, ``run``, ``close``.
 """
@@ -37,14 +38,16 @@ class Publisher(ABC):
     """Sends the benchmark message to one user, to several at once, or to everybody."""
 
     max_batch = 1  # messages ``to_users`` takes in one call; 1: the publisher has no batch call
+    volatile = False  # whether it can send without storing for recovery; ``run`` refuses ``volatile`` if not
 
     @abstractmethod
     async def open(self) -> None: ...
 
     @abstractmethod
-    async def to_user(self, user: str, data: dict[str, Any]) -> None: ...
+    async def to_user(self, user: str, data: dict[str, Any], *, volatile: bool = False) -> None: ...
 
-    async def to_users(self, messages: list[tuple[str, dict[str, Any]]]) -> list[str | None]:
+    async def to_users(self, messages: list[tuple[str, dict[str, Any]]], *,
+                       volatile: bool = False) -> list[str | None]:
         """Send each ``(user, data)``; returns, per message, ``None`` if sent, else its error's name."""
         raise NotImplementedError("this publisher has no batch call")
 
@@ -57,6 +60,7 @@ class Publisher(ABC):
 
 class OursPublisher(Publisher):
     max_batch = 500
+    volatile = True
 
     def __init__(self, redis_url: str, channel: str) -> None:
         self._emitter = Emitter(redis_url, channel=channel)
@@ -64,11 +68,12 @@ class OursPublisher(Publisher):
     async def open(self) -> None:
         await self._emitter.connect()
 
-    async def to_user(self, user: str, data: dict[str, Any]) -> None:
-        await self._emitter.send_to_user(user, EVENT, data)
+    async def to_user(self, user: str, data: dict[str, Any], *, volatile: bool = False) -> None:
+        await self._emitter.send_to_user(user, EVENT, data, volatile=volatile)
 
-    async def to_users(self, messages: list[tuple[str, dict[str, Any]]]) -> list[str | None]:
-        outcomes = await self._emitter.send_many((user, EVENT, data) for user, data in messages)
+    async def to_users(self, messages: list[tuple[str, dict[str, Any]]], *,
+                       volatile: bool = False) -> list[str | None]:
+        outcomes = await self._emitter.send_many(((user, EVENT, data) for user, data in messages), volatile=volatile)
         return [None if outcome.error is None else type(outcome.error).__name__ for outcome in outcomes]
 
     async def to_all(self, data: dict[str, Any]) -> None:
@@ -87,7 +92,8 @@ class BaselinePublisher(Publisher):
     async def open(self) -> None:
         """Nothing to do: the stock manager connects on its first publish."""
 
-    async def to_user(self, user: str, data: dict[str, Any]) -> None:
+    async def to_user(self, user: str, data: dict[str, Any], *, volatile: bool = False) -> None:
+        """Every emit is volatile in effect (stock keeps no history): ``run`` never asks for it."""
         await self._manager.emit(EVENT, data, namespace="/", room=user_room(user))
 
     async def to_all(self, data: dict[str, Any]) -> None:
@@ -120,7 +126,7 @@ class EmitterWorker:
         return {}
 
     async def run(self, *, mode: str, rate: float | None, duration: float, step: int, users: list[str],
-                  senders: int, seed: int, batch: int = 1) -> dict[str, Any]:
+                  senders: int, seed: int, batch: int = 1, volatile: bool = False) -> dict[str, Any]:
         """Publish ``mode`` ("targeted": each message to a random user; "broadcast":
         to all) at ``rate`` msg/s (``None``: as fast as possible) for ``duration`` s.
 
@@ -129,8 +135,11 @@ class EmitterWorker:
         targeted sender that wakes behind the schedule takes what else is overdue,
         up to ``batch`` messages (capped by the publisher's batch call), and sends
         them in one call: what a backend service with a queue of messages would do.
+        ``volatile`` targeted messages are not stored for recovery (ours only).
         """
         publisher = self._open()
+        if volatile and not publisher.volatile:
+            raise ValueError(f"{type(publisher).__name__} has no volatile send: its system keeps no history")
         schedule = Schedule(math.inf if rate is None else rate, duration, time.monotonic())
         pick = random.Random(seed).choice
         per_user: Counter[str] = Counter()
@@ -151,11 +160,11 @@ class EmitterWorker:
                         per_user["*"] += 1
                     elif last == first:
                         user = pick(users)
-                        await publisher.to_user(user, payload(step, first))
+                        await publisher.to_user(user, payload(step, first), volatile=volatile)
                         per_user[user] += 1
                     else:
                         messages = [(pick(users), payload(step, seq)) for seq in range(first, last + 1)]
-                        errors = await publisher.to_users(messages)
+                        errors = await publisher.to_users(messages, volatile=volatile)
                         for (user, _), error in zip(messages, errors, strict=True):
                             if error is None:
                                 per_user[user] += 1

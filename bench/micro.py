@@ -17,6 +17,9 @@ the task alone. The managers live in server/queue/.
 its pure-Python parser: pub/sub ``listen`` and ``XREAD`` batches of 1,000, from a private
 ``redis-server`` filled beforehand (so only the reading is timed).
 
+``route``: what storing a message for connection state recovery adds to its routing
+script, in Redis and in the emitter, durable against volatile sends (``bench.micro_route``).
+
 ``delivery``: one replica (``bench.micro_replica``, no Redis) emitting navigation
 messages to the rooms of N WebSocket clients (``bench.loadgen.Client``) at a fixed
 rate; reports the replica's CPU time per delivered message, read from ``/proc`` (and the
@@ -68,6 +71,7 @@ from server.transport import CodecPacket
 from .cpu import cpu_seconds, rss_bytes
 from .loadgen import Client, Recorder
 from .message import EVENT, payload
+from .micro_route import RouteCosts, route_costs
 from .profile import SAMPLE_RATE, summarize_stacks
 
 __all__ = ["main"]
@@ -351,6 +355,12 @@ def main(argv: list[str] | None = None) -> int:
         command = commands.add_parser(name, help=help_text)
         command.add_argument(count, type=int, default=repeats)
         command.add_argument("--runs", type=int, default=runs)
+    route = commands.add_parser("route", help="a targeted send's cost in Redis and the emitter, durable vs volatile")
+    route.add_argument("--users", type=int, default=1500)
+    route.add_argument("--prefill", type=int, default=0, help="messages in each user's history before timing")
+    route.add_argument("--messages", type=int, default=20_000, help="per run")
+    route.add_argument("--batch", type=int, default=500, help="messages per send_many")
+    route.add_argument("--runs", type=int, default=7)
     deliver = commands.add_parser("delivery", help="replica CPU per delivered message")
     deliver.add_argument("--clients", type=int, default=200)
     deliver.add_argument("--rate", type=float, default=2000, help="messages emitted per second")
@@ -380,12 +390,39 @@ def main(argv: list[str] | None = None) -> int:
         for what, with_hiredis, with_python in redis_costs(messages=args.messages, runs=args.runs):
             print(f"| {what} | {with_hiredis:.1f} | {with_python:.1f} |")
         return 0
+    if args.command == "route":
+        _print_route(args, route_costs(users=args.users, prefill=args.prefill, messages=args.messages,
+                                       runs=args.runs, batch=args.batch))
+        return 0
     results = asyncio.run(delivery(args))
     print(f"{args.clients} clients, {args.rate:g} msg/s for {args.seconds:g} s, median of {args.runs} runs")
     print("| loop + packet JSON | µs CPU per delivered message | runs |\n|---|---|---|")
     for config, samples in results.items():
         print(f"| {config} | {statistics.median(samples):.1f} | {', '.join(f'{s:.1f}' for s in samples)} |")
     return 0
+
+
+def _print_route(args: argparse.Namespace, costs: dict[bool, RouteCosts]) -> None:
+    durable, volatile = costs[False], costs[True]
+    print(f"{args.users} users, {args.prefill} messages in each history first, {args.messages:,} messages per run "
+          f"in batches of {args.batch}, medians of {args.runs} runs each")
+    print("| send | Redis CPU µs/msg (/proc) | in the script µs/msg (commandstats) | emitter CPU µs/msg |\n"
+          "|---|---|---|---|")
+    figures = [(cost.redis_us, cost.script_us, cost.emitter_us) for cost in (durable, volatile)]
+    for name, samples in zip(("durable", "volatile"), figures, strict=True):
+        print(f"| {name} | " + " | ".join(f"{statistics.median(s):.1f}" for s in samples) + " |")
+    print("| durable / volatile | " + " | ".join(
+        f"{statistics.median(d) / statistics.median(v):.2f}×" for d, v in zip(*figures, strict=True)) + " |")
+    for name, cost in (("durable", durable), ("volatile", volatile)):
+        print(f"\nRedis CPU µs/msg of each {name} run: {', '.join(f'{us:.1f}' for us in cost.redis_us)}", end="")
+    print()
+    print("\n| command the script ran | durable: calls/msg | µs/msg | volatile: calls/msg | µs/msg |\n"
+          "|---|---|---|---|---|")
+    by_durable, by_volatile = durable.per_message(), volatile.per_message()
+    for name in sorted(by_durable.keys() | by_volatile.keys(), key=lambda n: -by_durable.get(n, (0, 0))[1]):
+        cells = [f"{calls:.2f} | {usec:.2f}" for calls, usec in (by_durable.get(name, (0, 0)),
+                                                                 by_volatile.get(name, (0, 0)))]
+        print(f"| {name} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

@@ -21,6 +21,8 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display; chosen before pyplot is imported
 import matplotlib.pyplot as plt
 
+from .results import VOLATILE_STEP
+
 __all__ = ["HELD_P99_MS", "SYSTEMS", "Headline", "headline", "highest_rate_held", "markdown", "measured_systems",
            "others_share", "plot", "write"]
 
@@ -196,6 +198,48 @@ def _short_mark(rows: list[Row], **match: Any) -> str:
     return f" (emitter short: {', '.join(short)})" if short else ""
 
 
+def _redis_us_per_msg(row: Row) -> float | None:
+    """Redis's CPU µs per delivered message of a step (``None`` for a step without its CPU or deliveries)."""
+    redis = row["cpu_s"].get("redis")
+    return None if redis is None or not row["delivered"] else redis / row["delivered"] * 1e6
+
+
+def _durable_vs_volatile(rows: list[Row]) -> list[str]:
+    """Ours' targeted steps beside the same steps sent volatile, when the run measured them."""
+    volatile = select(rows, scenario=VOLATILE_STEP, system=OURS, compression=False)
+    if not volatile:
+        return []
+
+    def field(name: str, scale: float = 1.0) -> Callable[[Row], float | None]:
+        return lambda row: None if row[name] is None else row[name] * scale
+
+    columns: list[tuple[str, Callable[[Row], float | None], int, bool]] = [  # header, figure, digits, ratio
+        ("achieved", field("achieved_rate"), 0, False), ("delivered %", field("delivered_fraction", 100), 2, False),
+        ("p50 ms", field("p50_ms"), 1, False), ("p99 ms", field("p99_ms"), 1, False),
+        ("server CPU ms/msg", field("server_cpu_ms_per_msg"), 3, True),
+        ("Redis CPU µs/msg", _redis_us_per_msg, 1, True),
+        ("emitter CPU µs/msg", field("emitter_cpu_us_per_msg"), 0, True)]
+    body = []
+    for rate in sorted({r["offered_rate"] for r in volatile}):
+        sides = (select(rows, scenario="targeted", system=OURS, compression=False, offered_rate=rate),
+                 [r for r in volatile if r["offered_rate"] == rate])
+        short = " (emitter short)" if any(r["emitter_short"] for side in sides for r in side) else ""
+        cells = [f"{rate:,.0f}{short}"]
+        for _header, figure, digits, ratio in columns:
+            medians = [_median(figure(r) for r in side) for side in sides]  # durable, volatile
+            cells.append(" / ".join(_num(median, digits) for median in medians))
+            if ratio:
+                cells.append(_ratio(medians[1], medians[0]))
+        body.append(cells)
+    header = ["offered msg/s"]
+    for label, _figure, _digits, ratio in columns:
+        header += [f"{label} d / v", *(["d/v"] if ratio else [])]
+    return ["### Targeted to ours: durable vs volatile sends (deflate off)", "",
+            "Durable (the default): the routing script also appends each message to its user's history for",
+            "connection state recovery; volatile: nothing stored. Medians over the repeats; d/v = durable / volatile.",
+            "", *_table(header, body)]
+
+
 def _step_tables(rows: list[Row], cores: int) -> list[str]:
     out: list[str] = []
     for compress in MODES:
@@ -211,6 +255,7 @@ def _step_tables(rows: list[Row], cores: int) -> list[str]:
         out += _table(["offered msg/s", *(_per_system(rows, label) for label in (
             "achieved", "delivered %", "p50 ms", "p99 ms", "max ms", "server CPU ms/msg")),
             _ratio_header(rows, "CPU ratio")], body)
+    out += _durable_vs_volatile(rows)
     out += ["### Scaling (targeted, fixed rate, deflate off)", ""]
     body = []
     for count in sorted({r["replicas"] for r in select(rows, scenario="scaling")}):

@@ -14,7 +14,10 @@ from typing import Any
 from .cpu import CpuWindow
 from .stats import count_losses, summarize_latency
 
-__all__ = ["SHORT_OF_OFFERED", "IdleResult", "StepResult", "step_result"]
+__all__ = ["SHORT_OF_OFFERED", "VOLATILE_STEP", "IdleResult", "StepResult", "step_result"]
+
+# The targeted step with volatile sends: nothing stored for connection state recovery (ours only).
+VOLATILE_STEP = "targeted-volatile"
 
 # An emitter that achieved less than this share of the offered rate limited the step itself.
 SHORT_OF_OFFERED = 0.95

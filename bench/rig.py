@@ -86,10 +86,14 @@ class Rig:
         return float(reply["seconds"])
 
     async def step(self, scenario: str, *, rate: float | None, duration: float, broadcast: bool = False,
-                   seed: int = 0, batch: int = 1) -> StepResult:
+                   seed: int = 0, batch: int = 1, volatile: bool = False) -> StepResult:
         """Offer ``rate`` msg/s (``None``: as fast as possible) for ``duration`` s and measure.
         An emitter behind the schedule sends up to ``batch`` overdue messages in one call, where
-        its system has a batch call (``bench.emitter``)."""
+        its system has a batch call (``bench.emitter``). ``volatile`` messages are not stored for
+        connection state recovery; only a system whose emitter can send them takes it (``System.volatile``).
+        """
+        if volatile and not SYSTEMS[self.system].volatile:
+            raise ValueError(f"{self.system} has no volatile send: its emitter keeps no history to leave out")
         self._steps += 1
         step = self._steps
         meter = CpuMeter({**self.cluster.pids(), "emitter": self.emitter.pid, "loadgen": self.loadgen.pid})
@@ -97,7 +101,7 @@ class Rig:
         meter.start()
         sent = await self.emitter.call("run", mode="broadcast" if broadcast else "targeted", rate=rate,
                                        duration=duration, step=step, users=self.users, senders=SENDERS,
-                                       seed=seed, batch=batch, timeout=duration * 3 + 30)
+                                       seed=seed, batch=batch, volatile=volatile, timeout=duration * 3 + 30)
         count = sum(sent["per_user"].values())
         await self._drain(count * len(self.users) if broadcast else count)
         cpu = meter.stop()

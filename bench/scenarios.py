@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .results import IdleResult, StepResult
+from .results import VOLATILE_STEP, IdleResult, StepResult
 from .rig import Rig
 from .systems import SYSTEMS
 
@@ -63,18 +63,28 @@ def users(count: int) -> list[str]:
 async def load(plan: Plan, log_dir: Path, report: Report) -> None:
     """targeted, broadcast and emitter: one cluster per system and compression mode.
 
+    Where the system can send volatile (ours), each targeted rate without compression
+    is also offered as volatile sends ("targeted-volatile": the same users, nothing
+    stored for recovery), right beside the durable step; which of the two goes first
+    alternates by repeat, so neither always meets a fresher cluster.
+
     The emitter's top rate is measured without compression only: compression is
     the replicas' cost, not the emitter's. It is measured twice: with batches where
     the system's emitter has a batch call ("emitter"), and one message per call
     ("emitter-single", what a single ``send_to_user`` costs).
     """
-    for _repeat, compress, system in itertools.product(range(plan.repeats), (False, True), plan.systems):
+    for repeat, compress, system in itertools.product(range(plan.repeats), (False, True), plan.systems):
+        sends = (False, True) if SYSTEMS[system].volatile and not compress else (False,)
+        if repeat % 2:
+            sends = sends[::-1]
         async with Rig(system, replicas=plan.replicas, users=users(plan.users), log_dir=log_dir,
                        compression=compress) as rig:
             await rig.connect(compress=compress)
             await rig.step("warmup", rate=plan.warmup_rate, duration=plan.warmup_s)
             for rate in plan.targeted_rates:
-                report(await rig.step("targeted", rate=rate, duration=plan.step_s, seed=int(rate), batch=BATCH))
+                for volatile in sends:
+                    report(await rig.step(VOLATILE_STEP if volatile else "targeted", rate=rate, duration=plan.step_s,
+                                          seed=int(rate), batch=BATCH, volatile=volatile))
             report(await rig.step("broadcast", rate=plan.broadcast_rate, duration=plan.step_s, broadcast=True))
             if not compress:
                 report(await rig.step("emitter", rate=None, duration=plan.emitter_s, batch=BATCH))

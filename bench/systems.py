@@ -30,11 +30,14 @@ def _node(script: str) -> tuple[str, ...]:
 @dataclass(frozen=True)
 class System:
     """How one system runs: its replica's command, its emitter's (a ``bench.control`` worker),
-    and the settings its replicas get on top of the ones every system gets."""
+    the settings its replicas get on top of the ones every system gets, and whether its emitter
+    can send *volatile* messages, kept out of the history that connection state recovery replays
+    (ours only: the others keep no history, so every send of theirs is volatile already)."""
 
     replica: tuple[str, ...]
     emitter: tuple[str, ...]
     env: Mapping[str, str] = field(default_factory=dict)
+    volatile: bool = False
 
     @property
     def node(self) -> bool:
@@ -43,7 +46,7 @@ class System:
 
 SYSTEMS = {
     "baseline": System(python_module("bench.stock_replica"), python_module("bench.emitter")),
-    "ours": System(python_module("server"), python_module("bench.emitter")),
+    "ours": System(python_module("server"), python_module("bench.emitter"), volatile=True),
     "node-classic": System(_node("server.js"), _node("emitter.js"), {"SOCKETIO_ADAPTER": "classic"}),
     "node-sharded": System(_node("server.js"), _node("emitter.js"), {"SOCKETIO_ADAPTER": "sharded"}),
 }

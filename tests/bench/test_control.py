@@ -67,3 +67,16 @@ async def test_closing_stdin_stops_the_worker(tmp_path: Path, emitter_argv: tupl
 async def test_opening_an_unknown_system_fails_and_names_it(emitter: Worker) -> None:
     with pytest.raises(RuntimeError, match=r"emitter failed 'open': \w*Error: unknown system .nope."):
         await emitter.call("open", system="nope", redis_url="redis://127.0.0.1:1/0", channel="c", timeout=20)
+
+
+async def test_a_volatile_run_is_refused_by_a_publisher_that_keeps_no_history(tmp_path: Path) -> None:
+    worker = Worker("emitter", SYSTEMS["baseline"].emitter, tmp_path / "emitter.log")
+    await worker.start()
+    try:
+        await worker.call("open", system="baseline", redis_url="redis://127.0.0.1:1/0", channel="c", timeout=20)
+        with pytest.raises(RuntimeError, match=r"emitter failed 'run': ValueError: BaselinePublisher has no "
+                                               r"volatile send"):
+            await worker.call("run", mode="targeted", rate=1, duration=1, step=1, users=["a"], senders=1, seed=0,
+                              volatile=True, timeout=20)
+    finally:
+        await worker.stop()

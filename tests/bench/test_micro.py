@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from bench.micro import CONFIGS, Run, emit_costs, json_costs, redis_costs, send_check_costs
+from bench.micro_route import LUA, route_costs
 
 
 def test_json_costs_time_each_step_with_both_codecs() -> None:
@@ -34,6 +35,18 @@ def test_redis_costs_read_with_hiredis_and_with_the_python_parser() -> None:
 
     assert [what for what, _hiredis, _python in rows] == ["pub/sub listen", "XREAD, batches of 1,000"]
     assert all(with_hiredis > 0 and with_python > 0 for _what, with_hiredis, with_python in rows)
+
+
+def test_route_costs_time_durable_sends_that_store_and_volatile_ones_that_do_not() -> None:
+    costs = route_costs(users=5, prefill=2, messages=40, runs=2, batch=10)
+    durable, volatile = costs[False].per_message(), costs[True].per_message()
+
+    assert [len(cost.redis_us) for cost in costs.values()] == [2, 2]  # every run of each kind, 40 messages each
+    assert all(us > 0 for cost in costs.values() for us in cost.script_us + cost.emitter_us)
+    # Durable: the user's sessions read and the history appended to, beside the presence and the inbox.
+    assert (durable["xadd"][0], durable["hgetall"][0], durable["pttl"][0]) == (2.0, 2.0, 1.0)
+    assert (volatile["xadd"][0], volatile["hgetall"][0], "pttl" in volatile) == (1.0, 1.0, False)
+    assert LUA in durable and "config|resetstat" not in durable
 
 
 @pytest.mark.parametrize("config", CONFIGS)

@@ -33,8 +33,11 @@ def test_quick_run_measures_both_systems_in_every_scenario_and_writes_its_files(
             assert {("targeted", system, compression), ("broadcast", system, compression),
                     ("idle", system, compression)} <= measured
         assert {("emitter", system, False), ("emitter-single", system, False), ("scaling", system, False)} <= measured
+    # Volatile sends beside the durable ones: ours only (stock keeps no history), without compression.
+    assert {key for key in measured if key[0] == "targeted-volatile"} == {("targeted-volatile", "ours", False)}
     # Every targeted message reached its user and no client dropped: the load path works for both systems.
     steps = [r for r in doc["results"] if r["kind"] == "step"]
-    assert all(r["lost"] == 0 for r in steps if r["scenario"] == "targeted")
+    assert all(r["lost"] == 0 and r["failed"] == 0 for r in steps if r["scenario"].startswith("targeted"))
     assert all(r["connections_open"] == r["users"] for r in steps)
-    assert "## Summary" in (tmp_path / "results.md").read_text()
+    text = (tmp_path / "results.md").read_text()
+    assert "## Summary" in text and "### Targeted to ours: durable vs volatile sends (deflate off)" in text

@@ -157,3 +157,49 @@ def test_every_file_is_written_even_for_a_run_with_few_results(tmp_path: Path, r
 def test_the_report_has_a_short_name_for_every_system_the_suite_runs_in_the_suites_order() -> None:
     assert list(report.SYSTEMS) == list(systems.SYSTEMS)
     assert len(set(report.SYSTEMS.values())) == len(report.SYSTEMS)
+
+
+def volatile_rows() -> list[dict[str, Any]]:
+    """Ours at two rates, durable and volatile (two repeats of 500), and a baseline with no volatile steps."""
+    def sent(rate: float, volatile: bool, server: float, redis: float, p99: float, **fields: Any) -> dict[str, Any]:
+        cpu = {"replica-1": server, "redis": redis, "emitter": 0.03, "loadgen": 0.4}
+        return step("ours", rate, scenario="targeted-volatile" if volatile else "targeted", delivered=1000,
+                    server_cpu_ms_per_msg=server, cpu_s=cpu, p99_ms=p99, **fields)
+
+    return [step("baseline", 500), step("baseline", 1000),
+            sent(500, False, 0.24, 0.050, 4.0), sent(500, True, 0.20, 0.030, 3.0),
+            sent(500, False, 0.26, 0.070, 6.0), sent(500, True, 0.20, 0.030, 5.0),
+            sent(1000, False, 0.22, 0.100, 8.0, emitter_short=True), sent(1000, True, 0.20, 0.080, 7.0),
+            sent(1000, True, 0.30, 0.080, 7.0, compression=True)]
+
+
+def test_ours_durable_and_volatile_steps_are_shown_side_by_side_with_their_ratios() -> None:
+    text = report.markdown(document(volatile_rows()))
+    table = text.split("### Targeted to ours: durable vs volatile sends (deflate off)")[1].split("###")[0]
+
+    assert ("| offered msg/s | achieved d / v | delivered % d / v | p50 ms d / v | p99 ms d / v "
+            "| server CPU ms/msg d / v | d/v | Redis CPU µs/msg d / v | d/v "
+            "| emitter CPU µs/msg d / v | d/v |") in table
+    # 500: medians of the two repeats; Redis CPU per delivered message from its CPU seconds.
+    assert ("| 500 | 500 / 500 | 100.00 / 100.00 | 2.0 / 2.0 | 5.0 / 4.0 | 0.250 / 0.200 | 1.25× "
+            "| 60.0 / 30.0 | 2.00× | 300 / 300 | 1.00× |") in table
+    # The deflate-on volatile step is not this table's.
+    assert ("| 1,000 (emitter short) | 1,000 / 1,000 | 100.00 / 100.00 | 2.0 / 2.0 | 8.0 / 7.0 | 0.220 / 0.200 "
+            "| 1.10× | 100.0 / 80.0 | 1.25× |") in table
+
+
+def test_volatile_steps_stay_out_of_the_summary_and_the_other_tables() -> None:
+    rows = volatile_rows()
+    durable_only = [r for r in rows if r["scenario"] != "targeted-volatile"]
+
+    assert report.headline(rows) == report.headline(durable_only)
+    with_volatile, without = report.markdown(document(rows)), report.markdown(document(durable_only))
+    before, table_and_after = with_volatile.split("### Targeted to ours")
+    after = table_and_after[table_and_after.index("### "):]
+    assert before.split("### Targeted")[0] == without.split("### Targeted")[0]  # the summary
+    assert (before + after).split("### CPU")[0] == without.split("### CPU")[0]  # the targeted and scaling tables
+    assert after.split("### CPU")[1].count("targeted-volatile") == 4  # each step's CPU is listed
+
+
+def test_a_run_without_volatile_steps_has_no_durable_vs_volatile_table() -> None:
+    assert "durable vs volatile" not in report.markdown(document(NODE_ROWS))
