@@ -95,7 +95,8 @@ class Metrics:
         )
         self.recoveries_failed = Counter(
             "kindmap_recoveries_failed_total", "Reconnecting clients that got a new session instead, by reason "
-            "(lost_during_replay: recovered, but the history was cut short while it was replayed).", ["reason"],
+            "(lost_during_replay: a replay was cut short, the history trimmed or unreachable while it was read: "
+            "of a recovered session, or of a new one's first moments).", ["reason"],
             registry=self.registry,
         )
         self.replayed = Counter(

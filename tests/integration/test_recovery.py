@@ -359,3 +359,24 @@ async def test_an_older_socket_io_client_keeps_working_and_simply_does_not_recov
     assert first["pid"] is None and again["id"] != first["id"]  # it never asked to recover
     assert client.events("connected")[1]["recovered"] is False
     assert numbers(client) == [0, 2]
+
+
+async def test_a_client_that_missed_more_than_the_history_keeps_gets_a_new_session(
+        start_cluster: Callable[..., Cluster], node_client: StartNodeClient) -> None:
+    cluster = start_cluster(1, RECOVERY_MAX_MESSAGES="3")
+    [replica] = cluster.replicas
+    user, client = await rider(node_client, replica.url)
+    async with Emitter(cluster.redis_url, channel=cluster.channel) as emitter:
+        assert await emitter.send_to_user(user, "step", {"n": 0}) == "sent"
+        await client.wait_for_event("step")
+        await client.send({"cut": True, "stay_offline": True})
+        await lost_connection(client)
+        await left(cluster, user)
+        statuses = [await emitter.send_to_user(user, "step", {"n": n}) for n in range(1, 6)]
+        await client.send({"reconnect": True})
+        again = await reconnected(client)
+
+    assert statuses == ["stored"] * 5  # stored, but the history keeps the last 3 only
+    assert again["recovered"] is False and client.events("connected")[1]["recovered"] is False
+    assert numbers(client) == [0]  # nothing replayed: the application resyncs instead
+    assert await metric(replica.url, "kindmap_recoveries_failed_total", {"reason": "gone"}) == 1
