@@ -72,7 +72,8 @@ class Tracked:
     """A socket of this replica that has a session.
 
     ``last_offset``: of the last stored event written to it (its session's start before any);
-    ``held``: live events waiting for the replay to finish, ``None`` once it has;
+    ``held``: live events waiting for the replay to finish, ``None`` once it has (a leaving
+    socket's are never written: ``silence``);
     ``replayed``: offsets the replay passed, for a while after it: a message both in the history
     and on its way to this replica when the replay read the history arrives again, live.
     """
