@@ -221,7 +221,8 @@ async def test_presence_tracks_sockets_of_live_replicas_only(redis: aioredis.Red
     assert await alive.is_online("ana") is False
 
     dead = make_presence("dead")
-    await dead.add("bo", "sid-2")  # no heartbeat: its replica is not alive
+    await dead.add("bo", "sid-2")
+    await redis.zrem(registry_key(channel), "dead")  # its heartbeat stopped long ago
     assert await alive.is_online("bo") is False
     assert await redis.hlen(presence_key(channel, "bo")) == 0  # the stale entry was removed
 
@@ -237,6 +238,18 @@ async def test_presence_heartbeat_announces_sockets_again_after_redis_lost_them(
     await presence.heartbeat()
 
     assert await presence.is_online("ana") is True
+
+
+async def test_a_socket_added_after_redis_lost_everything_is_online_before_the_next_heartbeat(
+        redis: aioredis.Redis, channel: str, make_presence: MakePresence) -> None:
+    presence = make_presence("replica-x")
+    await presence.heartbeat()
+    await forget_channel(redis, channel)  # as if Redis restarted empty
+
+    await presence.add("ana", "sid-1")
+
+    assert await presence.is_online("ana") is True
+    assert await redis.zscore(registry_key(channel), "replica-x") is not None
 
 
 async def test_presence_heartbeat_rewrites_sockets_a_neighbour_deleted(redis: aioredis.Redis, channel: str,
@@ -273,10 +286,10 @@ async def test_presence_heartbeat_repairs_a_socket_whose_write_failed(
     try:
         presence = make_presence("replica-x", url=redis_server.url.replace("redis://", f"redis://{user}:pw@"))
         await presence.heartbeat()
-        await redis.acl_setuser(user, commands=["-hset"])
+        await redis.acl_setuser(user, enabled=True, commands=["-hset"])
         await presence.add("ana", "sid-1")  # refused by Redis: logged, left to the heartbeat
         assert await presence.is_online("ana") is False
-        await redis.acl_setuser(user, commands=["+hset"])
+        await redis.acl_setuser(user, enabled=True, commands=["+hset"])
 
         await presence.heartbeat()
 

@@ -77,7 +77,7 @@ class RedisPresence(Presence):
         except QueueUnavailableError as exc:
             logger.warning("presence: could not listen for a user", extra={"error": str(exc)})
         self._local[sid] = (user_id, session)
-        await self._write([(sid, user_id, session)])
+        await asyncio.gather(self._write([(sid, user_id, session)]), self._announced())
 
     async def remove(self, user_id: str, sid: str, session: Session | None = None, *, keep: bool = False) -> None:
         self._local.pop(sid, None)
@@ -99,10 +99,7 @@ class RedisPresence(Presence):
 
     async def heartbeat(self) -> None:
         """Vouch for this replica in the registry and write every socket of this replica again."""
-        client = await self._transport.redis()
-        if self._register is None:  # the client exists once Redis was first reached
-            self._register = client.register_script(REGISTER)
-        added = await self._register(keys=[registry_key(self._channel)], args=[self._process, INSTANCE_TTL_MS])
+        added = await self._announce()
         for sid, (user_id, session, keep) in list(self._stale.items()):
             await self._withdraw(user_id, sid, session, keep)
             self._stale.pop(sid, None)
@@ -136,6 +133,24 @@ class RedisPresence(Presence):
             await (await self._transport.redis()).zrem(registry_key(self._channel), self._process)
         except (RedisError, OSError, QueueUnavailableError) as exc:
             logger.warning("presence: could not withdraw on close", extra={"error": str(exc)})
+
+    async def _announce(self) -> bool:
+        """Vouch for this replica in the registry; whether it was missing there."""
+        client = await self._transport.redis()
+        if self._register is None:  # the client exists once Redis was first reached
+            self._register = client.register_script(REGISTER)
+        return bool(await self._register(keys=[registry_key(self._channel)], args=[self._process, INSTANCE_TTL_MS]))
+
+    async def _announced(self) -> None:
+        """Vouch for this replica now if the registry lacks it. Redis restarted empty: until the next
+        heartbeat, a socket that connects meanwhile would count as a dead replica's, and its
+        messages would be stored for a recovery that never comes instead of sent."""
+        try:
+            client = await self._transport.redis()
+            if await client.zscore(registry_key(self._channel), self._process) is None:
+                await self._announce()
+        except (RedisError, OSError, QueueUnavailableError) as exc:
+            logger.warning("presence: could not check this replica's registration", extra={"error": str(exc)})
 
     async def _beat_forever(self) -> None:
         # A flag, not only cancel(): redis-py may turn a cancellation in mid-command
