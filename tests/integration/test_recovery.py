@@ -64,6 +64,13 @@ async def lost_connection(client: NodeClient) -> None:
     await client.wait_for(lambda rs: any(r["kind"] == "disconnect" for r in rs), what="disconnect")
 
 
+async def into_tunnel(client: NodeClient, cluster: Cluster, user: str) -> None:
+    """Cuts the client's connection, keeps it offline, and waits until its replica withdrew it."""
+    await client.send({"cut": True, "stay_offline": True})
+    await lost_connection(client)
+    await left(cluster, user)
+
+
 async def left(cluster: Cluster, user: str) -> None:
     """Until the user's replica has seen their socket go and withdrawn it (the client saw it first)."""
     redis = RedisCluster.from_url(cluster.redis_url) if cluster.redis_mode == "redis-cluster" \
@@ -170,9 +177,7 @@ async def test_a_client_back_after_the_window_gets_a_new_session_and_sends_meanw
     [replica] = cluster.replicas
     user, client = await rider(node_client, replica.url, "rider")
     async with Emitter(cluster.redis_url, channel=cluster.channel) as emitter:
-        await client.send({"cut": True, "stay_offline": True})
-        await lost_connection(client)
-        await left(cluster, user)
+        await into_tunnel(client, cluster, user)
         assert await emitter.send_to_user(user, "step", {"n": 1}) == "stored"
         await asyncio.sleep(1.2)  # the window itself is what is tested: 1 s of it passes
         with pytest.raises(UserNotConnectedError):
@@ -318,9 +323,7 @@ async def test_a_client_that_disconnects_on_purpose_ends_its_session(
 async def test_the_cli_says_stored_with_exit_code_4_and_volatile_is_refused_for_a_rider_offline(
         cluster: Cluster, node_client: StartNodeClient) -> None:
     user, client = await rider(node_client, cluster.replicas[0].url, "rider")
-    await client.send({"cut": True, "stay_offline": True})
-    await lost_connection(client)
-    await left(cluster, user)
+    await into_tunnel(client, cluster, user)
 
     async def cli(*extra: str) -> tuple[int, str]:
         process = await asyncio.create_subprocess_exec(
@@ -346,9 +349,7 @@ async def test_an_older_socket_io_client_keeps_working_and_simply_does_not_recov
     async with Emitter(cluster.redis_url, channel=cluster.channel) as emitter:
         assert await emitter.send_to_user(user, "step", {"n": 0}) == "sent"
         await client.wait_for_event("step")
-        await client.send({"cut": True, "stay_offline": True})
-        await lost_connection(client)
-        await left(cluster, user)
+        await into_tunnel(client, cluster, user)
         assert await emitter.send_to_user(user, "step", {"n": 1}) == "stored"
         await client.send({"reconnect": True})
         await reconnected(client)
@@ -369,9 +370,7 @@ async def test_a_client_that_missed_more_than_the_history_keeps_gets_a_new_sessi
     async with Emitter(cluster.redis_url, channel=cluster.channel) as emitter:
         assert await emitter.send_to_user(user, "step", {"n": 0}) == "sent"
         await client.wait_for_event("step")
-        await client.send({"cut": True, "stay_offline": True})
-        await lost_connection(client)
-        await left(cluster, user)
+        await into_tunnel(client, cluster, user)
         statuses = [await emitter.send_to_user(user, "step", {"n": n}) for n in range(1, 6)]
         await client.send({"reconnect": True})
         again = await reconnected(client)
