@@ -64,13 +64,6 @@ async def lost_connection(client: NodeClient) -> None:
     await client.wait_for(lambda rs: any(r["kind"] == "disconnect" for r in rs), what="disconnect")
 
 
-async def into_tunnel(client: NodeClient, cluster: Cluster, user: str) -> None:
-    """Cuts the client's connection, keeps it offline, and waits until its replica withdrew it."""
-    await client.send({"cut": True, "stay_offline": True})
-    await lost_connection(client)
-    await left(cluster, user)
-
-
 async def left(cluster: Cluster, user: str) -> None:
     """Until the user's replica has seen their socket go and withdrawn it (the client saw it first)."""
     redis = RedisCluster.from_url(cluster.redis_url) if cluster.redis_mode == "redis-cluster" \
@@ -83,6 +76,13 @@ async def left(cluster: Cluster, user: str) -> None:
         await eventually(withdrawn, what="the replica saw the socket go")
     finally:
         await redis.aclose()
+
+
+async def into_tunnel(client: NodeClient, cluster: Cluster, user: str) -> None:
+    """Cuts the client's connection, keeps it offline, and waits until its replica withdrew it."""
+    await client.send({"cut": True, "stay_offline": True})
+    await lost_connection(client)
+    await left(cluster, user)
 
 
 @pytest.fixture(params=["redis", "redis-cluster"])

@@ -44,7 +44,8 @@ class RedisPresence(Presence):
     Every heartbeat writes all of this replica's sockets again (an HSET and an
     EXPIRE each, ``WRITE_CHUNK`` sockets per round trip), so whatever
     removed them -- Redis restarted empty, a write that failed, a neighbour
-    deleting keys -- is repaired within one beat. Signed entries
+    deleting keys -- is repaired within one beat; a socket added before that beat
+    registers its replica itself if Redis lost it. Signed entries
     (``entries.PresenceEntries``) are re-signed on the way. The same writes push
     the deadlines of the sockets' recoverable sessions forward (``sessions``).
 
@@ -77,7 +78,7 @@ class RedisPresence(Presence):
         except QueueUnavailableError as exc:
             logger.warning("presence: could not listen for a user", extra={"error": str(exc)})
         self._local[sid] = (user_id, session)
-        await asyncio.gather(self._write([(sid, user_id, session)]), self._announced())
+        await asyncio.gather(self._write([(sid, user_id, session)]), self._announce_if_missing())
 
     async def remove(self, user_id: str, sid: str, session: Session | None = None, *, keep: bool = False) -> None:
         self._local.pop(sid, None)
@@ -141,7 +142,7 @@ class RedisPresence(Presence):
             self._register = client.register_script(REGISTER)
         return bool(await self._register(keys=[registry_key(self._channel)], args=[self._process, INSTANCE_TTL_MS]))
 
-    async def _announced(self) -> None:
+    async def _announce_if_missing(self) -> None:
         """Vouch for this replica now if the registry lacks it. Redis restarted empty: until the next
         heartbeat, a socket that connects meanwhile would count as a dead replica's, and its
         messages would be stored for a recovery that never comes instead of sent."""
