@@ -1,23 +1,25 @@
 """``python -m bench.micro route``: what storing a message for recovery adds to its send.
 
-Every targeted message goes through one Lua script that routes it (``SEND_TO_USER``);
-unless it is volatile, the same script first appends it to the user's history for
-connection state recovery. Here the two are measured alone, without replicas or
-clients: a private ``redis-server``, a stand-in replica process that registers itself
-and records a socket with a recoverable session for each user (as a replica does at
-connect, through the same backend code), and ``server.emitter.Emitter.send_many`` in
-batches. Nobody reads the stand-in's inbox (its ``MAXLEN`` trims it).
+Every targeted message goes through one Redis function that routes it (``send`` of
+``server/backends/redis/routing.lua``); unless it is volatile, the same function first
+appends it to the user's history for connection state recovery. Here the two are
+measured alone, without replicas or clients: a private ``redis-server``, a stand-in
+replica process that registers itself and records a socket with a recoverable session
+for each user (as a replica does at connect, through the same backend code), and
+``server.emitter.Emitter.send_many`` in batches. Nobody reads the stand-in's inbox: it
+is emptied between runs.
 
 Each run sends the same number of messages to random users, durable and volatile
 taking turns (which goes first alternates), and measures:
 
-- Redis's CPU per message (``/proc``), and the time Redis spent inside the script
-  (``INFO commandstats``: ``EVALSHA``), with the commands the script ran, per message;
+- Redis's CPU per message (``/proc``), and the time Redis
+  spent inside the function (``INFO commandstats``: ``FCALL``), with the commands it ran,
+  per message;
 - the emitter's CPU per message (this process's CPU time).
 
-``--prefill`` first fills every user's history to that many messages (not timed):
-with ``RECOVERY_MAX_MESSAGES`` of them, every durable send also trims one, the
-steady state of a user who keeps receiving.
+``--prefill`` first fills every user's history to that many messages (not timed); the
+stand-in's heartbeat before each run trims them to ``RECOVERY_MAX_MESSAGES``, as a
+replica's does, the steady state of a user who keeps receiving.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from redis import asyncio as aioredis
 from cluster.processes import RedisServer
 from server.backends import open_backend
 from server.backends.base import Backend
+from server.backends.redis.keys import inbox_key
 from server.emitter import Emitter
 
 from .cpu import cpu_seconds
@@ -45,9 +48,9 @@ __all__ = ["LUA", "RouteCosts", "route_costs"]
 CHANNEL = "kindmap_micro"
 WINDOW_S = 120.0  # RECOVERY_WINDOW_SECONDS and RECOVERY_MAX_MESSAGES as shipped
 MAX_MESSAGES = 200
-SCRIPT = "evalsha"
-OWN_COMMANDS = {"config|resetstat", "info"}  # this measurement's own commands, not the script's
-LUA = "(the script's Lua and call: EVALSHA's time but its commands')"
+SCRIPT = "fcall"
+OWN_COMMANDS = {"config|resetstat", "info"}  # this measurement's own commands, not the function's
+LUA = "(the function's Lua and call: FCALL's time but its commands')"
 
 
 @dataclass
@@ -55,11 +58,11 @@ class RouteCosts:
     """Per message, each run's figures of one kind of send (durable or volatile)."""
 
     redis_us: list[float] = field(default_factory=list)  # Redis's CPU, from /proc
-    script_us: list[float] = field(default_factory=list)  # inside EVALSHA, from INFO commandstats
+    script_us: list[float] = field(default_factory=list)  # inside FCALL, from INFO commandstats
     emitter_us: list[float] = field(default_factory=list)  # this process's CPU
-    # The commands the script ran: calls and µs per message, summed over the runs.
+    # The commands the functions ran: calls and µs per message, summed over the runs.
     commands: dict[str, list[float]] = field(default_factory=dict)
-    script_usec: float = 0.0  # inside EVALSHA, summed over the runs
+    script_usec: float = 0.0  # inside FCALL, summed over the runs
     messages: int = 0
 
     def add_commands(self, stats: dict[str, dict[str, float]], messages: int) -> None:
@@ -73,7 +76,7 @@ class RouteCosts:
 
     def per_message(self) -> dict[str, tuple[float, float]]:
         """``{command: (calls, µs)}`` per message, over every run, and ``LUA``: the rest of the
-        script's time (its Lua code, and calling it)."""
+        functions' time (their Lua code, and calling them)."""
         commands = {name: (calls / self.messages, usec / self.messages)
                     for name, (calls, usec) in self.commands.items()}
         return {**commands, LUA: (0.0, self.script_usec / self.messages - sum(usec for _, usec in commands.values()))}
@@ -116,6 +119,7 @@ async def _measure(redis: RedisServer, *, users: int, prefill: int, messages: in
     pick = random.Random(1)
     costs = {False: RouteCosts(), True: RouteCosts()}
     replica = await _stand_in_replica(redis.url, names)
+    inbox = inbox_key(CHANNEL, replica.transport.process)  # type: ignore[attr-defined]
     admin = aioredis.Redis.from_url(redis.url)
     try:
         async with Emitter(redis.url, channel=CHANNEL) as emitter:
@@ -126,6 +130,7 @@ async def _measure(redis: RedisServer, *, users: int, prefill: int, messages: in
                 for volatile in (False, True) if run % 2 == 0 else (True, False):
                     targets = [pick.choice(names) for _ in range(messages)]
                     await replica.presence.heartbeat()  # keeps the stand-in alive, outside the measurement
+                    await admin.delete(inbox)
                     await admin.config_resetstat()
                     redis_before, began = cpu_seconds(redis.pid), time.process_time()
                     await _send(emitter, targets, batch, volatile=volatile)

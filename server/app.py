@@ -28,7 +28,7 @@ from .queue.manager import LocalManager, QueueManager
 from .recovery import Recovery
 from .transport import SocketServer
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "socket_cap"]
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +53,9 @@ def create_app(settings: Settings, *, backend: Backend | None = None,
         backend = open_backend(settings.redis_url, channel=settings.channel, signing_key=settings.signing_key,
                                instance_id=settings.instance_id, clock_skew=settings.queue_replay_window,
                                recovery_window=settings.recovery_window,
-                               recovery_max_messages=settings.recovery_max_messages)
+                               recovery_max_messages=settings.recovery_max_messages,
+                               max_sockets=socket_cap(settings), max_sessions=settings.recovery_max_sessions,
+                               on_anomaly=lambda kind: metrics.redis_anomalies.labels(anomaly=kind).inc())
     manager: AsyncManager
     presence: Presence
     if backend is not None:
@@ -66,7 +68,7 @@ def create_app(settings: Settings, *, backend: Backend | None = None,
         manager.on_key_probe(backend.key_check.answer)
     else:
         manager = client_manager or LocalManager()
-        presence = LocalPresence(manager)
+        presence = LocalPresence(manager, max_sockets=socket_cap(settings))
 
     sio = SocketServer(
         async_mode="aiohttp",
@@ -86,12 +88,14 @@ def create_app(settings: Settings, *, backend: Backend | None = None,
     if isinstance(manager, QueueManager) and backend is not None and backend.sessions is not None \
             and settings.recovery_window > 0:
         recovery = Recovery(backend.sessions, metrics=metrics, open_envelope=manager.open_envelope,
-                            send=manager.send_event, kick=manager.disconnect_room,
-                            max_age=backend.sessions.lifetime + settings.queue_replay_window)
+                            send=manager.send_event, kick=manager.kick,
+                            max_age=backend.sessions.lifetime + settings.queue_replay_window,
+                            max_replay_bytes=settings.recovery_max_replay_bytes)
         manager.recovery = recovery
         sio.session_id_of = recovery.pid_of
     gateway = Gateway(sio, settings=settings, authenticator=authenticator, presence=presence, metrics=metrics,
                       recovery=recovery)
+    presence.on_taken(lambda sid: sio.disconnect(sid, ignore_queue=True))
 
     connections = OpenConnections()
     limiter = HandshakeLimiter(sio, settings=settings, metrics=metrics)
@@ -119,6 +123,12 @@ def create_app(settings: Settings, *, backend: Backend | None = None,
                                             recovery=recovery is not None))
     app.on_shutdown.append(_drain)
     return app
+
+
+def socket_cap(settings: Settings) -> int:
+    """The most live sockets of one user (``MAX_SOCKETS_PER_USER``); none with the replace policy,
+    under which a user's new connection replaces the older ones."""
+    return 0 if settings.duplicate_connection_policy == "replace" else settings.max_sockets_per_user
 
 
 async def _socketio_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -291,8 +291,17 @@ class Settings:
         "[Connection state recovery](#connection-state-recovery).", bounds=Range(0.0, 3600.0), section="Recovery")
     recovery_max_messages: int = _setting(
         "RECOVERY_MAX_MESSAGES", 200,
-        "Most messages kept per user for recovery (the oldest are dropped first); a client that missed more "
-        "gets a new session (`recovered` false).", bounds=Range(1, 10_000))
+        "Most messages a client may have missed and recover; a client that missed more gets a new session "
+        "(`recovered` false). A user's history keeps this many (the oldest are dropped first), up to twice as "
+        "many between two heartbeats.", bounds=Range(1, 10_000))
+    recovery_max_sessions: int = _setting(
+        "RECOVERY_MAX_SESSIONS", 20,
+        "Most recoverable sessions one user has; a new one drops the oldest (the one whose deadline is nearest).",
+        bounds=Range(1, 1000))
+    recovery_max_replay_bytes: int = _setting(
+        "RECOVERY_MAX_REPLAY_BYTES", 1024 * 1024,
+        "Most bytes of missed messages one recovery replays; a client that missed more gets a new session "
+        "(`recovered` false).", bounds=Range(1024, 256 * 1024 * 1024))
 
     duplicate_connection_policy: str = _setting(
         "DUPLICATE_CONNECTION_POLICY", "allow",
@@ -359,6 +368,11 @@ class Settings:
         "MAX_CONNECTIONS", 10_000,
         "Sessions (authenticated or not) one replica holds; past it a handshake gets HTTP 503 `SERVER_FULL`.",
         bounds=Range(1, 1_000_000))
+    max_sockets_per_user: int = _setting(
+        "MAX_SOCKETS_PER_USER", 10,
+        "Live sockets one user may hold on all replicas together; past it a connection gets `connect_error` "
+        "`TOO_MANY_CONNECTIONS` (with `DUPLICATE_CONNECTION_POLICY=replace` a user holds one anyway).",
+        bounds=Range(1, 1000))
 
     def __post_init__(self) -> None:
         for spec, value in ((spec, getattr(self, f.name)) for f, spec in settings_specs()):

@@ -60,7 +60,7 @@ class Emitter:
             if redis_url is None:
                 raise ValueError("pass redis_url or backend")
             backend = open_backend(redis_url, channel=channel, instance_id=EMITTER_INSTANCE_ID, signing_key=key,
-                                   clock_skew=replay_window)
+                                   clock_skew=replay_window, replica=False)
         self._backend = backend
         self.metrics = Metrics()
         self._manager = QueueManager(backend.transport, channel=channel, write_only=True, metrics=self.metrics,

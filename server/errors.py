@@ -23,6 +23,8 @@ __all__ = [
     "QueueUnavailableError",
     "RealtimeError",
     "RequestError",
+    "SessionTakenError",
+    "TooManyConnectionsError",
     "UserNotConnectedError",
     "error_payload",
     "utc_now_iso",
@@ -44,6 +46,7 @@ class ErrorCode(StrEnum):
     SLOW_CONSUMER = "SLOW_CONSUMER"
     RATE_LIMITED = "RATE_LIMITED"
     SERVER_FULL = "SERVER_FULL"
+    TOO_MANY_CONNECTIONS = "TOO_MANY_CONNECTIONS"
     UNAUTHORIZED = "UNAUTHORIZED"
     NOT_FOUND = "NOT_FOUND"
     METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED"
@@ -113,6 +116,18 @@ class HostNotAllowedError(RequestError):
     """Dev mode: a request whose ``Host`` is not a loopback or configured name (DNS rebinding)."""
 
     code = ErrorCode.HOST_NOT_ALLOWED
+
+
+class TooManyConnectionsError(RealtimeError, PermissionError):
+    """A handshake is refused: the user already holds ``MAX_SOCKETS_PER_USER`` live sockets."""
+
+    code = ErrorCode.TOO_MANY_CONNECTIONS
+
+
+class SessionTakenError(RealtimeError, PermissionError):
+    """A handshake is refused: another connection took over the session it was recovering meanwhile."""
+
+    code = ErrorCode.DUPLICATE_CONNECTION
 
 
 class PublishError(RealtimeError, ConnectionError):

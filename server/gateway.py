@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NoReturn
 
 import socketio
 
@@ -12,7 +12,15 @@ from . import __version__
 from .auth import Authenticator, AuthError
 from .backends.base import Presence
 from .config import Settings
-from .errors import ErrorCode, PublishError, error_payload, utc_now_iso
+from .errors import (
+    ErrorCode,
+    PublishError,
+    RealtimeError,
+    SessionTakenError,
+    TooManyConnectionsError,
+    error_payload,
+    utc_now_iso,
+)
 from .logs import LogThrottle
 from .metrics import Metrics
 from .packet_guard import PacketGuard
@@ -78,23 +86,27 @@ class Gateway:
                 raise AuthError("this replica is shutting down; reconnect", code=ErrorCode.SERVER_SHUTTING_DOWN)
             identity = self.authenticator.identify(auth, environ)
         except AuthError as exc:
-            self.metrics.connects_rejected.labels(code=exc.code.value).inc()
-            held = self._refusals.allow(exc.code.value)  # the metric counts each; the log a line a second
-            if held is not None:
-                logger.info("connection refused", extra={"code": exc.code.value, "reason": exc.message,
-                                                         "suppressed": held})
-            raise socketio.exceptions.ConnectionRefusedError(exc.message, exc.payload()) from None
+            self._refuse(exc)  # the metric counts each; the log a line a second
         user_id = identity.user_id
-        await self.sio.save_session(sid, {"user_id": user_id})
         room = user_room(user_id)
+        replacing = self.settings.duplicate_connection_policy == "replace"
+        if not replacing and self._sockets_here(room) >= self.settings.max_sockets_per_user:
+            self._refuse(TooManyConnectionsError(f"this user already holds {self.settings.max_sockets_per_user} "
+                                                 "connections (MAX_SOCKETS_PER_USER); close one first"))
+        await self.sio.save_session(sid, {"user_id": user_id})
         tracked = None
         if self.recovery is not None:  # before the room: its live events are held until the replay
             tracked = await self.recovery.start(sid, self.sio.manager.eio_sid_from_sid(sid, "/"), user_id, auth)
         session = tracked.session if tracked else None
-        if self.settings.duplicate_connection_policy == "replace":
+        if replacing:
             await self._replace_older_sockets(room, sid)
         await self.sio.enter_room(sid, room)
-        await self.presence.add(user_id, sid, session)
+        try:
+            await self.presence.add(user_id, sid, session)
+        except (TooManyConnectionsError, SessionTakenError) as exc:
+            if session is not None and isinstance(exc, TooManyConnectionsError):
+                await self.presence.remove(user_id, sid, session, keep=False)  # a claimed session ends here
+            self._refuse(exc)
         if self._transport_gone(sid):
             # The client left while we awaited Redis; python-socketio would still finish
             # the handshake and never call on_disconnect, leaving a socket that is "online".
@@ -112,6 +124,18 @@ class Gateway:
             "server_version": __version__,
             "recovered": bool(tracked and tracked.recovered),
         }
+
+    def _sockets_here(self, room: str) -> int:
+        return sum(1 for _ in self.sio.manager.get_participants("/", room))
+
+    def _refuse(self, error: RealtimeError) -> NoReturn:
+        """Refuse the connection with ``error``'s payload (``connect_error``), counted and logged."""
+        self.metrics.connects_rejected.labels(code=error.code.value).inc()
+        held = self._refusals.allow(error.code.value)
+        if held is not None:
+            logger.info("connection refused", extra={"code": error.code.value, "reason": error.message,
+                                                     "suppressed": held})
+        raise socketio.exceptions.ConnectionRefusedError(error.message, error.payload()) from None
 
     async def _welcome(self, sid: str) -> None:
         """``connected``, sent once python-socketio has sent the connect reply: a client

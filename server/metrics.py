@@ -32,7 +32,8 @@ PROTOCOL_VIOLATIONS = ("oversized_body", "bad_polling_body", "slow_body", "dupli
 REFUSAL_CODES = ("UNKNOWN_EVENT", "INVALID_PARAMETERS", "NOT_FOUND", "PAYLOAD_TOO_LARGE", "RATE_LIMITED")
 CLOSE_REASONS = ("rate_limited", "connect_timeout", "invalid_handshake", "payload_hard_cap", "too_many_attachments")
 # Why a reconnecting client's session was not recovered (server/recovery.py).
-RECOVERY_FAILURES = ("unknown", "expired", "gone", "invalid_offset", "unavailable", "lost_during_replay")
+RECOVERY_FAILURES = ("unknown", "expired", "gone", "invalid_offset", "unavailable", "too_frequent", "too_large",
+                     "taken", "lost_during_replay")
 
 
 class Metrics:
@@ -98,6 +99,12 @@ class Metrics:
             "(lost_during_replay: a replay was cut short, the history trimmed or unreachable while it was read: "
             "of a recovered session, or of a new one's first moments).", ["reason"],
             registry=self.registry,
+        )
+        self.redis_anomalies = Counter(
+            "kindmap_redis_anomalies_total", "Data in Redis that no replica or emitter of ours writes (a key of "
+            "the wrong type, a hash far over its cap, an entry that fails its signature check), ignored or "
+            "repaired, by kind; also inbox_full and history_full (server/backends/redis/anomalies.py).",
+            ["anomaly"], registry=self.registry,
         )
         self.replayed = Counter(
             "kindmap_messages_replayed_total", "Missed messages written to recovered sessions.", registry=self.registry,

@@ -12,12 +12,17 @@ Sessions and histories live in the backend (``SessionStore``), so a client recov
 on any replica, also after its own replica died. The steps, per connection:
 
 1. the packet guard hands the CONNECT packet here first (``before_connect``): a
-   session named by ``pid`` is claimed for this connection, its old socket kicked
-   wherever it still is, and its socket id is the one python-socketio gives out;
+   session named by ``pid`` is claimed for this connection (one claim of a pid at a
+   time on this replica, and the store lets only one connection take it over), what
+   it missed is read -- at most ``max_replay_bytes``, or the client gets a new session
+   -- its old socket is kicked wherever a signed presence entry says it still is, and
+   its socket id is the one python-socketio gives out;
 2. ``on_connect`` (the gateway) tracks the socket before it joins its user's room:
    live events for it are held from then on (``Tracked.held``);
-3. after the CONNECT reply (which carries the ``pid``), ``replay`` writes what the
-   history holds after the session's start, then the held events not already in it.
+3. after the CONNECT reply (which carries the ``pid``), ``replay`` writes what was
+   read, then what the history received since, then the held events not already
+   written. A socket that leaves meanwhile -- a newer claim of its session kicks it --
+   stops its replay.
 
 A new session replays too: what was sent between its start and the moment its
 presence was written reaches it, rather than nobody.
@@ -72,6 +77,7 @@ class Tracked:
     """A socket of this replica that has a session.
 
     ``last_offset``: of the last stored event written to it (its session's start before any);
+    ``missed``: what its claim read for the replay, ``(offset, envelope)``;
     ``held``: live events waiting for the replay to finish, ``None`` once it has (a leaving
     socket's are never written: ``silence``);
     ``replayed``: offsets the replay passed, for a while after it: a message both in the history
@@ -82,13 +88,27 @@ class Tracked:
     session: Session
     recovered: bool
     last_offset: str
+    missed: list[tuple[str, bytes]] = field(default_factory=list)
     held: list[Held] | None = field(default_factory=list)
     replayed: set[str] = field(default_factory=set)
 
 
+@dataclass(frozen=True, slots=True)
+class _Claimed:
+    """A claim a CONNECT made, waiting for its ``on_connect``."""
+
+    user_id: str
+    claim: Claim
+    missed: list[tuple[str, bytes]]
+
+
+class _TooLarge(Exception):
+    """What a client missed exceeds what one replay may write."""
+
+
 Identify = Callable[[Mapping[str, Any]], str]  # auth -> user id; raises on bad credentials
 Send = Callable[[str, str, list[Any], str | None], Awaitable[None]]  # sid, event, args, offset
-Kick = Callable[[str], Awaitable[None]]  # a socket id, wherever it is connected
+Kick = Callable[[str, str], Awaitable[None]]  # a user id and one of their socket ids, wherever it is connected
 Open = Callable[[bytes], dict[str, Any]]  # a stored envelope, verified; raises InvalidEnvelopeError
 
 
@@ -98,29 +118,33 @@ class Recovery:
     :param store: the backend's sessions and histories.
     :param open_envelope: verifies and decodes a stored envelope (the manager's signing key).
     :param send: writes one event to one socket, with its offset, bypassing the hold.
-    :param kick: disconnects a socket id on every replica (the old socket of a claimed session).
+    :param kick: disconnects a user's socket on whichever replica holds it, awaiting it when
+        it is this one (the old socket of a claimed session).
     :param max_age: seconds a signed message can have been kept for recovery (a session's window
         plus how long a crashed replica's sessions last, plus the clock skew allowed); an older
         one in a history was put there by someone else, and is dropped as stale.
+    :param max_replay_bytes: most bytes of stored messages one replay writes (``RECOVERY_MAX_REPLAY_BYTES``).
     """
 
     def __init__(self, store: SessionStore, *, metrics: Metrics, open_envelope: Open, send: Send,
-                 kick: Kick, max_age: float) -> None:
+                 kick: Kick, max_age: float, max_replay_bytes: int) -> None:
         self.store = store
         self.max_age = max_age
+        self.max_replay_bytes = max_replay_bytes
         self.metrics = metrics
         self._open_envelope = open_envelope
         self._send = send
         self._kick = kick
         self.sockets: dict[str, Tracked] = {}  # sid -> its session; read for every event delivered
-        self._claims: dict[str, tuple[str, Claim]] = {}  # eio sid -> (user id, claim), from CONNECT to on_connect
+        self._claims: dict[str, _Claimed] = {}  # eio sid -> its claim, from CONNECT to on_connect
+        self._claiming: dict[str, str] = {}  # pid -> the eio sid claiming it, from CONNECT to on_connect
         self._throttle = LogThrottle()
 
     # --- the handshake ---------------------------------------------------
 
     async def before_connect(self, eio_sid: str, auth: Any, identify: Identify) -> None:
         """A CONNECT packet, before python-socketio sees it: claim the session it names, if any."""
-        self._claims.pop(eio_sid, None)
+        self.abandon(eio_sid)
         if not isinstance(auth, Mapping) or not wants_recovery(auth) or "pid" not in auth:
             return
         pid, offset = auth["pid"], auth.get("offset")
@@ -134,31 +158,74 @@ class Recovery:
             user_id = identify(auth)
         except Exception:  # refused again, and answered, by the connect handler
             return
+        if pid in self._claiming:  # another connection here is claiming it right now
+            self._failed("taken")
+            return
+        self._claiming[pid] = eio_sid
+        claimed = None
+        try:
+            claimed = await self._claim(user_id, pid, offset)
+        finally:
+            if claimed is not None:
+                self._claims[eio_sid] = claimed  # the pid stays claimed here until on_connect
+            elif self._claiming.get(pid) == eio_sid:
+                del self._claiming[pid]
+
+    async def _claim(self, user_id: str, pid: str, offset: str | None) -> _Claimed | None:
+        """Take the session over, read what it missed, and kick its old socket; ``None`` (counted
+        and logged) when the connection gets a new session instead."""
         try:
             claim = await self.store.claim(user_id, pid, offset)
         except QueueUnavailableError as exc:
             self._failed("unavailable", error=str(exc))
-            return
+            return None
         if isinstance(claim, str):
             self._failed(claim)
-            return
-        self._claims[eio_sid] = (user_id, claim)
+            return None
         try:
-            await self._kick(claim.sid)
-        except Exception as exc:  # its replica is gone, or the queue is: the old socket closes by itself
-            logger.warning("could not disconnect the old socket of a recovered session", extra={"error": str(exc)})
+            missed = await self._read_missed(user_id, claim.session.start)
+        except (HistoryGone, _TooLarge, QueueUnavailableError) as exc:
+            self._failed("too_large" if isinstance(exc, _TooLarge) else
+                         "gone" if isinstance(exc, HistoryGone) else "unavailable", error=str(exc))
+            await self._end(user_id, claim.session)
+            return None
+        if claim.vouched:
+            try:
+                await self._kick(user_id, claim.sid)
+            except Exception as exc:  # its replica is gone, or the queue is: the old socket closes by itself
+                logger.warning("could not disconnect the old socket of a recovered session",
+                               extra={"error": str(exc)})
+        return _Claimed(user_id, claim, missed)
+
+    async def _read_missed(self, user_id: str, start: str) -> list[tuple[str, bytes]]:
+        """Every stored message after ``start``, at most ``max_replay_bytes`` of them (else ``_TooLarge``)."""
+        missed: list[tuple[str, bytes]] = []
+        size = 0
+        async for page in self.store.history(user_id, start):
+            size += sum(len(envelope) for _, envelope in page)
+            if size > self.max_replay_bytes:
+                raise _TooLarge(f"over {self.max_replay_bytes} bytes were missed since {start}")
+            missed.extend(page)
+        return missed
+
+    async def _end(self, user_id: str, session: Session) -> None:
+        try:
+            await self.store.end(user_id, session)
+        except QueueUnavailableError as exc:  # it expires by itself
+            logger.debug("could not end a session: %s", exc)
 
     def claimed_sid(self, eio_sid: str) -> str | None:
         """The socket id python-socketio must give this connection: its recovered session's."""
         claimed = self._claims.get(eio_sid)
-        return claimed[1].sid if claimed else None
+        return claimed.claim.sid if claimed else None
 
     async def start(self, sid: str, eio_sid: str, user_id: str, auth: Any) -> Tracked | None:
         """In ``on_connect``, before the socket joins its room: its session (recovered, or new), from
         which on its live events are held until ``replay``. ``None``: the socket goes without one."""
-        claimed = self._claims.pop(eio_sid, None)
-        if claimed is not None and claimed[0] == user_id and claimed[1].sid == sid:
-            session, recovered = claimed[1].session, True
+        claimed = self._claims.get(eio_sid)
+        self.abandon(eio_sid)
+        if claimed is not None and claimed.user_id == user_id and claimed.claim.sid == sid:
+            tracked = Tracked(user_id, claimed.claim.session, True, claimed.claim.session.start, claimed.missed)
         elif not wants_recovery(auth):
             return None
         else:
@@ -167,8 +234,7 @@ class Recovery:
             except QueueUnavailableError as exc:
                 self._report("no_session", logging.WARNING, "no recoverable session for a new socket", error=str(exc))
                 return None
-            recovered = False
-        tracked = Tracked(user_id, session, recovered, session.start)
+            tracked = Tracked(user_id, session, False, session.start)
         self.sockets[sid] = tracked
         return tracked
 
@@ -190,26 +256,38 @@ class Recovery:
         return tracked
 
     def abandon(self, eio_sid: str) -> None:
-        """The Engine.IO session closed: drop a claim its CONNECT made and nothing used."""
-        self._claims.pop(eio_sid, None)
+        """The Engine.IO session closed (or its CONNECT is handled): drop a claim it made and nothing
+        used. The session stays taken over until its deadline: the client connects again."""
+        claimed = self._claims.pop(eio_sid, None)
+        if claimed is not None and self._claiming.get(claimed.claim.session.pid) == eio_sid:
+            del self._claiming[claimed.claim.session.pid]
 
     # --- the replay --------------------------------------------------------
 
     async def replay(self, sid: str) -> int:
-        """Write what the user's history holds after the session's start, then the live events
-        held meanwhile that were not in it; returns how many came from the history."""
+        """Write what the claim read, then what the user's history received after it, then the
+        live events held meanwhile that were not among them; returns how many came from the
+        history. It stops when the socket leaves (a newer claim of its session kicks it)."""
         tracked = self.sockets.get(sid)
         if tracked is None:
             return 0
-        replayed = 0
+        replayed, budget, after = 0, self.max_replay_bytes, tracked.session.start
+        missed, tracked.missed = tracked.missed, []
         try:
-            async for page in self.store.history(tracked.user_id, tracked.session.start):
+            for offset, envelope in missed:
+                if self.sockets.get(sid) is not tracked:
+                    return replayed
+                replayed += await self._replay_one(sid, tracked, offset, envelope)
+                budget, after = budget - len(envelope), offset
+            async for page in self.store.history(tracked.user_id, after):
+                budget -= sum(len(envelope) for _, envelope in page)
+                if budget < 0:
+                    raise _TooLarge("the replay's tail exceeds what one replay may write")
                 for offset, envelope in page:
-                    # Passed, written or not: its live copy, if any, must not be written after newer ones.
-                    tracked.replayed.add(offset)
-                    if await self._replay_one(sid, tracked, offset, envelope):
-                        replayed += 1
-        except (HistoryGone, QueueUnavailableError) as exc:
+                    if self.sockets.get(sid) is not tracked:
+                        return replayed
+                    replayed += await self._replay_one(sid, tracked, offset, envelope)
+        except (HistoryGone, QueueUnavailableError, _TooLarge) as exc:
             self.metrics.recoveries_failed.labels(reason="lost_during_replay").inc()
             self._report("lost_during_replay", logging.WARNING, "a replay was cut short; messages may be missing",
                          user_id=tracked.user_id, error=str(exc))
@@ -222,6 +300,9 @@ class Recovery:
         return replayed
 
     async def _replay_one(self, sid: str, tracked: Tracked, offset: str, envelope: bytes) -> bool:
+        """Write one stored message, unless it is forged, foreign or stale; whether it was written.
+        Passed, written or not: its live copy, if any, must not be written after newer ones."""
+        tracked.replayed.add(offset)
         try:
             message = self._open_envelope(envelope)
         except InvalidEnvelopeError as exc:

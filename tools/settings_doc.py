@@ -36,9 +36,11 @@ _ENV_COMPOSE_ONLY = """\
 # Passwords of the Redis ACL users the production Compose file creates; URL-safe, as
 # they go into REDIS_URL: python3 -c "import secrets; print(secrets.token_urlsafe(32))"
 # Replicas connect as `replica`; backends emit with
-# REDIS_URL=redis://emitter:<REDIS_EMITTER_PASSWORD>@redis:6379/0.
+# REDIS_URL=redis://emitter:<REDIS_EMITTER_PASSWORD>@redis:6379/0; `admin` is the
+# operator's (SCRIPT KILL, FUNCTION KILL), used by nothing of the service.
 REDIS_REPLICA_PASSWORD=
 REDIS_EMITTER_PASSWORD=
+REDIS_ADMIN_PASSWORD=
 """
 _LINK = re.compile(r"\[([^\]]+)\]\([^)]*\)")
 _CODE = re.compile(r"`([^`]*)`")

@@ -7,6 +7,8 @@ from here. Without a URL a replica runs alone (``backends.local``), and needs no
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from ..errors import ConfigError
 from ..queue.replay import DEFAULT_WINDOW
 from .base import Backend, KeyCheck, Presence, QueueTransport, SessionStore
@@ -29,7 +31,8 @@ def check_backend_url(name: str, url: str) -> None:
 
 def open_backend(url: str, *, channel: str, instance_id: str, signing_key: bytes | None = None,
                  clock_skew: float = DEFAULT_WINDOW, recovery_window: float = 0.0,
-                 recovery_max_messages: int = 0) -> Backend:
+                 recovery_max_messages: int = 0, max_sockets: int = 0, max_sessions: int = 0,
+                 on_anomaly: Callable[[str], None] | None = None, replica: bool = True) -> Backend:
     """The backend ``url`` names, its parts set up for ``channel``.
 
     :param signing_key: the queue signing key every replica and emitter on ``channel`` shares.
@@ -37,8 +40,14 @@ def open_backend(url: str, *, channel: str, instance_id: str, signing_key: bytes
     :param clock_skew: how far other hosts' clocks may be off, in seconds (signed presence entries).
     :param recovery_window: a replica's ``RECOVERY_WINDOW_SECONDS``; 0 (an emitter): no session store.
     :param recovery_max_messages: a replica's ``RECOVERY_MAX_MESSAGES``.
+    :param max_sockets: a replica's ``MAX_SOCKETS_PER_USER`` (0: no cap, as with the replace policy).
+    :param max_sessions: a replica's ``RECOVERY_MAX_SESSIONS``.
+    :param on_anomaly: called with the kind of each piece of foreign data found in the backend.
+    :param replica: ``False`` for an emitter, which only sends: it calls the routing code the
+        replicas install in the backend, and may not install it (its Redis user cannot).
     """
     check_backend_url("the backend URL", url)
     return open_redis_backend(url, channel=channel, signing_key=signing_key, instance_id=instance_id,
                               clock_skew=clock_skew, recovery_window=recovery_window,
-                              recovery_max_messages=recovery_max_messages)
+                              recovery_max_messages=recovery_max_messages, max_sockets=max_sockets,
+                              max_sessions=max_sessions, on_anomaly=on_anomaly, replica=replica)

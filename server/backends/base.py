@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from ..errors import PublishError
@@ -48,20 +48,27 @@ class Routed:
 @dataclass(frozen=True, slots=True)
 class Session:
     """A socket's recoverable session: its private id (``pid``, the client's secret), the
-    ``epoch`` of the connection holding it, and the offset its replay starts after."""
+    ``epoch`` of the connection holding it, the offset its replay starts after, when a claim
+    of it is next free of delay (``tat``, ms, see ``SessionStore.claim``), and whether this
+    connection ``claimed`` it (else it is new, and written with the socket's presence)."""
 
     pid: str
     epoch: str
     start: str
+    tat: int = 0
+    claimed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class Claim:
-    """A session a reconnecting client took over: its socket id, and the process that held it."""
+    """A session a reconnecting client took over: its socket id, the process that held it, and
+    whether that socket is ``vouched`` for by a signed presence entry of the same user (only
+    then may it be kicked: an entry anyone could write must never make a replica disconnect)."""
 
     sid: str
     session: Session
     previous: str
+    vouched: bool = False
 
 
 class QueueTransport(ABC):
@@ -138,7 +145,12 @@ class Presence(ABC):
 
     @abstractmethod
     async def add(self, user_id: str, sid: str, session: Session | None = None) -> None:
-        """Record a socket, and keep its ``session`` (if it has one) alive while the socket is."""
+        """Record a socket, and keep its ``session`` (if it has one) alive while the socket is.
+
+        Raises ``TooManyConnectionsError`` when the user already holds the most live sockets
+        allowed, ``SessionTakenError`` when another connection took a claimed ``session`` over
+        meanwhile; nothing is recorded then.
+        """
 
     @abstractmethod
     async def remove(self, user_id: str, sid: str, session: Session | None = None, *, keep: bool = False) -> None:
@@ -157,6 +169,10 @@ class Presence(ABC):
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Stop upkeep and withdraw this replica's entries."""
+
+    def on_taken(self, callback: Callable[[str], Awaitable[None]]) -> None:  # noqa: B027 - optional hook
+        """Disconnect, with ``callback``, a socket of this replica whose socket id a connection
+        elsewhere now holds (it recovered the socket's session there)."""
 
 
 class KeyCheck(ABC):
@@ -202,17 +218,26 @@ class SessionStore(ABC):
 
     @abstractmethod
     async def open(self, user_id: str, sid: str) -> Session:
-        """A new session for socket ``sid``, whose replay starts after what the history holds now."""
+        """A new session for socket ``sid``, whose replay starts after what the history holds now;
+        it is written with the socket's presence (``Presence.add``)."""
 
     @abstractmethod
     async def claim(self, user_id: str, pid: str, offset: str | None) -> Claim | str:
         """Take over session ``pid`` of ``user_id`` for a reconnecting client that last received
-        ``offset``, or say why it cannot be recovered (``unknown``, ``expired``, ``gone``)."""
+        ``offset``, or say why it cannot be recovered: ``unknown``, ``expired``, ``gone`` (the
+        history no longer holds what the client missed, or it missed more than is kept),
+        ``too_frequent`` (claimed too often of late), ``taken`` (another connection claimed it
+        at the same moment)."""
+
+    @abstractmethod
+    async def end(self, user_id: str, session: Session) -> None:
+        """End a session this connection holds (a claim it will not use after all)."""
 
     @abstractmethod
     def history(self, user_id: str, start: str) -> AsyncIterator[list[tuple[str, bytes]]]:
         """The user's stored messages after ``start``, ``(offset, envelope)`` in order, a page at
-        a time; raises ``HistoryGone`` when ``start`` is no longer there (trimmed, or lost)."""
+        a time; raises ``HistoryGone`` when what follows ``start`` is no longer there (trimmed,
+        lost, or not stored because the history was full)."""
 
 
 @dataclass(frozen=True)

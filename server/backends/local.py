@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from socketio.base_manager import BaseManager
 
+from ..errors import TooManyConnectionsError
 from ..queue.rooms import user_room
 from .base import Presence, Session
 
@@ -15,14 +16,22 @@ __all__ = ["LocalPresence"]
 
 
 class LocalPresence(Presence):
-    """Single replica: a user is online when their room here is not empty."""
+    """Single replica: a user is online when their room here is not empty.
 
-    def __init__(self, manager: BaseManager, namespace: str = "/") -> None:
+    :param max_sockets: most sockets of one user (0: no cap).
+    """
+
+    def __init__(self, manager: BaseManager, namespace: str = "/", *, max_sockets: int = 0) -> None:
         self._manager = manager
         self._namespace = namespace
+        self._max_sockets = max_sockets
 
     async def add(self, user_id: str, sid: str, session: Session | None = None) -> None:
-        """Room membership already records it."""
+        """Room membership already records it (the socket has joined): only the cap is checked."""
+        joined = sum(1 for _ in self._manager.get_participants(self._namespace, user_room(user_id)))
+        if self._max_sockets and joined > self._max_sockets:
+            raise TooManyConnectionsError(f"this user already holds {self._max_sockets} connections "
+                                          "(MAX_SOCKETS_PER_USER); close one first")
 
     async def remove(self, user_id: str, sid: str, session: Session | None = None, *, keep: bool = False) -> None:
         """Room membership already records it."""

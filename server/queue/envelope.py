@@ -55,6 +55,7 @@ METHODS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
         "room": ((str,), True),
         "skip_sid": ((str, _NONE), False),
         "notice": ((dict, _NONE), False),
+        "user": ((str, _NONE), False),  # only sockets of this user (a kick of one socket id)
     },
     # An emitter asking the replicas to prove they hold its signing key (backends/redis/key_check.py).
     "key_probe": {"nonce": ((str,), True)},

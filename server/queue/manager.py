@@ -265,6 +265,17 @@ class QueueManager(AsyncPubSubManager, LocalDelivery):  # type: ignore[misc]
         finally:
             await self._handle_disconnect_room(message)
 
+    async def kick(self, user_id: str, sid: str) -> None:
+        """Disconnect socket ``sid`` of ``user_id`` wherever it is connected (the old socket of a
+        recovered session): here at once, elsewhere through the queue, routed to the replicas
+        that hold the user. A socket of that id in another user's room is never touched."""
+        message = {"method": "disconnect_room", "room": sid, "namespace": "/", "skip_sid": None, "notice": None,
+                   "user": user_id, "host_id": self.host_id}
+        try:
+            await self._publish_to_user(user_id, message, volatile=True)
+        finally:
+            await self._handle_disconnect_room(message)
+
     async def _publish(self, data: dict[str, Any]) -> int:
         """Hand ``data`` to the queue: a message for one user's room to the replicas holding
         that user (never stored for recovery: ``emit`` stores an emit), any other to every replica.
@@ -434,6 +445,10 @@ class QueueManager(AsyncPubSubManager, LocalDelivery):  # type: ignore[misc]
         if self.server is None:
             return  # a write-only manager has no sockets of its own
         skip = {message.get("skip_sid")}
+        if isinstance(message.get("user"), str):
+            members = {sid for sid, _ in self.get_participants(message["namespace"], user_room(message["user"]))}
+            skip |= {sid for sid, _ in self.get_participants(message["namespace"], message["room"])
+                     if sid not in members}
         if isinstance(message.get("ts"), int):
             # Signed, it spares sockets newer than itself: each replica sees only the messages
             # addressed to it, so a recorded kick replayed to the replica a user moved to

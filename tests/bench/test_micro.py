@@ -44,8 +44,8 @@ def test_route_costs_time_durable_sends_that_store_and_volatile_ones_that_do_not
     assert [len(cost.redis_us) for cost in costs.values()] == [2, 2]  # every run of each kind, 40 messages each
     assert all(us > 0 for cost in costs.values() for us in cost.script_us + cost.emitter_us)
     # Durable: the user's sessions read and the history appended to, beside the presence and the inbox.
-    assert (durable["xadd"][0], durable["hgetall"][0], durable["pttl"][0]) == (2.0, 2.0, 1.0)
-    assert (volatile["xadd"][0], volatile["hgetall"][0], "pttl" in volatile) == (1.0, 1.0, False)
+    assert (durable["rpush"][0], durable["rpushx"][0], durable["hgetall"][0]) == (1.0, 1.0, 2.0)
+    assert (volatile["rpush"][0], volatile["hgetall"][0], "rpushx" in volatile) == (1.0, 1.0, False)
     assert LUA in durable and "config|resetstat" not in durable
 
 

@@ -18,7 +18,7 @@ from tests.deploy.conftest import upstream_peers
 from tests.helpers.clients import TEST_SECRET
 
 # Variables of .env that only docker-compose.prod.yml reads (the Redis ACL users' passwords).
-COMPOSE_ONLY = {"REDIS_REPLICA_PASSWORD", "REDIS_EMITTER_PASSWORD"}
+COMPOSE_ONLY = {"REDIS_REPLICA_PASSWORD", "REDIS_EMITTER_PASSWORD", "REDIS_ADMIN_PASSWORD"}
 
 
 def test_redis_is_version_7_keeps_nothing_and_limits_slow_subscribers(prod_compose: dict[str, Any]) -> None:
@@ -31,22 +31,28 @@ def test_redis_is_version_7_keeps_nothing_and_limits_slow_subscribers(prod_compo
     assert "ports" not in redis
 
 
-def test_redis_disables_the_default_user_and_gives_replicas_and_emitters_passwords_from_env(
+def test_redis_disables_the_default_user_and_gives_each_user_a_password_from_env(
         prod_compose: dict[str, Any]) -> None:
     redis = prod_compose["services"]["redis"]
     users = acl_users(redis["command"])
 
     assert users["default"] == ["off"]
-    assert set(users) == {"default", "replica", "emitter"}
+    assert set(users) == {"default", "replica", "emitter", "admin"}
     for name, rules in users.items():
         if name != "default":
             variable = f"REDIS_{name.upper()}_PASSWORD"
             assert rules[:2] == ["on", f">${{{variable}:?set {variable} in .env}}"]
-            assert "-@all" in rules and "resetchannels" in rules  # no channel: replicas read streams
-            assert not any(rule in ("~*", "+@all", "allkeys", "allcommands", "+flushall", "+keys") for rule in rules)
-    assert "+hset" in users["replica"] and "+hset" not in users["emitter"] and "+set" not in users["emitter"]
-    assert "+xread" in users["replica"] and "+xread" not in users["emitter"]
-    assert "%W~kindmap_events:inbox:*" in users["emitter"]  # it appends to inboxes it cannot read
+    for name in ("replica", "emitter"):
+        rules = users[name]
+        assert "-@all" in rules and "resetchannels" in rules  # no channel: replicas read lists
+        assert not any(rule in ("~*", "+@all", "allkeys", "allcommands", "+flushall", "+keys", "+eval", "+evalsha",
+                                "+script|load", "+function|kill", "+script|kill") for rule in rules)
+    assert "+function|load" in users["replica"] and "+function|load" not in users["emitter"]
+    writes = ("+hset", "+set", "+del", "+hdel", "+expire", "+pexpire", "+ltrim", "+lpop", "+xadd", "+rpush", "+rpushx")
+    assert not set(writes) & set(users["emitter"])  # at its root: reads and FCALL only
+    assert [rule for rule in users["emitter"] if rule.startswith("(")] == [
+        "(~kindmap_events:inbox:* +rpush)", "(~kindmap_events:history:* +rpushx)"]  # append, never remove
+    assert users["admin"][2:] == ["~*", "&*", "+@all"]
     assert "--user replica" in " ".join(redis["healthcheck"]["test"])
 
 

@@ -31,8 +31,8 @@ async def replica_backends(url: str, channel: str, **options: Any) -> AsyncItera
 
 
 @contextlib.asynccontextmanager
-async def emitter_backend(url: str, channel: str) -> AsyncIterator[Backend]:
+async def emitter_backend(url: str, channel: str, **options: Any) -> AsyncIterator[Backend]:
     """An emitter's backend: it sends, never reads (no session store of its own)."""
-    backend = open_backend(url, channel=channel, instance_id="emitter")
+    backend = open_backend(url, channel=channel, instance_id="emitter", replica=False, **options)
     yield backend
     await backend.transport.close()

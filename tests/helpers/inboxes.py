@@ -1,23 +1,26 @@
-"""The replicas' inbox streams, read and written as a Redis neighbour would.
+"""The replicas' inboxes, watched and written as a Redis neighbour would.
 
-Replicas receive envelopes in their own Redis stream (``server.backends.redis``);
-these helpers let a test see what was sent there, and forge or replay envelopes
-the way anyone with access to Redis could.
+Replicas receive envelopes in their own Redis list (``server.backends.redis``) and drop
+what they have read at once, so what was sent there is watched as it is appended:
+through ``MONITOR``, which shows every command the routing functions run. These helpers
+let a test see what was sent to replicas, and forge or replay envelopes the way anyone
+with access to Redis could.
 """
 
 from __future__ import annotations
 
 import asyncio
+import codecs
+import re
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from redis import asyncio as aioredis
 
 from server.backends.redis.keys import inbox_key, registry_key
 
-__all__ = ["Positions", "entries_since", "inbox_keys", "inject", "positions", "record_next"]
+__all__ = ["inbox_keys", "inject", "record_next", "record_until"]
 
-Positions = dict[bytes, bytes]  # inbox key -> id of its newest entry
+_ARGUMENT = re.compile(rb'"((?:[^"\\]|\\.)*)"')
 
 
 async def inbox_keys(redis: aioredis.Redis, channel: str) -> list[bytes]:
@@ -26,39 +29,42 @@ async def inbox_keys(redis: aioredis.Redis, channel: str) -> list[bytes]:
     return [inbox_key(channel, process.decode()).encode() for process in processes]
 
 
-async def positions(redis: aioredis.Redis, channel: str) -> Positions:
-    """Where every inbox on ``channel`` ends now."""
-    ends: Positions = {}
-    for key in await inbox_keys(redis, channel):
-        newest: list[tuple[bytes, Any]] = await redis.xrevrange(key, count=1)  # type: ignore[assignment]
-        ends[key] = newest[0][0] if newest else b"0-0"
-    return ends
-
-
-async def entries_since(redis: aioredis.Redis, since: Positions, *, block_ms: int | None = None) -> list[bytes]:
-    """The envelopes appended to the inboxes of ``since`` after those positions."""
-    if not since:
-        return []
-    reply: list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]] = await redis.xread(
-        since, block=block_ms)  # type: ignore[arg-type, assignment]
-    return [fields[b"m"] for _key, entries in reply or [] for _id, fields in entries]
+async def record_until(redis: aioredis.Redis, channel: str, action: Callable[[], Awaitable[object]],
+                       until: Callable[[bytes], bool], timeout: float = 5.0) -> list[bytes]:
+    """Run ``action`` and return the envelopes appended to any inbox on ``channel`` from then on, up
+    to the first for which ``until`` is true."""
+    prefix = inbox_key(channel, "").encode()
+    monitor = redis.connection_pool.make_connection()  # type: ignore[no-untyped-call]
+    await monitor.connect()
+    try:
+        await monitor.send_command("MONITOR")
+        assert await monitor.read_response() in (b"OK", "OK")
+        await action()
+        seen: list[bytes] = []
+        async with asyncio.timeout(timeout):
+            while True:
+                line = await monitor.read_response()
+                arguments = [codecs.escape_decode(raw)[0] for raw in _ARGUMENT.findall(line)]
+                if len(arguments) == 3 and arguments[0].upper() == b"RPUSH" and arguments[1].startswith(prefix):
+                    element = arguments[2]
+                    envelope = element.partition(b" ")[2] if element.startswith(b"@") else element
+                    seen.append(envelope)
+                    if until(envelope):
+                        return seen
+    finally:
+        await monitor.disconnect()
 
 
 async def record_next(redis: aioredis.Redis, channel: str, action: Callable[[], Awaitable[object]],
                       timeout: float = 5.0) -> bytes:
     """Run ``action`` and return the first envelope it sent to any replica."""
-    before = await positions(redis, channel)
-    assert before, f"no replica is registered on {channel}"
-    await action()
-    async with asyncio.timeout(timeout):
-        while not (sent := await entries_since(redis, before, block_ms=500)):
-            pass
-    return sent[0]
+    assert await inbox_keys(redis, channel), f"no replica is registered on {channel}"
+    return (await record_until(redis, channel, action, lambda _: True, timeout))[0]
 
 
 async def inject(redis: aioredis.Redis, channel: str, data: bytes | str) -> int:
     """Append ``data`` to every inbox on ``channel``, as a forger could; returns how many."""
     keys = await inbox_keys(redis, channel)
     for key in keys:
-        await redis.xadd(key, {"m": data})
+        await redis.rpush(key, data)
     return len(keys)

@@ -18,7 +18,7 @@ from server.errors import ErrorCode, UserNotConnectedError
 from tests.helpers.clients import MakeClient, connected, make_token
 from tests.helpers.cluster import API_KEY, Cluster, unique_user
 from tests.helpers.http import metric, post_emit
-from tests.helpers.inboxes import entries_since, inject, positions
+from tests.helpers.inboxes import inject, record_until
 from tests.helpers.node_client import StartNodeClient
 
 # The module's cluster runs an unsigned queue (tests.helpers.cluster.replica_env); so does the CLI.
@@ -72,22 +72,27 @@ async def test_user_with_sockets_on_two_replicas_gets_each_message_once_on_both(
 async def test_message_for_user_connected_nowhere_is_refused_counted_and_never_sent(
         cluster: Cluster, make_client: MakeClient) -> None:
     if cluster.redis_mode == "redis-cluster":
-        pytest.skip("reads and writes the replicas' inbox streams, which exist on one Redis only")
+        pytest.skip("watches and writes the replicas' inboxes, which exist on one Redis only")
     ghost, present = unique_user("ghost"), unique_user()
     client = await connected(make_client, cluster.replicas[1], present)
     redis = aioredis.Redis.from_url(cluster.redis_url)
     before = await metric(cluster.replicas[0].url, "kindmap_messages_dropped_total", {"reason": "user_not_connected"})
-    try:
-        inboxes = await positions(redis, cluster.channel)
-        status, body = await post_emit(cluster.replicas[0].url, API_KEY, {"user_id": ghost, "event": "arrival"})
+    answers: list[tuple[int, Any]] = []
+
+    async def send() -> None:
+        answers.append(await post_emit(cluster.replicas[0].url, API_KEY, {"user_id": ghost, "event": "arrival"}))
         async with Emitter(cluster.redis_url, channel=cluster.channel) as emitter:
             with pytest.raises(UserNotConnectedError):
                 await emitter.send_to_user(ghost, "arrival", {})
             await emitter.send_to_user(present, "marker", {})
+
+    try:
+        appended = await record_until(redis, cluster.channel, send, lambda data: b'"marker"' in data)
         await client.wait_for("marker")
-        seen = [json.loads(data) for data in await entries_since(redis, inboxes)]
+        seen = [json.loads(data) for data in appended]
     finally:
         await redis.aclose()
+    [(status, body)] = answers
 
     assert (status, body["code"]) == (404, ErrorCode.USER_NOT_CONNECTED.value)
     after = await metric(cluster.replicas[0].url, "kindmap_messages_dropped_total", {"reason": "user_not_connected"})
@@ -162,7 +167,7 @@ async def test_bad_handshake_is_refused_with_the_error_schema(cluster: Cluster, 
 async def test_forged_queue_messages_are_dropped_and_counted_by_every_replica(
         cluster: Cluster, make_client: MakeClient) -> None:
     if cluster.redis_mode == "redis-cluster":
-        pytest.skip("reads and writes the replicas' inbox streams, which exist on one Redis only")
+        pytest.skip("watches and writes the replicas' inboxes, which exist on one Redis only")
     user = unique_user()
     client = await connected(make_client, cluster.replicas[1], user)
     before = [await metric(r.url, "kindmap_messages_dropped_total", {"reason": "invalid_envelope"})

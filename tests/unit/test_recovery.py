@@ -24,14 +24,21 @@ KEY = b"recovery-test-signing-key-0123456789"
 USER = "ana"
 EIO = "eio-1"
 OLD = Session("pid-1", "epoch-old", "100-0")
-CLAIM = Claim("sid-1", Session("pid-1", "epoch-new", "100-0"), "replica-a:1")
+CLAIM = Claim("sid-1", Session("pid-1", "epoch-new", "100-0", claimed=True), "replica-a:1", vouched=True)
 # Older signed messages in a history were not put there by a sender (see Recovery.max_age).
 MAX_AGE = 130.0
+MAX_REPLAY_BYTES = 10_000
+
+
+def _position(offset: str) -> tuple[int, int]:
+    generation, _, sequence = offset.partition("-")
+    return int(generation), int(sequence)
 
 
 class FakeStore(SessionStore):
     """Sessions as a test sets them: ``claims`` answers ``claim``, ``pages`` is the history (a
-    page may be an exception to raise there); ``during_page`` runs before each page is given."""
+    page may be an exception to raise there), of which ``history`` gives what follows its start;
+    ``during_page`` runs before each page is given."""
 
     def __init__(self) -> None:
         self.claim_result: Claim | str | Exception = "unknown"
@@ -40,6 +47,7 @@ class FakeStore(SessionStore):
         self.during_page: list[Any] = []
         self.claims: list[tuple[str, str, str | None]] = []
         self.opened: list[tuple[str, str]] = []
+        self.ended: list[tuple[str, Session]] = []
 
     @property
     def lifetime(self) -> float:
@@ -57,19 +65,24 @@ class FakeStore(SessionStore):
             raise self.claim_result
         return self.claim_result
 
+    async def end(self, user_id: str, session: Session) -> None:
+        self.ended.append((user_id, session))
+
     async def history(self, user_id: str, start: str) -> AsyncIterator[list[tuple[str, bytes]]]:
         for n, page in enumerate(self.pages):
             if n < len(self.during_page):
                 self.during_page[n]()
             if isinstance(page, Exception):
                 raise page
-            yield page
+            after = [(offset, data) for offset, data in page if _position(offset) > _position(start)]
+            if after or not page:
+                yield after
 
 
 class Recorder:
     def __init__(self) -> None:
         self.sent: list[tuple[str, str, list[Any], str | None]] = []
-        self.kicked: list[str] = []
+        self.kicked: list[tuple[str, str]] = []
         self.kick_error: Exception | None = None
         self.on_send: list[Any] = []  # run, one each, as the next events are sent
 
@@ -78,8 +91,8 @@ class Recorder:
         if self.on_send:
             self.on_send.pop(0)()
 
-    async def kick(self, sid: str) -> None:
-        self.kicked.append(sid)
+    async def kick(self, user_id: str, sid: str) -> None:
+        self.kicked.append((user_id, sid))
         if self.kick_error is not None:
             raise self.kick_error
 
@@ -105,7 +118,7 @@ def metrics() -> Metrics:
 @pytest.fixture
 def recovery(store: FakeStore, recorder: Recorder, metrics: Metrics) -> Recovery:
     return Recovery(store, metrics=metrics, open_envelope=lambda raw: envelope.decode(raw, KEY), send=recorder.send,
-                    kick=recorder.kick, max_age=MAX_AGE)
+                    kick=recorder.kick, max_age=MAX_AGE, max_replay_bytes=MAX_REPLAY_BYTES)
 
 
 def identify(auth: Mapping[str, Any]) -> str:
@@ -189,7 +202,7 @@ async def test_a_store_out_of_reach_fails_as_unavailable(
     assert failed(metrics, "unavailable") == 1 and recovery.claimed_sid(EIO) is None
 
 
-@pytest.mark.parametrize("reason", ["unknown", "expired", "gone"])
+@pytest.mark.parametrize("reason", ["unknown", "expired", "gone", "too_frequent", "taken"])
 async def test_a_session_the_store_cannot_recover_is_counted_by_its_reason(
         recovery: Recovery, store: FakeStore, recorder: Recorder, metrics: Metrics, reason: str) -> None:
     store.claim_result = reason
@@ -206,7 +219,7 @@ async def test_a_claimed_session_gives_the_connection_its_socket_id_and_kicks_th
 
     await recovery.before_connect(EIO, {"token": "good", "pid": "pid-1", "offset": "150-0"}, identify)
 
-    assert recovery.claimed_sid(EIO) == "sid-1" and recorder.kicked == ["sid-1"]
+    assert recovery.claimed_sid(EIO) == "sid-1" and recorder.kicked == [(USER, "sid-1")]
     assert store.claims == [(USER, "pid-1", "150-0")]
     assert sum(sample(metrics, "kindmap_recoveries_failed_total", reason=r)
                for r in ("unknown", "expired", "gone", "invalid_offset", "unavailable")) == 0
@@ -409,3 +422,94 @@ async def test_a_forgotten_socket_keeps_no_session(recovery: Recovery, store: Fa
 
     assert recovery.forget("sid-1") is tracked
     assert recovery.pid_of("sid-1") is None and recovery.forget("sid-1") is None
+
+
+# --- claims that hold under hostility --------------------------------------------------------
+
+
+async def test_a_claim_whose_old_socket_no_signed_presence_vouches_for_kicks_nobody(
+        recovery: Recovery, store: FakeStore, recorder: Recorder) -> None:
+    """A session entry anyone could write must never make a replica disconnect a socket."""
+    store.claim_result = Claim("sid-1", CLAIM.session, "replica-a:1", vouched=False)
+
+    await recovery.before_connect(EIO, {"token": "good", "pid": "pid-1"}, identify)
+
+    assert recovery.claimed_sid(EIO) == "sid-1" and recorder.kicked == []
+
+
+async def test_what_a_claim_read_is_replayed_before_what_the_history_received_since(
+        recovery: Recovery, store: FakeStore, recorder: Recorder, metrics: Metrics) -> None:
+    store.claim_result = CLAIM
+    page = [("101-0", stored("step", [{"n": 1}])), ("102-0", stored("step", [{"n": 2}]))]
+    store.pages = [page]
+    await recovery.before_connect(EIO, {"token": "good", "pid": "pid-1"}, identify)
+    tracked = await recovery.start("sid-1", EIO, USER, {"token": "good"})
+    assert tracked is not None and [offset for offset, _ in tracked.missed] == ["101-0", "102-0"]
+    page.append(("103-0", stored("step", [{"n": 3}])))  # arrived after the claim read
+
+    assert await recovery.replay("sid-1") == 3
+
+    assert recorder.events() == [("step", [{"n": 1}], "101-0"), ("step", [{"n": 2}], "102-0"),
+                                 ("step", [{"n": 3}], "103-0")]
+    assert sample(metrics, "kindmap_messages_replayed_total") == 3
+
+
+async def test_a_client_that_missed_more_bytes_than_a_replay_writes_gets_a_new_session(
+        recovery: Recovery, store: FakeStore, recorder: Recorder, metrics: Metrics) -> None:
+    big = stored("step", [{"text": "x" * (MAX_REPLAY_BYTES // 2)}])
+    store.claim_result = CLAIM
+    store.pages = [[("101-0", big)], [("102-0", big)], [("103-0", big)]]
+
+    await recovery.before_connect(EIO, {"token": "good", "pid": "pid-1"}, identify)
+
+    assert recovery.claimed_sid(EIO) is None and failed(metrics, "too_large") == 1
+    assert store.ended == [(USER, CLAIM.session)]  # taken over, then ended: it cannot be replayed
+    assert recorder.kicked == []
+
+
+async def test_a_claim_whose_history_goes_while_it_is_read_gets_a_new_session(
+        recovery: Recovery, store: FakeStore, metrics: Metrics) -> None:
+    store.claim_result = CLAIM
+    store.pages = [[("101-0", stored("step", [{"n": 1}]))], HistoryGone("trimmed")]
+
+    await recovery.before_connect(EIO, {"token": "good", "pid": "pid-1"}, identify)
+
+    assert recovery.claimed_sid(EIO) is None and failed(metrics, "gone") == 1
+    assert store.ended == [(USER, CLAIM.session)]
+
+
+async def test_a_second_connect_claiming_a_pid_being_claimed_here_gets_a_new_session_without_asking_the_store(
+        recovery: Recovery, store: FakeStore, metrics: Metrics) -> None:
+    store.claim_result = CLAIM
+    await recovery.before_connect(EIO, {"token": "good", "pid": "pid-1"}, identify)
+
+    await recovery.before_connect("eio-2", {"token": "good", "pid": "pid-1"}, identify)
+
+    assert recovery.claimed_sid(EIO) == "sid-1" and recovery.claimed_sid("eio-2") is None
+    assert len(store.claims) == 1 and failed(metrics, "taken") == 1
+
+
+async def test_a_pid_may_be_claimed_again_here_once_the_claim_before_was_used_or_abandoned(
+        recovery: Recovery, store: FakeStore) -> None:
+    store.claim_result = CLAIM
+    await recovery.before_connect(EIO, {"token": "good", "pid": "pid-1"}, identify)
+    await recovery.start("sid-1", EIO, USER, {"token": "good"})
+    await recovery.before_connect("eio-2", {"token": "good", "pid": "pid-1"}, identify)
+    recovery.abandon("eio-2")
+
+    await recovery.before_connect("eio-3", {"token": "good", "pid": "pid-1"}, identify)
+
+    assert len(store.claims) == 3 and recovery.claimed_sid("eio-3") == "sid-1"
+
+
+async def test_a_socket_that_leaves_during_its_replay_is_written_nothing_more(
+        recovery: Recovery, store: FakeStore, recorder: Recorder) -> None:
+    """A newer claim of its session kicks it: its replay must not go on writing (nor reading)."""
+    await started(recovery, store)
+    store.pages = [[("101-0", stored("step", [{"n": 1}])), ("102-0", stored("step", [{"n": 2}]))],
+                   [("103-0", stored("step", [{"n": 3}]))]]
+    recorder.on_send = [lambda: recovery.forget("sid-1")]
+
+    await recovery.replay("sid-1")
+
+    assert recorder.events() == [("step", [{"n": 1}], "101-0")]

@@ -9,9 +9,11 @@ for this replica process: its presence entries say where its inbox is.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 
 from ..base import Backend
-from .entries import PresenceEntries
+from .anomalies import Anomalies
+from .entries import SignedEntries
 from .key_check import RedisKeyCheck
 from .presence import RedisPresence
 from .sessions import RedisSessions
@@ -22,17 +24,20 @@ __all__ = ["SCHEMES", "check_url", "open_redis_backend"]
 
 
 def open_redis_backend(url: str, *, channel: str, signing_key: bytes | None, instance_id: str,
-                       clock_skew: float, recovery_window: float = 0.0, recovery_max_messages: int = 0) -> Backend:
+                       clock_skew: float, recovery_window: float = 0.0, recovery_max_messages: int = 0,
+                       max_sockets: int = 0, max_sessions: int = 0,
+                       on_anomaly: Callable[[str], None] | None = None, replica: bool = True) -> Backend:
     # A replacement started under the same INSTANCE_ID never revives a dead process's sockets.
     process = f"{instance_id}:{uuid.uuid4().hex[:12]}"
-    entries = PresenceEntries(channel, signing_key, clock_skew)
-    transport = RedisTransport(url, process=process, entries=entries)
-    presence = RedisPresence(transport, channel=channel, process=process, entries=entries,
-                             recovery_window=recovery_window)
+    entries = SignedEntries(channel, signing_key, clock_skew)
+    anomalies = Anomalies(on_anomaly)
+    transport = RedisTransport(url, process=process, entries=entries, anomalies=anomalies, replica=replica)
+    presence = RedisPresence(transport, channel=channel, process=process, entries=entries, anomalies=anomalies,
+                             recovery_window=recovery_window, max_sockets=max_sockets, max_sessions=max_sessions)
     key_check = RedisKeyCheck(transport, channel=channel, key=signing_key)
     transport.on_shard_back(presence.heartbeat)
     sessions = None
     if recovery_window > 0:
         sessions = RedisSessions(transport, channel=channel, process=process, window=recovery_window,
-                                 max_messages=recovery_max_messages)
+                                 max_messages=recovery_max_messages, entries=entries, anomalies=anomalies)
     return Backend(name="redis", transport=transport, presence=presence, key_check=key_check, sessions=sessions)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from redis import asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
@@ -82,13 +82,27 @@ def without_retries(client: aioredis.Redis, name: str) -> aioredis.Redis:
     return aioredis.Redis(connection_pool=aioredis.ConnectionPool(connection_class=pool.connection_class, **kwargs))
 
 
+class _FunctionsCluster(RedisCluster):
+    """redis-py's cluster client, routing ``FCALL`` by its first key, as it routes ``EVALSHA``.
+
+    redis-py finds the keys of an ``FCALL`` by asking a node (``COMMAND GETKEYS``) before
+    every call: a second round trip per message. Every call of ours names keys of one slot.
+    ``_determine_slot`` is redis-py 8.1's (``requirements.txt`` pins it; test_redis_cluster
+    checks that a call takes one round trip).
+    """
+
+    async def _determine_slot(self, command: str, *args: Any) -> int:
+        if command.upper() in ("FCALL", "FCALL_RO") and len(args) > 2 and int(args[1]) > 0:
+            return self.keyslot(args[2])
+        slot: int = await super()._determine_slot(command, *args)
+        return slot
 
 
 def connect_cluster(url: str, *, max_connections: int = MAX_CONNECTIONS) -> RedisCluster:
     """A Redis Cluster client from the URL of any node; like ``connect_redis``, it fails fast."""
-    return RedisCluster.from_url(url, max_connections=max_connections, socket_connect_timeout=CONNECT_TIMEOUT,
-                                 socket_timeout=COMMAND_TIMEOUT,
-                                 retry=Retry(ExponentialBackoff(cap=0.05, base=0.01), 1))
+    return _FunctionsCluster.from_url(url, max_connections=max_connections, socket_connect_timeout=CONNECT_TIMEOUT,
+                                      socket_timeout=COMMAND_TIMEOUT,
+                                      retry=Retry(ExponentialBackoff(cap=0.05, base=0.01), 1))
 
 
 async def is_cluster(url: str) -> bool:

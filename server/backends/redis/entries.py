@@ -1,11 +1,18 @@
-"""The value of a presence entry, and which entries a sender may believe.
+"""The values of presence and session entries, and which of them a replica or sender may believe.
 
-Unsigned, an entry is the replica process that holds the socket. With a signing
-key it is ``<process>#<ms>#<HMAC>``: the HMAC covers the channel, user, sid,
-process and time, and only entries with a valid HMAC no older than
-``INSTANCE_TTL_MS`` plus the clock skew count. A neighbour who can write to
-Redis cannot make an unknown user look connected; replaying a real entry keeps
-a user who left "online" for that long at most.
+Anyone who can write to Redis can write an entry; only the replicas and emitters of a
+channel hold its ``QUEUE_SIGNING_KEY``. So every entry that makes a replica act -- a
+user counted online, a message answered "stored", a session recovered, a socket
+kicked -- carries an HMAC over the channel, the user and everything it says, and is
+believed only when it verifies. Without a key (``ALLOW_UNSIGNED_QUEUE``) entries are
+written and believed as they are.
+
+- A **presence** entry is ``<process>#<ms>#<HMAC>``: it counts only while no older than
+  ``INSTANCE_TTL_MS`` plus the clock skew, so a replayed copy of a real entry keeps a
+  user who left "online" that long at most.
+- A **session** entry is ``<deadline>|<epoch>|<sid>|<start>|<tat>|<process>|<HMAC>``: the
+  deadline (this host's clock, ms) bounds a replayed copy the same way, and the epoch
+  changes with every connection that takes the session over.
 """
 
 from __future__ import annotations
@@ -13,52 +20,109 @@ from __future__ import annotations
 import hmac
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from ...queue.replay import DEFAULT_WINDOW
 
-__all__ = ["INSTANCE_TTL_MS", "PresenceEntries"]
+__all__ = ["INSTANCE_TTL_MS", "SessionEntry", "SignedEntries", "now_ms"]
 
 # How long a replica's heartbeat vouches for it (and for its signed entries).
 INSTANCE_TTL_MS = 10_000
 
 
-class PresenceEntries:
-    """Writes and checks the entries of one channel, signed when there is a key."""
+def now_ms() -> int:
+    """This host's clock, in ms: the clock of signed entries."""
+    return int(time.time() * 1000)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionEntry:
+    """What a session entry says: until when it can be recovered (``deadline``, ms), which
+    connection holds it (``epoch``), its socket id, the offset its replay starts after, when a
+    claim of it is next free of delay (``tat``, ms: see ``sessions``), the process that wrote it."""
+
+    deadline: int
+    epoch: str
+    sid: str
+    start: str
+    tat: int
+    process: str
+
+
+class SignedEntries:
+    """Writes and checks the entries of one channel, signed when there is a key.
+
+    :param clock_skew: how far (seconds) other hosts' clocks may be off this one's.
+    """
 
     def __init__(self, channel: str, signing_key: bytes | None, clock_skew: float = DEFAULT_WINDOW) -> None:
         self._channel = channel
         self._key = signing_key
-        self._skew_ms = int(clock_skew * 1000)
+        self.skew_ms = int(clock_skew * 1000)
+        # How long after it was signed a presence entry may still be a live socket's.
+        self.stale_ms = INSTANCE_TTL_MS + self.skew_ms
 
-    def value(self, user_id: str, sid: str, process: str) -> str:
+    # --- presence ----------------------------------------------------------
+
+    def presence(self, user_id: str, sid: str, process: str) -> str:
         """The entry recording that ``process`` holds socket ``sid`` of ``user_id``, now."""
         if self._key is None:
             return process
-        now_ms = int(time.time() * 1000)
-        return f"{process}#{now_ms}#{self._mac(self._key, user_id, sid, process, now_ms)}"
+        ts_ms = now_ms()
+        mac = self._mac(f"{user_id}\n{sid}\n{process}\n{ts_ms}")
+        return f"{process}#{ts_ms}#{mac}"
 
     def any_genuine(self, user_id: str, entries: Sequence[bytes]) -> bool:
-        """Whether ``entries`` (sid, value, sid, value, ... of live replicas, as the scripts
-        return them) hold one this channel's replicas wrote."""
+        """Whether ``entries`` (sid, value, sid, value, ... as the functions return them) hold one
+        this channel's replicas wrote."""
         if self._key is None:
             return bool(entries)
-        now_ms = int(time.time() * 1000)
         pairs = zip(entries[::2], entries[1::2], strict=True)
-        return any(self._genuine(self._key, user_id, sid, value, now_ms) for sid, value in pairs)
+        return any(self.genuine_presence(user_id, sid.decode("utf-8", "replace"), value) for sid, value in pairs)
 
-    def _mac(self, key: bytes, user_id: str, sid: str, process: str, ts_ms: int) -> str:
-        text = f"{self._channel}\n{user_id}\n{sid}\n{process}\n{ts_ms}".encode()
-        return hmac.digest(key, text, "sha256").hex()[:32]
-
-    def _genuine(self, key: bytes, user_id: str, sid: bytes, value: bytes, now_ms: int) -> bool:
-        """An entry this key signed, recently enough to be a live heartbeat's."""
-        # From the right, as the Lua scripts do: the process id (INSTANCE_ID) may hold a '#'.
+    def genuine_presence(self, user_id: str, sid: str, value: bytes) -> bool:
+        """An entry for socket ``sid`` of ``user_id`` this key signed, recently enough to be a live
+        heartbeat's (any entry, without a key)."""
+        if self._key is None:
+            return True
+        # From the right, as the functions do: the process id (INSTANCE_ID) may hold a '#'.
         parts = value.decode("utf-8", "replace").rsplit("#", 2)
         if len(parts) != 3 or not parts[1].isdigit():
             return False
         process, ts_text, mac = parts
-        ts_ms = int(ts_text)
-        if not -self._skew_ms <= now_ms - ts_ms <= INSTANCE_TTL_MS + self._skew_ms:
+        if not -self.skew_ms <= now_ms() - int(ts_text) <= self.stale_ms:
             return False
-        expected = self._mac(key, user_id, sid.decode("utf-8", "replace"), process, ts_ms)
-        return hmac.compare_digest(mac, expected)
+        return hmac.compare_digest(mac, self._mac(f"{user_id}\n{sid}\n{process}\n{ts_text}"))
+
+    # --- sessions ----------------------------------------------------------
+
+    def session(self, user_id: str, pid: str, entry: SessionEntry) -> str:
+        """The stored value of session ``pid`` of ``user_id``."""
+        body = f"{entry.deadline}|{entry.epoch}|{entry.sid}|{entry.start}|{entry.tat}|{entry.process}"
+        mac = "" if self._key is None else self._mac(f"session\n{user_id}\n{pid}\n{body}")
+        return f"{body}|{mac}"
+
+    def parse_session(self, user_id: str, pid: str, value: bytes) -> SessionEntry | None:
+        """The session ``value`` describes, if this key signed it for ``pid`` of ``user_id``;
+        ``None`` for a forged or malformed value."""
+        text = value.decode("utf-8", "replace")
+        body, _, mac = text.rpartition("|")
+        fields = body.split("|", 5)
+        if len(fields) != 6 or not fields[0].isdigit() or not fields[4].isdigit():
+            return None
+        if self._key is not None and not hmac.compare_digest(mac, self._mac(f"session\n{user_id}\n{pid}\n{body}")):
+            return None
+        deadline, epoch, sid, start, tat, process = fields
+        return SessionEntry(int(deadline), epoch, sid, start, int(tat), process)
+
+    def any_recoverable(self, user_id: str, entries: Sequence[bytes]) -> bool:
+        """Whether session entries (pid, value, pid, value, ... as the send functions return them)
+        hold one this key signed whose deadline has not passed: a stored message can be recovered."""
+        now = now_ms()
+        pairs = zip(entries[::2], entries[1::2], strict=True)
+        return any((entry := self.parse_session(user_id, pid.decode("utf-8", "replace"), value)) is not None
+                   and entry.deadline > now - self.skew_ms for pid, value in pairs)
+
+    def _mac(self, text: str) -> str:
+        assert self._key is not None
+        return hmac.digest(self._key, f"{self._channel}\n{text}".encode(), "sha256").hex()[:32]

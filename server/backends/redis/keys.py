@@ -7,8 +7,8 @@ publish to the user's channel (user ids never hold braces, see ``auth``).
 
 from __future__ import annotations
 
-__all__ = ["all_channel", "history_key", "inbox_key", "presence_key", "probe_key", "registry_key", "sessions_key",
-           "signing_key_name", "user_channel"]
+__all__ = ["all_channel", "consumed_key", "history_key", "inbox_key", "presence_key", "probe_key", "registry_key",
+           "sessions_key", "signing_key_name", "user_channel"]
 
 
 def presence_key(channel: str, user_id: str) -> str:
@@ -19,13 +19,13 @@ def presence_key(channel: str, user_id: str) -> str:
 
 def sessions_key(channel: str, user_id: str) -> str:
     """Redis hash of a user's recoverable sessions: field = private session id (``pid``),
-    value = ``sessions.SessionEntry`` (deadline, owner, socket id, where its history starts)."""
+    value = a signed ``entries.SessionEntry`` (deadline, holder, socket id, where its replay starts)."""
     return f"{channel}:sessions:{{{user_id}}}"
 
 
 def history_key(channel: str, user_id: str) -> str:
-    """Redis stream of the messages sent to a user, kept for their sessions' recovery; the
-    entry ids are the offsets clients hold."""
+    """Redis list of the messages sent to a user, kept for their sessions' recovery, after a
+    header that numbers them: the offsets clients hold (``routing.lua``)."""
     return f"{channel}:history:{{{user_id}}}"
 
 
@@ -46,8 +46,14 @@ def registry_key(channel: str) -> str:
 
 
 def inbox_key(channel: str, process: str) -> str:
-    """Redis stream of the envelopes addressed to one replica process, which reads it in order."""
+    """Redis list of the envelopes addressed to one replica process, which reads it in order."""
     return f"{channel}:inbox:{process}"
+
+
+def consumed_key(channel: str, process: str) -> str:
+    """How many elements of its inbox a replica process has read in all (``routing.lua``'s ``advance``);
+    outside the inbox pattern, which emitters may append to."""
+    return f"{channel}:consumed:{process}"
 
 
 def signing_key_name(channel: str) -> str:

@@ -8,17 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
 
 from redis.asyncio.cluster import RedisCluster
-from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
-from ...errors import PublishError, QueueBusyError, QueueUnavailableError
+from ...errors import PublishError, QueueBusyError, QueueUnavailableError, SessionTakenError, TooManyConnectionsError
 from ..base import Presence, Session
-from .entries import INSTANCE_TTL_MS, PresenceEntries
-from .keys import history_key, presence_key, registry_key, sessions_key
-from .scripts import LEAVE, RECORD, REGISTER
+from .anomalies import Anomalies
+from .entries import INSTANCE_TTL_MS, SessionEntry, SignedEntries, now_ms
+from .keys import consumed_key, history_key, inbox_key, presence_key, registry_key, sessions_key
 from .transport import RedisTransport
 
 __all__ = ["RedisPresence"]
@@ -41,44 +41,88 @@ class RedisPresence(Presence):
     *process* (its instance id plus a random suffix), so a replacement started
     under the same ``INSTANCE_ID`` never revives a dead process's sockets.
 
-    Every heartbeat writes all of this replica's sockets again (an HSET and an
-    EXPIRE each, ``WRITE_CHUNK`` sockets per round trip), so whatever
-    removed them -- Redis restarted empty, a write that failed, a neighbour
-    deleting keys -- is repaired within one beat; a socket added before that beat
-    registers its replica itself if Redis lost it. Signed entries
-    (``entries.PresenceEntries``) are re-signed on the way. The same writes push
-    the deadlines of the sockets' recoverable sessions forward (``sessions``).
+    Every heartbeat writes all of this replica's sockets again (``WRITE_CHUNK`` sockets
+    per round trip), so whatever removed them -- Redis restarted empty, a write that
+    failed, a neighbour deleting keys -- is repaired within one beat; a socket added
+    before that beat registers its replica itself if Redis lost it. Entries are signed
+    (``entries.SignedEntries``) and re-signed on the way. The same writes push the
+    deadlines of the sockets' recoverable sessions forward (``sessions``), drop expired
+    sessions and trim the users' histories to their limit.
 
     A recovered session keeps its socket id on whichever replica it lands: an entry
-    (or a session) that another process holds now is neither written again nor removed.
+    (or a session) that another process holds now is neither written again nor removed,
+    and the socket of this replica that held it is disconnected (``on_taken``) once the
+    other process's entry proves genuine.
 
     :param recovery_window: seconds a lost connection's session is kept (``RECOVERY_WINDOW_SECONDS``).
+    :param max_sockets: most live sockets of one user on all replicas (0: no cap).
+    :param max_sessions: most recoverable sessions of one user; a new one drops the oldest.
     """
 
-    def __init__(self, transport: RedisTransport, *, channel: str, process: str, entries: PresenceEntries,
-                 heartbeat_interval: float = HEARTBEAT_INTERVAL, recovery_window: float = 0.0) -> None:
+    def __init__(self, transport: RedisTransport, *, channel: str, process: str, entries: SignedEntries,
+                 anomalies: Anomalies | None = None, heartbeat_interval: float = HEARTBEAT_INTERVAL,
+                 recovery_window: float = 0.0, max_sockets: int = 0, max_sessions: int = 0) -> None:
         self._transport = transport
         self._channel = channel
         self._process = process
         self._entries = entries
+        self._anomalies = anomalies or transport.anomalies
         self._heartbeat_interval = heartbeat_interval
         self._window_ms = int(recovery_window * 1000)
+        self._unattended_ms = INSTANCE_TTL_MS + self._window_ms
+        self._max_sockets = max_sockets
+        self._max_sessions = max_sessions
         self._local: dict[str, tuple[str, Session | None]] = {}  # sid -> its user and session, on this replica
         self._stale: dict[str, tuple[str, Session | None, bool]] = {}  # sid -> remove() arguments, as it failed
-        self._register: AsyncScript | None = None
-        self._record: AsyncScript | None = None
-        self._leave: AsyncScript | None = None
+        self._on_taken: Callable[[str], Awaitable[None]] | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
 
+    def on_taken(self, callback: Callable[[str], Awaitable[None]]) -> None:
+        self._on_taken = callback
+
     async def add(self, user_id: str, sid: str, session: Session | None = None) -> None:
-        """Record a socket, once this replica receives the user's messages (``hold``)."""
+        """Record a socket, once this replica receives the user's messages (``hold``), unless the
+        user is at ``max_sockets`` or its claimed session was taken over meanwhile."""
         try:
             await self._transport.hold(user_id)
         except QueueUnavailableError as exc:
             logger.warning("presence: could not listen for a user", extra={"error": str(exc)})
+        try:
+            await self._join(user_id, sid, session)
+        except (TooManyConnectionsError, SessionTakenError):
+            await self._transport.release(user_id)
+            raise
+        except (RedisError, OSError, QueueUnavailableError) as exc:
+            logger.warning("presence: could not record a socket; the next heartbeat will", extra={"error": str(exc)})
         self._local[sid] = (user_id, session)
-        await asyncio.gather(self._write([(sid, user_id, session)]), self._announce_if_missing())
+        await self._announce_if_missing()
+
+    async def _join(self, user_id: str, sid: str, session: Session | None) -> None:
+        """One atomic step: the cap on the user's live sockets, the session, the presence entry.
+        Entries over the cap that fail their signature check are someone else's: removed, once."""
+        forged: list[str] = []
+        while True:
+            reply = await self._call("add_socket", self._keys(user_id), [
+                sid, self._entries.presence(user_id, sid, self._process), self._process,
+                await self._registry(), self._max_sockets, PRESENCE_TTL_S,
+                *self._session_args(user_id, sid, session, self._unattended_ms),
+                "0" if session is not None and session.claimed else "1", self._max_sessions, self._unattended_ms,
+                self._entries.skew_ms, self._entries.stale_ms, *forged])
+            status, detail, anomalies = reply
+            self._anomalies.report(anomalies, user_id=user_id)
+            if status == b"ok":
+                return
+            if status == b"taken":
+                raise SessionTakenError("another connection recovered this session meanwhile; connect again")
+            pairs = list(zip(detail[::2], detail[1::2], strict=True))
+            fake = [field.decode() for field, value in pairs
+                    if not self._entries.genuine_presence(user_id, field.decode("utf-8", "replace"), value)]
+            if forged or not fake:
+                raise TooManyConnectionsError(f"this user already holds {self._max_sockets} connections "
+                                              "(MAX_SOCKETS_PER_USER); close one first")
+            self._anomalies.report(["forged_presence"] * len(fake), user_id=user_id)
+            forged = fake
 
     async def remove(self, user_id: str, sid: str, session: Session | None = None, *, keep: bool = False) -> None:
         self._local.pop(sid, None)
@@ -95,7 +139,7 @@ class RedisPresence(Presence):
             return await self._transport.lookup(self._channel, user_id)
         except QueueBusyError:
             raise
-        except PublishError as exc:  # the lookup is the routing script sending nothing
+        except PublishError as exc:  # the lookup is the routing function sending nothing
             raise QueueUnavailableError(f"presence lookup failed: {exc}") from exc
 
     async def heartbeat(self) -> None:
@@ -136,11 +180,13 @@ class RedisPresence(Presence):
             logger.warning("presence: could not withdraw on close", extra={"error": str(exc)})
 
     async def _announce(self) -> bool:
-        """Vouch for this replica in the registry; whether it was missing there."""
-        client = await self._transport.redis()
-        if self._register is None:  # the client exists once Redis was first reached
-            self._register = client.register_script(REGISTER)
-        return bool(await self._register(keys=[registry_key(self._channel)], args=[self._process, INSTANCE_TTL_MS]))
+        """Vouch for this replica in the registry (dropping dead replicas and their inboxes);
+        whether it was missing there."""
+        functions = await self._transport.functions()
+        cluster = self._transport.mode == "redis-cluster"  # no inboxes there, and other slots
+        inboxes, consumed = ("", "") if cluster else (inbox_key(self._channel, ""), consumed_key(self._channel, ""))
+        return bool(await functions.call("register", [registry_key(self._channel)],
+                                         [self._process, INSTANCE_TTL_MS, inboxes, consumed]))
 
     async def _announce_if_missing(self) -> None:
         """Vouch for this replica now if the registry lacks it. Redis restarted empty: until the next
@@ -169,36 +215,77 @@ class RedisPresence(Presence):
     async def _write(self, sockets: Iterable[tuple[str, str, Session | None]]) -> None:
         """Record sockets (``(sid, user id, session)``) and push their sessions' deadlines forward;
         a failure is logged and left to the next heartbeat, which writes all again."""
+        sockets = list(sockets)
         try:
-            client = await self._transport.redis()
-            if self._record is None:
-                self._record = client.register_script(RECORD)
-            head: list[str | int] = [PRESENCE_TTL_S, self._process, INSTANCE_TTL_MS + self._window_ms]
-            calls: list[tuple[list[str], list[str | int]]] = [
-                (self._keys(user_id), [sid, self._entries.value(user_id, sid, self._process),
-                                       *((session.pid, session.epoch) if session else ("", ""))])
-                for sid, user_id, session in sockets]
-            # One script call per chunk on one Redis: read reply by reply, a pipeline of 200 commands
-            # cost more CPU than the rest of a beat. A cluster's keys lie in many slots: one call per
-            # socket, each sent to the node holding its user.
-            if isinstance(client, RedisCluster):
-                await asyncio.gather(*(self._record(keys=keys, args=[*head, *args]) for keys, args in calls))
+            contested = await self._record(sockets, force=frozenset())
+            if not contested:
                 return
-            await self._record(keys=[key for keys, _ in calls for key in keys],
-                               args=[*head, *(arg for _, args in calls for arg in args)])
+            users = {sid: user for sid, user, _ in sockets}
+            taken = {sid for sid, value in contested.items()
+                     if self._entries.genuine_presence(users[sid], sid, value)}
+            forged = [(sid, user, session) for sid, user, session in sockets if sid in contested and sid not in taken]
+            if forged:
+                self._anomalies.report(["forged_presence"] * len(forged))
+                await self._record(forged, force=frozenset(sid for sid, _, _ in forged))
+            for sid in taken:
+                await self._taken(sid)
         except (RedisError, OSError, QueueUnavailableError) as exc:
             logger.warning("presence: could not record sockets", extra={"error": str(exc)})
+
+    async def _record(self, sockets: list[tuple[str, str, Session | None]], *,
+                      force: frozenset[str]) -> dict[str, bytes]:
+        """The heartbeat function for ``sockets``; the entries of other processes holding their sids.
+
+        One call per chunk on one Redis: a pipeline of 200 commands cost more CPU than the rest of
+        a beat. A cluster's keys lie in many slots: one call per socket, each to its user's node."""
+        head: list[str | int] = [PRESENCE_TTL_S, self._process, self._unattended_ms, self._entries.skew_ms]
+        calls = [(self._keys(user_id), [sid, self._entries.presence(user_id, sid, self._process),
+                                        *self._session_args(user_id, sid, session, self._unattended_ms),
+                                        "1" if sid in force else ""])
+                 for sid, user_id, session in sockets]
+        if isinstance(await self._transport.redis(), RedisCluster):
+            replies = await asyncio.gather(*(self._call("record", keys, [*head, *args]) for keys, args in calls))
+        else:
+            replies = [await self._call("record", [key for keys, _ in calls for key in keys],
+                                        [*head, *(arg for _, args in calls for arg in args)])]
+        contested: dict[str, bytes] = {}
+        for found, anomalies in replies:
+            self._anomalies.report(anomalies)
+            contested.update((sid.decode(), value) for sid, value in zip(found[::2], found[1::2], strict=True))
+        return contested
+
+    async def _taken(self, sid: str) -> None:
+        """Another process proved it holds ``sid`` now: this replica's socket is a leftover."""
+        self._local.pop(sid, None)
+        logger.info("presence: a socket's session was recovered elsewhere; disconnecting it here", extra={"sid": sid})
+        if self._on_taken is not None:
+            await self._on_taken(sid)
 
     async def _withdraw(self, user_id: str, sid: str, session: Session | None, keep: bool) -> None:
         """Remove a socket's entry, unless another process holds the sid now; end its session, or
         keep it for the recovery window, unless another connection took it over."""
-        if self._leave is None:
-            self._leave = (await self._transport.redis()).register_script(LEAVE)
-        await self._leave(keys=self._keys(user_id)[:2], args=[
-            sid, self._process, session.pid if session else "", session.epoch if session else "",
-            "keep" if keep else "end", self._window_ms])
+        pid, epoch, kept = self._session_args(user_id, sid, session, self._window_ms)
+        await self._call("leave", self._keys(user_id), [
+            sid, self._process, pid, epoch, "keep" if keep else "end", kept, self._window_ms,
+            await self._registry(), self._entries.skew_ms, self._entries.stale_ms])
+
+    async def _registry(self) -> str:
+        """The registry, for the functions to tell live replicas by; '' on a cluster, where it lies in
+        another slot than the user's keys (signed entries' age tells there)."""
+        await self._transport.chosen()
+        return "" if self._transport.mode == "redis-cluster" else registry_key(self._channel)
+
+    def _session_args(self, user_id: str, sid: str, session: Session | None, lasts_ms: int) -> list[str]:
+        """pid, epoch and the signed entry of ``session`` with its deadline ``lasts_ms`` from now ('' x 3: none)."""
+        if session is None:
+            return ["", "", ""]
+        entry = SessionEntry(now_ms() + lasts_ms, session.epoch, sid, session.start, session.tat, self._process)
+        return [session.pid, session.epoch, self._entries.session(user_id, session.pid, entry)]
+
+    async def _call(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        return await (await self._transport.functions()).call(name, keys, args)
 
     def _keys(self, user_id: str) -> list[str]:
-        """A user's presence, sessions and history, which the scripts write together."""
+        """A user's presence, sessions and history, which the functions write together."""
         return [presence_key(self._channel, user_id), sessions_key(self._channel, user_id),
                 history_key(self._channel, user_id)]

@@ -1,109 +1,162 @@
 """Recoverable sessions and each user's history of messages, in Redis, for every replica.
 
 A user's sessions are one hash (field = the session's private id, ``pid``) and their
-history one stream, beside their presence and in its slot (``keys``). The send
-scripts append a message to the history, in the same step as routing it, while a
-session of the user can still recover it; the entry id is the offset the client
-receives with the event (``scripts.SEND_TO_USER``). A crashed replica writes nothing,
+history one list, beside their presence and in its slot (``keys``). The send
+functions append a message to the history, in the same step as routing it, while a
+session of the user can still recover it; its place in the list is the offset the
+client receives with the event (``routing.lua``). A crashed replica writes nothing,
 so a session's deadline is written ahead: the presence heartbeat pushes it to
-``INSTANCE_TTL_MS`` + the window from now while the socket lives (``RECORD``), and a
-socket that lost its connection sets it to the window from now (``LEAVE``).
+``INSTANCE_TTL_MS`` + the window from now while the socket lives, and a socket that
+lost its connection sets it to the window from now (``presence``).
+
+Every session entry is signed (``entries``); a claim believes only a genuine one.
+Claims are bounded: one session may be claimed ``CLAIM_BURST`` times at once, then
+once per ``CLAIM_INTERVAL_MS`` (the entry carries when the next is free: a generic
+cell rate algorithm's ``tat``), and a client that missed more than the history's
+limit recovers nothing.
 """
 
 from __future__ import annotations
 
 import secrets
 from collections.abc import AsyncIterator, Awaitable
-from typing import NamedTuple, TypeVar
+from typing import Any, TypeVar
 
-from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
 from ...errors import QueueUnavailableError
 from ..base import Claim, HistoryGone, Session, SessionStore
-from .entries import INSTANCE_TTL_MS
-from .keys import history_key, sessions_key
-from .scripts import CLAIM_SESSION, OPEN_SESSION
+from .anomalies import Anomalies
+from .entries import INSTANCE_TTL_MS, SessionEntry, SignedEntries, now_ms
+from .keys import history_key, presence_key, sessions_key
 from .transport import RedisTransport
 
-__all__ = ["HISTORY_PAGE", "RedisSessions"]
+__all__ = ["CLAIM_BURST", "CLAIM_INTERVAL_MS", "HISTORY_PAGE", "RedisSessions", "replay_start"]
 
 T = TypeVar("T")
 
-# Entries read per round trip while replaying a history.
+# Elements read per round trip while replaying a history.
 HISTORY_PAGE = 100
+# A session may be claimed this many times at once, then once per interval: a rider whose signal
+# comes and goes reconnects a few times in a row; a client claiming in a loop is slowed to this.
+CLAIM_BURST = 3
+CLAIM_INTERVAL_MS = 5_000
+# An element of a history that says messages after it went unstored (the history was full).
+_UNSTORED = b"!"
+
+
 class RedisSessions(SessionStore):
-    """Sessions and histories through the backend's command client.
+    """Sessions and histories through the backend's command client and routing functions.
 
     :param window: seconds a session outlives its lost connection (``RECOVERY_WINDOW_SECONDS``).
-    :param max_messages: most messages kept per user (``RECOVERY_MAX_MESSAGES``).
+    :param max_messages: most messages a client may have missed and recover (``RECOVERY_MAX_MESSAGES``).
     """
 
     def __init__(self, transport: RedisTransport, *, channel: str, process: str, window: float,
-                 max_messages: int) -> None:
+                 max_messages: int, entries: SignedEntries, anomalies: Anomalies) -> None:
         self._transport = transport
         self._channel = channel
         self._process = process
         self._max_messages = max_messages
+        self._entries = entries
+        self._anomalies = anomalies
         self.window_ms = int(window * 1000)
         # Without a heartbeat, an open session lasts until its replica is presumed dead, plus the window.
         self.unattended_ms = INSTANCE_TTL_MS + self.window_ms
-        self._loaded: _Scripts | None = None
 
     @property
     def lifetime(self) -> float:
         return self.unattended_ms / 1000
 
     async def open(self, user_id: str, sid: str) -> Session:
-        pid, epoch = secrets.token_urlsafe(16), secrets.token_hex(8)
-        base = await _reading((await self._scripts()).open(keys=self._keys(user_id), args=[
-            pid, epoch, sid, self._process, self._max_messages, self.unattended_ms]))
-        return Session(pid, epoch, base.decode())
+        generation, last, anomalies = await self._call(
+            "open_history", [history_key(self._channel, user_id)], [self._max_messages, self.unattended_ms])
+        self._anomalies.report(anomalies, user_id=user_id)
+        return Session(secrets.token_urlsafe(16), secrets.token_hex(8), f"{generation.decode()}-{last.decode()}")
 
     async def claim(self, user_id: str, pid: str, offset: str | None) -> Claim | str:
-        epoch = secrets.token_hex(8)
-        # The client's offset is checked (``recovery.is_offset``): the script compares ids as text.
-        reply = await _reading((await self._scripts()).claim(keys=self._keys(user_id), args=[
-            pid, offset or "", epoch, self._process, self.unattended_ms]))
-        if reply[0] != b"ok":
-            return str(reply[0].decode())
-        _, sid, start, previous = (part.decode() for part in reply)
-        return Claim(sid, Session(pid, epoch, start), previous)
+        """Decide on what the session entry and the history say, then take the session over if
+        its entry is still the one read (``taken`` if another connection got there first)."""
+        raw, socket, generation, base, limit, length, unstored = await self._call(
+            "claim_read", self._keys(user_id), [pid], read_only=True)
+        if raw is None:
+            return "unknown"
+        entry = self._entries.parse_session(user_id, pid, raw)
+        if entry is None:
+            self._anomalies.report(["forged_session"], user_id=user_id)
+            return "unknown"
+        now = now_ms()
+        if entry.deadline <= now:
+            return "expired"
+        start = replay_start(entry.start, offset, generation.decode() if generation else None,
+                             base=base, length=length, unstored=unstored, limit=limit)
+        if start is None:
+            return "gone"
+        if entry.tat - now > (CLAIM_BURST - 1) * CLAIM_INTERVAL_MS:
+            return "too_frequent"
+        session = Session(pid, secrets.token_hex(8), start, tat=max(entry.tat, now) + CLAIM_INTERVAL_MS, claimed=True)
+        taken = self._entries.session(user_id, pid, SessionEntry(
+            now + self.unattended_ms, session.epoch, entry.sid, start, session.tat, self._process))
+        if not await self._call("claim_take", self._keys(user_id)[1:], [pid, raw, taken, self.unattended_ms]):
+            return "taken"
+        vouched = socket is not None and self._entries.genuine_presence(user_id, entry.sid, socket)
+        if socket is not None and not vouched:
+            self._anomalies.report(["forged_presence"], user_id=user_id)
+        return Claim(entry.sid, session, entry.process, vouched)
+
+    async def end(self, user_id: str, session: Session) -> None:
+        await self._call("leave", self._keys(user_id), [
+            "", self._process, session.pid, session.epoch, "end", "", 0, "", self._entries.skew_ms,
+            self._entries.stale_ms])
 
     async def history(self, user_id: str, start: str) -> AsyncIterator[list[tuple[str, bytes]]]:
-        key = history_key(self._channel, user_id)
-        entries = await self._entries(key, start)
-        if not entries or entries[0][0].decode() != start:
-            raise HistoryGone(f"the history no longer holds {start}")
-        page = entries[1:]
+        generation, _, last = start.partition("-")
+        after = int(last)
         while True:
-            stored = [(entry_id.decode(), fields[b"m"]) for entry_id, fields in page if b"m" in fields]
-            if stored:
-                yield stored
-            if len(entries) < HISTORY_PAGE:
+            reply = await self._call("read_history", [history_key(self._channel, user_id)],
+                                     [generation, after, HISTORY_PAGE], read_only=True)
+            if reply[0] != b"ok":
+                raise HistoryGone(f"the history no longer holds what follows {start}")
+            first, elements = int(reply[1]), reply[2:]
+            if _UNSTORED in elements:
+                raise HistoryGone("messages after the history filled up were not stored")
+            if elements:
+                yield [(f"{generation}-{first + index}", element) for index, element in enumerate(elements)]
+            if len(elements) < HISTORY_PAGE:
                 return
-            entries = page = await self._entries(key, "(" + entries[-1][0].decode())
+            after = first + len(elements) - 1
 
-    async def _entries(self, key: str, low: str) -> list[tuple[bytes, dict[bytes, bytes]]]:
-        """A page of a history from ``low`` (``(`` before an id: after it), start markers included."""
-        client = await self._transport.redis()
-        entries: list[tuple[bytes, dict[bytes, bytes]]] = await _reading(
-            client.xrange(key, min=low, max="+", count=HISTORY_PAGE))  # type: ignore[arg-type]
-        return entries
-
-    async def _scripts(self) -> _Scripts:
-        if self._loaded is None:  # the client exists once Redis was first reached
-            client = await self._transport.redis()
-            self._loaded = _Scripts(client.register_script(OPEN_SESSION), client.register_script(CLAIM_SESSION))
-        return self._loaded
+    async def _call(self, name: str, keys: list[str], args: list[Any], *, read_only: bool = False) -> Any:
+        functions = await self._transport.functions()
+        return await _reading(functions.call(name, keys, args, read_only=read_only))
 
     def _keys(self, user_id: str) -> list[str]:
-        return [sessions_key(self._channel, user_id), history_key(self._channel, user_id)]
+        return [presence_key(self._channel, user_id), sessions_key(self._channel, user_id),
+                history_key(self._channel, user_id)]
 
 
-class _Scripts(NamedTuple):
-    open: AsyncScript
-    claim: AsyncScript
+def replay_start(session_start: str, offset: str | None, generation: str | None, *, base: int, length: int,
+                 unstored: int, limit: int) -> str | None:
+    """Where a claimed session's replay starts: after the later of its own start and the client's
+    ``offset`` (one of the current history; an older one starts nothing earlier), or ``None``
+    when it cannot be recovered: the history is lost or of another generation, the offset is
+    beyond anything it held, what follows the start was trimmed or went unstored (``unstored``:
+    the sequence number of the last such marker, -1 for none), or more than ``limit`` followed."""
+    if generation is None:
+        return None
+    own_generation, _, own_last = session_start.partition("-")
+    if own_generation != generation:
+        return None
+    after, last = int(own_last), base + length - 1
+    if offset is not None:
+        offset_generation, _, offset_last = offset.partition("-")
+        if offset_generation == generation and int(offset_last) > after:
+            if int(offset_last) > last:
+                return None
+            after = int(offset_last)
+    if after < base or unstored > after or last - after > limit:
+        return None
+    return f"{generation}-{after}"
 
 
 async def _reading(command: Awaitable[T]) -> T:

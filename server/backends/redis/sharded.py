@@ -33,10 +33,11 @@ from redis.exceptions import RedisError
 
 from ...errors import QueueUnavailableError
 from ..base import QueueTransport, Received, Routed
+from .anomalies import Anomalies
 from .client import COMMAND_TIMEOUT, MAX_CONNECTIONS, answers, connect_cluster, sending
-from .entries import PresenceEntries
+from .entries import SignedEntries
+from .functions import Functions
 from .keys import all_channel, history_key, presence_key, sessions_key, user_channel
-from .scripts import CLUSTER_SEND_TO_USER
 
 __all__ = ["ShardedTransport"]
 
@@ -64,14 +65,15 @@ class ShardedTransport(QueueTransport):
         writes its entries again: a restarted master has lost them).
     """
 
-    def __init__(self, url: str, *, process: str, entries: PresenceEntries,
-                 on_shard_back: Callable[[], Awaitable[None]] | None = None,
+    def __init__(self, url: str, *, process: str, entries: SignedEntries, anomalies: Anomalies,
+                 replica: bool = True, on_shard_back: Callable[[], Awaitable[None]] | None = None,
                  max_connections: int = MAX_CONNECTIONS) -> None:
         self._on_shard_back = on_shard_back
         self.client = connect_cluster(url, max_connections=max_connections)
         self.process = process
         self._entries = entries
-        self._send = self.client.register_script(CLUSTER_SEND_TO_USER)
+        self.anomalies = anomalies
+        self.functions = Functions(self.client, loads=replica)
         self._channel = ""
         self._held: dict[str, int] = {}  # user id -> sockets of theirs on this replica
         self._listeners: dict[str, _ShardListener] = {}  # node name -> its listener
@@ -82,6 +84,8 @@ class ShardedTransport(QueueTransport):
     async def connect(self) -> None:
         try:
             await self.client.initialize()
+            if self.functions.loads:
+                await self.functions.load()
         except (RedisError, OSError) as exc:
             raise QueueUnavailableError(f"Redis Cluster unreachable: {exc}") from exc
 
@@ -103,10 +107,13 @@ class ShardedTransport(QueueTransport):
 
     async def _send_or_look(self, channel: str, user_id: str, sending_args: list[bytes]) -> Routed:
         keys = [presence_key(channel, user_id), sessions_key(channel, user_id), history_key(channel, user_id)]
-        listening, entries, offset = await sending(self._send(keys=keys,
-                                                              args=[user_channel(channel, user_id), *sending_args]))
-        return Routed(int(listening) > 0 and self._entries.any_genuine(user_id, entries),
-                      offset.decode() if offset else None)
+        listening, entries, offset, sessions, anomalies = await sending(self.functions.call(
+            "cluster_send", keys, [user_channel(channel, user_id), *sending_args]))
+        if anomalies:
+            self.anomalies.report(anomalies, user_id=user_id)
+        online = int(listening) > 0 and self._entries.any_genuine(user_id, entries)
+        recoverable = online or self._entries.any_recoverable(user_id, sessions)
+        return Routed(online, offset.decode() if offset and recoverable else None)
 
     async def subscribe(self, channel: str) -> None:
         """Listen to every shard, from scratch."""
@@ -116,6 +123,7 @@ class ShardedTransport(QueueTransport):
         self._received = asyncio.Queue()
         try:
             await self.client.initialize()
+            await self.functions.load()
             await self._listen_to(self._wanted())
         except (RedisError, OSError, TimeoutError) as exc:
             await self._drop_listeners()

@@ -20,8 +20,10 @@ from redis.exceptions import RedisError
 
 from ...errors import PublishError, QueueUnavailableError
 from ..base import QueueTransport, Received, Routed
+from .anomalies import Anomalies
 from .client import COMMAND_TIMEOUT, MAX_CONNECTIONS, is_cluster
-from .entries import PresenceEntries
+from .entries import SignedEntries
+from .functions import Functions
 from .inboxes import InboxTransport
 from .sharded import ShardedTransport
 
@@ -33,16 +35,19 @@ logger = logging.getLogger(__name__)
 class RedisTransport(QueueTransport):
     """Delegates to ``InboxTransport`` or ``ShardedTransport``, whichever ``url`` turns out to need.
 
-    It also serves the presence of the same backend (``redis``, ``hold``,
-    ``release``, ``lookup``): the cluster's presence must subscribe to a user's
-    channel before it announces the user, and both share one command client.
+    It also serves the presence and sessions of the same backend (``redis``, ``functions``,
+    ``hold``, ``release``, ``lookup``): the cluster's presence must subscribe to a user's
+    channel before it announces the user, and all share one command client.
     """
 
-    def __init__(self, url: str, *, process: str, entries: PresenceEntries,
-                 max_connections: int = MAX_CONNECTIONS, pool_timeout: float = COMMAND_TIMEOUT) -> None:
+    def __init__(self, url: str, *, process: str, entries: SignedEntries, anomalies: Anomalies | None = None,
+                 replica: bool = True, max_connections: int = MAX_CONNECTIONS,
+                 pool_timeout: float = COMMAND_TIMEOUT) -> None:
         self._url = url
         self.process = process
+        self.replica = replica
         self._entries = entries
+        self.anomalies = anomalies or Anomalies()
         self._max_connections = max_connections
         self._pool_timeout = pool_timeout
         self._chosen: InboxTransport | ShardedTransport | None = None
@@ -79,14 +84,20 @@ class RedisTransport(QueueTransport):
             raise QueueUnavailableError(f"Redis unreachable: {exc}") from exc
         logger.info("Redis mode chosen", extra={"mode": "redis-cluster" if cluster else "redis"})
         if cluster:
-            return ShardedTransport(self._url, process=self.process, entries=self._entries,
-                                    on_shard_back=self._on_shard_back, max_connections=self._max_connections)
-        return InboxTransport(self._url, process=self.process, entries=self._entries,
-                              max_connections=self._max_connections, pool_timeout=self._pool_timeout)
+            return ShardedTransport(self._url, process=self.process, entries=self._entries, anomalies=self.anomalies,
+                                    replica=self.replica, on_shard_back=self._on_shard_back,
+                                    max_connections=self._max_connections)
+        return InboxTransport(self._url, process=self.process, entries=self._entries, anomalies=self.anomalies,
+                              replica=self.replica, max_connections=self._max_connections,
+                              pool_timeout=self._pool_timeout)
 
     async def redis(self) -> aioredis.Redis | RedisCluster:
-        """The command client the presence and key check share."""
+        """The command client the presence, sessions and key check share."""
         return (await self.chosen()).client
+
+    async def functions(self) -> Functions:
+        """The routing functions, on that client."""
+        return (await self.chosen()).functions
 
     async def connect(self) -> None:
         await (await self.chosen()).connect()

@@ -40,6 +40,9 @@ class NewSessions(SessionStore):
     async def claim(self, user_id: str, pid: str, offset: str | None) -> Claim | str:
         return "unknown"
 
+    async def end(self, user_id: str, session: Session) -> None:
+        raise AssertionError("no session is ended here")
+
     async def history(self, user_id: str, start: str) -> AsyncIterator[list[tuple[str, bytes]]]:
         return
         yield  # an async generator that yields nothing
@@ -52,7 +55,8 @@ class Replica:
         self.manager = LocalManager()
         self.server = SocketServer(async_mode="aiohttp", client_manager=self.manager, max_outgoing_bytes=1 << 20)
         self.recovery = Recovery(NewSessions(), metrics=Metrics(), open_envelope=decode,
-                                 send=self.manager.send_event, kick=self._never, max_age=130.0)
+                                 send=self.manager.send_event, kick=self._never, max_age=130.0,
+                                 max_replay_bytes=1 << 20)
         self.manager.recovery = self.recovery
         self.written: dict[str, list[Any]] = {}
         monkeypatch.setattr(self.server, "_send_eio_packet", self._record)
@@ -76,7 +80,7 @@ class Replica:
         assert pkt.packet_type == eio_packet.MESSAGE and pkt.data.startswith("2[")
         self.written.setdefault(eio_sid, []).append(json.loads(pkt.data[1:]))
 
-    async def _never(self, sid: str) -> None:
+    async def _never(self, user_id: str, sid: str) -> None:
         raise AssertionError("nothing is kicked here")
 
 
