@@ -161,10 +161,13 @@ class GuardedSocket(AsyncSocket):  # type: ignore[misc]
 
     async def close(self, wait: bool = True, abort: bool = False, reason: str | None = None) -> None:
         """Close as python-engineio does, but never wait longer than a ping timeout for the
-        client to take its last packets, and free the queue whenever nothing more will be sent.
+        client to take its last packets, end the connection once it has them, and free the
+        queue whenever nothing more will be sent.
 
         The library's ``wait`` joins the queue, which a client that never polls or reads
-        again leaves hanging forever (with the request or task that called it).
+        again leaves hanging forever (with the request or task that called it); and once it
+        has, the library leaves the WebSocket open for the client to close, which a client
+        that wants to keep its connection never does.
         """
         if self.closed or self.closing:
             return
@@ -175,7 +178,7 @@ class GuardedSocket(AsyncSocket):  # type: ignore[misc]
                 await asyncio.wait_for(self.queue.join(), self.server.ping_timeout)
             except TimeoutError:
                 hard = True
-        if abort or hard:
+        if wait or abort or hard:
             self.release(abort_transport=hard)
 
     def release(self, *, abort_transport: bool) -> None:

@@ -285,7 +285,12 @@ class PacketGuard:
             await self.sio.eio.send(eio_sid, refusal.encode())
 
     async def _close(self, eio_sid: str, sid: str | None, reason: str) -> None:
-        """Close the session; a DISCONNECT first, so Socket.IO clients do not reconnect at once."""
+        """Close the session; a DISCONNECT first, so Socket.IO clients do not reconnect at once.
+
+        ``disconnect`` alone would end the session once its last packets have left, a ping
+        timeout at most for a client that does not read them (``SocketServer.disconnect``);
+        an abuser gets ``drop_transport``'s moment for its goodbye instead.
+        """
         session = self._sessions.pop(eio_sid, None)
         if session is not None and session.timeout is not None:
             session.timeout.cancel()
@@ -327,10 +332,10 @@ class PacketGuard:
 async def drop_transport(eio_socket: Any, reason: Any) -> None:
     """Close an Engine.IO session and its connection now, sending what is already queued.
 
-    python-engineio's own ``disconnect`` marks the session closed but leaves the WebSocket
-    open until the client closes it, reading (and handing us) every frame a flooding client
-    had already sent. A ``None`` in the session's queue makes its writer close the socket
-    (``GuardedSocket.serve_websocket``'s; for long-polling it ends the poll).
+    Engine.IO's own ``disconnect`` (``GuardedSocket.close``) gives the client up to a ping
+    timeout to take its last packets, reading (and handing us) meanwhile every frame a
+    flooding client had already sent. A ``None`` in the session's queue makes its writer
+    close the socket (``GuardedSocket.serve_websocket``'s; for long-polling it ends the poll).
     """
     await eio_socket.close(wait=False, abort=True, reason=reason)
     eio_socket.queue.put_nowait(None)

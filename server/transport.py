@@ -1,5 +1,5 @@
 """The Engine.IO transport, hardened: bounded outgoing buffers, whole long-poll bodies,
-protocol violations closed as such.
+protocol violations closed as such, and no session left open behind a server-side disconnect.
 
 python-engineio keeps every packet for a socket in an unbounded queue, reads a
 long-poll body only partly, leaves an oversized POST unanswered with its session
@@ -9,7 +9,8 @@ is python-socketio's ``AsyncServer`` on an Engine.IO server of ours that fixes
 these through the library's hooks (``_engineio_server_class``, ``create_queue``,
 the async driver's ``translate_request``) and a socket subclass (``engine_socket``),
 which also serves WebSockets and pings at a fraction of the library's memory per
-idle connection.
+idle connection. python-socketio's ``disconnect`` leaves the Engine.IO session open;
+``SocketServer.disconnect`` ends it.
 """
 
 from __future__ import annotations
@@ -70,6 +71,7 @@ class EngineServer(engineio.AsyncServer):  # type: ignore[misc]
         self.throttle = LogThrottle()
         self.deadlines: Deadlines[GuardedSocket] = Deadlines(GuardedSocket.on_deadline)
         self._next_id: str | None = None
+        self._ending: set[asyncio.Task[None]] = set()  # end_session's, each a ping timeout at most
         # The driver table is shared by every server of the process: copy, then swap the
         # environ builder for a view of the request (python-engineio has no option for it).
         self._async: dict[str, Any] = {**self._async, "translate_request": RequestEnviron}
@@ -77,6 +79,17 @@ class EngineServer(engineio.AsyncServer):  # type: ignore[misc]
     async def shutdown(self) -> None:
         await super().shutdown()
         self.deadlines.close()
+        for task in self._ending:
+            task.cancel()
+        await asyncio.gather(*self._ending, return_exceptions=True)
+
+    def end_session(self, sid: str) -> None:
+        """Close session ``sid`` once what is queued for it has left, at most a ping timeout from
+        now (``GuardedSocket.close``), then its connection. The caller does not wait: a kick goes
+        through a room's sockets one by one, and a replacement runs in the new socket's handshake."""
+        task = asyncio.get_running_loop().create_task(self.disconnect(sid), name="engineio-end-session")
+        self._ending.add(task)
+        task.add_done_callback(self._ending.discard)
 
     def issue_next_id(self, sid: str) -> None:
         """Make ``sid`` the next id this server generates. python-socketio asks Engine.IO for
@@ -226,6 +239,25 @@ class SocketServer(socketio.AsyncServer):  # type: ignore[misc]
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**{"serializer": CodecPacket, **kwargs})
+
+    async def disconnect(self, sid: str, namespace: str | None = None, ignore_queue: bool = False) -> None:
+        """python-socketio's, which sends DISCONNECT and forgets the namespace, then the end of the
+        socket's Engine.IO session and its connection. Every server-side disconnect comes here: an
+        expired token, a kick, a replaced connection, rate-limit strikes.
+
+        The library leaves the session open: socket.io-client closes it itself on "io server
+        disconnect" (when no other namespace of it is active), but a client that goes on answering
+        pings keeps it as long as it likes, and sessions count against ``MAX_CONNECTIONS``. ``/`` is
+        the only namespace, so nothing else lives on the session; it ends once the DISCONNECT, and
+        an ``error`` saying why queued before it, have had their chance to leave. Sockets that the
+        library does not disconnect here keep theirs: one of another replica (it publishes the
+        disconnect for that replica), one still connecting, one already leaving.
+        """
+        namespace = namespace or "/"
+        eio_sid = self.manager.eio_sid_from_sid(sid, namespace) if self.manager.is_connected(sid, namespace) else None
+        await super().disconnect(sid, namespace=namespace, ignore_queue=ignore_queue)
+        if eio_sid is not None:
+            self.eio.end_session(eio_sid)
 
     async def _send_packet(self, eio_sid: str, pkt: socketio.packet.Packet) -> None:
         if pkt.packet_type == socketio.packet.CONNECT and self.session_id_of is not None \

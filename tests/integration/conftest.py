@@ -19,6 +19,7 @@ from cluster import LocalCluster
 from cluster.processes import RedisClusterServers, RedisServer, nginx_binary
 from tests.helpers.cluster import Cluster, local_cluster_east_of_utc, new_channel, replica_env
 from tests.helpers.node_client import NODE_DIR, NodeClient, StartNodeClient
+from tests.helpers.raw_engineio import OpenStubborn, StubbornClient
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -97,3 +98,19 @@ async def node_client() -> AsyncIterator[StartNodeClient]:
     for client in clients:
         await client.stop()
 
+
+
+@pytest.fixture
+async def open_stubborn() -> AsyncIterator[OpenStubborn]:
+    """Factory: a ``StubbornClient`` connected to a URL with ``auth`` (``await open_stubborn(url, auth)``)."""
+    clients: list[StubbornClient] = []
+
+    async def open_(url: str, auth: dict[str, Any]) -> StubbornClient:
+        client = StubbornClient(url)
+        clients.append(client)
+        await client.connect(auth)
+        return client
+
+    yield open_
+    for client in clients:
+        await client.close()

@@ -14,12 +14,14 @@ from collections.abc import Callable
 import pytest
 
 from server.emitter import Emitter
+from server.errors import UserNotConnectedError
 from tests.helpers.clients import MakeClient, connected, make_token
 from tests.helpers.cluster import Cluster, unique_user
+from tests.helpers.http import metric
 from tests.helpers.node_client import StartNodeClient
 from tests.helpers.payloads import assert_error_payload
 from tests.helpers.raw_client import OpenRaw
-from tests.helpers.raw_engineio import NonReadingClient
+from tests.helpers.raw_engineio import NonReadingClient, OpenStubborn
 
 
 @pytest.mark.parametrize("transport", ["websocket", "polling"])
@@ -81,3 +83,51 @@ async def test_a_flooding_client_that_never_reads_is_cut_off_after_its_goodbye(
         assert await asyncio.to_thread(flooder.closed_by_server)
     finally:
         flooder.close()
+
+
+# Sockets the server disconnects, held by a client that keeps answering pings: python-socketio's
+# disconnect alone would leave its Engine.IO session and TCP connection open for as long as it likes.
+
+
+async def test_a_kicked_socket_that_keeps_answering_pings_loses_its_session_and_connection(
+        start_cluster: Callable[..., Cluster], open_stubborn: OpenStubborn) -> None:
+    cluster = start_cluster(1)
+    [replica] = cluster.replicas
+    user = unique_user()
+    client = await open_stubborn(replica.url, {"token": make_token(user)})
+
+    async with Emitter(cluster.redis_url, channel=cluster.channel) as emitter:
+        await emitter.disconnect_user(user)
+
+        await client.wait_hung_up()
+        assert client.received[-2:] == ["41", "1"]  # the DISCONNECT, then Engine.IO's CLOSE
+        assert await metric(replica.url, "kindmap_engineio_sessions") == 0
+        with pytest.raises(UserNotConnectedError):  # its recoverable session ended, not kept
+            await emitter.send_to_user(user, "step", {})
+
+
+async def test_a_replaced_socket_that_keeps_answering_pings_loses_its_session_and_connection(
+        start_cluster: Callable[..., Cluster], open_stubborn: OpenStubborn, make_client: MakeClient) -> None:
+    cluster = start_cluster(2, DUPLICATE_CONNECTION_POLICY="replace")
+    user = unique_user()
+    old = await open_stubborn(cluster.replicas[0].url, {"token": make_token(user)})
+
+    await connected(make_client, cluster.replicas[1], user)
+
+    await old.wait_hung_up()
+    assert old.errors() == ["DUPLICATE_CONNECTION"]
+    assert await metric(cluster.replicas[0].url, "kindmap_engineio_sessions") == 0
+
+
+async def test_a_rate_limited_socket_that_keeps_answering_pings_loses_its_session_and_connection(
+        start_cluster: Callable[..., Cluster], open_stubborn: OpenStubborn) -> None:
+    [replica] = start_cluster(1, RATE_LIMIT_EVENTS_PER_SECOND="0.1", RATE_LIMIT_BURST="2",
+                              RATE_LIMIT_STRIKES="1").replicas
+    client = await open_stubborn(replica.url, {"token": make_token(unique_user())})
+
+    for _ in range(5):
+        client.send('2["ping"]')
+
+    await client.wait_hung_up()
+    assert client.errors() == ["RATE_LIMITED"]
+    assert await metric(replica.url, "kindmap_engineio_sessions") == 0

@@ -22,6 +22,7 @@ from tests.helpers.cluster import Cluster, replica_env, unique_user
 from tests.helpers.http import get_json, metric
 from tests.helpers.inboxes import inject
 from tests.helpers.node_client import StartNodeClient
+from tests.helpers.waiting import eventually
 
 
 async def test_replace_policy_disconnects_older_sockets_on_other_replicas(
@@ -45,6 +46,34 @@ async def test_replace_policy_disconnects_older_sockets_on_other_replicas(
         await emitter.send_to_user(user, "still_here", {})
     assert await new.wait_for("still_here") == {}
     assert new.received("error") == []
+
+
+@pytest.mark.parametrize("transport", ["websocket", "polling"])
+async def test_a_replaced_browser_client_is_told_why_and_does_not_reconnect_once_its_session_is_ended(
+        start_cluster: Callable[..., Cluster], make_client: MakeClient, node_client: StartNodeClient,
+        transport: str) -> None:
+    """The replica ends the Engine.IO session of a socket it disconnects. socket.io-client has closed
+    its engine itself on "io server disconnect" (no other namespace of it is active), so it must not
+    take the end of the transport for a lost connection and reconnect."""
+    cluster = start_cluster(2, DUPLICATE_CONNECTION_POLICY="replace")
+    old, new = cluster.replicas
+    user = unique_user()
+    browser = await node_client(old.url, {"token": make_token(user)}, [transport])
+    await browser.wait_for_event("connected")
+
+    await connected(make_client, new, user)
+
+    assert (await browser.wait_for_event("error"))["code"] == "DUPLICATE_CONNECTION"
+
+    async def session_ended() -> bool:
+        return await metric(old.url, "kindmap_engineio_sessions") == 0
+
+    await eventually(session_ended, what="the replaced socket's session ended")
+    await browser.send({"state": True})
+    await browser.wait_for(lambda records: records[-1]["kind"] == "state", what="its state")
+    assert [r["reason"] for r in browser.records if r["kind"] == "disconnect"] == ["io server disconnect"]
+    assert browser.records[-1] == {"kind": "state", "active": False, "reconnecting": False}
+    assert not any(r["kind"] == "reconnect_attempt" for r in browser.records)
 
 
 async def test_sigterm_drains_clients_withdraws_presence_and_exits_zero(

@@ -5,15 +5,19 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp.test_utils import TestServer
 from engineio import json as engineio_json
 from engineio import packet as eio_packet
 from socketio import packet as sio_packet
 
+from server.app import create_app
 from server.app_keys import PRESENCE, SIO
+from server.config import Settings
 from server.engine_socket import GuardedSocket
 from server.fanout import text_frame
 from server.json_codec import SocketIOJson
@@ -21,6 +25,7 @@ from server.outgoing import OutgoingQueue
 from server.transport import CodecPacket, SocketServer
 from tests.helpers.clients import MakeClient, connected, make_token
 from tests.helpers.in_process import Replica, StartReplica, sample
+from tests.helpers.raw_client import OpenRaw
 from tests.helpers.raw_engineio import RECORD_SEPARATOR, engineio_url, open_polling_session, poll
 from tests.helpers.waiting import eventually
 
@@ -278,6 +283,73 @@ async def test_a_server_disconnect_waits_at_most_a_ping_timeout_for_a_client_tha
 
     assert socket.closed and socket.queue.nbytes == 0
     assert sid not in eio.sockets
+
+
+async def test_an_engineio_disconnect_closes_the_websocket_once_its_close_packet_has_left(
+        start_replica: StartReplica) -> None:
+    """python-engineio leaves the WebSocket open for its client to close, which a client keeping
+    its connection never does."""
+    replica = await start_replica(queue=False)
+    eio = replica.app[SIO].eio
+    async with aiohttp.ClientSession() as session, session.ws_connect(
+            engineio_url(replica.url, transport="websocket")) as ws:
+        sid = json.loads((await ws.receive_str(timeout=5))[1:])["sid"]
+
+        await eio.disconnect(sid)
+
+        assert await ws.receive_str(timeout=5) == "1"
+        assert (await ws.receive(timeout=5)).type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+    assert sid not in eio.sockets
+
+
+@pytest.mark.parametrize("transport", ["websocket", "polling"])
+async def test_a_server_disconnect_ends_the_engineio_session_once_its_disconnect_has_left(
+        start_replica: StartReplica, open_raw: OpenRaw, transport: str) -> None:
+    """python-socketio's disconnect alone leaves the session to a client that keeps answering pings."""
+    replica = await start_replica(queue=False)
+    sio = replica.app[SIO]
+    raw = await open_raw(replica.url, transport=transport)
+    assert (await raw.connect({"token": make_token("alice")})).startswith("0")
+    sid = sio.manager.sid_from_eio_sid(raw.eio_sid, "/")
+
+    await sio.emit("error", {"code": "TOKEN_EXPIRED"}, to=sid)  # as the expiry, kick and replace paths do
+    await sio.disconnect(sid)
+
+    await raw.wait_closed()
+    assert raw.errors() == [{"code": "TOKEN_EXPIRED"}]
+    assert raw.packets[-1] == "1"  # the Socket.IO DISCONNECT came last, after the notice
+    await eventually(lambda: not sio.eio.sockets, what="the session forgotten")
+
+
+async def test_a_server_disconnect_for_a_socket_of_another_replica_ends_its_session_there(
+        start_replica: StartReplica, open_raw: OpenRaw, make_client: MakeClient) -> None:
+    here, there = await start_replica(), await start_replica()
+    bob = await connected(make_client, here, "bob")
+    raw = await open_raw(there.url)
+    assert (await raw.connect({"token": make_token("alice")})).startswith("0")
+
+    await here.app[SIO].disconnect(there.app[SIO].manager.sid_from_eio_sid(raw.eio_sid, "/"))
+
+    await raw.wait_closed()
+    await eventually(lambda: not there.app[SIO].eio.sockets, what="its session forgotten")
+    assert len(here.app[SIO].eio.sockets) == 1  # bob's, untouched
+    await bob.sio.emit("ping")
+    await bob.wait_for("pong")
+
+
+async def test_shutdown_cancels_and_awaits_the_sessions_still_ending(make_settings: Callable[..., Settings]) -> None:
+    app = create_app(make_settings())
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    eio = app[SIO].eio
+    async with aiohttp.ClientSession() as session:
+        sid = await open_polling_session(session, str(server.make_url("")).rstrip("/"))
+    eio.end_session(sid)  # its client never polls again: its CLOSE would wait a ping timeout to leave
+    [ending] = eio._ending
+
+    await server.close()
+
+    assert ending.done() and not eio._ending
 
 
 async def test_an_oversized_long_poll_body_is_refused_at_once_and_its_session_freed(

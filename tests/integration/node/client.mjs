@@ -4,8 +4,10 @@
 // {"emit": "ping", "data": {...}}, {"cut": true} (the transport closes, as when the signal is lost:
 // the client reconnects and recovers its session; "offline_ms", also alone, holds every reconnection
 // back that long from then on; with "stay_offline" it does not reconnect until {"reconnect": true})
-// or {"close": true}. Exits when stdin closes. A connect record shows the client's private session id
-// and last offset (connection state recovery), which a test may hand to another client in its auth.
+// or {"close": true}; {"state": true} prints whether the socket is active (would connect again) and
+// whether its manager is reconnecting. Exits when stdin closes. A connect record shows the client's
+// private session id and last offset (connection state recovery), which a test may hand to another
+// client in its auth.
 // An event's trailing offset (connection state recovery) is printed apart from its data.
 import { createInterface } from "node:readline";
 
@@ -51,6 +53,8 @@ lines.on("line", (line) => {
   } else if (command.reconnect) {
     socket.io.reconnection(true);
     socket.connect();
+  } else if (command.state) {
+    print({ kind: "state", active: socket.active, reconnecting: socket.io._reconnecting ?? false });
   } else if (command.emit) {
     socket.emit(command.emit, ...(command.data === undefined ? [] : [command.data]));
   }
