@@ -306,7 +306,10 @@ class PacketGuard:
 
     async def _after_connect(self, eio_sid: str, session: _Session) -> None:
         sid = self.sio.manager.sid_from_eio_sid(eio_sid, _NAMESPACE)
-        if sid is None:  # refused
+        if sid is None:
+            # Refused (its CONNECT_ERROR is queued): socket.io-client closes such a session itself,
+            # one bent on holding connection slots does not; it ends once the refusal has left.
+            self.sio.eio.end_session(eio_sid)
             return
         if session.timeout is not None:
             session.timeout.cancel()

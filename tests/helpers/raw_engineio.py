@@ -127,8 +127,9 @@ class StubbornClient:
         self._reader: asyncio.Task[None] | None = None
         self._changed = asyncio.Condition()
 
-    async def connect(self, auth: dict[str, Any]) -> None:
-        """Handshake over a WebSocket, join namespace ``/`` and wait for ``connected``."""
+    async def connect(self, auth: dict[str, Any], *, refused: bool = False) -> None:
+        """Handshake over a WebSocket, join namespace ``/`` and wait for ``connected`` (or, when
+        ``refused``, for the server's CONNECT_ERROR)."""
         reader, self._writer = await asyncio.open_connection(*self.address)
         key = base64.b64encode(os.urandom(16)).decode()
         self._writer.write((
@@ -139,7 +140,14 @@ class StubbornClient:
         assert head.startswith(b"HTTP/1.1 101"), head[:200]
         self._reader = asyncio.create_task(self._read(reader))
         self.send("0" + json.dumps(auth))
-        await self.wait_for(lambda: any(m.startswith('42["connected"') for m in self.received), what="connected")
+        if refused:
+            await self.wait_for(lambda: any(m.startswith("44") for m in self.received), what="a CONNECT_ERROR")
+        else:
+            await self.wait_for(lambda: any(m.startswith('42["connected"') for m in self.received), what="connected")
+
+    def refusal(self) -> str:
+        """The code of the CONNECT_ERROR received."""
+        return str(next(json.loads(m[2:])["data"]["code"] for m in self.received if m.startswith("44")))
 
     def send(self, packet: str) -> None:
         """Send one Socket.IO packet, as an Engine.IO message in a WebSocket frame."""

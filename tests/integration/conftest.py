@@ -105,10 +105,10 @@ async def open_stubborn() -> AsyncIterator[OpenStubborn]:
     """Factory: a ``StubbornClient`` connected to a URL with ``auth`` (``await open_stubborn(url, auth)``)."""
     clients: list[StubbornClient] = []
 
-    async def open_(url: str, auth: dict[str, Any]) -> StubbornClient:
+    async def open_(url: str, auth: dict[str, Any], *, refused: bool = False) -> StubbornClient:
         client = StubbornClient(url)
         clients.append(client)
-        await client.connect(auth)
+        await client.connect(auth, refused=refused)
         return client
 
     yield open_

@@ -68,7 +68,7 @@ async def test_an_expired_socket_that_keeps_answering_pings_loses_its_session_an
 async def test_one_users_expiring_tokens_cannot_keep_a_replica_full(
         start_cluster: Callable[..., Cluster], open_stubborn: OpenStubborn, make_client: MakeClient) -> None:
     """MAX_CONNECTIONS counts Engine.IO sessions: those of sockets the server disconnected must end."""
-    [replica] = start_cluster(1, MAX_CONNECTIONS="20").replicas
+    [replica] = start_cluster(1, MAX_CONNECTIONS="20", MAX_SOCKETS_PER_USER="20").replicas
     token = make_token(unique_user("hog"), expires_in=3)
     hogs = await asyncio.gather(*(open_stubborn(replica.url, {"token": token}) for _ in range(20)))
     assert await handshake_status(replica.url) == 503
@@ -87,3 +87,19 @@ async def handshake_status(url: str) -> int:
     """The HTTP status of a new Engine.IO handshake (long-polling)."""
     async with aiohttp.ClientSession() as session, session.get(engineio_url(url)) as response:
         return response.status
+
+
+async def test_one_user_cannot_fill_a_replica_and_refused_sockets_hold_no_session(
+        start_cluster: Callable[..., Cluster], open_stubborn: OpenStubborn, make_client: MakeClient) -> None:
+    """Past MAX_SOCKETS_PER_USER a socket is refused, and its Engine.IO session ends with the refusal."""
+    [replica] = start_cluster(1, MAX_CONNECTIONS="20", MAX_SOCKETS_PER_USER="10").replicas
+    token = make_token(unique_user("hog"))
+    admitted = [await open_stubborn(replica.url, {"token": token}) for _ in range(10)]
+    refused = [await open_stubborn(replica.url, {"token": token}, refused=True) for _ in range(10)]
+
+    assert {hog.refusal() for hog in refused} == {"TOO_MANY_CONNECTIONS"}
+    for hog in refused:
+        await hog.wait_for(lambda hog=hog: hog.ended, what="the refused session to end")  # type: ignore[misc]
+    assert not any(hog.ended for hog in admitted)
+    rider = await connected(make_client, replica, unique_user("rider"))
+    assert rider.received("connected")[0]["instance_id"]
