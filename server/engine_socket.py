@@ -61,6 +61,7 @@ class GuardedSocket(AsyncSocket):  # type: ignore[misc]
     _unsent: frozenset[asyncio.Transport] = frozenset()  # earlier connections, see buffered()
     _last_words = eio_packet.NOOP  # what that poll answers if the session closes under it
     leaving = False  # its client sent a Socket.IO DISCONNECT: whatever closes it next, it left on purpose
+    _closed_event: asyncio.Event | None = None  # set on close, for whoever waits in ``sent``
 
     async def receive(self, pkt: eio_packet.Packet) -> None:
         """python-engineio hands a MESSAGE to a task of its own and handles a close at once, so a
@@ -172,6 +173,8 @@ class GuardedSocket(AsyncSocket):  # type: ignore[misc]
         if self.closed or self.closing:
             return
         await super().close(wait=False, abort=abort, reason=reason)
+        if self._closed_event is not None:
+            self._closed_event.set()
         hard = reason in _HARD_REASONS
         if wait and not hard:
             try:
@@ -180,6 +183,18 @@ class GuardedSocket(AsyncSocket):  # type: ignore[misc]
                 hard = True
         if wait or abort or hard:
             self.release(abort_transport=hard)
+
+    async def sent(self, timeout: float) -> None:
+        """Until what is queued has left, the socket has closed, or ``timeout`` has passed."""
+        if self.closed or self.closing:
+            return
+        self._closed_event = self._closed_event or asyncio.Event()
+        waits = {asyncio.ensure_future(self.queue.join()), asyncio.ensure_future(self._closed_event.wait())}
+        try:
+            await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiting in waits:
+                waiting.cancel()
 
     def release(self, *, abort_transport: bool) -> None:
         """Wake the websocket writer or pending poll, so the connection ends after what is

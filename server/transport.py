@@ -85,11 +85,19 @@ class EngineServer(engineio.AsyncServer):  # type: ignore[misc]
 
     def end_session(self, sid: str) -> None:
         """Close session ``sid`` once what is queued for it has left, at most a ping timeout from
-        now (``GuardedSocket.close``), then its connection. The caller does not wait: a kick goes
-        through a room's sockets one by one, and a replacement runs in the new socket's handshake."""
-        task = asyncio.get_running_loop().create_task(self.disconnect(sid), name="engineio-end-session")
+        now, then its connection. The caller does not wait: a kick goes through a room's sockets
+        one by one, and a replacement runs in the new socket's handshake."""
+        task = asyncio.get_running_loop().create_task(self._end_session(sid), name="engineio-end-session")
         self._ending.add(task)
         task.add_done_callback(self._ending.discard)
+
+    async def _end_session(self, sid: str) -> None:
+        socket = self.sockets.get(sid)
+        if isinstance(socket, GuardedSocket) and not socket.upgraded:
+            # Long-polling: a closed session answers a poll 400, so its last packets must be
+            # fetched first. A WebSocket session sends them before its close (``GuardedSocket.close``).
+            await socket.sent(self.ping_timeout)
+        await self.disconnect(sid)
 
     def issue_next_id(self, sid: str) -> None:
         """Make ``sid`` the next id this server generates. python-socketio asks Engine.IO for

@@ -245,6 +245,17 @@ async def test_a_user_has_at_most_max_sessions_the_oldest_dropped_when_one_more_
     assert sorted(held) == sorted(session.pid.encode() for session in sessions[-MAX_SESSIONS:])
 
 
+async def test_a_live_sockets_session_is_dropped_for_the_cap_only_after_every_lost_ones(
+        open_replica: OpenReplica, channel: str, user: str) -> None:
+    """Churn beside a rider's live socket drops the churn's sessions, not the rider's (the oldest)."""
+    replica, live = await live_session(open_replica, user, "sid-live")
+    for n in range(MAX_SESSIONS + 3):
+        await lost_session(open_replica, user, f"sid-{n}", replica)
+
+    held = await (await client_of(replica)).hkeys(sessions_key(channel, user))
+    assert live.pid.encode() in held and len(held) == MAX_SESSIONS
+
+
 async def test_expired_sessions_go_at_the_next_heartbeat_without_waiting_for_a_send(
         open_replica: OpenReplica, entries: SignedEntries, channel: str, user: str) -> None:
     replica, live = await live_session(open_replica, user)

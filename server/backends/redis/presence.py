@@ -125,14 +125,21 @@ class RedisPresence(Presence):
             forged = fake
 
     async def remove(self, user_id: str, sid: str, session: Session | None = None, *, keep: bool = False) -> None:
-        self._local.pop(sid, None)
+        """Withdraw a socket's entry (and end or keep its session); stop listening for its user
+        only if ``add`` recorded it: a socket refused, or removed twice, releases nothing, so
+        the user's other sockets here keep hearing their messages."""
+        held = self._local.pop(sid, None) is not None
         try:
             # Unannounced first, then not listened to: what was sent before the entry went still arrives.
             await self._withdraw(user_id, sid, session, keep)
-            await self._transport.release(user_id)
         except (RedisError, OSError, QueueUnavailableError) as exc:
             self._stale[sid] = (user_id, session, keep)
             logger.warning("presence: could not remove a socket", extra={"error": str(exc)})
+        if held:
+            try:
+                await self._transport.release(user_id)
+            except (RedisError, OSError, QueueUnavailableError) as exc:
+                logger.warning("presence: could not stop listening for a user", extra={"error": str(exc)})
 
     async def is_online(self, user_id: str) -> bool:
         try:

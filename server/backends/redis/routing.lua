@@ -57,6 +57,10 @@ local function epoch_of(entry)
   return string.match(entry, '^%d+|([^|]*)|')
 end
 
+local function sid_of(entry)
+  return string.match(entry, '^%d+|[^|]*|([^|]*)|')
+end
+
 local function keep_at_least(key, ms)
   local ttl = redis.call('PTTL', key)
   if ttl == -1 or (ttl >= 0 and ttl < ms) then redis.call('PEXPIRE', key, ms) end
@@ -265,8 +269,9 @@ local function open_history(keys, args)
 end
 
 -- Keeps a user's sessions under their cap: expired ones (deadline before now less the clock skew)
--- go, then the oldest by deadline until fewer than ``room`` remain; never ``keep``. Returns the pids dropped.
-local function prune_sessions(key, now, skew, cap, keep)
+-- go, then the oldest by deadline until fewer than ``room`` remain, those of sockets still in the
+-- ``presence`` hash last; never ``keep``. Returns the pids dropped.
+local function prune_sessions(key, presence, now, skew, cap, keep)
   local entries = redis.call('HGETALL', key)
   local dropped, kept = {}, {}
   for i = 1, #entries, 2 do
@@ -275,11 +280,18 @@ local function prune_sessions(key, now, skew, cap, keep)
       redis.call('HDEL', key, entries[i])
       dropped[#dropped + 1] = entries[i]
     elseif entries[i] ~= keep then
-      kept[#kept + 1] = {entries[i], deadline}
+      kept[#kept + 1] = {entries[i], deadline, entries[i + 1]}
     end
   end
   if cap > 0 and #kept >= cap then
-    table.sort(kept, function(a, b) return a[2] < b[2] end)
+    for _, session in ipairs(kept) do
+      local sid = sid_of(session[3])
+      session[3] = (sid and redis.call('HEXISTS', presence, sid) == 1) and 1 or 0
+    end
+    table.sort(kept, function(a, b)
+      if a[3] ~= b[3] then return a[3] < b[3] end
+      return a[2] < b[2]
+    end)
     for i = 1, #kept - cap + 1 do
       redis.call('HDEL', key, kept[i][1])
       dropped[#dropped + 1] = kept[i][1]
@@ -346,7 +358,7 @@ local function add_socket(keys, args)
   local dropped = {}
   if args[7] ~= '' then
     if args[10] == '1' then
-      dropped = prune_sessions(keys[2], now, tonumber(args[13]), tonumber(args[11]), args[7])
+      dropped = prune_sessions(keys[2], keys[1], now, tonumber(args[13]), tonumber(args[11]), args[7])
     else
       local entry = redis.call('HGET', keys[2], args[7])
       if not entry or epoch_of(entry) ~= args[8] then return {'taken', {}, anomalies} end
@@ -395,7 +407,7 @@ local function record(keys, args)
       end
     end
     redis.call('EXPIRE', presence, args[1])
-    if redis.call('HLEN', sessions) > 1 then prune_sessions(sessions, now, skew, 0, '') end
+    if redis.call('HLEN', sessions) > 1 then prune_sessions(sessions, presence, now, skew, 0, '') end
     trim_history(history, anomalies)
   end
   return {contested, anomalies}
@@ -425,7 +437,7 @@ local function leave(keys, args)
     end
   end
   prune_presence(keys[1], args[8], now, tonumber(args[10]))
-  prune_sessions(keys[2], now, tonumber(args[9]), 0, '')
+  prune_sessions(keys[2], keys[1], now, tonumber(args[9]), 0, '')
   return anomalies
 end
 
