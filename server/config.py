@@ -296,7 +296,8 @@ class Settings:
         "many between two heartbeats.", bounds=Range(1, 10_000))
     recovery_max_sessions: int = _setting(
         "RECOVERY_MAX_SESSIONS", 20,
-        "Most recoverable sessions one user has; a new one drops the oldest (the one whose deadline is nearest).",
+        "Most recoverable sessions one user has; a new one drops the expired ones, then the oldest (the one whose "
+        "deadline is nearest), those of sockets still connected last.",
         bounds=Range(1, 1000))
     recovery_max_replay_bytes: int = _setting(
         "RECOVERY_MAX_REPLAY_BYTES", 1024 * 1024,
