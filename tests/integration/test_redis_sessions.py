@@ -22,11 +22,11 @@ from redis.asyncio.cluster import RedisCluster
 from server.backends import Backend
 from server.backends.base import Claim, HistoryGone, Received, Routed, Session
 from server.backends.redis.entries import INSTANCE_TTL_MS, SessionEntry, SignedEntries, now_ms
-from server.backends.redis.keys import history_key, inbox_key, presence_key, sessions_key
+from server.backends.redis.keys import consumed_key, history_key, inbox_key, presence_key, sessions_key
 from server.backends.redis.presence import RedisPresence
 from server.backends.redis.sessions import CLAIM_BURST, HISTORY_PAGE, RedisSessions
 from server.backends.redis.transport import RedisTransport
-from server.errors import TooManyConnectionsError
+from server.errors import PublishError, TooManyConnectionsError
 from tests.helpers.backends import OpenReplica, emitter_backend, replica_backends
 
 WINDOW = 30.0  # seconds; no test waits for it unless it sets its own
@@ -476,6 +476,85 @@ async def test_a_forged_presence_entry_over_a_live_socket_is_written_over_and_ki
     assert kicked == [] and isinstance(value, bytes) and value.startswith(process_of(replica).encode())
 
 
+async def test_a_presence_entry_of_non_ascii_digits_over_a_live_socket_is_forged_and_the_heartbeat_goes_on(
+        open_replica: OpenReplica, sender: Backend, channel: str, user: str) -> None:
+    """``'²'.isdigit()`` is true and ``int('²')`` raises: such an entry once stopped a replica's heartbeat."""
+    replica, _ = await live_session(open_replica, user)
+    client = await client_of(replica)
+    await client.hset(presence_key(channel, user), "sid-1", "x#\u00b2#00")
+
+    await presence_of(replica).heartbeat()
+
+    value = await client.hget(presence_key(channel, user), "sid-1")
+    assert isinstance(value, bytes) and value.startswith(process_of(replica).encode())
+    assert (await send(sender, channel, user, b"after", volatile=True)).online is True
+
+
+async def test_a_replayed_entry_of_the_replica_a_socket_was_recovered_from_kicks_nobody(
+        open_replica: OpenReplica, channel: str, user: str) -> None:
+    """Only a later claim of the session (its signed ``tat`` past this socket's) proves a takeover."""
+    old, session = await lost_session(open_replica, user)
+    client = await client_of(old)
+    await presence_of(old).add(user, "sid-1", session)
+    recorded = await client.hget(presence_key(channel, user), "sid-1")  # signed by the old replica
+    await presence_of(old).remove(user, "sid-1", session, keep=True)
+    new = await open_replica("new")
+    claim = claimed(await sessions_of(new).claim(user, session.pid, None))
+    await presence_of(new).add(user, "sid-1", claim.session)
+    await client.hset(presence_key(channel, user), "sid-1", recorded)
+    kicked: list[str] = []
+
+    async def on_taken(sid: str) -> None:
+        kicked.append(sid)
+
+    presence_of(new).on_taken(on_taken)
+    await presence_of(new).heartbeat()
+
+    value = await client.hget(presence_key(channel, user), "sid-1")
+    assert kicked == [] and isinstance(value, bytes) and value.startswith(process_of(new).encode())
+
+
+async def test_a_flood_of_future_dated_presence_entries_is_deleted_by_the_next_heartbeat(
+        open_replica: OpenReplica, sender: Backend, channel: str, user: str) -> None:
+    """Over the hard limit the send functions see nobody (reading it costs every send): the user
+    looks offline for one heartbeat at most, not for as long as the flood stays."""
+    replica, _ = await live_session(open_replica, user)
+    client = await client_of(replica)
+    forged = {f"forged-{n}": f"{process_of(replica)}#99999999999999#00" for n in range(1001)}
+    await client.hset(presence_key(channel, user), mapping=forged)  # type: ignore[arg-type]
+    assert (await send(sender, channel, user, b"during", volatile=True)).online is False
+
+    await presence_of(replica).heartbeat()
+
+    assert await client.hkeys(presence_key(channel, user)) == [b"sid-1"]
+    assert (await send(sender, channel, user, b"after", volatile=True)).online is True
+
+
+async def test_a_future_dated_presence_entry_is_not_a_live_ones_and_goes_when_a_socket_joins(
+        open_replica: OpenReplica, channel: str, user: str) -> None:
+    replica = await open_replica()
+    client = await client_of(replica)
+    await client.hset(presence_key(channel, user), "forged", f"{process_of(replica)}#99999999999999#00")
+
+    await presence_of(replica).add(user, "sid-1")
+
+    assert await client.hkeys(presence_key(channel, user)) == [b"sid-1"]
+
+
+async def test_sends_while_a_users_sessions_hash_is_flooded_make_its_recoveries_fail_not_miss_them(
+        open_replica: OpenReplica, sender: Backend, channel: str, user: str) -> None:
+    replica, session = await lost_session(open_replica, user)
+    client = await client_of(replica)
+    junk = {f"junk-{n}": "99999999999999|e|x|1-0|0|p|00" for n in range(1001)}
+    await client.hset(sessions_key(channel, user), mapping=junk)  # type: ignore[arg-type]
+
+    assert (await send(sender, channel, user, b"missed")).offset is None
+    assert await history(client, channel, user) == [b"!"]
+    await presence_of(replica).add(user, "sid-3", await sessions_of(replica).open(user, "sid-3"))
+    assert await client.hlen(sessions_key(channel, user)) == 1  # the flood went with the join
+    assert await sessions_of(replica).claim(user, session.pid, None) == "unknown"
+
+
 async def test_a_claim_starts_at_the_sessions_start_when_the_clients_offset_is_older(
         open_replica: OpenReplica, sender: Backend, channel: str, user: str) -> None:
     """An offset kept from an earlier session of the client replays nothing of before this one."""
@@ -647,6 +726,33 @@ async def test_a_key_of_the_wrong_type_at_a_users_presence_makes_them_offline_un
     assert found == ["presence_type"]
     await presence_of(replica).heartbeat()
     assert (await send(sender, channel, user, b"after", volatile=True)).online is True
+
+
+async def test_a_send_whose_users_only_replica_has_a_full_inbox_fails_instead_of_saying_sent(
+        open_single_replica: OpenReplica, single_sender: Backend, channel: str, user: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A flooded inbox (the emitter user may append to any) drops what is sent to it: the sender hears so."""
+    monkeypatch.setattr("server.backends.redis.inboxes.INBOX_MAX_LEN", 3)
+    full, _ = await live_session(open_single_replica, user)
+    client = await client_of(full)
+    await client.rpush(inbox_key(channel, process_of(full)), *[b"flood"] * 3)
+
+    with pytest.raises(PublishError):
+        await send(single_sender, channel, user, b"lost", volatile=True)
+    await live_session(open_single_replica, user, "sid-2", await open_single_replica("other"))
+    assert (await send(single_sender, channel, user, b"half", volatile=True)).online is True
+
+
+async def test_an_inbox_is_read_on_when_its_consumed_counter_is_not_a_number(
+        open_single_replica: OpenReplica, single_sender: Backend, channel: str, user: str) -> None:
+    """A counter written over by a neighbour once stopped the replica reading its inbox for good."""
+    holder, _ = await live_session(open_single_replica, user)
+    client = await client_of(holder)
+    await client.set(consumed_key(channel, process_of(holder)), "x")
+
+    await send(single_sender, channel, user, b"still", volatile=True)
+
+    assert await next_received(holder) == (b"still", None)
 
 
 # --- the presence side: heartbeat, the cap on sockets, leaving -------------------------------

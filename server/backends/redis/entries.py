@@ -87,12 +87,12 @@ class SignedEntries:
             return True
         # From the right, as the functions do: the process id (INSTANCE_ID) may hold a '#'.
         parts = value.decode("utf-8", "replace").rsplit("#", 2)
-        if len(parts) != 3 or not parts[1].isdigit():
+        if len(parts) != 3 or not _is_number(parts[1]):
             return False
         process, ts_text, mac = parts
         if not -self.skew_ms <= now_ms() - int(ts_text) <= self.stale_ms:
             return False
-        return hmac.compare_digest(mac, self._mac(f"{user_id}\n{sid}\n{process}\n{ts_text}"))
+        return _same(mac, self._mac(f"{user_id}\n{sid}\n{process}\n{ts_text}"))
 
     # --- sessions ----------------------------------------------------------
 
@@ -108,9 +108,9 @@ class SignedEntries:
         text = value.decode("utf-8", "replace")
         body, _, mac = text.rpartition("|")
         fields = body.split("|", 5)
-        if len(fields) != 6 or not fields[0].isdigit() or not fields[4].isdigit():
+        if len(fields) != 6 or not _is_number(fields[0]) or not _is_number(fields[4]):
             return None
-        if self._key is not None and not hmac.compare_digest(mac, self._mac(f"session\n{user_id}\n{pid}\n{body}")):
+        if self._key is not None and not _same(mac, self._mac(f"session\n{user_id}\n{pid}\n{body}")):
             return None
         deadline, epoch, sid, start, tat, process = fields
         return SessionEntry(int(deadline), epoch, sid, start, int(tat), process)
@@ -126,3 +126,13 @@ class SignedEntries:
     def _mac(self, text: str) -> str:
         assert self._key is not None
         return hmac.digest(self._key, f"{self._channel}\n{text}".encode(), "sha256").hex()[:32]
+
+
+def _is_number(text: str) -> bool:
+    """ASCII digits only (``str.isdigit`` takes ``²`` too, which ``int`` refuses), and not absurdly many."""
+    return 0 < len(text) <= 20 and text.isascii() and text.isdigit()
+
+
+def _same(given: str, expected: str) -> bool:
+    """Compare a MAC read from Redis (any text: ``compare_digest`` refuses non-ASCII ``str``)."""
+    return hmac.compare_digest(given.encode(), expected.encode())

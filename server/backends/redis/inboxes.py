@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
@@ -133,19 +134,23 @@ class InboxTransport(QueueTransport):
         return [PublishError(f"Redis publish failed: {reply}") if isinstance(reply, Exception)
                 else self._routed(user_id, reply) for (user_id, _), reply in zip(messages, replies, strict=True)]
 
-    def _routed(self, user_id: str, reply: list[Any]) -> Routed:
-        """A send's reply: {live entries, offset, live sessions if the user has no live socket, anomalies}."""
+    def _routed(self, user_id: str, reply: list[Any]) -> Routed | PublishError:
+        """A send's reply: {live entries reached, offset, live sessions if none was, anomalies}; a
+        ``PublishError`` when the user's replicas are live but none could take it (inboxes full)."""
         live, offset, sessions, anomalies = reply
         if anomalies:
             self.anomalies.report(anomalies, user_id=user_id)
         online = self._entries.any_genuine(user_id, live)
+        if not online and b"inbox_full" in anomalies:
+            return PublishError("the replicas holding this user are not reading their inboxes (full); not delivered")
         recoverable = online or self._entries.any_recoverable(user_id, sessions)
         return Routed(online, offset.decode() if offset and recoverable else None)
 
     async def lookup(self, channel: str, user_id: str) -> bool:
         """Whether ``user_id`` has a socket anywhere: the send function, sending nothing."""
         reply = await sending(self.functions.call("send", _user_keys(channel, user_id), self._routing(channel)))
-        return self._routed(user_id, reply).online
+        routed = self._routed(user_id, reply)
+        return not isinstance(routed, PublishError) and routed.online
 
     async def hold(self, user_id: str) -> None:
         """Nothing to do: the presence entry itself routes the user's messages here."""
@@ -258,8 +263,12 @@ def _advance_prefix(inbox: str, consumed: str) -> bytes:
 
 def _unpacked(item: bytes) -> Received:
     """An inbox element: an envelope, or ``@<offset> <envelope>`` for one stored for recovery
-    (an envelope starts with ``{`` or a hex signature)."""
+    (an envelope starts with ``{`` or a hex signature). An offset not of our shape is left off:
+    the envelope is checked as any other, and a client never gets an offset it cannot resume from."""
     if item[:1] == b"@":
         offset, _, data = item[1:].partition(b" ")
-        return data, offset.decode()
+        return data, offset.decode() if _OFFSET.fullmatch(offset) else None
     return item, None
+
+
+_OFFSET = re.compile(rb"[0-9]{1,20}-[0-9]{1,20}")

@@ -214,6 +214,8 @@ class RedisPresence(Presence):
                 await self.heartbeat()
             except (RedisError, OSError, QueueUnavailableError) as exc:
                 logger.debug("presence heartbeat failed: %s", exc)
+            except Exception:  # a bug, or Redis data nobody foresaw: the next beat must still run
+                logger.exception("presence heartbeat failed")
             try:
                 await asyncio.wait_for(self._stopping.wait(), self._heartbeat_interval)
             except TimeoutError:
@@ -227,9 +229,8 @@ class RedisPresence(Presence):
             contested = await self._record(sockets, force=frozenset())
             if not contested:
                 return
-            users = {sid: user for sid, user, _ in sockets}
-            taken = {sid for sid, value in contested.items()
-                     if self._entries.genuine_presence(users[sid], sid, value)}
+            taken = {sid for sid, user, session in sockets if sid in contested and self._claimed_since(
+                user, sid, session, *contested[sid])}
             forged = [(sid, user, session) for sid, user, session in sockets if sid in contested and sid not in taken]
             if forged:
                 self._anomalies.report(["forged_presence"] * len(forged))
@@ -239,9 +240,19 @@ class RedisPresence(Presence):
         except (RedisError, OSError, QueueUnavailableError) as exc:
             logger.warning("presence: could not record sockets", extra={"error": str(exc)})
 
+    def _claimed_since(self, user_id: str, sid: str, session: Session | None, presence: bytes, held: bytes) -> bool:
+        """Whether another process holds ``sid`` because a later claim took its session over: its
+        presence entry genuine, and the session's signed entry claimed after ours (``tat`` only grows
+        with claims). A replayed entry of the process this socket was recovered from is neither."""
+        if session is None or not self._entries.genuine_presence(user_id, sid, presence):
+            return False
+        entry = self._entries.parse_session(user_id, session.pid, held) if held else None
+        return entry is not None and entry.tat > session.tat
+
     async def _record(self, sockets: list[tuple[str, str, Session | None]], *,
-                      force: frozenset[str]) -> dict[str, bytes]:
-        """The heartbeat function for ``sockets``; the entries of other processes holding their sids.
+                      force: frozenset[str]) -> dict[str, tuple[bytes, bytes]]:
+        """The heartbeat function for ``sockets``; for each sid another process's entry holds, that
+        entry and the socket's session entry now.
 
         One call per chunk on one Redis: a pipeline of 200 commands cost more CPU than the rest of
         a beat. A cluster's keys lie in many slots: one call per socket, each to its user's node."""
@@ -255,15 +266,18 @@ class RedisPresence(Presence):
         else:
             replies = [await self._call("record", [key for keys, _ in calls for key in keys],
                                         [*head, *(arg for _, args in calls for arg in args)])]
-        contested: dict[str, bytes] = {}
+        contested: dict[str, tuple[bytes, bytes]] = {}
         for found, anomalies in replies:
             self._anomalies.report(anomalies)
-            contested.update((sid.decode(), value) for sid, value in zip(found[::2], found[1::2], strict=True))
+            contested.update((sid.decode(), (value, held))
+                             for sid, value, held in zip(found[::3], found[1::3], found[2::3], strict=True))
         return contested
 
     async def _taken(self, sid: str) -> None:
         """Another process proved it holds ``sid`` now: this replica's socket is a leftover."""
-        self._local.pop(sid, None)
+        user_id, _ = self._local.pop(sid, (None, None))
+        if user_id is not None:
+            await self._transport.release(user_id)
         logger.info("presence: a socket's session was recovered elsewhere; disconnecting it here", extra={"sid": sid})
         if self._on_taken is not None:
             await self._on_taken(sid)

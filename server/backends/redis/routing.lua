@@ -45,6 +45,16 @@ local function repaired(key, command, anomalies, name)
   return wrong
 end
 
+-- Deletes a user's hash that is not one of ours: of another type, or far over any cap of ours (read
+-- whole, it would cost every call). A replica's repair, counted; heartbeats write their entries again.
+local function repaired_hash(key, anomalies, name)
+  local size, wrong = tolerant('HLEN', key)
+  if wrong or size > HARD_LIMIT then
+    redis.call('DEL', key)
+    anomalies[#anomalies + 1] = name .. (wrong and '_type' or '_size')
+  end
+end
+
 local function process_of(value)
   return string.match(value, '^(.*)#%d+#%x+$') or value
 end
@@ -101,7 +111,7 @@ local function live_sessions(key, now, anomalies)
   local size, wrong = tolerant('HLEN', key)
   if wrong then anomalies[#anomalies + 1] = 'sessions_type'; return nil end
   if size == 0 then return nil end
-  if size > HARD_LIMIT then anomalies[#anomalies + 1] = 'sessions_size'; return nil end
+  if size > HARD_LIMIT then anomalies[#anomalies + 1] = 'sessions_size'; return nil, true end
   local entries, live = redis.call('HGETALL', key), {}
   for i = 1, #entries, 2 do
     local deadline = deadline_of(entries[i + 1])
@@ -128,7 +138,12 @@ end
 -- Senders cannot trim: a history holding twice its limit takes no more, and ends with "!" so that a
 -- recovery from before that point fails (the client hears it) rather than missing messages.
 local function store(sessions, history, envelope, now, anomalies)
-  local recoverable = live_sessions(sessions, now, anomalies)
+  local recoverable, unreadable = live_sessions(sessions, now, anomalies)
+  if unreadable then  -- not stored for sessions that may be live: their recoveries must fail, not miss it
+    local last, wrong = tolerant('LINDEX', history, -1)
+    if not wrong and last ~= '!' then redis.call('RPUSHX', history, '!') end
+    return '', nil
+  end
   if not recoverable then return '', nil end
   local generation, base, limit = header_of(history, anomalies)
   if not generation then return '', nil end
@@ -149,12 +164,25 @@ local function appended(inbox, max, element, anomalies)
   return 1
 end
 
+-- The entries (sid, value, ...) but those of ``processes`` (a set).
+local function without_processes(entries, processes)
+  local kept = {}
+  for i = 1, #entries, 2 do
+    if not processes[process_of(entries[i + 1])] then
+      kept[#kept + 1] = entries[i]
+      kept[#kept + 1] = entries[i + 1]
+    end
+  end
+  return kept
+end
+
 -- One Redis. KEYS: the user's presence, sessions, history. ARGV: inbox prefix, sender process ('' for an
 -- emitter), inbox limit, registry, then the envelope and "1" when volatile (no envelope: only look).
 -- Unless volatile, the envelope is stored first; then it goes to the inbox of every live replica
 -- holding the user but the sender -- and to the sender's too when stored, so that each replica writes
--- a user's stored messages in the order of their offsets. Returns {entries of live sockets, offset,
--- live sessions (pid, entry, ...) when it was stored for a user with no live socket, anomalies}.
+-- a user's stored messages in the order of their offsets. Returns {entries of live sockets whose
+-- replica's inbox took it (not full), offset, live sessions (pid, entry, ...) when it was stored for a
+-- user with no such socket, anomalies}.
 local function send(keys, args)
   local now, anomalies = now_ms(), {}
   local live, processes = live_presence(keys[1], args[4], now, anomalies)
@@ -164,11 +192,14 @@ local function send(keys, args)
     if args[6] ~= '1' then offset, sessions = store(keys[2], keys[3], envelope, now, anomalies) end
     local element = envelope
     if offset ~= '' then element = '@' .. offset .. ' ' .. envelope end
+    local unreached = {}
     for process in pairs(processes) do
-      if offset ~= '' or process ~= args[2] then
-        appended(args[1] .. process, tonumber(args[3]), element, anomalies)
+      if (offset ~= '' or process ~= args[2])
+          and appended(args[1] .. process, tonumber(args[3]), element, anomalies) == 0 then
+        unreached[process] = true
       end
     end
+    if next(unreached) then live = without_processes(live, unreached) end
   end
   if #live > 0 then sessions = nil end
   return {live, offset, sessions or {}, anomalies}
@@ -236,14 +267,14 @@ end
 local function advance(keys, args)
   local anomalies = {}
   repaired(keys[1], 'LLEN', anomalies, 'inbox_type')
-  local consumed, wrong = tolerant('GET', keys[2])
-  if wrong then redis.call('DEL', keys[2]); consumed = nil end
+  local consumed = tonumber((tolerant('GET', keys[2])))
   local total = tonumber(args[1])
   if consumed then
-    local drop = total - tonumber(consumed)
+    local drop = total - consumed
     if drop > 0 then redis.call('LTRIM', keys[1], drop, -1) end
   end
-  -- No counter: a new inbox, or Redis lost both: nothing in the inbox was read.
+  -- No counter (or not one of ours, which is written over): a new inbox, or Redis lost both:
+  -- nothing in the inbox was read.
   redis.call('SET', keys[2], total, 'PX', tonumber(args[4]))
   redis.call('PEXPIRE', keys[1], tonumber(args[3]))
   return redis.call('LRANGE', keys[1], 0, tonumber(args[2]) - 1)
@@ -303,19 +334,19 @@ end
 -- Whether a presence entry may be a live socket's: not when signed longer ago (writer's clock) than a
 -- heartbeat vouches for (``stale`` ms, the clock skew included), nor, on one Redis (``registry`` not
 -- ''), when its replica is not live. A Redis Cluster keeps the registry in another slot.
-local function live_entry(value, registry, now, stale, cache)
+local function live_entry(value, registry, now, stale, skew, cache)
   local process, signed = string.match(value, '^(.*)#(%d+)#%x+$')
-  if signed and tonumber(signed) + stale < now then return false end
+  if signed and (tonumber(signed) + stale < now or tonumber(signed) > now + skew) then return false end
   if registry == '' then return true end
   return alive(registry, process or value, now, cache)
 end
 
 -- Drops the entries of dead replicas from a user's presence.
-local function prune_presence(key, registry, now, stale)
+local function prune_presence(key, registry, now, stale, skew)
   local entries = redis.call('HGETALL', key)
   local cache = {}
   for i = 1, #entries, 2 do
-    if not live_entry(entries[i + 1], registry, now, stale, cache) then redis.call('HDEL', key, entries[i]) end
+    if not live_entry(entries[i + 1], registry, now, stale, skew, cache) then redis.call('HDEL', key, entries[i]) end
   end
 end
 
@@ -339,10 +370,10 @@ end
 -- {'taken'} when another connection took the claimed session over meanwhile.
 local function add_socket(keys, args)
   local now, anomalies = now_ms(), {}
-  repaired(keys[1], 'HLEN', anomalies, 'presence_type')
-  repaired(keys[2], 'HLEN', anomalies, 'sessions_type')
+  repaired_hash(keys[1], anomalies, 'presence')
+  repaired_hash(keys[2], anomalies, 'sessions')
   for i = 15, #args do redis.call('HDEL', keys[1], args[i]) end
-  prune_presence(keys[1], args[4], now, tonumber(args[14]))
+  prune_presence(keys[1], args[4], now, tonumber(args[14]), tonumber(args[13]))
   local cap = tonumber(args[5])
   if cap > 0 then
     local live = {}
@@ -379,7 +410,7 @@ end
 -- is written unless another process's entry holds its sid now (a recovered connection elsewhere, or a
 -- forgery: the caller checks, and writes again with "1"); its session is refreshed while it holds
 -- it. Expired sessions go, and histories are trimmed to their limit. Returns {sid, the other entry,
--- ...} for the sockets not written, and the anomalies.
+-- the socket's session entry now ('' without one), ...} for the sockets not written, and the anomalies.
 local function record(keys, args)
   local now, anomalies, contested = now_ms(), {}, {}
   local session_ttl, skew = tonumber(args[3]), tonumber(args[4])
@@ -388,13 +419,14 @@ local function record(keys, args)
     local base = 4 + 6 * i
     local sid, value, pid, epoch, entry, force =
       args[base + 1], args[base + 2], args[base + 3], args[base + 4], args[base + 5], args[base + 6]
-    repaired(presence, 'HLEN', anomalies, 'presence_type')
-    repaired(sessions, 'HLEN', anomalies, 'sessions_type')
+    repaired_hash(presence, anomalies, 'presence')
+    repaired_hash(sessions, anomalies, 'sessions')
     repaired(history, 'LLEN', anomalies, 'history_type')
     local current = redis.call('HGET', presence, sid)
     if current and process_of(current) ~= args[2] and force ~= '1' then
       contested[#contested + 1] = sid
       contested[#contested + 1] = current
+      contested[#contested + 1] = (pid ~= '' and redis.call('HGET', sessions, pid)) or ''
     else
       redis.call('HSET', presence, sid, value)
       if pid ~= '' then
@@ -420,8 +452,8 @@ end
 -- the sid now; its session ends, or is kept for the window, unless another connection took it over.
 local function leave(keys, args)
   local now, anomalies = now_ms(), {}
-  repaired(keys[1], 'HLEN', anomalies, 'presence_type')
-  repaired(keys[2], 'HLEN', anomalies, 'sessions_type')
+  repaired_hash(keys[1], anomalies, 'presence')
+  repaired_hash(keys[2], anomalies, 'sessions')
   local current = redis.call('HGET', keys[1], args[1])
   if current and process_of(current) == args[2] then redis.call('HDEL', keys[1], args[1]) end
   if args[3] ~= '' then
@@ -436,7 +468,7 @@ local function leave(keys, args)
       end
     end
   end
-  prune_presence(keys[1], args[8], now, tonumber(args[10]))
+  prune_presence(keys[1], args[8], now, tonumber(args[10]), tonumber(args[9]))
   prune_sessions(keys[2], keys[1], now, tonumber(args[9]), 0, '')
   return anomalies
 end
