@@ -81,6 +81,14 @@ class Gateway:
         await self.recovery.before_connect(eio_sid, auth, identify)
 
     async def on_connect(self, sid: str, environ: Mapping[str, Any], auth: Any = None) -> None:
+        eio_sid = self.sio.manager.eio_sid_from_sid(sid, "/")
+        try:
+            await self._connect(sid, eio_sid, auth, environ)
+        finally:
+            if self.recovery is not None:  # the session it claimed may be claimed again, now that it is here
+                self.recovery.abandon(eio_sid)
+
+    async def _connect(self, sid: str, eio_sid: str, auth: Any, environ: Mapping[str, Any]) -> None:
         try:
             if self.draining:
                 raise AuthError("this replica is shutting down; reconnect", code=ErrorCode.SERVER_SHUTTING_DOWN)
@@ -96,7 +104,7 @@ class Gateway:
         await self.sio.save_session(sid, {"user_id": user_id})
         tracked = None
         if self.recovery is not None:  # before the room: its live events are held until the replay
-            tracked = await self.recovery.start(sid, self.sio.manager.eio_sid_from_sid(sid, "/"), user_id, auth)
+            tracked = await self.recovery.start(sid, eio_sid, user_id, auth)
         session = tracked.session if tracked else None
         if replacing:
             await self._replace_older_sockets(room, sid)

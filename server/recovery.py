@@ -222,8 +222,7 @@ class Recovery:
     async def start(self, sid: str, eio_sid: str, user_id: str, auth: Any) -> Tracked | None:
         """In ``on_connect``, before the socket joins its room: its session (recovered, or new), from
         which on its live events are held until ``replay``. ``None``: the socket goes without one."""
-        claimed = self._claims.get(eio_sid)
-        self.abandon(eio_sid)
+        claimed = self._claims.pop(eio_sid, None)  # its pid stays claimed here until ``abandon``
         if claimed is not None and claimed.user_id == user_id and claimed.claim.sid == sid:
             tracked = Tracked(user_id, claimed.claim.session, True, claimed.claim.session.start, claimed.missed)
         elif not wants_recovery(auth):
@@ -256,11 +255,13 @@ class Recovery:
         return tracked
 
     def abandon(self, eio_sid: str) -> None:
-        """The Engine.IO session closed (or its CONNECT is handled): drop a claim it made and nothing
-        used. The session stays taken over until its deadline: the client connects again."""
-        claimed = self._claims.pop(eio_sid, None)
-        if claimed is not None and self._claiming.get(claimed.claim.session.pid) == eio_sid:
-            del self._claiming[claimed.claim.session.pid]
+        """The Engine.IO session closed, or its CONNECT was handled (its socket joined or was
+        refused): drop a claim it made and nothing used, and free the pid it claimed for another
+        connection here. Not sooner: a second claim while the first socket is still joining would
+        get the same socket id. An unused claim keeps the session taken over until its deadline."""
+        self._claims.pop(eio_sid, None)
+        for pid in [pid for pid, claimer in self._claiming.items() if claimer == eio_sid]:
+            del self._claiming[pid]
 
     # --- the replay --------------------------------------------------------
 

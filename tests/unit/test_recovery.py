@@ -494,12 +494,24 @@ async def test_a_pid_may_be_claimed_again_here_once_the_claim_before_was_used_or
     store.claim_result = CLAIM
     await recovery.before_connect(EIO, {"token": "good", "pid": "pid-1"}, identify)
     await recovery.start("sid-1", EIO, USER, {"token": "good"})
+    recovery.abandon(EIO)  # its socket joined: the gateway's on_connect is done
     await recovery.before_connect("eio-2", {"token": "good", "pid": "pid-1"}, identify)
     recovery.abandon("eio-2")
 
     await recovery.before_connect("eio-3", {"token": "good", "pid": "pid-1"}, identify)
 
     assert len(store.claims) == 3 and recovery.claimed_sid("eio-3") == "sid-1"
+
+
+async def test_a_pid_stays_claimed_here_until_its_socket_has_joined(recovery: Recovery, store: FakeStore) -> None:
+    """A second claim while the first socket is still joining would get the same socket id."""
+    store.claim_result = CLAIM
+    await recovery.before_connect(EIO, {"token": "good", "pid": "pid-1"}, identify)
+    await recovery.start("sid-1", EIO, USER, {"token": "good"})
+
+    await recovery.before_connect("eio-2", {"token": "good", "pid": "pid-1"}, identify)
+
+    assert len(store.claims) == 1 and recovery.claimed_sid("eio-2") is None
 
 
 async def test_a_socket_that_leaves_during_its_replay_is_written_nothing_more(
