@@ -106,6 +106,8 @@ class Range:
 
 QUEUE_MESSAGE_BYTES = Range(MIN_QUEUE_MESSAGE_BYTES, MAX_QUEUE_MESSAGE_BYTES)
 QUEUE_REPLAY_WINDOW = Range(1.0, 300.0)
+# routing.lua's MOST_MESSAGES caps every history's limit at this, whatever its header says.
+RECOVERY_MAX_MESSAGES = Range(1, 10_000)
 
 
 @dataclass(frozen=True)
@@ -293,7 +295,7 @@ class Settings:
         "RECOVERY_MAX_MESSAGES", 200,
         "Most messages a client may have missed and recover; a client that missed more gets a new session "
         "(`recovered` false). A user's history keeps this many (the oldest are dropped first), up to twice as "
-        "many between two heartbeats.", bounds=Range(1, 10_000))
+        "many between two heartbeats.", bounds=RECOVERY_MAX_MESSAGES)
     recovery_max_sessions: int = _setting(
         "RECOVERY_MAX_SESSIONS", 20,
         "Most recoverable sessions one user has; a new one drops the expired ones, then the oldest (the one whose "

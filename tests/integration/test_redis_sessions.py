@@ -26,6 +26,7 @@ from server.backends.redis.keys import consumed_key, history_key, inbox_key, pre
 from server.backends.redis.presence import RedisPresence
 from server.backends.redis.sessions import CLAIM_BURST, HISTORY_PAGE, RedisSessions
 from server.backends.redis.transport import RedisTransport
+from server.config import RECOVERY_MAX_MESSAGES
 from server.errors import PublishError, TooManyConnectionsError
 from tests.helpers.backends import OpenReplica, emitter_backend, replica_backends
 
@@ -636,6 +637,24 @@ async def test_a_heartbeat_trims_a_history_to_its_limit_keeping_every_offset(
     assert len(await history(await client_of(replica), channel, user)) == MAX_MESSAGES
     kept = await read_history(sessions_of(replica), user, offsets[3])
     assert [offset for page in kept for offset, _ in page] == offsets[4:]
+
+
+async def test_a_history_limit_raised_in_its_header_by_a_neighbour_is_capped_at_the_settings_bound(
+        open_replica: OpenReplica, channel: str, user: str) -> None:
+    """A forged header cannot make a history grow with all of a user's traffic."""
+    replica, _session = await live_session(open_replica, user)
+    client = await client_of(replica)
+    header = await client.lindex(history_key(channel, user), 0)
+    assert isinstance(header, bytes)
+    generation = header.decode().split("|")[1]
+    await client.lset(history_key(channel, user), 0, f"h|{generation}|0|999999999")
+    most = int(RECOVERY_MAX_MESSAGES.high)
+    await client.rpush(history_key(channel, user), *[b"m"] * (most + 50))
+
+    await presence_of(replica).heartbeat()
+
+    assert await client.llen(history_key(channel, user)) == most + 1
+    assert await client.lindex(history_key(channel, user), 0) == f"h|{generation}|50|{most}".encode()
 
 
 # --- sending: stored, sent or refused ------------------------------------------------------

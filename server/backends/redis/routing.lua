@@ -19,6 +19,8 @@
 
 -- Entries a user's hash may hold before it is taken for someone else's doing and not read.
 local HARD_LIMIT = 1000
+-- The most messages a history keeps, whatever its header says (the bound of RECOVERY_MAX_MESSAGES).
+local MOST_MESSAGES = 10000
 
 local function now_ms()
   local clock = redis.call('TIME')
@@ -131,7 +133,7 @@ local function header_of(key, anomalies)
   if not header then return nil end
   local generation, base, limit = string.match(header, '^h|(%d+)|(%d+)|(%d+)$')
   if not generation then anomalies[#anomalies + 1] = 'history_header'; return nil end
-  return generation, tonumber(base), tonumber(limit)
+  return generation, tonumber(base), math.min(tonumber(limit), MOST_MESSAGES)
 end
 
 -- Appends a message to the user's history when a session of theirs may recover it; its offset or ''.
