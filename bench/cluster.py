@@ -48,7 +48,8 @@ class SystemUnderTest:
                # The load generator opens thousands of sessions from one address: the per-address
                # handshake limit and the session cap are lifted; per-session limits stay as shipped.
                "HANDSHAKE_RATE_PER_SECOND": "10000", "HANDSHAKE_BURST": "100000", "MAX_CONNECTIONS": "1000000",
-               "WEBSOCKET_COMPRESSION": "true" if compression else "false", **SYSTEMS[system].env}
+               "WEBSOCKET_COMPRESSION": "true" if compression else "false", **SYSTEMS[system].env,
+               **SYSTEMS[system].python_env}
         argv = python_module(module) if module else SYSTEMS[system].replica
         self.replica_set = ReplicaSet(replicas, env=env, log_dir=log_dir, argv=argv, name=system)
 
