@@ -292,7 +292,7 @@ def _ours_then_and_now(rows: list[Row]) -> list[str]:
 
 def _step_tables(rows: list[Row], cores: int) -> list[str]:
     out: list[str] = []
-    for compress in MODES:
+    for compress in (mode for mode in MODES if select(rows, scenario="targeted", compression=mode)):
         out += [f"### Targeted, {_mode(compress)}", ""]
         body = []
         for rate in sorted({r["offered_rate"] for r in select(rows, scenario="targeted", compression=compress)}):
