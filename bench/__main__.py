@@ -8,8 +8,12 @@
                                        some systems only (default: the plan's)
     python -m bench --only load --users 300 --replicas 3 --rates 1000 --repeats 1
                                        a smaller plan: users, replicas, targeted rates, repeats
+    python -m bench --only load --compression off --ours-at 869c95d
+                                       deflate off only; ours at commit 869c95d measured too,
+                                       as system ours-869c95d, right before ours now
     python -m bench --report FILE      render a saved results.json again
     python -m bench --profile          py-spy profile of one of our replicas under targeted load
+                                       (with --ours-at REF: of ours at that commit)
 
 Every process it starts (redis-server, replicas, load generator, emitter) is
 stopped on success, failure and Ctrl-C.
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import json
 import resource
@@ -35,7 +40,7 @@ from .machine import describe, load_average
 from .profile import profile_replica
 from .results import IdleResult, StepResult
 from .scenarios import FULL, QUICK, SCENARIOS, Plan, run_scenarios, users
-from .systems import SYSTEMS, missing_tools
+from .systems import SYSTEMS, commit_of, missing_tools, ours_at
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 PROFILE_RATE = 1000.0
@@ -53,6 +58,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--replicas", type=_positive, help="replicas of each system in the load scenario")
     parser.add_argument("--rates", type=_positive, nargs="+", metavar="MSG_S", help="targeted rates offered")
     parser.add_argument("--repeats", type=_positive, help="runs of the load and scaling scenarios (medians over them)")
+    parser.add_argument("--compression", nargs="+", choices=("off", "on"), metavar="MODE",
+                        help="permessage-deflate modes of the load and idle scenarios, of off, on (default: both)")
+    parser.add_argument("--ours-at", metavar="REF",
+                        help="also measure ours as it was at this git commit (system ours-<commit>), its replicas and "
+                             "emitter run from a temporary worktree of it with this interpreter")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="where results go (default: bench/results)")
     parser.add_argument("--report", type=Path, metavar="FILE", help="render a saved results.json again and stop")
     parser.add_argument("--profile", action="store_true", help="profile one of our replicas and stop")
@@ -72,6 +82,8 @@ def plan_of(args: argparse.Namespace) -> Plan:
                                                 ("replicas", args.replicas), ("targeted_rates", args.rates),
                                                 ("repeats", args.repeats))
                if value is not None}
+    if args.compression is not None:
+        changes["compression"] = tuple(mode == "on" for mode in ("off", "on") if mode in args.compression)
     # Order as the plan runs them (baseline first), however they were named.
     if "systems" in changes:
         changes["systems"] = tuple(name for name in SYSTEMS if name in changes["systems"])
@@ -80,29 +92,40 @@ def plan_of(args: argparse.Namespace) -> Plan:
     return dataclasses.replace(QUICK if args.quick else FULL, **changes)
 
 
+def with_system(systems: tuple[str, ...], name: str) -> tuple[str, ...]:
+    """``systems`` with ``name`` (ours at another commit) right before ours, so the two run one
+    after the other in each repeat; first if ours is not measured."""
+    at = systems.index("ours") if "ours" in systems else 0
+    return (*systems[:at], name, *systems[at:])
+
+
 async def _run(args: argparse.Namespace) -> int:
     main_task = asyncio.current_task()
     if main_task is not None:  # SIGTERM unwinds like Ctrl-C: the run is cancelled and every process stopped
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main_task.cancel)
-    plan = plan_of(args)
     log_dir = args.out / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
-    if args.profile:
-        summary = await profile_replica(users=users(plan.users), replicas=plan.replicas, rate=PROFILE_RATE,
-                                        duration=plan.step_s, out_dir=args.out)
-        print(summary.text(top=15))
-        print(f"written: {args.out / 'profile.txt'}, {args.out / 'profile.raw'}")
-        return 0
-    doc: dict[str, Any] = {"mode": "quick" if args.quick else "full",
-                           "started": datetime.now(UTC).isoformat(timespec="seconds"), "machine": describe(),
-                           "plan": asdict(plan), "scenarios": args.only, "load_before": load_average(),
-                           "results": []}
+    with contextlib.ExitStack() as stack:
+        plan = plan_of(args)
+        older = None if args.ours_at is None else stack.enter_context(ours_at(args.ours_at))
+        if older is not None:
+            plan = dataclasses.replace(plan, systems=with_system(plan.systems, older))
+        if args.profile:
+            summary = await profile_replica(users=users(plan.users), replicas=plan.replicas, rate=PROFILE_RATE,
+                                            duration=plan.step_s, out_dir=args.out, system=older or "ours")
+            print(summary.text(top=15))
+            print(f"written: {args.out / 'profile.txt'}, {args.out / 'profile.raw'}")
+            return 0
+        doc: dict[str, Any] = {"mode": "quick" if args.quick else "full",
+                               "started": datetime.now(UTC).isoformat(timespec="seconds"), "machine": describe(),
+                               "plan": asdict(plan), "scenarios": args.only, "load_before": load_average(),
+                               "results": []}
 
-    def keep(result: StepResult | IdleResult) -> None:
-        doc["results"].append(result.to_json())
-        print(result.line(), flush=True)
+        def keep(result: StepResult | IdleResult) -> None:
+            doc["results"].append(result.to_json())
+            print(result.line(), flush=True)
 
-    await run_scenarios(plan, args.only, log_dir, keep)
+        await run_scenarios(plan, args.only, log_dir, keep)
     doc.update(finished=datetime.now(UTC).isoformat(timespec="seconds"), load_after=load_average(),
                others_share=report.others_share(doc["results"], doc["machine"]["cores"]))
     for path in report.write(doc, args.out):
@@ -123,6 +146,12 @@ def main(argv: list[str]) -> int:
     if not args.profile and (missing := missing_tools(plan_of(args).systems)) is not None:
         print(missing, file=sys.stderr)
         return 2
+    if args.ours_at is not None:
+        try:
+            commit_of(args.ours_at)
+        except ValueError as exc:
+            print(exc, file=sys.stderr)
+            return 2
     # Thousands of sockets in the replicas: children inherit the whole file descriptor allowance.
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))

@@ -8,6 +8,7 @@ is stopped on the way out, also on failure or Ctrl-C.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 
@@ -28,10 +29,12 @@ class SystemUnderTest:
     :param compression: whether the replicas accept permessage-deflate (``WEBSOCKET_COMPRESSION``).
     :param module: another entry point for the replicas, with the same settings
         (``bench.traced_replica``: ours under tracemalloc).
+    :param env: settings that replace the benchmark's own (``bench.churn``: JWT mode, a signing
+        key and the shipped handshake limits; an empty value means the server's default).
     """
 
     def __init__(self, system: str, replicas: int, log_dir: Path, *, compression: bool = False,
-                 module: str | None = None) -> None:
+                 module: str | None = None, env: Mapping[str, str] | None = None) -> None:
         if system not in SYSTEMS:
             raise ValueError(f"system must be one of {sorted(SYSTEMS)}, got {system!r}")
         self.system = system
@@ -48,7 +51,8 @@ class SystemUnderTest:
                # The load generator opens thousands of sessions from one address: the per-address
                # handshake limit and the session cap are lifted; per-session limits stay as shipped.
                "HANDSHAKE_RATE_PER_SECOND": "10000", "HANDSHAKE_BURST": "100000", "MAX_CONNECTIONS": "1000000",
-               "WEBSOCKET_COMPRESSION": "true" if compression else "false", **SYSTEMS[system].env}
+               "WEBSOCKET_COMPRESSION": "true" if compression else "false", **SYSTEMS[system].env,
+               **SYSTEMS[system].python_env, **(env or {})}
         argv = python_module(module) if module else SYSTEMS[system].replica
         self.replica_set = ReplicaSet(replicas, env=env, log_dir=log_dir, argv=argv, name=system)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import resource
 import signal
 import sys
@@ -107,12 +108,14 @@ class Worker:
     and its requests.
 
     Its stderr goes to ``log_path``; ``stop()`` closes its stdin and waits, then kills.
+    ``env`` is added to this process's environment for it.
     """
 
-    def __init__(self, name: str, argv: Sequence[str], log_path: Path) -> None:
+    def __init__(self, name: str, argv: Sequence[str], log_path: Path, *, env: Mapping[str, str] | None = None) -> None:
         self.name = name
         self.argv = list(argv)
         self.log_path = log_path
+        self.env = dict(env or {})
         self._process: asyncio.subprocess.Process | None = None
 
     @property
@@ -122,7 +125,7 @@ class Worker:
     async def start(self) -> None:
         with self.log_path.open("ab") as log:
             self._process = await asyncio.create_subprocess_exec(
-                *self.argv, cwd=REPO_ROOT, stdin=asyncio.subprocess.PIPE,
+                *self.argv, cwd=REPO_ROOT, env={**os.environ, **self.env}, stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE, stderr=log, limit=LINE_LIMIT)
 
     async def call(self, cmd: str, *, timeout: float, **arguments: Any) -> dict[str, Any]:

@@ -78,8 +78,9 @@ class Client:
 
     @classmethod
     async def connect(cls, session: aiohttp.ClientSession, url: str, user: str, *, compress: bool,
-                      recorder: Recorder) -> Client:
-        """Open the WebSocket and join the default namespace as ``user`` (dev-mode auth).
+                      recorder: Recorder, auth: dict[str, Any] | None = None) -> Client:
+        """Open the WebSocket and join the default namespace as ``user`` (dev-mode auth, or ``auth``:
+        ``{"token": ...}`` for a replica in JWT mode).
 
         Returns once the server's ``connected`` event arrived: the user is in its room.
         """
@@ -88,7 +89,7 @@ class Client:
             opening = await ws.receive_str(timeout=CONNECT_TIMEOUT)
             if not opening.startswith("0{"):
                 raise ConnectionError(f"expected an Engine.IO open packet, got {opening[:80]!r}")
-            await ws.send_str("40" + json.dumps({"user_id": user}))
+            await ws.send_str("40" + json.dumps({"user_id": user} if auth is None else auth))
             while not (frame := await ws.receive_str(timeout=CONNECT_TIMEOUT)).startswith('42["connected"'):
                 if frame.startswith("44"):
                     raise ConnectionError(f"connection refused: {frame[2:200]}")

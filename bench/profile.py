@@ -87,14 +87,15 @@ def summarize_stacks(lines: Iterable[str]) -> StackSummary:
 
 
 async def profile_replica(*, users: list[str], replicas: int, rate: float, duration: float,
-                          out_dir: Path) -> StackSummary:
-    """Sample our first replica during one targeted step; writes ``profile.raw`` and ``profile.txt``."""
+                          out_dir: Path, system: str = "ours") -> StackSummary:
+    """Sample our first replica during one targeted step; writes ``profile.raw`` and ``profile.txt``.
+    ``system``: ours at another commit (``ours-<commit>``, see ``bench.systems.ours_at``)."""
     # The virtualenv's bin/ holds it, and is not always on PATH.
     py_spy = shutil.which("py-spy", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
     if py_spy is None:
         raise RuntimeError("py-spy is not installed (pip install -r bench/requirements.txt)")
     raw = out_dir / "profile.raw"
-    async with Rig("ours", replicas=replicas, users=users, log_dir=out_dir / "logs") as rig:
+    async with Rig(system, replicas=replicas, users=users, log_dir=out_dir / "logs") as rig:
         await rig.connect(compress=False)
         await rig.step("warmup", rate=min(rate, 200), duration=2)
         spy = await asyncio.create_subprocess_exec(

@@ -4,7 +4,8 @@ Everything works from the JSON document, so a saved run can be rendered again
 (``python -m bench --report results.json``). Figures are medians of steps and
 ratios are ours / each other system, measured side by side in the same run.
 Every table has a column (or a value per cell) for each system the run measured,
-in the order of ``SYSTEMS``.
+in the order of ``SYSTEMS``; ours at an older commit (``ours-<commit>``, ``--ours-at``)
+comes right before ours, short name ``o@<commit>``, with a table of its own beside ours.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ SYSTEMS = {"baseline": "b", "ours": "o", "node-classic": "nc", "node-sharded": "
 OURS = "ours"
 _STYLE = {"baseline": ("--", "#999999"), "ours": ("-", "#2a7ab0"), "node-classic": (":", "#3c9a48"),
           "node-sharded": ("-.", "#d08a1f")}
+OURS_AT = "ours-"  # ours at an older commit: ours-<commit> (bench.systems.ours_at)
+_OURS_AT_STYLE = ("-", "#7b3294")
 MODES = (False, True)
 HELD_P99_MS = 50.0
 # The issue's reference figures for stock python-socketio on this machine.
@@ -84,9 +87,20 @@ def _ratio(other: float | None, ours: float | None) -> str:
 
 
 def measured_systems(rows: Iterable[Row]) -> list[str]:
-    """The systems the run measured, in the order of ``SYSTEMS``."""
+    """The systems the run measured, in the order of ``SYSTEMS``, ours at older commits right before ours."""
     seen = {r["system"] for r in rows}
-    return [system for system in SYSTEMS if system in seen]
+    older = sorted(system for system in seen if system.startswith(OURS_AT))
+    order = [name for system in SYSTEMS for name in ([*older, system] if system == OURS else [system])]
+    return [system for system in order if system in seen]
+
+
+def short_name(system: str) -> str:
+    """``b``, ``o``, ``nc``, ``ns``; ``o@<commit>`` for ours at an older commit."""
+    return SYSTEMS.get(system) or f"o@{system.removeprefix(OURS_AT)}"
+
+
+def _style(system: str) -> tuple[str, str]:
+    return _STYLE.get(system, _OURS_AT_STYLE)
 
 
 def _others(systems: list[str]) -> list[str]:
@@ -185,12 +199,12 @@ def _ratio_of(rows: list[Row], field: str, **match: Any) -> str:
 
 def _per_system(rows: list[Row], label: str) -> str:
     """A column header for cells holding a value per system: ``p99 ms b / o / nc / ns``."""
-    return f"{label} {' / '.join(SYSTEMS[system] for system in measured_systems(rows))}"
+    return f"{label} {' / '.join(short_name(system) for system in measured_systems(rows))}"
 
 
 def _ratio_header(rows: list[Row], label: str) -> str:
     others = _others(measured_systems(rows))
-    return f"{label} {' / '.join(f'o/{SYSTEMS[other]}' for other in others)}" if others else label
+    return f"{label} {' / '.join(f'o/{short_name(other)}' for other in others)}" if others else label
 
 
 def _short_mark(rows: list[Row], **match: Any) -> str:
@@ -204,24 +218,24 @@ def _redis_us_per_msg(row: Row) -> float | None:
     return None if redis is None or not row["delivered"] else redis / row["delivered"] * 1e6
 
 
-def _durable_vs_volatile(rows: list[Row]) -> list[str]:
+def _field(name: str, scale: float = 1.0) -> Callable[[Row], float | None]:
+    return lambda row: None if row[name] is None else row[name] * scale
+
+
+def _durable_vs_volatile(rows: list[Row], system: str = OURS) -> list[str]:
     """Ours' targeted steps beside the same steps sent volatile, when the run measured them."""
-    volatile = select(rows, scenario=VOLATILE_STEP, system=OURS, compression=False)
+    volatile = select(rows, scenario=VOLATILE_STEP, system=system, compression=False)
     if not volatile:
         return []
-
-    def field(name: str, scale: float = 1.0) -> Callable[[Row], float | None]:
-        return lambda row: None if row[name] is None else row[name] * scale
-
     columns: list[tuple[str, Callable[[Row], float | None], int, bool]] = [  # header, figure, digits, ratio
-        ("achieved", field("achieved_rate"), 0, False), ("delivered %", field("delivered_fraction", 100), 2, False),
-        ("p50 ms", field("p50_ms"), 1, False), ("p99 ms", field("p99_ms"), 1, False),
-        ("server CPU ms/msg", field("server_cpu_ms_per_msg"), 3, True),
+        ("achieved", _field("achieved_rate"), 0, False), ("delivered %", _field("delivered_fraction", 100), 2, False),
+        ("p50 ms", _field("p50_ms"), 1, False), ("p99 ms", _field("p99_ms"), 1, False),
+        ("server CPU ms/msg", _field("server_cpu_ms_per_msg"), 3, True),
         ("Redis CPU µs/msg", _redis_us_per_msg, 1, True),
-        ("emitter CPU µs/msg", field("emitter_cpu_us_per_msg"), 0, True)]
+        ("emitter CPU µs/msg", _field("emitter_cpu_us_per_msg"), 0, True)]
     body = []
     for rate in sorted({r["offered_rate"] for r in volatile}):
-        sides = (select(rows, scenario="targeted", system=OURS, compression=False, offered_rate=rate),
+        sides = (select(rows, scenario="targeted", system=system, compression=False, offered_rate=rate),
                  [r for r in volatile if r["offered_rate"] == rate])
         short = " (emitter short)" if any(r["emitter_short"] for side in sides for r in side) else ""
         cells = [f"{rate:,.0f}{short}"]
@@ -234,15 +248,51 @@ def _durable_vs_volatile(rows: list[Row]) -> list[str]:
     header = ["offered msg/s"]
     for label, _figure, _digits, ratio in columns:
         header += [f"{label} d / v", *(["d/v"] if ratio else [])]
-    return ["### Targeted to ours: durable vs volatile sends (deflate off)", "",
+    return [f"### Targeted to {system}: durable vs volatile sends (deflate off)", "",
             "Durable (the default): the routing script also appends each message to its user's history for",
             "connection state recovery; volatile: nothing stored. Medians over the repeats; d/v = durable / volatile.",
             "", *_table(header, body)]
 
 
+def _ours_then_and_now(rows: list[Row]) -> list[str]:
+    """Ours at each older commit the run measured, beside ours now and every other system: the
+    durable targeted steps without compression, one row per system and rate, and ours now over each."""
+    systems = measured_systems(rows)
+    if not any(system.startswith(OURS_AT) for system in systems):
+        return []
+    # header, figure, digits, and the name of ours' ratio over it (None: no ratio)
+    columns: list[tuple[str, Callable[[Row], float | None], int, str | None]] = [
+        ("achieved", _field("achieved_rate"), 0, None), ("delivered %", _field("delivered_fraction", 100), 2, None),
+        ("p50 ms", _field("p50_ms"), 1, "p50"), ("p99 ms", _field("p99_ms"), 1, "p99"),
+        ("server CPU ms/msg", _field("server_cpu_ms_per_msg"), 3, "server CPU"),
+        ("Redis CPU µs/msg", _redis_us_per_msg, 1, "Redis CPU"),
+        ("emitter CPU µs/msg", _field("emitter_cpu_us_per_msg"), 0, None)]
+
+    def medians(steps: list[Row]) -> list[float | None]:
+        return [_median(figure(r) for r in steps) for _label, figure, _digits, _ratio in columns]
+
+    body = []
+    for rate in sorted({r["offered_rate"] for r in select(rows, scenario="targeted", compression=False)}):
+        match = {"scenario": "targeted", "compression": False, "offered_rate": rate}
+        ours = medians(select(rows, system=OURS, **match))
+        for system in systems:
+            mine = medians(select(rows, system=system, **match))
+            cells = [f"{rate:,.0f}{_short_mark(rows, **match)}", system]
+            cells += [_num(value, column[2]) for value, column in zip(mine, columns, strict=True)]
+            cells += ["–" if system == OURS else _ratio(value, now)
+                      for value, now, column in zip(mine, ours, columns, strict=True) if column[3]]
+            body.append(cells)
+    header = ["offered msg/s", "system", *(column[0] for column in columns),
+              *(f"ours / this: {column[3]}" for column in columns if column[3])]
+    return ["### Ours then and now (targeted, deflate off)", "",
+            "Ours at an older commit (`--ours-at`), ours now, stock python-socketio and Node, on the same load one",
+            "after the other in each repeat. Medians over the repeats; ours / this = ours now over that system.",
+            "", *_table(header, body)]
+
+
 def _step_tables(rows: list[Row], cores: int) -> list[str]:
     out: list[str] = []
-    for compress in MODES:
+    for compress in (mode for mode in MODES if select(rows, scenario="targeted", compression=mode)):
         out += [f"### Targeted, {_mode(compress)}", ""]
         body = []
         for rate in sorted({r["offered_rate"] for r in select(rows, scenario="targeted", compression=compress)}):
@@ -255,7 +305,10 @@ def _step_tables(rows: list[Row], cores: int) -> list[str]:
         out += _table(["offered msg/s", *(_per_system(rows, label) for label in (
             "achieved", "delivered %", "p50 ms", "p99 ms", "max ms", "server CPU ms/msg")),
             _ratio_header(rows, "CPU ratio")], body)
-    out += _durable_vs_volatile(rows)
+    out += _ours_then_and_now(rows)
+    for system in measured_systems(rows):
+        if system == OURS or system.startswith(OURS_AT):
+            out += _durable_vs_volatile(rows, system)
     out += ["### Scaling (targeted, fixed rate, deflate off)", ""]
     body = []
     for count in sorted({r["replicas"] for r in select(rows, scenario="scaling")}):
@@ -311,7 +364,7 @@ def markdown(doc: dict[str, Any]) -> str:
 def _lines(ax: Any, rows: list[Row], scenario: str, x: str, y: str) -> None:
     """One line per system and mode through the medians of the repeats; each repeat a faint dot."""
     xs: set[float] = set()
-    for system in SYSTEMS:
+    for system in measured_systems(rows):
         for compress in MODES:
             steps = [r for r in select(rows, scenario=scenario, system=system, compression=compress)
                      if r[y] is not None]
@@ -319,7 +372,7 @@ def _lines(ax: Any, rows: list[Row], scenario: str, x: str, y: str) -> None:
                 continue
             points = sorted({r[x] for r in steps})
             medians = [statistics.median(r[y] for r in steps if r[x] == point) for point in points]
-            style, color = _STYLE[system]
+            style, color = _style(system)
             line = ax.plot(points, medians, marker="s" if compress else "o", linestyle=style,
                            color=color, alpha=0.55 if compress else 1.0, label=f"{system}, {_mode(compress)}")[0]
             ax.scatter([r[x] for r in steps], [r[y] for r in steps], color=line.get_color(), alpha=0.3, s=12)
@@ -370,14 +423,14 @@ def plot(doc: dict[str, Any], out_dir: Path) -> list[Path]:
     for ax, (title, scenario, field, scale) in zip(axes, bars, strict=True):
         labels, values, colors = [], [], []
         for compress in MODES:
-            for system in SYSTEMS:
+            for system in measured_systems(rows):
                 match: dict[str, Any] = {"system": system, "compression": compress}
                 value = (_median_of(rows, field, scale, "idle", **match) if scenario == "idle"
                          else _median_of(rows, field, scale, scenario=scenario, **match))
                 if value is not None:
                     labels.append(f"{system}\n{_mode(compress)}")
                     values.append(value)
-                    colors.append(_STYLE[system][1])
+                    colors.append(_style(system)[1])
         ax.bar(labels, values, color=colors)
         ax.set_title(title, fontsize=10)
         ax.tick_params(axis="x", labelsize=7, labelrotation=60)

@@ -45,7 +45,8 @@ class Rig:
         self.users = users
         self.cluster = SystemUnderTest(system, replicas, log_dir, compression=compression, module=module)
         self.loadgen = Worker("loadgen", python_module("bench.loadgen"), log_dir / "loadgen.log")
-        self.emitter = Worker("emitter", SYSTEMS[system].emitter, log_dir / "emitter.log")
+        self.emitter = Worker("emitter", SYSTEMS[system].emitter, log_dir / "emitter.log",
+                              env=SYSTEMS[system].python_env)
         self.compression = False
         self._steps = 0
         self._exit = contextlib.AsyncExitStack()
@@ -56,8 +57,8 @@ class Rig:
                 stack.push_async_callback(worker.stop)
                 await worker.start()
             await stack.enter_async_context(self.cluster)
-            await self.emitter.call("open", system=self.system, redis_url=self.cluster.redis.url, channel=CHANNEL,
-                                    timeout=30)
+            await self.emitter.call("open", system=SYSTEMS[self.system].publisher, redis_url=self.cluster.redis.url,
+                                    channel=CHANNEL, timeout=30)
             self._exit = stack.pop_all()
         return self
 

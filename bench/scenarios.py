@@ -40,6 +40,7 @@ class Plan:
     warmup_s: float
     repeats: int  # of the load and scaling scenarios: the report gives medians over them
     systems: tuple[str, ...] = SYSTEM_ORDER  # measured in this order
+    compression: tuple[bool, ...] = (False, True)  # the load and idle scenarios' modes: deflate off, on
 
 
 FULL = Plan(users=1500, replicas=3, targeted_rates=(500, 1000, 2000, 4000, 8000), step_s=8.0, broadcast_rate=20.0,
@@ -73,7 +74,7 @@ async def load(plan: Plan, log_dir: Path, report: Report) -> None:
     the system's emitter has a batch call ("emitter"), and one message per call
     ("emitter-single", what a single ``send_to_user`` costs).
     """
-    for repeat, compress, system in itertools.product(range(plan.repeats), (False, True), plan.systems):
+    for repeat, compress, system in itertools.product(range(plan.repeats), plan.compression, plan.systems):
         sends = (False, True) if SYSTEMS[system].volatile and not compress else (False,)
         if repeat % 2:
             sends = sends[::-1]
@@ -93,7 +94,7 @@ async def load(plan: Plan, log_dir: Path, report: Report) -> None:
 
 async def idle(plan: Plan, log_dir: Path, report: Report) -> None:
     """Memory per idle connection: a fresh single replica per measurement."""
-    for compress, system in itertools.product((False, True), plan.systems):
+    for compress, system in itertools.product(plan.compression, plan.systems):
         async with Rig(system, replicas=1, users=[], log_dir=log_dir, compression=compress) as rig:
             report(await rig.idle_memory(connections=users(plan.idle_connections), compress=compress))
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.__main__ import parse_args, plan_of
+from bench.__main__ import parse_args, plan_of, with_system
 from bench.scenarios import FULL, QUICK
 
 
@@ -43,3 +43,15 @@ def test_a_bad_value_stops_with_a_usage_error(argv: list[str], capsys: pytest.Ca
 
     assert stopped.value.code == 2
     assert "python -m bench: error: argument" in capsys.readouterr().err
+
+
+def test_compression_modes_narrow_the_load_and_idle_scenarios() -> None:
+    assert plan_of(parse_args([])).compression == (False, True)
+    assert plan_of(parse_args(["--compression", "off"])).compression == (False,)
+    assert plan_of(parse_args(["--compression", "on", "off"])).compression == (False, True)
+
+
+def test_ours_at_a_commit_runs_right_before_ours_or_first_without_it() -> None:
+    assert with_system(("baseline", "ours", "node-sharded"), "ours-869c95d") == (
+        "baseline", "ours-869c95d", "ours", "node-sharded")
+    assert with_system(("baseline",), "ours-869c95d") == ("ours-869c95d", "baseline")

@@ -203,3 +203,46 @@ def test_volatile_steps_stay_out_of_the_summary_and_the_other_tables() -> None:
 
 def test_a_run_without_volatile_steps_has_no_durable_vs_volatile_table() -> None:
     assert "durable vs volatile" not in report.markdown(document(NODE_ROWS))
+
+
+def then_and_now_rows() -> list[dict[str, Any]]:
+    """Ours at an older commit, ours now, stock and Node at one rate; ours' volatile steps too."""
+    def sent(system: str, server: float, redis: float, p99: float, **fields: Any) -> dict[str, Any]:
+        cpu = {"replica-1": server, "redis": redis, "emitter": 0.03, "loadgen": 0.4}
+        return step(system, 1000, delivered=1000, server_cpu_ms_per_msg=server, cpu_s=cpu, p99_ms=p99, **fields)
+
+    return [sent("baseline", 0.50, 0.020, 4.0), sent("ours-869c95d", 0.20, 0.050, 5.0),
+            sent("ours", 0.25, 0.100, 6.0), sent("ours", 0.25, 0.080, 6.0),
+            sent("node-sharded", 0.10, 0.025, 3.0),
+            sent("ours-869c95d", 0.18, 0.030, 4.0, scenario="targeted-volatile"),
+            sent("ours", 0.20, 0.040, 5.0, scenario="targeted-volatile")]
+
+
+def test_ours_at_an_older_commit_comes_right_before_ours_with_a_short_name_of_its_own() -> None:
+    rows = then_and_now_rows()
+
+    assert report.measured_systems(rows) == ["baseline", "ours-869c95d", "ours", "node-sharded"]
+    assert [report.short_name(s) for s in report.measured_systems(rows)] == ["b", "o@869c95d", "o", "ns"]
+    text = report.markdown(document(rows))
+    assert "| p99 ms b / o@869c95d / o / ns |" in text
+    assert "| CPU ratio o/b / o/o@869c95d / o/ns |" in text
+
+
+def test_ours_then_and_now_is_a_table_of_every_system_with_ours_now_over_each() -> None:
+    text = report.markdown(document(then_and_now_rows()))
+    table = text.split("### Ours then and now (targeted, deflate off)")[1].split("###")[0]
+
+    assert ("| offered msg/s | system | achieved | delivered % | p50 ms | p99 ms | server CPU ms/msg "
+            "| Redis CPU µs/msg | emitter CPU µs/msg | ours / this: p50 | ours / this: p99 "
+            "| ours / this: server CPU | ours / this: Redis CPU |") in table
+    assert ("| 1,000 | ours-869c95d | 1,000 | 100.00 | 2.0 | 5.0 | 0.200 | 50.0 | 300 "
+            "| 1.00× | 1.20× | 1.25× | 1.80× |") in table
+    assert "| 1,000 | ours | 1,000 | 100.00 | 2.0 | 6.0 | 0.250 | 90.0 | 300 | – | – | – | – |" in table
+    assert ("| 1,000 | baseline | 1,000 | 100.00 | 2.0 | 4.0 | 0.500 | 20.0 | 300 "
+            "| 1.00× | 1.50× | 0.50× | 4.50× |") in table
+    assert "### Targeted to ours-869c95d: durable vs volatile sends (deflate off)" in text
+    assert "### Targeted to ours: durable vs volatile sends (deflate off)" in text
+
+
+def test_without_an_older_commit_there_is_no_then_and_now_table() -> None:
+    assert "Ours then and now" not in report.markdown(document(ROWS))

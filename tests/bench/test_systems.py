@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -48,3 +49,32 @@ def test_node_systems_need_their_packages_installed(monkeypatch: pytest.MonkeyPa
         f"the node-* systems' packages are not installed: make install (npm ci in {tmp_path})")
     (tmp_path / "node_modules").mkdir()
     assert missing_tools(["node-classic"]) is None
+
+
+def test_ours_at_a_commit_runs_its_replica_and_emitter_from_that_tree_with_this_interpreter(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    older = systems.ours_at_system(tmp_path)
+    monkeypatch.setitem(SYSTEMS, "ours-0123abc", older)
+
+    assert older.replica == (sys.executable, "-P", "-m", "server")  # -P: this checkout stays off sys.path
+    assert older.emitter == (sys.executable, "-P", "-m", "bench.emitter")
+    assert (older.publisher, older.volatile, older.python_env) == ("ours", True, {"PYTHONPATH": str(tmp_path)})
+    system = SystemUnderTest("ours-0123abc", 1, tmp_path / "logs")
+    assert system.replicas[0].argv == list(older.replica)
+    assert system.replicas[0]._env["PYTHONPATH"] == str(tmp_path)
+    assert all("PYTHONPATH" not in s.python_env for name, s in SYSTEMS.items() if name != "ours-0123abc")
+
+
+def test_ours_at_checks_a_commit_out_for_the_run_and_removes_it_after() -> None:
+    commit = systems.commit_of("HEAD")
+    with systems.ours_at("HEAD") as name:
+        tree = SYSTEMS[name].tree
+        assert name == f"ours-{commit}"
+        assert tree is not None and (tree / "server" / "__init__.py").is_file()
+    assert name not in SYSTEMS
+    assert not tree.exists()
+
+
+def test_ours_at_a_commit_git_does_not_know_is_refused() -> None:
+    with pytest.raises(ValueError, match="git knows no commit 'no-such-ref'"):
+        systems.commit_of("no-such-ref")
