@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from redis import asyncio as aioredis
-from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.exceptions import ResponseError
 
 __all__ = ["LIBRARY", "VERSION", "Functions", "FunctionsMissingError", "function_name", "is_missing"]
@@ -73,6 +73,30 @@ class Functions:
                 raise
         await self.reload()
         return await command(function_name(name), len(keys), *keys, *args)
+
+    async def call_and_wait(self, name: str, keys: Sequence[str | bytes], args: Sequence[Any], *,
+                            node: ClusterNode, timeout_ms: int) -> tuple[Any, int]:
+        """On a cluster: ``FCALL`` function ``name``, then ``WAIT 1 timeout_ms`` on the same connection
+        of ``node`` (the master of the keys' slot), so that the wait covers this call's writes; the
+        reply, and how many replicas confirmed them. (A call redirected elsewhere, its slot moving,
+        is waited for on the connection it left.)"""
+        try:
+            return await self._call_and_wait(name, keys, args, node, timeout_ms)
+        except ResponseError as exc:
+            if not is_missing(exc):
+                raise
+        await self.reload()
+        return await self._call_and_wait(name, keys, args, node, timeout_ms)
+
+    async def _call_and_wait(self, name: str, keys: Sequence[str | bytes], args: Sequence[Any], node: ClusterNode,
+                             timeout_ms: int) -> tuple[Any, int]:
+        if not isinstance(self._client, RedisCluster):
+            raise TypeError("WAIT after a call is routed to a cluster node")
+        pipeline = self._client.pipeline()
+        pipeline.fcall(function_name(name), len(keys), *keys, *args)
+        pipeline.execute_command("WAIT", 1, timeout_ms, target_nodes=node)
+        reply, replicas = await pipeline.execute()
+        return reply, int(replicas)
 
     async def reload(self) -> None:
         """After Redis answered that a function is missing: load, or say why this client cannot."""
