@@ -72,6 +72,13 @@ def is_offset(value: object) -> bool:
     return match is not None and all(int(part) <= _MAX_ID_PART for part in match.groups())
 
 
+def _skips(last: str, offset: str) -> bool:
+    """Whether ``offset`` lies past the one right after ``last`` in the same history generation."""
+    last_generation, _, last_seq = last.partition("-")
+    generation, _, seq = offset.partition("-")
+    return generation == last_generation and seq.isdigit() and last_seq.isdigit() and int(seq) > int(last_seq) + 1
+
+
 @dataclass(slots=True)
 class Tracked:
     """A socket of this replica that has a session.
@@ -140,6 +147,7 @@ class Recovery(CatchUp):
         self._claims: dict[str, _Claimed] = {}  # eio sid -> its claim, from CONNECT to on_connect
         self._claiming: dict[str, str] = {}  # pid -> the eio sid claiming it, from CONNECT to on_connect
         self._paused: set[str] = set()  # sids whose live events wait for a catch-up
+        self._filling: set[asyncio.Task[None]] = set()  # catch-ups of gaps in what came live
         self._throttle = LogThrottle()
 
     # --- the handshake ---------------------------------------------------
@@ -306,6 +314,22 @@ class Recovery(CatchUp):
             caught = await self._write_history(sid, tracked, tracked.last_offset, [], "lost_during_catch_up")
             self.metrics.caught_up.inc(caught)
         self._paused &= self.sockets.keys()
+
+    def fills_gap(self, sid: str, offset: str, event: str, args: list[Any]) -> bool:
+        """A stored event for ``sid`` came live, and stored ones before it never did (the queue
+        missed them: a shard failed over, a slot moved): hold it, and catch the socket up from
+        the history, which writes the missing ones first. Whether it was held."""
+        tracked = self.sockets.get(sid)
+        if tracked is None or not _skips(tracked.last_offset, offset):
+            return False
+        if tracked.held is None:
+            tracked.held = []
+            self._paused.add(sid)
+        tracked.held.append((offset, event, args))
+        task = asyncio.get_running_loop().create_task(self.catch_up([tracked.user_id]), name="recovery-gap")
+        self._filling.add(task)
+        task.add_done_callback(self._filling.discard)
+        return True
 
     async def _write_history(self, sid: str, tracked: Tracked, after: str, missed: list[tuple[str, bytes]],
                              failure: str) -> int:

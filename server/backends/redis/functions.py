@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from redis import asyncio as aioredis
-from redis.asyncio.cluster import ClusterNode, RedisCluster
-from redis.exceptions import ResponseError
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import AskError, MovedError, ResponseError
 
 __all__ = ["LIBRARY", "VERSION", "Functions", "FunctionsMissingError", "function_name", "is_missing"]
 
@@ -74,32 +74,33 @@ class Functions:
         await self.reload()
         return await command(function_name(name), len(keys), *keys, *args)
 
-    async def call_and_wait(self, name: str, keys: Sequence[str | bytes], args: Sequence[Any], *,
-                            node: ClusterNode, timeout_ms: int) -> tuple[Any, int]:
-        """On a cluster: ``FCALL`` function ``name``, then ``WAIT 1 timeout_ms`` on the same connection
-        of ``node`` (the master of the keys' slot), so that the wait covers this call's writes; the
-        reply, and how many replicas confirmed them. (A call redirected elsewhere, its slot moving,
-        is waited for on the connection it left.)"""
+    async def call_and_wait(self, node: aioredis.Redis, name: str, keys: Sequence[str | bytes],
+                            args: Sequence[Any], *, timeout_ms: int) -> tuple[Any, int | None]:
+        """On a cluster: ``FCALL`` function ``name``, then ``WAIT 1 timeout_ms``, both on one connection
+        of ``node`` (a client of the master of the keys' slot: the wait covers this call's writes);
+        the reply, and how many replicas confirmed them. A call redirected (its slot is moving) is
+        made again through the cluster client, which follows the redirection, and not waited for
+        (``None``)."""
         try:
-            return await self._call_and_wait(name, keys, args, node, timeout_ms)
+            return await _call_and_wait(node, [function_name(name), len(keys), *keys, *args], timeout_ms)
+        except (MovedError, AskError):
+            return await self.call(name, keys, args), None
         except ResponseError as exc:
             if not is_missing(exc):
                 raise
         await self.reload()
-        return await self._call_and_wait(name, keys, args, node, timeout_ms)
-
-    async def _call_and_wait(self, name: str, keys: Sequence[str | bytes], args: Sequence[Any], node: ClusterNode,
-                             timeout_ms: int) -> tuple[Any, int]:
-        if not isinstance(self._client, RedisCluster):
-            raise TypeError("WAIT after a call is routed to a cluster node")
-        pipeline = self._client.pipeline()
-        pipeline.fcall(function_name(name), len(keys), *keys, *args)
-        pipeline.execute_command("WAIT", 1, timeout_ms, target_nodes=node)
-        reply, replicas = await pipeline.execute()
-        return reply, int(replicas)
+        return await _call_and_wait(node, [function_name(name), len(keys), *keys, *args], timeout_ms)
 
     async def reload(self) -> None:
         """After Redis answered that a function is missing: load, or say why this client cannot."""
         if not self.loads:
             raise FunctionsMissingError()
         await self.load()
+
+
+async def _call_and_wait(node: aioredis.Redis, fcall: list[Any], timeout_ms: int) -> tuple[Any, int]:
+    pipeline = node.pipeline(transaction=False)
+    pipeline.execute_command("FCALL", *fcall)
+    pipeline.execute_command("WAIT", 1, timeout_ms)
+    reply, replicas = await pipeline.execute()
+    return reply, int(replicas)

@@ -38,7 +38,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .client import COMMAND_TIMEOUT
 
-__all__ = ["KEEPALIVE_INTERVAL", "KEEPALIVE_TIMEOUT", "ShardListener", "listener_options"]
+__all__ = ["KEEPALIVE_INTERVAL", "KEEPALIVE_TIMEOUT", "ShardListener", "node_options"]
 
 logger = logging.getLogger(__name__)
 
@@ -50,10 +50,10 @@ _OPTIONS = ("username", "password", "socket_connect_timeout", "socket_timeout", 
 _PONG = b"pong"
 
 
-def listener_options(cluster_kwargs: Mapping[str, Any]) -> dict[str, Any]:
-    """The cluster client's credentials, TLS and timeouts, for a listening connection of one node.
-    RESP2: every push is a plain reply, read in order with the answers (redis-py's RESP3 parser
-    hands pushes to a callback instead)."""
+def node_options(cluster_kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """The cluster client's credentials, TLS and timeouts, for a connection of our own to one node.
+    RESP2: on a listening connection every push is a plain reply, read in order with the answers
+    (redis-py's RESP3 parser hands pushes to a callback instead)."""
     options = {key: value for key, value in cluster_kwargs.items() if key in _OPTIONS}
     options["protocol"] = 2
     options["connection_class"] = SSLConnection if issubclass(

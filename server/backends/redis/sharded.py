@@ -18,7 +18,7 @@ were in flight on a lost connection are lost; sends while nobody listens are sto
 (for a session to recover) or refused, never answered "sent".
 
 On a cluster whose masters have replicas, a durable send waits (``WAIT``) until one
-replica has it, so that a failover keeps what was answered "stored" or "sent".
+replica has it, so that a failover keeps what was answered "stored" or "sent" (``replication``).
 """
 
 from __future__ import annotations
@@ -39,19 +39,20 @@ from .client import MAX_CONNECTIONS, answers, connect_cluster, sending
 from .entries import SignedEntries
 from .functions import Functions
 from .keys import all_channel, history_key, presence_key, sessions_key, user_channel
-from .shard_listener import ShardListener, listener_options
+from .replication import ReplicatedCalls
+from .shard_listener import ShardListener, node_options
 
-__all__ = ["WAIT_TIMEOUT_MS", "ShardedTransport"]
+__all__ = ["ShardedTransport"]
 
 logger = logging.getLogger(__name__)
 
 # Pauses between attempts to listen to lost channels again.
 RETRY_MIN = 0.05
 RETRY_MAX = 0.5
-# How long a durable send waits for a replica of its master to have it. Loopback or one
-# data centre replicates in well under a millisecond; a replica that lags this much is
-# counted (``unreplicated``), and the send is answered all the same (see ``_send_or_look``).
-WAIT_TIMEOUT_MS = 100
+# How often the slot map is read again, to find channels listened to on a node that no longer
+# serves their slot as master (Redis lets a replica serve shard channels, and does not always
+# unsubscribe them when a master becomes a replica: messages then come late, if at all).
+SLOT_CHECK_INTERVAL = 1.0
 
 
 class ShardedTransport(QueueTransport):
@@ -84,8 +85,10 @@ class ShardedTransport(QueueTransport):
         self._listening = False
         self._to_repair: set[str] = set()  # channels to listen to again
         self._repairer: asyncio.Task[None] | None = None
+        self._watcher: asyncio.Task[None] | None = None
         self._closing: set[asyncio.Task[None]] = set()  # lost listeners being closed
         self._throttle = LogThrottle()
+        self._replicated = ReplicatedCalls(self.client, self.functions, max_connections=max_connections)
 
     async def connect(self) -> None:
         try:
@@ -98,6 +101,7 @@ class ShardedTransport(QueueTransport):
     async def close(self) -> None:
         self._listening = False
         await self._drop_listeners()
+        await self._replicated.close()
         await self.client.aclose()
 
     # --- sending -----------------------------------------------------------
@@ -114,31 +118,22 @@ class ShardedTransport(QueueTransport):
         return (await self._send_or_look(channel, user_id, [])).online
 
     async def _send_or_look(self, channel: str, user_id: str, sending_args: list[bytes]) -> Routed:
-        """The routing function, and for a durable send on a master with replicas ``WAIT 1`` on the
-        same connection. A replica that did not confirm in time is counted and logged, and the send
-        answered all the same: it is stored and published, and only a failover before the replica
-        catches up loses it; refusing it would make the sender send it again, a duplicate."""
+        """The routing function; for a durable send on a master with replicas, waiting for one
+        (``replication``)."""
         keys = [presence_key(channel, user_id), sessions_key(channel, user_id), history_key(channel, user_id)]
         args = [user_channel(channel, user_id), *sending_args]
-        node = self._replicated_node(keys[0]) if sending_args[1:] == [b"0"] else None
-        if node is None:
-            reply = await sending(self.functions.call("cluster_send", keys, args))
-        else:
-            reply, replicas = await sending(self.functions.call_and_wait(
-                "cluster_send", keys, args, node=node, timeout_ms=WAIT_TIMEOUT_MS))
-            if int(replicas) < 1:
+        if sending_args[1:] == [b"0"] and self._replicated.replicated(keys[0]):
+            reply, replicas = await sending(self._replicated.call("cluster_send", keys, args))
+            if replicas == 0:
                 self.anomalies.report(["unreplicated"], user_id=user_id)
+        else:
+            reply = await sending(self.functions.call("cluster_send", keys, args))
         listening, entries, offset, sessions, anomalies = reply
         if anomalies:
             self.anomalies.report(anomalies, user_id=user_id)
         online = int(listening) > 0 and self._entries.any_genuine(user_id, entries)
         recoverable = online or self._entries.any_recoverable(user_id, sessions)
         return Routed(online, offset.decode() if offset and recoverable else None)
-
-    def _replicated_node(self, key: str) -> ClusterNode | None:
-        """The master serving ``key``, when the slot map gives it a replica; else ``None``."""
-        nodes = self.client.nodes_manager.slots_cache.get(self.client.keyslot(key), [])
-        return nodes[0] if len(nodes) > 1 else None
 
     # --- listening ---------------------------------------------------------
 
@@ -158,6 +153,9 @@ class ShardedTransport(QueueTransport):
             await self._drop_listeners()
             raise QueueUnavailableError(f"Redis Cluster subscribe failed: {exc}") from exc
         self._listening = True
+        self._watcher = asyncio.get_running_loop().create_task(self._watch_slots(), name="redis-slot-watch")
+        if self.catch_up is not None:  # sockets paused by a repair that this replaces
+            await self.catch_up.catch_up(list(self._held))
 
     async def unsubscribe(self, channel: str) -> None:
         self._listening = False
@@ -252,7 +250,7 @@ class ShardedTransport(QueueTransport):
         listener = self._listeners.get(node.name)
         if listener is None or listener.failed:
             listener = ShardListener(node.host, int(node.port),
-                                     options=listener_options(self.client.get_connection_kwargs()),
+                                     options=node_options(self.client.get_connection_kwargs()),
                                      out=self._received, on_lost=self._lost, on_dropped=self._dropped)
             self._listeners[node.name] = listener
         return listener
@@ -287,6 +285,28 @@ class ShardedTransport(QueueTransport):
                                extra={"node": listener.address, "suppressed": held})
             self._repair({channel})
 
+    async def _watch_slots(self) -> None:
+        """Read the slot map every ``SLOT_CHECK_INTERVAL``; a channel whose listener is not on the
+        master of its slot now is left there and listened to again where it belongs."""
+        while self._listening:
+            await asyncio.sleep(SLOT_CHECK_INTERVAL)
+            try:
+                await self.client.nodes_manager.initialize()
+            except (RedisError, OSError) as exc:
+                logger.debug("could not read the slot map: %s", exc)
+                continue
+            for node, listener in list(self._listeners.items()):
+                misplaced = {name for name in listener.channels if self._owner(name) not in (node, None)}
+                if misplaced:
+                    logger.warning("shard channels listened to off their master; listening to them again",
+                                   extra={"node": listener.address, "channels": len(misplaced)})
+                    await asyncio.gather(*(listener.unsubscribe(name) for name in misplaced))
+                    self._repair(misplaced)
+
+    def _owner(self, channel: str) -> str | None:
+        node = self.client.get_node_from_key(channel)
+        return None if node is None else str(node.name)
+
     def _repair(self, channels: set[str]) -> None:
         """Listen to ``channels`` again, with those of every loss reported meanwhile, in one task."""
         self._to_repair |= channels
@@ -313,30 +333,35 @@ class ShardedTransport(QueueTransport):
 
     async def _listen_again(self, channels: set[str]) -> set[str]:
         """One attempt; the channels still to listen to. The users on them are paused first (their
-        live messages held), then caught up from their histories, whether this worked or not."""
+        live messages held), and those now listened to caught up from their histories; the others
+        stay paused until an attempt listens to them."""
         await self.client.nodes_manager.initialize()
-        users = {user: user_channel(self._channel, user) for user in self._held}
-        paused = [user for user, name in users.items() if name in channels]
+        users = {user_channel(self._channel, user): user for user in self._held}
+        wanted = self._wanted(channels)
         if self.catch_up is not None:
-            self.catch_up.pause(paused)
+            self.catch_up.pause([users[name] for name in wanted if name in users])
+        failed = await self._listen_to(wanted)
+        confirmed = [name for name in wanted if name not in failed]
+        if not confirmed:
+            return set(failed)
         try:
-            wanted = self._wanted(channels)
-            failed = await self._listen_to(wanted)
-            confirmed = [name for name in wanted if name not in failed]
-            if confirmed:
-                # A restarted master listens before it serves (CLUSTERDOWN for a while):
-                # until a read in its slots works, the presence could not be written there.
-                await self.client.exists(confirmed[0])
-        finally:
-            if self.catch_up is not None:
-                await self.catch_up.catch_up(paused)
-        if confirmed:
-            logger.warning("listening to Redis Cluster shard channels again", extra={"channels": len(confirmed)})
-            if self._on_shard_back is not None:
-                await self._on_shard_back()  # a restarted master comes back empty
+            # A restarted master listens before it serves (CLUSTERDOWN for a while):
+            # until a read in its slots works, the presence could not be written there.
+            await self.client.exists(confirmed[0])
+        except (RedisError, OSError):
+            return set(wanted)
+        if self.catch_up is not None:
+            await self.catch_up.catch_up([users[name] for name in confirmed if name in users])
+        logger.warning("listening to Redis Cluster shard channels again", extra={"channels": len(confirmed)})
+        if self._on_shard_back is not None:
+            await self._on_shard_back()  # a restarted master comes back empty
         return set(failed)
 
     async def _drop_listeners(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            await asyncio.gather(self._watcher, return_exceptions=True)
+            self._watcher = None
         if self._repairer is not None:
             self._repairer.cancel()
             await asyncio.gather(self._repairer, return_exceptions=True)
@@ -344,3 +369,4 @@ class ShardedTransport(QueueTransport):
         self._to_repair = set()
         listeners, self._listeners = list(self._listeners.values()), {}
         await asyncio.gather(*(listener.close() for listener in listeners), *self._closing)
+

@@ -18,7 +18,7 @@ from redis.exceptions import ResponseError
 
 from cluster.processes import HOST, RedisServer
 from server.backends.redis import shard_listener
-from server.backends.redis.shard_listener import ShardListener, listener_options
+from server.backends.redis.shard_listener import ShardListener, node_options
 from tests.helpers.resp_stub import RespStub
 from tests.helpers.waiting import eventually
 
@@ -32,7 +32,7 @@ class Heard:
     lost: list[Exception] = field(default_factory=list)
 
     def listener(self, port: int) -> ShardListener:
-        return ShardListener(HOST, port, options=listener_options({}), out=self.out,
+        return ShardListener(HOST, port, options=node_options({}), out=self.out,
                              on_lost=lambda _, error: self.lost.append(error),
                              on_dropped=lambda _, channel: self.dropped.append(channel))
 
