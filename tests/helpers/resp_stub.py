@@ -24,6 +24,7 @@ class RespStub:
     def __init__(self) -> None:
         self.connections = 0
         self.pings = 0
+        self.commands: list[list[bytes]] = []  # every command received, in order
         self.refused: set[bytes] = set()  # channels whose SSUBSCRIBE gets an error
         self.silent = False  # read commands, answer nothing
         self._writers: list[asyncio.StreamWriter] = []
@@ -59,6 +60,7 @@ class RespStub:
         self._writers.append(writer)
         with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
             async for command in _commands(reader):
+                self.commands.append(command)
                 if not self.silent:
                     writer.write(self._answer(command))
 

@@ -87,6 +87,20 @@ async def test_an_unsubscribed_channel_is_no_longer_heard_and_its_earlier_messag
         await listener.close()
 
 
+async def test_every_ssubscribe_names_one_channel_however_many_are_subscribed_at_once(stub: RespStub) -> None:
+    """A cluster refuses one command for channels of different slots (CROSSSLOT)."""
+    heard = Heard()
+    listener = heard.listener(stub.port)
+    channels = [f"slots:user:{{u{i}}}" for i in range(50)]
+    try:
+        await asyncio.gather(*(listener.subscribe(name) for name in channels))
+    finally:
+        await listener.close()
+
+    subscribes = [command for command in stub.commands if command[0].upper() == b"SSUBSCRIBE"]
+    assert sorted(command[1:] for command in subscribes) == sorted([name.encode()] for name in channels)
+
+
 async def test_a_sunsubscribe_nobody_asked_for_reports_the_channel_dropped(stub: RespStub) -> None:
     heard = Heard()
     listener = heard.listener(stub.port)
