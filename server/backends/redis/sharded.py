@@ -24,6 +24,7 @@ replica has it, so that a failover keeps what was answered "stored" or "sent" (`
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable
 
@@ -179,8 +180,7 @@ class ShardedTransport(QueueTransport):
         if count == 0:
             confirming = asyncio.create_task(self._listen_or_raise(user_channel(self._channel, user_id)))
             self._confirming[user_id] = confirming
-            confirming.add_done_callback(lambda done: self._confirming.pop(user_id, None) if
-                                         self._confirming.get(user_id) is done else None)
+            confirming.add_done_callback(functools.partial(self._confirmed, user_id))
         if confirming is None:
             return
         try:
@@ -188,6 +188,10 @@ class ShardedTransport(QueueTransport):
         except (RedisError, OSError, TimeoutError) as exc:
             await self.release(user_id)
             raise QueueUnavailableError(f"could not listen to the user's channel: {exc}") from exc
+
+    def _confirmed(self, user_id: str, confirming: asyncio.Task[None]) -> None:
+        if self._confirming.get(user_id) is confirming:
+            del self._confirming[user_id]
 
     async def _listen_or_raise(self, name: str) -> None:
         failed = await self._listen_to([name])
