@@ -3,9 +3,14 @@
     python -m bench.faults kill        300 riders over 3 replicas, 400 msg/s for 40 s, a replica SIGKILLed mid-run
     python -m bench.faults rolling     the same load; every replica in turn SIGTERMed, restarted, back in Nginx, next
     python -m bench.faults tunnel      half the riders offline 5-60 s at random, a replica SIGKILLed mid-run
+    python -m bench.faults reshard     on a Redis Cluster (3 masters, each with a replica): a third of the slots
+                                       moved by ``redis-cli --cluster reshard`` a third into the run
+    python -m bench.faults failover    on the same cluster: CLUSTER FAILOVER on a replica a third into the run,
+                                       a master SIGKILLed (its replica promoted) two thirds into it
     python -m bench.faults kill --users 12 --replicas 2 --duration 5 --rate 40      a short look
 
-A local cluster (Redis, the replicas, Nginx: ``cluster.LocalCluster``) serves riders that
+A local cluster (Redis, the replicas, Nginx: ``cluster.LocalCluster``; for ``reshard`` and
+``failover`` a Redis Cluster, ``cluster.processes.RedisClusterServers``) serves riders that
 are real socket.io-client 4.8 sockets (``bench/node/riders.mjs``), which reconnect and
 recover their sessions on their own. Rider i connects from 127.0.(1 + i % networks).1, so
 that Nginx's ip_hash spreads the riders over the replicas. The emitter (``server.emitter``)
@@ -39,6 +44,7 @@ from typing import Any
 import aiohttp
 
 from cluster import LocalCluster
+from cluster.processes import RedisClusterServers
 from server.emitter import Emitter
 from server.errors import RealtimeError, UserNotConnectedError
 
@@ -164,6 +170,13 @@ class Stage:
     args: argparse.Namespace
     welcomed_by: dict[str, str]  # user -> instance id
     timeline: Timeline
+    redis_cluster: RedisClusterServers | None = None  # for the scenarios that change its topology
+
+    @property
+    def servers(self) -> RedisClusterServers:
+        if self.redis_cluster is None:
+            raise RuntimeError(f"{self.args.scenario} runs on a Redis Cluster")
+        return self.redis_cluster
 
     @property
     def per_replica(self) -> dict[str, int]:
@@ -242,6 +255,42 @@ async def tunnel(stage: Stage) -> float:
     return max(float(args.duration), back)
 
 
+SLOTS = 16_384
+
+
+async def reshard_mid_run(stage: Stage) -> float:
+    """A third into the run, a third of all slots moved while messages flow: a sixth of them from
+    the first master to the second, a sixth from the third to the first (every master keeps some)."""
+    await stage.timeline.until(stage.args.duration / 3)
+    servers = stage.servers
+    first, second, third = servers.masters()
+    stage.timeline.note(f"resharding {SLOTS // 6 * 2} slots")
+    await asyncio.to_thread(servers.reshard, first, second, SLOTS // 6)
+    await asyncio.to_thread(servers.reshard, third, first, SLOTS // 6)
+    stage.timeline.note("resharded")
+    return float(stage.args.duration)
+
+
+async def failover_mid_run(stage: Stage) -> float:
+    """A third into the run, ``CLUSTER FAILOVER`` on a replica; two thirds into it, another master
+    SIGKILLed until its replica is promoted, then started again (it rejoins as a replica)."""
+    servers = stage.servers
+    await stage.timeline.until(stage.args.duration / 3)
+    replica = servers.replica_of(servers.masters()[0])
+    stage.timeline.note(f"CLUSTER FAILOVER on {replica.port}")
+    await asyncio.to_thread(servers.failover, replica)
+    stage.timeline.note(f"{replica.port} is master")
+    await stage.timeline.until(stage.args.duration * 2 / 3)
+    victim = next(node for node in servers.masters() if node is not servers.nodes[0])
+    stage.timeline.note(f"SIGKILL master {victim.port}")
+    promoted = await asyncio.to_thread(servers.kill_master, victim)
+    stage.timeline.note(f"{promoted.port} promoted; starting {victim.port} again")
+    await asyncio.to_thread(victim.start)
+    await asyncio.to_thread(servers.wait_healthy)
+    stage.timeline.note(f"{victim.port} back as a replica")
+    return float(stage.args.duration)
+
+
 def rider_names(count: int) -> list[str]:
     return [f"rider-{i:04d}" for i in range(count)]
 
@@ -260,7 +309,9 @@ def tunnel_plan(users: list[str], *, share: float, duration: float, offline: tup
              "offline_ms": round(rng.uniform(*offline) * 1000)} for user in sorted(chosen)]
 
 
-SCENARIOS: dict[str, Fault] = {"kill": kill_mid_run, "rolling": rolling_restart, "tunnel": tunnel}
+SCENARIOS: dict[str, Fault] = {"kill": kill_mid_run, "rolling": rolling_restart, "tunnel": tunnel,
+                               "reshard": reshard_mid_run, "failover": failover_mid_run}
+ON_A_CLUSTER = frozenset({"reshard", "failover"})
 
 
 # --- the run ----------------------------------------------------------------------
@@ -272,13 +323,20 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     log_dir.mkdir(parents=True)
     users = rider_names(args.users)
     riders = Worker("riders", ("node", str(NODE_DIR / "riders.mjs")), log_dir / "riders.log")
-    with LocalCluster(replicas=args.replicas, env=REPLICA_ENV) as cluster:
+    with contextlib.ExitStack() as started:
+        redis_cluster = None
+        if args.scenario in ON_A_CLUSTER:
+            redis_cluster = RedisClusterServers(work_dir=log_dir / "redis-cluster", replicas=1)
+            started.callback(redis_cluster.stop)
+            redis_cluster.start()
+        cluster = started.enter_context(LocalCluster(replicas=args.replicas, env=REPLICA_ENV,
+                                                     redis_url=redis_cluster.url if redis_cluster else None))
         try:
             await riders.start()
-            started = await riders.call("start", url=cluster.url, users=users, networks=args.networks,
-                                        timeout_ms=CONNECT_TIMEOUT_S * 1000, timeout=CONNECT_TIMEOUT_S + 10)
+            connected = await riders.call("start", url=cluster.url, users=users, networks=args.networks,
+                                          timeout_ms=CONNECT_TIMEOUT_S * 1000, timeout=CONNECT_TIMEOUT_S + 10)
             timeline = Timeline()
-            stage = Stage(cluster, riders, args, started["welcomed_by"], timeline)
+            stage = Stage(cluster, riders, args, connected["welcomed_by"], timeline, redis_cluster)
             print(f"{args.scenario}: {len(users)} riders connected: {stage.per_replica}", flush=True)
             async with Emitter(cluster.redis_url, channel=CHANNEL) as emitter:
                 sender = Sender(emitter, users)

@@ -21,7 +21,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 __all__ = ["HOST", "REPO_ROOT", "ChildProcess", "Lifecycle", "NginxServer", "RedisClusterServers", "RedisServer",
            "Replica", "free_port", "http_status", "nginx_binary", "port_open", "wait_until", "wait_until_async"]
@@ -137,6 +137,11 @@ class ChildProcess:
             raise RuntimeError(f"{self.name} is not running")
         return self._process.pid
 
+    @property
+    def running(self) -> bool:
+        """Started, and not ended since."""
+        return self._process is not None and self._process.poll() is None
+
     def exit_code(self) -> int | None:
         """The exit code once the process has ended on its own, else None."""
         return None if self._process is None else self._process.poll()
@@ -204,6 +209,9 @@ class RedisServer(ChildProcess):
 
     def start(self) -> None:
         self.launch()
+        self.wait_listening()
+
+    def wait_listening(self) -> None:
         self.wait_for(lambda: port_open(self.port), timeout=10, what=f"listening on port {self.port}")
 
     def stop(self) -> None:
@@ -212,12 +220,14 @@ class RedisServer(ChildProcess):
 
 
 class RedisClusterServers:
-    """A Redis Cluster of ``masters`` nodes (no replicas) on loopback, created with
-    ``redis-cli --cluster create``; ``url`` names its first node, as an application would."""
+    """A Redis Cluster of ``masters`` nodes, each with ``replicas`` replica nodes, on loopback,
+    created with ``redis-cli --cluster create``; ``url`` names its first node, as an application
+    would. It can move slots (``reshard``) and fail over (``failover``, ``kill_master``)."""
 
-    def __init__(self, *, work_dir: Path, masters: int = 3) -> None:
+    def __init__(self, *, work_dir: Path, masters: int = 3, replicas: int = 0) -> None:
+        self.replicas = replicas
         self.nodes = []
-        for index in range(masters):
+        for index in range(masters * (1 + replicas)):
             node_dir = work_dir / f"node-{index}"
             node_dir.mkdir(parents=True, exist_ok=True)
             self.nodes.append(RedisServer(work_dir=node_dir, cluster_node=True))
@@ -225,25 +235,104 @@ class RedisClusterServers:
 
     def start(self) -> None:
         for node in self.nodes:
-            node.start()
+            node.launch()
+        for node in self.nodes:
+            node.wait_listening()
         addresses = [f"{HOST}:{node.port}" for node in self.nodes]
-        subprocess.run(["redis-cli", "--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"],
-                       check=True, capture_output=True, timeout=60)
+        self._cli("--cluster", "create", *addresses, "--cluster-replicas", str(self.replicas), "--cluster-yes",
+                  timeout=60)
         self.wait_healthy()
 
     def wait_healthy(self, timeout: float = 20) -> None:
-        """Until every node says the cluster is ok (all slots served, the nodes agree)."""
-        wait_until(lambda: all(self._state_ok(node) for node in self.nodes), timeout=timeout, what="cluster_state:ok")
+        """Until every running node says the cluster is ok (all slots served, the nodes agree) and
+        every replica has caught up with its master (a failover needs one in sync)."""
+        wait_until(lambda: all(self._state_ok(node) and self._in_sync(node) for node in self.running_nodes()),
+                   timeout=timeout, what="cluster_state:ok")
+
+    def running_nodes(self) -> list[RedisServer]:
+        return [node for node in self.nodes if node.running]
 
     def stop(self) -> None:
         for node in self.nodes:
             node.stop()
 
+    # --- the topology --------------------------------------------------------
+
+    def topology(self) -> list[dict[str, Any]]:
+        """Every running node as the cluster sees it: ``node`` (ours), ``id``, ``master`` (bool),
+        ``master_id`` (a replica's master) and ``slots`` (how many a master serves)."""
+        by_port = {node.port: node for node in self.nodes}
+        seen = []
+        for line in self._cli("-p", str(self.running_nodes()[0].port), "cluster", "nodes").splitlines():
+            node_id, address, flags, master_id, *_, state = line.split()[:8]
+            ranges = line.split()[8:]
+            port = int(address.split("@")[0].rsplit(":", 1)[1])
+            if "fail" in flags or port not in by_port:
+                continue
+            slots = sum(int(r.split("-")[1]) - int(r.split("-")[0]) + 1 if "-" in r else 1
+                        for r in ranges if not r.startswith("["))
+            seen.append({"node": by_port[port], "id": node_id, "master": "master" in flags,
+                         "master_id": master_id, "slots": slots, "state": state})
+        return seen
+
+    def masters(self) -> list[RedisServer]:
+        return [entry["node"] for entry in self.topology() if entry["master"] and entry["slots"]]
+
+    def replica_of(self, master: RedisServer) -> RedisServer:
+        """A replica of ``master``."""
+        nodes = self.topology()
+        master_id = next(entry["id"] for entry in nodes if entry["node"] is master)
+        replica: RedisServer = next(entry["node"] for entry in nodes if entry["master_id"] == master_id)
+        return replica
+
+    def node_id(self, node: RedisServer) -> str:
+        return self._cli("-p", str(node.port), "cluster", "myid").strip()
+
+    def reshard(self, source: RedisServer, target: RedisServer, slots: int, timeout: float = 120) -> None:
+        """Move ``slots`` slots (with their keys) from master ``source`` to master ``target``, while
+        the cluster serves: ``redis-cli --cluster reshard``."""
+        self._cli("--cluster", "reshard", f"{HOST}:{source.port}", "--cluster-from", self.node_id(source),
+                  "--cluster-to", self.node_id(target), "--cluster-slots", str(slots), "--cluster-yes",
+                  timeout=timeout)
+        self.wait_healthy()
+
+    def failover(self, replica: RedisServer, timeout: float = 20) -> None:
+        """``CLUSTER FAILOVER`` on ``replica``: it and its master swap roles, nothing lost."""
+        nodes = self.topology()
+        master_id = next(entry["master_id"] for entry in nodes if entry["node"] is replica)
+        master = next(entry["node"] for entry in nodes if entry["id"] == master_id)
+        self._cli("-p", str(replica.port), "cluster", "failover")
+        wait_until(lambda: self._role(replica) == "master" and self._role(master) == "slave", timeout=timeout,
+                   what="the replica to take over")
+        self.wait_healthy(timeout)
+
+    def kill_master(self, master: RedisServer, timeout: float = 30) -> RedisServer:
+        """SIGKILL ``master``; returns its replica once the cluster promoted it and serves again."""
+        replica = self.replica_of(master)
+        master.kill()
+        wait_until(lambda: self._role(replica) == "master", timeout=timeout, what="the replica to be promoted")
+        self.wait_healthy(timeout)
+        return replica
+
+    # --- asking the nodes --------------------------------------------------------
+
     @staticmethod
-    def _state_ok(node: RedisServer) -> bool:
-        info = subprocess.run(["redis-cli", "-h", HOST, "-p", str(node.port), "cluster", "info"],
-                              capture_output=True, text=True, timeout=5).stdout
-        return "cluster_state:ok" in info
+    def _cli(*args: str, timeout: float = 5) -> str:
+        return subprocess.run(["redis-cli", "-h", HOST, *args], check=True, capture_output=True, text=True,
+                              timeout=timeout).stdout
+
+    @classmethod
+    def _role(cls, node: RedisServer) -> str:
+        return cls._cli("-p", str(node.port), "role").split("\n", 1)[0].strip()
+
+    @classmethod
+    def _state_ok(cls, node: RedisServer) -> bool:
+        return "cluster_state:ok" in cls._cli("-p", str(node.port), "cluster", "info")
+
+    @classmethod
+    def _in_sync(cls, node: RedisServer) -> bool:
+        info = cls._cli("-p", str(node.port), "info", "replication")
+        return "role:master" in info or "master_link_status:up" in info
 
 
 class Replica(ChildProcess):

@@ -92,6 +92,7 @@ def create_app(settings: Settings, *, backend: Backend | None = None,
                             max_age=backend.sessions.lifetime + settings.queue_replay_window,
                             max_replay_bytes=settings.recovery_max_replay_bytes)
         manager.recovery = recovery
+        backend.transport.on_listening_again(recovery)
         sio.session_id_of = recovery.pid_of
     gateway = Gateway(sio, settings=settings, authenticator=authenticator, presence=presence, metrics=metrics,
                       recovery=recovery)

@@ -15,6 +15,7 @@ from .config import Settings
 from .errors import (
     ErrorCode,
     PublishError,
+    QueueUnavailableError,
     RealtimeError,
     SessionTakenError,
     TooManyConnectionsError,
@@ -111,7 +112,7 @@ class Gateway:
         await self.sio.enter_room(sid, room)
         try:
             await self.presence.add(user_id, sid, session)
-        except (TooManyConnectionsError, SessionTakenError) as exc:
+        except (TooManyConnectionsError, SessionTakenError, QueueUnavailableError) as exc:
             if session is not None and isinstance(exc, TooManyConnectionsError):
                 await self.presence.remove(user_id, sid, session, keep=False)  # a claimed session ends here
             self._refuse(exc)

@@ -33,7 +33,7 @@ REFUSAL_CODES = ("UNKNOWN_EVENT", "INVALID_PARAMETERS", "NOT_FOUND", "PAYLOAD_TO
 CLOSE_REASONS = ("rate_limited", "connect_timeout", "invalid_handshake", "payload_hard_cap", "too_many_attachments")
 # Why a reconnecting client's session was not recovered (server/recovery.py).
 RECOVERY_FAILURES = ("unknown", "expired", "gone", "invalid_offset", "unavailable", "too_frequent", "too_large",
-                     "taken", "lost_during_replay")
+                     "taken", "lost_during_replay", "lost_during_catch_up")
 
 
 class Metrics:
@@ -97,7 +97,8 @@ class Metrics:
         self.recoveries_failed = Counter(
             "kindmap_recoveries_failed_total", "Reconnecting clients that got a new session instead, by reason "
             "(lost_during_replay: a replay was cut short, the history trimmed or unreachable while it was read: "
-            "of a recovered session, or of a new one's first moments).", ["reason"],
+            "of a recovered session, or of a new one's first moments; lost_during_catch_up: the same while "
+            "catching a socket up after the queue heard its user again).", ["reason"],
             registry=self.registry,
         )
         self.redis_anomalies = Counter(
@@ -108,6 +109,11 @@ class Metrics:
         )
         self.replayed = Counter(
             "kindmap_messages_replayed_total", "Missed messages written to recovered sessions.", registry=self.registry,
+        )
+        self.caught_up = Counter(
+            "kindmap_messages_caught_up_total", "Stored messages written to sockets from their users' histories after "
+            "the queue listened to those users again (a Redis Cluster shard lost, failed over or resharded).",
+            registry=self.registry,
         )
         for reason in RECOVERY_FAILURES:
             self.recoveries_failed.labels(reason=reason)

@@ -34,11 +34,11 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .backends.base import Claim, HistoryGone, Session, SessionStore
+from .backends.base import CatchUp, Claim, HistoryGone, Session, SessionStore
 from .errors import InvalidEnvelopeError, QueueUnavailableError
 from .logs import LogThrottle
 from .metrics import Metrics
@@ -70,6 +70,13 @@ def is_offset(value: object) -> bool:
     Redis refuses with an error)."""
     match = _OFFSET.fullmatch(value) if isinstance(value, str) else None
     return match is not None and all(int(part) <= _MAX_ID_PART for part in match.groups())
+
+
+def _skips(last: str, offset: str) -> bool:
+    """Whether ``offset`` lies past the one right after ``last`` in the same history generation."""
+    last_generation, _, last_seq = last.partition("-")
+    generation, _, seq = offset.partition("-")
+    return generation == last_generation and seq.isdigit() and last_seq.isdigit() and int(seq) > int(last_seq) + 1
 
 
 @dataclass(slots=True)
@@ -112,8 +119,9 @@ Kick = Callable[[str, str], Awaitable[None]]  # a user id and one of their socke
 Open = Callable[[bytes], dict[str, Any]]  # a stored envelope, verified; raises InvalidEnvelopeError
 
 
-class Recovery:
-    """This replica's side of recovery: claims sessions, tracks its sockets', replays histories.
+class Recovery(CatchUp):
+    """This replica's side of recovery: claims sessions, tracks its sockets', replays histories,
+    and catches its sockets up when the queue hears their users again (``CatchUp``).
 
     :param store: the backend's sessions and histories.
     :param open_envelope: verifies and decodes a stored envelope (the manager's signing key).
@@ -138,6 +146,8 @@ class Recovery:
         self.sockets: dict[str, Tracked] = {}  # sid -> its session; read for every event delivered
         self._claims: dict[str, _Claimed] = {}  # eio sid -> its claim, from CONNECT to on_connect
         self._claiming: dict[str, str] = {}  # pid -> the eio sid claiming it, from CONNECT to on_connect
+        self._paused: set[str] = set()  # sids whose live events wait for a catch-up
+        self._filling: set[asyncio.Task[None]] = set()  # catch-ups of gaps in what came live
         self._throttle = LogThrottle()
 
     # --- the handshake ---------------------------------------------------
@@ -244,12 +254,14 @@ class Recovery:
 
     def forget(self, sid: str) -> Tracked | None:
         """The socket left its rooms (``LocalDelivery.basic_disconnect``)."""
+        self._paused.discard(sid)
         return self.sockets.pop(sid, None)
 
     def silence(self, sid: str) -> Tracked | None:
         """A socket leaving: it is written nothing from now on (what is stored for its session
         reaches its client when it recovers) until the manager forgets it with its rooms."""
         tracked = self.sockets.get(sid)
+        self._paused.discard(sid)
         if tracked is not None:
             tracked.held = []  # held, never released
         return tracked
@@ -272,33 +284,81 @@ class Recovery:
         tracked = self.sockets.get(sid)
         if tracked is None:
             return 0
-        replayed, budget, after = 0, self.max_replay_bytes, tracked.session.start
         missed, tracked.missed = tracked.missed, []
-        try:
-            for offset, envelope in missed:
-                if self.sockets.get(sid) is not tracked:
-                    return replayed
-                replayed += await self._replay_one(sid, tracked, offset, envelope)
-                budget, after = budget - len(envelope), offset
-            async for page in self.store.history(tracked.user_id, after):
-                budget -= sum(len(envelope) for _, envelope in page)
-                if budget < 0:
-                    raise _TooLarge("the replay's tail exceeds what one replay may write")
-                for offset, envelope in page:
-                    if self.sockets.get(sid) is not tracked:
-                        return replayed
-                    replayed += await self._replay_one(sid, tracked, offset, envelope)
-        except (HistoryGone, QueueUnavailableError, _TooLarge) as exc:
-            self.metrics.recoveries_failed.labels(reason="lost_during_replay").inc()
-            self._report("lost_during_replay", logging.WARNING, "a replay was cut short; messages may be missing",
-                         user_id=tracked.user_id, error=str(exc))
-        finally:
-            await self._release(sid, tracked)
+        replayed = await self._write_history(sid, tracked, tracked.session.start, missed, "lost_during_replay")
         if tracked.recovered:
             self.metrics.recoveries.inc()
             self.metrics.replayed.inc(replayed)
             logger.info("session recovered", extra={"user_id": tracked.user_id, "sid": sid, "replayed": replayed})
         return replayed
+
+    # --- catching up after the queue heard a user again ------------------------
+
+    def pause(self, user_ids: Collection[str]) -> None:
+        """The queue is about to listen to these users again: hold their sockets' live events
+        (a socket in its replay holds already, and its replay reads the history to its end)."""
+        users = set(user_ids)
+        for sid, tracked in self.sockets.items():
+            if tracked.user_id in users and tracked.held is None:
+                tracked.held = []
+                self._paused.add(sid)
+
+    async def catch_up(self, user_ids: Collection[str]) -> None:
+        """Write to each paused socket of these users what its user's history holds after the last
+        offset it was written, then its held live events not among them. Lost messages (a
+        history trimmed or gone past that offset) are counted (``lost_during_catch_up``), logged."""
+        users = set(user_ids)
+        due = [(sid, tracked) for sid in self._paused
+               if (tracked := self.sockets.get(sid)) is not None and tracked.user_id in users]
+        for sid, tracked in due:
+            self._paused.discard(sid)
+            caught = await self._write_history(sid, tracked, tracked.last_offset, [], "lost_during_catch_up")
+            self.metrics.caught_up.inc(caught)
+        self._paused &= self.sockets.keys()
+
+    def fills_gap(self, sid: str, offset: str, event: str, args: list[Any]) -> bool:
+        """A stored event for ``sid`` came live, and stored ones before it never did (the queue
+        missed them: a shard failed over, a slot moved): hold it, and catch the socket up from
+        the history, which writes the missing ones first. Whether it was held."""
+        tracked = self.sockets.get(sid)
+        if tracked is None or not _skips(tracked.last_offset, offset):
+            return False
+        if tracked.held is None:
+            tracked.held = []
+            self._paused.add(sid)
+        tracked.held.append((offset, event, args))
+        task = asyncio.get_running_loop().create_task(self.catch_up([tracked.user_id]), name="recovery-gap")
+        self._filling.add(task)
+        task.add_done_callback(self._filling.discard)
+        return True
+
+    async def _write_history(self, sid: str, tracked: Tracked, after: str, missed: list[tuple[str, bytes]],
+                             failure: str) -> int:
+        """Write ``missed``, then what the history holds after it (or after ``after``), then the held
+        live events that were not among them; how many came from the history. A history that
+        fails meanwhile is counted as ``failure`` and logged."""
+        written, budget = 0, self.max_replay_bytes
+        try:
+            for offset, envelope in missed:
+                if self.sockets.get(sid) is not tracked:
+                    return written
+                written += await self._replay_one(sid, tracked, offset, envelope)
+                budget, after = budget - len(envelope), offset
+            async for page in self.store.history(tracked.user_id, after):
+                budget -= sum(len(envelope) for _, envelope in page)
+                if budget < 0:
+                    raise _TooLarge("the history's tail exceeds what one replay may write")
+                for offset, envelope in page:
+                    if self.sockets.get(sid) is not tracked:
+                        return written
+                    written += await self._replay_one(sid, tracked, offset, envelope)
+        except (HistoryGone, QueueUnavailableError, _TooLarge) as exc:
+            self.metrics.recoveries_failed.labels(reason=failure).inc()
+            self._report(failure, logging.WARNING, "a history could not be read to its end; messages may be missing",
+                         user_id=tracked.user_id, reason=failure, error=str(exc))
+        finally:
+            await self._release(sid, tracked)
+        return written
 
     async def _replay_one(self, sid: str, tracked: Tracked, offset: str, envelope: bytes) -> bool:
         """Write one stored message, unless it is forged, foreign or stale; whether it was written.

@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 
 from ..errors import PublishError
 
-__all__ = ["Backend", "Claim", "HistoryGone", "KeyCheck", "Presence", "QueueTransport", "Received", "Routed", "Session",
-           "SessionStore"]
+__all__ = ["Backend", "CatchUp", "Claim", "HistoryGone", "KeyCheck", "Presence", "QueueTransport", "Received",
+           "Routed", "Session", "SessionStore"]
 
 # An envelope read from the queue, and its offset when the sender stored it for recovery.
 Received = tuple[bytes, str | None]
@@ -69,6 +69,21 @@ class Claim:
     session: Session
     previous: str
     vouched: bool = False
+
+
+class CatchUp(ABC):
+    """Delivers to a replica's sockets what was stored for their users while the replica did not
+    listen to them (a Redis Cluster shard lost, failed over or moved): the transport pauses
+    the users before it listens again, so their live messages wait, then ``catch_up`` writes what
+    their histories hold after each socket's last offset, then the live ones not among it."""
+
+    @abstractmethod
+    def pause(self, user_ids: Collection[str]) -> None:
+        """Hold the live messages of these users' sockets from now on."""
+
+    @abstractmethod
+    async def catch_up(self, user_ids: Collection[str]) -> None:
+        """Write what each paused socket of these users missed, then what was held; never raises."""
 
 
 class QueueTransport(ABC):
@@ -134,6 +149,10 @@ class QueueTransport(ABC):
     async def ping(self) -> bool:
         """Whether the queue answers right now (never raises)."""
 
+    def on_listening_again(self, catch_up: CatchUp) -> None:  # noqa: B027 - optional hook
+        """A transport that can stop hearing some users (and store what they are sent meanwhile)
+        catches their sockets up with ``catch_up`` when it hears them again."""
+
 
 class Presence(ABC):
     """Which users have a socket somewhere, so a message for nobody is refused, not lost.
@@ -149,7 +168,8 @@ class Presence(ABC):
 
         Raises ``TooManyConnectionsError`` when the user already holds the most live sockets
         allowed, ``SessionTakenError`` when another connection took a claimed ``session`` over
-        meanwhile; nothing is recorded then.
+        meanwhile, ``QueueUnavailableError`` when this replica cannot receive the user's messages
+        (the queue did not confirm it listens for them); nothing is recorded then.
         """
 
     @abstractmethod

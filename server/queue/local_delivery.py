@@ -70,6 +70,8 @@ class LocalDelivery(AsyncManager):  # type: ignore[misc]
                 session.held.append((offset, event, args))
             elif offset in session.replayed:
                 session.replayed.discard(offset)  # replayed already; this one was on its way meanwhile
+            elif offset is not None and self.recovery is not None and self.recovery.fills_gap(sid, offset, event, args):
+                continue  # stored messages before it never came: read from the history first
             else:
                 await self._write(eio_sid, outgoing.to(session), now)
 

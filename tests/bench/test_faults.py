@@ -66,7 +66,8 @@ def test_arguments_out_of_range_are_refused(argv: list[str], capsys: pytest.Capt
 
 
 @pytest.mark.parametrize("argv", [["kill"], ["rolling", "--gate", "replica", "--rate", "12.5"],
-                                  ["tunnel", "--seed", "3", "--offline", "1", "2.5", "--users", "9"]])
+                                  ["tunnel", "--seed", "3", "--offline", "1", "2.5", "--users", "9"],
+                                  ["reshard", "--replicas", "2"], ["failover", "--duration", "30"]])
 def test_the_reported_command_repeats_the_run(argv: list[str]) -> None:
     args = parse_args(argv)
 

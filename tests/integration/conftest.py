@@ -41,8 +41,8 @@ def own_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]
 
 
 @contextlib.contextmanager
-def _started_redis_cluster(work_dir: Path) -> Iterator[RedisClusterServers]:
-    servers = RedisClusterServers(work_dir=work_dir)
+def _started_redis_cluster(work_dir: Path, *, replicas: int = 0) -> Iterator[RedisClusterServers]:
+    servers = RedisClusterServers(work_dir=work_dir, replicas=replicas)
     try:
         servers.start()
         yield servers
@@ -61,6 +61,14 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClu
 def own_redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterServers]:
     """A Redis Cluster owned by one test, which may restart its masters."""
     with _started_redis_cluster(tmp_path_factory.mktemp("own-redis-cluster")) as servers:
+        yield servers
+
+
+@pytest.fixture(scope="module")
+def replicated_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterServers]:
+    """Three masters, each with a replica, shared by the tests of one module; a test that moves
+    slots or fails a master over leaves every slot served and every master with a replica."""
+    with _started_redis_cluster(tmp_path_factory.mktemp("replicated-cluster"), replicas=1) as servers:
         yield servers
 
 

@@ -113,6 +113,7 @@ SAMPLES: dict[str, tuple[Any, ...]] = {
     "blmove": ("BLMOVE", f"{K}:l", f"{K}:l", "LEFT", "LEFT", 0.01), "client|setname": ("CLIENT", "SETNAME", "acl"),
     "pubsub|numsub": ("PUBSUB", "NUMSUB", CHANNEL), "fcall": ("FCALL", "kindmap_none", 1, K),
     "fcall_ro": ("FCALL_RO", "kindmap_none", 1, K), "function|load": ("FUNCTION", "LOAD", "not lua"),
+    "wait": ("WAIT", 0, 0),
 }
 
 

@@ -19,6 +19,7 @@ from server.queue import envelope
 from server.queue.rooms import user_room
 from server.recovery import MAX_PID_LENGTH, Recovery, Tracked
 from tests.helpers.envelopes import emit_envelope
+from tests.helpers.waiting import eventually
 
 KEY = b"recovery-test-signing-key-0123456789"
 USER = "ana"
@@ -525,3 +526,74 @@ async def test_a_socket_that_leaves_during_its_replay_is_written_nothing_more(
     await recovery.replay("sid-1")
 
     assert recorder.events() == [("step", [{"n": 1}], "101-0")]
+
+
+# --- catching up after the queue heard a user again ---------------------------------------------
+
+
+async def live(recovery: Recovery, store: FakeStore, last_offset: str) -> Tracked:
+    """A socket past its replay, written stored events up to ``last_offset``."""
+    tracked = await started(recovery, store, recovered=False)
+    await recovery.replay("sid-1")
+    tracked.last_offset = last_offset
+    return tracked
+
+
+async def test_a_paused_socket_is_caught_up_from_its_last_offset_then_gets_its_held_events_once_each(
+        recovery: Recovery, store: FakeStore, recorder: Recorder, metrics: Metrics) -> None:
+    tracked = await live(recovery, store, "9-1")
+    recovery.pause([USER, "someone-else"])
+    hold(tracked, ("9-3", "step", [{"n": 3}]), ("9-4", "step", [{"n": 4}]))()  # live again, meanwhile
+    store.pages = [[("9-1", stored("step", [{"n": 1}])), ("9-2", stored("step", [{"n": 2}])),
+                    ("9-3", stored("step", [{"n": 3}]))]]
+
+    await recovery.catch_up([USER])
+
+    assert recorder.events() == [("step", [{"n": 2}], "9-2"), ("step", [{"n": 3}], "9-3"),
+                                 ("step", [{"n": 4}], "9-4")]
+    assert tracked.held is None
+    assert sample(metrics, "kindmap_messages_caught_up_total") == 2
+
+
+async def test_a_catch_up_whose_history_is_gone_is_counted_and_still_writes_the_held_events(
+        recovery: Recovery, store: FakeStore, recorder: Recorder, metrics: Metrics) -> None:
+    tracked = await live(recovery, store, "9-1")
+    recovery.pause([USER])
+    hold(tracked, ("9-5", "step", [{"n": 5}]))()
+    store.pages = [HistoryGone("trimmed past 9-1")]
+
+    await recovery.catch_up([USER])
+
+    assert recorder.events() == [("step", [{"n": 5}], "9-5")]
+    assert failed(metrics, "lost_during_catch_up") == 1
+
+
+async def test_a_socket_not_paused_is_not_caught_up(recovery: Recovery, store: FakeStore, recorder: Recorder) -> None:
+    await live(recovery, store, "9-1")
+    store.pages = [[("9-2", stored("step", [{"n": 2}]))]]
+
+    await recovery.catch_up([USER])
+
+    assert recorder.events() == []
+
+
+async def test_a_stored_event_that_skips_offsets_is_held_until_the_gap_is_caught_up_from_the_history(
+        recovery: Recovery, store: FakeStore, recorder: Recorder) -> None:
+    tracked = await live(recovery, store, "9-1")
+    store.pages = [[("9-2", stored("step", [{"n": 2}])), ("9-3", stored("step", [{"n": 3}])),
+                    ("9-4", stored("step", [{"n": 4}]))]]
+
+    assert recovery.fills_gap("sid-1", "9-4", "step", [{"n": 4}])
+    await eventually(lambda: tracked.held is None, what="the gap caught up")
+
+    assert recorder.events() == [("step", [{"n": 2}], "9-2"), ("step", [{"n": 3}], "9-3"),
+                                 ("step", [{"n": 4}], "9-4")]
+
+
+@pytest.mark.parametrize("offset", ["9-2", "9-1", "10-7"])
+async def test_the_next_offset_an_older_one_or_another_generations_is_no_gap(
+        recovery: Recovery, store: FakeStore, offset: str) -> None:
+    tracked = await live(recovery, store, "9-1")
+
+    assert not recovery.fills_gap("sid-1", offset, "step", [])
+    assert tracked.held is None

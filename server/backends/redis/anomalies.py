@@ -33,6 +33,8 @@ _MEANING = {
 }
 # Kinds that are an event of the service, not a sign of tampering.
 _ERRORS = {"inbox_full": "a replica's inbox is full (the replica is not reading): a message for it was dropped"}
+_WARNINGS = {"unreplicated": "a stored message was not confirmed by a replica of its master within the wait "
+                            "(WAIT): a failover before the replica catches up would lose it"}
 _INFO = {"history_full": "a user's history is full: a message was not stored for recovery; their next "
                          "recovery from before it fails (recovered: false)"}
 
@@ -57,6 +59,8 @@ class Anomalies:
                 continue
             if kind in _ERRORS:
                 level, message = logging.ERROR, _ERRORS[kind]
+            elif kind in _WARNINGS:
+                level, message = logging.WARNING, _WARNINGS[kind]
             elif kind in _INFO:
                 level, message = logging.INFO, _INFO[kind]
             else:

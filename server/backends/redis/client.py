@@ -99,10 +99,15 @@ class _FunctionsCluster(RedisCluster):
 
 
 def connect_cluster(url: str, *, max_connections: int = MAX_CONNECTIONS) -> RedisCluster:
-    """A Redis Cluster client from the URL of any node; like ``connect_redis``, it fails fast."""
+    """A Redis Cluster client from the URL of any node; it fails fast. redis-py's cluster client
+    closes *every* connection it has before a retry, and after every fifth ``MOVED``: the commands
+    of others in flight then fail (or break inside redis-py), and one that had run is run again on
+    a retry (a message stored and sent twice, seen while resharding). So it never retries a command
+    itself, and a ``MOVED`` only patches its slot map; redirections are still followed, and after
+    a failed connection the next command reads the slot map again."""
     return _FunctionsCluster.from_url(url, max_connections=max_connections, socket_connect_timeout=CONNECT_TIMEOUT,
-                                      socket_timeout=COMMAND_TIMEOUT,
-                                      retry=Retry(ExponentialBackoff(cap=0.05, base=0.01), 1))
+                                      socket_timeout=COMMAND_TIMEOUT, retry=Retry(NoBackoff(), 0),
+                                      reinitialize_steps=0)
 
 
 async def is_cluster(url: str) -> bool:

@@ -16,7 +16,7 @@ from typing import Any
 
 from redis import asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import ResponseError
+from redis.exceptions import AskError, MovedError, ResponseError
 
 __all__ = ["LIBRARY", "VERSION", "Functions", "FunctionsMissingError", "function_name", "is_missing"]
 
@@ -74,8 +74,33 @@ class Functions:
         await self.reload()
         return await command(function_name(name), len(keys), *keys, *args)
 
+    async def call_and_wait(self, node: aioredis.Redis, name: str, keys: Sequence[str | bytes],
+                            args: Sequence[Any], *, timeout_ms: int) -> tuple[Any, int | None]:
+        """On a cluster: ``FCALL`` function ``name``, then ``WAIT 1 timeout_ms``, both on one connection
+        of ``node`` (a client of the master of the keys' slot: the wait covers this call's writes);
+        the reply, and how many replicas confirmed them. A call redirected (its slot is moving) is
+        made again through the cluster client, which follows the redirection, and not waited for
+        (``None``)."""
+        try:
+            return await _call_and_wait(node, [function_name(name), len(keys), *keys, *args], timeout_ms)
+        except (MovedError, AskError):
+            return await self.call(name, keys, args), None
+        except ResponseError as exc:
+            if not is_missing(exc):
+                raise
+        await self.reload()
+        return await _call_and_wait(node, [function_name(name), len(keys), *keys, *args], timeout_ms)
+
     async def reload(self) -> None:
         """After Redis answered that a function is missing: load, or say why this client cannot."""
         if not self.loads:
             raise FunctionsMissingError()
         await self.load()
+
+
+async def _call_and_wait(node: aioredis.Redis, fcall: list[Any], timeout_ms: int) -> tuple[Any, int]:
+    pipeline = node.pipeline(transaction=False)
+    pipeline.execute_command("FCALL", *fcall)
+    pipeline.execute_command("WAIT", 1, timeout_ms)
+    reply, replicas = await pipeline.execute()
+    return reply, int(replicas)

@@ -83,11 +83,10 @@ class RedisPresence(Presence):
 
     async def add(self, user_id: str, sid: str, session: Session | None = None) -> None:
         """Record a socket, once this replica receives the user's messages (``hold``), unless the
-        user is at ``max_sockets`` or its claimed session was taken over meanwhile."""
-        try:
-            await self._transport.hold(user_id)
-        except QueueUnavailableError as exc:
-            logger.warning("presence: could not listen for a user", extra={"error": str(exc)})
+        user is at ``max_sockets`` or its claimed session was taken over meanwhile. Raises
+        ``QueueUnavailableError`` when this replica cannot listen for the user: an entry written
+        then would have messages answered "sent" that nobody reads."""
+        await self._transport.hold(user_id)
         try:
             await self._join(user_id, sid, session)
         except (TooManyConnectionsError, SessionTakenError):

@@ -6,51 +6,54 @@ publishes (``SPUBLISH``) to the user's channel in one script, on the one shard
 that holds both (they share a hash tag, see ``keys``). Messages spread over the
 shards with the users, and a replica hears only the users it holds.
 
-Each shard has a listening connection of its own, repaired on its own: when a
-master goes down, the replica keeps hearing the other shards and listens to the
-lost shard's channels again as soon as it answers. Pub/sub cannot be read from a
-position: a listening connection that fails loses what was in flight on it, and
-sends while the replica listens again are refused (the user has no listener, so
-``USER_NOT_CONNECTED``), not lost. A connection that goes silent without closing
-is PINGed and replaced after ``KEEPALIVE_TIMEOUT``.
+A user's presence is written only once Redis confirmed this replica's subscription
+to their channel (``hold``), so "sent" always means a replica reads the channel.
+Each shard has a listening connection of its own (``shard_listener``), repaired on
+its own: when a master goes down, fails over, or a slot moves away (Redis 7 then
+unsubscribes its channels), the replica keeps hearing the other shards and listens
+to the lost channels again on whichever node serves them now. Pub/sub cannot be read
+from a position, so then it catches up from the users' histories: every durable
+send is stored there before it is published (``routing.lua``). Volatile sends that
+were in flight on a lost connection are lost; sends while nobody listens are stored
+(for a session to recover) or refused, never answered "sent".
+
+On a cluster whose masters have replicas, a durable send waits (``WAIT``) until one
+replica has it, so that a failover keeps what was answered "stored" or "sent" (``replication``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
-from typing import Any
 
-from redis import asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode
-from redis.asyncio.connection import SSLConnection
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from ...errors import QueueUnavailableError
-from ..base import QueueTransport, Received, Routed
+from ...logs import LogThrottle
+from ..base import CatchUp, QueueTransport, Received, Routed
 from .anomalies import Anomalies
-from .client import COMMAND_TIMEOUT, MAX_CONNECTIONS, answers, connect_cluster, sending
+from .client import MAX_CONNECTIONS, answers, connect_cluster, sending
 from .entries import SignedEntries
 from .functions import Functions
 from .keys import all_channel, history_key, presence_key, sessions_key, user_channel
+from .replication import ReplicatedCalls
+from .shard_listener import ShardListener, node_options
 
 __all__ = ["ShardedTransport"]
 
 logger = logging.getLogger(__name__)
 
-# A listening connection is PINGed when idle; silent this long, it is presumed dead.
-KEEPALIVE_INTERVAL = 1.0
-KEEPALIVE_TIMEOUT = 3.0
-# Pauses between attempts to listen to a lost shard again.
+# Pauses between attempts to listen to lost channels again.
 RETRY_MIN = 0.05
 RETRY_MAX = 0.5
-_LISTENER_OPTIONS = ("username", "password", "socket_connect_timeout", "socket_timeout", "ssl_ca_certs",
-                     "ssl_cert_reqs", "ssl_certfile", "ssl_keyfile")
+# How often the slot map is read again, to find channels listened to on a node that no longer
+# serves their slot as master (Redis lets a replica serve shard channels, and does not always
+# unsubscribe them when a master becomes a replica: messages then come late, if at all).
+SLOT_CHECK_INTERVAL = 1.0
 
 
 class ShardedTransport(QueueTransport):
@@ -58,17 +61,18 @@ class ShardedTransport(QueueTransport):
 
     ``hold`` and ``release`` (called by the presence for a user's first and last
     socket here) subscribe to and unsubscribe from the user's channel; ``hold``
-    returns once Redis confirmed, so a message sent after the presence entry is
-    written is heard.
+    returns once Redis confirmed, and raises ``QueueUnavailableError`` (the socket is
+    refused, its presence never written) when it cannot.
 
-    :param on_shard_back: run after listening to a lost shard again (the presence
+    :param on_shard_back: run after listening to lost channels again (the presence
         writes its entries again: a restarted master has lost them).
     """
 
     def __init__(self, url: str, *, process: str, entries: SignedEntries, anomalies: Anomalies,
                  replica: bool = True, on_shard_back: Callable[[], Awaitable[None]] | None = None,
-                 max_connections: int = MAX_CONNECTIONS) -> None:
+                 catch_up: CatchUp | None = None, max_connections: int = MAX_CONNECTIONS) -> None:
         self._on_shard_back = on_shard_back
+        self.catch_up = catch_up
         self.client = connect_cluster(url, max_connections=max_connections)
         self.process = process
         self._entries = entries
@@ -76,10 +80,16 @@ class ShardedTransport(QueueTransport):
         self.functions = Functions(self.client, loads=replica)
         self._channel = ""
         self._held: dict[str, int] = {}  # user id -> sockets of theirs on this replica
-        self._listeners: dict[str, _ShardListener] = {}  # node name -> its listener
+        self._confirming: dict[str, asyncio.Task[None]] = {}  # user id -> the subscription their first socket awaits
+        self._listeners: dict[str, ShardListener] = {}  # node name -> its listener
         self._received: asyncio.Queue[bytes] = asyncio.Queue()
         self._listening = False
-        self._repairs: set[asyncio.Task[None]] = set()
+        self._to_repair: set[str] = set()  # channels to listen to again
+        self._repairer: asyncio.Task[None] | None = None
+        self._watcher: asyncio.Task[None] | None = None
+        self._closing: set[asyncio.Task[None]] = set()  # lost listeners being closed
+        self._throttle = LogThrottle()
+        self._replicated = ReplicatedCalls(self.client, self.functions, max_connections=max_connections)
 
     async def connect(self) -> None:
         try:
@@ -92,7 +102,10 @@ class ShardedTransport(QueueTransport):
     async def close(self) -> None:
         self._listening = False
         await self._drop_listeners()
+        await self._replicated.close()
         await self.client.aclose()
+
+    # --- sending -----------------------------------------------------------
 
     async def publish(self, channel: str, data: bytes) -> int:
         reached = int(await sending(self.client.spublish(all_channel(channel), data)))
@@ -106,14 +119,24 @@ class ShardedTransport(QueueTransport):
         return (await self._send_or_look(channel, user_id, [])).online
 
     async def _send_or_look(self, channel: str, user_id: str, sending_args: list[bytes]) -> Routed:
+        """The routing function; for a durable send on a master with replicas, waiting for one
+        (``replication``)."""
         keys = [presence_key(channel, user_id), sessions_key(channel, user_id), history_key(channel, user_id)]
-        listening, entries, offset, sessions, anomalies = await sending(self.functions.call(
-            "cluster_send", keys, [user_channel(channel, user_id), *sending_args]))
+        args = [user_channel(channel, user_id), *sending_args]
+        if sending_args[1:] == [b"0"] and self._replicated.replicated(keys[0]):
+            reply, replicas = await sending(self._replicated.call("cluster_send", keys, args))
+            if replicas == 0:
+                self.anomalies.report(["unreplicated"], user_id=user_id)
+        else:
+            reply = await sending(self.functions.call("cluster_send", keys, args))
+        listening, entries, offset, sessions, anomalies = reply
         if anomalies:
             self.anomalies.report(anomalies, user_id=user_id)
         online = int(listening) > 0 and self._entries.any_genuine(user_id, entries)
         recoverable = online or self._entries.any_recoverable(user_id, sessions)
         return Routed(online, offset.decode() if offset and recoverable else None)
+
+    # --- listening ---------------------------------------------------------
 
     async def subscribe(self, channel: str) -> None:
         """Listen to every shard, from scratch."""
@@ -124,69 +147,56 @@ class ShardedTransport(QueueTransport):
         try:
             await self.client.initialize()
             await self.functions.load()
-            await self._listen_to(self._wanted())
+            failed = await self._listen_to(self._wanted())
+            if failed:
+                raise next(iter(failed.values()))
         except (RedisError, OSError, TimeoutError) as exc:
             await self._drop_listeners()
             raise QueueUnavailableError(f"Redis Cluster subscribe failed: {exc}") from exc
         self._listening = True
+        self._watcher = asyncio.get_running_loop().create_task(self._watch_slots(), name="redis-slot-watch")
+        if self.catch_up is not None:  # sockets paused by a repair that this replaces
+            await self.catch_up.catch_up(list(self._held))
+
+    async def unsubscribe(self, channel: str) -> None:
+        self._listening = False
+        await self._drop_listeners()
 
     def _wanted(self, among: set[str] | None = None) -> list[str]:
         """The channels this replica listens to now (of ``among``, when given)."""
         wanted = [all_channel(self._channel), *(user_channel(self._channel, user) for user in self._held)]
         return wanted if among is None else [name for name in wanted if name in among]
 
-    def _lost(self, listener: _ShardListener, error: Exception) -> None:
-        """A shard's listener failed: drop it and listen to its channels again (the others hear on)."""
-        for node, candidate in list(self._listeners.items()):
-            if candidate is listener:
-                del self._listeners[node]
-        if self._listening:
-            logger.error("lost a Redis Cluster shard; listening to it again", extra={"error": str(error)})
-            self._repair(set(listener.channels))
-            asyncio.get_running_loop().create_task(listener.close())
-
-    def _repair(self, channels: set[str]) -> None:
-        task = asyncio.get_running_loop().create_task(self._listen_again(channels), name="redis-shard-repair")
-        self._repairs.add(task)
-        task.add_done_callback(self._repairs.discard)
-
-    async def _listen_again(self, channels: set[str]) -> None:
-        """Until it works: read the slot map again (the shard may have moved) and listen."""
-        delay = RETRY_MIN
-        while self._listening:
-            try:
-                await self.client.nodes_manager.initialize()
-                wanted = self._wanted(channels)
-                await self._listen_to(wanted)
-                if wanted:
-                    # A restarted master listens before it serves (CLUSTERDOWN for a while):
-                    # until a read in its slots works, the presence could not be written there.
-                    await self.client.exists(wanted[0])
-                logger.warning("listening to a Redis Cluster shard again", extra={"channels": len(channels)})
-                if self._on_shard_back is not None:
-                    await self._on_shard_back()  # a restarted master comes back empty
-                return
-            except (RedisError, OSError, TimeoutError) as exc:
-                logger.debug("listening again failed: %s", exc)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, RETRY_MAX)
-
-    async def unsubscribe(self, channel: str) -> None:
-        self._listening = False
-        await self._drop_listeners()
-
     async def hold(self, user_id: str) -> None:
-        """A socket of ``user_id`` joined this replica: listen to their channel (the first one's)."""
+        """A socket of ``user_id`` joined this replica: listen to their channel (for the first one),
+        returning once Redis confirmed it, also to a second socket that came meanwhile. Raises
+        ``QueueUnavailableError`` when it cannot be confirmed (the count is undone)."""
         count = self._held.get(user_id, 0)
         self._held[user_id] = count + 1
-        if count == 0 and self._listening:
-            name = user_channel(self._channel, user_id)
-            try:
-                await self._listen_to([name])
-            except (RedisError, OSError, TimeoutError) as exc:
-                # Their messages are refused meanwhile (nobody listens) until the repair works.
-                logger.warning("could not listen to a user's channel; retrying", extra={"error": str(exc)})
-                self._repair({name})
+        if not self._listening:
+            await self.release(user_id)
+            raise QueueUnavailableError("not listening to the Redis Cluster yet")
+        confirming = self._confirming.get(user_id)
+        if count == 0:
+            confirming = asyncio.create_task(self._listen_or_raise(user_channel(self._channel, user_id)))
+            self._confirming[user_id] = confirming
+            confirming.add_done_callback(functools.partial(self._confirmed, user_id))
+        if confirming is None:
+            return
+        try:
+            await asyncio.shield(confirming)
+        except (RedisError, OSError, TimeoutError) as exc:
+            await self.release(user_id)
+            raise QueueUnavailableError(f"could not listen to the user's channel: {exc}") from exc
+
+    def _confirmed(self, user_id: str, confirming: asyncio.Task[None]) -> None:
+        if self._confirming.get(user_id) is confirming:
+            del self._confirming[user_id]
+
+    async def _listen_or_raise(self, name: str) -> None:
+        failed = await self._listen_to([name])
+        if failed:
+            raise failed[name]
 
     async def release(self, user_id: str) -> None:
         """A socket of ``user_id`` left: stop listening to their channel after the last one."""
@@ -195,17 +205,16 @@ class ShardedTransport(QueueTransport):
             self._held[user_id] = count
             return
         name = user_channel(self._channel, user_id)
-        node = self._node_of(name).name
-        listener = self._listeners.get(node)
-        if listener is None:
-            return
-        if listener.channels == {name}:
-            # Its last channel: close it once the channel's last messages are read.
-            del self._listeners[node]
-            await listener.unsubscribe(name, last=True)
-            await listener.close()
-        else:
-            await listener.unsubscribe(name)
+        for node, listener in list(self._listeners.items()):
+            if name not in listener.channels:
+                continue
+            if listener.channels == {name}:
+                # Its last channel: close it once the channel's last messages are read.
+                del self._listeners[node]
+                await listener.unsubscribe(name)
+                await listener.close()
+            else:
+                await listener.unsubscribe(name)
 
     async def messages(self) -> AsyncGenerator[Received, None]:
         """What every shard's listener hears; a lost shard is repaired here, not reported
@@ -223,15 +232,32 @@ class ShardedTransport(QueueTransport):
     async def ping(self) -> bool:
         return await answers(self.client)
 
-    async def _listen_to(self, channels: list[str]) -> None:
-        by_node: dict[str, list[str]] = {}
+    async def _listen_to(self, channels: list[str]) -> dict[str, Exception]:
+        """Subscribe to each channel on the listener of the node serving it; the channels that
+        failed, with why (the others are listened to)."""
+        failed: dict[str, Exception] = {}
+        waiting: dict[str, Awaitable[None]] = {}
         for name in channels:
-            node = self._node_of(name)
-            if node.name not in self._listeners:
-                self._listeners[node.name] = _ShardListener(node.host, int(node.port), self.client, self._received,
-                                                            on_lost=self._lost)
-            by_node.setdefault(node.name, []).append(name)
-        await asyncio.gather(*(self._listeners[node].subscribe(names) for node, names in by_node.items()))
+            try:
+                waiting[name] = self._listener_of(self._node_of(name)).subscribe(name)
+            except RedisConnectionError as exc:
+                failed[name] = exc
+        outcomes = await asyncio.gather(*waiting.values(), return_exceptions=True)
+        for name, outcome in zip(waiting, outcomes, strict=True):
+            if isinstance(outcome, (RedisError, OSError, TimeoutError)):
+                failed[name] = outcome
+            elif isinstance(outcome, BaseException):
+                raise outcome
+        return failed
+
+    def _listener_of(self, node: ClusterNode) -> ShardListener:
+        listener = self._listeners.get(node.name)
+        if listener is None or listener.failed:
+            listener = ShardListener(node.host, int(node.port),
+                                     options=node_options(self.client.get_connection_kwargs()),
+                                     out=self._received, on_lost=self._lost, on_dropped=self._dropped)
+            self._listeners[node.name] = listener
+        return listener
 
     def _node_of(self, channel: str) -> ClusterNode:
         node = self.client.get_node_from_key(channel)
@@ -239,102 +265,112 @@ class ShardedTransport(QueueTransport):
             raise RedisConnectionError(f"no node serves the slot of {channel}")
         return node
 
-    async def _drop_listeners(self) -> None:
-        for task in list(self._repairs):
-            task.cancel()
-        await asyncio.gather(*self._repairs, return_exceptions=True)
-        listeners, self._listeners = list(self._listeners.values()), {}
-        await asyncio.gather(*(listener.close() for listener in listeners))
+    # --- listening again ------------------------------------------------------
 
+    def _lost(self, listener: ShardListener, error: Exception) -> None:
+        """A shard's listener failed: drop it and listen to its channels again (the others hear on)."""
+        for node, candidate in list(self._listeners.items()):
+            if candidate is listener:
+                del self._listeners[node]
+        if self._listening and listener.channels:
+            logger.error("lost a Redis Cluster shard; listening to it again",
+                         extra={"node": listener.address, "channels": len(listener.channels), "error": str(error)})
+            self._repair(set(listener.channels))
+        closing = asyncio.get_running_loop().create_task(listener.close())
+        self._closing.add(closing)
+        closing.add_done_callback(self._closing.discard)
 
-class _ShardListener:
-    """One shard's pub/sub connection, its reader and its keepalive."""
+    def _dropped(self, listener: ShardListener, channel: str) -> None:
+        """Redis unsubscribed ``channel`` on its own: its slot moved (resharding, failover)."""
+        if self._listening:
+            held = self._throttle.allow("moved")
+            if held is not None:
+                logger.warning("Redis moved a shard channel's slot; listening to it where it is now",
+                               extra={"node": listener.address, "suppressed": held})
+            self._repair({channel})
 
-    def __init__(self, host: str, port: int, cluster: Any, out: asyncio.Queue[bytes], *,
-                 on_lost: Callable[[_ShardListener, Exception], None]) -> None:
-        self._on_lost = on_lost
-        # The cluster client's credentials and timeouts; a connection of its own, never retried.
-        kwargs = {key: value for key, value in cluster.get_connection_kwargs().items() if key in _LISTENER_OPTIONS}
-        self._client = aioredis.Redis(host=host, port=port, retry=Retry(NoBackoff(), 0),
-                                      ssl=issubclass(cluster.get_connection_kwargs().get("connection_class", object),
-                                                     SSLConnection), **kwargs)
-        self._pubsub = self._client.pubsub()
-        self._out = out
-        self._confirmations: dict[bytes, asyncio.Future[None]] = {}  # of SSUBSCRIBE
-        self._unsubscribed: dict[bytes, asyncio.Future[None]] = {}  # of SUNSUBSCRIBE
-        self._ending = False  # its last channel is being unsubscribed: the end of its reading is no loss
-        self.channels: set[str] = set()
-        self._tasks: list[asyncio.Task[None]] = []
-        self._last_heard = time.monotonic()
+    async def _watch_slots(self) -> None:
+        """Read the slot map every ``SLOT_CHECK_INTERVAL``; a channel whose listener is not on the
+        master of its slot now is left there and listened to again where it belongs."""
+        while self._listening:
+            await asyncio.sleep(SLOT_CHECK_INTERVAL)
+            try:
+                await self.client.nodes_manager.initialize()
+            except (RedisError, OSError) as exc:
+                logger.debug("could not read the slot map: %s", exc)
+                continue
+            for node, listener in list(self._listeners.items()):
+                misplaced = {name for name in listener.channels if self._owner(name) not in (node, None)}
+                if misplaced:
+                    logger.warning("shard channels listened to off their master; listening to them again",
+                                   extra={"node": listener.address, "channels": len(misplaced)})
+                    await asyncio.gather(*(listener.unsubscribe(name) for name in misplaced))
+                    self._repair(misplaced)
 
-    async def subscribe(self, channels: list[str]) -> None:
-        """Subscribe to ``channels`` (one command each: they may lie in different slots) and
-        return once Redis confirmed them all."""
-        loop = asyncio.get_running_loop()
-        waiting = [self._confirmations.setdefault(name.encode(), loop.create_future()) for name in channels]
-        self.channels.update(channels)
-        for name in channels:
-            await self._pubsub.ssubscribe(name)
-        if not self._tasks:
-            self._tasks = [asyncio.create_task(self._read(), name="redis-shard-reader"),
-                           asyncio.create_task(self._keep_alive(), name="redis-keepalive")]
-        await asyncio.wait_for(asyncio.gather(*waiting), COMMAND_TIMEOUT)
+    def _owner(self, channel: str) -> str | None:
+        node = self.client.get_node_from_key(channel)
+        return None if node is None else str(node.name)
 
-    async def unsubscribe(self, channel: str, *, last: bool = False) -> None:
-        """Stop listening to ``channel``, returning once Redis confirmed it: the messages Redis
-        sent on it before reach the replica (which counts those whose user left) rather than
-        being dropped with the connection. ``last``: no channel is left on this connection."""
-        done = self._unsubscribed.setdefault(channel.encode(), asyncio.get_running_loop().create_future())
-        self.channels.discard(channel)
-        self._ending = last
+    def _repair(self, channels: set[str]) -> None:
+        """Listen to ``channels`` again, with those of every loss reported meanwhile, in one task."""
+        self._to_repair |= channels
+        if self._repairer is None or self._repairer.done():
+            self._repairer = asyncio.get_running_loop().create_task(self._repair_all(), name="redis-shard-repair")
+
+    async def _repair_all(self) -> None:
+        """Until every lost channel is listened to again: read the slot map again (the slot may
+        have moved), listen on the node serving it now, and catch its users up."""
+        delay = RETRY_MIN
+        while self._listening and self._to_repair:
+            channels, self._to_repair = self._to_repair, set()
+            try:
+                failed = await self._listen_again(channels)
+            except (RedisError, OSError, TimeoutError) as exc:
+                logger.debug("listening again failed: %s", exc)
+                failed = channels
+            if not failed:
+                delay = RETRY_MIN
+                continue
+            self._to_repair |= failed
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX)
+
+    async def _listen_again(self, channels: set[str]) -> set[str]:
+        """One attempt; the channels still to listen to. The users on them are paused first (their
+        live messages held), and those now listened to caught up from their histories; the others
+        stay paused until an attempt listens to them."""
+        await self.client.nodes_manager.initialize()
+        users = {user_channel(self._channel, user): user for user in self._held}
+        wanted = self._wanted(channels)
+        if self.catch_up is not None:
+            self.catch_up.pause([users[name] for name in wanted if name in users])
+        failed = await self._listen_to(wanted)
+        confirmed = [name for name in wanted if name not in failed]
+        if not confirmed:
+            return set(failed)
         try:
-            await self._pubsub.sunsubscribe(channel)
-            await asyncio.wait_for(asyncio.shield(done), COMMAND_TIMEOUT)
-        except (RedisError, OSError, TimeoutError):
-            pass  # the connection is failing; the reader reports it
-
-    async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        for waiting in (*self._confirmations.values(), *self._unsubscribed.values()):
-            waiting.cancel()
-        try:
-            await self._pubsub.aclose()  # type: ignore[no-untyped-call]
-            await self._client.aclose()
+            # A restarted master listens before it serves (CLUSTERDOWN for a while):
+            # until a read in its slots works, the presence could not be written there.
+            await self.client.exists(confirmed[0])
         except (RedisError, OSError):
-            pass  # closing a dead connection can fail; it is gone either way
+            return set(wanted)
+        if self.catch_up is not None:
+            await self.catch_up.catch_up([users[name] for name in confirmed if name in users])
+        logger.warning("listening to Redis Cluster shard channels again", extra={"channels": len(confirmed)})
+        if self._on_shard_back is not None:
+            await self._on_shard_back()  # a restarted master comes back empty
+        return set(failed)
 
-    async def _read(self) -> None:
-        try:
-            async for message in self._pubsub.listen():
-                self._last_heard = time.monotonic()
-                kind = message["type"]
-                if kind == "smessage":
-                    self._out.put_nowait(message["data"])
-                elif kind in ("ssubscribe", "sunsubscribe"):
-                    waiting = self._confirmations if kind == "ssubscribe" else self._unsubscribed
-                    confirmed = waiting.pop(message["channel"], None)
-                    if confirmed is not None and not confirmed.done():
-                        confirmed.set_result(None)
-        except (RedisError, OSError) as exc:
-            self._on_lost(self, exc)
-        else:
-            if not self._ending:
-                self._on_lost(self, QueueUnavailableError("the subscription ended"))
+    async def _drop_listeners(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            await asyncio.gather(self._watcher, return_exceptions=True)
+            self._watcher = None
+        if self._repairer is not None:
+            self._repairer.cancel()
+            await asyncio.gather(self._repairer, return_exceptions=True)
+            self._repairer = None
+        self._to_repair = set()
+        listeners, self._listeners = list(self._listeners.values()), {}
+        await asyncio.gather(*(listener.close() for listener in listeners), *self._closing)
 
-    async def _keep_alive(self) -> None:
-        """PING the idle listening connection; cut it when the shard stays silent."""
-        while True:
-            await asyncio.sleep(KEEPALIVE_INTERVAL)
-            silent_for = time.monotonic() - self._last_heard
-            connection = self._pubsub.connection
-            if silent_for > KEEPALIVE_TIMEOUT and connection is not None:
-                logger.warning("Redis listening connection silent; dropping it", extra={"silent_s": silent_for})
-                await connection.disconnect(nowait=True)
-                return
-            if silent_for >= KEEPALIVE_INTERVAL:
-                try:
-                    await self._pubsub.ping()
-                except (RedisError, OSError):
-                    return  # the reader sees the same failure

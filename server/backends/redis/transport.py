@@ -19,7 +19,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from ...errors import PublishError, QueueUnavailableError
-from ..base import QueueTransport, Received, Routed
+from ..base import CatchUp, QueueTransport, Received, Routed
 from .anomalies import Anomalies
 from .client import COMMAND_TIMEOUT, MAX_CONNECTIONS, is_cluster
 from .entries import SignedEntries
@@ -53,10 +53,16 @@ class RedisTransport(QueueTransport):
         self._chosen: InboxTransport | ShardedTransport | None = None
         self._choosing: asyncio.Lock | None = None
         self._on_shard_back: Callable[[], Awaitable[None]] | None = None
+        self._catch_up: CatchUp | None = None
 
     def on_shard_back(self, callback: Callable[[], Awaitable[None]]) -> None:
         """On a Redis Cluster, run ``callback`` after a lost shard is listened to again."""
         self._on_shard_back = callback
+
+    def on_listening_again(self, catch_up: CatchUp) -> None:
+        self._catch_up = catch_up
+        if isinstance(self._chosen, ShardedTransport):
+            self._chosen.catch_up = catch_up
 
     @property
     def mode(self) -> str | None:
@@ -85,7 +91,7 @@ class RedisTransport(QueueTransport):
         logger.info("Redis mode chosen", extra={"mode": "redis-cluster" if cluster else "redis"})
         if cluster:
             return ShardedTransport(self._url, process=self.process, entries=self._entries, anomalies=self.anomalies,
-                                    replica=self.replica, on_shard_back=self._on_shard_back,
+                                    replica=self.replica, on_shard_back=self._on_shard_back, catch_up=self._catch_up,
                                     max_connections=self._max_connections)
         return InboxTransport(self._url, process=self.process, entries=self._entries, anomalies=self.anomalies,
                               replica=self.replica, max_connections=self._max_connections,
