@@ -54,7 +54,7 @@ from server.emitter import Emitter
 from server.errors import RealtimeError
 
 from .cluster import CHANNEL, SystemUnderTest
-from .control import Worker, python_module, run_orchestrator
+from .control import Worker, python_module, run_and_write
 from .cpu import cpu_seconds, machine_busy_seconds, rss_bytes
 from .loadgen import Client, Recorder
 from .machine import describe
@@ -414,12 +414,7 @@ def write(doc: dict[str, Any], out: Path) -> list[Path]:
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    doc = run_orchestrator(lambda: churn(args))
-    if doc is None:
-        return 130
-    for path in write(doc, args.out):
-        print(f"written: {path}")
-    return 0
+    return run_and_write(lambda: churn(args), lambda doc: write(doc, args.out))
 
 
 if __name__ == "__main__":

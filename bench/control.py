@@ -15,7 +15,7 @@ import os
 import resource
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -64,6 +64,17 @@ def run_orchestrator(main: Callable[[], Awaitable[T]]) -> T | None:
     except (KeyboardInterrupt, asyncio.CancelledError):
         print("interrupted; every process it started was stopped", file=sys.stderr)
         return None
+
+
+def run_and_write(main: Callable[[], Awaitable[T]], write: Callable[[T], Iterable[Path]]) -> int:
+    """An orchestrator's exit code: its results written (each path printed) and 0, or 130 when
+    it was interrupted."""
+    doc = run_orchestrator(main)
+    if doc is None:
+        return 130
+    for path in write(doc):
+        print(f"written: {path}")
+    return 0
 
 
 def run_worker(service: Callable[[], Service]) -> int:

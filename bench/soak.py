@@ -31,7 +31,7 @@ matplotlib.use("Agg")  # files only, no display; chosen before pyplot is importe
 import matplotlib.pyplot as plt
 
 from .cluster import CHANNEL
-from .control import Worker, python_module, run_orchestrator
+from .control import Worker, python_module, run_and_write
 from .cpu import rss_bytes
 from .hostile import ATTACKS
 from .rig import Rig
@@ -143,12 +143,7 @@ def _ms(value: float | None) -> str:
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    doc = run_orchestrator(lambda: soak(args))
-    if doc is None:
-        return 130
-    for path in write(doc, args.out):
-        print(f"written: {path}")
-    return 0
+    return run_and_write(lambda: soak(args), lambda doc: write(doc, args.out))
 
 
 if __name__ == "__main__":

@@ -190,6 +190,17 @@ async def lost_session(open_replica: OpenReplica, user: str, sid: str = "sid-1",
     return replica, session
 
 
+def kicks(replica: Backend) -> list[str]:
+    """The sids ``replica``'s presence disconnects as taken over elsewhere, as they come."""
+    kicked: list[str] = []
+
+    async def on_taken(sid: str) -> None:
+        kicked.append(sid)
+
+    presence_of(replica).on_taken(on_taken)
+    return kicked
+
+
 # --- opening a session ---------------------------------------------------------------------
 
 
@@ -443,12 +454,7 @@ async def test_a_connection_whose_session_was_taken_over_neither_refreshes_nor_e
     await presence_of(new).add(user, "sid-1", claim.session)
     client = await client_of(new)
     taken = await client.hget(sessions_key(channel, user), session.pid)
-    kicked: list[str] = []
-
-    async def on_taken(sid: str) -> None:
-        kicked.append(sid)
-
-    presence_of(old).on_taken(on_taken)
+    kicked = kicks(old)
     await presence_of(old).heartbeat()
     assert kicked == ["sid-1"]  # the leftover socket of the old replica goes
     assert await client.hget(sessions_key(channel, user), session.pid) == taken
@@ -465,12 +471,7 @@ async def test_a_forged_presence_entry_over_a_live_socket_is_written_over_and_ki
     replica, _ = await live_session(open_replica, user)
     client = await client_of(replica)
     await client.hset(presence_key(channel, user), "sid-1", "another-process#1#00")
-    kicked: list[str] = []
-
-    async def on_taken(sid: str) -> None:
-        kicked.append(sid)
-
-    presence_of(replica).on_taken(on_taken)
+    kicked = kicks(replica)
     await presence_of(replica).heartbeat()
 
     value = await client.hget(presence_key(channel, user), "sid-1")
@@ -503,12 +504,7 @@ async def test_a_replayed_entry_of_the_replica_a_socket_was_recovered_from_kicks
     claim = claimed(await sessions_of(new).claim(user, session.pid, None))
     await presence_of(new).add(user, "sid-1", claim.session)
     await client.hset(presence_key(channel, user), "sid-1", recorded)
-    kicked: list[str] = []
-
-    async def on_taken(sid: str) -> None:
-        kicked.append(sid)
-
-    presence_of(new).on_taken(on_taken)
+    kicked = kicks(new)
     await presence_of(new).heartbeat()
 
     value = await client.hget(presence_key(channel, user), "sid-1")
