@@ -2,7 +2,7 @@
 
 ``json``: CPU per encode and decode of a navigation message, json against orjson:
 python-socketio's packet (``Packet`` against ``CodecPacket``) and the queue
-envelope's JSON (``json`` against ``server.json_codec``).
+envelope's JSON (``json`` against ``server.messages.json_codec``).
 
 ``send``: CPU per recipient of the outgoing-buffer checks ``GuardedSocket.send`` and
 its queue make for one packet sent to a room of 100 sockets (Korean text travels as
@@ -11,7 +11,7 @@ its queue make for one packet sent to a room of 100 sockets (Korean text travels
 ``emit``: CPU of python-socketio's ``AsyncManager.emit`` to a one-socket room (the
 targeted message), stock (a task per recipient, then ``asyncio.wait``) against the
 same packet awaited in place, on uvloop, with a send that does nothing: the cost of
-the task alone. The managers live in server/queue/.
+the task alone. The managers live in server/manager/.
 
 ``redis``: CPU per message redis-py spends reading 300-byte messages, with hiredis and with
 its pure-Python parser: pub/sub ``listen`` and ``XREAD`` batches of 1,000, from a private
@@ -26,7 +26,7 @@ rate; reports the replica's CPU time per delivered message, read from ``/proc`` 
 resident memory its clients' connections added, per connection), for
 each combination of event loop (asyncio, uvloop) and packet JSON (json, orjson), and
 on request with python-socketio's own emit, a task per recipient (``+tasks``; ours,
-``server/queue/local_delivery.py``, awaits each send in turn).
+``server/manager/local_delivery.py``, awaits each send in turn).
 Configurations take turns run after run, so the noise of a shared machine spreads
 over all of them; the median of the runs is reported. ``--profile`` samples the last
 configuration's replica with py-spy during its last run.
@@ -61,12 +61,12 @@ from socketio import packet as sio_packet
 from socketio.async_manager import AsyncManager
 
 from cluster.processes import RedisServer, Replica, wait_until_async
-from server import json_codec
-from server.engine_socket import GuardedSocket
+from server.eio.outgoing import OutgoingQueue, packet_size
+from server.eio.socket import GuardedSocket
 from server.event_loop import new_event_loop
-from server.outgoing import OutgoingQueue, packet_size
-from server.queue.local_delivery import LocalDelivery
-from server.transport import CodecPacket
+from server.manager.local_delivery import LocalDelivery
+from server.messages import json_codec
+from server.sio.server import CodecPacket
 
 from .cpu import cpu_seconds, rss_bytes
 from .loadgen import Client, Recorder

@@ -7,7 +7,7 @@ of the benchmark's own choose what is compared: ``MICRO_LOOP=asyncio`` hides uvl
 (the replica then runs on asyncio's loop, as where uvloop is not installed), and
 ``MICRO_CODEC=json`` puts python-socketio's own packet class (and JSON module) back;
 ``MICRO_EMIT=tasks`` puts python-socketio's own emit back, which makes a task per
-recipient where ours (``server/queue/local_delivery.py``) awaits each send in turn.
+recipient where ours (``server/manager/local_delivery.py``) awaits each send in turn.
 """
 
 from __future__ import annotations
@@ -20,13 +20,13 @@ import socketio
 from aiohttp import web
 from socketio.async_manager import AsyncManager
 
-from server import transport
 from server.__main__ import main
 from server.app import create_app
-from server.app_keys import SIO
 from server.config import Settings
-from server.queue.manager import LocalManager
-from server.queue.rooms import user_room
+from server.http.app_keys import SIO
+from server.manager.client_manager import LocalManager
+from server.messages.rooms import user_room
+from server.sio import server as transport
 
 from .message import EVENT, payload
 from .pacing import Schedule

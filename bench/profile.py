@@ -36,7 +36,7 @@ STAGES = (
      "AsyncSocket._websocket_handler.<locals>.writer (engineio/async_socket.py)"),
     ("Socket.IO emit: room lookup, packet encoding, per-socket queue",
      "AsyncPubSubManager._handle_emit (socketio/async_pubsub_manager.py)"),
-    ("Queue envelope decode and validation (every message)", "decode (server/queue/envelope.py)"),
+    ("Queue envelope decode and validation (every message)", "decode (server/messages/envelope.py)"),
 )
 SAMPLE_RATE = 250
 _LINE_NUMBER = re.compile(r":\d+\)$")

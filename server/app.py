@@ -11,22 +11,22 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 from socketio.async_manager import AsyncManager
 
-from .app_keys import AUTHENTICATOR, CONNECTIONS, GATEWAY, MANAGER, METRICS, PRESENCE, SETTINGS, SIO
-from .auth import Authenticator
 from .backends import Backend, Presence, open_backend
 from .backends.local import LocalPresence
 from .config import Settings
-from .connections import OpenConnections
-from .demo_page import demo_routes
-from .dev_api import dev_host_middleware, dev_routes
-from .engine_http import HandshakeLimiter, engine_middleware
-from .gateway import Gateway
-from .http_api import ErrorMiddleware, routes
+from .eio.connections import OpenConnections
+from .eio.handshake import HandshakeLimiter, engine_middleware
+from .http.app_keys import AUTHENTICATOR, CONNECTIONS, GATEWAY, MANAGER, METRICS, PRESENCE, SETTINGS, SIO
+from .http.demo_page import demo_routes
+from .http.dev_api import dev_host_middleware, dev_routes
+from .http.emit_api import ErrorMiddleware, routes
+from .manager.client_manager import LocalManager, QueueManager
+from .manager.recovery import Recovery
 from .metrics import Metrics
-from .packet_guard import HARD_CAP_FACTOR, drop_transport
-from .queue.manager import LocalManager, QueueManager
-from .recovery import Recovery
-from .transport import SocketServer
+from .sio.auth import Authenticator
+from .sio.gateway import Gateway
+from .sio.packet_guard import HARD_CAP_FACTOR, drop_transport
+from .sio.server import SocketServer
 
 __all__ = ["create_app", "socket_cap"]
 

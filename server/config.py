@@ -30,7 +30,7 @@ from dotenv import dotenv_values
 
 from .backends import check_backend_url
 from .errors import ConfigError
-from .queue.replay import DEFAULT_WINDOW
+from .messages.replay import DEFAULT_WINDOW
 
 __all__ = [
     "Range",

@@ -27,11 +27,11 @@ from .config import (
     load_environ,
     read_setting,
 )
-from .delivery import check_data, check_event
 from .emitter import Emitter
 from .errors import ConfigError, RealtimeError, RequestError, UserNotConnectedError
 from .event_loop import new_event_loop
-from .queue.replay import DEFAULT_WINDOW
+from .messages.checks import check_data, check_event
+from .messages.replay import DEFAULT_WINDOW
 
 T = TypeVar("T", int, float)
 

@@ -20,12 +20,13 @@ from .config import (
     check_queue_message_bytes,
     check_queue_replay_window,
 )
-from .delivery import Outcome, check_data, check_event, check_user_id, send_many_to_users, send_to_user
 from .errors import ConfigError, QueueUnavailableError
+from .manager.client_manager import QueueManager
+from .manager.sending import Outcome, send_many_to_users, send_to_user
+from .messages.checks import check_data, check_event, check_user_id
+from .messages.replay import DEFAULT_WINDOW
+from .messages.rooms import user_room
 from .metrics import Metrics
-from .queue.manager import QueueManager
-from .queue.replay import DEFAULT_WINDOW
-from .queue.rooms import user_room
 
 __all__ = ["Emitter", "Outcome"]
 

@@ -42,7 +42,7 @@ class ErrorCode(StrEnum):
     INVALID_PARAMETERS = "INVALID_PARAMETERS"
     PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"
     # A disconnect reason, never an ``error`` event: it could only be queued behind
-    # everything the client did not read (see server/transport.py).
+    # everything the client did not read (see server/eio/server.py).
     SLOW_CONSUMER = "SLOW_CONSUMER"
     RATE_LIMITED = "RATE_LIMITED"
     SERVER_FULL = "SERVER_FULL"

@@ -25,13 +25,13 @@ DROP_REASONS = (
     "user_left",
 )
 
-# Engine.IO input that closes the session (server/transport.py); pre-declared like DROP_REASONS.
+# Engine.IO input that closes the session (server/eio/server.py); pre-declared like DROP_REASONS.
 PROTOCOL_VIOLATIONS = ("oversized_body", "bad_polling_body", "slow_body", "duplicate_poll", "empty_frame",
                        "bad_packet")
 # Why the server refused a client's packet (the code it answered), and why it closed a session.
 REFUSAL_CODES = ("UNKNOWN_EVENT", "INVALID_PARAMETERS", "NOT_FOUND", "PAYLOAD_TOO_LARGE", "RATE_LIMITED")
 CLOSE_REASONS = ("rate_limited", "connect_timeout", "invalid_handshake", "payload_hard_cap", "too_many_attachments")
-# Why a reconnecting client's session was not recovered (server/recovery.py).
+# Why a reconnecting client's session was not recovered (server/manager/recovery.py).
 RECOVERY_FAILURES = ("unknown", "expired", "gone", "invalid_offset", "unavailable", "too_frequent", "too_large",
                      "taken", "lost_during_replay", "lost_during_catch_up")
 

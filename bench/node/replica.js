@@ -2,7 +2,7 @@
 // adapter chosen by SOCKETIO_ADAPTER together with a wait for its subscriptions.
 // tests/bench/test_node.py runs them under `node`.
 
-const USER_ID = /^[A-Za-z0-9_.:@-]{1,128}$/; // server/auth.py's USER_ID_PATTERN
+const USER_ID = /^[A-Za-z0-9_.:@-]{1,128}$/; // server/sio/auth.py's USER_ID_PATTERN
 const SUBSCRIBE_METHODS = ["subscribe", "pSubscribe", "sSubscribe"];
 
 /** The user id claimed in dev mode (`auth: {user_id}`), as ours accepts it, or null. */

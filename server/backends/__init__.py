@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ..errors import ConfigError
-from ..queue.replay import DEFAULT_WINDOW
+from ..messages.replay import DEFAULT_WINDOW
 from .base import Backend, KeyCheck, Presence, QueueTransport, SessionStore
 from .redis import SCHEMES as REDIS_SCHEMES
 from .redis import check_url as check_redis_url

@@ -1,6 +1,6 @@
 """The embedded default: one replica alone, no queue (no ``REDIS_URL``).
 
-Its manager is ``LocalManager`` (``server.queue.manager``); its presence is
+Its manager is ``LocalManager`` (``server.manager.client_manager``); its presence is
 its own rooms.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 from socketio.base_manager import BaseManager
 
 from ..errors import TooManyConnectionsError
-from ..queue.rooms import user_room
+from ..messages.rooms import user_room
 from .base import Presence, Session
 
 __all__ = ["LocalPresence"]

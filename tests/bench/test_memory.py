@@ -18,7 +18,7 @@ def test_an_allocation_is_charged_to_the_innermost_frame_of_ours_or_of_engineio_
     frames = [frame("/usr/lib/python3.11/asyncio/queues.py", 37), frame(f"{REPO_ROOT}/server/outgoing.py", 67),
               frame(f"{PACKAGES}/engineio/base_socket.py", 10)]
 
-    assert attribute(frames) == "server/outgoing.py:67"
+    assert attribute(frames) == "server/eio/outgoing.py:67"
 
 
 def test_without_such_a_frame_it_goes_to_the_innermost_package_not_to_the_entry_point() -> None:

@@ -8,9 +8,10 @@ RAW = [
     "<module> (server/__main__.py:44);run_forever (asyncio/base_events.py:607);"
     "_run_once (asyncio/base_events.py:1884);EpollSelector.select (selectors.py:468) 60",
     "<module> (server/__main__.py:44);_run_once (asyncio/base_events.py:1922);Handle._run (asyncio/events.py:80);"
-    "_receive (server/queue/manager.py:230);decode (server/queue/envelope.py:70);loads (json/__init__.py:346) 30",
+    "_receive (server/manager/client_manager.py:230);decode (server/messages/envelope.py:70);"
+    "loads (json/__init__.py:346) 30",
     "<module> (server/__main__.py:44);_run_once (asyncio/base_events.py:1922);Handle._run (asyncio/events.py:80);"
-    "_receive (server/queue/manager.py:231);_receive (server/queue/manager.py:240);emit (x.py:1) 10",
+    "_receive (server/manager/client_manager.py:231);_receive (server/manager/client_manager.py:240);emit (x.py:1) 10",
     "",
 ]
 
@@ -21,8 +22,8 @@ def test_idle_samples_are_left_out_and_the_rest_shared_by_function() -> None:
     assert (summary.busy, summary.idle) == (40, 60)
     inclusive = dict(summary.inclusive)
     # Lines of one function merge, and a recursive frame counts once per sample.
-    assert inclusive["_receive (server/queue/manager.py)"] == 40
-    assert inclusive["decode (server/queue/envelope.py)"] == 30
+    assert inclusive["_receive (server/manager/client_manager.py)"] == 40
+    assert inclusive["decode (server/messages/envelope.py)"] == 30
     assert summary.own[0] == ("loads (json/__init__.py)", 30)
 
 
@@ -45,5 +46,5 @@ def test_the_text_gives_shares_of_busy_samples() -> None:
 
     assert "busy samples: 40, idle samples left out: 60" in text
     assert " 75.0%  Queue envelope decode and validation (every message)" in text
-    assert "100.0%  _receive (server/queue/manager.py)" in text
+    assert "100.0%  _receive (server/manager/client_manager.py)" in text
     assert " 75.0%  loads (json/__init__.py)" in text

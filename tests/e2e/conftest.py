@@ -13,7 +13,7 @@ from playwright.async_api import Browser, ViewportSize, async_playwright
 
 from cluster import LocalCluster
 from cluster.processes import RedisServer
-from server.demo_page import DEMO_DIR
+from server.http.demo_page import DEMO_DIR
 from tests.helpers.browser import CHROMIUM, CHROMIUM_ARGS, LAPTOP, DemoPage, OpenPage
 from tests.helpers.cluster import Cluster, new_channel
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from server.app_keys import METRICS
+from server.http.app_keys import METRICS
 
 
 @dataclass

@@ -16,7 +16,7 @@ from redis import asyncio as aioredis
 from cluster.processes import REPO_ROOT, RedisServer, Replica
 from server.emitter import Emitter
 from server.errors import ConfigError
-from server.queue import envelope
+from server.messages import envelope
 from tests.helpers.clients import MakeClient, connected, make_token
 from tests.helpers.cluster import Cluster, replica_env, unique_user
 from tests.helpers.http import get_json, metric

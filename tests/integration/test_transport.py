@@ -1,4 +1,4 @@
-"""The Engine.IO transport against hostile clients, on real replica processes (server/transport.py)."""
+"""The Engine.IO transport against hostile clients, on real replica processes (server/eio/server.py)."""
 
 from __future__ import annotations
 

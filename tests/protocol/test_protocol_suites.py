@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import pytest
 
-from server.packet_guard import HARD_CAP_FACTOR
+from server.sio.packet_guard import HARD_CAP_FACTOR
 from tests.helpers.cluster import Cluster
 
 from .conftest import SUITES_DIR

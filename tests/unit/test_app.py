@@ -13,13 +13,13 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from server.app import create_app
-from server.app_keys import GATEWAY, MANAGER, METRICS, PRESENCE, SETTINGS, SIO
 from server.backends.local import LocalPresence
 from server.backends.redis.presence import RedisPresence
 from server.backends.redis.transport import RedisTransport
 from server.config import Settings
-from server.gateway import Gateway
-from server.queue.manager import LocalManager, QueueManager
+from server.http.app_keys import GATEWAY, MANAGER, METRICS, PRESENCE, SETTINGS, SIO
+from server.manager.client_manager import LocalManager, QueueManager
+from server.sio.gateway import Gateway
 from tests.fakes.memory_backend import MemoryBroker, MemoryTransport, memory_backend
 from tests.helpers.clients import MakeClient, connected, make_token
 from tests.helpers.in_process import StartReplica

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from server.app_keys import MANAGER
 from server.emitter import Emitter
 from server.errors import ConfigError, UserNotConnectedError
+from server.http.app_keys import MANAGER
 from tests.fakes.memory_backend import MemoryBroker, memory_backend
 from tests.helpers.clients import RecordingClient, connected, make_token
 

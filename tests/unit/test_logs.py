@@ -104,8 +104,8 @@ def test_configure_logging_sends_json_lines_at_the_configured_level_to_stderr(tm
     result = run_python(
         "import logging; from server.logs import configure_logging\n"
         "configure_logging('INFO')\n"
-        "logging.getLogger('server.gateway').info('client connected', extra={'user_id': 'alice'})\n"
-        "logging.getLogger('server.gateway').debug('per-message detail')\n",
+        "logging.getLogger('server.sio.gateway').info('client connected', extra={'user_id': 'alice'})\n"
+        "logging.getLogger('server.sio.gateway').debug('per-message detail')\n",
         tmp_path,
     )
 

@@ -22,7 +22,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ...queue.replay import DEFAULT_WINDOW
+from ...messages.replay import DEFAULT_WINDOW
 
 __all__ = ["INSTANCE_TTL_MS", "SessionEntry", "SignedEntries", "now_ms"]
 

@@ -39,7 +39,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from ...errors import ConfigError, QueueUnavailableError
-from ...queue import envelope
+from ...messages import envelope
 from ..base import KeyCheck
 from .keys import probe_key, signing_key_name
 from .transport import RedisTransport

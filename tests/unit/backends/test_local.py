@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from server.app_keys import PRESENCE
 from server.backends.local import LocalPresence
-from server.queue.manager import LocalManager
+from server.http.app_keys import PRESENCE
+from server.manager.client_manager import LocalManager
 from tests.fakes.memory_backend import MemoryPresence
 from tests.helpers.clients import MakeClient, make_token
 from tests.helpers.in_process import StartReplica

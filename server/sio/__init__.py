@@ -1,0 +1,7 @@
+"""Socket.IO: python-socketio's server on top of ``server.eio`` -- the packet codec, the
+guard every client packet passes, rate limits, the gateway (connect, welcome, disconnect),
+authentication and token expiry.
+
+May import: ``server.eio``, ``server.manager``, ``server.messages``, ``server.backends``
+(their interfaces) and the top-level settings, errors, logs and metrics.
+"""

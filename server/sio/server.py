@@ -1,0 +1,83 @@
+"""python-socketio's server on ``server.eio.server.EngineServer``: packets through orjson,
+the ``pid`` in the CONNECT reply, and server-side disconnects that end the Engine.IO session.
+
+python-socketio's ``disconnect`` leaves the Engine.IO session open; ``SocketServer.disconnect``
+ends it. The Engine.IO server is given through the library's ``_engineio_server_class`` hook.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import socketio
+
+from ..eio.server import EngineServer
+from ..messages.json_codec import SocketIOJson, is_json
+
+__all__ = ["CodecPacket", "SocketServer"]
+
+
+class CodecPacket(socketio.packet.Packet):  # type: ignore[misc]
+    """python-socketio's packet, encoded and decoded through orjson (``json_codec``).
+
+    A subclass given as the server's ``serializer``: the library's ``json=`` option would set
+    ``json`` on its own ``Packet`` class, for every server and client of the process.
+    """
+
+    json = SocketIOJson
+
+    @classmethod
+    def data_is_binary(cls, data: Any) -> bool:
+        """python-socketio's check for ``bytes`` anywhere in ``data``, asked of every packet built,
+        answered at once when orjson can write ``data`` (it refuses ``bytes``), else by the library's
+        walk through every item (a third of the cost of building a navigation packet)."""
+        if not is_json(data):
+            return bool(super().data_is_binary(data))
+        return False
+
+
+class SocketServer(socketio.AsyncServer):  # type: ignore[misc]
+    """python-socketio's ``AsyncServer`` on ``EngineServer`` with ``CodecPacket``; takes its options too.
+
+    ``session_id_of`` (a socket id to its private session id, ``server.manager.recovery``) adds the
+    ``pid`` to the CONNECT reply, as Node's server does: ``40{"sid":…,"pid":…}``.
+    python-socketio builds that reply in ``_handle_connect`` with no hook; every packet
+    leaves through ``_send_packet``, 5.18.1's (``requirements.txt`` pins it; the recovery
+    tests check the reply).
+    """
+
+    session_id_of: Callable[[str], str | None] | None = None
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**{"serializer": CodecPacket, **kwargs})
+
+    async def disconnect(self, sid: str, namespace: str | None = None, ignore_queue: bool = False) -> None:
+        """python-socketio's, which sends DISCONNECT and forgets the namespace, then the end of the
+        socket's Engine.IO session and its connection. Every server-side disconnect comes here: an
+        expired token, a kick, a replaced connection, rate-limit strikes.
+
+        The library leaves the session open: socket.io-client closes it itself on "io server
+        disconnect" (when no other namespace of it is active), but a client that goes on answering
+        pings keeps it as long as it likes, and sessions count against ``MAX_CONNECTIONS``. ``/`` is
+        the only namespace, so nothing else lives on the session; it ends once the DISCONNECT, and
+        an ``error`` saying why queued before it, have had their chance to leave. Sockets that the
+        library does not disconnect here keep theirs: one of another replica (it publishes the
+        disconnect for that replica), one still connecting, one already leaving.
+        """
+        namespace = namespace or "/"
+        eio_sid = self.manager.eio_sid_from_sid(sid, namespace) if self.manager.is_connected(sid, namespace) else None
+        await super().disconnect(sid, namespace=namespace, ignore_queue=ignore_queue)
+        if eio_sid is not None:
+            self.eio.end_session(eio_sid)
+
+    async def _send_packet(self, eio_sid: str, pkt: socketio.packet.Packet) -> None:
+        if pkt.packet_type == socketio.packet.CONNECT and self.session_id_of is not None \
+                and isinstance(pkt.data, dict) and isinstance(pkt.data.get("sid"), str):
+            pid = self.session_id_of(pkt.data["sid"])
+            if pid is not None:
+                pkt.data = {**pkt.data, "pid": pid}
+        await super()._send_packet(eio_sid, pkt)
+
+    def _engineio_server_class(self) -> type[EngineServer]:
+        return EngineServer
