@@ -43,8 +43,8 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check server cluster tools tests bench
 	$(VENV)/bin/mypy
 
-# The README's settings table and .env.example, rewritten from the declarations in server/config.py
-# (a unit test fails while either differs from them).
+# The settings table of docs/configuration.md and .env.example, rewritten from the declarations
+# in server/config.py (a unit test fails while either differs from them).
 settings-docs: $(VENV)/.installed
 	$(PYTHON) -m tools.settings_doc --write
 

@@ -1,4 +1,5 @@
-"""tools/settings_doc.py: the README's settings table and .env.example are what the declarations say."""
+"""tools/settings_doc.py: the settings table of docs/configuration.md and .env.example are what the
+declarations say, and the table's links lead to the headings they name."""
 
 from __future__ import annotations
 
@@ -9,16 +10,24 @@ import pytest
 
 from server.config import settings_specs
 from tools import settings_doc
-from tools.settings_doc import ENV_EXAMPLE, README, TABLE_END, TABLE_START, env_example, markdown_table, replace_table
+from tools.settings_doc import (
+    ENV_EXAMPLE,
+    TABLE_DOC,
+    TABLE_END,
+    TABLE_START,
+    env_example,
+    markdown_table,
+    replace_table,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 STALE = "differs from the declarations in server/config.py: run `make settings-docs`"
 
 
-def test_readme_settings_table_is_the_generated_one() -> None:
-    readme = (ROOT / README).read_text()
+def test_configuration_guides_settings_table_is_the_generated_one() -> None:
+    document = (ROOT / TABLE_DOC).read_text()
 
-    assert readme == replace_table(readme, markdown_table()), f"{README}'s settings table {STALE}"
+    assert document == replace_table(document, markdown_table()), f"{TABLE_DOC}'s settings table {STALE}"
 
 
 def test_env_example_is_the_generated_one() -> None:
@@ -33,7 +42,7 @@ def test_each_variable_is_declared_once_and_gets_one_row() -> None:
     assert [row.split("`")[1] for row in rows] == names
 
 
-def test_a_readme_without_the_markers_is_refused() -> None:
+def test_a_document_without_the_markers_is_refused() -> None:
     with pytest.raises(ValueError, match="settings-table:start"):
         replace_table("## Settings\n\n| old | table |\n", markdown_table())
 
@@ -45,13 +54,32 @@ def test_replacing_the_table_keeps_the_text_around_it() -> None:
 
 
 def test_write_regenerates_both_files(tmp_path: Path) -> None:
-    (tmp_path / README).write_text(f"intro\n{TABLE_START}\n| stale |\n{TABLE_END}\nrest\n")
+    (tmp_path / TABLE_DOC).parent.mkdir()
+    (tmp_path / TABLE_DOC).write_text(f"intro\n{TABLE_START}\n| stale |\n{TABLE_END}\nrest\n")
     (tmp_path / ENV_EXAMPLE).write_text("STALE=1\n")
 
     assert settings_doc.main(["--write", "--root", str(tmp_path)]) == 0
 
-    assert (tmp_path / README).read_text() == f"intro\n{TABLE_START}\n\n{markdown_table()}\n{TABLE_END}\nrest\n"
+    assert (tmp_path / TABLE_DOC).read_text() == f"intro\n{TABLE_START}\n\n{markdown_table()}\n{TABLE_END}\nrest\n"
     assert (tmp_path / ENV_EXAMPLE).read_text() == env_example()
+
+
+def test_a_help_link_is_written_relative_to_the_table_to_the_document_holding_its_heading(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "README.md").write_text("# Title\n\n## Demo page\n")
+    (tmp_path / TABLE_DOC).write_text("# Configuration\n\n## WebSocket compression\n")
+    (tmp_path / "docs" / "delivery.md").write_text("```\n# Not a heading\n```\n## Connection state recovery\n")
+    monkeypatch.setattr(settings_doc, "ROOT", tmp_path)
+
+    assert settings_doc._markdown("see [Demo page](#demo-page), [Compression](#websocket-compression) and "
+                                  "[recovery](#connection-state-recovery)") == (
+        "see [Demo page](../README.md#demo-page), [Compression](#websocket-compression) and "
+        "[recovery](delivery.md#connection-state-recovery)")
+    assert settings_doc._plain("see [recovery](#connection-state-recovery).") == \
+        "see recovery\xa0(docs/delivery.md)."
+    with pytest.raises(ValueError, match="#not-a-heading"):
+        settings_doc._markdown("see [it](#not-a-heading)")
 
 
 @pytest.mark.parametrize(("option", "document"), [("--markdown", markdown_table), ("--env-example", env_example)])
