@@ -226,7 +226,7 @@ class InboxTransport(QueueTransport):
 
     async def _warn_of_older_replicas(self, channel: str) -> None:
         """Replicas before directed delivery listened on ``channel`` with SUBSCRIBE: they and
-        this one cannot reach each other's users (README, "Upgrading to directed delivery")."""
+        this one cannot reach each other's users (docs/delivery.md, "Upgrading")."""
         ((_, listening),) = await self._reader.pubsub_numsub(channel)
         if listening:
             logger.warning("replicas of an older version listen on the channel; they and this replica cannot "
