@@ -15,7 +15,7 @@ def frame(filename: str, lineno: int) -> tracemalloc.Frame:
 
 
 def test_an_allocation_is_charged_to_the_innermost_frame_of_ours_or_of_engineio_or_socketio() -> None:
-    frames = [frame("/usr/lib/python3.11/asyncio/queues.py", 37), frame(f"{REPO_ROOT}/server/outgoing.py", 67),
+    frames = [frame("/usr/lib/python3.11/asyncio/queues.py", 37), frame(f"{REPO_ROOT}/server/eio/outgoing.py", 67),
               frame(f"{PACKAGES}/engineio/base_socket.py", 10)]
 
     assert attribute(frames) == "server/eio/outgoing.py:67"
