@@ -61,7 +61,7 @@ from socketio import packet as sio_packet
 from socketio.async_manager import AsyncManager
 
 from cluster.processes import RedisServer, Replica, wait_until_async
-from server.eio.outgoing import OutgoingQueue, packet_size
+from server.eio.outgoing import OutgoingBuffer, packet_size
 from server.eio.socket import GuardedSocket
 from server.event_loop import new_event_loop
 from server.manager.local_delivery import LocalDelivery
@@ -134,7 +134,7 @@ def send_check_costs(*, calls: int, runs: int) -> list[tuple[str, float]]:
     sockets = []
     for _ in range(100):
         sock = GuardedSocket.__new__(GuardedSocket)  # no server: only the size checks run
-        sock.queue, sock.transport = OutgoingQueue(), _Transport()
+        sock.queue, sock.transport = OutgoingBuffer(), _Transport()
         sockets.append(sock)
     results = []
     for text, guidance in (("ASCII", "Take the elevator at exit 4 to platform 2"),

@@ -20,7 +20,7 @@ from typing import TypeAlias
 
 from engineio import packet as eio_packet
 
-__all__ = ["OutgoingQueue", "packet_size"]
+__all__ = ["OutgoingBuffer", "packet_size"]
 
 Item: TypeAlias = "eio_packet.Packet | None"  # None: python-engineio's "stop sending" marker
 
@@ -38,7 +38,7 @@ def packet_size(pkt: Item) -> int:
     return len(encoded) if isinstance(encoded, bytes) else len(encoded.encode())
 
 
-class OutgoingQueue:
+class OutgoingBuffer:
     """Unbounded FIFO of packets with ``asyncio.Queue``'s methods, and ``nbytes``: the bytes of
     packets put and not yet marked done. python-engineio marks each done as its writer takes
     it, so a packet counts until the writer has it in hand, as in an ``asyncio.Queue``.

@@ -27,7 +27,7 @@ from ..logs import LogThrottle
 from ..metrics import Metrics
 from .deadlines import Deadlines
 from .environ import RequestEnviron, engineio_query
-from .outgoing import OutgoingQueue
+from .outgoing import OutgoingBuffer
 from .socket import POLLING_PACKETS, WEBSOCKET_TYPES, GuardedSocket, OpenWebSocket, adopt
 
 __all__ = ["EngineServer"]
@@ -104,14 +104,14 @@ class EngineServer(engineio.AsyncServer):  # type: ignore[misc]
         sid, self._next_id = self._next_id, None
         return sid or str(super().generate_id())
 
-    def create_queue(self, *args: Any, **kwargs: Any) -> OutgoingQueue:
+    def create_queue(self, *args: Any, **kwargs: Any) -> OutgoingBuffer:
         """Every socket's queue (the library's hook; sockets are its only user)."""
-        return OutgoingQueue()
+        return OutgoingBuffer()
 
     async def _trigger_event(self, event: str, *args: Any, **kwargs: Any) -> Any:
         # python-engineio builds ``AsyncSocket`` by name in ``_handle_connect`` and offers
         # no option for the class; "connect" is the first moment the new socket is ours.
-        # Only the OPEN packet has been queued by then (and counted, by OutgoingQueue).
+        # Only the OPEN packet has been queued by then (and counted, by OutgoingBuffer).
         if event == "connect":
             adopt(self.sockets[args[0]], args[1])
         return await super()._trigger_event(event, *args, **kwargs)

@@ -22,7 +22,7 @@ from engineio.async_socket import AsyncSocket
 from ..errors import ErrorCode
 from .environ import engineio_query
 from .fanout import Frame
-from .outgoing import OutgoingQueue, packet_size
+from .outgoing import OutgoingBuffer, packet_size
 
 if TYPE_CHECKING:
     from .server import EngineServer
@@ -48,7 +48,7 @@ class GuardedSocket(AsyncSocket):  # type: ignore[misc]
     """
 
     server: EngineServer
-    queue: OutgoingQueue
+    queue: OutgoingBuffer
     transport: asyncio.Transport | None = None
     last_ping: float | None  # python-engineio's: when the last ping went out; None while none is due
     connected: bool  # python-engineio's session state, set here too for a WebSocket session

@@ -2,13 +2,13 @@
 
 python-socketio's ``AsyncManager.emit`` encodes the packet once, then starts one
 asyncio task per recipient and waits for them all. Handing a packet to a socket
-only puts it on that socket's outgoing queue (``server.outgoing``), which never
+only puts it in that socket's outgoing buffer (``server.eio.outgoing``), which never
 waits, so the tasks buy nothing: measured, they are 21 of the 27 µs a targeted
 emit costs (``python -m bench.micro emit``), about a fifth of a replica's CPU per
 delivered message. Emits with a callback (each recipient gets its own ack id)
 keep python-socketio's way.
 
-A text packet is framed once for all recipients (``server.fanout``) and written
+A text packet is framed once for all recipients (``server.eio.fanout``) and written
 straight into each idle WebSocket connection of ours (``GuardedSocket.write_frame``):
 a broadcast used to wake 500 writer tasks, each encoding and framing the packet
 again; that was two thirds of a replica's CPU in the broadcast benchmark.

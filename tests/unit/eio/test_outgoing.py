@@ -1,4 +1,4 @@
-"""server/eio/outgoing.py: a socket's outgoing queue, as python-engineio drives it."""
+"""server/eio/outgoing.py: a socket's outgoing buffer, driven as python-engineio drives its queue."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from engineio import packet as eio_packet
 
-from server.eio.outgoing import OutgoingQueue, packet_size
+from server.eio.outgoing import OutgoingBuffer, packet_size
 
 
 def message(size: int) -> eio_packet.Packet:
@@ -25,7 +25,7 @@ def test_packet_size_is_what_the_packet_takes_on_the_wire() -> None:
 
 
 async def test_outgoing_queue_counts_the_bytes_it_holds_and_discard_frees_them() -> None:
-    queue = OutgoingQueue()
+    queue = OutgoingBuffer()
     for size in (10, 1000, 100):
         await queue.put(message(size))
     assert queue.nbytes == 11 + 1001 + 101
@@ -40,7 +40,7 @@ async def test_outgoing_queue_counts_the_bytes_it_holds_and_discard_frees_them()
 
 
 async def test_packets_come_out_in_order_and_an_empty_queue_raises_queue_empty() -> None:
-    queue = OutgoingQueue()
+    queue = OutgoingBuffer()
     packets = [message(n) for n in range(3)]
     for pkt in packets:
         queue.put_nowait(pkt)
@@ -52,7 +52,7 @@ async def test_packets_come_out_in_order_and_an_empty_queue_raises_queue_empty()
 
 
 async def test_a_waiting_get_receives_the_next_packet_put_which_counts_until_done() -> None:
-    queue = OutgoingQueue()
+    queue = OutgoingBuffer()
     waiting = queue.get()
     pkt = message(5)
 
@@ -65,7 +65,7 @@ async def test_a_waiting_get_receives_the_next_packet_put_which_counts_until_don
 
 
 async def test_a_get_that_timed_out_takes_nothing_from_later_puts() -> None:
-    queue = OutgoingQueue()
+    queue = OutgoingBuffer()
     with pytest.raises(TimeoutError):
         await asyncio.wait_for(queue.get(), 0.01)
     pkt = message(5)
@@ -77,7 +77,7 @@ async def test_a_get_that_timed_out_takes_nothing_from_later_puts() -> None:
 
 
 async def test_join_waits_until_every_packet_is_done() -> None:
-    queue = OutgoingQueue()
+    queue = OutgoingBuffer()
     await queue.join()  # nothing put: at once
     queue.put_nowait(message(1))
     joining = queue.join()

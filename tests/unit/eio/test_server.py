@@ -19,7 +19,7 @@ from socketio import packet as sio_packet
 from server.app import create_app
 from server.config import Settings
 from server.eio.fanout import text_frame
-from server.eio.outgoing import OutgoingQueue
+from server.eio.outgoing import OutgoingBuffer
 from server.eio.socket import GuardedSocket
 from server.http.app_keys import PRESENCE, SIO
 from server.messages.json_codec import SocketIOJson
@@ -57,7 +57,7 @@ async def test_every_socket_is_guarded_and_every_websocket_checked(start_replica
     eio = replica.app[SIO].eio
     [socket] = eio.sockets.values()
     assert type(socket) is GuardedSocket
-    assert isinstance(socket.queue, OutgoingQueue)
+    assert isinstance(socket.queue, OutgoingBuffer)
     assert socket.transport is not None and not socket.transport.is_closing()
     assert socket._websocket is not None  # served by GuardedSocket.serve_websocket
 
