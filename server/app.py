@@ -13,6 +13,7 @@ from socketio.async_manager import AsyncManager
 
 from .backends import Backend, Presence, open_backend
 from .backends.local import LocalPresence
+from .compat import check_libraries
 from .config import Settings
 from .eio.connections import OpenConnections
 from .eio.handshake import HandshakeLimiter, engine_middleware
@@ -48,6 +49,7 @@ def create_app(settings: Settings, *, backend: Backend | None = None,
     """
     if client_manager is not None and (backend is not None or settings.duplicate_connection_policy == "replace"):
         raise ValueError("client_manager excludes backend and DUPLICATE_CONNECTION_POLICY=replace")
+    check_libraries()  # an upgraded library fails here, in one line, not at the first message
     metrics = Metrics()
     if backend is None and settings.redis_url is not None and client_manager is None:
         backend = open_backend(settings.redis_url, channel=settings.channel, signing_key=settings.signing_key,

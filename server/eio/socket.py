@@ -14,11 +14,11 @@ from collections.abc import Awaitable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import engineio
-from aiohttp import WSCloseCode, WSMsgType, web
-from aiohttp._websocket.writer import WEBSOCKET_MAX_SYNC_CHUNK_SIZE
+from aiohttp import WSCloseCode, web
 from engineio import packet as eio_packet
 from engineio.async_socket import AsyncSocket
 
+from ..compat.aiohttp import websocket_writer, write_compressed_text_now, writer_busy
 from ..errors import ErrorCode
 from .environ import engineio_query
 from .fanout import Frame
@@ -135,7 +135,7 @@ class GuardedSocket(AsyncSocket):  # type: ignore[misc]
         assert websocket is not None  # idle
         # The WebSocket's own writer and connection: ``self.transport`` may be a long-poll's
         # that arrived while the session was upgrading.
-        writer = websocket._writer
+        writer = websocket_writer(websocket)
         if writer is None or websocket.closed or writer.transport.is_closing():
             return False
         last_ping = self.last_ping
@@ -147,9 +147,9 @@ class GuardedSocket(AsyncSocket):  # type: ignore[misc]
             writer.transport.write(frame.data)
             return True
         # What aiohttp's send_frame does for a small frame, under the lock it finds free.
-        if writer._send_lock.locked() or frame.size > WEBSOCKET_MAX_SYNC_CHUNK_SIZE:
+        if writer_busy(writer, frame.size):
             return False
-        writer._send_compressed_frame_sync(frame.payload, WSMsgType.TEXT, None)
+        write_compressed_text_now(writer, frame.payload)
         return True
 
     async def _drop_slow_consumer(self) -> None:

@@ -25,6 +25,7 @@ from typing import Any
 import socketio
 from socketio import packet as sio_packet
 
+from ..compat.socketio import acks_awaited
 from ..config import Settings
 from ..eio.rate_limit import FloodGuard, Verdict
 from ..errors import ErrorCode, error_payload
@@ -205,7 +206,7 @@ class PacketGuard:
         ``callbacks`` is python-socketio's table of pending acks, per sid, whose key 0 holds
         the id counter; tests/unit/manager/test_client_manager.py's ack test breaks if it changes.
         """
-        pending = self.sio.manager.callbacks.get(sid, {})
+        pending = acks_awaited(self.sio.manager, sid)
         return type(ack_id) is int and ack_id > 0 and ack_id in pending
 
     def _event_refusal(self, data: Any) -> Refusal | None:

@@ -13,9 +13,9 @@ from pathlib import Path
 import server
 
 SERVER = Path(server.__file__).parent
-PACKAGES = {"backends", "eio", "http", "manager", "messages", "sio"}
+PACKAGES = {"backends", "compat", "eio", "http", "manager", "messages", "sio"}
 LAYERS = [
-    {"server", "server.errors", "server.logs", "server.metrics", "server.event_loop"},
+    {"server", "server.errors", "server.logs", "server.metrics", "server.event_loop", "server.compat"},
     {"server.messages"},  # envelopes, replay window, rooms, checks: data only
     {"server.backends"},  # Redis and the replica alone, behind one interface
     {"server.config"},  # the settings, validated with the backends' and messages' own rules

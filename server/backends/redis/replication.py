@@ -28,6 +28,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from ...compat.redis import refresh_slots, slot_nodes
 from .client import COMMAND_TIMEOUT
 from .functions import Functions
 from .shard_listener import node_options
@@ -67,7 +68,7 @@ class ReplicatedCalls:
             return await self._functions.call_and_wait(client, name, keys, args, timeout_ms=WAIT_TIMEOUT_MS)
         except (RedisConnectionError, RedisTimeoutError, OSError):
             with contextlib.suppress(RedisError, OSError):
-                await self._cluster.nodes_manager.initialize()
+                await refresh_slots(self._cluster)
             raise
 
     async def close(self) -> None:
@@ -75,7 +76,7 @@ class ReplicatedCalls:
         await asyncio.gather(*(master.aclose() for master in masters), return_exceptions=True)
 
     def _slot_nodes(self, key: str) -> list[ClusterNode]:
-        nodes: list[ClusterNode] = self._cluster.nodes_manager.slots_cache.get(self._cluster.keyslot(key), [])
+        nodes: list[ClusterNode] = slot_nodes(self._cluster, self._cluster.keyslot(key))
         return nodes
 
     def _client_of(self, node: ClusterNode) -> aioredis.Redis:

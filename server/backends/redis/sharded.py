@@ -32,6 +32,7 @@ from redis.asyncio.cluster import ClusterNode
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
+from ...compat.redis import refresh_slots
 from ...errors import QueueUnavailableError
 from ...logs import LogThrottle
 from ..base import CatchUp, QueueTransport, Received, Routed
@@ -295,7 +296,7 @@ class ShardedTransport(QueueTransport):
         while self._listening:
             await asyncio.sleep(SLOT_CHECK_INTERVAL)
             try:
-                await self.client.nodes_manager.initialize()
+                await refresh_slots(self.client)
             except (RedisError, OSError) as exc:
                 logger.debug("could not read the slot map: %s", exc)
                 continue
@@ -339,7 +340,7 @@ class ShardedTransport(QueueTransport):
         """One attempt; the channels still to listen to. The users on them are paused first (their
         live messages held), and those now listened to caught up from their histories; the others
         stay paused until an attempt listens to them."""
-        await self.client.nodes_manager.initialize()
+        await refresh_slots(self.client)
         users = {user_channel(self._channel, user): user for user in self._held}
         wanted = self._wanted(channels)
         if self.catch_up is not None:

@@ -1,0 +1,50 @@
+"""redis-py, below its public API: one write for many commands (``server.backends.redis.pipeline``),
+the cluster's slot map read again and looked up (``sharded``, ``replication``), and FCALL routed by
+its first key (``client``)."""
+
+from __future__ import annotations
+
+from asyncio import StreamWriter
+from importlib.metadata import version
+from typing import Any
+
+from . import Internal, check
+
+__all__ = ["INTERNALS", "check_redis", "connection_writer", "refresh_slots", "slot_nodes"]
+
+_PIN = "redis-py 8.1.0"
+
+INTERNALS = (
+    Internal("redis.asyncio.connection:AbstractConnection", "_writer", "the auto-pipeline writes a tick's "
+             "commands in one write, without send_packed_command's coroutine and timeout task", _PIN,
+             "a synchronous write of packed commands"),
+    Internal("redis.asyncio.cluster:RedisCluster", "nodes_manager", "the slot map is read again after a "
+             "failover or a moved slot, and a key's master and replicas looked up", _PIN,
+             "public 'refresh the slot map' and 'nodes of a slot'"),
+    Internal("redis.asyncio.cluster:NodesManager", "initialize", "reads the slot map again", _PIN, "the same"),
+    Internal("redis.asyncio.cluster:NodesManager", "slots_cache", "the nodes (master first) of a slot", _PIN,
+             "the same"),
+    Internal("redis.asyncio.cluster:RedisCluster", "_determine_slot", "FCALL is routed by its first key, not "
+             "by COMMAND GETKEYS (which the ACL users may not run)", _PIN, "FCALL key extraction in redis-py"),
+)
+
+
+def check_redis() -> None:
+    check(INTERNALS, "redis", version("redis"))
+
+
+def connection_writer(connection: Any) -> StreamWriter | None:
+    """The stream a connected redis-py connection writes to (``None`` once it failed or closed)."""
+    writer: StreamWriter | None = connection._writer
+    return writer
+
+
+async def refresh_slots(cluster: Any) -> None:
+    """Read the cluster's slot map again."""
+    await cluster.nodes_manager.initialize()
+
+
+def slot_nodes(cluster: Any, slot: int) -> list[Any]:
+    """The nodes serving ``slot``, its master first ([] when the map has none)."""
+    nodes: list[Any] = cluster.nodes_manager.slots_cache.get(slot, [])
+    return nodes

@@ -1,0 +1,49 @@
+"""server/compat: every library internal the server relies on exists in the pinned versions, and one
+that is gone is named in one line (a replica checks at start-up, ``create_app``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from server.app import create_app
+from server.compat import Internal, LibraryContractError, check
+from server.compat import aiohttp as aiohttp_internals
+from server.compat import engineio as engineio_internals
+from server.compat import redis as redis_internals
+from server.compat import socketio as socketio_internals
+from server.config import Settings
+
+ALL = [*aiohttp_internals.INTERNALS, *engineio_internals.INTERNALS, *socketio_internals.INTERNALS,
+       *redis_internals.INTERNALS]
+
+
+@pytest.mark.parametrize("internal", ALL, ids=lambda internal: f"{internal.owner}.{internal.name}")
+def test_each_internal_exists_in_the_pinned_library(internal: Internal) -> None:
+    assert internal.present(), f"{internal.owner}.{internal.name} is gone: {internal.why}"
+
+
+def test_a_gone_internal_is_named_in_one_line() -> None:
+    gone = Internal("aiohttp.web_ws:WebSocketResponse", "_no_such_writer", "it is a test", "aiohttp 3.14.5", "-")
+
+    with pytest.raises(LibraryContractError) as raised:
+        check([*aiohttp_internals.INTERNALS, gone], "aiohttp", "3.14.5")
+
+    assert str(raised.value).splitlines() == [
+        "aiohttp 3.14.5: aiohttp.web_ws:WebSocketResponse._no_such_writer is gone; it is needed because it is a test "
+        "(server/compat)"]
+
+
+@pytest.mark.parametrize("owner", ["no_such_module", "aiohttp.web_ws:NoSuchClass"])
+def test_an_internal_of_a_module_or_class_that_is_gone_is_gone_too(owner: str) -> None:
+    assert not Internal(owner, "anything", "-", "-", "-").present()
+
+
+def test_a_replica_will_not_build_on_a_library_without_an_internal(
+        monkeypatch: pytest.MonkeyPatch, make_settings: Callable[..., Settings]) -> None:
+    gone = Internal("redis.asyncio.cluster:NodesManager", "no_such_cache", "it is a test", "redis-py 8.1.0", "-")
+    monkeypatch.setattr(redis_internals, "INTERNALS", (*redis_internals.INTERNALS, gone))
+
+    with pytest.raises(LibraryContractError, match=r"NodesManager\.no_such_cache is gone"):
+        create_app(make_settings())
