@@ -10,6 +10,7 @@ source, so replicas and emitters of two versions never call each other's code.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from redis import asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import AskError, MovedError, ResponseError
 
-__all__ = ["LIBRARY", "VERSION", "Functions", "FunctionsMissingError", "function_name", "is_missing"]
+__all__ = ["LIBRARY", "VERSION", "Functions", "FunctionsMissingError", "function_name", "is_missing", "unpacked"]
 
 _SOURCE = Path(__file__).with_name("routing.lua").read_text()
 VERSION = hashlib.sha1(_SOURCE.encode()).hexdigest()[:12]
@@ -104,3 +105,17 @@ async def _call_and_wait(node: aioredis.Redis, fcall: list[Any], timeout_ms: int
     pipeline.execute_command("WAIT", 1, timeout_ms)
     reply, replicas = await pipeline.execute()
     return reply, int(replicas)
+
+
+def unpacked(item: bytes) -> tuple[bytes, str | None]:
+    """A message the routing functions delivered (to an inbox, or published on a shard channel):
+    an envelope, or ``@<offset> <envelope>`` for one stored for recovery (an envelope starts with
+    ``{`` or a hex signature). An offset not of our shape is left off: the envelope is checked as
+    any other, and a client never gets an offset it cannot resume from."""
+    if item[:1] == b"@":
+        offset, _, data = item[1:].partition(b" ")
+        return data, offset.decode() if _OFFSET.fullmatch(offset) else None
+    return item, None
+
+
+_OFFSET = re.compile(rb"[0-9]{1,20}-[0-9]{1,20}")

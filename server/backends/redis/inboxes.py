@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
@@ -34,7 +33,7 @@ from .client import (
     without_retries,
 )
 from .entries import SignedEntries
-from .functions import Functions, function_name, is_missing
+from .functions import Functions, function_name, is_missing, unpacked
 from .keys import consumed_key, history_key, inbox_key, presence_key, registry_key, sessions_key
 from .pipeline import AutoPipeline
 
@@ -211,7 +210,7 @@ class InboxTransport(QueueTransport):
                     raise QueueUnavailableError(f"Redis connection lost: {exc}") from exc
                 for item in items:
                     self._consumed += 1  # handed over: the consumer has it (at shutdown, it may not use it)
-                    yield _unpacked(item)
+                    yield unpacked(item)
         finally:
             await connection.disconnect()
             await pool.disconnect()
@@ -260,15 +259,3 @@ def _advance_prefix(inbox: str, consumed: str) -> bytes:
     """The ``advance`` call up to its first argument, packed: add the count consumed, then ``_ADVANCE_SUFFIX``."""
     return b"*9\r\n" + b"".join(_bulk(arg) for arg in (b"FCALL", function_name("advance"), 2, inbox, consumed))
 
-
-def _unpacked(item: bytes) -> Received:
-    """An inbox element: an envelope, or ``@<offset> <envelope>`` for one stored for recovery
-    (an envelope starts with ``{`` or a hex signature). An offset not of our shape is left off:
-    the envelope is checked as any other, and a client never gets an offset it cannot resume from."""
-    if item[:1] == b"@":
-        offset, _, data = item[1:].partition(b" ")
-        return data, offset.decode() if _OFFSET.fullmatch(offset) else None
-    return item, None
-
-
-_OFFSET = re.compile(rb"[0-9]{1,20}-[0-9]{1,20}")

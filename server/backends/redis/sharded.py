@@ -39,7 +39,7 @@ from ..base import CatchUp, QueueTransport, Received, Routed
 from .anomalies import Anomalies
 from .client import MAX_CONNECTIONS, answers, connect_cluster, sending
 from .entries import SignedEntries
-from .functions import Functions
+from .functions import Functions, unpacked
 from .keys import all_channel, history_key, presence_key, sessions_key, user_channel
 from .replication import ReplicatedCalls
 from .shard_listener import ShardListener, node_options
@@ -223,12 +223,7 @@ class ShardedTransport(QueueTransport):
         ``@<offset> <envelope>``: an envelope starts with ``{`` or a hex signature."""
         received = self._received
         while True:
-            data = await received.get()
-            if data[:1] == b"@":
-                offset, _, data = data[1:].partition(b" ")
-                yield data, offset.decode()
-            else:
-                yield data, None
+            yield unpacked(await received.get())
 
     async def ping(self) -> bool:
         return await answers(self.client)
