@@ -30,10 +30,22 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"
 
 
+# Ports free_port has handed out in this process: a port is free again as soon as it is
+# handed out, so the kernel may offer it twice before the first taker listens (a cluster
+# node's port and another node's bus port, chosen before any node starts).
+_handed_out: set[int] = set()
+
+
 def free_port(host: str = HOST) -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+    """A port nothing listens on now, never one this process has been given before."""
+    for _ in range(1000):
+        with socket.socket() as sock:
+            sock.bind((host, 0))
+            port = int(sock.getsockname()[1])
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
+    raise OSError(f"no free port on {host} that this process has not been given already")
 
 
 def _polls(predicate: Callable[[], bool], *, timeout: float, what: str) -> Iterator[None]:
