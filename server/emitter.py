@@ -1,13 +1,14 @@
 """Emitting from backend services (route engine, alerts) without being a client.
 
-``Emitter`` wraps a write-only ``QueueManager`` on a backend from the same
-factory as the replicas' (``server.backends``): the same envelope, the same
-transport, and the same presence rule as the replicas' HTTP emit API. Every
-failure raises; nothing is dropped silently.
+``Emitter`` sends with a ``Publisher`` on a backend from the same factory as the
+replicas' (``server.backends``): the same envelope, the same transport, and the
+same sending rule as the replicas' HTTP emit API (``server.sending``). It needs no
+Socket.IO server. Every failure raises; nothing is dropped silently.
 """
 
 from __future__ import annotations
 
+import uuid
 import warnings
 from collections.abc import Iterable
 from types import TracebackType
@@ -21,12 +22,11 @@ from .config import (
     check_queue_replay_window,
 )
 from .errors import ConfigError, QueueUnavailableError
-from .manager.client_manager import QueueManager
-from .manager.sending import Outcome, send_many_to_users, send_to_user
 from .messages.checks import check_data, check_event, check_user_id
 from .messages.replay import DEFAULT_WINDOW
 from .messages.rooms import user_room
-from .metrics import Metrics
+from .publisher import Publisher, SendCounts, Tally, disconnect_message, emit_message
+from .sending import Outcome, send_many_to_users, send_to_user
 
 __all__ = ["Emitter", "Outcome"]
 
@@ -47,12 +47,14 @@ class Emitter:
         replica's subscription rather than deliver it.
     :param replay_window: the replicas' ``QUEUE_REPLAY_WINDOW_SECONDS``: how far their clocks
         may be off this host's when the emitter checks their signed presence entries.
+    :param counts: where to count what is published and dropped (for example into the
+        service's own metrics); ``counts`` is a ``Tally`` when not given.
     """
 
     def __init__(self, redis_url: str | None = None, *, channel: str = DEFAULT_CHANNEL,
                  backend: Backend | None = None, signing_key: str | None = None,
                  max_message_bytes: int = DEFAULT_MAX_QUEUE_MESSAGE_BYTES,
-                 replay_window: float = DEFAULT_WINDOW) -> None:
+                 replay_window: float = DEFAULT_WINDOW, counts: SendCounts | None = None) -> None:
         self._open = False
         check_queue_message_bytes("max_message_bytes", max_message_bytes)
         check_queue_replay_window("replay_window", replay_window)
@@ -63,9 +65,9 @@ class Emitter:
             backend = open_backend(redis_url, channel=channel, instance_id=EMITTER_INSTANCE_ID, signing_key=key,
                                    clock_skew=replay_window, replica=False)
         self._backend = backend
-        self.metrics = Metrics()
-        self._manager = QueueManager(backend.transport, channel=channel, write_only=True, metrics=self.metrics,
-                                     signing_key=key, max_message_bytes=max_message_bytes)
+        self.counts = counts or Tally()
+        self._publisher = Publisher(backend.transport, channel=channel, host_id=uuid.uuid4().hex, counts=self.counts,
+                                    signing_key=key, max_message_bytes=max_message_bytes, write_only=True)
 
     async def __aenter__(self) -> Emitter:
         await self.connect()
@@ -82,17 +84,17 @@ class Emitter:
         if the replicas would drop this emitter's messages.
         """
         try:
-            await self._manager.start()
+            await self._backend.transport.connect()
             await self._backend.key_check.check()
         except (ConfigError, QueueUnavailableError):
-            await self._manager.close()
+            await self._backend.transport.close()
             raise
         self._open = True
 
     async def close(self) -> None:
         if self._open:
             self._open = False
-            await self._manager.close()
+            await self._backend.transport.close()
 
     async def send_to_user(self, user_id: str, event: str, data: Any = None, *, volatile: bool = False) -> str:
         """Deliver ``event`` to every socket of ``user_id`` on every replica.
@@ -106,8 +108,7 @@ class Emitter:
         ``max_message_bytes``, and ``RequestError`` for a bad user id, event name or
         data (not strict JSON, or nested too deep).
         """
-        return await send_to_user(self._manager, self._backend.presence, self.metrics, user_id, event, data,
-                                  volatile=volatile)
+        return await send_to_user(self._publisher, self.counts, user_id, event, data, volatile=volatile)
 
     async def send_many(self, messages: Iterable[tuple[str, str, Any]], *, volatile: bool = False) -> list[Outcome]:
         """Send each ``(user_id, event, data)`` as ``send_to_user`` would, in one round trip to
@@ -115,15 +116,17 @@ class Emitter:
         whether it was sent or stored (``status``) or why not. Raises nothing for a single
         message's failure.
         """
-        return await send_many_to_users(self._manager, self.metrics, messages, volatile=volatile)
+        return await send_many_to_users(self._publisher, self.counts, messages, volatile=volatile)
 
     async def broadcast(self, event: str, data: Any = None) -> None:
         """Deliver ``event`` to every connected socket on every replica."""
-        await self._manager.emit(check_event(event), check_data(data), namespace="/")
+        await self._publisher.publish(emit_message(check_event(event), [check_data(data)],
+                                                   host_id=self._publisher.host_id))
 
     async def disconnect_user(self, user_id: str) -> None:
         """Disconnect every socket of ``user_id`` on every replica."""
-        await self._manager.disconnect_room(user_room(check_user_id(user_id)))
+        await self._publisher.publish(disconnect_message(user_room(check_user_id(user_id)),
+                                                         host_id=self._publisher.host_id))
 
     def __del__(self) -> None:
         if self._open:

@@ -126,5 +126,13 @@ class Metrics:
         for reason in CLOSE_REASONS:
             self.sessions_closed.labels(reason=reason)
 
+    def count_published(self) -> None:
+        """A message handed to the queue (the publisher's ``SendCounts``)."""
+        self.published.inc()
+
+    def count_dropped(self, reason: str) -> None:
+        """A message that reached nobody, and why (one of ``DROP_REASONS``)."""
+        self.dropped.labels(reason=reason).inc()
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -22,7 +22,8 @@ from ..errors import (
 )
 from ..logs import LogThrottle
 from ..manager.client_manager import LocalManager, QueueManager
-from ..manager.sending import send_to_user
+from ..manager.sending import sender_for
+from ..sending import send_to_user
 from ..sio.auth import AuthError, bearer_token
 from .app_keys import AUTHENTICATOR, GATEWAY, MANAGER, METRICS, PRESENCE, SETTINGS
 
@@ -143,8 +144,8 @@ async def emit(request: web.Request) -> web.Response:
     if not isinstance(volatile, bool):
         return error_response(400, ErrorCode.INVALID_PARAMETERS, "volatile must be true or false")
     app = request.app
-    status = await send_to_user(app[MANAGER], app[PRESENCE], app[METRICS], body.get("user_id"), body.get("event"),
-                                body.get("data"), volatile=volatile)
+    status = await send_to_user(sender_for(app[MANAGER], app[PRESENCE]), app[METRICS], body.get("user_id"),
+                                body.get("event"), body.get("data"), volatile=volatile)
     if sender is not None:
         logger.debug("demo emit", extra={"from_user": sender, "user_id": body["user_id"], "event": body["event"]})
     return web.json_response({"status": status, "user_id": body["user_id"], "event": body["event"]}, status=202)

@@ -36,12 +36,13 @@ from socketio.packet import Packet
 
 from ..backends.base import QueueTransport, Routed
 from ..config import DEFAULT_CHANNEL, DEFAULT_MAX_QUEUE_MESSAGE_BYTES
-from ..errors import InvalidEnvelopeError, PayloadTooLargeError, PublishError, QueueUnavailableError, RealtimeError
+from ..errors import InvalidEnvelopeError, QueueUnavailableError, RealtimeError
 from ..logs import LogThrottle
 from ..messages import envelope
 from ..messages.replay import DEFAULT_WINDOW, ReplayGuard
 from ..messages.rooms import user_of_room, user_room
 from ..metrics import Metrics
+from ..publisher import Publisher, disconnect_message, emit_message
 from .local_delivery import LocalDelivery
 from .recovery import is_offset
 
@@ -90,7 +91,9 @@ class QueueManager(AsyncPubSubManager, LocalDelivery):  # type: ignore[misc]
         self.metrics = metrics or Metrics()
         self.retry_max = retry_max
         self._signing_key = signing_key
-        self.max_message_bytes = max_message_bytes
+        self.publisher = Publisher(transport, channel=channel, host_id=self.host_id, counts=self.metrics,
+                                   signing_key=signing_key, max_message_bytes=max_message_bytes,
+                                   write_only=write_only)
         self._replay = None if signing_key is None or write_only else ReplayGuard(replay_window)
         self.subscribed = False
         self._ever_subscribed = False
@@ -176,7 +179,7 @@ class QueueManager(AsyncPubSubManager, LocalDelivery):  # type: ignore[misc]
         user_id = user_of_room(room)
         if user_id is not None and namespace == "/" and callback is None:
             volatile = bool(kwargs.get("volatile") or message["binary"])  # attachments are never replayed
-            routed = await self._publish_to_user(user_id, message, volatile)
+            routed = await self.publisher.publish_to_user(user_id, message, volatile)
             if routed.offset is None:
                 await self._deliver(message)
             return
@@ -193,7 +196,7 @@ class QueueManager(AsyncPubSubManager, LocalDelivery):  # type: ignore[misc]
         nothing, when the user has no socket anywhere and no session to recover.
         """
         message = self._emit_message(event, data, "/", user_room(user_id), None, None, binary=False)
-        routed = await self._publish_to_user(user_id, message, volatile)
+        routed = await self.publisher.publish_to_user(user_id, message, volatile)
         if routed.online and routed.offset is None:
             await self._deliver(message)
         return routed
@@ -203,29 +206,12 @@ class QueueManager(AsyncPubSubManager, LocalDelivery):  # type: ignore[misc]
         """``emit_to_user`` for each ``(user_id, event, data)`` (plain JSON), in one round trip where the
         transport can; for each, what it did, or why it was not sent (``PayloadTooLargeError``,
         ``PublishError``). Nothing raises for one message."""
-        outcomes: list[Routed | RealtimeError] = []
-        sendable: list[tuple[int, dict[str, Any], bytes]] = []
-        for index, (user_id, event, data) in enumerate(messages):
-            message = self._emit_message(event, data, "/", user_room(user_id), None, None, binary=False)
-            try:
-                sendable.append((index, message, self._encode(message)))
-                outcomes.append(Routed(False))
-            except PayloadTooLargeError as exc:
-                outcomes.append(exc)
-        if not sendable:
-            return outcomes
-        batch = [(user_of_room(message["room"]) or "", encoded) for _, message, encoded in sendable]
-        try:
-            results = await self.transport.publish_many_to_user(self.channel, batch, volatile=volatile)
-        except PublishError as exc:
-            results = [exc] * len(batch)
-        for (index, message, _), result in zip(sendable, results, strict=True):
-            outcomes[index] = result
-            if isinstance(result, PublishError):
-                self._count_failed_publish(message, result)
-            else:
-                self.metrics.published.inc()
-                if result.online and result.offset is None and self.server is not None:
+        built = [(user_id, self._emit_message(event, data, "/", user_room(user_id), None, None, binary=False))
+                 for user_id, event, data in messages]
+        outcomes = await self.publisher.publish_many_to_user(built, volatile=volatile)
+        if self.server is not None:
+            for (_, message), outcome in zip(built, outcomes, strict=True):
+                if isinstance(outcome, Routed) and outcome.online and outcome.offset is None:
                     await self._deliver(message)
         return outcomes
 
@@ -247,8 +233,8 @@ class QueueManager(AsyncPubSubManager, LocalDelivery):  # type: ignore[misc]
         if binary:
             args, attachments = Packet.deconstruct_binary(args)
             args = [args, *[base64.b64encode(a).decode() for a in attachments]]
-        return {"method": "emit", "event": event, "data": args, "binary": binary, "namespace": namespace,
-                "room": room, "skip_sid": skip_sid, "callback": callback, "host_id": self.host_id}
+        return emit_message(event, args, host_id=self.host_id, room=room, namespace=namespace, skip_sid=skip_sid,
+                            callback=callback, binary=binary)
 
     async def disconnect_room(self, room: str, namespace: str = "/", *, skip_sid: str | None = None,
                               notice: dict[str, Any] | None = None) -> None:
@@ -258,8 +244,8 @@ class QueueManager(AsyncPubSubManager, LocalDelivery):  # type: ignore[misc]
         Disconnecting is idempotent, so this replica does its part even when the
         publish fails (and the caller still hears of the failure).
         """
-        message = {"method": "disconnect_room", "room": room, "namespace": namespace,
-                   "skip_sid": skip_sid, "notice": notice, "host_id": self.host_id}
+        message = disconnect_message(room, host_id=self.host_id, namespace=namespace, skip_sid=skip_sid,
+                                     notice=notice)
         try:
             await self._publish(message)
         finally:
@@ -269,63 +255,15 @@ class QueueManager(AsyncPubSubManager, LocalDelivery):  # type: ignore[misc]
         """Disconnect socket ``sid`` of ``user_id`` wherever it is connected (the old socket of a
         recovered session): here at once, elsewhere through the queue, routed to the replicas
         that hold the user. A socket of that id in another user's room is never touched."""
-        message = {"method": "disconnect_room", "room": sid, "namespace": "/", "skip_sid": None, "notice": None,
-                   "user": user_id, "host_id": self.host_id}
+        message = {**disconnect_message(sid, host_id=self.host_id), "user": user_id}
         try:
-            await self._publish_to_user(user_id, message, volatile=True)
+            await self.publisher.publish_to_user(user_id, message, volatile=True)
         finally:
             await self._handle_disconnect_room(message)
 
     async def _publish(self, data: dict[str, Any]) -> int:
-        """Hand ``data`` to the queue: a message for one user's room to the replicas holding
-        that user (never stored for recovery: ``emit`` stores an emit), any other to every replica.
-
-        Returns how many replicas a message for all reached, and for one user whether
-        the user has a socket anywhere (1 or 0). Raises ``PublishError`` if the publish
-        fails, or a write-only manager's message for all reaches no replica;
-        ``PayloadTooLargeError`` (before Redis sees it) over ``max_message_bytes``.
-        """
-        user_id = user_of_room(data.get("room"))
-        if user_id is not None:
-            return int((await self._publish_to_user(user_id, data, volatile=True)).online)
-        encoded = self._encode(data)
-        try:
-            reached = await self.transport.publish(self.channel, encoded)
-            if reached == 0 and self.write_only:
-                raise PublishError("no replica is listening on the channel; nobody received the message")
-        except PublishError as exc:
-            self._count_failed_publish(data, exc)
-            raise
-        self.metrics.published.inc()
-        return reached
-
-    async def _publish_to_user(self, user_id: str, data: dict[str, Any], volatile: bool) -> Routed:
-        """Hand an emit for one user's room to the replicas holding that user, storing it for
-        recovery unless ``volatile``; raises as ``_publish``."""
-        encoded = self._encode(data)
-        try:
-            routed = await self.transport.publish_to_user(self.channel, user_id, encoded, volatile=volatile)
-        except PublishError as exc:
-            self._count_failed_publish(data, exc)
-            raise
-        self.metrics.published.inc()
-        return routed
-
-    def _encode(self, data: dict[str, Any]) -> bytes:
-        """The envelope; ``PayloadTooLargeError`` (before Redis sees it) over ``max_message_bytes``."""
-        encoded = envelope.encode(data, self._signing_key)
-        if len(encoded) > self.max_message_bytes:
-            self.metrics.dropped.labels(reason="too_large").inc()
-            raise PayloadTooLargeError(f"the message is {len(encoded)} bytes, over the queue's limit of "
-                                       f"{self.max_message_bytes} (MAX_QUEUE_MESSAGE_BYTES); nothing was sent")
-        return encoded
-
-    def _count_failed_publish(self, data: dict[str, Any], exc: PublishError) -> None:
-        self.metrics.dropped.labels(reason="publish_failed").inc()
-        held = self._throttle.allow("publish_failed")
-        if held is not None:
-            logger.error("could not publish to the queue", extra={
-                "method": data.get("method"), "channel": self.channel, "error": str(exc), "suppressed": held})
+        """python-socketio's hook for what its own methods publish (``Publisher.publish``)."""
+        return await self.publisher.publish(data)
 
     # --- receiving -------------------------------------------------------
 

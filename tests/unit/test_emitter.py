@@ -10,6 +10,7 @@ import pytest
 from server.emitter import Emitter
 from server.errors import ConfigError, UserNotConnectedError
 from server.http.app_keys import MANAGER
+from server.publisher import Tally
 from tests.fakes.memory_backend import MemoryBroker, memory_backend
 from tests.helpers.clients import RecordingClient, connected, make_token
 
@@ -57,8 +58,8 @@ async def test_send_many_reports_each_message_sent_or_refused_and_why(
             ("bob", "step", "x" * 2000),
             ("bob", "step", {"n": 3}),
         ])
-        dropped = emitter.metrics.registry.get_sample_value("kindmap_messages_dropped_total",
-                                                            {"reason": "user_not_connected"})
+        assert isinstance(emitter.counts, Tally)
+        dropped = emitter.counts.dropped["user_not_connected"]
 
     assert [type(o.error).__name__ if o.error else "sent" for o in outcomes] == [
         "sent", "UserNotConnectedError", "RequestError", "RequestError", "PayloadTooLargeError", "sent"]
@@ -88,3 +89,17 @@ def test_emitter_checks_presence_with_the_replicas_replay_window_as_clock_skew(
 def test_emitter_refuses_a_replay_window_out_of_bounds(window: float) -> None:
     with pytest.raises(ConfigError, match="replay_window"):
         Emitter("redis://127.0.0.1:6379/0", replay_window=window)
+
+
+async def test_emitter_counts_what_it_publishes_and_drops_into_the_counts_it_is_given(
+        broker: MemoryBroker, start_replica: Callable[..., Awaitable[Any]], make_client: Callable[..., Any]) -> None:
+    replica = await start_replica()
+    await connected(make_client, replica, "alice")
+    counts = Tally()
+
+    async with Emitter(backend=memory_backend(broker), counts=counts) as emitter:
+        await emitter.send_to_user("alice", "step", {"n": 1})
+        with pytest.raises(UserNotConnectedError):
+            await emitter.send_to_user("nobody", "step", {"n": 2})
+
+    assert (counts.published, dict(counts.dropped)) == (2, {"user_not_connected": 1})

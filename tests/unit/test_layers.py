@@ -18,6 +18,8 @@ LAYERS = [
     {"server", "server.errors", "server.logs", "server.metrics", "server.event_loop", "server.compat"},
     {"server.messages"},  # envelopes, replay window, rooms, checks: data only
     {"server.backends"},  # Redis and the replica alone, behind one interface
+    {"server.publisher"},  # putting messages on the queue: the manager's and the emitter's
+    {"server.sending"},  # the rule of sending to a user: the emitter's and the HTTP API's
     {"server.config"},  # the settings, validated with the backends' and messages' own rules
     {"server.eio"},  # Engine.IO on aiohttp
     {"server.manager"},  # python-socketio's client manager, local fan-out, recovery, sending

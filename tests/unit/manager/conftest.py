@@ -24,6 +24,7 @@ from tests.helpers.in_process import Replica, StartReplica
 
 CHANNEL = DEFAULT_CHANNEL  # the channel start_replica's replicas use
 MANAGER_LOGGER = "server.manager.client_manager"
+PUBLISHER_LOGGER = "server.publisher"  # the manager publishes with a Publisher
 
 
 

@@ -35,6 +35,7 @@ from tests.helpers.waiting import eventually
 from .conftest import (
     CHANNEL,
     MANAGER_LOGGER,
+    PUBLISHER_LOGGER,
     Connected,
     dropped,
     metric,
@@ -49,7 +50,7 @@ ConnectUser = Callable[..., Awaitable[Connected]]
 
 def records(caplog: pytest.LogCaptureFixture, level: int, text: str) -> list[logging.LogRecord]:
     return [r for r in caplog.records
-            if r.name == MANAGER_LOGGER and r.levelno == level and text in r.getMessage()]
+            if r.name in (MANAGER_LOGGER, PUBLISHER_LOGGER) and r.levelno == level and text in r.getMessage()]
 
 
 def subscribed_gauge(metrics: Metrics) -> float:

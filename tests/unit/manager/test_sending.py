@@ -1,4 +1,5 @@
-"""server/manager/sending.py: the one rule for a backend sending to a user."""
+"""server/sending.py, the one rule for a backend sending to a user, through server/manager/sending.py's
+``RoomSender`` (a manager that knows nothing of presence)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 from server.backends import Presence
 from server.backends.base import Session
 from server.errors import QueueUnavailableError, RequestError, UserNotConnectedError
-from server.manager.sending import send_to_user
+from server.manager.sending import RoomSender
 from server.messages.checks import (
     MAX_DATA_DEPTH,
     MAX_EVENT_LENGTH,
@@ -20,6 +21,7 @@ from server.messages.checks import (
     check_user_id,
 )
 from server.metrics import Metrics
+from server.sending import send_to_user
 
 
 class RecordingManager:
@@ -68,7 +70,7 @@ def dropped(metrics: Metrics, reason: str) -> float | None:
 
 
 async def test_connected_user_gets_the_event_in_their_room(manager: RecordingManager, metrics: Metrics) -> None:
-    await send_to_user(manager, FixedPresence({"alice"}), metrics, "alice", "route_deviation", {"step": 3})
+    await send_to_user(RoomSender(manager, FixedPresence({"alice"})), metrics, "alice", "route_deviation", {"step": 3})
 
     assert manager.emits == [("route_deviation", {"step": 3}, {"namespace": "/", "room": "user:alice"})]
 
@@ -76,7 +78,7 @@ async def test_connected_user_gets_the_event_in_their_room(manager: RecordingMan
 async def test_user_connected_nowhere_raises_and_is_counted_as_dropped(manager: RecordingManager,
                                                                       metrics: Metrics) -> None:
     with pytest.raises(UserNotConnectedError, match="alice"):
-        await send_to_user(manager, FixedPresence(), metrics, "alice", "arrival", None)
+        await send_to_user(RoomSender(manager, FixedPresence()), metrics, "alice", "arrival", None)
 
     assert manager.emits == []
     assert dropped(metrics, "user_not_connected") == 1
@@ -94,7 +96,7 @@ async def test_bad_request_is_refused_before_presence_is_asked(manager: Recordin
     presence = FixedPresence({"alice"})
 
     with pytest.raises(RequestError):
-        await send_to_user(manager, presence, metrics, user_id, event, None)
+        await send_to_user(RoomSender(manager, presence), metrics, user_id, event, None)
 
     assert presence.asked == []
     assert manager.emits == []
@@ -105,7 +107,7 @@ async def test_presence_failure_propagates_and_nothing_is_sent(manager: Recordin
     presence = FixedPresence(error=QueueUnavailableError("presence lookup failed"))
 
     with pytest.raises(QueueUnavailableError):
-        await send_to_user(manager, presence, metrics, "alice", "arrival", None)
+        await send_to_user(RoomSender(manager, presence), metrics, "alice", "arrival", None)
 
     assert manager.emits == []
 
@@ -173,6 +175,6 @@ async def test_bad_data_is_refused_before_presence_is_asked(manager: RecordingMa
     presence = FixedPresence({"alice"})
 
     with pytest.raises(RequestError):
-        await send_to_user(manager, presence, metrics, "alice", "arrival", {"eta": float("nan")})
+        await send_to_user(RoomSender(manager, presence), metrics, "alice", "arrival", {"eta": float("nan")})
 
     assert (presence.asked, manager.emits) == ([], [])
