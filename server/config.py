@@ -14,7 +14,6 @@ the README's settings table and ``.env.example`` from them.
 from __future__ import annotations
 
 import ipaddress
-import math
 import os
 import re
 import socket
@@ -30,6 +29,15 @@ from dotenv import dotenv_values
 
 from .backends import check_backend_url
 from .errors import ConfigError
+from .limits import (
+    DEFAULT_CHANNEL,
+    DEFAULT_MAX_QUEUE_MESSAGE_BYTES,
+    QUEUE_MESSAGE_BYTES,
+    QUEUE_REPLAY_WINDOW,
+    Range,
+    check_queue_message_bytes,
+    check_queue_replay_window,
+)
 from .messages.replay import DEFAULT_WINDOW
 
 __all__ = [
@@ -44,17 +52,8 @@ __all__ = [
     "settings_specs",
 ]
 
-DEFAULT_CHANNEL = "kindmap_events"
 # RFC 7518 section 3.2: an HMAC key at least as long as the hash output.
 JWT_ALGORITHMS = {"HS256": 32, "HS384": 48, "HS512": 64}
-# The largest queue message. Redis cuts a subscriber whose output buffer passes
-# `client-output-buffer-limit pubsub` (docker-compose.prod.yml: 32 MB at once, or 8 MB
-# for 60 s), and every message in flight to a replica shares that buffer: one message of
-# 40 MB, or 9 of 1 MB held for a minute, make Redis drop every replica's subscription.
-# 1 MiB leaves room for a burst of several such messages under the 8 MB soft limit.
-DEFAULT_MAX_QUEUE_MESSAGE_BYTES = 1024 * 1024
-MIN_QUEUE_MESSAGE_BYTES = 1024
-MAX_QUEUE_MESSAGE_BYTES = 512 * 1024 * 1024  # Redis's proto-max-bulk-len: no larger PUBLISH exists
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 _HOST_NAME = re.compile(r"[a-z0-9.-]+|\[[0-9a-f:.]+\]")
 # Upper bounds of the flood limits: past them a limit is no limit.
@@ -83,29 +82,6 @@ def _default_instance_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
-@dataclass(frozen=True)
-class Range:
-    """Bounds of a number: ``low`` (exclusive if ``low_open``) to ``high``; never NaN or infinite."""
-
-    low: float
-    high: float = math.inf
-    low_open: bool = False
-
-    def __str__(self) -> str:
-        if self.high < math.inf:
-            return f"{_number(self.low)}–{_number(self.high)}"
-        return f"{'more than' if self.low_open else 'at least'} {_number(self.low)}"
-
-    def check(self, name: str, value: float) -> None:
-        above = self.low < value if self.low_open else self.low <= value
-        if not (above and value <= self.high and math.isfinite(value)):  # NaN fails every comparison
-            bounds = (f"between {_number(self.low)} and {_number(self.high)}" if self.high < math.inf
-                      else f"finite and {self}" if math.isinf(value) else str(self))
-            raise ConfigError(f"{name} must be {bounds}, got {_number(value)}")
-
-
-QUEUE_MESSAGE_BYTES = Range(MIN_QUEUE_MESSAGE_BYTES, MAX_QUEUE_MESSAGE_BYTES)
-QUEUE_REPLAY_WINDOW = Range(1.0, 300.0)
 # routing.lua's MOST_MESSAGES caps every history's limit at this, whatever its header says.
 RECOVERY_MAX_MESSAGES = Range(1, 10_000)
 
@@ -201,11 +177,6 @@ def _to_host_names(name: str, raw: str) -> tuple[str, ...]:
 _PARSERS: dict[object, Callable[[str, str], Any]] = {
     int: _to_int, float: _to_float, bool: _to_bool, str: _to_text, str | None: _to_text,
 }
-
-
-def _number(value: float) -> str:
-    """A bound or value as people write it: 1000000, 0.1, nan."""
-    return str(value) if isinstance(value, int) else f"{value:g}"
 
 
 # How to make a key, as the help of JWT_SECRET and QUEUE_SIGNING_KEY says.
@@ -480,16 +451,6 @@ def _parsers() -> tuple[tuple[str, Spec, Callable[[str, str], Any]], ...]:
     """Each field's name, spec and parser, resolved once (the annotations are strings until then)."""
     types = typing.get_type_hints(Settings)
     return tuple((f.name, spec, spec.parse or _PARSERS[types[f.name]]) for f, spec in settings_specs())
-
-
-def check_queue_message_bytes(name: str, value: int) -> None:
-    """The queue message limit, shared by the replicas, the emitter and its CLI."""
-    QUEUE_MESSAGE_BYTES.check(name, value)
-
-
-def check_queue_replay_window(name: str, value: float) -> None:
-    """The replay window (and clock skew), shared by the replicas, the emitter and its CLI."""
-    QUEUE_REPLAY_WINDOW.check(name, value)
 
 
 def is_loopback_host(name: str) -> bool:

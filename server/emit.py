@@ -19,17 +19,16 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from .backends import check_backend_url
-from .config import (
+from .config import load_environ, read_setting
+from .emitter import Emitter
+from .errors import ConfigError, RealtimeError, RequestError, UserNotConnectedError
+from .event_loop import new_event_loop
+from .limits import (
     DEFAULT_CHANNEL,
     DEFAULT_MAX_QUEUE_MESSAGE_BYTES,
     check_queue_message_bytes,
     check_queue_replay_window,
-    load_environ,
-    read_setting,
 )
-from .emitter import Emitter
-from .errors import ConfigError, RealtimeError, RequestError, UserNotConnectedError
-from .event_loop import new_event_loop
 from .messages.checks import check_data, check_event
 from .messages.replay import DEFAULT_WINDOW
 

@@ -15,13 +15,13 @@ from types import TracebackType
 from typing import Any
 
 from .backends import Backend, open_backend
-from .config import (
+from .errors import ConfigError, QueueUnavailableError
+from .limits import (
     DEFAULT_CHANNEL,
     DEFAULT_MAX_QUEUE_MESSAGE_BYTES,
     check_queue_message_bytes,
     check_queue_replay_window,
 )
-from .errors import ConfigError, QueueUnavailableError
 from .messages.checks import check_data, check_event, check_user_id
 from .messages.replay import DEFAULT_WINDOW
 from .messages.rooms import user_room

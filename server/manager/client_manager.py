@@ -35,8 +35,8 @@ from socketio.async_pubsub_manager import AsyncPubSubManager
 from socketio.packet import Packet
 
 from ..backends.base import QueueTransport, Routed
-from ..config import DEFAULT_CHANNEL, DEFAULT_MAX_QUEUE_MESSAGE_BYTES
 from ..errors import InvalidEnvelopeError, QueueUnavailableError, RealtimeError
+from ..limits import DEFAULT_CHANNEL, DEFAULT_MAX_QUEUE_MESSAGE_BYTES
 from ..logs import LogThrottle
 from ..messages import envelope
 from ..messages.replay import DEFAULT_WINDOW, ReplayGuard

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from server.config import DEFAULT_CHANNEL, Settings, load_environ
+from server.config import Settings, load_environ
 from server.errors import ConfigError
+from server.limits import DEFAULT_CHANNEL
 
 # RFC 7518 section 3.2, written here rather than read from the code under test.
 MIN_SECRET_BYTES = 32

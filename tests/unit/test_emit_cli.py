@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from server.config import DEFAULT_CHANNEL
 from server.emit import EXIT_FAILED, EXIT_USAGE, main, parse_args
+from server.limits import DEFAULT_CHANNEL
 
 ROOT = Path(__file__).resolve().parents[2]
 

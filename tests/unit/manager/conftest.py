@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 import socketio
 
-from server.config import DEFAULT_CHANNEL
 from server.http.app_keys import MANAGER, METRICS, SIO
+from server.limits import DEFAULT_CHANNEL
 from server.manager.client_manager import QueueManager
 from server.metrics import Metrics
 from tests.fakes.memory_backend import MemoryBroker, MemoryTransport
