@@ -24,9 +24,8 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
-from engineio import json as engineio_json
 
-__all__ = ["SocketIOJson", "dumps_utf8", "is_json", "loads"]
+__all__ = ["dumps_like_json", "dumps_utf8", "is_json", "loads"]
 
 # Types orjson would serialise but json refuses: refused by orjson too, so json decides.
 _OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
@@ -68,29 +67,17 @@ def is_json(obj: Any) -> bool:
     return True
 
 
-class SocketIOJson:
-    """The ``json`` of python-socketio's packets (``Packet.json``): its own choices kept.
-
-    python-socketio writes with ``json.dumps`` (non-ASCII text as ``\\u`` escapes) and reads
-    with python-engineio's ``json`` (which refuses integers of over 100 digits); so do these,
-    through orjson where the bytes come out the same: clients receive the very bytes they
-    did before (error payloads included). Where they might not, json writes: text that is
+def dumps_like_json(obj: Any, **kwargs: Any) -> str:
+    """``json.dumps(obj, **kwargs)`` to the character (non-ASCII text as ``\\u`` escapes), by
+    orjson where the two come out the same. Where they might not, json writes: text that is
     not ASCII (orjson keeps it as UTF-8) or holds DEL (json escapes it as ``\u007f``, orjson
-    does not), and text holding ``e-`` or ``0.0000``, as orjson
-    writes a float under 1e-4 (``1e-7`` or ``0.00001``, where json writes ``1e-07`` and
-    ``1e-05``); every float formatted otherwise comes out the same from both.
-    """
-
-    @staticmethod
-    def dumps(obj: Any, **kwargs: Any) -> str:
-        try:
-            text = orjson.dumps(obj, option=_OPTIONS).decode()
-        except TypeError:  # orjson.JSONEncodeError
-            return json.dumps(obj, **kwargs)
-        if text.isascii() and "\x7f" not in text and "e-" not in text and "0.0000" not in text:
-            return text
+    does not), and text holding ``e-`` or ``0.0000``, as orjson writes a float under 1e-4
+    (``1e-7`` or ``0.00001``, where json writes ``1e-07`` and ``1e-05``); every float
+    formatted otherwise comes out the same from both."""
+    try:
+        text = orjson.dumps(obj, option=_OPTIONS).decode()
+    except TypeError:  # orjson.JSONEncodeError
         return json.dumps(obj, **kwargs)
-
-    @staticmethod
-    def loads(data: bytes | str) -> Any:
-        return loads(data, fallback=engineio_json.loads)
+    if text.isascii() and "\x7f" not in text and "e-" not in text and "0.0000" not in text:
+        return text
+    return json.dumps(obj, **kwargs)

@@ -13,13 +13,14 @@ from typing import Any
 import socketio
 
 from ..eio.server import EngineServer
-from ..messages.json_codec import SocketIOJson, is_json
+from ..messages.json_codec import is_json
+from .packet_json import SocketIOJson
 
 __all__ = ["CodecPacket", "SocketServer"]
 
 
 class CodecPacket(socketio.packet.Packet):  # type: ignore[misc]
-    """python-socketio's packet, encoded and decoded through orjson (``json_codec``).
+    """python-socketio's packet, encoded and decoded through orjson (``packet_json``).
 
     A subclass given as the server's ``serializer``: the library's ``json=`` option would set
     ``json`` on its own ``Packet`` class, for every server and client of the process.

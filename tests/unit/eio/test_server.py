@@ -22,7 +22,7 @@ from server.eio.fanout import text_frame
 from server.eio.outgoing import OutgoingBuffer
 from server.eio.socket import GuardedSocket
 from server.http.app_keys import PRESENCE, SIO
-from server.messages.json_codec import SocketIOJson
+from server.sio.packet_json import SocketIOJson
 from server.sio.server import CodecPacket, SocketServer
 from tests.helpers.clients import MakeClient, connected, make_token
 from tests.helpers.in_process import Replica, StartReplica, sample

@@ -1,4 +1,5 @@
-"""server/messages/json_codec.py: orjson's speed, json's answers.
+"""server/messages/json_codec.py and the packets' codec over it (server/sio/packet_json.py):
+orjson's speed, json's answers.
 
 Every value and text here must come out as json (or, for Socket.IO packets,
 python-engineio's json) makes it; the one documented exception is NaN.
@@ -17,7 +18,8 @@ from hypothesis import strategies as st
 from socketio import packet as sio_packet
 
 from server.errors import ErrorCode, error_payload
-from server.messages.json_codec import SocketIOJson, dumps_utf8, loads
+from server.messages.json_codec import dumps_utf8, loads
+from server.sio.packet_json import SocketIOJson
 from server.sio.server import CodecPacket
 
 NAVIGATION = {"t": 677.697394211, "step": 1, "seq": 42, "station": "City Hall", "line": 2,
