@@ -1,8 +1,8 @@
 """Typed settings, read once from the environment (and an optional ``.env``).
 
-``Settings.from_env`` is the only place that reads environment variables (and
-``read_setting``, which parses one of them the same way, for the emit CLI);
-everything else receives a ``Settings`` object. A bad value raises
+``Settings.from_env`` is the only place of a replica that reads environment variables,
+by the rules the emit CLI reads its few with (``server.environment``); everything else
+receives a ``Settings`` object. A bad value raises
 ``ConfigError`` with a one-line message that names the variable.
 
 Each setting is declared once, as a field of ``Settings``: its type, its default and
@@ -21,13 +21,11 @@ import typing
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import Field, dataclass, field, fields
 from functools import cache
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from dotenv import dotenv_values
-
 from .backends import check_backend_url
+from .environment import load_environ, parse_bool, raw_setting
 from .errors import ConfigError
 from .limits import (
     DEFAULT_CHANNEL,
@@ -48,34 +46,16 @@ __all__ = [
     "check_queue_replay_window",
     "is_loopback_host",
     "load_environ",
-    "read_setting",
     "settings_specs",
 ]
 
 # RFC 7518 section 3.2: an HMAC key at least as long as the hash output.
 JWT_ALGORITHMS = {"HS256": 32, "HS384": 48, "HS512": 64}
-_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 _HOST_NAME = re.compile(r"[a-z0-9.-]+|\[[0-9a-f:.]+\]")
 # Upper bounds of the flood limits: past them a limit is no limit.
 MAX_RATE = 10_000
 MAX_BURST = 100_000
 _SPEC = "spec"  # the key of a field's Spec in its metadata
-
-
-def load_environ(env_file: str | Path = ".env", environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The process environment laid over the values of ``env_file``, if it exists.
-
-    Real environment variables win, so a deployment can override a checked-in file.
-    """
-    try:
-        values = dotenv_values(env_file)
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{env_file} is not UTF-8 text (byte {exc.start}); fix or remove it") from None
-    except OSError as exc:
-        raise ConfigError(f"{env_file} cannot be read: {exc.strerror or exc}") from None
-    merged = {k: v for k, v in values.items() if v is not None}
-    merged.update(os.environ if environ is None else environ)
-    return merged
 
 
 def _default_instance_id() -> str:
@@ -137,14 +117,6 @@ def _to_float(name: str, raw: str) -> float:
         raise ConfigError(f"{name} must be a number, got {raw!r}") from None
 
 
-def _to_bool(name: str, raw: str) -> bool:
-    if raw.lower() in _TRUE:
-        return True
-    if raw.lower() in _FALSE:
-        return False
-    raise ConfigError(f"{name} must be true or false, got {raw!r}")
-
-
 def _to_origins(name: str, raw: str) -> tuple[str, ...]:
     """Origins as browsers send them (``scheme://host[:port]``, lower case, no slash),
     which python-socketio compares character for character."""
@@ -175,7 +147,7 @@ def _to_host_names(name: str, raw: str) -> tuple[str, ...]:
 
 # The parser of a field without its own, by the field's type.
 _PARSERS: dict[object, Callable[[str, str], Any]] = {
-    int: _to_int, float: _to_float, bool: _to_bool, str: _to_text, str | None: _to_text,
+    int: _to_int, float: _to_float, bool: parse_bool, str: _to_text, str | None: _to_text,
 }
 
 
@@ -422,22 +394,11 @@ class Settings:
         return cls(**{name: value for name, value in values.items() if value is not None})
 
 
-def read_setting(environ: Mapping[str, str], env: str) -> Any:
-    """One setting parsed as ``Settings.from_env`` parses it, ``None`` when unset or blank,
-    for a tool (the emit CLI) that needs a few settings and not a replica's whole set."""
-    for _name, spec, parse in _parsers():
-        if spec.env == env:
-            return _read(environ, spec, parse)
-    raise KeyError(f"no setting is named {env}")
 
 
 def _read(environ: Mapping[str, str], spec: Spec, parse: Callable[[str, str], Any]) -> Any:
-    raw = environ.get(spec.env)
-    if raw is None or raw.strip() == "":
-        if raw and spec.secret:
-            raise ConfigError(f"{spec.env} is only whitespace: leave it empty to unset it, or give a real value")
-        return None
-    return parse(spec.env, raw.strip())
+    raw = raw_setting(environ, spec.env, secret=spec.secret)
+    return None if raw is None else parse(spec.env, raw)
 
 
 def settings_specs() -> Iterator[tuple[Field[Any], Spec]]:

@@ -19,8 +19,8 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from .backends import check_backend_url
-from .config import load_environ, read_setting
 from .emitter import Emitter
+from .environment import load_environ, parse_bool, raw_setting
 from .errors import ConfigError, RealtimeError, RequestError, UserNotConnectedError
 from .event_loop import new_event_loop
 from .limits import (
@@ -47,7 +47,7 @@ def parse_args(argv: list[str] | None, environ: dict[str, str]) -> argparse.Name
     parser.add_argument("--volatile", action="store_true",
                         help="never store the message for recovery (high-rate updates whose next one replaces it)")
     parser.add_argument("--redis-url", default=environ.get("REDIS_URL"), help="default: $REDIS_URL")
-    parser.add_argument("--channel", default=read_setting(environ, "SOCKETIO_CHANNEL") or DEFAULT_CHANNEL,
+    parser.add_argument("--channel", default=raw_setting(environ, "SOCKETIO_CHANNEL") or DEFAULT_CHANNEL,
                         help="default: $SOCKETIO_CHANNEL or %(default)s")
     parser.add_argument("--max-message-bytes", default=environ.get("MAX_QUEUE_MESSAGE_BYTES") or None,
                         help=f"largest queue message (default: $MAX_QUEUE_MESSAGE_BYTES or "
@@ -56,9 +56,10 @@ def parse_args(argv: list[str] | None, environ: dict[str, str]) -> argparse.Name
                         help=f"the replicas' clock skew allowance, seconds (default: $QUEUE_REPLAY_WINDOW_SECONDS "
                              f"or {DEFAULT_WINDOW:g})")
     args = parser.parse_args(argv)
-    args.signing_key = read_setting(environ, "QUEUE_SIGNING_KEY")  # never on the command line
-    args.unsigned_allowed = bool(read_setting(environ, "ALLOW_UNSIGNED_QUEUE")) or \
-        read_setting(environ, "AUTH_MODE") == "dev"
+    args.signing_key = raw_setting(environ, "QUEUE_SIGNING_KEY", secret=True)  # never on the command line
+    unsigned = raw_setting(environ, "ALLOW_UNSIGNED_QUEUE")
+    args.unsigned_allowed = (unsigned is not None and parse_bool("ALLOW_UNSIGNED_QUEUE", unsigned)) or \
+        (raw_setting(environ, "AUTH_MODE") or "").lower() == "dev"
     return args
 
 

@@ -16,7 +16,7 @@ SERVER = Path(server.__file__).parent
 PACKAGES = {"backends", "compat", "eio", "http", "manager", "messages", "sio"}
 LAYERS = [
     {"server", "server.errors", "server.logs", "server.metrics", "server.event_loop", "server.compat"},
-    {"server.limits"},  # what replicas and emitters must agree on
+    {"server.limits", "server.environment"},  # what replicas and emitters agree on, and read settings by
     {"server.messages"},  # envelopes, replay window, rooms, checks: data only
     {"server.backends"},  # Redis and the replica alone, behind one interface
     {"server.publisher"},  # putting messages on the queue: the manager's and the emitter's
