@@ -13,7 +13,7 @@ from redis.asyncio.cluster import RedisCluster
 
 from . import Internal, check
 
-__all__ = ["INTERNALS", "HookedCluster", "check_redis", "connection_writer", "refresh_slots", "slot_nodes"]
+__all__ = ["INTERNALS", "HookedCluster", "check_redis", "refresh_slots", "slot_nodes", "stream_of"]
 
 _PIN = "redis-py 8.1.0"
 
@@ -52,7 +52,7 @@ class HookedCluster(RedisCluster):
         return slot
 
 
-def connection_writer(connection: Any) -> StreamWriter | None:
+def stream_of(connection: Any) -> StreamWriter | None:
     """The stream a connected redis-py connection writes to (``None`` once it failed or closed)."""
     writer: StreamWriter | None = connection._writer
     return writer

@@ -17,7 +17,7 @@ import engineio
 from aiohttp import WSCloseCode, web
 from engineio import packet as eio_packet
 
-from ..compat.aiohttp import websocket_writer, write_compressed_text_now, writer_busy
+from ..compat.aiohttp import write_compressed_text_now, writer_busy, writer_of
 from ..compat.engineio import HookedSocket, mark_upgraded, set_last_ping, set_upgrading
 from ..errors import ErrorCode
 from .environ import engineio_query
@@ -131,7 +131,7 @@ class GuardedSocket(HookedSocket):
         assert websocket is not None  # idle
         # The WebSocket's own writer and connection: ``self.transport`` may be a long-poll's
         # that arrived while the session was upgrading.
-        writer = websocket_writer(websocket)
+        writer = writer_of(websocket)
         if writer is None or websocket.closed or writer.transport.is_closing():
             return False
         last_ping = self.last_ping
@@ -284,8 +284,8 @@ class GuardedSocket(HookedSocket):
         """
         server = self.server
         self._websocket = ws
-        self.queue.on_put = self._wake_writer
-        self._wake_writer()
+        self.queue.on_put = self._start_writing
+        self._start_writing()
         while True:
             try:  # read here, not in _next_frame: its coroutine would wait under every idle connection
                 data = (await ws.receive()).data
@@ -353,7 +353,7 @@ class GuardedSocket(HookedSocket):
         await ws.close(code=WSCloseCode.PROTOCOL_ERROR, message=cause.encode())
         return False
 
-    def _wake_writer(self) -> None:
+    def _start_writing(self) -> None:
         """The queue's ``on_put`` while a WebSocket serves this socket."""
         if self._write_task is None and not self.queue.empty():
             self._write_task = asyncio.get_running_loop().create_task(self._write())

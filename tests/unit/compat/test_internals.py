@@ -42,7 +42,7 @@ def test_an_internal_of_a_module_or_class_that_is_gone_is_gone_too(owner: str) -
 
 @pytest.mark.parametrize(("owner", "name", "use", "found", "not_found"), [
     ("aiohttp.web_ws:WebSocketResponse", "_writer", "", ["ws._writer", "def _writer(self)"],
-     ["websocket_writer(ws)", "ws._writers"]),
+     ["writer_of(ws)", "websocket_writer(ws)", "ws._writers"]),
     ("engineio.async_socket:AsyncSocket", "connected", "", ["if socket.connected:"],
      ["a socket connected to '/'", "manager.is_connected(sid)"]),
     ("aiohttp._websocket.writer", "MAX_SIZE", "", ["import MAX_SIZE", "size > MAX_SIZE"], ["MAX_SIZES"]),
