@@ -4,10 +4,11 @@ Each module here (``aiohttp``, ``engineio``, ``socketio``, ``redis``) lists the 
 relies on (``INTERNALS``: the name, why it is needed, since which version, what upstream change
 would remove it) and gives the rest of ``server`` small functions over them, and subclasses whose
 overrides of private methods hand each call to a method of a public-looking name, so that no other
-module touches a library's private attribute (``Internal.pattern`` finds a use of one).
-``check()`` asserts that every listed name still exists in the installed versions: a unit test
-runs it against the pinned ones, and every replica runs it at start-up, failing with one line
-naming the attribute instead of at the first message.
+module touches a library's private attribute (``Internal.pattern`` finds a use of one, and
+tests/unit/compat/test_confined.py finds none outside this package). ``check()`` asserts that
+every listed name still exists in the installed versions: a unit test runs it against the pinned
+ones, and every replica runs it at start-up, failing with one line naming the attribute instead of
+at the first message. README.md here says what each module takes over, and how to check an upgrade.
 
 May import: the libraries only.
 """

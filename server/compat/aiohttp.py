@@ -1,5 +1,5 @@
 """aiohttp's WebSocket writer, used below its public API to write one pre-built frame to many
-sockets without a task per socket (``server.eio.socket.GuardedSocket.send_frame``)."""
+sockets without a task per socket (``server.eio.socket.GuardedSocket.write_frame``)."""
 
 from __future__ import annotations
 
