@@ -152,14 +152,17 @@ def send_check_costs(*, calls: int, runs: int) -> list[tuple[str, float]]:
 
 
 class _Engine:
-    """No sockets of ours: every packet takes ``_send_eio_packet``, the path measured."""
+    """No sockets of ours: every packet is sent as a packet (``send_packet``), the path measured."""
 
     def __init__(self) -> None:
         self.sockets: dict[str, GuardedSocket] = {}
 
+    async def send_packet(self, eio_sid: str, pkt: eio_packet.Packet) -> None:
+        return None
+
 
 class _Server:
-    """What ``AsyncManager.emit`` uses of its server, sending nowhere."""
+    """What ``AsyncManager.emit`` and ``LocalDelivery.emit`` use of their server, sending nowhere."""
 
     packet_class = CodecPacket
     eio = _Engine()

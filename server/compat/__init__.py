@@ -2,10 +2,13 @@
 
 Each module here (``aiohttp``, ``engineio``, ``socketio``, ``redis``) lists the internals it
 relies on (``INTERNALS``: the name, why it is needed, since which version, what upstream change
-would remove it) and gives the rest of ``server`` small functions over them, so that no other
-module touches a library's private attribute. ``check()`` asserts that every listed name still
-exists in the installed versions: a unit test runs it against the pinned ones, and every replica
-runs it at start-up, failing with one line naming the attribute instead of at the first message.
+would remove it) and gives the rest of ``server`` small functions over them, and subclasses whose
+overrides of private methods hand each call to a method of a public-looking name, so that no other
+module touches a library's private attribute (``Internal.pattern`` finds a use of one, and
+tests/unit/compat/test_confined.py finds none outside this package). ``check()`` asserts that
+every listed name still exists in the installed versions: a unit test runs it against the pinned
+ones, and every replica runs it at start-up, failing with one line naming the attribute instead of
+at the first message. README.md here says what each module takes over, and how to check an upgrade.
 
 May import: the libraries only.
 """
@@ -14,10 +17,11 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-__all__ = ["Internal", "LibraryContractError", "check", "check_libraries"]
+__all__ = ["Internal", "LibraryContractError", "assigned", "check", "check_libraries"]
 
 
 class LibraryContractError(RuntimeError):
@@ -34,6 +38,20 @@ class Internal:
     why: str
     since: str  # a version known to have it: the pin it was written against (older ones not researched)
     removed_by: str  # the upstream change that would make it unnecessary
+    # A regex for the use of it that only server/compat may hold; "" derives one from the name
+    # (``pattern``); None: any module may use it (public, or read by the library's users as such).
+    use: str | None = ""
+
+    def pattern(self) -> re.Pattern[str] | None:
+        """What finds a use of this internal in code: ``use``, or the name as a word when it is
+        private or a module's, else the name as an attribute (``.name``: as a word, a public-looking
+        name like ``connected`` is in prose too)."""
+        if self.use is None:
+            return None
+        if self.use:
+            return re.compile(self.use)
+        name = re.escape(self.name)
+        return re.compile(rf"\b{name}\b" if self.name.startswith("_") or ":" not in self.owner else rf"\.{name}\b")
 
     def present(self) -> bool:
         module_name, _, class_name = self.owner.partition(":")
@@ -53,6 +71,11 @@ class Internal:
             except (OSError, TypeError):
                 return False
         return hasattr(target, self.name)
+
+
+def assigned(name: str) -> str:
+    """The ``use`` of an attribute that other modules may read: assigning it."""
+    return rf"\.{re.escape(name)}\s*=(?!=)"
 
 
 def check(internals: Iterable[Internal], library: str, version: str) -> None:

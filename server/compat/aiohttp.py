@@ -1,5 +1,5 @@
 """aiohttp's WebSocket writer, used below its public API to write one pre-built frame to many
-sockets without a task per socket (``server.eio.socket.GuardedSocket.send_frame``)."""
+sockets without a task per socket (``server.eio.socket.GuardedSocket.write_frame``)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from aiohttp._websocket.writer import WEBSOCKET_MAX_SYNC_CHUNK_SIZE, WebSocketWr
 
 from . import Internal, check
 
-__all__ = ["INTERNALS", "check_aiohttp", "websocket_writer", "write_compressed_text_now", "writer_busy"]
+__all__ = ["INTERNALS", "check_aiohttp", "write_compressed_text_now", "writer_busy", "writer_of"]
 
 INTERNALS = (
     Internal("aiohttp._websocket.writer", "WEBSOCKET_MAX_SYNC_CHUNK_SIZE",
@@ -32,7 +32,7 @@ def check_aiohttp() -> None:
     check(INTERNALS, "aiohttp", version("aiohttp"))
 
 
-def websocket_writer(ws: web.WebSocketResponse) -> WebSocketWriter | None:
+def writer_of(ws: web.WebSocketResponse) -> WebSocketWriter | None:
     """The writer of a prepared WebSocket (``None`` before ``prepare`` and after it closed)."""
     writer: WebSocketWriter | None = ws._writer
     return writer

@@ -5,30 +5,32 @@ python-engineio keeps every packet for a socket in an unbounded queue, reads a
 long-poll body only partly, leaves an oversized POST unanswered with its session
 held, and lets a malformed WebSocket frame escape as an exception (the error
 middleware then writes an HTTP 500 into the WebSocket stream). ``EngineServer``
-fixes these through the library's hooks (``create_queue``, the async driver's
-``translate_request``) and a socket subclass (``socket.GuardedSocket``), which also
-serves WebSockets and pings at a fraction of the library's memory per idle
-connection. ``server.sio.server`` puts python-socketio on it.
+fixes these through the library's ``create_queue``, the options
+``server.compat.engineio.HookedEngineServer`` adds (the environ builder, the socket
+class) and a socket subclass (``socket.GuardedSocket``), which also serves
+WebSockets and pings at a fraction of the library's memory per idle connection.
+``server.sio.server`` puts python-socketio on it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from typing import Any
 
-import engineio
 from aiohttp import web
 from engineio import packet as eio_packet
 from engineio import payload as eio_payload
 
+from ..compat.engineio import HookedEngineServer
 from ..errors import ErrorCode, error_payload
 from ..logs import LogThrottle
 from ..metrics import Metrics
 from .deadlines import Deadlines
 from .environ import RequestEnviron, engineio_query
 from .outgoing import OutgoingBuffer
-from .socket import POLLING_PACKETS, WEBSOCKET_TYPES, GuardedSocket, OpenWebSocket, adopt
+from .socket import POLLING_PACKETS, WEBSOCKET_TYPES, GuardedSocket, OpenWebSocket
 
 __all__ = ["EngineServer"]
 
@@ -49,7 +51,7 @@ def _decode_polling_body(body: bytes) -> list[eio_packet.Packet] | None:
     return packets
 
 
-class EngineServer(engineio.AsyncServer):  # type: ignore[misc]
+class EngineServer(HookedEngineServer):
     """python-engineio's server with ``GuardedSocket`` sockets and checked long-poll bodies.
 
     :param max_outgoing_bytes: a socket's outgoing buffer limit (``MAX_OUTGOING_BUFFER_BYTES``).
@@ -57,9 +59,11 @@ class EngineServer(engineio.AsyncServer):  # type: ignore[misc]
     :param metrics: where slow consumers and protocol violations are counted.
     """
 
+    socket_class = GuardedSocket
+
     def __init__(self, *, max_outgoing_bytes: int, websocket_compression: bool = False,
                  metrics: Metrics | None = None, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+        super().__init__(translate_request=RequestEnviron, **kwargs)
         self.max_outgoing_bytes = max_outgoing_bytes
         self.websocket_compression = websocket_compression
         self.metrics = metrics
@@ -67,9 +71,6 @@ class EngineServer(engineio.AsyncServer):  # type: ignore[misc]
         self.deadlines: Deadlines[GuardedSocket] = Deadlines(GuardedSocket.on_deadline)
         self._next_id: str | None = None
         self._ending: set[asyncio.Task[None]] = set()  # end_session's, each a ping timeout at most
-        # The driver table is shared by every server of the process: copy, then swap the
-        # environ builder for a view of the request (python-engineio has no option for it).
-        self._async: dict[str, Any] = {**self._async, "translate_request": RequestEnviron}
 
     async def shutdown(self) -> None:
         await super().shutdown()
@@ -108,13 +109,10 @@ class EngineServer(engineio.AsyncServer):  # type: ignore[misc]
         """Every socket's queue (the library's hook; sockets are its only user)."""
         return OutgoingBuffer()
 
-    async def _trigger_event(self, event: str, *args: Any, **kwargs: Any) -> Any:
-        # python-engineio builds ``AsyncSocket`` by name in ``_handle_connect`` and offers
-        # no option for the class; "connect" is the first moment the new socket is ours.
-        # Only the OPEN packet has been queued by then (and counted, by OutgoingBuffer).
-        if event == "connect":
-            adopt(self.sockets[args[0]], args[1])
-        return await super()._trigger_event(event, *args, **kwargs)
+    def socket_built(self, socket: GuardedSocket, environ: Mapping[str, Any]) -> None:
+        """A new socket serves its first request on that request's connection (only its OPEN
+        packet is queued yet, and counted by ``OutgoingBuffer``)."""
+        socket.transport = environ["aiohttp.request"].transport
 
     async def handle_request(self, request: web.Request) -> Any:
         """Read a long-poll POST body whole, or refuse it: 413 past ``max_http_buffer_size``,

@@ -1,8 +1,8 @@
 """An Engine.IO socket with a bounded outgoing buffer, and the WebSocket session and ping
 clock it runs at a fraction of python-engineio's memory per idle connection.
 
-python-engineio builds ``AsyncSocket`` itself; ``EngineServer`` (``transport``) makes
-each one a ``GuardedSocket`` as it connects (``adopt``).
+python-engineio builds ``AsyncSocket`` itself; ``EngineServer`` makes each one a
+``GuardedSocket`` as it connects (``server.compat.engineio.HookedEngineServer.socket_class``).
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any
 import engineio
 from aiohttp import WSCloseCode, web
 from engineio import packet as eio_packet
-from engineio.async_socket import AsyncSocket
 
-from ..compat.aiohttp import websocket_writer, write_compressed_text_now, writer_busy
+from ..compat.aiohttp import write_compressed_text_now, writer_busy, writer_of
+from ..compat.engineio import HookedSocket, mark_upgraded, set_last_ping, set_upgrading
 from ..errors import ErrorCode
 from .environ import engineio_query
 from .fanout import Frame
@@ -27,7 +27,7 @@ from .outgoing import OutgoingBuffer, packet_size
 if TYPE_CHECKING:
     from .server import EngineServer
 
-__all__ = ["POLLING_PACKETS", "WEBSOCKET_TYPES", "GuardedSocket", "OpenWebSocket", "adopt"]
+__all__ = ["POLLING_PACKETS", "WEBSOCKET_TYPES", "GuardedSocket", "OpenWebSocket"]
 
 # Packets a client may send. A client never sends OPEN; PING only as the upgrade probe; NOOP never.
 WEBSOCKET_TYPES = frozenset({eio_packet.CLOSE, eio_packet.PING, eio_packet.PONG, eio_packet.MESSAGE,
@@ -38,7 +38,7 @@ _HARD_REASONS = frozenset({ErrorCode.SLOW_CONSUMER.value, engineio.AsyncServer.r
 POLLING_PACKETS = web.RequestKey("engineio_packets", list)
 
 
-class GuardedSocket(AsyncSocket):  # type: ignore[misc]
+class GuardedSocket(HookedSocket):
     """An Engine.IO socket whose outgoing buffer is bounded and freed on every close.
 
     The outgoing buffer is what the queue holds plus what sits unsent in the
@@ -50,14 +50,10 @@ class GuardedSocket(AsyncSocket):  # type: ignore[misc]
     server: EngineServer
     queue: OutgoingBuffer
     transport: asyncio.Transport | None = None
-    last_ping: float | None  # python-engineio's: when the last ping went out; None while none is due
-    connected: bool  # python-engineio's session state, set here too for a WebSocket session
-    upgrading: bool
-    upgraded: bool
     _polling = False  # a long-poll of this session is waiting for packets
     _deadline = 0.0  # the ``when`` of this socket's live entry in ``server.deadlines``
     _websocket: web.WebSocketResponse | None = None  # the session's WebSocket, once it serves packets
-    _writer: asyncio.Task[None] | None = None  # sending what the queue holds to the WebSocket
+    _write_task: asyncio.Task[None] | None = None  # sending what the queue holds to the WebSocket
     _unsent: frozenset[asyncio.Transport] = frozenset()  # earlier connections, see buffered()
     _last_words = eio_packet.NOOP  # what that poll answers if the session closes under it
     leaving = False  # its client sent a Socket.IO DISCONNECT: whatever closes it next, it left on purpose
@@ -86,7 +82,7 @@ class GuardedSocket(AsyncSocket):  # type: ignore[misc]
         """As python-engineio's (at the handshake, and on every PONG that answers a ping), but
         the wait for the next ping is an entry in the server's ``deadlines``, not a task."""
         if self.last_ping:
-            self.last_ping = None
+            set_last_ping(self, None)
             self._deadline = self.server.deadlines.add(self.server.ping_interval, self)
 
     def on_deadline(self, when: float) -> None:
@@ -95,7 +91,7 @@ class GuardedSocket(AsyncSocket):  # type: ignore[misc]
         if when != self._deadline or self.closing or self.closed:
             return  # answered since, or gone
         if self.last_ping is None:
-            self.last_ping = time.time()
+            set_last_ping(self, time.time())
             self._deadline = self.server.deadlines.add(self.server.ping_timeout, self)
             self.server.start_background_task(self.send, eio_packet.Packet(eio_packet.PING))
         else:
@@ -117,7 +113,7 @@ class GuardedSocket(AsyncSocket):  # type: ignore[misc]
 
     def idle(self) -> bool:
         """Whether a WebSocket serves this socket and nothing is queued for it or being sent."""
-        return self._websocket is not None and self._writer is None and self.queue.empty()
+        return self._websocket is not None and self._write_task is None and self.queue.empty()
 
     def write_frame(self, frame: Frame, now: float) -> bool:
         """Write ``frame`` into the WebSocket connection at once, as the writer task would, when
@@ -135,7 +131,7 @@ class GuardedSocket(AsyncSocket):  # type: ignore[misc]
         assert websocket is not None  # idle
         # The WebSocket's own writer and connection: ``self.transport`` may be a long-poll's
         # that arrived while the session was upgrading.
-        writer = websocket_writer(websocket)
+        writer = writer_of(websocket)
         if writer is None or websocket.closed or writer.transport.is_closing():
             return False
         last_ping = self.last_ping
@@ -215,7 +211,7 @@ class GuardedSocket(AsyncSocket):  # type: ignore[misc]
         - a poll waiting when the session closes under it (the client's own CLOSE
           packet, a drain) answers a NOOP at once, not after a ping timeout.
 
-        Not a coroutine itself, and a WebSocket upgrade goes straight to ``_open_websocket``
+        Not a coroutine itself, and a WebSocket upgrade goes straight to ``upgrade_to_websocket``
         (the library's test, inlined): a coroutine here or the library's would otherwise
         stay suspended for as long as the connection lives.
         """
@@ -225,7 +221,7 @@ class GuardedSocket(AsyncSocket):  # type: ignore[misc]
             return self._long_poll(environ)
         connection = [token.strip() for token in environ.get("HTTP_CONNECTION", "").lower().split(",")]
         if "upgrade" in connection and environ.get("HTTP_UPGRADE", "").lower() == "websocket":
-            return self._upgrade_websocket(environ)
+            return self.upgrade_to_websocket(environ)
         return super().handle_get_request(environ)  # type: ignore[no-any-return]
 
     async def _long_poll(self, environ: Mapping[str, Any]) -> Any:
@@ -246,7 +242,8 @@ class GuardedSocket(AsyncSocket):  # type: ignore[misc]
         for pkt in environ["aiohttp.request"][POLLING_PACKETS]:
             await self.receive(pkt)
 
-    def _upgrade_websocket(self, environ: Mapping[str, Any]) -> Awaitable[web.WebSocketResponse | OpenWebSocket]:
+    def upgrade_to_websocket(self, environ: Mapping[str, Any]) -> Awaitable[web.WebSocketResponse | OpenWebSocket]:
+        """Served here, not by python-engineio's WebSocket driver (see ``serve_websocket``)."""
         if self.upgraded:
             raise OSError("Socket has been upgraded already")  # as python-engineio's
         return self._open_websocket(environ["aiohttp.request"])
@@ -262,12 +259,12 @@ class GuardedSocket(AsyncSocket):  # type: ignore[misc]
             if not await self._take_upgrade(ws):
                 return ws
         else:
-            self.connected = self.upgraded = True
+            mark_upgraded(self, connected=True)
         return OpenWebSocket(self, ws)
 
     async def serve_websocket(self, ws: web.WebSocketResponse) -> None:
-        """python-engineio's WebSocket session (its driver's ``WebSocket`` and the socket's
-        ``_websocket_handler``), in one coroutine and without a task of its own:
+        """python-engineio's WebSocket session (its driver's ``WebSocket`` and the socket's handler
+        of it), in one coroutine and without a task of its own:
 
         - it runs once python-engineio's handler has returned (``OpenWebSocket``), so none of
           the library's coroutines, nor what they hold (the handshake's query, environ and
@@ -287,8 +284,8 @@ class GuardedSocket(AsyncSocket):  # type: ignore[misc]
         """
         server = self.server
         self._websocket = ws
-        self.queue.on_put = self._wake_writer
-        self._wake_writer()
+        self.queue.on_put = self._start_writing
+        self._start_writing()
         while True:
             try:  # read here, not in _next_frame: its coroutine would wait under every idle connection
                 data = (await ws.receive()).data
@@ -306,8 +303,8 @@ class GuardedSocket(AsyncSocket):  # type: ignore[misc]
                 server.logger.exception("Unknown receive error")
         self.queue.put_nowait(None)  # the writer closes the WebSocket after what is queued
         try:
-            if self._writer is not None:
-                await asyncio.shield(self._writer)
+            if self._write_task is not None:
+                await asyncio.shield(self._write_task)
         except asyncio.CancelledError:
             pass  # the connection was lost (aiohttp cancels the handler): the session ends all the same
         await self.close(wait=False, abort=True, reason=server.reason.TRANSPORT_CLOSE)
@@ -316,21 +313,21 @@ class GuardedSocket(AsyncSocket):  # type: ignore[misc]
 
     async def _take_upgrade(self, ws: web.WebSocketResponse) -> bool:
         """The probe exchange that moves a long-polling session to this WebSocket (python-engineio's)."""
-        self.upgrading = True  # the queue is held for the WebSocket; polls answer NOOP
+        set_upgrading(self, True)  # the queue is held for the WebSocket; polls answer NOOP
         probe = await self._next_frame(ws)
         if probe is None:
             return False
         pkt = eio_packet.Packet(encoded_packet=probe)
         if pkt.packet_type != eio_packet.PING or pkt.data != "probe":
-            self.upgrading = False
+            set_upgrading(self, False)
             return False
         await ws.send_str(eio_packet.Packet(eio_packet.PONG, data="probe").encode())
         self.queue.put_nowait(eio_packet.Packet(eio_packet.NOOP))  # ends the waiting poll
         upgrade = await self._next_frame(ws)
-        self.upgrading = False
+        set_upgrading(self, False)
         if upgrade is None or eio_packet.Packet(encoded_packet=upgrade).packet_type != eio_packet.UPGRADE:
             return False
-        self.upgraded = True
+        mark_upgraded(self)
         return True
 
     async def _next_frame(self, ws: web.WebSocketResponse) -> str | bytes | None:
@@ -356,10 +353,10 @@ class GuardedSocket(AsyncSocket):  # type: ignore[misc]
         await ws.close(code=WSCloseCode.PROTOCOL_ERROR, message=cause.encode())
         return False
 
-    def _wake_writer(self) -> None:
+    def _start_writing(self) -> None:
         """The queue's ``on_put`` while a WebSocket serves this socket."""
-        if self._writer is None and not self.queue.empty():
-            self._writer = asyncio.get_running_loop().create_task(self._write())
+        if self._write_task is None and not self.queue.empty():
+            self._write_task = asyncio.get_running_loop().create_task(self._write())
 
     async def _write(self) -> None:
         ws = self._websocket
@@ -367,7 +364,7 @@ class GuardedSocket(AsyncSocket):  # type: ignore[misc]
         try:
             ended = await self._send_queued(ws)
         finally:
-            self._writer = None
+            self._write_task = None
         if ended:
             self.queue.on_put = None  # nothing more is written: the library's writer task has ended
             await ws.close()
@@ -411,9 +408,3 @@ class OpenWebSocket:
     def __init__(self, socket: GuardedSocket, ws: web.WebSocketResponse) -> None:
         self.socket = socket
         self.ws = ws
-
-
-def adopt(socket: AsyncSocket, environ: Mapping[str, Any]) -> None:
-    """Make a socket python-engineio just built a ``GuardedSocket`` (same state, more behaviour)."""
-    socket.__class__ = GuardedSocket
-    socket.transport = environ["aiohttp.request"].transport

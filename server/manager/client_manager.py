@@ -1,8 +1,8 @@
 """The client manager: python-socketio's pub/sub manager, hardened.
 
-``QueueManager`` fills the ``_publish`` / listener hooks of
-``socketio.AsyncPubSubManager`` through a ``QueueTransport`` and adds what the
-stock Redis manager lacks:
+``QueueManager`` fills the ``_publish`` hook of ``socketio.AsyncPubSubManager``
+through a ``QueueTransport``, listens itself, and adds what the stock Redis manager
+lacks:
 
 - it subscribes when the app starts (stock waits for the first client) and
   resubscribes within a fraction of a second after an outage (stock backs off
@@ -31,10 +31,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from socketio.async_manager import AsyncManager
-from socketio.async_pubsub_manager import AsyncPubSubManager
 from socketio.packet import Packet
 
 from ..backends.base import QueueTransport, Routed
+from ..compat.socketio import HookedPubSubManager, register_ack
 from ..errors import InvalidEnvelopeError, QueueUnavailableError, RealtimeError
 from ..limits import DEFAULT_CHANNEL, DEFAULT_MAX_QUEUE_MESSAGE_BYTES
 from ..logs import LogThrottle
@@ -54,7 +54,7 @@ RETRY_MIN = 0.05
 RETRY_MAX = 0.5
 
 
-class QueueManager(AsyncPubSubManager, LocalDelivery):  # type: ignore[misc]
+class QueueManager(HookedPubSubManager, LocalDelivery):
     """Shares sockets, rooms and events between replicas through a ``QueueTransport``.
 
     :param transport: the backend's transport (Redis in production, memory in unit tests).
@@ -226,7 +226,7 @@ class QueueManager(AsyncPubSubManager, LocalDelivery):  # type: ignore[misc]
                 raise RuntimeError("callbacks can only be issued from the context of a server")
             if room is None:
                 raise ValueError("cannot use a callback without a room")
-            callback = (room, namespace, self._generate_ack_id(room, callback))
+            callback = (room, namespace, register_ack(self, room, callback))
         args = list(data) if isinstance(data, tuple) else [data]
         if binary is None:
             binary = Packet.data_is_binary(args)
@@ -249,7 +249,7 @@ class QueueManager(AsyncPubSubManager, LocalDelivery):  # type: ignore[misc]
         try:
             await self._publish(message)
         finally:
-            await self._handle_disconnect_room(message)
+            await self.handle_disconnect_room(message)
 
     async def kick(self, user_id: str, sid: str) -> None:
         """Disconnect socket ``sid`` of ``user_id`` wherever it is connected (the old socket of a
@@ -259,7 +259,7 @@ class QueueManager(AsyncPubSubManager, LocalDelivery):  # type: ignore[misc]
         try:
             await self.publisher.publish_to_user(user_id, message, volatile=True)
         finally:
-            await self._handle_disconnect_room(message)
+            await self.handle_disconnect_room(message)
 
     async def _publish(self, data: dict[str, Any]) -> int:
         """python-socketio's hook for what its own methods publish (``Publisher.publish``)."""
@@ -333,14 +333,15 @@ class QueueManager(AsyncPubSubManager, LocalDelivery):  # type: ignore[misc]
         logger.debug("queue message: %s", method)
         if offset is not None and method == "emit" and is_offset(offset):
             message["offset"] = offset
-        handler: Callable[[dict[str, Any]], Awaitable[None]] = getattr(self, f"_handle_{method}")
+        # Ours, or python-socketio's way (HookedPubSubManager) for the methods of its own.
+        handler: Callable[[dict[str, Any]], Awaitable[None]] = getattr(self, f"handle_{method}")
         try:
             await handler(message)
         except Exception:
             self.metrics.dropped.labels(reason="handler_error").inc()
             logger.exception("queue message handler failed", extra={"method": method})
 
-    async def _handle_emit(self, message: dict[str, Any]) -> None:
+    async def handle_emit(self, message: dict[str, Any]) -> None:
         """An emit from the queue. One for a user came here because this replica held a socket
         of the user when it was sent; finding none, the user left while it was on its way."""
         if await self._deliver(message, message.get("offset")) == 0 and user_of_room(message.get("room")) is not None:
@@ -355,7 +356,7 @@ class QueueManager(AsyncPubSubManager, LocalDelivery):  # type: ignore[misc]
         offset it was stored under, if any; how many it reached."""
         recipients = self._count_recipients(message)
         if message.get("callback") or message.get("binary"):
-            await super()._handle_emit(message)  # python-socketio's own way: acks, attachments
+            await super().handle_emit(message)  # python-socketio's own way: acks, attachments
         else:
             data = message["data"]
             await LocalDelivery.emit(self, message["event"], data[0] if len(data) == 1 else tuple(data),
@@ -379,7 +380,8 @@ class QueueManager(AsyncPubSubManager, LocalDelivery):  # type: ignore[misc]
         self._connected_at.pop(sid, None)
         super().basic_disconnect(sid, namespace, **kwargs)
 
-    async def _handle_disconnect_room(self, message: dict[str, Any]) -> None:
+    async def handle_disconnect_room(self, message: dict[str, Any]) -> None:
+        """Disconnect this replica's sockets of the room a ``disconnect_room`` names."""
         if self.server is None:
             return  # a write-only manager has no sockets of its own
         skip = {message.get("skip_sid")}
@@ -397,7 +399,7 @@ class QueueManager(AsyncPubSubManager, LocalDelivery):  # type: ignore[misc]
                      if self._connected_at.get(sid, 0.0) >= sent_by}
         await _disconnect_local(self, message["room"], message["namespace"], skip, message.get("notice"))
 
-    async def _handle_key_probe(self, message: dict[str, Any]) -> None:
+    async def handle_key_probe(self, message: dict[str, Any]) -> None:
         # Reaching here, the probe passed the signature check: this replica shares the key.
         if self._on_key_probe is not None:
             await self._on_key_probe(message["nonce"])

@@ -105,7 +105,7 @@ class LocalDelivery(AsyncManager):  # type: ignore[misc]
                 return
         for pkt in packets:
             try:
-                await self.server._send_eio_packet(eio_sid, pkt)
+                await self.server.eio.send_packet(eio_sid, pkt)
             except EngineIOError as exc:  # closed meanwhile: the others still get theirs
                 logger.debug("not sent to a closing socket: %r", exc)
                 break

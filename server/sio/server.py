@@ -2,7 +2,8 @@
 the ``pid`` in the CONNECT reply, and server-side disconnects that end the Engine.IO session.
 
 python-socketio's ``disconnect`` leaves the Engine.IO session open; ``SocketServer.disconnect``
-ends it. The Engine.IO server is given through the library's ``_engineio_server_class`` hook.
+ends it. The Engine.IO server and the ``pid`` come through the hooks of
+``server.compat.socketio.HookedSocketServer``.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 
 import socketio
 
+from ..compat.socketio import HookedSocketServer
 from ..eio.server import EngineServer
 from ..messages.json_codec import is_json
 from .packet_json import SocketIOJson
@@ -38,13 +40,11 @@ class CodecPacket(socketio.packet.Packet):  # type: ignore[misc]
         return False
 
 
-class SocketServer(socketio.AsyncServer):  # type: ignore[misc]
+class SocketServer(HookedSocketServer):
     """python-socketio's ``AsyncServer`` on ``EngineServer`` with ``CodecPacket``; takes its options too.
 
     ``session_id_of`` (a socket id to its private session id, ``server.manager.recovery``) adds the
-    ``pid`` to the CONNECT reply, as Node's server does: ``40{"sid":…,"pid":…}``.
-    python-socketio builds that reply in ``_handle_connect`` with no hook; every packet
-    leaves through ``_send_packet``, 5.18.1's (``requirements.txt`` pins it; the recovery
+    ``pid`` to the CONNECT reply, as Node's server does: ``40{"sid":…,"pid":…}`` (the recovery
     tests check the reply).
     """
 
@@ -72,13 +72,13 @@ class SocketServer(socketio.AsyncServer):  # type: ignore[misc]
         if eio_sid is not None:
             self.eio.end_session(eio_sid)
 
-    async def _send_packet(self, eio_sid: str, pkt: socketio.packet.Packet) -> None:
+    def prepare_packet(self, pkt: socketio.packet.Packet) -> None:
+        """The CONNECT reply of a socket with a session gets the session's ``pid``."""
         if pkt.packet_type == socketio.packet.CONNECT and self.session_id_of is not None \
                 and isinstance(pkt.data, dict) and isinstance(pkt.data.get("sid"), str):
             pid = self.session_id_of(pkt.data["sid"])
             if pid is not None:
                 pkt.data = {**pkt.data, "pid": pid}
-        await super()._send_packet(eio_sid, pkt)
 
-    def _engineio_server_class(self) -> type[EngineServer]:
+    def engine_server_class(self) -> type[EngineServer]:
         return EngineServer

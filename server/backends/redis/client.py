@@ -13,6 +13,7 @@ from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
+from ...compat.redis import HookedCluster
 from ...errors import PublishError, QueueBusyError
 
 __all__ = ["COMMAND_TIMEOUT", "CONNECT_TIMEOUT", "MAX_CONNECTIONS", "PoolExhaustedError", "answers", "connect_cluster",
@@ -82,20 +83,18 @@ def without_retries(client: aioredis.Redis, name: str) -> aioredis.Redis:
     return aioredis.Redis(connection_pool=aioredis.ConnectionPool(connection_class=pool.connection_class, **kwargs))
 
 
-class _FunctionsCluster(RedisCluster):
+class _FunctionsCluster(HookedCluster):
     """redis-py's cluster client, routing ``FCALL`` by its first key, as it routes ``EVALSHA``.
 
     redis-py finds the keys of an ``FCALL`` by asking a node (``COMMAND GETKEYS``) before
-    every call: a second round trip per message. Every call of ours names keys of one slot.
-    ``_determine_slot`` is redis-py 8.1's (``requirements.txt`` pins it; test_redis_cluster
-    checks that a call takes one round trip).
+    every call: a second round trip per message. Every call of ours names keys of one slot
+    (test_redis_cluster checks that a call takes one round trip).
     """
 
-    async def _determine_slot(self, command: str, *args: Any) -> int:
+    def command_slot(self, command: str, *args: Any) -> int | None:
         if command.upper() in ("FCALL", "FCALL_RO") and len(args) > 2 and int(args[1]) > 0:
             return self.keyslot(args[2])
-        slot: int = await super()._determine_slot(command, *args)
-        return slot
+        return None
 
 
 def connect_cluster(url: str, *, max_connections: int = MAX_CONNECTIONS) -> RedisCluster:

@@ -21,7 +21,7 @@ from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
-from ...compat.redis import connection_writer
+from ...compat.redis import stream_of
 from .client import PoolExhaustedError
 
 __all__ = ["AutoPipeline"]
@@ -127,7 +127,7 @@ class AutoPipeline:
         self._flush_scheduled = False
         data, self._unsent = b"".join(self._unsent), []
         # redis-py's send_packed_command is a coroutine with a timeout task: write to its stream instead
-        writer = connection_writer(self._connection)
+        writer = stream_of(self._connection)
         if writer is None:  # the connection failed or closed after the commands were queued
             self._fail(RedisConnectionError("the Redis connection was lost"))
         elif data:

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import pytest
 
 from server.app import create_app
-from server.compat import Internal, LibraryContractError, check
+from server.compat import Internal, LibraryContractError, assigned, check
 from server.compat import aiohttp as aiohttp_internals
 from server.compat import engineio as engineio_internals
 from server.compat import redis as redis_internals
@@ -38,6 +38,28 @@ def test_a_gone_internal_is_named_in_one_line() -> None:
 @pytest.mark.parametrize("owner", ["no_such_module", "aiohttp.web_ws:NoSuchClass"])
 def test_an_internal_of_a_module_or_class_that_is_gone_is_gone_too(owner: str) -> None:
     assert not Internal(owner, "anything", "-", "-", "-").present()
+
+
+@pytest.mark.parametrize(("owner", "name", "use", "found", "not_found"), [
+    ("aiohttp.web_ws:WebSocketResponse", "_writer", "", ["ws._writer", "def _writer(self)"],
+     ["writer_of(ws)", "websocket_writer(ws)", "ws._writers"]),
+    ("engineio.async_socket:AsyncSocket", "connected", "", ["if socket.connected:"],
+     ["a socket connected to '/'", "manager.is_connected(sid)"]),
+    ("aiohttp._websocket.writer", "MAX_SIZE", "", ["import MAX_SIZE", "size > MAX_SIZE"], ["MAX_SIZES"]),
+    ("engineio.async_socket:AsyncSocket", "upgraded", assigned("upgraded"),
+     ["socket.upgraded = True", "s.connected = s.upgraded = True"], ["if socket.upgraded:", "s.upgraded == x"]),
+])
+def test_a_use_is_found_by_a_private_name_as_a_word_and_by_a_public_looking_one_as_an_attribute(
+        owner: str, name: str, use: str, found: list[str], not_found: list[str]) -> None:
+    pattern = Internal(owner, name, "-", "-", "-", use=use).pattern()
+
+    assert pattern is not None
+    assert [code for code in found if not pattern.search(code)] == []
+    assert [code for code in not_found if pattern.search(code)] == []
+
+
+def test_an_internal_any_module_may_use_has_no_pattern() -> None:
+    assert Internal("engineio.async_server:AsyncServer", "create_queue", "-", "-", "-", use=None).pattern() is None
 
 
 def test_a_replica_will_not_build_on_a_library_without_an_internal(

@@ -67,12 +67,12 @@ async def test_an_idle_websocket_keeps_no_writer_task_and_a_packet_wakes_one(
     replica = await start_replica(queue=False)
     client = await connected(make_client, replica, "alice")
     [socket] = replica.app[SIO].eio.sockets.values()
-    await eventually(lambda: socket._writer is None, what="the writer done with the handshake's packets")
+    await eventually(lambda: socket._write_task is None, what="the writer done with the handshake's packets")
 
     await replica.app[SIO].emit("pong", {"n": 1}, to=replica.app[SIO].manager.sid_from_eio_sid(socket.sid, "/"))
 
     assert await client.wait_for("pong") == {"n": 1}
-    await eventually(lambda: socket._writer is None, what="the writer ended again")
+    await eventually(lambda: socket._write_task is None, what="the writer ended again")
 
 
 async def _handshake_headers(url: str, *, compress: int) -> tuple[int, dict[str, str]]:

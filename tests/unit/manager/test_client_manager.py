@@ -20,6 +20,7 @@ from aiohttp.test_utils import TestServer
 
 from server.app import create_app
 from server.backends.base import Routed
+from server.compat.socketio import register_ack
 from server.config import Settings
 from server.errors import ErrorCode, PayloadTooLargeError, PublishError, QueueUnavailableError, error_payload
 from server.http.app_keys import MANAGER, METRICS
@@ -447,7 +448,7 @@ async def test_handler_that_raises_is_counted_as_handler_error_and_listener_surv
     async def broken_handler(message: dict[str, Any]) -> None:
         raise RuntimeError("handler bug")
 
-    monkeypatch.setattr(alice.manager, "_handle_close_room", broken_handler)
+    monkeypatch.setattr(alice.manager, "handle_close_room", broken_handler)
     broker.inject(CHANNEL, raw({"method": "close_room", "namespace": "/", "room": "r", "host_id": "other"}))
     broker.inject(CHANNEL, raw(emit_envelope("after", [1], room="user:alice")))
     assert await alice.client.wait_for("after") == 1
@@ -503,7 +504,7 @@ async def test_callback_message_runs_the_ack_only_on_the_host_it_names(make_serv
                                                                       broker: MemoryBroker) -> None:
     manager = await make_server_manager()
     calls: list[tuple[Any, ...]] = []
-    ack_id = manager._generate_ack_id("sid-1", lambda *args: calls.append(args))
+    ack_id = register_ack(manager, "sid-1", lambda *args: calls.append(args))
     message = {"method": "callback", "sid": "sid-1", "namespace": "/", "id": ack_id, "args": ["ok", 1]}
     broker.inject(CHANNEL, raw({**message, "host_id": "some-other-host"}))
     broker.inject(CHANNEL, raw({**message, "host_id": manager.host_id}))

@@ -1,7 +1,7 @@
 """server/manager/local_delivery.py: what an emit writes to each socket of this replica, offsets included.
 
 A ``LocalManager`` (the single-replica ``LocalDelivery``) on a real ``SocketServer``,
-with no HTTP: every Engine.IO packet written is recorded at ``_send_eio_packet``.
+with no HTTP: every Engine.IO packet written is recorded at its Engine.IO server's ``send_packet``.
 Sockets have a recoverable session through a ``Recovery`` on a store that only
 opens new sessions.
 """
@@ -59,7 +59,7 @@ class Replica:
                                  max_replay_bytes=1 << 20)
         self.manager.recovery = self.recovery
         self.written: dict[str, list[Any]] = {}
-        monkeypatch.setattr(self.server, "_send_eio_packet", self._record)
+        monkeypatch.setattr(self.server.eio, "send_packet", self._record)
 
     async def socket(self, eio_sid: str, *, session: bool = True, replayed: bool = True) -> str:
         """A socket in ``ROOM``: with a session (its replay done, unless not ``replayed``) or without."""
