@@ -21,10 +21,11 @@ from redis.asyncio.cluster import RedisCluster
 
 from server.backends import Backend
 from server.backends.base import Claim, HistoryGone, Received, Routed, Session
+from server.backends.claims import CLAIM_BURST, HISTORY_PAGE
 from server.backends.redis.entries import INSTANCE_TTL_MS, SessionEntry, SignedEntries, now_ms
 from server.backends.redis.keys import consumed_key, history_key, inbox_key, presence_key, sessions_key
 from server.backends.redis.presence import RedisPresence
-from server.backends.redis.sessions import CLAIM_BURST, HISTORY_PAGE, RedisSessions
+from server.backends.redis.sessions import RedisSessions
 from server.backends.redis.transport import RedisTransport
 from server.config import RECOVERY_MAX_MESSAGES
 from server.errors import PublishError, TooManyConnectionsError
