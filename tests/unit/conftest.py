@@ -13,7 +13,7 @@ from aiohttp.test_utils import TestServer
 
 from server.app import create_app
 from server.config import Settings
-from tests.fakes.memory_backend import MemoryBroker, memory_backend
+from tests.fakes.memory_backend import FlakyBroker, memory_backend
 from tests.helpers.clients import TEST_SECRET
 from tests.helpers.in_process import Replica, StartReplica
 
@@ -30,7 +30,7 @@ def make_settings() -> Callable[..., Settings]:
 
 
 @pytest.fixture
-async def start_replica(broker: MemoryBroker, make_settings: Callable[..., Settings]
+async def start_replica(broker: FlakyBroker, make_settings: Callable[..., Settings]
                         ) -> AsyncIterator[StartReplica]:
     """Factory: start a replica in this process on a free loopback port.
 

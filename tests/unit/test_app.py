@@ -20,7 +20,7 @@ from server.config import Settings
 from server.http.app_keys import GATEWAY, MANAGER, METRICS, PRESENCE, SETTINGS, SIO
 from server.manager.client_manager import LocalManager, QueueManager
 from server.sio.gateway import Gateway
-from tests.fakes.memory_backend import MemoryBroker, MemoryTransport, memory_backend
+from tests.fakes.memory_backend import FlakyBroker, FlakyTransport, memory_backend
 from tests.helpers.clients import MakeClient, connected, make_token
 from tests.helpers.in_process import StartReplica
 from tests.helpers.waiting import eventually
@@ -45,7 +45,7 @@ def test_without_redis_url_the_replica_runs_alone_on_the_in_memory_manager(
 
 def test_with_a_backend_the_replica_shares_the_queue_on_the_configured_channel(
         make_settings: Callable[..., Settings]) -> None:
-    backend = memory_backend(MemoryBroker())
+    backend = memory_backend(FlakyBroker())
 
     app = create_app(make_settings(channel="kindmap_unit"), backend=backend)
 
@@ -82,18 +82,18 @@ def test_each_app_counts_on_its_own_metrics(make_settings: Callable[..., Setting
 
 
 async def test_started_replica_is_subscribed_before_any_client_arrives(
-        start_replica: StartReplica, broker: MemoryBroker) -> None:
+        start_replica: StartReplica, broker: FlakyBroker) -> None:
     replica = await start_replica()
 
     manager = replica.app[MANAGER]
     assert manager.subscribed is True
-    assert isinstance(manager.transport, MemoryTransport)
+    assert isinstance(manager.transport, FlakyTransport)
     assert manager.transport.channels == {replica.app[SETTINGS].channel}
     assert gauge(replica.app, "kindmap_queue_subscribed") == 1
 
 
 async def test_stopped_replica_has_unsubscribed_from_the_queue(make_settings: Callable[..., Settings],
-                                                               broker: MemoryBroker) -> None:
+                                                               broker: FlakyBroker) -> None:
     app = create_app(make_settings(), backend=memory_backend(broker))
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
@@ -107,7 +107,7 @@ async def test_stopped_replica_has_unsubscribed_from_the_queue(make_settings: Ca
 
 
 async def test_replica_started_while_the_broker_is_down_subscribes_once_it_is_back(
-        start_replica: StartReplica, broker: MemoryBroker) -> None:
+        start_replica: StartReplica, broker: FlakyBroker) -> None:
     broker.go_down()
     replica = await start_replica()
     assert replica.app[MANAGER].subscribed is False
@@ -172,7 +172,7 @@ async def test_a_given_client_manager_is_used_as_it_is_and_serves_clients(
 
 
 @pytest.mark.parametrize("overrides", [
-    pytest.param({"backend": memory_backend(MemoryBroker())}, id="with-a-backend"),
+    pytest.param({"backend": memory_backend(FlakyBroker())}, id="with-a-backend"),
     pytest.param({"settings": {"duplicate_connection_policy": "replace"}}, id="with-the-replace-policy"),
 ])
 def test_a_given_client_manager_refuses_what_needs_our_manager(make_settings: Callable[..., Settings],
@@ -208,7 +208,7 @@ def record_calls(monkeypatch: pytest.MonkeyPatch, target: Any, method: str, call
 
 
 async def test_stopping_closes_presence_then_queue_then_socketio(make_settings: Callable[..., Settings],
-                                                                 broker: MemoryBroker,
+                                                                 broker: FlakyBroker,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     backend = memory_backend(broker)
     app = create_app(make_settings(), backend=backend)
@@ -226,7 +226,7 @@ async def test_stopping_closes_presence_then_queue_then_socketio(make_settings: 
 
 
 async def test_a_part_that_fails_to_close_leaves_the_others_to_close(make_settings: Callable[..., Settings],
-                                                                     broker: MemoryBroker,
+                                                                     broker: FlakyBroker,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     backend = memory_backend(broker)
     app = create_app(make_settings(), backend=backend)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from server.backends.local import LocalPresence
+from server.backends.memory.presence import MemoryPresence
 from server.http.app_keys import PRESENCE
 from server.manager.client_manager import LocalManager
-from tests.fakes.memory_backend import MemoryPresence
 from tests.helpers.clients import MakeClient, make_token
 from tests.helpers.in_process import StartReplica
 from tests.helpers.waiting import eventually
