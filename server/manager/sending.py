@@ -37,7 +37,7 @@ async def send_to_user(manager: AsyncManager, presence: Presence, metrics: Metri
     status: str | None
     if isinstance(manager, QueueManager):  # presence, storing and publish at once
         status = (await manager.emit_to_user(checked_user, checked_event, data, volatile=volatile)).status
-    else:  # one replica alone, or the benchmark's stock manager: presence is its rooms
+    else:  # the benchmark's stock manager: presence is this process's sockets
         status = "sent" if await presence.is_online(checked_user) else None
         if status:
             await manager.emit(checked_event, data, namespace="/", room=user_room(checked_user))

@@ -35,7 +35,8 @@ async def start_replica(broker: FlakyBroker, make_settings: Callable[..., Settin
     """Factory: start a replica in this process on a free loopback port.
 
     ``queue=True`` (default) joins the test's shared memory broker, like replicas
-    sharing Redis; ``queue=False`` runs the single-replica in-memory manager.
+    sharing Redis (without recovery); ``queue=False`` runs the embedded default, on a memory
+    backend of its own with recovery, as `make dev` does.
     """
     servers: list[TestServer] = []
 

@@ -13,12 +13,14 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from server.app import create_app
-from server.backends.local import LocalPresence
+from server.backends.memory import MemoryTransport
+from server.backends.memory.presence import MemoryPresence
+from server.backends.memory.sessions import MemorySessions
 from server.backends.redis.presence import RedisPresence
 from server.backends.redis.transport import RedisTransport
 from server.config import Settings
 from server.http.app_keys import GATEWAY, MANAGER, METRICS, PRESENCE, SETTINGS, SIO
-from server.manager.client_manager import LocalManager, QueueManager
+from server.manager.client_manager import QueueManager
 from server.sio.gateway import Gateway
 from tests.fakes.memory_backend import FlakyBroker, FlakyTransport, memory_backend
 from tests.helpers.clients import MakeClient, connected, make_token
@@ -30,16 +32,18 @@ def gauge(app: web.Application, name: str) -> float | None:
     return app[METRICS].registry.get_sample_value(name)
 
 
-def test_without_redis_url_the_replica_runs_alone_on_the_in_memory_manager(
+def test_without_redis_url_the_replica_runs_alone_on_the_memory_backend_with_recovery(
         make_settings: Callable[..., Settings]) -> None:
     settings = make_settings()
 
     app = create_app(settings)
 
     assert app[SETTINGS] is settings
-    assert type(app[MANAGER]) is LocalManager
-    assert isinstance(app[PRESENCE], LocalPresence)
-    assert app[SIO].manager is app[MANAGER]
+    manager = app[MANAGER]
+    assert isinstance(manager, QueueManager) and isinstance(manager.transport, MemoryTransport)
+    assert isinstance(app[PRESENCE], MemoryPresence)
+    assert manager.recovery is not None and isinstance(manager.recovery.store, MemorySessions)
+    assert app[SIO].manager is manager
     assert isinstance(app[GATEWAY], Gateway) and app[GATEWAY].sio is app[SIO]
 
 
@@ -163,7 +167,7 @@ async def test_a_given_client_manager_is_used_as_it_is_and_serves_clients(
         await client.connect(str(server.make_url("")), auth={"token": make_token("alice")})
 
         assert app[SIO].manager is stock and app[MANAGER] is stock
-        assert isinstance(app[PRESENCE], LocalPresence)
+        assert isinstance(app[PRESENCE], MemoryPresence)
         assert await app[PRESENCE].is_online("alice")
         async with aiohttp.ClientSession() as session, session.get(server.make_url("/readyz")) as response:
             assert response.status == 200  # the process answers for itself: a stock manager cannot tell

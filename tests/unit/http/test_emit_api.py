@@ -104,9 +104,9 @@ async def test_readyz_is_503_while_draining(start_replica: StartReplica, monkeyp
     assert_error_payload(body, "SERVER_SHUTTING_DOWN")
 
 
-async def test_readyz_is_200_in_single_replica_mode(start_replica: StartReplica, broker: FlakyBroker) -> None:
+async def test_readyz_is_200_for_a_replica_alone(start_replica: StartReplica, broker: FlakyBroker) -> None:
     replica = await start_replica(queue=False)
-    broker.go_down()  # not this replica's concern: it has no queue
+    broker.go_down()  # not this replica's concern: its memory backend is its own
 
     status, _type, body = await request("GET", f"{replica.url}/readyz")
 

@@ -146,8 +146,8 @@ async def test_message_received_from_the_queue_is_never_published_again(
     assert sample(receiver, "kindmap_messages_published_total") == 0
 
 
-async def test_single_replica_mode_delivers_without_any_queue(start_replica: StartReplica, make_client: MakeClient,
-                                                              broker: FlakyBroker) -> None:
+async def test_a_replica_alone_delivers_on_its_own_memory_backend(start_replica: StartReplica,
+                                                                  make_client: MakeClient, broker: FlakyBroker) -> None:
     replica = await start_replica(queue=False)
     phone, laptop = [await connected(make_client, replica, "alice") for _ in range(2)]
 
@@ -155,7 +155,7 @@ async def test_single_replica_mode_delivers_without_any_queue(start_replica: Sta
 
     assert await phone.wait_for("navigation_update") == {"step": 4}
     assert await laptop.wait_for("navigation_update") == {"step": 4}
-    assert broker.published == []
+    assert broker.published == []  # the test's shared broker is not its own
 
 
 # --- receiving from the queue --------------------------------------------------------
@@ -219,6 +219,21 @@ async def test_disconnect_leaves_the_user_room(start_replica: StartReplica, make
     await alice.disconnect()
 
     await eventually(lambda: not list(manager.get_participants("/", user_room("alice"))))
+
+
+@pytest.mark.parametrize("queue", [True, False], ids=["shared-broker", "replica-alone"])
+async def test_presence_sees_a_client_online_while_connected_and_offline_after(
+        start_replica: StartReplica, make_client: MakeClient, queue: bool) -> None:
+    replica = await start_replica(queue=queue)
+    presence = replica.app[PRESENCE]
+    alice = await connected(make_client, replica, "alice")
+    assert await presence.is_online("alice") is True
+
+    await alice.disconnect()
+
+    async def offline() -> bool:
+        return not await presence.is_online("alice")
+    await eventually(offline)
 
 
 async def test_connections_gauge_goes_up_and_down(start_replica: StartReplica, make_client: MakeClient) -> None:
