@@ -77,3 +77,13 @@ async def test_the_transport_answers_always_and_needs_no_connection(memory_broke
     await transport.connect()
 
     assert await transport.ping() is True
+
+
+async def test_a_sender_never_gets_back_what_it_did_not_store(memory_broker: MemoryBroker) -> None:
+    holder = await holding(memory_broker, "holder", "ana")
+
+    assert await holder.publish(CHANNEL, b"for all") == 0
+    assert (await holder.publish_to_user(CHANNEL, "ana", b"position", volatile=True)).online is True
+    assert (await holder.publish_to_user(CHANNEL, "ana", b"no session to store it for")).offset is None
+
+    assert len(holder.member.inbox) == 0
