@@ -12,11 +12,12 @@ Every map is bounded and expires, so memory follows what is live rather than wha
   from its lost connection, and is told apart as ``expired`` for ``expired_kept`` more;
 - a user's history: bounded by count, bytes and age (``history``), kept while a session may
   still recover from it;
-- a user's record: gone once it holds none of these;
+- a user's record: gone once it holds none of these, so there are as many as users connected
+  or lost within a window (which the handshake limits bound);
 - a replica's inbox: ``INBOX_MAX_LEN`` unread messages.
 
-Deadlines wait in a heap, one live entry per user; whatever falls due is swept on the next
-write, and by the presence's upkeep while nothing is written.
+Deadlines wait in a heap, one live entry per user; whatever falls due is swept at the next
+look at any user, and by the presence's upkeep while nobody looks.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import heapq
 import itertools
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from ...messages.replay import DEFAULT_WINDOW
@@ -241,7 +242,3 @@ class MemoryBroker:
 
     def listeners(self, channel: str) -> set[Member]:
         return self._listeners.get(channel, set())
-
-    def members(self) -> Iterator[Member]:
-        """Every replica listening to some channel, once."""
-        return iter({member for listeners in self._listeners.values() for member in listeners})

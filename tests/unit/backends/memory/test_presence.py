@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from server.backends.memory import MemoryBroker
+from server.backends.memory.presence import MemoryPresence
 from tests.helpers.waiting import eventually
 
 from .conftest import EXPIRED_KEPT, WINDOW, Clock, lost, replica
@@ -25,10 +26,11 @@ async def test_the_upkeep_releases_expired_sessions_while_nothing_is_written(
 
 
 async def test_closing_stops_the_upkeep(memory_broker: MemoryBroker) -> None:
-    backend = replica(memory_broker)
-    await backend.presence.start()
-    upkeep = backend.presence._upkeep  # type: ignore[attr-defined]
+    presence = replica(memory_broker).presence
+    assert isinstance(presence, MemoryPresence)
+    await presence.start()
+    upkeep = presence._upkeep
 
-    await backend.presence.close()
+    await presence.close()
 
     assert upkeep is not None and upkeep.cancelled()
