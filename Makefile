@@ -25,8 +25,8 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt bench/requirements.txt
 	cd $* && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-# One replica on http://127.0.0.1:8000 (the demo page at /) with the in-memory manager unless
-# REDIS_URL is set. AUTH_MODE=dev (any user id, no token) unless the environment says otherwise.
+# One replica on http://127.0.0.1:8000 (the demo page at /) on the in-memory backend (recovery
+# included) unless REDIS_URL is set. AUTH_MODE=dev (any user id, no token) unless the environment says otherwise.
 dev: $(VENV)/.installed $(DEMO)/node_modules/.installed
 	AUTH_MODE=$${AUTH_MODE:-dev} $(PYTHON) -m server
 

@@ -1,8 +1,9 @@
 """``python -m bench.micro_replica``: a replica for ``bench.micro delivery``.
 
-Our replica (``python -m server``, in-memory manager, no Redis) plus one route,
-``POST /bench/emit``, that emits benchmark messages to user rooms from inside the
-process at a paced rate, as a backend's emits arrive at a replica. Two variables
+Our replica (``python -m server``) on our fan-out alone (``LocalDelivery`` as its client
+manager: no queue, no Redis, no recovery, so what is measured is the delivery to sockets)
+plus one route, ``POST /bench/emit``, that emits benchmark messages to user rooms from
+inside the process at a paced rate, as a backend's emits arrive at a replica. Two variables
 of the benchmark's own choose what is compared: ``MICRO_LOOP=asyncio`` hides uvloop
 (the replica then runs on asyncio's loop, as where uvloop is not installed), and
 ``MICRO_CODEC=json`` puts python-socketio's own packet class (and JSON module) back;
@@ -24,7 +25,7 @@ from server.__main__ import main
 from server.app import create_app
 from server.config import Settings
 from server.http.app_keys import SIO
-from server.manager.client_manager import LocalManager
+from server.manager.local_delivery import LocalDelivery
 from server.messages.rooms import user_room
 from server.sio import server as transport
 
@@ -50,7 +51,7 @@ async def emit(request: web.Request) -> web.Response:
 
 
 def build(settings: Settings) -> web.Application:
-    app = create_app(settings)
+    app = create_app(settings, client_manager=LocalDelivery())
     app.router.add_post("/bench/emit", emit)
     return app
 
@@ -61,5 +62,5 @@ if __name__ == "__main__":
     if os.environ.get("MICRO_CODEC") == "json":
         setattr(transport, "CodecPacket", socketio.packet.Packet)  # noqa: B010  # python-socketio's own, as shipped
     if os.environ.get("MICRO_EMIT") == "tasks":
-        setattr(LocalManager, "emit", AsyncManager.emit)  # noqa: B010
+        setattr(LocalDelivery, "emit", AsyncManager.emit)  # noqa: B010
     sys.exit(main(build))

@@ -1,10 +1,10 @@
 """``python -m bench.traced_replica``: our replica under tracemalloc, for ``bench.memory``.
 
-It runs alone on the in-memory manager (``REDIS_URL`` is ignored): traced, every
-Redis round trip is several times slower, and the presence heartbeat, which writes
-every socket to Redis every 3 s, then stalls the loop until clients time out. In
-Redis mode a connection holds one more thing in the replica: an entry in the
-presence's dictionary of local sockets.
+It runs alone on the memory backend (``REDIS_URL`` is ignored): traced, every Redis
+round trip is several times slower, and the presence heartbeat, which writes every
+socket to Redis every 3 s, then stalls the loop until clients time out. What Redis
+keeps for a connection in Redis mode -- its presence entry, its session, its user's
+history -- is kept in the process here, and charged to ``server/backends/memory/``.
 
 On SIGUSR1 it collects garbage and writes a tracemalloc snapshot to
 ``snapshot_path(pid)`` (under a temporary name first, so a reader never sees

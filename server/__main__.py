@@ -39,7 +39,7 @@ def main(build: Callable[[Settings], web.Application] = create_app) -> int:
     if settings.dev_mode:
         logger.warning("AUTH_MODE=dev: clients may connect as any user id; never use this in production")
     if settings.redis_url is None:
-        logger.warning("REDIS_URL is not set: single replica with the in-memory manager")
+        logger.warning("REDIS_URL is not set: single replica on the memory backend (memory://)")
     loop = new_event_loop()
     logger.info("event loop: %s", loop_name(loop), extra={"event_loop": loop_name(loop)})
     web.run_app(

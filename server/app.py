@@ -11,8 +11,7 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 from socketio.async_manager import AsyncManager
 
-from .backends import Backend, Presence, open_backend
-from .backends.local import LocalPresence
+from .backends import MEMORY_URL, Backend, Presence, open_backend
 from .compat import check_libraries
 from .config import Settings
 from .eio.connections import OpenConnections
@@ -21,7 +20,7 @@ from .http.app_keys import AUTHENTICATOR, CONNECTIONS, GATEWAY, MANAGER, METRICS
 from .http.demo_page import demo_routes
 from .http.dev_api import dev_host_middleware, dev_routes
 from .http.emit_api import ErrorMiddleware, routes
-from .manager.client_manager import LocalManager, QueueManager
+from .manager.client_manager import QueueManager
 from .manager.recovery import Recovery
 from .metrics import Metrics
 from .sio.auth import Authenticator
@@ -37,30 +36,32 @@ logger = logging.getLogger(__name__)
 def create_app(settings: Settings, *, backend: Backend | None = None,
                client_manager: AsyncManager | None = None) -> web.Application:
     """Build a replica. With ``REDIS_URL`` (or an explicit ``backend``) it shares
-    users with other replicas; without, it runs alone on the in-memory manager.
+    users with other replicas; without, it runs alone on the memory backend, with
+    the same promises (recovery, "stored", the same refusals).
 
     :param backend: the backend to use instead of one opened from ``REDIS_URL``
-        (the unit tests pass an in-memory one).
+        (the unit tests pass in-memory ones sharing a broker).
     :param client_manager: a python-socketio client manager to run on, as it is,
         instead of ours: the benchmarks pass the stock ``AsyncRedisManager`` to
         measure what our manager costs. Such a replica knows only its own sockets
-        (presence is its rooms), ``/readyz`` answers for the process alone, and the
-        ``replace`` duplicate policy is refused because it needs our manager.
+        (presence is this process's), ``/readyz`` answers for the process alone, the
+        ``replace`` duplicate policy is refused because it needs our manager, and
+        nothing is recovered.
     """
     if client_manager is not None and (backend is not None or settings.duplicate_connection_policy == "replace"):
         raise ValueError("client_manager excludes backend and DUPLICATE_CONNECTION_POLICY=replace")
     check_libraries()  # an upgraded library fails here, in one line, not at the first message
     metrics = Metrics()
-    if backend is None and settings.redis_url is not None and client_manager is None:
-        backend = open_backend(settings.redis_url, channel=settings.channel, signing_key=settings.signing_key,
-                               instance_id=settings.instance_id, clock_skew=settings.queue_replay_window,
-                               recovery_window=settings.recovery_window,
-                               recovery_max_messages=settings.recovery_max_messages,
-                               max_sockets=socket_cap(settings), max_sessions=settings.recovery_max_sessions,
-                               on_anomaly=lambda kind: metrics.redis_anomalies.labels(anomaly=kind).inc())
     manager: AsyncManager
     presence: Presence
-    if backend is not None:
+    if client_manager is None:
+        backend = backend or open_backend(
+            settings.redis_url or MEMORY_URL, channel=settings.channel, signing_key=settings.signing_key,
+            instance_id=settings.instance_id, clock_skew=settings.queue_replay_window,
+            recovery_window=settings.recovery_window, recovery_max_messages=settings.recovery_max_messages,
+            recovery_max_replay_bytes=settings.recovery_max_replay_bytes, max_sockets=socket_cap(settings),
+            max_sessions=settings.recovery_max_sessions,
+            on_anomaly=lambda kind: metrics.redis_anomalies.labels(anomaly=kind).inc())
         manager = QueueManager(backend.transport, channel=settings.channel, metrics=metrics,
                                signing_key=settings.signing_key, max_message_bytes=settings.max_queue_message_bytes,
                                replay_window=settings.queue_replay_window)
@@ -69,8 +70,9 @@ def create_app(settings: Settings, *, backend: Backend | None = None,
         manager.on_subscribed(presence.heartbeat)
         manager.on_key_probe(backend.key_check.answer)
     else:
-        manager = client_manager or LocalManager()
-        presence = LocalPresence(manager, max_sockets=socket_cap(settings))
+        manager = client_manager
+        presence = open_backend(MEMORY_URL, channel=settings.channel, instance_id=settings.instance_id,
+                                max_sockets=socket_cap(settings)).presence
 
     sio = SocketServer(
         async_mode="aiohttp",
@@ -122,7 +124,7 @@ def create_app(settings: Settings, *, backend: Backend | None = None,
     # Started in this order, closed in reverse: each resource on its own, so one
     # that fails to close leaves the others to close all the same.
     app.cleanup_ctx.extend([_socketio_ctx, _queue_ctx, _presence_ctx])
-    app.on_startup.append(functools.partial(_log_started, mode=backend.name if backend else "single-replica",
+    app.on_startup.append(functools.partial(_log_started, mode=backend.name if backend else type(manager).__name__,
                                             recovery=recovery is not None))
     app.on_shutdown.append(_drain)
     return app

@@ -165,8 +165,8 @@ class Settings:
     redis_url: str | None = _setting(
         "REDIS_URL", None,
         "`redis://`, `rediss://` or `unix://` URL; the port must be a number and the path a database number "
-        "(`/0`), not anything redis-py would silently read as database 0. Unset: single replica, in-memory "
-        "manager.")
+        "(`/0`), not anything redis-py would silently read as database 0. Unset: single replica on the "
+        "in-memory backend, with connection state recovery as on Redis.")
     channel: str = _setting(
         "SOCKETIO_CHANNEL", DEFAULT_CHANNEL,
         "Name shared by replicas and emitters on one Redis: the prefix of every key they use (inboxes, presence, "

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import settings
 
 from cluster.processes import REPO_ROOT, RedisServer
-from tests.fakes.memory_backend import MemoryBroker
+from tests.fakes.memory_backend import FlakyBroker
 from tests.helpers.clients import MakeClient, RecordingClient
 from tests.helpers.cluster import Cluster
 from tests.helpers.raw_client import OpenRaw, RawClient
@@ -35,9 +35,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture
-def broker() -> MemoryBroker:
+def broker() -> FlakyBroker:
     """The in-memory "Redis" shared by the in-process replicas of one test."""
-    return MemoryBroker()
+    return FlakyBroker()
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ from socketio.async_manager import AsyncManager
 from ..backends.base import Presence
 from ..config import Settings
 from ..eio.connections import OpenConnections
-from ..manager.client_manager import LocalManager, QueueManager
+from ..manager.client_manager import QueueManager
 from ..metrics import Metrics
 from ..sio.auth import Authenticator
 from ..sio.gateway import Gateway
@@ -19,8 +19,8 @@ __all__ = ["AUTHENTICATOR", "CONNECTIONS", "GATEWAY", "MANAGER", "METRICS", "PRE
 SETTINGS = web.AppKey("settings", Settings)
 AUTHENTICATOR = web.AppKey("authenticator", Authenticator)
 SIO = web.AppKey("sio", socketio.AsyncServer)
-# QueueManager or LocalManager; any python-socketio manager when create_app was given one.
-MANAGER: web.AppKey[QueueManager | LocalManager | AsyncManager] = web.AppKey("manager")
+# QueueManager; any python-socketio manager when create_app was given one.
+MANAGER: web.AppKey[QueueManager | AsyncManager] = web.AppKey("manager")
 GATEWAY = web.AppKey("gateway", Gateway)
 METRICS = web.AppKey("metrics", Metrics)
 PRESENCE = web.AppKey("presence", Presence)

@@ -21,7 +21,7 @@ from ..errors import (
     error_payload,
 )
 from ..logs import LogThrottle
-from ..manager.client_manager import LocalManager, QueueManager
+from ..manager.client_manager import QueueManager
 from ..manager.sending import sender_for
 from ..sending import send_to_user
 from ..sio.auth import AuthError, bearer_token
@@ -111,8 +111,8 @@ async def readyz(request: web.Request) -> web.Response:
     if request.app[GATEWAY].draining:
         return error_response(503, ErrorCode.SERVER_SHUTTING_DOWN, "this replica is shutting down")
     manager = request.app[MANAGER]
-    # Only our managers can tell whether they are subscribed; with another one the process answers alone.
-    if isinstance(manager, QueueManager | LocalManager) and not await manager.is_ready():
+    # Only our manager can tell whether it is subscribed; with another one the process answers alone.
+    if isinstance(manager, QueueManager) and not await manager.is_ready():
         return error_response(503, ErrorCode.QUEUE_UNAVAILABLE, "not subscribed to the queue, or Redis does not answer")
     return web.json_response({"status": "ready", "instance_id": request.app[SETTINGS].instance_id})
 

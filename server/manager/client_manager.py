@@ -46,7 +46,7 @@ from ..publisher import Publisher, disconnect_message, emit_message
 from .local_delivery import LocalDelivery
 from .recovery import is_offset
 
-__all__ = ["LocalManager", "QueueManager"]
+__all__ = ["QueueManager"]
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ RETRY_MAX = 0.5
 class QueueManager(HookedPubSubManager, LocalDelivery):
     """Shares sockets, rooms and events between replicas through a ``QueueTransport``.
 
-    :param transport: the backend's transport (Redis in production, memory in unit tests).
+    :param transport: the backend's transport (Redis, or memory for a replica alone).
     :param channel: the channel every replica and emitter uses.
     :param write_only: ``True`` for emitters: publish only, never listen.
     :param metrics: where to count; a private ``Metrics`` when not given.
@@ -409,19 +409,6 @@ class QueueManager(HookedPubSubManager, LocalDelivery):
         skip_sids = set(skip) if isinstance(skip, list) else {skip}
         return sum(1 for sid, _ in self.get_participants(message["namespace"], message.get("room"))
                    if sid not in skip_sids)
-
-
-class LocalManager(LocalDelivery):
-    """python-socketio's in-memory manager, for a single replica without Redis,
-    with the same ``disconnect_room`` as ``QueueManager``."""
-
-    async def disconnect_room(self, room: str, namespace: str = "/", *, skip_sid: str | None = None,
-                              notice: dict[str, Any] | None = None) -> None:
-        await _disconnect_local(self, room, namespace, {skip_sid}, notice)
-
-    async def is_ready(self) -> bool:
-        """A single replica needs nothing outside itself."""
-        return True
 
 
 async def _disconnect_local(manager: AsyncManager, room: str, namespace: str, skip: set[str | None],

@@ -15,9 +15,9 @@ __all__ = ["RoomSender", "sender_for"]
 
 
 class RoomSender:
-    """A ``Sender`` over a python-socketio manager that knows nothing of presence (one replica
-    alone, or the benchmark's stock manager): a user is online when ``presence`` says so, and a
-    message for them is an emit to their room."""
+    """A ``Sender`` over a python-socketio manager that knows nothing of presence (the benchmark's
+    stock manager): a user is online when ``presence`` says so, and a message for them is an emit
+    to their room."""
 
     def __init__(self, manager: AsyncManager, presence: Presence) -> None:
         self._manager = manager

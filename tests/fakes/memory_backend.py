@@ -1,142 +1,101 @@
-"""An in-process backend for the unit tests: several replicas share one ``MemoryBroker``.
+"""The shipped memory backend (``server.backends.memory``) with the controls a unit test needs.
 
-It lets unit tests run "replicas" in one event loop without Redis, and lets a
-test take the broker down to see how the manager copes with an outage.
-Production never uses it: a replica without ``REDIS_URL`` runs alone on
-``server.backends.local`` instead.
+Several in-process replicas share one ``FlakyBroker``, as replicas share Redis; a test
+takes it down to see how the manager copes with an outage, reads what was published,
+and injects raw bytes as a forger on the queue would.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncGenerator
+from typing import Any
 
-from server.backends.base import Backend, KeyCheck, Presence, QueueTransport, Received, Routed, Session
+from server.backends.base import Backend, Routed
+from server.backends.memory import MemoryBroker, MemoryTransport, open_memory_backend
+from server.backends.memory.broker import Member
 from server.errors import PublishError, QueueUnavailableError
+from server.limits import DEFAULT_CHANNEL
 
-__all__ = ["MemoryBroker", "MemoryPresence", "MemoryTransport", "NoKeyCheck", "memory_backend"]
-
-_OUTAGE = object()  # queued to a listener to end its messages() iterator
+__all__ = ["FlakyBroker", "FlakyTransport", "flaky_transport", "memory_backend"]
 
 
-class MemoryBroker:
-    """The shared "server": listeners, who holds which user, and an up/down switch."""
+class FlakyBroker(MemoryBroker):
+    """A broker that can go down, and records every publish (``published``: channel, envelope)."""
 
-    def __init__(self) -> None:
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
         self.available = True
         self.published: list[tuple[str, bytes]] = []
-        # user id -> sid -> the transport of the replica holding that socket (MemoryPresence)
-        self.presence: dict[str, dict[str, MemoryTransport]] = {}
-        self._subscribers: dict[str, set[MemoryTransport]] = {}
+        self.transports: list[FlakyTransport] = []
 
     def go_down(self) -> None:
-        """Simulate an outage: every listener's iterator fails, publishes fail."""
+        """An outage: every listener reads what it was sent, then its iterator fails; publishes fail."""
         self.available = False
-        for backends in self._subscribers.values():
-            for backend in backends:
-                backend.inbox.put_nowait(_OUTAGE)
-        self._subscribers.clear()
+        for transport in self.transports:
+            transport.lose()
 
     def come_back(self) -> None:
         self.available = True
 
     def inject(self, channel: str, data: bytes) -> int:
         """Deliver raw bytes to every listener, as if any publisher had sent them (for forged input)."""
-        return self._deliver(channel, data, self._subscribers.get(channel, set()))
+        listeners = self.listeners(channel)
+        return sum(member.inbox.put((data, None)) for member in listeners)
 
     def waiting(self) -> int:
-        """Messages delivered to listeners and not yet read by them."""
-        return sum(backend.inbox.qsize() for backends in self._subscribers.values() for backend in backends)
+        """Messages sent to listeners and not yet read by them."""
+        return sum(len(transport.member.inbox) for transport in self.transports)
 
-    def _deliver(self, channel: str, data: bytes, targets: set[MemoryTransport]) -> int:
-        listening = targets & self._subscribers.get(channel, set())
-        for backend in listening:
-            backend.inbox.put_nowait(data)
-        return len(listening)
-
-    def _check(self, error: type[Exception]) -> None:
+    def check(self, error: type[Exception]) -> None:
         if not self.available:
             raise error("memory broker is down")
 
 
-class MemoryTransport(QueueTransport):
-    def __init__(self, broker: MemoryBroker | None = None) -> None:
-        self.broker = broker or MemoryBroker()
-        self.inbox: asyncio.Queue[object] = asyncio.Queue()
-        self.channels: set[str] = set()
+class FlakyTransport(MemoryTransport):
+    """Fails, as a Redis transport would, while its broker is down."""
+
+    broker: FlakyBroker
+
+    def __init__(self, broker: MemoryBroker, member: Member) -> None:
+        assert isinstance(broker, FlakyBroker), "a FlakyTransport needs a FlakyBroker"
+        super().__init__(broker, member)
+        broker.transports.append(self)
+
+    def lose(self) -> None:
+        """The connection is gone: no channel is listened to any more."""
+        for channel in self.channels:
+            self.broker.stop_listening(channel, self.member)
+        self.channels.clear()
+        self.member.inbox.wake()
 
     async def connect(self) -> None:
-        self.broker._check(QueueUnavailableError)
-
-    async def close(self) -> None:
-        for channel in list(self.channels):
-            await self.unsubscribe(channel)
+        self.broker.check(QueueUnavailableError)
 
     async def publish(self, channel: str, data: bytes) -> int:
-        self.broker._check(PublishError)
+        self.broker.check(PublishError)
         self.broker.published.append((channel, data))
-        return self.broker._deliver(channel, data, self.broker._subscribers.get(channel, set()) - {self})
+        return await super().publish(channel, data)
 
     async def publish_to_user(self, channel: str, user_id: str, data: bytes, *, volatile: bool = False) -> Routed:
-        self.broker._check(PublishError)
+        self.broker.check(PublishError)
         self.broker.published.append((channel, data))
-        holders = set(self.broker.presence.get(user_id, {}).values())
-        self.broker._deliver(channel, data, holders - {self})
-        return Routed(bool(holders))
+        return await super().publish_to_user(channel, user_id, data, volatile=volatile)
 
     async def subscribe(self, channel: str) -> None:
-        self.broker._check(QueueUnavailableError)
-        self.channels.add(channel)
-        self.broker._subscribers.setdefault(channel, set()).add(self)
-
-    async def unsubscribe(self, channel: str) -> None:
-        self.channels.discard(channel)
-        self.broker._subscribers.get(channel, set()).discard(self)
-
-    async def messages(self) -> AsyncGenerator[Received, None]:
-        while True:
-            item = await self.inbox.get()
-            if item is _OUTAGE:
-                self.channels.clear()
-                raise QueueUnavailableError("memory broker went down")
-            yield item, None  # type: ignore[misc]
+        self.broker.check(QueueUnavailableError)
+        await super().subscribe(channel)
 
     async def ping(self) -> bool:
         return self.broker.available
 
 
-class MemoryPresence(Presence):
-    """The replicas of one broker share its table of who holds which user's sockets."""
-
-    def __init__(self, broker: MemoryBroker, transport: MemoryTransport) -> None:
-        self._sockets = broker.presence
-        self._transport = transport
-
-    async def add(self, user_id: str, sid: str, session: Session | None = None) -> None:
-        self._sockets.setdefault(user_id, {})[sid] = self._transport
-
-    async def remove(self, user_id: str, sid: str, session: Session | None = None, *, keep: bool = False) -> None:
-        self._sockets.get(user_id, {}).pop(sid, None)
-
-    async def is_online(self, user_id: str) -> bool:
-        return bool(self._sockets.get(user_id))
+def memory_backend(broker: MemoryBroker, **options: Any) -> Backend:
+    """One replica's (or emitter's) parts on ``broker``, as ``open_backend`` gives them: options as
+    ``open_memory_backend``'s (no session store unless ``recovery_window`` is given)."""
+    options.setdefault("channel", DEFAULT_CHANNEL)
+    options.setdefault("instance_id", "memory")
+    return open_memory_backend(broker, transport=FlakyTransport, **options)
 
 
-class NoKeyCheck(KeyCheck):
-    """Every replica and emitter of one test is built with the same key."""
-
-    async def announce(self) -> None:
-        """Nobody needs telling."""
-
-    async def answer(self, nonce: str) -> None:
-        """Nobody asks."""
-
-    async def check(self) -> None:
-        """Always the same key."""
-
-
-def memory_backend(broker: MemoryBroker) -> Backend:
-    """One replica's (or emitter's) parts on ``broker``, as ``open_backend`` gives a Redis one's."""
-    transport = MemoryTransport(broker)
-    return Backend(name="memory", transport=transport, presence=MemoryPresence(broker, transport),
-                   key_check=NoKeyCheck())
+def flaky_transport(broker: MemoryBroker, name: str = "memory") -> FlakyTransport:
+    """A transport of its own on ``broker``, for a manager without presence or sessions."""
+    return FlakyTransport(broker, Member(name))

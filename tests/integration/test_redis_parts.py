@@ -1,4 +1,6 @@
-"""RedisTransport, RedisPresence and Emitter against a real redis-server."""
+"""RedisTransport, RedisPresence and Emitter against a real redis-server: what only Redis does
+(pools, readers cut, heartbeats, signed entries). What every backend does alike: the contract
+suite, tests/integration/backends/."""
 
 from __future__ import annotations
 
@@ -15,11 +17,11 @@ from redis import asyncio as aioredis
 
 from cluster.processes import RedisServer
 from server.backends import Backend
-from server.backends.base import Routed, Session
+from server.backends.base import Session
 from server.backends.redis.client import MAX_CONNECTIONS, PoolExhaustedError, connect_redis
 from server.backends.redis.entries import SignedEntries
 from server.backends.redis.inboxes import InboxTransport
-from server.backends.redis.keys import inbox_key, presence_key, registry_key
+from server.backends.redis.keys import presence_key, registry_key
 from server.backends.redis.presence import WRITE_CHUNK, RedisPresence
 from server.backends.redis.transport import RedisTransport
 from server.emitter import Emitter
@@ -143,31 +145,6 @@ async def test_busy_redis_is_queue_busy_for_publish_and_presence(busy_transport:
         await busy_transport.publish_to_user(channel, "alice", b"{}")
     with pytest.raises(QueueBusyError):
         await presence.is_online("alice")
-
-
-async def test_a_message_for_all_reaches_every_other_replica_once(
-        open_replica: Callable[..., Awaitable[Backend]], sender: Backend, channel: str) -> None:
-    first, second = await open_replica("one"), await open_replica("two")
-
-    assert await sender.transport.publish(channel, "환승 ✓".encode()) == 2
-    assert await first.transport.publish(channel, b"from one") == 1  # never to itself
-
-    assert await next_envelopes(first) == ["환승 ✓".encode()]
-    assert await next_envelopes(second, 2) == ["환승 ✓".encode(), b"from one"]
-
-
-async def test_a_message_for_a_user_reaches_only_the_replicas_holding_the_user(
-        open_replica: Callable[..., Awaitable[Backend]], sender: Backend, channel: str, redis: aioredis.Redis) -> None:
-    holder, other = await open_replica("holder"), await open_replica("other")
-    await holder.presence.add("ana", "sid-1")
-
-    assert await sender.transport.publish_to_user(channel, "ana", b"for ana") == Routed(True)
-    assert await sender.transport.publish_to_user(channel, "bo", b"for bo") == Routed(False)
-    assert await holder.transport.publish_to_user(channel, "ana", b"from the holder") == Routed(True)  # not to itself
-
-    assert await next_envelopes(holder) == [b"for ana"]
-    assert isinstance(other.transport, RedisTransport)
-    assert await redis.llen(inbox_key(channel, other.transport.process)) == 0
 
 
 async def test_a_reader_whose_connection_is_cut_resumes_where_it_stopped(

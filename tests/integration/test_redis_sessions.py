@@ -5,12 +5,13 @@ Recoverable sessions, each user's history and the functions that write them
 (``server/backends/redis/{sessions,presence,routing.lua}``), signed as in production, on
 one Redis and again on a Redis Cluster where a test does not depend on how replicas
 are reached. Attacks are made as a Redis neighbour without the signing key would.
+What every backend must do alike (claims and their refusals, histories, stored or sent)
+is the contract suite's, run on Redis too: tests/integration/backends/.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -20,15 +21,28 @@ from redis import asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 
 from server.backends import Backend
-from server.backends.base import Claim, HistoryGone, Received, Routed, Session
+from server.backends.base import HistoryGone, Routed
 from server.backends.redis.entries import INSTANCE_TTL_MS, SessionEntry, SignedEntries, now_ms
 from server.backends.redis.keys import consumed_key, history_key, inbox_key, presence_key, sessions_key
 from server.backends.redis.presence import RedisPresence
-from server.backends.redis.sessions import CLAIM_BURST, HISTORY_PAGE, RedisSessions
+from server.backends.redis.sessions import RedisSessions
 from server.backends.redis.transport import RedisTransport
 from server.config import RECOVERY_MAX_MESSAGES
 from server.errors import PublishError, TooManyConnectionsError
-from tests.helpers.backends import OpenReplica, emitter_backend, replica_backends
+from tests.helpers.backends import (
+    OpenReplica,
+    claimed,
+    emitter_backend,
+    kicks,
+    live_session,
+    lost_session,
+    next_received,
+    read_history,
+    replica_backends,
+    send,
+    stored,
+    stored_while_online,
+)
 
 WINDOW = 30.0  # seconds; no test waits for it unless it sets its own
 MAX_MESSAGES = 10
@@ -138,69 +152,6 @@ async def rewrite(client: Client, entries: SignedEntries, channel: str, user: st
     await client.hset(sessions_key(channel, user), pid, entries.session(user, pid, SessionEntry(**fields)))
 
 
-async def send(sender: Backend, channel: str, user: str, data: bytes, *, volatile: bool = False) -> Routed:
-    return await sender.transport.publish_to_user(channel, user, data, volatile=volatile)
-
-
-async def stored(sender: Backend, channel: str, user: str, count: int, *, start: int = 0) -> list[str]:
-    """Send ``count`` messages to an offline user with a session; their offsets."""
-    offsets = []
-    for n in range(start, start + count):
-        routed = await send(sender, channel, user, b"m%d" % n)
-        assert routed.status == "stored" and routed.offset is not None, routed
-        offsets.append(routed.offset)
-    return offsets
-
-
-async def read_history(sessions: RedisSessions, user: str, start: str) -> list[list[tuple[str, bytes]]]:
-    return [page async for page in sessions.history(user, start)]
-
-
-async def next_received(replica: Backend, timeout: float = 5.0) -> Received:
-    async with asyncio.timeout(timeout), contextlib.aclosing(replica.transport.messages()) as messages:
-        async for received in messages:
-            return received
-    raise AssertionError("the stream of messages ended")
-
-
-def claimed(result: Claim | str) -> Claim:
-    assert isinstance(result, Claim), result
-    return result
-
-
-def offset_after(offset: str, steps: int = 1) -> str:
-    generation, _, sequence = offset.partition("-")
-    return f"{generation}-{int(sequence) + steps}"
-
-
-async def live_session(open_replica: OpenReplica, user: str, sid: str = "sid-1",
-                       replica: Backend | None = None) -> tuple[Backend, Session]:
-    """A replica holding socket ``sid`` of ``user``, with a session that its presence keeps alive."""
-    replica = replica or await open_replica()
-    session = await sessions_of(replica).open(user, sid)
-    await presence_of(replica).add(user, sid, session)
-    return replica, session
-
-
-async def lost_session(open_replica: OpenReplica, user: str, sid: str = "sid-1",
-                       replica: Backend | None = None) -> tuple[Backend, Session]:
-    """As ``live_session``, but its connection was lost: recoverable for the window, the user offline."""
-    replica, session = await live_session(open_replica, user, sid, replica)
-    await presence_of(replica).remove(user, sid, session, keep=True)
-    return replica, session
-
-
-def kicks(replica: Backend) -> list[str]:
-    """The sids ``replica``'s presence disconnects as taken over elsewhere, as they come."""
-    kicked: list[str] = []
-
-    async def on_taken(sid: str) -> None:
-        kicked.append(sid)
-
-    presence_of(replica).on_taken(on_taken)
-    return kicked
-
-
 # --- opening a session ---------------------------------------------------------------------
 
 
@@ -221,16 +172,6 @@ async def test_a_session_opened_on_no_history_starts_at_a_new_generation_and_is_
         session.epoch, "sid-1", session.start, process_of(replica))
 
 
-async def test_a_session_opened_on_a_history_starts_after_its_last_element(
-        open_replica: OpenReplica, sender: Backend, channel: str, user: str) -> None:
-    replica, _ = await lost_session(open_replica, user)
-    offsets = await stored(sender, channel, user, 3)
-
-    later = await sessions_of(replica).open(user, "sid-2")
-
-    assert later.start == offsets[-1]
-
-
 async def test_a_session_is_kept_unattended_for_a_dead_replicas_ttl_plus_the_window(
         open_replica: OpenReplica, entries: SignedEntries, channel: str, user: str) -> None:
     """Its replica may crash at once: nothing but the deadline written ahead ends the session."""
@@ -243,29 +184,6 @@ async def test_a_session_is_kept_unattended_for_a_dead_replicas_ttl_plus_the_win
     client = await client_of(replica)
     for key in (sessions_key(channel, user), history_key(channel, user)):
         assert await client.pttl(key) >= INSTANCE_TTL_MS + WINDOW * 1000 - 500
-
-
-async def test_a_user_has_at_most_max_sessions_the_oldest_dropped_when_one_more_opens(
-        open_replica: OpenReplica, channel: str, user: str) -> None:
-    """One token's connections lost in a loop leave at most that many sessions behind."""
-    replica = await open_replica()
-    sessions = []
-    for n in range(MAX_SESSIONS + 3):
-        sessions.append((await lost_session(open_replica, user, f"sid-{n}", replica))[1])
-
-    held = await (await client_of(replica)).hkeys(sessions_key(channel, user))
-    assert sorted(held) == sorted(session.pid.encode() for session in sessions[-MAX_SESSIONS:])
-
-
-async def test_a_live_sockets_session_is_dropped_for_the_cap_only_after_every_lost_ones(
-        open_replica: OpenReplica, channel: str, user: str) -> None:
-    """Churn beside a rider's live socket drops the churn's sessions, not the rider's (the oldest)."""
-    replica, live = await live_session(open_replica, user, "sid-live")
-    for n in range(MAX_SESSIONS + 3):
-        await lost_session(open_replica, user, f"sid-{n}", replica)
-
-    held = await (await client_of(replica)).hkeys(sessions_key(channel, user))
-    assert live.pid.encode() in held and len(held) == MAX_SESSIONS
 
 
 async def test_expired_sessions_go_at_the_next_heartbeat_without_waiting_for_a_send(
@@ -281,13 +199,6 @@ async def test_expired_sessions_go_at_the_next_heartbeat_without_waiting_for_a_s
 
 
 # --- claiming a session --------------------------------------------------------------------
-
-
-async def test_claiming_an_unknown_session_says_unknown(open_replica: OpenReplica, user: str) -> None:
-    replica, _ = await lost_session(open_replica, user)
-
-    assert await sessions_of(replica).claim(user, "no-such-pid", None) == "unknown"
-    assert await sessions_of(replica).claim("another-user", "no-such-pid", None) == "unknown"
 
 
 async def test_claiming_a_session_past_its_deadline_says_expired(
@@ -310,15 +221,6 @@ async def test_a_forged_session_entry_is_never_recovered_and_kicks_nobody(
     assert await sessions_of(victim_replica).claim(user, "stolen", None) == "unknown"
 
 
-async def test_a_claim_whose_old_socket_has_a_genuine_presence_entry_is_vouched_for(
-        open_replica: OpenReplica, user: str) -> None:
-    _old, session = await live_session(open_replica, user)
-
-    claim = claimed(await sessions_of(await open_replica("new")).claim(user, session.pid, None))
-
-    assert claim.vouched is True and claim.sid == "sid-1"
-
-
 async def test_a_claim_whose_sid_holds_a_forged_presence_entry_is_not_vouched_for(
         open_replica: OpenReplica, channel: str, user: str) -> None:
     replica, session = await lost_session(open_replica, user)
@@ -336,16 +238,6 @@ async def test_claiming_a_session_whose_history_was_trimmed_past_its_start_says_
     await presence_of(replica).heartbeat()  # trims the history to its limit
 
     assert await sessions_of(replica).claim(user, session.pid, None) == "gone"
-
-
-async def stored_while_online(sender: Backend, channel: str, user: str, count: int) -> list[str]:
-    """``count`` messages stored (and sent) to a user who is online; their offsets."""
-    offsets = []
-    for n in range(count):
-        routed = await send(sender, channel, user, b"live %d" % n)
-        assert routed.status == "sent" and routed.offset is not None
-        offsets.append(routed.offset)
-    return offsets
 
 
 async def test_claiming_a_session_whose_history_was_lost_says_gone(
@@ -367,24 +259,6 @@ async def test_claiming_a_session_of_a_history_lost_and_opened_anew_says_gone(
     assert await sessions_of(replica).claim(user, session.pid, None) == "gone"
 
 
-async def test_claiming_from_an_offset_the_history_never_held_says_gone(
-        open_replica: OpenReplica, sender: Backend, channel: str, user: str) -> None:
-    replica, session = await lost_session(open_replica, user)
-    [offset] = await stored(sender, channel, user, 1)
-
-    assert await sessions_of(replica).claim(user, session.pid, offset_after(offset)) == "gone"
-
-
-async def test_claiming_a_session_that_missed_more_than_max_messages_says_gone(
-        open_replica: OpenReplica, sender: Backend, channel: str, user: str) -> None:
-    """Without a heartbeat nobody trims its history, which holds twice as many: the claim still refuses."""
-    replica, session = await lost_session(open_replica, user)
-    offsets = await stored(sender, channel, user, MAX_MESSAGES + 1)
-
-    assert await sessions_of(replica).claim(user, session.pid, None) == "gone"
-    claimed(await sessions_of(replica).claim(user, session.pid, offsets[0]))  # missed MAX_MESSAGES: recovers
-
-
 async def test_a_full_history_stores_no_more_and_a_claim_from_before_that_says_gone(
         open_replica: OpenReplica, sender: Backend, channel: str, user: str) -> None:
     """A sender cannot trim: at twice the limit the history ends with a marker, and a message
@@ -395,20 +269,6 @@ async def test_a_full_history_stores_no_more_and_a_claim_from_before_that_says_g
     assert await send(sender, channel, user, b"one too many") == Routed(False, None)
     assert (await history(await client_of(replica), channel, user))[-1] == b"!"
     assert await sessions_of(replica).claim(user, session.pid, offsets[-2]) == "gone"
-
-
-async def test_a_claim_returns_the_old_socket_id_and_process_and_takes_the_session_over(
-        open_replica: OpenReplica, entries: SignedEntries, channel: str, user: str) -> None:
-    old, session = await lost_session(open_replica, user)
-    new = await open_replica("new")
-
-    claim = claimed(await sessions_of(new).claim(user, session.pid, None))
-
-    assert (claim.sid, claim.previous) == ("sid-1", process_of(old))
-    assert claim.session.pid == session.pid and claim.session.start == session.start
-    assert claim.session.epoch != session.epoch and claim.session.claimed
-    entry = await session_entry(await client_of(new), entries, channel, user, session.pid)
-    assert entry is not None and (entry.epoch, entry.process) == (claim.session.epoch, process_of(new))
 
 
 async def test_two_claims_of_one_session_at_once_give_it_to_exactly_one(
@@ -432,37 +292,6 @@ async def test_two_claims_of_one_session_at_once_give_it_to_exactly_one(
                                      for replica in (first, second)))
 
     assert sorted(type(result).__name__ for result in results) == ["Claim", "str"] and "taken" in results
-
-
-async def test_a_session_claimed_in_a_loop_is_refused_as_too_frequent_past_its_burst(
-        open_replica: OpenReplica, user: str) -> None:
-    """A client reconnecting with one pid again and again cannot make Redis read the history each time."""
-    replica, session = await lost_session(open_replica, user)
-    for _ in range(CLAIM_BURST):
-        claimed(await sessions_of(replica).claim(user, session.pid, None))
-
-    assert await sessions_of(replica).claim(user, session.pid, None) == "too_frequent"
-
-
-async def test_a_connection_whose_session_was_taken_over_neither_refreshes_nor_ends_it(
-        open_replica: OpenReplica, entries: SignedEntries, channel: str, user: str) -> None:
-    """The old replica's heartbeat and disconnect find another epoch and another process's entry:
-    the new connection's session and presence entry (same socket id) are left as they are."""
-    old, session = await live_session(open_replica, user)
-    new = await open_replica("new")
-    claim = claimed(await sessions_of(new).claim(user, session.pid, None))
-    await presence_of(new).add(user, "sid-1", claim.session)
-    client = await client_of(new)
-    taken = await client.hget(sessions_key(channel, user), session.pid)
-    kicked = kicks(old)
-    await presence_of(old).heartbeat()
-    assert kicked == ["sid-1"]  # the leftover socket of the old replica goes
-    assert await client.hget(sessions_key(channel, user), session.pid) == taken
-    for keep in (True, False):
-        await presence_of(old).remove(user, "sid-1", session, keep=keep)
-        assert await client.hget(sessions_key(channel, user), session.pid) == taken
-        value = await client.hget(presence_key(channel, user), "sid-1")
-        assert isinstance(value, bytes) and value.startswith(process_of(new).encode())
 
 
 async def test_a_forged_presence_entry_over_a_live_socket_is_written_over_and_kicks_nobody(
@@ -552,29 +381,6 @@ async def test_sends_while_a_users_sessions_hash_is_flooded_make_its_recoveries_
     assert await sessions_of(replica).claim(user, session.pid, None) == "unknown"
 
 
-async def test_a_claim_starts_at_the_sessions_start_when_the_clients_offset_is_older(
-        open_replica: OpenReplica, sender: Backend, channel: str, user: str) -> None:
-    """An offset kept from an earlier session of the client replays nothing of before this one."""
-    replica, _ = await lost_session(open_replica, user)
-    earlier = await stored(sender, channel, user, 2)
-    _, session = await lost_session(open_replica, user, "sid-2", replica)
-
-    claim = claimed(await sessions_of(replica).claim(user, session.pid, earlier[0]))
-
-    assert claim.session.start == session.start == earlier[-1]
-
-
-async def test_a_claim_starts_after_a_later_offset_the_client_received(
-        open_replica: OpenReplica, sender: Backend, channel: str, user: str) -> None:
-    replica, session = await lost_session(open_replica, user)
-    offsets = await stored(sender, channel, user, 3)
-
-    claim = claimed(await sessions_of(replica).claim(user, session.pid, offsets[1]))
-
-    assert claim.session.start == offsets[1]
-    assert await read_history(sessions_of(replica), user, claim.session.start) == [[(offsets[2], b"m2")]]
-
-
 async def test_a_claim_keeps_the_history_at_least_as_long_as_the_session(
         open_replica: OpenReplica, channel: str, user: str) -> None:
     replica, session = await lost_session(open_replica, user)
@@ -589,19 +395,6 @@ async def test_a_claim_keeps_the_history_at_least_as_long_as_the_session(
 # --- reading a history ---------------------------------------------------------------------
 
 
-async def test_a_history_is_read_in_order_a_page_at_a_time_after_its_start(
-        open_replica: OpenReplica, sender: Backend, channel: str, user: str) -> None:
-    count = 2 * HISTORY_PAGE + 30
-    replica = await open_replica(recovery_max_messages=count)
-    _, session = await lost_session(open_replica, user, replica=replica)
-    offsets = await stored(sender, channel, user, count)
-
-    pages = await read_history(sessions_of(replica), user, session.start)
-
-    assert len(pages) == 3 and all(len(page) <= HISTORY_PAGE for page in pages)
-    assert [entry for page in pages for entry in page] == [(offset, b"m%d" % n) for n, offset in enumerate(offsets)]
-
-
 async def test_a_history_read_past_a_marker_of_unstored_messages_raises_history_gone(
         open_replica: OpenReplica, sender: Backend, channel: str, user: str) -> None:
     replica, session = await lost_session(open_replica, user)
@@ -609,30 +402,7 @@ async def test_a_history_read_past_a_marker_of_unstored_messages_raises_history_
     await send(sender, channel, user, b"not stored")
 
     with pytest.raises(HistoryGone):
-        await read_history(sessions_of(replica), user, session.start)
-
-
-async def test_a_history_trimmed_past_a_replays_start_since_the_claim_raises_history_gone(
-        open_replica: OpenReplica, sender: Backend, channel: str, user: str) -> None:
-    replica, session = await live_session(open_replica, user)
-    claim = claimed(await sessions_of(replica).claim(user, session.pid, None))
-    await stored_while_online(sender, channel, user, MAX_MESSAGES + 2)
-    await presence_of(replica).heartbeat()
-
-    with pytest.raises(HistoryGone):
-        await read_history(sessions_of(replica), user, claim.session.start)
-
-
-async def test_a_heartbeat_trims_a_history_to_its_limit_keeping_every_offset(
-        open_replica: OpenReplica, sender: Backend, channel: str, user: str) -> None:
-    replica, _session = await live_session(open_replica, user)
-    offsets = await stored_while_online(sender, channel, user, MAX_MESSAGES + 4)
-
-    await presence_of(replica).heartbeat()
-
-    assert len(await history(await client_of(replica), channel, user)) == MAX_MESSAGES
-    kept = await read_history(sessions_of(replica), user, offsets[3])
-    assert [offset for page in kept for offset, _ in page] == offsets[4:]
+        await read_history(replica, user, session.start)
 
 
 async def test_a_history_limit_raised_in_its_header_by_a_neighbour_is_capped_at_the_settings_bound(
@@ -656,27 +426,6 @@ async def test_a_history_limit_raised_in_its_header_by_a_neighbour_is_capped_at_
 # --- sending: stored, sent or refused ------------------------------------------------------
 
 
-async def test_a_send_to_a_user_offline_within_a_sessions_window_is_stored_under_its_offset(
-        open_replica: OpenReplica, sender: Backend, channel: str, user: str) -> None:
-    replica, session = await lost_session(open_replica, user)
-
-    routed = await send(sender, channel, user, b"transfer here")
-
-    assert routed.online is False and routed.status == "stored"
-    assert routed.offset == offset_after(session.start)
-    assert (await history(await client_of(replica), channel, user))[-1] == b"transfer here"
-
-
-async def test_a_send_to_a_user_without_socket_or_session_is_refused_and_not_stored(
-        open_replica: OpenReplica, sender: Backend, channel: str, user: str) -> None:
-    replica = await open_replica()
-
-    routed = await send(sender, channel, user, b"nobody")
-
-    assert routed == Routed(False, None) and routed.status is None
-    assert await (await client_of(replica)).exists(history_key(channel, user)) == 0
-
-
 async def test_a_send_to_a_user_with_only_a_forged_session_is_refused_not_stored(
         open_replica: OpenReplica, sender: Backend, channel: str, user: str) -> None:
     """Else the backend would hear "stored" and skip its push notification for a user who never connected."""
@@ -687,17 +436,6 @@ async def test_a_send_to_a_user_with_only_a_forged_session_is_refused_not_stored
     await (await client_of(replica)).hset(sessions_key(channel, user), "fake", forged)
 
     assert (await send(sender, channel, user, b"elevator out of service")).status is None
-
-
-async def test_a_send_to_an_online_user_is_sent_with_its_offset_to_the_holding_replica(
-        open_replica: OpenReplica, sender: Backend, channel: str, user: str) -> None:
-    holder, _ = await live_session(open_replica, user)
-
-    routed = await send(sender, channel, user, b"arrival")
-
-    assert routed.status == "sent" and routed.offset is not None
-    assert await next_received(holder) == (b"arrival", routed.offset)
-    assert (await history(await client_of(holder), channel, user))[-1] == b"arrival"
 
 
 async def test_the_offset_reaches_the_replicas_inbox_before_the_envelope(
@@ -711,19 +449,6 @@ async def test_the_offset_reaches_the_replicas_inbox_before_the_envelope(
 
     assert routed.offset is not None
     assert await client.lrange(inbox, 1, -1) == [b"@" + routed.offset.encode() + b" arrival"]
-
-
-async def test_a_volatile_send_is_never_stored(
-        open_replica: OpenReplica, sender: Backend, channel: str, user: str) -> None:
-    holder, _session = await lost_session(open_replica, user)
-    client = await client_of(holder)
-    before = await history(client, channel, user)
-
-    assert await send(sender, channel, user, b"position", volatile=True) == Routed(False, None)  # offline: refused
-    await presence_of(holder).add(user, "sid-2", await sessions_of(holder).open(user, "sid-2"))
-    assert await send(sender, channel, user, b"position", volatile=True) == Routed(True, None)
-    assert await next_received(holder) == (b"position", None)
-    assert await history(client, channel, user) == before
 
 
 async def test_a_key_of_the_wrong_type_at_a_users_presence_makes_them_offline_until_a_heartbeat_repairs_it(
@@ -831,25 +556,3 @@ async def test_a_lost_connection_keeps_its_session_for_the_window_from_now(
     assert await client.hexists(presence_key(channel, user), "sid-1") is False
 
 
-async def test_a_connection_that_ends_on_purpose_ends_its_session(
-        open_replica: OpenReplica, channel: str, user: str) -> None:
-    replica, session = await live_session(open_replica, user)
-
-    await presence_of(replica).remove(user, "sid-1", session, keep=False)
-
-    client = await client_of(replica)
-    assert await client.hexists(sessions_key(channel, user), session.pid) is False
-    assert await client.hexists(presence_key(channel, user), "sid-1") is False
-
-
-async def test_leaving_with_a_stale_epoch_changes_nothing(
-        open_replica: OpenReplica, channel: str, user: str) -> None:
-    replica, session = await live_session(open_replica, user)
-    client = await client_of(replica)
-    before = await client.hget(sessions_key(channel, user), session.pid)
-    stale = Session(session.pid, "0" * 16, session.start)
-
-    for keep in (True, False):
-        await presence_of(replica)._withdraw(user, "sid-1", stale, keep)
-
-    assert await client.hget(sessions_key(channel, user), session.pid) == before

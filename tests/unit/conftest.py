@@ -13,7 +13,7 @@ from aiohttp.test_utils import TestServer
 
 from server.app import create_app
 from server.config import Settings
-from tests.fakes.memory_backend import MemoryBroker, memory_backend
+from tests.fakes.memory_backend import FlakyBroker, memory_backend
 from tests.helpers.clients import TEST_SECRET
 from tests.helpers.in_process import Replica, StartReplica
 
@@ -30,12 +30,13 @@ def make_settings() -> Callable[..., Settings]:
 
 
 @pytest.fixture
-async def start_replica(broker: MemoryBroker, make_settings: Callable[..., Settings]
+async def start_replica(broker: FlakyBroker, make_settings: Callable[..., Settings]
                         ) -> AsyncIterator[StartReplica]:
     """Factory: start a replica in this process on a free loopback port.
 
     ``queue=True`` (default) joins the test's shared memory broker, like replicas
-    sharing Redis; ``queue=False`` runs the single-replica in-memory manager.
+    sharing Redis (without recovery); ``queue=False`` runs the embedded default, on a memory
+    backend of its own with recovery, as `make dev` does.
     """
     servers: list[TestServer] = []
 

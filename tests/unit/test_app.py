@@ -13,14 +13,16 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from server.app import create_app
-from server.backends.local import LocalPresence
+from server.backends.memory import MemoryTransport
+from server.backends.memory.presence import MemoryPresence
+from server.backends.memory.sessions import MemorySessions
 from server.backends.redis.presence import RedisPresence
 from server.backends.redis.transport import RedisTransport
 from server.config import Settings
 from server.http.app_keys import GATEWAY, MANAGER, METRICS, PRESENCE, SETTINGS, SIO
-from server.manager.client_manager import LocalManager, QueueManager
+from server.manager.client_manager import QueueManager
 from server.sio.gateway import Gateway
-from tests.fakes.memory_backend import MemoryBroker, MemoryTransport, memory_backend
+from tests.fakes.memory_backend import FlakyBroker, FlakyTransport, memory_backend
 from tests.helpers.clients import MakeClient, connected, make_token
 from tests.helpers.in_process import StartReplica
 from tests.helpers.waiting import eventually
@@ -30,22 +32,24 @@ def gauge(app: web.Application, name: str) -> float | None:
     return app[METRICS].registry.get_sample_value(name)
 
 
-def test_without_redis_url_the_replica_runs_alone_on_the_in_memory_manager(
+def test_without_redis_url_the_replica_runs_alone_on_the_memory_backend_with_recovery(
         make_settings: Callable[..., Settings]) -> None:
     settings = make_settings()
 
     app = create_app(settings)
 
     assert app[SETTINGS] is settings
-    assert type(app[MANAGER]) is LocalManager
-    assert isinstance(app[PRESENCE], LocalPresence)
-    assert app[SIO].manager is app[MANAGER]
+    manager = app[MANAGER]
+    assert isinstance(manager, QueueManager) and isinstance(manager.transport, MemoryTransport)
+    assert isinstance(app[PRESENCE], MemoryPresence)
+    assert manager.recovery is not None and isinstance(manager.recovery.store, MemorySessions)
+    assert app[SIO].manager is manager
     assert isinstance(app[GATEWAY], Gateway) and app[GATEWAY].sio is app[SIO]
 
 
 def test_with_a_backend_the_replica_shares_the_queue_on_the_configured_channel(
         make_settings: Callable[..., Settings]) -> None:
-    backend = memory_backend(MemoryBroker())
+    backend = memory_backend(FlakyBroker())
 
     app = create_app(make_settings(channel="kindmap_unit"), backend=backend)
 
@@ -82,18 +86,18 @@ def test_each_app_counts_on_its_own_metrics(make_settings: Callable[..., Setting
 
 
 async def test_started_replica_is_subscribed_before_any_client_arrives(
-        start_replica: StartReplica, broker: MemoryBroker) -> None:
+        start_replica: StartReplica, broker: FlakyBroker) -> None:
     replica = await start_replica()
 
     manager = replica.app[MANAGER]
     assert manager.subscribed is True
-    assert isinstance(manager.transport, MemoryTransport)
+    assert isinstance(manager.transport, FlakyTransport)
     assert manager.transport.channels == {replica.app[SETTINGS].channel}
     assert gauge(replica.app, "kindmap_queue_subscribed") == 1
 
 
 async def test_stopped_replica_has_unsubscribed_from_the_queue(make_settings: Callable[..., Settings],
-                                                               broker: MemoryBroker) -> None:
+                                                               broker: FlakyBroker) -> None:
     app = create_app(make_settings(), backend=memory_backend(broker))
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
@@ -107,7 +111,7 @@ async def test_stopped_replica_has_unsubscribed_from_the_queue(make_settings: Ca
 
 
 async def test_replica_started_while_the_broker_is_down_subscribes_once_it_is_back(
-        start_replica: StartReplica, broker: MemoryBroker) -> None:
+        start_replica: StartReplica, broker: FlakyBroker) -> None:
     broker.go_down()
     replica = await start_replica()
     assert replica.app[MANAGER].subscribed is False
@@ -163,7 +167,7 @@ async def test_a_given_client_manager_is_used_as_it_is_and_serves_clients(
         await client.connect(str(server.make_url("")), auth={"token": make_token("alice")})
 
         assert app[SIO].manager is stock and app[MANAGER] is stock
-        assert isinstance(app[PRESENCE], LocalPresence)
+        assert isinstance(app[PRESENCE], MemoryPresence)
         assert await app[PRESENCE].is_online("alice")
         async with aiohttp.ClientSession() as session, session.get(server.make_url("/readyz")) as response:
             assert response.status == 200  # the process answers for itself: a stock manager cannot tell
@@ -172,7 +176,7 @@ async def test_a_given_client_manager_is_used_as_it_is_and_serves_clients(
 
 
 @pytest.mark.parametrize("overrides", [
-    pytest.param({"backend": memory_backend(MemoryBroker())}, id="with-a-backend"),
+    pytest.param({"backend": memory_backend(FlakyBroker())}, id="with-a-backend"),
     pytest.param({"settings": {"duplicate_connection_policy": "replace"}}, id="with-the-replace-policy"),
 ])
 def test_a_given_client_manager_refuses_what_needs_our_manager(make_settings: Callable[..., Settings],
@@ -208,7 +212,7 @@ def record_calls(monkeypatch: pytest.MonkeyPatch, target: Any, method: str, call
 
 
 async def test_stopping_closes_presence_then_queue_then_socketio(make_settings: Callable[..., Settings],
-                                                                 broker: MemoryBroker,
+                                                                 broker: FlakyBroker,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     backend = memory_backend(broker)
     app = create_app(make_settings(), backend=backend)
@@ -226,7 +230,7 @@ async def test_stopping_closes_presence_then_queue_then_socketio(make_settings: 
 
 
 async def test_a_part_that_fails_to_close_leaves_the_others_to_close(make_settings: Callable[..., Settings],
-                                                                     broker: MemoryBroker,
+                                                                     broker: FlakyBroker,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     backend = memory_backend(broker)
     app = create_app(make_settings(), backend=backend)

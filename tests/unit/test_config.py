@@ -163,6 +163,7 @@ def test_blank_value_means_the_default(name: str) -> None:
     ("LOG_LEVEL", "LOUD"),
     ("REDIS_URL", "http://cache:6379"),
     ("REDIS_URL", "cache:6379"),
+    ("REDIS_URL", "memory://"),  # a replica alone is REDIS_URL unset
     ("CORS_ALLOWED_ORIGINS", "kindmap.example"),
     ("CORS_ALLOWED_ORIGINS", "https://ok.example,ftp://files.example"),
     ("CORS_ALLOWED_ORIGINS", "http://[::1"),

@@ -91,6 +91,13 @@ def test_missing_redis_url_exits_2_with_a_one_line_reason(clean_environment: Pat
     assert "REDIS_URL" in one_line(capsys.readouterr().err)
 
 
+def test_a_memory_url_exits_2_it_is_a_replicas_own(clean_environment: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["--user", "alice", "--event", "arrival", "--redis-url", "memory://"])
+
+    assert code == EXIT_USAGE
+    assert "must name the Redis the replicas share" in one_line(capsys.readouterr().err)
+
+
 def test_redis_url_is_read_from_an_env_file(clean_environment: Path, dead_redis_url: str,
                                             capsys: pytest.CaptureFixture[str]) -> None:
     (clean_environment / ".env").write_text(f"REDIS_URL={dead_redis_url}\n")

@@ -10,10 +10,9 @@ so a session's deadline is written ahead: the presence heartbeat pushes it to
 lost its connection sets it to the window from now (``presence``).
 
 Every session entry is signed (``entries``); a claim believes only a genuine one.
-Claims are bounded: one session may be claimed ``CLAIM_BURST`` times at once, then
-once per ``CLAIM_INTERVAL_MS`` (the entry carries when the next is free: a generic
-cell rate algorithm's ``tat``), and a client that missed more than the history's
-limit recovers nothing.
+Claims are bounded as every store bounds them (``claims``: a burst, then one per
+interval, the entry carrying when the next is free), and a client that missed more
+than the history's limit recovers nothing.
 """
 
 from __future__ import annotations
@@ -26,21 +25,16 @@ from redis.exceptions import RedisError
 
 from ...errors import QueueUnavailableError
 from ..base import Claim, HistoryGone, Session, SessionStore
+from ..claims import HISTORY_PAGE, next_claim_tat, replay_start, too_frequent
 from .anomalies import Anomalies
 from .entries import INSTANCE_TTL_MS, SessionEntry, SignedEntries, now_ms
 from .keys import history_key, presence_key, sessions_key
 from .transport import RedisTransport
 
-__all__ = ["CLAIM_BURST", "CLAIM_INTERVAL_MS", "HISTORY_PAGE", "RedisSessions", "replay_start"]
+__all__ = ["RedisSessions"]
 
 T = TypeVar("T")
 
-# Elements read per round trip while replaying a history.
-HISTORY_PAGE = 100
-# A session may be claimed this many times at once, then once per interval: a rider whose signal
-# comes and goes reconnects a few times in a row; a client claiming in a loop is slowed to this.
-CLAIM_BURST = 3
-CLAIM_INTERVAL_MS = 5_000
 # An element of a history that says messages after it went unstored (the history was full).
 _UNSTORED = b"!"
 
@@ -92,9 +86,9 @@ class RedisSessions(SessionStore):
                              base=base, length=length, unstored=unstored, limit=limit)
         if start is None:
             return "gone"
-        if entry.tat - now > (CLAIM_BURST - 1) * CLAIM_INTERVAL_MS:
+        if too_frequent(entry.tat, now):
             return "too_frequent"
-        session = Session(pid, secrets.token_hex(8), start, tat=max(entry.tat, now) + CLAIM_INTERVAL_MS, claimed=True)
+        session = Session(pid, secrets.token_hex(8), start, tat=next_claim_tat(entry.tat, now), claimed=True)
         taken = self._entries.session(user_id, pid, SessionEntry(
             now + self.unattended_ms, session.epoch, entry.sid, start, session.tat, self._process))
         if not await self._call("claim_take", self._keys(user_id)[1:], [pid, raw, taken, self.unattended_ms]):
@@ -133,30 +127,6 @@ class RedisSessions(SessionStore):
     def _keys(self, user_id: str) -> list[str]:
         return [presence_key(self._channel, user_id), sessions_key(self._channel, user_id),
                 history_key(self._channel, user_id)]
-
-
-def replay_start(session_start: str, offset: str | None, generation: str | None, *, base: int, length: int,
-                 unstored: int, limit: int) -> str | None:
-    """Where a claimed session's replay starts: after the later of its own start and the client's
-    ``offset`` (one of the current history; an older one starts nothing earlier), or ``None``
-    when it cannot be recovered: the history is lost or of another generation, the offset is
-    beyond anything it held, what follows the start was trimmed or went unstored (``unstored``:
-    the sequence number of the last such marker, -1 for none), or more than ``limit`` followed."""
-    if generation is None:
-        return None
-    own_generation, _, own_last = session_start.partition("-")
-    if own_generation != generation:
-        return None
-    after, last = int(own_last), base + length - 1
-    if offset is not None:
-        offset_generation, _, offset_last = offset.partition("-")
-        if offset_generation == generation and int(offset_last) > after:
-            if int(offset_last) > last:
-                return None
-            after = int(offset_last)
-    if after < base or unstored > after or last - after > limit:
-        return None
-    return f"{generation}-{after}"
 
 
 async def _reading(command: Awaitable[T]) -> T:

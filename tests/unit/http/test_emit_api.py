@@ -14,7 +14,7 @@ from server.errors import QueueBusyError
 from server.http.app_keys import AUTHENTICATOR, GATEWAY, MANAGER, SETTINGS, SIO
 from server.messages.checks import MAX_DATA_DEPTH
 from server.metrics import DROP_REASONS
-from tests.fakes.memory_backend import MemoryBroker
+from tests.fakes.memory_backend import FlakyBroker
 from tests.helpers.clients import MakeClient, RecordingClient, connected, make_token
 from tests.helpers.http import raw_request, request
 from tests.helpers.in_process import Replica, StartReplica, sample
@@ -69,7 +69,7 @@ async def test_probe_answers_200_with_the_instance_id(start_replica: StartReplic
 
 
 async def test_healthz_stays_ok_but_readyz_is_503_with_an_error_payload_while_the_queue_is_down(
-        start_replica: StartReplica, broker: MemoryBroker) -> None:
+        start_replica: StartReplica, broker: FlakyBroker) -> None:
     replica = await start_replica()
     broker.go_down()
 
@@ -80,7 +80,7 @@ async def test_healthz_stays_ok_but_readyz_is_503_with_an_error_payload_while_th
     assert_error_payload(body, "QUEUE_UNAVAILABLE")
 
 
-async def test_readyz_is_200_again_once_the_broker_is_back(start_replica: StartReplica, broker: MemoryBroker) -> None:
+async def test_readyz_is_200_again_once_the_broker_is_back(start_replica: StartReplica, broker: FlakyBroker) -> None:
     replica = await start_replica()
     broker.go_down()
     status, _type, _body = await request("GET", f"{replica.url}/readyz")
@@ -104,9 +104,9 @@ async def test_readyz_is_503_while_draining(start_replica: StartReplica, monkeyp
     assert_error_payload(body, "SERVER_SHUTTING_DOWN")
 
 
-async def test_readyz_is_200_in_single_replica_mode(start_replica: StartReplica, broker: MemoryBroker) -> None:
+async def test_readyz_is_200_for_a_replica_alone(start_replica: StartReplica, broker: FlakyBroker) -> None:
     replica = await start_replica(queue=False)
-    broker.go_down()  # not this replica's concern: it has no queue
+    broker.go_down()  # not this replica's concern: its memory backend is its own
 
     status, _type, body = await request("GET", f"{replica.url}/readyz")
 
@@ -349,7 +349,7 @@ async def test_emit_api_delivers_to_every_replica_holding_a_socket_of_the_user(
 
 
 async def test_emit_api_answers_503_when_the_broker_is_down(api_replica: Replica, make_client: MakeClient,
-                                                            broker: MemoryBroker) -> None:
+                                                            broker: FlakyBroker) -> None:
     await connected_in_mode(make_client, api_replica, "alice")
     broker.go_down()
 
@@ -361,7 +361,7 @@ async def test_emit_api_answers_503_when_the_broker_is_down(api_replica: Replica
 
 
 async def test_emit_api_answering_503_has_delivered_nothing(api_replica: Replica, make_client: MakeClient,
-                                                            broker: MemoryBroker) -> None:
+                                                            broker: FlakyBroker) -> None:
     alice = await connected_in_mode(make_client, api_replica, "alice")
     broker.go_down()
 

@@ -18,7 +18,7 @@ from server.http.app_keys import MANAGER, METRICS, SIO
 from server.limits import DEFAULT_CHANNEL
 from server.manager.client_manager import QueueManager
 from server.metrics import Metrics
-from tests.fakes.memory_backend import MemoryBroker, MemoryTransport
+from tests.fakes.memory_backend import FlakyBroker, flaky_transport
 from tests.helpers.clients import MakeClient, RecordingClient, connected
 from tests.helpers.in_process import Replica, StartReplica
 
@@ -52,14 +52,14 @@ def raw(message: dict[str, Any]) -> bytes:
 
 
 @pytest.fixture
-async def make_manager(broker: MemoryBroker) -> AsyncIterator[Callable[..., QueueManager]]:
+async def make_manager(broker: FlakyBroker) -> AsyncIterator[Callable[..., QueueManager]]:
     """Factory: a ``QueueManager`` on the test's broker with its own ``Metrics``; all closed after."""
     managers: list[QueueManager] = []
 
     def make(**options: Any) -> QueueManager:
         options.setdefault("channel", CHANNEL)
         options.setdefault("metrics", Metrics())
-        manager = QueueManager(MemoryTransport(broker), **options)
+        manager = QueueManager(flaky_transport(broker), **options)
         managers.append(manager)
         return manager
 

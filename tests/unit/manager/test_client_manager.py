@@ -1,6 +1,6 @@
 """QueueManager: python-socketio's pub/sub manager on a QueueTransport, hardened.
 
-Managers talk through the test's ``MemoryBroker`` (the unit tests' "Redis").
+Managers talk through the test's ``FlakyBroker`` (the unit tests' "Redis").
 Where sockets matter, real replicas (aiohttp + python-socketio) and real
 Socket.IO clients are used; nothing here waits by sleeping.
 """
@@ -27,7 +27,7 @@ from server.http.app_keys import MANAGER, METRICS
 from server.manager.client_manager import QueueManager
 from server.messages import envelope
 from server.metrics import Metrics
-from tests.fakes.memory_backend import MemoryBroker, MemoryTransport, memory_backend
+from tests.fakes.memory_backend import FlakyBroker, FlakyTransport, flaky_transport, memory_backend
 from tests.helpers.clients import RecordingClient, connected
 from tests.helpers.envelopes import emit_envelope
 from tests.helpers.in_process import StartReplica
@@ -78,7 +78,7 @@ def count_calls(monkeypatch: pytest.MonkeyPatch, obj: Any, name: str) -> list[An
 # --- initialisation --------------------------------------------------------------------------
 
 
-async def test_replica_subscribes_at_start_before_any_client(start_replica: StartReplica, broker: MemoryBroker) -> None:
+async def test_replica_subscribes_at_start_before_any_client(start_replica: StartReplica, broker: FlakyBroker) -> None:
     replica = await start_replica()
     manager = replica.app[MANAGER]
     assert manager.subscribed is True
@@ -89,7 +89,7 @@ async def test_replica_subscribes_at_start_before_any_client(start_replica: Star
 
 
 async def test_start_with_queue_down_logs_error_keeps_retrying_and_subscribes_when_back(
-        make_manager: MakeManager, broker: MemoryBroker, monkeypatch: pytest.MonkeyPatch,
+        make_manager: MakeManager, broker: FlakyBroker, monkeypatch: pytest.MonkeyPatch,
         caplog: pytest.LogCaptureFixture) -> None:
     manager = make_manager(retry_max=0.1)
     attempts = count_calls(monkeypatch, manager.transport, "subscribe")
@@ -107,7 +107,7 @@ async def test_start_with_queue_down_logs_error_keeps_retrying_and_subscribes_wh
 
 
 async def test_first_subscription_after_a_failed_start_is_not_counted_as_a_reconnect(
-        make_manager: MakeManager, broker: MemoryBroker) -> None:
+        make_manager: MakeManager, broker: FlakyBroker) -> None:
     manager = make_manager(retry_max=0.1)
     broker.go_down()
     await manager.start()
@@ -117,7 +117,7 @@ async def test_first_subscription_after_a_failed_start_is_not_counted_as_a_recon
 
 
 async def test_write_only_start_raises_queue_unavailable_when_queue_is_down(
-        make_manager: MakeManager, broker: MemoryBroker) -> None:
+        make_manager: MakeManager, broker: FlakyBroker) -> None:
     manager = make_manager(write_only=True)
     broker.go_down()
     with pytest.raises(QueueUnavailableError):
@@ -125,11 +125,11 @@ async def test_write_only_start_raises_queue_unavailable_when_queue_is_down(
 
 
 async def test_write_only_start_neither_subscribes_nor_listens(make_manager: MakeManager,
-                                                               broker: MemoryBroker) -> None:
+                                                               broker: FlakyBroker) -> None:
     manager = make_manager(write_only=True)
     await manager.start()
     assert manager.subscribed is False
-    assert isinstance(manager.transport, MemoryTransport)
+    assert isinstance(manager.transport, FlakyTransport)
     assert manager.transport.channels == set()
     assert listener_tasks() == []
     assert broker.inject(CHANNEL, b"{}") == 0
@@ -163,7 +163,7 @@ async def test_start_twice_keeps_a_single_listener(make_manager: MakeManager) ->
     ],
 )
 async def test_publish_sends_the_stock_envelope_as_compact_utf8_json(make_manager: MakeManager,
-                                                                     broker: MemoryBroker, data: Any) -> None:
+                                                                     broker: FlakyBroker, data: Any) -> None:
     manager = make_manager()
     await manager.start()  # subscribed, so the publish has a receiver
     await manager.emit("guidance", data, room="user:alice")
@@ -177,7 +177,7 @@ async def test_publish_sends_the_stock_envelope_as_compact_utf8_json(make_manage
 
 
 async def test_emit_to_a_room_reaches_the_broker_and_a_socket_on_another_replica(
-        start_replica: StartReplica, connect_user: ConnectUser, broker: MemoryBroker) -> None:
+        start_replica: StartReplica, connect_user: ConnectUser, broker: FlakyBroker) -> None:
     sender = await start_replica()
     alice = await connect_user("alice")  # on a second replica
     await sender.app[MANAGER].server.emit("route_update", {"eta": 7}, room="user:alice")
@@ -189,7 +189,7 @@ async def test_emit_to_a_room_reaches_the_broker_and_a_socket_on_another_replica
 
 
 async def test_emit_to_a_socket_id_of_this_manager_stays_local_and_publishes_nothing(
-        connect_user: ConnectUser, broker: MemoryBroker) -> None:
+        connect_user: ConnectUser, broker: FlakyBroker) -> None:
     alice = await connect_user("alice")
     before = len(broker.published)
     await alice.sio.emit("direct", {"n": 1}, to=alice.sid)
@@ -199,7 +199,7 @@ async def test_emit_to_a_socket_id_of_this_manager_stays_local_and_publishes_not
 
 
 async def test_emit_to_a_local_socket_id_works_while_the_queue_is_down(connect_user: ConnectUser,
-                                                                      broker: MemoryBroker) -> None:
+                                                                      broker: FlakyBroker) -> None:
     alice = await connect_user("alice")
     broker.go_down()
     await alice.sio.emit("direct", {"n": 1}, to=alice.sid)  # would raise PublishError if it were published
@@ -208,7 +208,7 @@ async def test_emit_to_a_local_socket_id_works_while_the_queue_is_down(connect_u
 
 
 async def test_emit_whose_publish_fails_reaches_no_local_socket_either(connect_user: ConnectUser,
-                                                                       broker: MemoryBroker) -> None:
+                                                                       broker: FlakyBroker) -> None:
     alice = await connect_user("alice")
     broker.go_down()
     with pytest.raises(PublishError):
@@ -221,7 +221,7 @@ async def test_emit_whose_publish_fails_reaches_no_local_socket_either(connect_u
 
 
 async def test_disconnect_room_disconnects_local_sockets_even_when_publish_fails(
-        connect_user: ConnectUser, broker: MemoryBroker) -> None:
+        connect_user: ConnectUser, broker: FlakyBroker) -> None:
     alice = await connect_user("alice")
     broker.go_down()
     with pytest.raises(PublishError):
@@ -231,7 +231,7 @@ async def test_disconnect_room_disconnects_local_sockets_even_when_publish_fails
 
 
 async def test_emit_to_a_socket_id_of_another_replica_goes_through_the_queue(
-        start_replica: StartReplica, connect_user: ConnectUser, broker: MemoryBroker) -> None:
+        start_replica: StartReplica, connect_user: ConnectUser, broker: FlakyBroker) -> None:
     sender = await start_replica()
     alice = await connect_user("alice")
     await sender.app[MANAGER].server.emit("direct", {"n": 2}, to=alice.sid)
@@ -263,7 +263,7 @@ async def _disconnect_room(manager: QueueManager) -> None:
 )
 @pytest.mark.parametrize("write_only", [False, True], ids=["listening", "write-only"])
 async def test_publish_failure_is_counted_logged_at_error_and_raised(
-        make_manager: MakeManager, broker: MemoryBroker, caplog: pytest.LogCaptureFixture,
+        make_manager: MakeManager, broker: FlakyBroker, caplog: pytest.LogCaptureFixture,
         operation: Callable[[QueueManager], Awaitable[None]], method: str, write_only: bool) -> None:
     manager = make_manager(write_only=write_only)
     broker.go_down()
@@ -286,7 +286,7 @@ async def test_successful_publishes_are_counted(make_manager: MakeManager) -> No
 
 
 async def test_emit_to_an_empty_list_of_rooms_reaches_nobody_and_publishes_nothing(make_manager: MakeManager,
-                                                                                   broker: MemoryBroker) -> None:
+                                                                                   broker: FlakyBroker) -> None:
     manager = make_manager(write_only=True)
     await manager.emit("e", 1, room=[])
     assert broker.published == []
@@ -335,7 +335,7 @@ async def test_listener_delivers_emits_from_another_manager(make_manager: MakeMa
 
 
 async def test_managers_sharing_a_signing_key_deliver_and_drop_unsigned_forgeries(
-        make_manager: MakeManager, broker: MemoryBroker, start_replica: StartReplica,
+        make_manager: MakeManager, broker: FlakyBroker, start_replica: StartReplica,
         make_client: Callable[..., RecordingClient]) -> None:
     key = "queue-signing-key-for-unit-tests-0123456789"
     replica = await start_replica(queue_signing_key=key)
@@ -352,7 +352,7 @@ async def test_managers_sharing_a_signing_key_deliver_and_drop_unsigned_forgerie
 
 
 async def test_messages_with_own_host_id_are_ignored(make_manager: MakeManager, connect_user: ConnectUser,
-                                                     broker: MemoryBroker) -> None:
+                                                     broker: FlakyBroker) -> None:
     alice = await connect_user("alice")
     await alice.sio.emit("mine", {"n": 1}, room="user:alice")  # published, and echoed back to us
     other = make_manager()
@@ -380,7 +380,7 @@ BAD_MESSAGES = [
 
 @pytest.mark.parametrize(("bad", "reason"), BAD_MESSAGES)
 async def test_invalid_message_is_dropped_counted_logged_and_listener_keeps_running(
-        connect_user: ConnectUser, broker: MemoryBroker, caplog: pytest.LogCaptureFixture,
+        connect_user: ConnectUser, broker: FlakyBroker, caplog: pytest.LogCaptureFixture,
         bad: bytes, reason: str) -> None:
     alice = await connect_user("alice")
     broker.inject(CHANNEL, bad)
@@ -395,7 +395,7 @@ async def test_invalid_message_is_dropped_counted_logged_and_listener_keeps_runn
 
 
 async def test_a_queued_message_for_a_user_who_left_this_replica_is_counted_and_logged_once_a_second(
-        connect_user: ConnectUser, broker: MemoryBroker, caplog: pytest.LogCaptureFixture) -> None:
+        connect_user: ConnectUser, broker: FlakyBroker, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="server.manager.client_manager")
     alice = await connect_user("alice")
     for _ in range(3):
@@ -420,7 +420,7 @@ async def test_an_emit_to_a_user_on_another_replica_is_not_counted_as_user_left_
 
 
 async def test_log_sample_of_a_long_invalid_message_is_truncated(make_server_manager: Any,
-                                                                 broker: MemoryBroker,
+                                                                 broker: FlakyBroker,
                                                                  caplog: pytest.LogCaptureFixture) -> None:
     manager = await make_server_manager()
     bad = b"{" + b"x" * 5000
@@ -432,7 +432,7 @@ async def test_log_sample_of_a_long_invalid_message_is_truncated(make_server_man
 
 
 async def test_repeated_invalid_messages_are_all_counted_but_logged_once_per_interval(
-        make_server_manager: Any, broker: MemoryBroker, caplog: pytest.LogCaptureFixture) -> None:
+        make_server_manager: Any, broker: FlakyBroker, caplog: pytest.LogCaptureFixture) -> None:
     manager = await make_server_manager()
     for _ in range(20):
         broker.inject(CHANNEL, b"not json")
@@ -441,7 +441,7 @@ async def test_repeated_invalid_messages_are_all_counted_but_logged_once_per_int
 
 
 async def test_handler_that_raises_is_counted_as_handler_error_and_listener_survives(
-        connect_user: ConnectUser, broker: MemoryBroker, caplog: pytest.LogCaptureFixture,
+        connect_user: ConnectUser, broker: FlakyBroker, caplog: pytest.LogCaptureFixture,
         monkeypatch: pytest.MonkeyPatch) -> None:
     alice = await connect_user("alice")
 
@@ -501,7 +501,7 @@ async def test_ack_callback_crosses_replicas_and_runs_on_the_sender(start_replic
 
 
 async def test_callback_message_runs_the_ack_only_on_the_host_it_names(make_server_manager: Any,
-                                                                      broker: MemoryBroker) -> None:
+                                                                      broker: FlakyBroker) -> None:
     manager = await make_server_manager()
     calls: list[tuple[Any, ...]] = []
     ack_id = register_ack(manager, "sid-1", lambda *args: calls.append(args))
@@ -525,7 +525,7 @@ async def test_close_cancels_and_awaits_the_listener_task(make_manager: MakeMana
 
 
 async def test_outage_unsubscribes_then_resubscribes_within_retry_max(
-        make_manager: MakeManager, broker: MemoryBroker, monkeypatch: pytest.MonkeyPatch,
+        make_manager: MakeManager, broker: FlakyBroker, monkeypatch: pytest.MonkeyPatch,
         caplog: pytest.LogCaptureFixture) -> None:
     retry_max = 0.2
     manager = make_manager(retry_max=retry_max)
@@ -553,7 +553,7 @@ async def test_outage_unsubscribes_then_resubscribes_within_retry_max(
 
 
 async def test_on_subscribed_callback_that_raises_is_logged_and_does_not_stop_the_listener(
-        make_manager: MakeManager, broker: MemoryBroker, caplog: pytest.LogCaptureFixture) -> None:
+        make_manager: MakeManager, broker: FlakyBroker, caplog: pytest.LogCaptureFixture) -> None:
     manager = make_manager(retry_max=0.1)
     ran: list[str] = []
 
@@ -580,7 +580,7 @@ async def test_on_subscribed_callback_that_raises_is_logged_and_does_not_stop_th
 
 
 async def test_readiness_follows_subscription_and_queue_state(make_manager: MakeManager,
-                                                              broker: MemoryBroker) -> None:
+                                                              broker: FlakyBroker) -> None:
     manager = make_manager(retry_max=0.1)
     assert await manager.is_ready() is False  # not started
     await manager.start()
@@ -593,13 +593,13 @@ async def test_readiness_follows_subscription_and_queue_state(make_manager: Make
 # --- shutdown ---------------------------------------------------------------------------------
 
 
-async def test_close_unsubscribes_and_clears_subscribed(make_manager: MakeManager, broker: MemoryBroker) -> None:
+async def test_close_unsubscribes_and_clears_subscribed(make_manager: MakeManager, broker: FlakyBroker) -> None:
     manager = make_manager()
     await manager.start()
     await manager.close()
     assert manager.subscribed is False
     assert subscribed_gauge(manager.metrics) == 0
-    assert isinstance(manager.transport, MemoryTransport)
+    assert isinstance(manager.transport, FlakyTransport)
     assert manager.transport.channels == set()
     assert broker.inject(CHANNEL, raw(emit_envelope("e", [1]))) == 0
 
@@ -614,7 +614,7 @@ async def test_close_closes_the_transport(make_manager: MakeManager, monkeypatch
     assert len(closes) == 1
 
 
-async def test_close_twice_is_safe(make_manager: MakeManager, broker: MemoryBroker) -> None:
+async def test_close_twice_is_safe(make_manager: MakeManager, broker: FlakyBroker) -> None:
     manager = make_manager()
     await manager.start()
     await manager.close()
@@ -633,7 +633,7 @@ async def test_close_without_start_is_safe_and_closes_the_transport(make_manager
 
 
 async def test_close_during_an_outage_stops_the_retrying_listener(make_manager: MakeManager,
-                                                                  broker: MemoryBroker) -> None:
+                                                                  broker: FlakyBroker) -> None:
     manager = make_manager(retry_max=0.1)
     broker.go_down()
     await manager.start()
@@ -644,7 +644,7 @@ async def test_close_during_an_outage_stops_the_retrying_listener(make_manager: 
 
 
 async def test_manager_started_again_after_close_is_not_deaf_while_reporting_ready(
-        make_manager: MakeManager, broker: MemoryBroker) -> None:
+        make_manager: MakeManager, broker: FlakyBroker) -> None:
     manager = make_manager()
     await manager.start()
     await manager.close()
@@ -654,7 +654,7 @@ async def test_manager_started_again_after_close_is_not_deaf_while_reporting_rea
     await eventually(lambda: received(manager.metrics) == 1, what="a message after restarting")
 
 
-async def test_replica_shutdown_closes_its_manager(broker: MemoryBroker,
+async def test_replica_shutdown_closes_its_manager(broker: FlakyBroker,
                                                   make_settings: Callable[..., Settings]) -> None:
     app = create_app(make_settings(instance_id="short-lived"), backend=memory_backend(broker))
     server = TestServer(app, host="127.0.0.1")
@@ -679,9 +679,9 @@ async def test_managers_built_per_test_have_separate_metrics_registries(make_man
     assert published(second.metrics) == 0
 
 
-async def test_manager_without_metrics_gets_its_own_registry(broker: MemoryBroker) -> None:
-    first = QueueManager(MemoryTransport(broker), channel=CHANNEL)
-    second = QueueManager(MemoryTransport(broker), channel=CHANNEL)
+async def test_manager_without_metrics_gets_its_own_registry(broker: FlakyBroker) -> None:
+    first = QueueManager(flaky_transport(broker), channel=CHANNEL)
+    second = QueueManager(flaky_transport(broker), channel=CHANNEL)
     await second.start()
     await first.emit("e", 1, room="r")
     assert first.metrics is not second.metrics
@@ -700,7 +700,7 @@ async def test_managers_have_distinct_host_ids_and_hear_each_other(make_manager:
     await eventually(lambda: received(first.metrics) == 1)
 
 
-async def test_log_throttling_is_per_manager(make_server_manager: Any, broker: MemoryBroker,
+async def test_log_throttling_is_per_manager(make_server_manager: Any, broker: FlakyBroker,
                                              caplog: pytest.LogCaptureFixture) -> None:
     first, second = await make_server_manager(), await make_server_manager()
     broker.inject(CHANNEL, b"not json")
@@ -715,7 +715,7 @@ async def test_two_replicas_in_one_test_share_the_broker_but_not_their_state(sta
     assert first.app[MANAGER] is not second.app[MANAGER]
     assert first.app[MANAGER].host_id != second.app[MANAGER].host_id
     one, other = first.app[MANAGER].transport, second.app[MANAGER].transport
-    assert isinstance(one, MemoryTransport) and isinstance(other, MemoryTransport)
+    assert isinstance(one, FlakyTransport) and isinstance(other, FlakyTransport)
     assert one is not other
     assert one.broker is other.broker
 
@@ -758,7 +758,7 @@ async def test_burst_of_500_messages_is_delivered_in_order_without_loss(make_man
 
 
 async def test_binary_payload_crosses_the_queue_as_base64_and_arrives_intact(
-        make_manager: MakeManager, connect_user: ConnectUser, broker: MemoryBroker) -> None:
+        make_manager: MakeManager, connect_user: ConnectUser, broker: FlakyBroker) -> None:
     alice = await connect_user("alice")
     blob = bytes(range(256))
     sender = make_manager(write_only=True)
@@ -780,7 +780,7 @@ def envelope_size(manager: QueueManager, data: str) -> int:
 
 
 async def test_message_exactly_at_the_queue_limit_is_published_and_one_byte_more_is_refused(
-        make_manager: MakeManager, broker: MemoryBroker) -> None:
+        make_manager: MakeManager, broker: FlakyBroker) -> None:
     probe = make_manager(write_only=True)
     overhead = envelope_size(probe, "")
     manager = make_manager(max_message_bytes=overhead + 1000)
@@ -794,7 +794,7 @@ async def test_message_exactly_at_the_queue_limit_is_published_and_one_byte_more
     assert dropped(manager.metrics, "too_large") == 1
 
 
-async def test_queue_limit_counts_utf8_bytes_not_characters(make_manager: MakeManager, broker: MemoryBroker) -> None:
+async def test_queue_limit_counts_utf8_bytes_not_characters(make_manager: MakeManager, broker: FlakyBroker) -> None:
     probe = make_manager(write_only=True)
     manager = make_manager(max_message_bytes=envelope_size(probe, "") + 1000)
     await manager.start()
@@ -806,7 +806,7 @@ async def test_queue_limit_counts_utf8_bytes_not_characters(make_manager: MakeMa
 
 
 async def test_a_recorded_signed_disconnect_room_published_again_is_dropped_as_a_replay(
-        make_manager: MakeManager, broker: MemoryBroker, start_replica: StartReplica,
+        make_manager: MakeManager, broker: FlakyBroker, start_replica: StartReplica,
         make_client: Callable[..., RecordingClient]) -> None:
     key = "queue-signing-key-for-unit-tests-0123456789"
     replica = await start_replica(queue_signing_key=key)
@@ -874,7 +874,7 @@ async def test_emit_to_user_reports_a_user_connected_nowhere_and_delivers_nothin
 
 
 async def test_emit_to_a_user_held_only_by_this_replica_is_delivered_without_the_queue(
-        connect_user: ConnectUser, broker: MemoryBroker) -> None:
+        connect_user: ConnectUser, broker: FlakyBroker) -> None:
     alice = await connect_user("alice")
 
     assert await alice.manager.emit_to_user("alice", "local", {"n": 1}) == Routed(True)

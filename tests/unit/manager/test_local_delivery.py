@@ -1,6 +1,6 @@
 """server/manager/local_delivery.py: what an emit writes to each socket of this replica, offsets included.
 
-A ``LocalManager`` (the single-replica ``LocalDelivery``) on a real ``SocketServer``,
+A ``LocalDelivery`` (the fan-out of every manager of ours) on a real ``SocketServer``,
 with no HTTP: every Engine.IO packet written is recorded at its Engine.IO server's ``send_packet``.
 Sockets have a recoverable session through a ``Recovery`` on a store that only
 opens new sessions.
@@ -16,7 +16,7 @@ import pytest
 from engineio import packet as eio_packet
 
 from server.backends.base import Claim, Session, SessionStore
-from server.manager.client_manager import LocalManager
+from server.manager.local_delivery import LocalDelivery
 from server.manager.recovery import Recovery, Tracked
 from server.messages.envelope import decode
 from server.messages.rooms import user_room
@@ -52,7 +52,7 @@ class Replica:
     """A manager, its server and recovery, and what each Engine.IO session was written."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.manager = LocalManager()
+        self.manager = LocalDelivery()
         self.server = SocketServer(async_mode="aiohttp", client_manager=self.manager, max_outgoing_bytes=1 << 20)
         self.recovery = Recovery(NewSessions(), metrics=Metrics(), open_envelope=decode,
                                  send=self.manager.send_event, kick=self._never, max_age=130.0,

@@ -1,6 +1,6 @@
 """server/sio/gateway.py: the socket side, seen by real Socket.IO clients of in-process replicas.
 
-Replicas share the test's ``MemoryBroker`` the way real ones share Redis. Nothing
+Replicas share the test's ``FlakyBroker`` the way real ones share Redis. Nothing
 here sleeps to synchronise: tests await an event, or poll a condition with a
 deadline (``eventually``); to show that something did not arrive, a later marker
 is sent to the same client and awaited first.
@@ -24,7 +24,7 @@ from server.http.app_keys import GATEWAY, MANAGER, PRESENCE, SETTINGS, SIO
 from server.messages import envelope
 from server.messages.rooms import user_room
 from server.sio.packet_guard import HARD_CAP_FACTOR
-from tests.fakes.memory_backend import MemoryBroker
+from tests.fakes.memory_backend import FlakyBroker
 from tests.helpers.clients import MakeClient, RecordingClient, connected, make_token
 from tests.helpers.envelopes import emit_envelope
 from tests.helpers.in_process import Replica, StartReplica, sample
@@ -58,11 +58,11 @@ async def refused(make_client: Callable[..., RecordingClient], url: str, **conne
     return payload
 
 
-def published(broker: MemoryBroker) -> list[dict[str, Any]]:
+def published(broker: FlakyBroker) -> list[dict[str, Any]]:
     return [json.loads(data) for _channel, data in broker.published]
 
 
-def inject(broker: MemoryBroker, replica: Replica, message: dict[str, Any] | bytes) -> None:
+def inject(broker: FlakyBroker, replica: Replica, message: dict[str, Any] | bytes) -> None:
     raw = message if isinstance(message, bytes) else envelope.encode({"host_id": FOREIGN_HOST, **message})
     assert broker.inject(replica.app[SETTINGS].channel, raw) >= 1, "nobody is subscribed"
 
@@ -100,7 +100,7 @@ async def test_user_with_sockets_on_two_replicas_gets_it_on_both_once_each(
 
 
 async def test_user_only_on_another_replica_is_reached_through_the_queue(
-        start_replica: StartReplica, make_client: MakeClient, broker: MemoryBroker) -> None:
+        start_replica: StartReplica, make_client: MakeClient, broker: FlakyBroker) -> None:
     first, second = await start_replica(), await start_replica()
     alice = await connected(make_client, second, "alice")
 
@@ -118,7 +118,7 @@ async def test_user_only_on_another_replica_is_reached_through_the_queue(
     pytest.param(None, "connected", id="connected"),
 ])
 async def test_reply_to_one_socket_stays_local(start_replica: StartReplica, make_client: MakeClient,
-                                               broker: MemoryBroker,
+                                               broker: FlakyBroker,
                                                action: Callable[[RecordingClient], Awaitable[None]] | None,
                                                reply: str) -> None:
     replica, _other = await start_replica(), await start_replica()
@@ -132,7 +132,7 @@ async def test_reply_to_one_socket_stays_local(start_replica: StartReplica, make
 
 
 async def test_message_received_from_the_queue_is_never_published_again(
-        start_replica: StartReplica, make_client: MakeClient, broker: MemoryBroker) -> None:
+        start_replica: StartReplica, make_client: MakeClient, broker: FlakyBroker) -> None:
     sender, receiver = await start_replica(), await start_replica()
     alice = await connected(make_client, receiver, "alice")
 
@@ -146,8 +146,8 @@ async def test_message_received_from_the_queue_is_never_published_again(
     assert sample(receiver, "kindmap_messages_published_total") == 0
 
 
-async def test_single_replica_mode_delivers_without_any_queue(start_replica: StartReplica, make_client: MakeClient,
-                                                              broker: MemoryBroker) -> None:
+async def test_a_replica_alone_delivers_on_its_own_memory_backend(start_replica: StartReplica,
+                                                                  make_client: MakeClient, broker: FlakyBroker) -> None:
     replica = await start_replica(queue=False)
     phone, laptop = [await connected(make_client, replica, "alice") for _ in range(2)]
 
@@ -155,14 +155,14 @@ async def test_single_replica_mode_delivers_without_any_queue(start_replica: Sta
 
     assert await phone.wait_for("navigation_update") == {"step": 4}
     assert await laptop.wait_for("navigation_update") == {"step": 4}
-    assert broker.published == []
+    assert broker.published == []  # the test's shared broker is not its own
 
 
 # --- receiving from the queue --------------------------------------------------------
 
 
 async def test_message_from_the_queue_is_delivered_to_the_users_socket(
-        start_replica: StartReplica, make_client: MakeClient, broker: MemoryBroker) -> None:
+        start_replica: StartReplica, make_client: MakeClient, broker: FlakyBroker) -> None:
     replica = await start_replica()
     alice = await connected(make_client, replica, "alice")
 
@@ -182,7 +182,7 @@ async def test_message_from_the_queue_is_delivered_to_the_users_socket(
                  "handler_error", id="handler-fails"),
 ])
 async def test_bad_queue_message_is_dropped_and_counted_and_later_ones_still_arrive(
-        start_replica: StartReplica, make_client: MakeClient, broker: MemoryBroker, message: dict[str, Any] | bytes,
+        start_replica: StartReplica, make_client: MakeClient, broker: FlakyBroker, message: dict[str, Any] | bytes,
         reason: str) -> None:
     replica = await start_replica()
     alice = await connected(make_client, replica, "alice")
@@ -219,6 +219,21 @@ async def test_disconnect_leaves_the_user_room(start_replica: StartReplica, make
     await alice.disconnect()
 
     await eventually(lambda: not list(manager.get_participants("/", user_room("alice"))))
+
+
+@pytest.mark.parametrize("queue", [True, False], ids=["shared-broker", "replica-alone"])
+async def test_presence_sees_a_client_online_while_connected_and_offline_after(
+        start_replica: StartReplica, make_client: MakeClient, queue: bool) -> None:
+    replica = await start_replica(queue=queue)
+    presence = replica.app[PRESENCE]
+    alice = await connected(make_client, replica, "alice")
+    assert await presence.is_online("alice") is True
+
+    await alice.disconnect()
+
+    async def offline() -> bool:
+        return not await presence.is_online("alice")
+    await eventually(offline)
 
 
 async def test_connections_gauge_goes_up_and_down(start_replica: StartReplica, make_client: MakeClient) -> None:
@@ -326,7 +341,7 @@ async def test_bad_user_id_is_refused(start_replica: StartReplica, make_client: 
 
 @pytest.mark.parametrize("layout", ["same-replica", "other-replica", "single-replica-mode", "queue-down"])
 async def test_replace_policy_disconnects_the_older_socket_and_keeps_the_new_one(
-        start_replica: StartReplica, make_client: MakeClient, broker: MemoryBroker, layout: str) -> None:
+        start_replica: StartReplica, make_client: MakeClient, broker: FlakyBroker, layout: str) -> None:
     old_home = await start_replica(duplicate_connection_policy="replace", queue=layout != "single-replica-mode")
     new_home = await start_replica(duplicate_connection_policy="replace") if layout == "other-replica" else old_home
     older = await connected(make_client, old_home, "alice")
