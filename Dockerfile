@@ -21,6 +21,7 @@ COPY requirements.txt .
 RUN pip install --no-compile -r requirements.txt \
  && useradd --system --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin kindmap
 
+COPY kindmap_realtime/ kindmap_realtime/
 COPY server/ server/
 COPY client_demo/ client_demo/
 COPY --from=demo-client /client_demo/node_modules/socket.io-client/dist client_demo/node_modules/socket.io-client/dist

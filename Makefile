@@ -40,7 +40,7 @@ test: install lint
 	$(PYTHON) -m pytest --cov --cov-branch --cov-report=term-missing:skip-covered --cov-fail-under=90 $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check server cluster tools tests bench
+	$(VENV)/bin/ruff check server kindmap_realtime cluster tools tests bench
 	$(VENV)/bin/mypy
 
 # The settings table of docs/configuration.md and .env.example, rewritten from the declarations

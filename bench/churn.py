@@ -48,10 +48,10 @@ from redis import asyncio as aioredis
 matplotlib.use("Agg")  # files only, no display; chosen before pyplot is imported
 import matplotlib.pyplot as plt
 
-from server.backends.redis.keys import presence_key, sessions_key
+from kindmap_realtime.backends.redis.keys import presence_key, sessions_key
+from kindmap_realtime.emitter import Emitter
+from kindmap_realtime.errors import RealtimeError
 from server.config import Settings
-from server.emitter import Emitter
-from server.errors import RealtimeError
 
 from .cluster import CHANNEL, SystemUnderTest
 from .control import Worker, python_module, run_and_write

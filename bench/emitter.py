@@ -3,7 +3,7 @@
 It publishes at an offered rate (open loop, see ``bench.pacing``) through one of
 two publishers:
 
-- **ours**: ``server.emitter.Emitter`` (presence check, then a validated, hardened publish);
+- **ours**: ``kindmap_realtime.emitter.Emitter`` (presence check, then a validated, hardened publish);
   a sender that fell behind the schedule sends what is overdue in one ``send_many``; a step
   can send volatile, leaving the messages out of the users' histories for recovery;
 - **baseline**: python-socketio's stock write-only ``AsyncRedisManager``, no hardening, no
@@ -25,7 +25,7 @@ from typing import Any
 
 import socketio
 
-from server.emitter import Emitter
+from kindmap_realtime.emitter import Emitter
 
 from . import control
 from .message import EVENT, payload, user_room

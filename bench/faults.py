@@ -13,7 +13,7 @@ A local cluster (Redis, the replicas, Nginx: ``cluster.LocalCluster``; for ``res
 ``failover`` a Redis Cluster, ``cluster.processes.RedisClusterServers``) serves riders that
 are real socket.io-client 4.8 sockets (``bench/node/riders.mjs``), which reconnect and
 recover their sessions on their own. Rider i connects from 127.0.(1 + i % networks).1, so
-that Nginx's ip_hash spreads the riders over the replicas. The emitter (``server.emitter``)
+that Nginx's ip_hash spreads the riders over the replicas. The emitter (``kindmap_realtime.emitter``)
 sends ``{"id": n}`` round-robin over the users at an open-loop rate, each user's messages one
 after the other, and records what each send was told: ``sent``, ``stored`` or refused. After
 the run it waits until every accepted message arrived, or a deadline, and counts what was
@@ -45,8 +45,8 @@ import aiohttp
 
 from cluster import LocalCluster
 from cluster.processes import RedisClusterServers
-from server.emitter import Emitter
-from server.errors import RealtimeError, UserNotConnectedError
+from kindmap_realtime.emitter import Emitter
+from kindmap_realtime.errors import RealtimeError, UserNotConnectedError
 
 from .control import Worker, run_orchestrator
 from .loss import ACCEPTED, Counts, account

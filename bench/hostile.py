@@ -21,8 +21,8 @@ from typing import Any
 
 import aiohttp
 
-from server.emitter import Emitter
-from server.errors import RealtimeError
+from kindmap_realtime.emitter import Emitter
+from kindmap_realtime.errors import RealtimeError
 
 from . import control
 

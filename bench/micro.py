@@ -2,7 +2,7 @@
 
 ``json``: CPU per encode and decode of a navigation message, json against orjson:
 python-socketio's packet (``Packet`` against ``CodecPacket``) and the queue
-envelope's JSON (``json`` against ``server.messages.json_codec``).
+envelope's JSON (``json`` against ``kindmap_realtime.messages.json_codec``).
 
 ``send``: CPU per recipient of the outgoing-buffer checks ``GuardedSocket.send`` and
 its queue make for one packet sent to a room of 100 sockets (Korean text travels as
@@ -61,11 +61,11 @@ from socketio import packet as sio_packet
 from socketio.async_manager import AsyncManager
 
 from cluster.processes import RedisServer, Replica, wait_until_async
+from kindmap_realtime.event_loop import new_event_loop
+from kindmap_realtime.messages import json_codec
 from server.eio.outgoing import OutgoingBuffer, packet_size
 from server.eio.socket import GuardedSocket
-from server.event_loop import new_event_loop
 from server.manager.local_delivery import LocalDelivery
-from server.messages import json_codec
 from server.sio.server import CodecPacket
 
 from .cpu import cpu_seconds, rss_bytes

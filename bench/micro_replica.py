@@ -21,12 +21,12 @@ import socketio
 from aiohttp import web
 from socketio.async_manager import AsyncManager
 
+from kindmap_realtime.messages.rooms import user_room
 from server.__main__ import main
 from server.app import create_app
 from server.config import Settings
 from server.http.app_keys import SIO
 from server.manager.local_delivery import LocalDelivery
-from server.messages.rooms import user_room
 from server.sio import server as transport
 
 from .message import EVENT, payload

@@ -1,12 +1,12 @@
 """``python -m bench.micro route``: what storing a message for recovery adds to its send.
 
 Every targeted message goes through one Redis function that routes it (``send`` of
-``server/backends/redis/routing.lua``); unless it is volatile, the same function first
+``kindmap_realtime/backends/redis/routing.lua``); unless it is volatile, the same function first
 appends it to the user's history for connection state recovery. Here the two are
 measured alone, without replicas or clients: a private ``redis-server``, a stand-in
 replica process that registers itself and records a socket with a recoverable session
 for each user (as a replica does at connect, through the same backend code), and
-``server.emitter.Emitter.send_many`` in batches. Nobody reads the stand-in's inbox: it
+``kindmap_realtime.emitter.Emitter.send_many`` in batches. Nobody reads the stand-in's inbox: it
 is emptied between runs.
 
 Each run sends the same number of messages to random users, durable and volatile
@@ -35,10 +35,10 @@ from typing import Any
 from redis import asyncio as aioredis
 
 from cluster.processes import RedisServer
-from server.backends import open_backend
-from server.backends.base import Backend
-from server.backends.redis.keys import inbox_key
-from server.emitter import Emitter
+from kindmap_realtime.backends import open_backend
+from kindmap_realtime.backends.base import Backend
+from kindmap_realtime.backends.redis.keys import inbox_key
+from kindmap_realtime.emitter import Emitter
 
 from .cpu import cpu_seconds
 from .message import EVENT, payload

@@ -31,12 +31,12 @@ LOOP_FRAMES = ("_run_module_as_main", "_run_code", "<module>", "main (", "run_ap
 # The path of a message through a replica: the function heading each stage's subtree (they do not nest).
 STAGES = (
     ("Redis inbox read: the XREAD round trips (messages for this replica's users only)",
-     "InboxTransport.messages (server/backends/redis/inboxes.py)"),
+     "InboxTransport.messages (kindmap_realtime/backends/redis/inboxes.py)"),
     ("WebSocket write: Engine.IO writer task, aiohttp frame, send() (delivered messages)",
      "AsyncSocket._websocket_handler.<locals>.writer (engineio/async_socket.py)"),
     ("Socket.IO emit: room lookup, packet encoding, per-socket queue",
      "AsyncPubSubManager._handle_emit (socketio/async_pubsub_manager.py)"),
-    ("Queue envelope decode and validation (every message)", "decode (server/messages/envelope.py)"),
+    ("Queue envelope decode and validation (every message)", "decode (kindmap_realtime/messages/envelope.py)"),
 )
 SAMPLE_RATE = 250
 _LINE_NUMBER = re.compile(r":\d+\)$")

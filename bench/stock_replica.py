@@ -13,10 +13,10 @@ import sys
 import socketio
 from aiohttp import web
 
+from kindmap_realtime.errors import ConfigError
 from server.__main__ import main
 from server.app import create_app
 from server.config import Settings
-from server.errors import ConfigError
 
 __all__ = ["build"]
 

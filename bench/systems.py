@@ -1,7 +1,7 @@
 """The systems the benchmark measures, and the commands that run their replicas and emitters.
 
 - **baseline**: the same app on python-socketio's stock ``AsyncRedisManager``, stock write-only emitter;
-- **ours**: ``python -m server`` and ``server.emitter.Emitter``;
+- **ours**: ``python -m server`` and ``kindmap_realtime.emitter.Emitter``;
 - **node-classic**, **node-sharded**: Node Socket.IO 4 with ``@socket.io/redis-adapter``
   (``createAdapter``: PSUBSCRIBE/PUBLISH; ``createShardedAdapter``: SSUBSCRIBE/SPUBLISH, one
   channel per room), the reference for what a replica and an emitter can cost

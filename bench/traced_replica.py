@@ -4,7 +4,7 @@ It runs alone on the memory backend (``REDIS_URL`` is ignored): traced, every Re
 round trip is several times slower, and the presence heartbeat, which writes every
 socket to Redis every 3 s, then stalls the loop until clients time out. What Redis
 keeps for a connection in Redis mode -- its presence entry, its session, its user's
-history -- is kept in the process here, and charged to ``server/backends/memory/``.
+history -- is kept in the process here, and charged to ``kindmap_realtime/backends/memory/``.
 
 On SIGUSR1 it collects garbage and writes a tracemalloc snapshot to
 ``snapshot_path(pid)`` (under a temporary name first, so a reader never sees

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from types import FrameType
 
-from server.config import load_environ
+from kindmap_realtime.environment import load_environ
 
 from .local import LocalCluster
 

@@ -1,5 +1,6 @@
-"""KindMap Realtime: a horizontally scaled Socket.IO server for turn-by-turn guidance."""
+"""KindMap Realtime's replica: a horizontally scaled Socket.IO server for turn-by-turn guidance,
+built on the library backend services install too (``kindmap_realtime``)."""
 
-__version__ = "0.1.0"
+from kindmap_realtime import __version__
 
 __all__ = ["__version__"]

@@ -9,10 +9,12 @@ from collections.abc import Callable
 
 from aiohttp import web
 
+from kindmap_realtime.environment import load_environ
+from kindmap_realtime.errors import ConfigError
+from kindmap_realtime.event_loop import loop_name, new_event_loop
+
 from .app import create_app
-from .config import Settings, load_environ
-from .errors import ConfigError
-from .event_loop import loop_name, new_event_loop
+from .config import Settings
 from .logs import configure_logging
 
 logger = logging.getLogger("server")

@@ -11,7 +11,8 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 from socketio.async_manager import AsyncManager
 
-from .backends import MEMORY_URL, Backend, Presence, open_backend
+from kindmap_realtime.backends import MEMORY_URL, Backend, Presence, open_backend
+
 from .compat import check_libraries
 from .config import Settings
 from .eio.connections import OpenConnections

@@ -1,7 +1,7 @@
 """Typed settings, read once from the environment (and an optional ``.env``).
 
 ``Settings.from_env`` is the only place of a replica that reads environment variables,
-by the rules the emit CLI reads its few with (``server.environment``); everything else
+by the rules the emit CLI reads its few with (``kindmap_realtime.environment``); everything else
 receives a ``Settings`` object. A bad value raises
 ``ConfigError`` with a one-line message that names the variable.
 
@@ -24,10 +24,10 @@ from functools import cache
 from typing import Any
 from urllib.parse import urlsplit
 
-from .backends import check_backend_url
-from .environment import load_environ, parse_bool, raw_setting
-from .errors import ConfigError
-from .limits import (
+from kindmap_realtime.backends import check_backend_url
+from kindmap_realtime.environment import load_environ, parse_bool, raw_setting
+from kindmap_realtime.errors import ConfigError
+from kindmap_realtime.limits import (
     DEFAULT_CHANNEL,
     DEFAULT_MAX_QUEUE_MESSAGE_BYTES,
     QUEUE_MESSAGE_BYTES,
@@ -36,7 +36,7 @@ from .limits import (
     check_queue_message_bytes,
     check_queue_replay_window,
 )
-from .messages.replay import DEFAULT_WINDOW
+from kindmap_realtime.messages.replay import DEFAULT_WINDOW
 
 __all__ = [
     "Range",

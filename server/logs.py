@@ -7,7 +7,9 @@ import logging
 import time
 from typing import Any
 
-__all__ = ["JsonFormatter", "LogThrottle", "ThrottleFilter", "configure_logging"]
+from kindmap_realtime.log_throttle import LogThrottle
+
+__all__ = ["JsonFormatter", "ThrottleFilter", "configure_logging"]
 
 # Attributes every LogRecord has; anything else came in through ``extra=``.
 _STANDARD_ATTRS = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
@@ -44,29 +46,6 @@ def configure_logging(level: str = "INFO") -> None:
         # socket; aiohttp.server a traceback for each malformed HTTP request).
         library_logger = logging.getLogger(library)
         library_logger.filters[:] = [ThrottleFilter()]
-
-
-class LogThrottle:
-    """Lets one line per key through each ``interval`` seconds.
-
-    A Redis outage or a flood of forged messages would otherwise write a line per
-    message; the metrics still count every one, the log says how many it held back.
-    """
-
-    def __init__(self, interval: float = 1.0) -> None:
-        self.interval = interval
-        self._last: dict[str, float] = {}
-        self._held: dict[str, int] = {}
-
-    def allow(self, key: str) -> int | None:
-        """``None`` to stay quiet; otherwise how many lines were held back before this one."""
-        now = time.monotonic()
-        last = self._last.get(key)
-        if last is not None and now - last < self.interval:
-            self._held[key] = self._held.get(key, 0) + 1
-            return None
-        self._last[key] = now
-        return self._held.pop(key, 0)
 
 
 class ThrottleFilter(logging.Filter):

@@ -104,7 +104,7 @@ class Metrics:
         self.redis_anomalies = Counter(
             "kindmap_redis_anomalies_total", "Data in Redis that no replica or emitter of ours writes (a key of "
             "the wrong type, a hash far over its cap, an entry that fails its signature check), ignored or "
-            "repaired, by kind; also inbox_full and history_full (server/backends/redis/anomalies.py).",
+            "repaired, by kind; also inbox_full and history_full (kindmap_realtime/backends/redis/anomalies.py).",
             ["anomaly"], registry=self.registry,
         )
         self.replayed = Counter(

@@ -8,7 +8,7 @@ from importlib.metadata import version
 from aiohttp import WSMsgType, web
 from aiohttp._websocket.writer import WEBSOCKET_MAX_SYNC_CHUNK_SIZE, WebSocketWriter
 
-from . import Internal, check
+from kindmap_realtime.compat import Internal, check
 
 __all__ = ["INTERNALS", "check_aiohttp", "write_compressed_text_now", "writer_busy", "writer_of"]
 

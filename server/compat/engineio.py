@@ -17,7 +17,7 @@ from typing import Any
 import engineio
 from engineio.async_socket import AsyncSocket
 
-from . import Internal, assigned, check
+from kindmap_realtime.compat import Internal, assigned, check
 
 __all__ = ["INTERNALS", "HookedEngineServer", "HookedSocket", "check_engineio", "mark_upgraded", "set_last_ping",
            "set_upgrading"]

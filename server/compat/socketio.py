@@ -17,7 +17,7 @@ from typing import Any
 import socketio
 from socketio.async_pubsub_manager import AsyncPubSubManager
 
-from . import Internal, check
+from kindmap_realtime.compat import Internal, check
 
 __all__ = ["INTERNALS", "HookedPubSubManager", "HookedSocketServer", "acks_awaited", "check_socketio",
            "register_ack"]

@@ -18,8 +18,9 @@ import socketio
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
+from kindmap_realtime.errors import ErrorCode, error_payload
+
 from ..config import Settings
-from ..errors import ErrorCode, error_payload
 from ..metrics import Metrics
 from .connections import OpenConnections
 from .environ import engineio_query

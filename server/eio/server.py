@@ -23,9 +23,10 @@ from aiohttp import web
 from engineio import packet as eio_packet
 from engineio import payload as eio_payload
 
+from kindmap_realtime.errors import ErrorCode, error_payload
+from kindmap_realtime.log_throttle import LogThrottle
+
 from ..compat.engineio import HookedEngineServer
-from ..errors import ErrorCode, error_payload
-from ..logs import LogThrottle
 from ..metrics import Metrics
 from .deadlines import Deadlines
 from .environ import RequestEnviron, engineio_query

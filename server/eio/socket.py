@@ -17,9 +17,10 @@ import engineio
 from aiohttp import WSCloseCode, web
 from engineio import packet as eio_packet
 
+from kindmap_realtime.errors import ErrorCode
+
 from ..compat.aiohttp import write_compressed_text_now, writer_busy, writer_of
 from ..compat.engineio import HookedSocket, mark_upgraded, set_last_ping, set_upgrading
-from ..errors import ErrorCode
 from .environ import engineio_query
 from .fanout import Frame
 from .outgoing import OutgoingBuffer, packet_size

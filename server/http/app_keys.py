@@ -6,7 +6,8 @@ import socketio
 from aiohttp import web
 from socketio.async_manager import AsyncManager
 
-from ..backends.base import Presence
+from kindmap_realtime.backends.base import Presence
+
 from ..config import Settings
 from ..eio.connections import OpenConnections
 from ..manager.client_manager import QueueManager

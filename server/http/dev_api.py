@@ -9,9 +9,10 @@ from collections.abc import Awaitable
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from kindmap_realtime.errors import HostNotAllowedError
+from kindmap_realtime.messages.checks import check_user_id
+
 from ..config import is_loopback_host
-from ..errors import HostNotAllowedError
-from ..messages.checks import check_user_id
 from .app_keys import AUTHENTICATOR, SETTINGS
 
 __all__ = ["dev_host_middleware", "dev_routes"]

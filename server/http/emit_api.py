@@ -9,7 +9,7 @@ from aiohttp import ClientConnectionError, ClientPayloadError, web
 from aiohttp.typedefs import Handler
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from ..errors import (
+from kindmap_realtime.errors import (
     ErrorCode,
     HostNotAllowedError,
     PayloadTooLargeError,
@@ -20,10 +20,11 @@ from ..errors import (
     UserNotConnectedError,
     error_payload,
 )
-from ..logs import LogThrottle
+from kindmap_realtime.log_throttle import LogThrottle
+from kindmap_realtime.sending import send_to_user
+
 from ..manager.client_manager import QueueManager
 from ..manager.sending import sender_for
-from ..sending import send_to_user
 from ..sio.auth import AuthError, bearer_token
 from .app_keys import AUTHENTICATOR, GATEWAY, MANAGER, METRICS, PRESENCE, SETTINGS
 

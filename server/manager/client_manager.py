@@ -33,16 +33,17 @@ from typing import Any
 from socketio.async_manager import AsyncManager
 from socketio.packet import Packet
 
-from ..backends.base import QueueTransport, Routed
+from kindmap_realtime.backends.base import QueueTransport, Routed
+from kindmap_realtime.errors import InvalidEnvelopeError, QueueUnavailableError, RealtimeError
+from kindmap_realtime.limits import DEFAULT_CHANNEL, DEFAULT_MAX_QUEUE_MESSAGE_BYTES
+from kindmap_realtime.log_throttle import LogThrottle
+from kindmap_realtime.messages import envelope
+from kindmap_realtime.messages.replay import DEFAULT_WINDOW, ReplayGuard
+from kindmap_realtime.messages.rooms import user_of_room, user_room
+from kindmap_realtime.publisher import Publisher, disconnect_message, emit_message
+
 from ..compat.socketio import HookedPubSubManager, register_ack
-from ..errors import InvalidEnvelopeError, QueueUnavailableError, RealtimeError
-from ..limits import DEFAULT_CHANNEL, DEFAULT_MAX_QUEUE_MESSAGE_BYTES
-from ..logs import LogThrottle
-from ..messages import envelope
-from ..messages.replay import DEFAULT_WINDOW, ReplayGuard
-from ..messages.rooms import user_of_room, user_room
 from ..metrics import Metrics
-from ..publisher import Publisher, disconnect_message, emit_message
 from .local_delivery import LocalDelivery
 from .recovery import is_offset
 

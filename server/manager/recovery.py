@@ -38,10 +38,11 @@ from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..backends.base import CatchUp, Claim, HistoryGone, Session, SessionStore
-from ..errors import InvalidEnvelopeError, QueueUnavailableError
-from ..logs import LogThrottle
-from ..messages.rooms import user_room
+from kindmap_realtime.backends.base import CatchUp, Claim, HistoryGone, Session, SessionStore
+from kindmap_realtime.errors import InvalidEnvelopeError, QueueUnavailableError
+from kindmap_realtime.log_throttle import LogThrottle
+from kindmap_realtime.messages.rooms import user_room
+
 from ..metrics import Metrics
 
 __all__ = ["Held", "Recovery", "Tracked", "is_offset", "wants_recovery"]

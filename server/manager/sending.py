@@ -1,4 +1,4 @@
-"""The replica's side of sending to a user (``server.sending``): its client manager, whichever it is."""
+"""The replica's side of sending to a user (``kindmap_realtime.sending``): its client manager, whichever it is."""
 
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ from typing import Any
 
 from socketio.async_manager import AsyncManager
 
-from ..backends.base import Presence, Routed
-from ..messages.rooms import user_room
-from ..sending import Sender
+from kindmap_realtime.backends.base import Presence, Routed
+from kindmap_realtime.messages.rooms import user_room
+from kindmap_realtime.sending import Sender
+
 from .client_manager import QueueManager
 
 __all__ = ["RoomSender", "sender_for"]

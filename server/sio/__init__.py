@@ -2,6 +2,6 @@
 guard every client packet passes, rate limits, the gateway (connect, welcome, disconnect),
 authentication and token expiry.
 
-May import: ``server.eio``, ``server.manager``, ``server.messages``, ``server.backends``
-(their interfaces) and the top-level settings, errors, logs and metrics.
+May import: ``server.eio``, ``server.manager``, the library (``kindmap_realtime``: messages,
+backends' interfaces, errors) and the top-level settings, logs and metrics.
 """

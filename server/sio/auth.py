@@ -11,9 +11,10 @@ from urllib.parse import parse_qs
 
 import jwt
 
+from kindmap_realtime.errors import AuthError, ErrorCode
+from kindmap_realtime.messages.checks import validate_user_id
+
 from ..config import Settings
-from ..errors import AuthError, ErrorCode
-from ..messages.checks import validate_user_id
 
 __all__ = ["DEV_TOKEN_LIFETIME", "AuthError", "Authenticator", "DevToken", "Identity", "bearer_token"]
 

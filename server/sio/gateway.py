@@ -8,10 +8,8 @@ from typing import Any, NoReturn
 
 import socketio
 
-from .. import __version__
-from ..backends.base import Presence
-from ..config import Settings
-from ..errors import (
+from kindmap_realtime.backends.base import Presence
+from kindmap_realtime.errors import (
     ErrorCode,
     PublishError,
     QueueUnavailableError,
@@ -21,9 +19,12 @@ from ..errors import (
     error_payload,
     utc_now_iso,
 )
-from ..logs import LogThrottle
+from kindmap_realtime.log_throttle import LogThrottle
+from kindmap_realtime.messages.rooms import user_room
+
+from .. import __version__
+from ..config import Settings
 from ..manager.recovery import Recovery
-from ..messages.rooms import user_room
 from ..metrics import Metrics
 from .auth import Authenticator, AuthError
 from .packet_guard import PacketGuard

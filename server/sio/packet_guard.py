@@ -25,11 +25,12 @@ from typing import Any
 import socketio
 from socketio import packet as sio_packet
 
+from kindmap_realtime.errors import ErrorCode, error_payload
+from kindmap_realtime.log_throttle import LogThrottle
+
 from ..compat.socketio import acks_awaited
 from ..config import Settings
 from ..eio.rate_limit import FloodGuard, Verdict
-from ..errors import ErrorCode, error_payload
-from ..logs import LogThrottle
 from ..metrics import Metrics
 
 __all__ = ["HARD_CAP_FACTOR", "MAX_ATTACHMENTS", "PacketGuard", "drop_transport"]

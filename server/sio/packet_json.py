@@ -3,7 +3,7 @@
 python-socketio writes with ``json.dumps`` (non-ASCII text as ``\\u`` escapes) and reads
 with python-engineio's ``json`` (which refuses integers of over 100 digits); so does
 ``SocketIOJson``, through orjson where the answer comes out the same
-(``server.messages.json_codec``): clients receive the very bytes they did before (error
+(``kindmap_realtime.messages.json_codec``): clients receive the very bytes they did before (error
 payloads included).
 """
 
@@ -13,7 +13,7 @@ from typing import Any
 
 from engineio import json as engineio_json
 
-from ..messages.json_codec import dumps_like_json, loads
+from kindmap_realtime.messages.json_codec import dumps_like_json, loads
 
 __all__ = ["SocketIOJson"]
 

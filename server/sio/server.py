@@ -13,9 +13,10 @@ from typing import Any
 
 import socketio
 
+from kindmap_realtime.messages.json_codec import is_json
+
 from ..compat.socketio import HookedSocketServer
 from ..eio.server import EngineServer
-from ..messages.json_codec import is_json
 from .packet_json import SocketIOJson
 
 __all__ = ["CodecPacket", "SocketServer"]

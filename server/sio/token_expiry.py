@@ -18,8 +18,9 @@ from typing import Any
 
 import socketio
 
+from kindmap_realtime.errors import ErrorCode, error_payload
+
 from ..eio.deadlines import Deadlines
-from ..errors import ErrorCode, error_payload
 from .auth import Authenticator, AuthError, Identity
 
 __all__ = ["TokenExpiry"]

@@ -8,7 +8,7 @@ import pytest
 
 from bench.loadgen import Recorder
 from bench.message import EVENT, parse_delivery, payload, user_room
-from server.messages import rooms
+from kindmap_realtime.messages import rooms
 
 
 def frame(data: object, event: str = EVENT) -> str:

@@ -25,7 +25,7 @@ from bench.message import payload
 from bench.pacing import Schedule
 from bench.rig import Rig
 from bench.systems import NODE_DIR, missing_tools
-from server.messages.checks import validate_user_id
+from kindmap_realtime.messages.checks import validate_user_id
 
 pytestmark = pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
 

@@ -8,7 +8,7 @@ RAW = [
     "<module> (server/__main__.py:44);run_forever (asyncio/base_events.py:607);"
     "_run_once (asyncio/base_events.py:1884);EpollSelector.select (selectors.py:468) 60",
     "<module> (server/__main__.py:44);_run_once (asyncio/base_events.py:1922);Handle._run (asyncio/events.py:80);"
-    "_receive (server/manager/client_manager.py:230);decode (server/messages/envelope.py:70);"
+    "_receive (server/manager/client_manager.py:230);decode (kindmap_realtime/messages/envelope.py:70);"
     "loads (json/__init__.py:346) 30",
     "<module> (server/__main__.py:44);_run_once (asyncio/base_events.py:1922);Handle._run (asyncio/events.py:80);"
     "_receive (server/manager/client_manager.py:231);_receive (server/manager/client_manager.py:240);emit (x.py:1) 10",
@@ -23,7 +23,7 @@ def test_idle_samples_are_left_out_and_the_rest_shared_by_function() -> None:
     inclusive = dict(summary.inclusive)
     # Lines of one function merge, and a recursive frame counts once per sample.
     assert inclusive["_receive (server/manager/client_manager.py)"] == 40
-    assert inclusive["decode (server/messages/envelope.py)"] == 30
+    assert inclusive["decode (kindmap_realtime/messages/envelope.py)"] == 30
     assert summary.own[0] == ("loads (json/__init__.py)", 30)
 
 

@@ -16,8 +16,8 @@ import pytest
 from playwright.async_api import expect
 
 from cluster import LocalCluster
-from server.emitter import Emitter
-from server.errors import UserNotConnectedError
+from kindmap_realtime.emitter import Emitter
+from kindmap_realtime.errors import UserNotConnectedError
 from tests.e2e.conftest import DEV_MODE
 from tests.helpers.browser import PHONE, SLOW_MS, OpenPage
 from tests.helpers.cluster import Cluster, unique_user

@@ -1,4 +1,4 @@
-"""The shipped memory backend (``server.backends.memory``) with the controls a unit test needs.
+"""The shipped memory backend (``kindmap_realtime.backends.memory``) with the controls a unit test needs.
 
 Several in-process replicas share one ``FlakyBroker``, as replicas share Redis; a test
 takes it down to see how the manager copes with an outage, reads what was published,
@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from server.backends.base import Backend, Routed
-from server.backends.memory import MemoryBroker, MemoryTransport, open_memory_backend
-from server.backends.memory.broker import Member
-from server.errors import PublishError, QueueUnavailableError
-from server.limits import DEFAULT_CHANNEL
+from kindmap_realtime.backends.base import Backend, Routed
+from kindmap_realtime.backends.memory import MemoryBroker, MemoryTransport, open_memory_backend
+from kindmap_realtime.backends.memory.broker import Member
+from kindmap_realtime.errors import PublishError, QueueUnavailableError
+from kindmap_realtime.limits import DEFAULT_CHANNEL
 
 __all__ = ["FlakyBroker", "FlakyTransport", "flaky_transport", "memory_backend"]
 

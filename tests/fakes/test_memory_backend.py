@@ -1,6 +1,6 @@
 """The controls the unit tests' memory backend adds to the shipped one: outages, forged input, records.
 
-(The shipped backend's own behaviour is tested in tests/unit/backends/memory/ and, beside
+(The shipped backend's own behaviour is tested in tests/unit/kindmap_realtime/backends/memory/ and, beside
 Redis and Redis Cluster, by the contract suite in tests/integration/backends/.)
 """
 
@@ -11,7 +11,7 @@ import contextlib
 
 import pytest
 
-from server.errors import PublishError, QueueUnavailableError
+from kindmap_realtime.errors import PublishError, QueueUnavailableError
 from tests.fakes.memory_backend import FlakyBroker, FlakyTransport, flaky_transport
 
 CHANNEL = "events"

@@ -12,9 +12,9 @@ import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from server.backends import Backend, SessionStore, open_backend
-from server.backends.base import Claim, Received, Routed, Session
-from server.backends.memory import MemoryBroker, open_memory_backend
+from kindmap_realtime.backends import Backend, SessionStore, open_backend
+from kindmap_realtime.backends.base import Claim, Received, Routed, Session
+from kindmap_realtime.backends.memory import MemoryBroker, open_memory_backend
 
 OpenReplica = Callable[..., Awaitable[Backend]]
 Store = str | MemoryBroker

@@ -1,6 +1,6 @@
 """The replicas' inboxes, watched and written as a Redis neighbour would.
 
-Replicas receive envelopes in their own Redis list (``server.backends.redis``) and drop
+Replicas receive envelopes in their own Redis list (``kindmap_realtime.backends.redis``) and drop
 what they have read at once, so what was sent there is watched as it is appended:
 through ``MONITOR``, which shows every command the routing functions run. These helpers
 let a test see what was sent to replicas, and forge or replay envelopes the way anyone
@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 
 from redis import asyncio as aioredis
 
-from server.backends.redis.keys import inbox_key, registry_key
+from kindmap_realtime.backends.redis.keys import inbox_key, registry_key
 
 __all__ = ["inbox_keys", "inject", "record_next", "record_until"]
 

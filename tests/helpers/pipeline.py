@@ -1,4 +1,4 @@
-"""Commands for ``server.backends.redis.pipeline.AutoPipeline``, packed as the transports pack theirs."""
+"""Commands for ``kindmap_realtime.backends.redis.pipeline.AutoPipeline``, packed as the transports pack theirs."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 from redis import asyncio as aioredis
 
-from server.backends.redis.pipeline import AutoPipeline
+from kindmap_realtime.backends.redis.pipeline import AutoPipeline
 from tests.helpers.waiting import eventually
 
 __all__ = ["blocked_call", "pack"]

@@ -13,8 +13,8 @@ import pytest
 from redis import asyncio as aioredis
 
 from cluster.processes import REPO_ROOT
-from server.emitter import Emitter
-from server.errors import ErrorCode, UserNotConnectedError
+from kindmap_realtime.emitter import Emitter
+from kindmap_realtime.errors import ErrorCode, UserNotConnectedError
 from tests.helpers.clients import MakeClient, connected, make_token
 from tests.helpers.cluster import API_KEY, Cluster, unique_user
 from tests.helpers.http import metric, post_emit
@@ -104,8 +104,8 @@ async def test_message_for_user_connected_nowhere_is_refused_counted_and_never_s
 def test_emit_cli_exits_zero_when_sent_and_three_for_a_user_connected_nowhere(cluster: Cluster) -> None:
     def cli(user: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "server.emit", "--user", user, "--event", "arrival", "--data", '{"station": "시청"}',
-             "--redis-url", cluster.redis_url, "--channel", cluster.channel],
+            [sys.executable, "-m", "kindmap_realtime.cli", "--user", user, "--event", "arrival",
+             "--data", '{"station": "시청"}', "--redis-url", cluster.redis_url, "--channel", cluster.channel],
             cwd=REPO_ROOT, capture_output=True, text=True, timeout=30, env=UNSIGNED_CLI_ENV)
 
     result = cli(unique_user("ghost"))
@@ -117,8 +117,9 @@ async def test_emit_cli_delivers_to_a_connected_user(cluster: Cluster, make_clie
     user = unique_user()
     client = await connected(make_client, cluster.replicas[2], user)
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "server.emit", "--user", user, "--event", "arrival", "--data", '{"station": "시청"}',
-        "--redis-url", cluster.redis_url, "--channel", cluster.channel, cwd=REPO_ROOT, env=UNSIGNED_CLI_ENV)
+        sys.executable, "-m", "kindmap_realtime.cli", "--user", user, "--event", "arrival",
+        "--data", '{"station": "시청"}', "--redis-url", cluster.redis_url, "--channel", cluster.channel,
+        cwd=REPO_ROOT, env=UNSIGNED_CLI_ENV)
     assert await process.wait() == 0
     assert await client.wait_for("arrival") == {"station": "시청"}
 

@@ -14,8 +14,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
-from server.emitter import Emitter
-from server.errors import UserNotConnectedError
+from kindmap_realtime.emitter import Emitter
+from kindmap_realtime.errors import UserNotConnectedError
 from tests.helpers.clients import MakeClient, RecordingClient, connected
 from tests.helpers.cluster import Cluster, unique_user
 from tests.helpers.http import metric

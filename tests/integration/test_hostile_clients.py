@@ -13,8 +13,8 @@ from collections.abc import Callable
 
 import pytest
 
-from server.emitter import Emitter
-from server.errors import UserNotConnectedError
+from kindmap_realtime.emitter import Emitter
+from kindmap_realtime.errors import UserNotConnectedError
 from tests.helpers.clients import MakeClient, connected, make_token
 from tests.helpers.cluster import Cluster, unique_user
 from tests.helpers.http import metric

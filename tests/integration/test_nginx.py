@@ -16,8 +16,8 @@ import socketio
 
 from cluster import LocalCluster
 from cluster.processes import RedisServer, http_status
-from server.emitter import Emitter
-from server.errors import ErrorCode
+from kindmap_realtime.emitter import Emitter
+from kindmap_realtime.errors import ErrorCode
 from tests.helpers.clients import MakeClient, RecordingClient, make_token, session_from
 from tests.helpers.cluster import API_KEY, local_cluster_east_of_utc, new_channel, replica_env, unique_user
 from tests.helpers.http import get_json, post_emit

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from cluster.processes import REPO_ROOT
-from server.emitter import Emitter
-from server.errors import ErrorCode, PayloadTooLargeError
+from kindmap_realtime.emitter import Emitter
+from kindmap_realtime.errors import ErrorCode, PayloadTooLargeError
 from tests.helpers.clients import MakeClient, connected
 from tests.helpers.cluster import API_KEY, Cluster, unique_user
 from tests.helpers.http import metric, post_emit
@@ -56,8 +56,9 @@ async def test_emit_cli_refuses_a_message_over_the_limit_with_exit_2(start_clust
     client = await connected(make_client, cluster.replicas[1], user)
 
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "server.emit", "--user", user, "--event", "route", "--data", '"' + "x" * 2048 + '"',
-        "--redis-url", cluster.redis_url, "--channel", cluster.channel, *limit["args"],
+        sys.executable, "-m", "kindmap_realtime.cli", "--user", user, "--event", "route",
+        "--data", '"' + "x" * 2048 + '"', "--redis-url", cluster.redis_url, "--channel", cluster.channel,
+        *limit["args"],
         cwd=REPO_ROOT, env={"PATH": "", "ALLOW_UNSIGNED_QUEUE": "true", **limit["env"]}, stderr=asyncio.subprocess.PIPE)
     _, stderr = await asyncio.wait_for(process.communicate(), 30)
 

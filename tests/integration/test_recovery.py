@@ -20,9 +20,9 @@ from redis.asyncio import Redis, RedisCluster
 
 from cluster import LocalCluster
 from cluster.processes import REPO_ROOT, RedisServer
-from server.backends.redis.keys import presence_key
-from server.emitter import Emitter
-from server.errors import UserNotConnectedError
+from kindmap_realtime.backends.redis.keys import presence_key
+from kindmap_realtime.emitter import Emitter
+from kindmap_realtime.errors import UserNotConnectedError
 from tests.helpers.clients import MakeClient, connected, make_token
 from tests.helpers.cluster import Cluster, new_channel, replica_env, unique_user
 from tests.helpers.http import metric
@@ -327,7 +327,7 @@ async def test_the_cli_says_stored_with_exit_code_4_and_volatile_is_refused_for_
 
     async def cli(*extra: str) -> tuple[int, str]:
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "server.emit", "--user", user, "--event", "step", "--data", '{"n": 1}',
+            sys.executable, "-m", "kindmap_realtime.cli", "--user", user, "--event", "step", "--data", '{"n": 1}',
             "--redis-url", cluster.redis_url, "--channel", cluster.channel, *extra, cwd=REPO_ROOT,
             env=UNSIGNED_CLI_ENV, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
         out, _ = await process.communicate()

@@ -13,7 +13,7 @@ import socketio
 
 from cluster import ReplicaSet
 from cluster.processes import Replica
-from server.errors import ErrorCode
+from kindmap_realtime.errors import ErrorCode
 from tests.helpers.clients import MakeClient, connected, make_token
 from tests.helpers.cluster import API_KEY, new_channel, replica_env, unique_user
 from tests.helpers.http import metric, post_emit

@@ -26,8 +26,8 @@ import pytest
 from redis.asyncio import Redis, RedisCluster
 
 from cluster.processes import RedisClusterServers
-from server.backends.claims import CLAIM_BURST
-from server.backends.redis.keys import history_key, presence_key, sessions_key
+from kindmap_realtime.backends.claims import CLAIM_BURST
+from kindmap_realtime.backends.redis.keys import history_key, presence_key, sessions_key
 from tests.helpers.clients import make_token
 from tests.helpers.cluster import API_KEY, Cluster, unique_user
 from tests.helpers.http import metric, post_emit

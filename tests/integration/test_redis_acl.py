@@ -25,9 +25,9 @@ from redis import asyncio as aioredis
 from redis.exceptions import AuthenticationError, NoPermissionError, ResponseError
 
 from cluster.processes import HOST, REPO_ROOT, ChildProcess, Replica, free_port, port_open
-from server.backends.redis.functions import function_name
-from server.backends.redis.keys import history_key, inbox_key, presence_key, registry_key, sessions_key
-from server.emitter import Emitter
+from kindmap_realtime.backends.redis.functions import function_name
+from kindmap_realtime.backends.redis.keys import history_key, inbox_key, presence_key, registry_key, sessions_key
+from kindmap_realtime.emitter import Emitter
 from tests.deploy.test_compose import acl_users
 from tests.helpers.clients import MakeClient, connected
 from tests.helpers.cluster import API_KEY, replica_env, unique_user

@@ -18,9 +18,9 @@ from redis import asyncio as aioredis
 from redis.crc import key_slot
 
 from cluster.processes import HOST, RedisClusterServers, RedisServer
-from server.backends.redis.keys import user_channel
-from server.emitter import Emitter
-from server.errors import RealtimeError
+from kindmap_realtime.backends.redis.keys import user_channel
+from kindmap_realtime.emitter import Emitter
+from kindmap_realtime.errors import RealtimeError
 from tests.helpers.clients import MakeClient, RecordingClient, connected
 from tests.helpers.cluster import Cluster, unique_user
 

@@ -24,9 +24,9 @@ from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 
 from cluster.processes import HOST, RedisClusterServers, RedisServer
-from server.backends.redis.keys import presence_key, user_channel
-from server.emitter import Emitter
-from server.errors import RealtimeError, UserNotConnectedError
+from kindmap_realtime.backends.redis.keys import presence_key, user_channel
+from kindmap_realtime.emitter import Emitter
+from kindmap_realtime.errors import RealtimeError, UserNotConnectedError
 from tests.helpers.clients import MakeClient, RecordingClient, connected, make_token
 from tests.helpers.cluster import Cluster, unique_user
 from tests.helpers.raw_client import OpenRaw, RawClient

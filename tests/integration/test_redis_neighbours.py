@@ -15,9 +15,9 @@ import pytest
 from redis import asyncio as aioredis
 
 from cluster.processes import RedisServer, Replica
-from server.backends.redis.keys import presence_key, registry_key, signing_key_name
-from server.emitter import Emitter
-from server.errors import ConfigError
+from kindmap_realtime.backends.redis.keys import presence_key, registry_key, signing_key_name
+from kindmap_realtime.emitter import Emitter
+from kindmap_realtime.errors import ConfigError
 from tests.helpers.clients import MakeClient, Served, connected, make_token
 from tests.helpers.cluster import API_KEY, Cluster, replica_env, unique_user
 from tests.helpers.http import metric, post_emit

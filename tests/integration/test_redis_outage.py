@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from cluster.processes import RedisServer, Replica, http_status, wait_until
-from server.emitter import Emitter
-from server.errors import PublishError, QueueUnavailableError, RealtimeError
+from kindmap_realtime.emitter import Emitter
+from kindmap_realtime.errors import PublishError, QueueUnavailableError, RealtimeError
 from tests.helpers.clients import MakeClient, RecordingClient, connected
 from tests.helpers.cluster import API_KEY, Cluster, replica_env, unique_user
 from tests.helpers.http import get_json, metric, post_emit

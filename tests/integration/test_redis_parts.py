@@ -16,16 +16,16 @@ import pytest
 from redis import asyncio as aioredis
 
 from cluster.processes import RedisServer
-from server.backends import Backend
-from server.backends.base import Session
-from server.backends.redis.client import MAX_CONNECTIONS, PoolExhaustedError, connect_redis
-from server.backends.redis.entries import SignedEntries
-from server.backends.redis.inboxes import InboxTransport
-from server.backends.redis.keys import presence_key, registry_key
-from server.backends.redis.presence import WRITE_CHUNK, RedisPresence
-from server.backends.redis.transport import RedisTransport
-from server.emitter import Emitter
-from server.errors import PayloadTooLargeError, QueueBusyError, QueueUnavailableError, RequestError
+from kindmap_realtime.backends import Backend
+from kindmap_realtime.backends.base import Session
+from kindmap_realtime.backends.redis.client import MAX_CONNECTIONS, PoolExhaustedError, connect_redis
+from kindmap_realtime.backends.redis.entries import SignedEntries
+from kindmap_realtime.backends.redis.inboxes import InboxTransport
+from kindmap_realtime.backends.redis.keys import presence_key, registry_key
+from kindmap_realtime.backends.redis.presence import WRITE_CHUNK, RedisPresence
+from kindmap_realtime.backends.redis.transport import RedisTransport
+from kindmap_realtime.emitter import Emitter
+from kindmap_realtime.errors import PayloadTooLargeError, QueueBusyError, QueueUnavailableError, RequestError
 from tests.helpers.backends import OpenReplica, emitter_backend, replica_backends
 from tests.helpers.pipeline import blocked_call
 

@@ -1,4 +1,4 @@
-"""server/backends/redis/pipeline.py: AutoPipeline against a real redis-server."""
+"""kindmap_realtime/backends/redis/pipeline.py: AutoPipeline against a real redis-server."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from redis import asyncio as aioredis
 from redis.exceptions import NoScriptError, ResponseError
 
 from cluster.processes import RedisServer
-from server.backends.redis.client import COMMAND_TIMEOUT, PoolExhaustedError, connect_redis, sending
-from server.backends.redis.pipeline import AutoPipeline
-from server.errors import PublishError, QueueBusyError
+from kindmap_realtime.backends.redis.client import COMMAND_TIMEOUT, PoolExhaustedError, connect_redis, sending
+from kindmap_realtime.backends.redis.pipeline import AutoPipeline
+from kindmap_realtime.errors import PublishError, QueueBusyError
 from tests.helpers.pipeline import blocked_call, pack
 from tests.helpers.waiting import eventually
 

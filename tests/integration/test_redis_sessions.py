@@ -2,7 +2,7 @@
 histories, against a real Redis.
 
 Recoverable sessions, each user's history and the functions that write them
-(``server/backends/redis/{sessions,presence,routing.lua}``), signed as in production, on
+(``kindmap_realtime/backends/redis/{sessions,presence,routing.lua}``), signed as in production, on
 one Redis and again on a Redis Cluster where a test does not depend on how replicas
 are reached. Attacks are made as a Redis neighbour without the signing key would.
 What every backend must do alike (claims and their refusals, histories, stored or sent)
@@ -20,15 +20,15 @@ import pytest
 from redis import asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 
-from server.backends import Backend
-from server.backends.base import HistoryGone, Routed
-from server.backends.redis.entries import INSTANCE_TTL_MS, SessionEntry, SignedEntries, now_ms
-from server.backends.redis.keys import consumed_key, history_key, inbox_key, presence_key, sessions_key
-from server.backends.redis.presence import RedisPresence
-from server.backends.redis.sessions import RedisSessions
-from server.backends.redis.transport import RedisTransport
+from kindmap_realtime.backends import Backend
+from kindmap_realtime.backends.base import HistoryGone, Routed
+from kindmap_realtime.backends.redis.entries import INSTANCE_TTL_MS, SessionEntry, SignedEntries, now_ms
+from kindmap_realtime.backends.redis.keys import consumed_key, history_key, inbox_key, presence_key, sessions_key
+from kindmap_realtime.backends.redis.presence import RedisPresence
+from kindmap_realtime.backends.redis.sessions import RedisSessions
+from kindmap_realtime.backends.redis.transport import RedisTransport
+from kindmap_realtime.errors import PublishError, TooManyConnectionsError
 from server.config import RECOVERY_MAX_MESSAGES
-from server.errors import PublishError, TooManyConnectionsError
 from tests.helpers.backends import (
     OpenReplica,
     claimed,
@@ -472,7 +472,7 @@ async def test_a_send_whose_users_only_replica_has_a_full_inbox_fails_instead_of
         open_single_replica: OpenReplica, single_sender: Backend, channel: str, user: str,
         monkeypatch: pytest.MonkeyPatch) -> None:
     """A flooded inbox (the emitter user may append to any) drops what is sent to it: the sender hears so."""
-    monkeypatch.setattr("server.backends.redis.inboxes.INBOX_MAX_LEN", 3)
+    monkeypatch.setattr("kindmap_realtime.backends.redis.inboxes.INBOX_MAX_LEN", 3)
     full, _ = await live_session(open_single_replica, user)
     client = await client_of(full)
     await client.rpush(inbox_key(channel, process_of(full)), *[b"flood"] * 3)

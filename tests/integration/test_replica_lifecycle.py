@@ -14,9 +14,9 @@ import pytest
 from redis import asyncio as aioredis
 
 from cluster.processes import REPO_ROOT, RedisServer, Replica
-from server.emitter import Emitter
-from server.errors import ConfigError
-from server.messages import envelope
+from kindmap_realtime.emitter import Emitter
+from kindmap_realtime.errors import ConfigError
+from kindmap_realtime.messages import envelope
 from tests.helpers.clients import MakeClient, connected, make_token
 from tests.helpers.cluster import Cluster, replica_env, unique_user
 from tests.helpers.http import get_json, metric
@@ -148,7 +148,7 @@ async def test_signed_cluster_drops_unsigned_envelopes_and_emitters_without_the_
     with pytest.raises(ConfigError, match="QUEUE_SIGNING_KEY"):
         await Emitter(cluster.redis_url, channel=cluster.channel).connect()
     cli = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "server.emit", "--user", user, "--event", "e", "--redis-url", cluster.redis_url,
+        sys.executable, "-m", "kindmap_realtime.cli", "--user", user, "--event", "e", "--redis-url", cluster.redis_url,
         "--channel", cluster.channel, cwd=REPO_ROOT, stderr=asyncio.subprocess.PIPE,
         env={**os.environ, "QUEUE_SIGNING_KEY": "a-wrong-key-" + "x" * 30})
     _, stderr = await cli.communicate()

@@ -12,12 +12,12 @@ import socketio
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from kindmap_realtime.backends.memory import MemoryTransport
+from kindmap_realtime.backends.memory.presence import MemoryPresence
+from kindmap_realtime.backends.memory.sessions import MemorySessions
+from kindmap_realtime.backends.redis.presence import RedisPresence
+from kindmap_realtime.backends.redis.transport import RedisTransport
 from server.app import create_app
-from server.backends.memory import MemoryTransport
-from server.backends.memory.presence import MemoryPresence
-from server.backends.memory.sessions import MemorySessions
-from server.backends.redis.presence import RedisPresence
-from server.backends.redis.transport import RedisTransport
 from server.config import Settings
 from server.http.app_keys import GATEWAY, MANAGER, METRICS, PRESENCE, SETTINGS, SIO
 from server.manager.client_manager import QueueManager

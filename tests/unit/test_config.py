@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from server.config import Settings, load_environ
-from server.errors import ConfigError
-from server.limits import DEFAULT_CHANNEL
+from kindmap_realtime.environment import load_environ
+from kindmap_realtime.errors import ConfigError
+from kindmap_realtime.limits import DEFAULT_CHANNEL
+from server.config import Settings
 
 # RFC 7518 section 3.2, written here rather than read from the code under test.
 MIN_SECRET_BYTES = 32

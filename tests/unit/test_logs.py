@@ -1,4 +1,5 @@
-"""server/logs.py: JSON lines, logging set up only by entry points, throttled repeats."""
+"""server/logs.py: JSON lines, logging set up only by entry points, throttled repeats
+(kindmap_realtime/log_throttle.py)."""
 
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ from typing import Any
 
 import pytest
 
-from server import logs
-from server.logs import JsonFormatter, LogThrottle, ThrottleFilter
+from kindmap_realtime import log_throttle
+from kindmap_realtime.log_throttle import LogThrottle
+from server.logs import JsonFormatter, ThrottleFilter
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -134,12 +136,12 @@ def test_configure_logging_quiets_library_info_but_not_their_warnings(tmp_path: 
 
 def test_importing_the_server_adds_no_log_handlers(tmp_path: Path) -> None:
     result = run_python(
-        "import logging, server.app, server.emitter, server.__main__\n"
+        "import logging, server.app, kindmap_realtime.emitter, server.__main__\n"
         "print(len(logging.getLogger().handlers), len(logging.getLogger('server').handlers))\n",
         tmp_path,
     )
 
-    assert result.stdout.split() == ["0", "0"]
+    assert result.stdout.split() == ["0", "0"], result.stderr
 
 
 class FakeClock:
@@ -153,7 +155,7 @@ class FakeClock:
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
     fake = FakeClock()
-    monkeypatch.setattr(logs, "time", SimpleNamespace(monotonic=fake.monotonic))
+    monkeypatch.setattr(log_throttle, "time", SimpleNamespace(monotonic=fake.monotonic))
     return fake
 
 

@@ -13,10 +13,10 @@ import pytest
 from aiohttp import web
 
 from cluster.processes import free_port
+from kindmap_realtime.errors import ConfigError
+from kindmap_realtime.event_loop import loop_name
 from server.__main__ import main
 from server.config import Settings
-from server.errors import ConfigError
-from server.event_loop import loop_name
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "kindmap-test-secret-0123456789abcdef0123"

@@ -1,10 +1,10 @@
 """The backends' contract: every test of this folder runs against the memory backend, one Redis
-and a Redis Cluster alike, through the interfaces of ``server/backends/base.py`` only.
+and a Redis Cluster alike, through the interfaces of ``kindmap_realtime/backends/base.py`` only.
 
 Replicas of one test share one store (a ``MemoryBroker``, or the Redis), as replicas of one
 deployment do; the sender is an emitter's backend there (on memory, one on the same broker).
 What only one backend does -- Redis neighbours, heartbeats that repair, the memory backend's
-bounds -- is tested beside it (``tests/integration/test_redis_*.py``, ``tests/unit/backends/memory/``).
+bounds -- is tested beside it (``tests/integration/test_redis_*.py``, ``tests/unit/kindmap_realtime/backends/memory/``).
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from server.backends import Backend
-from server.backends.memory import MemoryBroker
+from kindmap_realtime.backends import Backend
+from kindmap_realtime.backends.memory import MemoryBroker
 from tests.helpers.backends import OpenReplica, Store, emitter_backend, replica_backends
 
 WINDOW = 30.0  # seconds; no test waits for it unless it sets its own

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from server.errors import SessionTakenError, TooManyConnectionsError
+from kindmap_realtime.errors import SessionTakenError, TooManyConnectionsError
 from tests.helpers.backends import OpenReplica, claimed, kicks, live_session, sessions_of
 from tests.integration.backends.conftest import MAX_SOCKETS
 

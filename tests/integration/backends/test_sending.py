@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from server.backends import Backend
-from server.backends.base import Received, Routed
+from kindmap_realtime.backends import Backend
+from kindmap_realtime.backends.base import Received, Routed
 from tests.helpers.backends import (
     OpenReplica,
     live_session,

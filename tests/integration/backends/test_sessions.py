@@ -7,9 +7,9 @@ import asyncio
 
 import pytest
 
-from server.backends import Backend
-from server.backends.base import HistoryGone, Session
-from server.backends.claims import CLAIM_BURST, HISTORY_PAGE
+from kindmap_realtime.backends import Backend
+from kindmap_realtime.backends.base import HistoryGone, Session
+from kindmap_realtime.backends.claims import CLAIM_BURST, HISTORY_PAGE
 from tests.helpers.backends import (
     OpenReplica,
     claimed,

@@ -1,6 +1,7 @@
-"""server/compat: a library internal its lists name is used nowhere else in ``server/`` (docstrings and
-comments too: they send a reader to the library's private code), and each one listed is used there,
-so the lists and the code cannot drift apart. What a use is comes from the list (``Internal.pattern``).
+"""server/compat and kindmap_realtime/compat: a library internal their lists name is used nowhere else
+in ``server/`` or ``kindmap_realtime/`` (docstrings and comments too: they send a reader to the
+library's private code), and each one listed is used there, so the lists and the code cannot drift
+apart. What a use is comes from the list (``Internal.pattern``).
 """
 
 from __future__ import annotations
@@ -12,15 +13,16 @@ from types import ModuleType
 
 import pytest
 
+import kindmap_realtime
 import server
-from server.compat import Internal
+from kindmap_realtime.compat import Internal
+from kindmap_realtime.compat import redis as redis_internals
 from server.compat import aiohttp as aiohttp_internals
 from server.compat import engineio as engineio_internals
-from server.compat import redis as redis_internals
 from server.compat import socketio as socketio_internals
 
-SERVER = Path(server.__file__).parent
-COMPAT = SERVER / "compat"
+PACKAGES = [Path(server.__file__).parent, Path(kindmap_realtime.__file__).parent]
+COMPAT = [package / "compat" for package in PACKAGES]
 MODULES = [aiohttp_internals, engineio_internals, socketio_internals, redis_internals]
 RESERVED = [(internal, pattern) for module in MODULES for internal in module.INTERNALS
             if (pattern := internal.pattern()) is not None]
@@ -33,11 +35,12 @@ def _id(reserved: tuple[Internal, re.Pattern[str]]) -> str:
 @pytest.mark.parametrize("reserved", RESERVED, ids=_id)
 def test_no_module_outside_compat_uses_a_listed_internal(reserved: tuple[Internal, re.Pattern[str]]) -> None:
     internal, pattern = reserved
-    found = [f"{path.relative_to(SERVER.parent)}:{number}: {line.strip()}"
-             for path in sorted(SERVER.rglob("*.py")) if COMPAT not in path.parents
+    found = [f"{path.relative_to(package.parent)}:{number}: {line.strip()}"
+             for package in PACKAGES for path in sorted(package.rglob("*.py"))
+             if not any(compat in path.parents for compat in COMPAT)
              for number, line in enumerate(path.read_text().splitlines(), start=1) if pattern.search(line)]
 
-    assert found == [], f"{internal.owner}.{internal.name} is used outside server/compat ({pattern.pattern})"
+    assert found == [], f"{internal.owner}.{internal.name} is used outside the compat packages ({pattern.pattern})"
 
 
 def _code(module: ModuleType) -> str:

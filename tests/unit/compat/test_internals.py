@@ -7,11 +7,11 @@ from collections.abc import Callable
 
 import pytest
 
+from kindmap_realtime.compat import Internal, LibraryContractError, assigned, check
+from kindmap_realtime.compat import redis as redis_internals
 from server.app import create_app
-from server.compat import Internal, LibraryContractError, assigned, check
 from server.compat import aiohttp as aiohttp_internals
 from server.compat import engineio as engineio_internals
-from server.compat import redis as redis_internals
 from server.compat import socketio as socketio_internals
 from server.config import Settings
 
@@ -32,7 +32,7 @@ def test_a_gone_internal_is_named_in_one_line() -> None:
 
     assert str(raised.value).splitlines() == [
         "aiohttp 3.14.5: aiohttp.web_ws:WebSocketResponse._no_such_writer is gone; it is needed because it is a test "
-        "(server/compat)"]
+        "(see the compat README)"]
 
 
 @pytest.mark.parametrize("owner", ["no_such_module", "aiohttp.web_ws:NoSuchClass"])

@@ -9,10 +9,10 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from server.backends.base import Routed
-from server.errors import QueueBusyError
+from kindmap_realtime.backends.base import Routed
+from kindmap_realtime.errors import QueueBusyError
+from kindmap_realtime.messages.checks import MAX_DATA_DEPTH
 from server.http.app_keys import AUTHENTICATOR, GATEWAY, MANAGER, SETTINGS, SIO
-from server.messages.checks import MAX_DATA_DEPTH
 from server.metrics import DROP_REASONS
 from tests.fakes.memory_backend import FlakyBroker
 from tests.helpers.clients import MakeClient, RecordingClient, connected, make_token

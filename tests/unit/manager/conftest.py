@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 import socketio
 
+from kindmap_realtime.limits import DEFAULT_CHANNEL
 from server.http.app_keys import MANAGER, METRICS, SIO
-from server.limits import DEFAULT_CHANNEL
 from server.manager.client_manager import QueueManager
 from server.metrics import Metrics
 from tests.fakes.memory_backend import FlakyBroker, flaky_transport
@@ -24,7 +24,7 @@ from tests.helpers.in_process import Replica, StartReplica
 
 CHANNEL = DEFAULT_CHANNEL  # the channel start_replica's replicas use
 MANAGER_LOGGER = "server.manager.client_manager"
-PUBLISHER_LOGGER = "server.publisher"  # the manager publishes with a Publisher
+PUBLISHER_LOGGER = "kindmap_realtime.publisher"  # the manager publishes with a Publisher
 
 
 

@@ -18,14 +18,14 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestServer
 
+from kindmap_realtime.backends.base import Routed
+from kindmap_realtime.errors import ErrorCode, PayloadTooLargeError, PublishError, QueueUnavailableError, error_payload
+from kindmap_realtime.messages import envelope
 from server.app import create_app
-from server.backends.base import Routed
 from server.compat.socketio import register_ack
 from server.config import Settings
-from server.errors import ErrorCode, PayloadTooLargeError, PublishError, QueueUnavailableError, error_payload
 from server.http.app_keys import MANAGER, METRICS
 from server.manager.client_manager import QueueManager
-from server.messages import envelope
 from server.metrics import Metrics
 from tests.fakes.memory_backend import FlakyBroker, FlakyTransport, flaky_transport, memory_backend
 from tests.helpers.clients import RecordingClient, connected

@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 from engineio import packet as eio_packet
 
-from server.backends.base import Claim, Session, SessionStore
+from kindmap_realtime.backends.base import Claim, Session, SessionStore
+from kindmap_realtime.messages.envelope import decode
+from kindmap_realtime.messages.rooms import user_room
 from server.manager.local_delivery import LocalDelivery
 from server.manager.recovery import Recovery, Tracked
-from server.messages.envelope import decode
-from server.messages.rooms import user_room
 from server.metrics import Metrics
 from server.sio.server import SocketServer
 

@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
-from server.backends.base import Claim, HistoryGone, Session, SessionStore
-from server.errors import QueueUnavailableError
+from kindmap_realtime.backends.base import Claim, HistoryGone, Session, SessionStore
+from kindmap_realtime.errors import QueueUnavailableError
+from kindmap_realtime.messages import envelope
+from kindmap_realtime.messages.rooms import user_room
 from server.manager.recovery import MAX_PID_LENGTH, Recovery, Tracked
-from server.messages import envelope
-from server.messages.rooms import user_room
 from server.metrics import Metrics
 from tests.helpers.envelopes import emit_envelope
 from tests.helpers.waiting import eventually

@@ -1,4 +1,4 @@
-"""server/sending.py, the one rule for a backend sending to a user, through server/manager/sending.py's
+"""kindmap_realtime/sending.py, the one rule for a backend sending to a user, through server/manager/sending.py's
 ``RoomSender`` (a manager that knows nothing of presence)."""
 
 from __future__ import annotations
@@ -8,11 +8,10 @@ from typing import Any
 
 import pytest
 
-from server.backends import Presence
-from server.backends.base import Session
-from server.errors import QueueUnavailableError, RequestError, UserNotConnectedError
-from server.manager.sending import RoomSender
-from server.messages.checks import (
+from kindmap_realtime.backends import Presence
+from kindmap_realtime.backends.base import Session
+from kindmap_realtime.errors import QueueUnavailableError, RequestError, UserNotConnectedError
+from kindmap_realtime.messages.checks import (
     MAX_DATA_DEPTH,
     MAX_EVENT_LENGTH,
     RESERVED_EVENTS,
@@ -20,8 +19,9 @@ from server.messages.checks import (
     check_event,
     check_user_id,
 )
+from kindmap_realtime.sending import send_to_user
+from server.manager.sending import RoomSender
 from server.metrics import Metrics
-from server.sending import send_to_user
 
 
 class RecordingManager:

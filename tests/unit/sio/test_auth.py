@@ -11,9 +11,9 @@ from urllib.parse import urlencode
 import jwt
 import pytest
 
+from kindmap_realtime.errors import ErrorCode, RealtimeError
+from kindmap_realtime.messages.checks import validate_user_id
 from server.config import Settings
-from server.errors import ErrorCode, RealtimeError
-from server.messages.checks import validate_user_id
 from server.sio import auth
 from server.sio.auth import DEV_TOKEN_LIFETIME, Authenticator, AuthError, Identity, bearer_token
 from tests.helpers.clients import TEST_SECRET, make_token

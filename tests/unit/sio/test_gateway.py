@@ -18,11 +18,11 @@ from typing import Any
 import pytest
 import socketio
 
+from kindmap_realtime.backends.base import Session
+from kindmap_realtime.messages import envelope
+from kindmap_realtime.messages.rooms import user_room
 from server import __version__
-from server.backends.base import Session
 from server.http.app_keys import GATEWAY, MANAGER, PRESENCE, SETTINGS, SIO
-from server.messages import envelope
-from server.messages.rooms import user_room
 from server.sio.packet_guard import HARD_CAP_FACTOR
 from tests.fakes.memory_backend import FlakyBroker
 from tests.helpers.clients import MakeClient, RecordingClient, connected, make_token

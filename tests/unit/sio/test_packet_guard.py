@@ -14,8 +14,8 @@ import aiohttp
 import pytest
 import socketio
 
+from kindmap_realtime.messages.rooms import user_room
 from server.http.app_keys import SIO
-from server.messages.rooms import user_room
 from server.sio.packet_guard import HARD_CAP_FACTOR, MAX_ATTACHMENTS
 from tests.helpers.clients import MakeClient, RecordingClient, connected, make_token
 from tests.helpers.in_process import Replica, StartReplica, sample

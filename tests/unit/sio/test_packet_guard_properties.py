@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from server.errors import ErrorCode
+from kindmap_realtime.errors import ErrorCode
 from tests.helpers.clients import MakeClient, RecordingClient, connected, make_token
 from tests.helpers.in_process import Replica, StartReplica
 from tests.helpers.payloads import assert_error_payload

@@ -1,5 +1,0 @@
-"""What travels between replicas and emitters: the signed envelope, the replay window that
-checks it, and the room names of users. Pure data and checks, no I/O.
-
-May import: ``server.errors`` only.
-"""
