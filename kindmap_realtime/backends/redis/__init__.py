@@ -11,6 +11,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 
+from ...compat.redis import check_redis
 from ..base import Backend
 from .anomalies import Anomalies
 from .entries import SignedEntries
@@ -27,6 +28,9 @@ def open_redis_backend(url: str, *, channel: str, signing_key: bytes | None, ins
                        clock_skew: float, recovery_window: float = 0.0, recovery_max_messages: int = 0,
                        max_sockets: int = 0, max_sessions: int = 0,
                        on_anomaly: Callable[[str], None] | None = None, replica: bool = True) -> Backend:
+    # Before any connection: a redis-py without an internal these parts use fails here in one
+    # line, an emitter's too (it runs no replica's start-up check).
+    check_redis()
     # A replacement started under the same INSTANCE_ID never revives a dead process's sockets.
     process = f"{instance_id}:{uuid.uuid4().hex[:12]}"
     entries = SignedEntries(channel, signing_key, clock_skew)

@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
+from kindmap_realtime import Emitter
 from kindmap_realtime.compat import Internal, LibraryContractError, assigned, check
 from kindmap_realtime.compat import redis as redis_internals
 from server.app import create_app
@@ -69,3 +70,11 @@ def test_a_replica_will_not_build_on_a_library_without_an_internal(
 
     with pytest.raises(LibraryContractError, match=r"NodesManager\.no_such_cache is gone"):
         create_app(make_settings())
+
+
+def test_an_emitter_will_not_build_on_a_redis_py_without_an_internal(monkeypatch: pytest.MonkeyPatch) -> None:
+    gone = Internal("redis.asyncio.cluster:NodesManager", "no_such_cache", "it is a test", "redis-py 8.1.0", "-")
+    monkeypatch.setattr(redis_internals, "INTERNALS", (*redis_internals.INTERNALS, gone))
+
+    with pytest.raises(LibraryContractError, match=r"NodesManager\.no_such_cache is gone"):
+        Emitter("redis://127.0.0.1:6379/0")
