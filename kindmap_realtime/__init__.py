@@ -7,6 +7,8 @@ too: ``messages`` (the signed envelope, replay window, rooms, checks), ``backend
 Cluster and the in-memory one, behind one interface), ``publisher`` and ``sending`` (putting a
 message on the queue, and the rule of sending to a user). It needs redis-py, hiredis, orjson and
 python-dotenv; nothing of aiohttp or python-socketio.
+
+May import: its own modules only (tests/unit/test_layers.py holds their order), never ``server``.
 """
 
 from .emitter import Emitter

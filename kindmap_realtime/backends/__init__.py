@@ -4,6 +4,9 @@
 presence, key check and session store. The replica (``create_app``) and the emitter
 both build from here. Without ``REDIS_URL`` a replica runs alone on ``memory://``
 (``backends.memory``), which only a replica may open: it lives in the replica's process.
+
+May import: ``kindmap_realtime.messages``, the library's errors, limits, log throttle and
+compat, and redis-py. Nothing here knows Socket.IO or the web server.
 """
 
 from __future__ import annotations

@@ -89,8 +89,10 @@ class CatchUp(ABC):
 class QueueTransport(ABC):
     """Carries envelopes between replicas: to all of them, or only to those holding a user.
 
-    A replica reads its own messages with ``subscribe`` and ``messages``; a sender
-    never gets back what it sent.
+    A replica reads its own messages with ``subscribe`` and ``messages``. A message stored
+    for recovery comes back to its sender when the sender holds the user (with its offset, so
+    that a replica writes a user's stored messages in offset order); any other may come back
+    too (a Redis Cluster's shard channel echoes it), and the manager drops its own by ``host_id``.
 
     Implementations raise ``PublishError`` when a publish fails and
     ``QueueUnavailableError`` when subscribing or listening fails; the manager

@@ -9,6 +9,9 @@ it, so only a replica may open it by URL.
 The parts share one ``MemoryBroker`` and one ``Member`` (this replica's name and inbox).
 Replicas sharing a broker act as replicas sharing a Redis: the unit tests pass one to
 several backends (``open_memory_backend(broker=…)``).
+
+May import: ``kindmap_realtime.backends`` (the interfaces, the claim rules), ``kindmap_realtime.messages``
+and the library's errors and log throttle.
 """
 
 from __future__ import annotations

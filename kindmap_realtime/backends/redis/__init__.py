@@ -4,6 +4,9 @@ recoverable sessions and per-user histories.
 
 The parts share one command client, owned by the transport, and one name
 for this replica process: its presence entries say where its inbox is.
+
+May import: ``kindmap_realtime.backends`` (the interfaces, the claim rules), ``kindmap_realtime.messages``,
+the library's errors, log throttle and redis-py's compat (``kindmap_realtime.compat.redis``), and redis-py.
 """
 
 from __future__ import annotations
