@@ -21,6 +21,7 @@ from .limits import (
     DEFAULT_MAX_QUEUE_MESSAGE_BYTES,
     check_queue_message_bytes,
     check_queue_replay_window,
+    check_signing_key,
 )
 from .messages.checks import check_data, check_event, check_user_id
 from .messages.replay import DEFAULT_WINDOW
@@ -41,7 +42,7 @@ class Emitter:
     :param channel: the replicas' ``SOCKETIO_CHANNEL``.
     :param backend: a ready ``Backend`` instead of a URL (the unit tests pass an in-memory one),
         built for the same ``channel`` and ``signing_key``.
-    :param signing_key: the replicas' ``QUEUE_SIGNING_KEY``, if they use one.
+    :param signing_key: the replicas' ``QUEUE_SIGNING_KEY``, if they use one (at least 32 bytes, as theirs).
     :param max_message_bytes: the replicas' ``MAX_QUEUE_MESSAGE_BYTES``: a larger message
         raises ``PayloadTooLargeError`` instead of reaching Redis, which would cut every
         replica's subscription rather than deliver it.
@@ -58,6 +59,8 @@ class Emitter:
         self._open = False
         check_queue_message_bytes("max_message_bytes", max_message_bytes)
         check_queue_replay_window("replay_window", replay_window)
+        if signing_key is not None:
+            check_signing_key("signing_key", signing_key)
         key = None if signing_key is None else signing_key.encode()
         if backend is None:
             if redis_url is None:

@@ -27,7 +27,7 @@ def load_environ(env_file: str | Path = ".env", environ: Mapping[str, str] | Non
     Real environment variables win, so a deployment can override a checked-in file.
     """
     try:
-        values = dotenv_values(env_file)
+        values = dotenv_values(env_file, interpolate=False)  # a secret's "$" is the secret's, not a variable
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{env_file} is not UTF-8 text (byte {exc.start}); fix or remove it") from None
     except OSError as exc:

@@ -13,7 +13,7 @@ from .errors import ConfigError
 
 __all__ = ["DEFAULT_CHANNEL", "DEFAULT_MAX_QUEUE_MESSAGE_BYTES", "MAX_QUEUE_MESSAGE_BYTES", "MIN_QUEUE_MESSAGE_BYTES",
            "QUEUE_MESSAGE_BYTES", "QUEUE_REPLAY_WINDOW", "Range", "check_queue_message_bytes",
-           "check_queue_replay_window", "number_text"]
+           "check_queue_replay_window", "check_signing_key", "number_text"]
 
 DEFAULT_CHANNEL = "kindmap_events"
 # The largest queue message. Redis cuts a subscriber whose output buffer passes
@@ -23,6 +23,7 @@ DEFAULT_CHANNEL = "kindmap_events"
 # 1 MiB leaves room for a burst of several such messages under the 8 MB soft limit.
 DEFAULT_MAX_QUEUE_MESSAGE_BYTES = 1024 * 1024
 MIN_QUEUE_MESSAGE_BYTES = 1024
+MIN_SIGNING_KEY_BYTES = 32
 MAX_QUEUE_MESSAGE_BYTES = 512 * 1024 * 1024  # Redis's proto-max-bulk-len: no larger PUBLISH exists
 
 
@@ -59,6 +60,15 @@ QUEUE_REPLAY_WINDOW = Range(1.0, 300.0)
 def check_queue_message_bytes(name: str, value: int) -> None:
     """The queue message limit, shared by the replicas, the emitter and its CLI."""
     QUEUE_MESSAGE_BYTES.check(name, value)
+
+
+def check_signing_key(name: str, key: str) -> None:
+    """The queue signing key, as replicas and emitters take it: an HMAC-SHA256 key at least as long
+    as the hash (RFC 2104), and not blank (a blank key signs, but anyone can guess it)."""
+    if not key.strip():
+        raise ConfigError(f"{name} must not be blank")
+    if len(key.encode()) < MIN_SIGNING_KEY_BYTES:
+        raise ConfigError(f"{name} must be at least {MIN_SIGNING_KEY_BYTES} bytes long")
 
 
 def check_queue_replay_window(name: str, value: float) -> None:

@@ -35,6 +35,7 @@ from kindmap_realtime.limits import (
     Range,
     check_queue_message_bytes,
     check_queue_replay_window,
+    check_signing_key,
 )
 from kindmap_realtime.messages.replay import DEFAULT_WINDOW
 
@@ -339,8 +340,8 @@ class Settings:
             raise ConfigError(f"JWT_SECRET must be at least {min_secret} bytes long for {self.jwt_algorithm}")
         if self.server_api_key is not None and len(self.server_api_key) < 16:
             raise ConfigError("SERVER_API_KEY must be at least 16 characters long")
-        if self.queue_signing_key is not None and len(self.queue_signing_key.encode()) < 32:
-            raise ConfigError("QUEUE_SIGNING_KEY must be at least 32 bytes long")
+        if self.queue_signing_key is not None:
+            check_signing_key("QUEUE_SIGNING_KEY", self.queue_signing_key)
         if self.redis_url is not None:
             check_backend_url("REDIS_URL", self.redis_url)
             if self.auth_mode == "jwt" and self.queue_signing_key is None and not self.allow_unsigned_queue:

@@ -94,13 +94,15 @@ def test_the_library_brings_redis_hiredis_orjson_and_dotenv_and_nothing_of_the_w
     assert names & WEB_STACK == set()
 
 
-def test_the_import_name_is_kindmap_realtime_and_no_server_package_is_installed(
+def test_the_import_name_is_kindmap_realtime_typed_and_no_server_package_is_installed(
         venv: Path, elsewhere: Path) -> None:
     imported = run([venv / "bin/python", "-c", "import kindmap_realtime; print(kindmap_realtime.__version__)\n"
-                    "import importlib.util; print(importlib.util.find_spec('server'))"], cwd=elsewhere)
+                    "import importlib.util; print(importlib.util.find_spec('server'))\n"
+                    "from importlib.resources import files; print(files('kindmap_realtime').joinpath('py.typed')"
+                    ".is_file())"], cwd=elsewhere)
 
     assert imported.returncode == 0, imported.stderr
-    assert imported.stdout.split() == ["0.1.0", "None"]
+    assert imported.stdout.split() == ["0.1.0", "None", "True"]
 
 
 async def test_the_console_script_sends_to_a_rider_on_a_replica(

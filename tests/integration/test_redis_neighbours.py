@@ -160,6 +160,21 @@ async def emit_outcome_is(replica: Served, user: str, expected: tuple[int, str |
     return await emit_outcome(replica, user) == expected
 
 
+async def test_an_emitter_whose_key_no_replica_can_confirm_starts_with_a_warning_not_a_tampering_alarm(
+        start_cluster: Callable[..., Cluster], neighbour: aioredis.Redis, caplog: pytest.LogCaptureFixture) -> None:
+    cluster = start_cluster(1, QUEUE_SIGNING_KEY=SIGNING_KEY)
+    cluster.stop()  # the routing functions stay loaded; nobody listens on the channel any more
+    await neighbour.set(signing_key_name(cluster.channel), b"0" * 32)  # as replicas with another key left it
+
+    async with Emitter(cluster.redis_url, channel=cluster.channel, signing_key=SIGNING_KEY):
+        pass
+
+    warnings = [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
+    assert [message for message in warnings if "fingerprint" in message] == [
+        "the signing fingerprint in Redis is not this key's, and no replica listens to say which is right: "
+        "starting unverified (a wrong key makes every rider look offline)"]
+
+
 async def test_an_emitter_with_the_right_key_starts_although_the_fingerprint_was_rewritten(
         start_cluster: Callable[..., Cluster], make_client: MakeClient, neighbour: aioredis.Redis) -> None:
     cluster = start_cluster(2, QUEUE_SIGNING_KEY=SIGNING_KEY)

@@ -267,6 +267,13 @@ def test_load_environ_gives_the_environment_priority_over_the_env_file(tmp_path:
     assert merged == {"PORT": "9100", "HOST": "0.0.0.0", "LOG_LEVEL": "DEBUG", "INSTANCE_ID": "from-env"}
 
 
+def test_load_environ_takes_values_of_the_env_file_as_written_without_expanding_variables(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text("QUEUE_SIGNING_KEY=abc${HOME}def$PATH\n")
+
+    assert load_environ(env_file, environ={"HOME": "/root"})["QUEUE_SIGNING_KEY"] == "abc${HOME}def$PATH"
+
+
 def test_load_environ_without_env_file_returns_the_environment(tmp_path: Path) -> None:
     merged = load_environ(tmp_path / "missing.env", environ={"PORT": "9100"})
 

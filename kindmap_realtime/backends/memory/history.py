@@ -59,8 +59,11 @@ class History:
     def offset(self, sequence: int) -> str:
         return f"{self.generation}-{sequence}"
 
-    def append(self, envelope: bytes, now: float) -> str:
-        """Store one message; its offset."""
+    def append(self, envelope: bytes, now: float) -> str | None:
+        """Store one message; its offset, or ``None`` for one larger than ``max_bytes`` alone, which
+        no replay could write (stored, it would be trimmed at once: "stored" would be untrue)."""
+        if 0 < self.limits.max_bytes < len(envelope):
+            return None
         self._messages.append((envelope, now))
         self._bytes += len(envelope)
         self.trim(now)

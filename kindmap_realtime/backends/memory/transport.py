@@ -53,7 +53,8 @@ class MemoryTransport(QueueTransport):
         offset = None
         if not volatile and user.history is not None and user.recoverable(self.broker.now()):
             offset = user.history.append(data, self.broker.now())
-            self.broker.settle(channel, user_id)
+            if offset is not None:
+                self.broker.settle(channel, user_id)
         holders = set(user.sockets.values())
         unreached = {member for member in holders
                      if (offset is not None or member is not self.member) and not self._put(member, (data, offset))}

@@ -13,8 +13,9 @@ emitter with a key follows is (``RedisKeyCheck.check``):
    a replica that verifies it answers by writing ``HMAC(key, nonce)`` under
    ``probe_key`` (``answer``). A valid answer proves a listening replica shares the
    key -- the fingerprint was tampered with: log a warning, do not trust it, start;
-3. no replica listens (the probe reached nobody): start, as before any replica
-   ever announced; every send will then fail loudly with ``PublishError``;
+3. no replica listens (the probe reached nobody): start unverified, with a warning, as
+   before any replica ever announced (replicas that come up with another key will find
+   its messages unsigned for them, and its presence checks will find every rider offline);
 4. replicas listen and none proves the key within ``PROBE_TIMEOUT``: they use
    another key (or none) and would drop every message: ``ConfigError``.
 
@@ -101,7 +102,13 @@ class RedisKeyCheck(KeyCheck):
             return
         if key is None:
             raise ConfigError(f"the replicas on channel {channel!r} sign their queue: set QUEUE_SIGNING_KEY")
-        if await self._replicas_share(client, key):
+        shared = await self._replicas_share(client, key)
+        if shared is None:
+            logger.warning("the signing fingerprint in Redis is not this key's, and no replica listens to say "
+                           "which is right: starting unverified (a wrong key makes every rider look offline)",
+                           extra={"channel": channel})
+            return
+        if shared:
             logger.warning("the signing fingerprint in Redis is not this key's, yet a replica proved it holds "
                            "the key: the fingerprint was rewritten by someone else; ignoring it",
                            extra={"channel": channel})
@@ -109,12 +116,12 @@ class RedisKeyCheck(KeyCheck):
         raise ConfigError(f"QUEUE_SIGNING_KEY differs from the one the replicas on channel {channel!r} use; "
                           "they would drop every message")
 
-    async def _replicas_share(self, client: aioredis.Redis | RedisCluster, key: bytes) -> bool:
-        """Whether a listening replica proves it holds ``key``; ``True`` when none listens."""
+    async def _replicas_share(self, client: aioredis.Redis | RedisCluster, key: bytes) -> bool | None:
+        """Whether a listening replica proves it holds ``key``; ``None`` when none listens."""
         nonce = os.urandom(16).hex()
         probe = {"method": "key_probe", "nonce": nonce, "host_id": f"emitter-{nonce[:8]}"}
         if await self._transport.publish(self._channel, envelope.encode(probe, key)) == 0:
-            return True
+            return None
         deadline = time.monotonic() + PROBE_TIMEOUT
         expected = _proof(key, nonce)
         while time.monotonic() < deadline:

@@ -102,3 +102,10 @@ async def test_emitter_counts_what_it_publishes_and_drops_into_the_counts_it_is_
             await emitter.send_to_user("nobody", "step", {"n": 2})
 
     assert (counts.published, dict(counts.dropped)) == (2, {"user_not_connected": 1})
+
+
+@pytest.mark.parametrize(("key", "reason"), [("", "must not be blank"), (" " * 40, "must not be blank"),
+                                             ("k" * 31, "must be at least 32 bytes")], ids=["empty", "spaces", "short"])
+def test_emitter_refuses_a_signing_key_no_replica_would_take(key: str, reason: str) -> None:
+    with pytest.raises(ConfigError, match=f"signing_key {reason}"):
+        Emitter("redis://127.0.0.1:6379/0", signing_key=key)

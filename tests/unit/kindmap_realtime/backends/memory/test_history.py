@@ -37,6 +37,14 @@ def test_past_its_bytes_the_oldest_go() -> None:
     assert kept.read(kept.base, 10) == [("42-2", b"bbbb"), ("42-3", b"cccc")]
 
 
+def test_a_message_larger_than_its_bytes_alone_is_not_stored_and_evicts_nothing() -> None:
+    kept = history(max_bytes=10)
+    kept.append(b"aaaa", 0.0)
+
+    assert kept.append(b"x" * 11, 0.0) is None
+    assert kept.read(0, 10) == [("42-1", b"aaaa")]
+
+
 def test_no_byte_bound_when_it_is_zero() -> None:
     kept = history(max_bytes=0)
     for _ in range(5):
