@@ -30,6 +30,7 @@ from .limits import (
     DEFAULT_MAX_QUEUE_MESSAGE_BYTES,
     check_queue_message_bytes,
     check_queue_replay_window,
+    check_signing_key,
 )
 from .messages.checks import check_data, check_event
 from .messages.replay import DEFAULT_WINDOW
@@ -48,13 +49,13 @@ def parse_args(argv: list[str] | None, environ: dict[str, str]) -> argparse.Name
     parser.add_argument("--data", default="null", help="JSON payload (default: null)")
     parser.add_argument("--volatile", action="store_true",
                         help="never store the message for recovery (high-rate updates whose next one replaces it)")
-    parser.add_argument("--redis-url", default=environ.get("REDIS_URL"), help="default: $REDIS_URL")
+    parser.add_argument("--redis-url", default=raw_setting(environ, "REDIS_URL"), help="default: $REDIS_URL")
     parser.add_argument("--channel", default=raw_setting(environ, "SOCKETIO_CHANNEL") or DEFAULT_CHANNEL,
                         help="default: $SOCKETIO_CHANNEL or %(default)s")
-    parser.add_argument("--max-message-bytes", default=environ.get("MAX_QUEUE_MESSAGE_BYTES") or None,
+    parser.add_argument("--max-message-bytes", default=raw_setting(environ, "MAX_QUEUE_MESSAGE_BYTES"),
                         help=f"largest queue message (default: $MAX_QUEUE_MESSAGE_BYTES or "
                              f"{DEFAULT_MAX_QUEUE_MESSAGE_BYTES})")
-    parser.add_argument("--replay-window", default=environ.get("QUEUE_REPLAY_WINDOW_SECONDS") or None,
+    parser.add_argument("--replay-window", default=raw_setting(environ, "QUEUE_REPLAY_WINDOW_SECONDS"),
                         help=f"the replicas' clock skew allowance, seconds (default: $QUEUE_REPLAY_WINDOW_SECONDS "
                              f"or {DEFAULT_WINDOW:g})")
     args = parser.parse_args(argv)
@@ -86,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         check_backend_url("--redis-url", args.redis_url)
+        if args.signing_key is not None:
+            check_signing_key("QUEUE_SIGNING_KEY", args.signing_key)
         args.max_message_bytes = _number(args.max_message_bytes, "--max-message-bytes / MAX_QUEUE_MESSAGE_BYTES",
                                          int, DEFAULT_MAX_QUEUE_MESSAGE_BYTES, check_queue_message_bytes)
         args.replay_window = _number(args.replay_window, "--replay-window / QUEUE_REPLAY_WINDOW_SECONDS",

@@ -223,6 +223,24 @@ def test_a_signing_key_of_only_spaces_exits_2_as_it_stops_a_replica(clean_enviro
     assert "QUEUE_SIGNING_KEY is only whitespace" in one_line(capsys.readouterr().err)
 
 
+def test_a_signing_key_shorter_than_the_replicas_take_exits_2(clean_environment: Path, dead_redis_url: str,
+                                                                capsys: pytest.CaptureFixture[str],
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("QUEUE_SIGNING_KEY", "k" * 31)
+
+    code = main(["--user", "alice", "--event", "arrival", "--redis-url", dead_redis_url])
+
+    assert code == EXIT_USAGE
+    assert "QUEUE_SIGNING_KEY must be at least 32 bytes long" in one_line(capsys.readouterr().err)
+
+
+def test_settings_from_the_environment_are_read_without_surrounding_spaces_as_a_replica_reads_them() -> None:
+    args = parse_args(["--broadcast", "--event", "notice"], {"REDIS_URL": " redis://cache:6379 ",
+                                                           "MAX_QUEUE_MESSAGE_BYTES": " 2048 "})
+
+    assert (args.redis_url, args.max_message_bytes) == ("redis://cache:6379", "2048")
+
+
 def test_malformed_redis_url_exits_2_with_a_one_line_reason(tmp_path: Path) -> None:
     # A subprocess: the half-built Emitter this currently leaves behind must not disturb this test run.
     result = subprocess.run(
