@@ -196,7 +196,7 @@ class QueueManager(HookedPubSubManager, LocalDelivery):
         when the message was stored: ``Routed.status`` is ``None``, having delivered
         nothing, when the user has no socket anywhere and no session to recover.
         """
-        message = self._emit_message(event, data, "/", user_room(user_id), None, None, binary=False)
+        message = self.publisher.user_emit(user_id, event, data)
         routed = await self.publisher.publish_to_user(user_id, message, volatile)
         if routed.online and routed.offset is None:
             await self._deliver(message)
@@ -207,8 +207,7 @@ class QueueManager(HookedPubSubManager, LocalDelivery):
         """``emit_to_user`` for each ``(user_id, event, data)`` (plain JSON), in one round trip where the
         transport can; for each, what it did, or why it was not sent (``PayloadTooLargeError``,
         ``PublishError``). Nothing raises for one message."""
-        built = [(user_id, self._emit_message(event, data, "/", user_room(user_id), None, None, binary=False))
-                 for user_id, event, data in messages]
+        built = [(user_id, self.publisher.user_emit(user_id, event, data)) for user_id, event, data in messages]
         outcomes = await self.publisher.publish_many_to_user(built, volatile=volatile)
         if self.server is not None:
             for (_, message), outcome in zip(built, outcomes, strict=True):
@@ -217,11 +216,9 @@ class QueueManager(HookedPubSubManager, LocalDelivery):
         return outcomes
 
     def _emit_message(self, event: str, data: Any, namespace: str, room: Any, skip_sid: Any,
-                      callback: Any, *, binary: bool | None = None) -> dict[str, Any]:
-        """python-socketio's pub/sub ``emit`` message (binary attachments base64-encoded).
-
-        ``binary=False`` skips the search for attachments: data already checked as JSON has none.
-        """
+                      callback: Any) -> dict[str, Any]:
+        """python-socketio's pub/sub ``emit`` message (binary attachments base64-encoded); one for a
+        user's room with plain JSON data is the publisher's (``Publisher.user_emit``)."""
         if callback is not None:
             if self.server is None:
                 raise RuntimeError("callbacks can only be issued from the context of a server")
@@ -229,8 +226,7 @@ class QueueManager(HookedPubSubManager, LocalDelivery):
                 raise ValueError("cannot use a callback without a room")
             callback = (room, namespace, register_ack(self, room, callback))
         args = list(data) if isinstance(data, tuple) else [data]
-        if binary is None:
-            binary = Packet.data_is_binary(args)
+        binary = Packet.data_is_binary(args)
         if binary:
             args, attachments = Packet.deconstruct_binary(args)
             args = [args, *[base64.b64encode(a).decode() for a in attachments]]
